@@ -1,0 +1,18 @@
+"""gentext: train generative recurrent text networks on any text and sample from them."""
+
+from .api import TextModel, load, train
+from .config import CorpusConfig, ModelConfig, SampleConfig, TokenizerConfig, TrainConfig
+from .errors import GentextError
+
+__version__ = "0.1.0"
+__all__ = [
+    "CorpusConfig",
+    "GentextError",
+    "ModelConfig",
+    "SampleConfig",
+    "TextModel",
+    "TokenizerConfig",
+    "TrainConfig",
+    "load",
+    "train",
+]

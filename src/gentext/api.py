@@ -1,0 +1,255 @@
+"""The Python API; the CLI and the server are thin adapters over it.
+
+import gentext
+summary = gentext.train("runs/demo", paths=["book.txt"], steps=500, hidden_size=256)
+model = gentext.load("runs/demo")
+print(model.generate("ROMEO:", max_new_tokens=200, temperature=0.8, seed=1)[0])
+print(model.evaluate(paths=["test.txt"]))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import checkpoint, sampling, trainer
+from .config import CorpusConfig, ModelConfig, SampleConfig, TokenizerConfig, TrainConfig, from_dict, to_dict
+from .corpus import load_corpus, read_text
+from .errors import GentextError
+from .models import build_model
+from .tokenizers import fit_tokenizer
+
+_CONFIG_CLASSES = (CorpusConfig, TokenizerConfig, ModelConfig, TrainConfig)
+
+
+def _split_overrides(overrides: dict[str, Any]) -> dict[type, dict[str, Any]]:
+    """Route keyword arguments such as `hidden_size=256` to the config dataclass that owns them."""
+    routed: dict[type, dict[str, Any]] = {cls: {} for cls in _CONFIG_CLASSES}
+    for key, value in overrides.items():
+        owners = [cls for cls in _CONFIG_CLASSES if key in {f.name for f in dataclasses.fields(cls)}]
+        if not owners:
+            raise GentextError(f"train() got an unknown setting {key!r}")
+        routed[owners[0]][key] = value
+    return routed
+
+
+def _encode_ids(tokenizer, text: str) -> np.ndarray:
+    from .dataset import id_dtype
+
+    return tokenizer.encode(text).astype(id_dtype(tokenizer.vocab_size))
+
+
+def prepare_out_dir(out: Path, force: bool) -> None:
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise GentextError(
+                f"{out} already exists and is not empty; pass --force to overwrite it or choose another --out"
+            )
+        if not (out / checkpoint.CONFIG).exists():
+            raise GentextError(f"{out} is not empty and is not a gentext run; refusing to overwrite it with --force")
+        # Replace the old run only now that the new one's input has been validated.
+        for name in (checkpoint.METRICS,):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def train(
+    out: str | Path,
+    paths: list[str] | None = None,
+    *,
+    corpus: CorpusConfig | None = None,
+    tokenizer: TokenizerConfig | None = None,
+    model: ModelConfig | None = None,
+    train: TrainConfig | None = None,
+    force: bool = False,
+    progress: bool = False,
+    on_eval: Callable[[int, float | None, TextModel], None] | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Train a model on text and write a run directory to `out`; returns a summary dict.
+
+    Settings come from the config dataclasses or as keyword overrides (`steps=500`, `hidden_size=256`).
+    With no `paths` the built-in corpus is used. Nothing in `out` is touched until the input is valid.
+    """
+    routed = _split_overrides(overrides)
+    corpus_cfg = dataclasses.replace(corpus or CorpusConfig(), **routed[CorpusConfig])
+    if paths is not None:
+        corpus_cfg.paths = list(paths)
+    tok_cfg = dataclasses.replace(tokenizer or TokenizerConfig(), **routed[TokenizerConfig])
+    model_cfg = dataclasses.replace(model or ModelConfig(), **routed[ModelConfig])
+    train_cfg = dataclasses.replace(train or TrainConfig(), **routed[TrainConfig])
+    for cfg in (corpus_cfg, tok_cfg, train_cfg):
+        cfg.validate()
+
+    text = load_corpus(corpus_cfg)
+    # The vocabulary covers the validation text too, so evaluation never meets an unknown token.
+    tok = fit_tokenizer(tok_cfg.level, text.train + text.val)
+    model_cfg.vocab_size = tok.vocab_size
+    model_cfg.validate()
+    train_ids = _encode_ids(tok, text.train)
+    val_ids = _encode_ids(tok, text.val) if text.val else None
+    # Fail on a too-short corpus before anything is written.
+    from .dataset import BPTTBatches
+
+    BPTTBatches(train_ids, train_cfg.batch_size, train_cfg.seq_len)
+
+    out = Path(out)
+    prepare_out_dir(out, force)
+    torch.manual_seed(train_cfg.seed)
+    net = build_model(model_cfg)
+    device = trainer.resolve_device(train_cfg.device)
+    config = {
+        "model": to_dict(model_cfg),
+        "tokenizer": to_dict(tok_cfg),
+        "train": to_dict(train_cfg),
+        "corpus": {**to_dict(corpus_cfg), "sources": text.sources},
+        "data": {"train_tokens": int(len(train_ids)), "val_tokens": int(0 if val_ids is None else len(val_ids))},
+    }
+    checkpoint.save_run_files(out, config, tok)
+
+    def _on_eval(step: int, val_loss: float | None) -> None:
+        if on_eval is not None:
+            on_eval(step, val_loss, TextModel(net, tok, config, out))
+
+    result = trainer.train(net, train_ids, val_ids, train_cfg, out, device, _on_eval, progress)
+    summary = {
+        "steps": result.steps,
+        "tokens": result.tokens,
+        "seconds": round(result.seconds, 2),
+        "train_loss": result.train_loss,
+        "val_loss": result.val_loss,
+        "val_bpc": None,
+        "tokens_per_second": round(result.tokens_per_second, 1),
+        "best_step": result.best_step,
+        "parameters": net.num_parameters(),
+        "out": str(out),
+    }
+    if result.val_loss is not None and val_ids is not None:
+        # bpc: nats over the characters of the predicted tokens (all but the first), / ln 2.
+        chars = _characters(tok, text.val, val_ids)
+        summary["val_bpc"] = result.val_loss * (len(val_ids) - 1) / chars / math.log(2)
+    config["result"] = {k: v for k, v in summary.items() if k != "out"}
+    checkpoint.save_run_files(out, config, tok)
+    return summary
+
+
+def _characters(tok, text: str, ids: np.ndarray) -> int:
+    """Characters of `text` that evaluation predicts: all but those of the first token."""
+    return max(len(text) - len(tok.decode(ids[:1])), 1)
+
+
+class TextModel:
+    """A trained model with its tokenizer: generate, stream, evaluate, describe."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, config: dict[str, Any], run_dir: Path | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        self.run_dir = run_dir
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _sample_config(self, overrides: dict[str, Any]) -> SampleConfig:
+        cfg = from_dict(SampleConfig, overrides, "generate()")
+        cfg.validate()
+        return cfg
+
+    def _prompt_ids(self, prompt: str) -> tuple[list[int], bool]:
+        """Ids to prime the network with, and whether they are the prompt itself (vs. a start token)."""
+        if prompt:
+            return self.tokenizer.encode(prompt).tolist(), True
+        # No prompt: prime with a newline (the start of a line), else with the first token.
+        try:
+            return self.tokenizer.encode("\n").tolist(), False
+        except GentextError:
+            return [0], False
+
+    def generate_ids(self, prompt: str = "", **settings: Any) -> Iterator[torch.Tensor]:
+        cfg = self._sample_config(settings)
+        ids, _ = self._prompt_ids(prompt)
+        generator = sampling.make_generator(cfg.seed, "cpu")
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            yield from sampling.generate_ids(self.model, ids, cfg, generator)
+        finally:
+            self.model.train(was_training)
+
+    def generate(self, prompt: str = "", **settings: Any) -> list[str]:
+        """`num_samples` texts, each starting with the prompt. Settings are SampleConfig fields."""
+        cfg = self._sample_config(settings)
+        self._prompt_ids(prompt)  # unknown characters fail before any work
+        columns = [ids.tolist() for ids in self.generate_ids(prompt, **settings)]
+        rows = list(zip(*columns, strict=True)) if columns else [()] * cfg.num_samples
+        return [prompt + self.tokenizer.decode(list(row)) for row in rows]
+
+    def stream(self, prompt: str = "", **settings: Any) -> Iterator[str]:
+        """One sample as it is produced: the prompt, then each new token's text."""
+        settings = {**settings, "num_samples": 1}
+        self._prompt_ids(prompt)
+        yield prompt
+        for ids in self.generate_ids(prompt, **settings):
+            yield self.tokenizer.decode(ids.tolist())
+
+    def evaluate(self, paths: list[str] | None = None, text: str | None = None, seq_len: int = 256) -> dict[str, Any]:
+        """Loss (nats/token), perplexity and bits per character on `text`, the files in `paths`,
+        or (neither given) the validation split of the training corpus."""
+        if text is None:
+            text = read_text(paths) if paths else self._held_out_text()
+        if not text:
+            raise GentextError("nothing to evaluate: the text is empty")
+        try:
+            ids = self.tokenizer.encode(text)
+        except GentextError as exc:
+            raise GentextError(f"evaluation text: {exc}") from None
+        if len(ids) < 2:
+            raise GentextError("the evaluation text needs at least two tokens")
+        nats, count = trainer.evaluate(self.model, ids, seq_len, self.device, batch_size=16)
+        chars = _characters(self.tokenizer, text, ids)
+        loss = nats / count
+        return {
+            "loss": loss,
+            "perplexity": math.exp(min(loss, 700.0)),
+            "bpc": nats / chars / math.log(2),
+            "tokens": count,
+            "characters": chars,
+        }
+
+    def _held_out_text(self) -> str:
+        stored = dict(self.config.get("corpus", {}))
+        stored.pop("sources", None)
+        try:
+            corpus_cfg = from_dict(CorpusConfig, stored, "config.json 'corpus'")
+            return load_corpus(corpus_cfg).val
+        except GentextError as exc:
+            raise GentextError(
+                f"cannot re-read the training corpus for its validation split ({exc}); pass PATH"
+            ) from None
+
+    def info(self) -> dict[str, Any]:
+        metrics = checkpoint.read_metrics(self.run_dir) if self.run_dir else []
+        evals = [m["val_loss"] for m in metrics if "val_loss" in m]
+        return {
+            "run": str(self.run_dir) if self.run_dir else None,
+            "model": self.config.get("model"),
+            "tokenizer": {"level": self.tokenizer.level, "vocab_size": self.tokenizer.vocab_size},
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "corpus": self.config.get("corpus", {}).get("sources"),
+            "result": self.config.get("result"),
+            "best_val_loss": min(evals) if evals else None,
+            "evaluations": len(evals),
+        }
+
+
+def load(run_dir: str | Path, device: str = "cpu") -> TextModel:
+    """Load a run directory (weights from safetensors, config and vocabulary from JSON)."""
+    run = checkpoint.load_run(run_dir, trainer.resolve_device(device))
+    return TextModel(run.model, run.tokenizer, run.config, run.run_dir)

@@ -1,0 +1,172 @@
+"""A run directory is the checkpoint: JSON config + JSON tokenizer + safetensors weights.
+
+    runs/NAME/
+      config.json          {"format_version": 1, "model": {...}, "tokenizer": {...}, "train": {...}, ...}
+      tokenizer.json       the vocabulary
+      model.safetensors    weights of the best validation step (never a pickle)
+      metrics.jsonl        one JSON object per logged step / evaluation
+
+Every file is written to a temporary name, fsynced and renamed over the old one, so a crash or a
+full disk leaves the previous good checkpoint in place. Loading never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from safetensors import SafetensorError
+from torch import nn
+
+from .config import FORMAT_VERSION, ModelConfig, from_dict
+from .errors import GentextError
+from .models import build_model
+from .tokenizers import Tokenizer, tokenizer_from_json
+
+CONFIG = "config.json"
+TOKENIZER = "tokenizer.json"
+WEIGHTS = "model.safetensors"
+METRICS = "metrics.jsonl"
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call `write(tmp_path)`, fsync, then rename over `path`; on failure the old file stays."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a run directory is shared like any file
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise GentextError(f"could not write {path} ({exc.strerror}); the previous version is intact") from None
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n"))
+
+
+def save_weights(run_dir: Path, model: nn.Module) -> None:
+    # save_model (not save_file) handles tied weights: the shared matrix is stored once.
+    atomic_write(Path(run_dir) / WEIGHTS, lambda tmp: safetensors.torch.save_model(model, str(tmp)))
+
+
+def load_weights(run_dir: Path, model: nn.Module) -> None:
+    """Load `model.safetensors` into an existing model (same config)."""
+    safetensors.torch.load_model(model, str(Path(run_dir) / WEIGHTS), strict=True)
+
+
+def save_run_files(run_dir: Path, config: dict[str, Any], tokenizer: Tokenizer) -> None:
+    """Write config.json and tokenizer.json (the weights are written by `save_weights`)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / TOKENIZER, tokenizer.to_json())
+    write_json(run_dir / CONFIG, {"format_version": FORMAT_VERSION, **config})
+
+
+def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
+    with open(Path(run_dir) / METRICS, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash; the rest of the log is still useful
+    return records
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GentextError(f"{path}: corrupt JSON ({exc})") from None
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    config: dict[str, Any]
+    model_config: ModelConfig
+    tokenizer: Tokenizer
+    model: nn.Module
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise GentextError(f"{run_dir}: no such run directory")
+    missing = [name for name in (CONFIG, TOKENIZER, WEIGHTS) if not (run_dir / name).is_file()]
+    if missing:
+        raise GentextError(f"{run_dir}: incomplete run directory, missing {', '.join(missing)}")
+    config = _read_json(run_dir / CONFIG)
+    if not isinstance(config, dict) or not isinstance(config.get("format_version"), int):
+        raise GentextError(f"{run_dir / CONFIG}: not a gentext run config (no format_version)")
+    if config["format_version"] > FORMAT_VERSION:
+        raise GentextError(
+            f"{run_dir}: written by a newer gentext (format_version {config['format_version']}, "
+            f"this one reads up to {FORMAT_VERSION}); upgrade gentext"
+        )
+    return config
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
+    """Load a run directory onto `device` (CPU by default, whatever device trained it)."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    model_config = from_dict(ModelConfig, config.get("model"), f"{run_dir / CONFIG} 'model'")
+    model_config.validate()
+    tokenizer = tokenizer_from_json(_read_json(run_dir / TOKENIZER))
+    if tokenizer.vocab_size != model_config.vocab_size:
+        raise GentextError(
+            f"{run_dir}: tokenizer.json has {tokenizer.vocab_size} tokens but the model expects "
+            f"{model_config.vocab_size}; the files do not belong together"
+        )
+    model = build_model(model_config)
+    try:
+        missing, unexpected = safetensors.torch.load_model(model, str(run_dir / WEIGHTS), strict=False)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise GentextError(f"{run_dir / WEIGHTS}: corrupt or truncated weights ({exc})") from None
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise GentextError(f"{run_dir / WEIGHTS}: weights do not match config.json ({first})") from None
+    if missing or unexpected:
+        raise GentextError(
+            f"{run_dir / WEIGHTS}: weights do not match config.json "
+            f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
+        )
+    model.to(device).eval()
+    return LoadedRun(run_dir, config, model_config, tokenizer, model)

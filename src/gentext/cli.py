@@ -1,0 +1,271 @@
+"""`gentext` command line: a table of subcommands, each a thin call into `gentext.api`.
+
+The only module that reads argv or prints. Errors are one `error: ...` line on stderr, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import re
+import sys
+from typing import Any
+
+from . import api
+from .config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig
+from .corpus import BUILTIN_CORPORA
+from .errors import GentextError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other usage error
+        raise GentextError(f"{message} (see {self.prog} --help)")
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '10m', '1.5h' -> seconds."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (use e.g. 300, 90s, 10m, 1h)")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def _print_json(obj: dict[str, Any]) -> None:
+    def clean(value):
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+
+    print(json.dumps({k: clean(v) for k, v in obj.items()}, ensure_ascii=False))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    corpus = CorpusConfig(
+        paths=args.paths,
+        glob=args.glob,
+        val_fraction=args.val_fraction,
+        val_path=args.val,
+        encoding_errors=args.encoding_errors,
+    )
+    if args.corpus:
+        corpus.builtin = args.corpus
+    tokenizer = TokenizerConfig(level=args.level)
+    model = ModelConfig(
+        kind=args.model,
+        embed_size=args.embed_size,
+        hidden_size=args.hidden_size,
+        num_layers=args.num_layers,
+        dropout=args.dropout,
+        tie_weights=args.tie_weights,
+    )
+    train = TrainConfig(
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        learning_rate=args.lr,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
+        grad_clip=args.grad_clip,
+        steps=args.steps,
+        epochs=args.epochs,
+        time_limit=args.time_limit,
+        eval_every=args.eval_every,
+        seed=args.seed,
+        device=args.device,
+        precision=args.precision,
+    )
+
+    def on_eval(step: int, val_loss: float | None, textmodel: api.TextModel) -> None:
+        if args.quiet or val_loss is None:
+            return
+        line = f"step {step}: val loss {val_loss:.4f} nats/token ({val_loss / math.log(2):.3f} bits)"
+        if args.sample_chars > 0:
+            sample = textmodel.generate("", max_new_tokens=args.sample_chars, temperature=0.8, seed=0)[0]
+            line += "\n  | " + sample.strip().replace("\n", "\n  | ")
+        tqdm.write(line, file=sys.stderr)
+
+    summary = api.train(
+        args.out,
+        corpus=corpus,
+        tokenizer=tokenizer,
+        model=model,
+        train=train,
+        force=args.force,
+        progress=not args.quiet,
+        on_eval=on_eval,
+    )
+    if args.json:
+        _print_json(summary)
+    else:
+        val = (
+            "n/a"
+            if summary["val_loss"] is None
+            else f"{summary['val_loss']:.4f} nats/token, {summary['val_bpc']:.3f} bpc"
+        )
+        print(
+            f"trained {summary['steps']} steps ({summary['tokens']:,} tokens) in {summary['seconds']:.0f}s "
+            f"at {summary['tokens_per_second']:,.0f} tokens/s; best val {val}; run saved to {summary['out']}"
+        )
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    model = api.load(args.run, device=args.device)
+    settings = dict(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        num_samples=args.num_samples,
+        seed=args.seed,
+    )
+    if args.stream:
+        if args.num_samples != 1 or args.json:
+            raise GentextError("--stream prints one sample as it is made; drop --num-samples / --json")
+        for piece in model.stream(args.prompt, **settings):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        return 0
+    samples = model.generate(args.prompt, **settings)
+    if args.json:
+        _print_json({"samples": samples})
+    else:
+        for i, sample in enumerate(samples):
+            if len(samples) > 1:
+                print(f"--- sample {i + 1} ---")
+            print(sample)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    model = api.load(args.run, device=args.device)
+    result = model.evaluate(paths=args.paths or None)
+    if args.json:
+        _print_json(result)
+    else:
+        print(
+            f"loss {result['loss']:.4f} nats/token | perplexity {result['perplexity']:.2f} | "
+            f"{result['bpc']:.4f} bits/char | {result['tokens']:,} tokens, {result['characters']:,} characters"
+        )
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    info = api.load(args.run).info()
+    if args.json:
+        _print_json(info)
+        return 0
+    m = info["model"]
+    print(f"run:        {info['run']}")
+    print(
+        f"model:      {m['kind']} {m['num_layers']}x{m['hidden_size']} (embed {m['embed_size']}, "
+        f"dropout {m['dropout']}, tied {m['tie_weights']}), {info['parameters']:,} parameters"
+    )
+    print(f"tokenizer:  {info['tokenizer']['level']}, {info['tokenizer']['vocab_size']} tokens")
+    print(f"corpus:     {', '.join(info['corpus'] or [])}")
+    if info["best_val_loss"] is not None:
+        print(f"best val:   {info['best_val_loss']:.4f} nats/token over {info['evaluations']} evaluations")
+    if info["result"]:
+        r = info["result"]
+        print(
+            f"trained:    {r['steps']} steps, {r['tokens']:,} tokens, {r['seconds']:.0f}s, "
+            f"{r['tokens_per_second']:,.0f} tokens/s"
+        )
+    return 0
+
+
+def cmd_corpora(args: argparse.Namespace) -> int:
+    for name, (description, _) in BUILTIN_CORPORA.items():
+        print(f"{name:14s} {description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="gentext", description="Train generative recurrent text networks and sample from them.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    d_train, d_model = TrainConfig(), ModelConfig()
+
+    p = sub.add_parser("train", help="train a model on text and write a run directory")
+    p.add_argument("paths", nargs="*", help="text files, directories (recursive) or - for stdin; none: built-in corpus")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--force", action="store_true", help="overwrite an existing run in --out")
+    p.add_argument("--corpus", help="built-in corpus to use when no PATH is given (see `gentext corpora`)")
+    p.add_argument("--glob", default="*.txt", help="files to take from directories (default *.txt)")
+    p.add_argument("--val", help="a separate validation file (default: the last --val-fraction of the text)")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--encoding-errors", default="strict", choices=["strict", "replace"])
+    p.add_argument("--level", default="char", help="tokenization: char")
+    p.add_argument("--model", default=d_model.kind, help="lstm | gru | rnn")
+    p.add_argument("--num-layers", type=int, default=d_model.num_layers)
+    p.add_argument("--hidden-size", type=int, default=d_model.hidden_size)
+    p.add_argument("--embed-size", type=int, default=d_model.embed_size)
+    p.add_argument("--dropout", type=float, default=d_model.dropout)
+    p.add_argument("--tie-weights", action="store_true", help="share embedding and output weights")
+    p.add_argument("--batch-size", type=int, default=d_train.batch_size, help="parallel streams")
+    p.add_argument("--seq-len", type=int, default=d_train.seq_len, help="BPTT window in tokens")
+    p.add_argument("--lr", type=float, default=d_train.learning_rate, help="peak learning rate (AdamW)")
+    p.add_argument("--warmup-steps", type=int, default=d_train.warmup_steps)
+    p.add_argument("--weight-decay", type=float, default=d_train.weight_decay)
+    p.add_argument("--grad-clip", type=float, default=d_train.grad_clip)
+    p.add_argument("--steps", type=int, help="stop after this many steps (default 2000 if no limit is given)")
+    p.add_argument("--epochs", type=float, help="stop after this many passes over the data")
+    p.add_argument("--time-limit", type=parse_duration, help="stop after this long, e.g. 10m; the LR schedule fits it")
+    p.add_argument("--eval-every", type=int, default=d_train.eval_every, help="steps between validations")
+    p.add_argument("--sample-chars", type=int, default=120, help="sample this many tokens at each evaluation (0: none)")
+    p.add_argument("--seed", type=int, default=d_train.seed)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or samples")
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", help="sample text from a trained run")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--prompt", default="", help="text to continue (the output starts with it)")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy; <1 sharper, >1 flatter")
+    p.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (1: off)")
+    p.add_argument("--num-samples", type=int, default=1, help="samples generated together as one batch")
+    p.add_argument("--seed", type=int, help="same seed, same text")
+    p.add_argument("--stream", action="store_true", help="print tokens as they are produced")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("eval", help="loss, perplexity and bits per character on held-out text")
+    p.add_argument("run")
+    p.add_argument("paths", nargs="*", help="text to evaluate (default: the run's validation split)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("info", help="describe a run: model, vocabulary, parameters, metrics")
+    p.add_argument("run")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("corpora", help="list the built-in corpora")
+    p.set_defaults(func=cmd_corpora)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except GentextError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

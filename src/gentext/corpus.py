@@ -1,0 +1,108 @@
+"""Read and validate text: files, directories, stdin, or a built-in corpus; split train/validation."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import CorpusConfig
+from .errors import GentextError
+
+
+def _python_docs() -> str:
+    # CPython ships the text of its language reference for `help()`: ~465 KB of English prose,
+    # present on every installation, so the default run needs no download.
+    from pydoc_data import topics
+
+    return "\n\n".join(topics.topics[key].strip("\n") for key in sorted(topics.topics)) + "\n"
+
+
+BUILTIN_CORPORA: dict[str, tuple[str, Callable[[], str]]] = {
+    "python-docs": ("The Python language reference (pydoc_data.topics), ~465 KB of English prose", _python_docs),
+}
+
+
+@dataclass
+class Corpus:
+    train: str
+    val: str
+    sources: list[str]  # what was read, for the run's record
+
+
+def decode(data: bytes, name: str, errors: str = "strict") -> str:
+    """UTF-8 bytes to text; invalid input is an error naming the file and byte offset."""
+    if b"\x00" in data[:8192]:
+        raise GentextError(f"{name}: looks like a binary file (NUL bytes), not text")
+    try:
+        return data.decode("utf-8", errors=errors)
+    except UnicodeDecodeError as exc:
+        raise GentextError(
+            f"{name}: not valid UTF-8 at byte offset {exc.start}; re-encode it or pass --encoding-errors replace"
+        ) from None
+
+
+def find_files(paths: list[str], glob: str = "*.txt") -> list[str]:
+    """Expand directories recursively (files matching `glob`), keep files and "-" as given."""
+    found: list[str] = []
+    for raw in paths:
+        if raw == "-":
+            found.append(raw)
+            continue
+        path = Path(raw)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob(glob) if p.is_file())
+            if not files:
+                raise GentextError(f"{raw}: directory has no files matching {glob!r} (use --glob)")
+            found.extend(str(p) for p in files)
+        elif path.is_file():
+            found.append(raw)
+        else:
+            raise GentextError(f"{raw}: no such file or directory")
+    return found
+
+
+def read_text(paths: list[str], glob: str = "*.txt", errors: str = "strict") -> str:
+    """Concatenate the text of every path (a newline between files that lack one)."""
+    parts = []
+    for name in find_files(paths, glob):
+        if name == "-":
+            data = sys.stdin.buffer.read()
+            name = "<stdin>"
+        else:
+            try:
+                data = Path(name).read_bytes()
+            except OSError as exc:
+                raise GentextError(f"{name}: cannot read ({exc.strerror})") from None
+        text = decode(data, name, errors)
+        if parts and not parts[-1].endswith("\n"):
+            parts.append("\n")
+        parts.append(text)
+    return "".join(parts)
+
+
+def load_builtin(name: str) -> str:
+    if name not in BUILTIN_CORPORA:
+        raise GentextError(f"unknown built-in corpus {name!r}; available: {', '.join(BUILTIN_CORPORA)}")
+    return BUILTIN_CORPORA[name][1]()
+
+
+def load_corpus(config: CorpusConfig) -> Corpus:
+    """Read the training text and hold out validation text (the last `val_fraction`, or `val_path`)."""
+    config.validate()
+    if config.paths:
+        text = read_text(config.paths, config.glob, config.encoding_errors)
+        sources = list(config.paths)
+    else:
+        text = load_builtin(config.builtin)
+        sources = [f"builtin:{config.builtin}"]
+    if not text.strip():
+        raise GentextError(f"the corpus is empty ({', '.join(sources)})")
+    if config.val_path:
+        val = read_text([config.val_path], config.glob, config.encoding_errors)
+        if not val.strip():
+            raise GentextError(f"{config.val_path}: the validation text is empty")
+        return Corpus(train=text, val=val, sources=sources)
+    cut = len(text) - int(len(text) * config.val_fraction)
+    return Corpus(train=text[:cut], val=text[cut:], sources=sources)

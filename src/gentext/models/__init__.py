@@ -1,0 +1,31 @@
+"""Model registry. Every model kind has one interface:
+
+    forward(ids: LongTensor (B, T), state | None) -> (logits: Tensor (B, T, V), state)
+
+so that the trainer and the sampler never branch on the kind.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .rnn import RNNLanguageModel
+
+__all__ = ["RNNLanguageModel", "build_model", "map_state"]
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    return RNNLanguageModel(config)
+
+
+def map_state(state: Any, fn) -> Any:
+    """Apply `fn` to every tensor of a state (a tensor, or a tuple of tensors, or None)."""
+    if state is None:
+        return None
+    if isinstance(state, torch.Tensor):
+        return fn(state)
+    return tuple(map_state(s, fn) for s in state)

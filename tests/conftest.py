@@ -1,0 +1,37 @@
+"""Shared fixtures: tiny corpora and tiny model settings so the suite runs in seconds on a CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+TINY_TEXT = (
+    "The quick brown fox jumps over the lazy dog. Über café, naïve façade — 日本語 too.\n"
+    "A stitch in time saves nine; the early bird catches the worm.\n"
+) * 40
+
+# Small enough to train a few steps in well under a second.
+TINY_SETTINGS = dict(hidden_size=32, embed_size=16, num_layers=1, batch_size=4, seq_len=16, eval_every=5)
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.txt"
+    path.write_text(TINY_TEXT, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """One tiny trained run directory shared by read-only tests."""
+    import gentext
+
+    root = tmp_path_factory.mktemp("runs")
+    corpus = root / "tiny.txt"
+    corpus.write_text(TINY_TEXT, encoding="utf-8")
+    out = root / "run"
+    gentext.train(out, paths=[str(corpus)], steps=10, **TINY_SETTINGS)
+    return out

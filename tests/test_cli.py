@@ -1,0 +1,221 @@
+"""The command line: a smoke run, --json contracts, and every bad-input path (message + exit code)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from gentext.cli import main
+
+from .conftest import TINY_SETTINGS
+
+TINY_FLAGS = [
+    "--hidden-size",
+    str(TINY_SETTINGS["hidden_size"]),
+    "--embed-size",
+    str(TINY_SETTINGS["embed_size"]),
+    "--num-layers",
+    "1",
+    "--batch-size",
+    "4",
+    "--seq-len",
+    "16",
+    "--eval-every",
+    "5",
+    "--quiet",
+]
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def last_json(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_train_generate_eval_info_through_the_cli(capsys, tiny_corpus, tmp_path):
+    run = tmp_path / "run"
+    code, out, _ = run_cli(capsys, "train", tiny_corpus, "--out", run, "--steps", "6", "--json", *TINY_FLAGS)
+    assert code == 0
+    summary = last_json(out)
+    assert set(summary) >= {
+        "steps",
+        "tokens",
+        "seconds",
+        "train_loss",
+        "val_loss",
+        "val_bpc",
+        "tokens_per_second",
+        "out",
+    }
+    assert summary["steps"] == 6 and summary["out"] == str(run)
+
+    code, out, _ = run_cli(
+        capsys,
+        "generate",
+        run,
+        "--prompt",
+        "The ",
+        "--max-new-tokens",
+        "20",
+        "--seed",
+        "1",
+        "--num-samples",
+        "2",
+        "--json",
+    )
+    samples = last_json(out)["samples"]
+    assert code == 0 and len(samples) == 2 and all(s.startswith("The ") for s in samples)
+    _, again, _ = run_cli(
+        capsys,
+        "generate",
+        run,
+        "--prompt",
+        "The ",
+        "--max-new-tokens",
+        "20",
+        "--seed",
+        "1",
+        "--num-samples",
+        "2",
+        "--json",
+    )
+    assert last_json(again)["samples"] == samples
+
+    code, out, _ = run_cli(
+        capsys, "generate", run, "--prompt", "A", "--max-new-tokens", "10", "--seed", "2", "--stream"
+    )
+    assert code == 0 and out.startswith("A") and len(out.rstrip("\n")) >= 10
+
+    code, out, _ = run_cli(capsys, "eval", run, tiny_corpus, "--json")
+    result = last_json(out)
+    assert code == 0 and set(result) == {"loss", "perplexity", "bpc", "tokens", "characters"}
+
+    code, out, _ = run_cli(capsys, "info", run)
+    assert code == 0 and "lstm 1x32" in out
+
+
+def test_python_dash_m_runs_and_errors_have_no_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "gentext", "generate", str(tmp_path / "nope")], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_corpora_lists_the_builtin(capsys):
+    code, out, _ = run_cli(capsys, "corpora")
+    assert code == 0 and "python-docs" in out
+
+
+@pytest.fixture
+def bad_inputs(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes(b"hello caf\xe9 world" * 3)
+    short = tmp_path / "short.txt"
+    short.write_text("just a few words\n")
+    binary_dir = tmp_path / "bins"
+    binary_dir.mkdir()
+    (binary_dir / "blob.txt").write_bytes(bytes(range(256)) * 4)
+    return {"empty": empty, "latin1": latin1, "short": short, "bins": binary_dir}
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "no such file or directory"),
+        ("empty", "corpus is empty"),
+        ("latin1", r"latin1.txt: not valid UTF-8 at byte offset 9"),
+        ("short", "too short"),
+        ("bins", "binary file"),
+    ],
+)
+def test_bad_corpus(capsys, tmp_path, bad_inputs, case, message):
+    path = bad_inputs.get(case, tmp_path / "missing.txt")
+    code, _, err = run_cli(capsys, "train", path, "--out", tmp_path / "out", *TINY_FLAGS)
+    assert code == 2
+    assert err.startswith("error:") and len(err.strip().splitlines()) == 1
+    assert message.lower() in err.lower() or __import__("re").search(message, err)
+    assert not (tmp_path / "out").exists()  # nothing written for bad input
+
+
+def test_encoding_errors_replace_accepts_bad_bytes(capsys, tmp_path, bad_inputs):
+    big = tmp_path / "big.txt"
+    big.write_bytes(bad_inputs["latin1"].read_bytes() * 20)
+    code, _, err = run_cli(
+        capsys, "train", big, "--out", tmp_path / "o", "--steps", "1", "--encoding-errors", "replace", *TINY_FLAGS
+    )
+    assert code == 0, err
+
+
+def test_existing_run_is_not_overwritten_without_force(capsys, trained_run, tiny_corpus):
+    before = (trained_run / "model.safetensors").read_bytes()
+    code, _, err = run_cli(capsys, "train", tiny_corpus, "--out", trained_run, "--steps", "1", *TINY_FLAGS)
+    assert code == 2 and "--force" in err
+    assert (trained_run / "model.safetensors").read_bytes() == before
+
+
+def test_force_overwrites_a_run(capsys, tiny_corpus, tmp_path):
+    run = tmp_path / "run"
+    assert run_cli(capsys, "train", tiny_corpus, "--out", run, "--steps", "2", *TINY_FLAGS)[0] == 0
+    code, out, _ = run_cli(capsys, "train", tiny_corpus, "--out", run, "--steps", "3", "--force", "--json", *TINY_FLAGS)
+    assert code == 0 and last_json(out)["steps"] == 3
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--prompt", "#!"], "never seen: '!', '#'"),
+        (["--temperature", "-1"], "--temperature must be >= 0"),
+        (["--top-p", "0"], "--top-p must be in (0, 1]"),
+        (["--max-new-tokens", "x"], "invalid int value"),
+    ],
+)
+def test_bad_generate_arguments(capsys, trained_run, args, message):
+    code, _, err = run_cli(capsys, "generate", trained_run, *args)
+    assert code == 2 and err.startswith("error:") and message in err
+
+
+def _copy_run(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("nothing-there", "no such run directory"),
+        ("no-weights", "incomplete run directory, missing model.safetensors"),
+        ("bad-json", "corrupt JSON"),
+        ("newer-format", "newer gentext"),
+        ("truncated-weights", "corrupt or truncated"),
+        ("wrong-tokenizer", "do not belong together"),
+    ],
+)
+def test_broken_run_directory(capsys, trained_run, tmp_path, damage, message):
+    run = tmp_path / "nothing" if damage == "nothing-there" else _copy_run(trained_run, tmp_path / "run")
+    if damage == "no-weights":
+        (run / "model.safetensors").unlink()
+    elif damage == "bad-json":
+        (run / "config.json").write_text("{not json")
+    elif damage == "newer-format":
+        config = json.loads((run / "config.json").read_text())
+        config["format_version"] = 99
+        (run / "config.json").write_text(json.dumps(config))
+    elif damage == "truncated-weights":
+        data = (run / "model.safetensors").read_bytes()
+        (run / "model.safetensors").write_bytes(data[: len(data) // 2])
+    elif damage == "wrong-tokenizer":
+        (run / "tokenizer.json").write_text(json.dumps({"type": "char", "vocab": list("abc")}))
+    for command in (["generate", run], ["eval", run], ["info", run]):
+        code, _, err = run_cli(capsys, *command)
+        assert code == 2 and err.startswith("error:") and message in err, err

@@ -1,0 +1,67 @@
+import pytest
+import torch
+
+from gentext import checkpoint
+from gentext.config import ModelConfig
+from gentext.models import build_model
+from gentext.tokenizers import CharTokenizer
+
+KINDS = ["lstm", "gru", "rnn"]
+
+
+def make(kind: str, **kw) -> torch.nn.Module:
+    torch.manual_seed(0)
+    cfg = ModelConfig(kind=kind, vocab_size=11, embed_size=8, hidden_size=12, num_layers=2, **kw)
+    return build_model(cfg).eval()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_forward_shapes(kind):
+    model = make(kind)
+    logits, state = model(torch.randint(0, 11, (3, 7)), None)
+    assert logits.shape == (3, 7, 11)
+    h = state[0] if kind == "lstm" else state
+    assert h.shape == (2, 3, 12)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_chunks_with_carried_state_equal_one_pass(kind):
+    model = make(kind)
+    ids = torch.randint(0, 11, (2, 20))
+    full, _ = model(ids, None)
+    state, parts = None, []
+    for chunk in ids.split([7, 1, 12], dim=1):
+        logits, state = model(chunk, state)
+        parts.append(logits)
+    assert torch.allclose(torch.cat(parts, dim=1), full, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_save_load_gives_identical_logits(kind, tmp_path):
+    model = make(kind, tie_weights=False)
+    tok = CharTokenizer([chr(ord("a") + i) for i in range(11)])
+    checkpoint.save_run_files(tmp_path, {"model": vars(model.config)}, tok)
+    checkpoint.save_weights(tmp_path, model)
+    loaded = checkpoint.load_run(tmp_path).model
+    ids = torch.randint(0, 11, (2, 9))
+    assert torch.equal(model(ids)[0], loaded(ids)[0])
+
+
+def test_tied_weights_share_one_matrix_and_survive_save_load(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(vocab_size=11, embed_size=12, hidden_size=12, tie_weights=True)).eval()
+    assert model.head.weight is model.embedding.weight
+    tok = CharTokenizer([chr(ord("a") + i) for i in range(11)])
+    checkpoint.save_run_files(tmp_path, {"model": vars(model.config)}, tok)
+    checkpoint.save_weights(tmp_path, model)
+    loaded = checkpoint.load_run(tmp_path).model
+    assert loaded.head.weight is loaded.embedding.weight
+    ids = torch.randint(0, 11, (1, 5))
+    assert torch.equal(model(ids)[0], loaded(ids)[0])
+
+
+def test_tie_weights_needs_equal_sizes():
+    from gentext.errors import GentextError
+
+    with pytest.raises(GentextError, match="--tie-weights needs --embed-size equal"):
+        build_model(ModelConfig(vocab_size=5, embed_size=4, hidden_size=8, tie_weights=True))

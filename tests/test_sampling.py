@@ -1,0 +1,85 @@
+import math
+
+import pytest
+import torch
+
+from gentext.config import SampleConfig
+from gentext.sampling import (
+    apply_temperature,
+    apply_top_k,
+    apply_top_p,
+    choose_next,
+    make_generator,
+    process_logits,
+)
+
+
+def test_neutral_values_are_identity_and_inputs_not_mutated():
+    logits = torch.randn(3, 10)
+    before = logits.clone()
+    for out in (
+        apply_temperature(logits, 1.0),
+        apply_top_k(logits, 0),
+        apply_top_k(logits, 10),
+        apply_top_p(logits, 1.0),
+    ):
+        assert torch.equal(out, before)
+    apply_temperature(logits, 0.5), apply_top_k(logits, 3), apply_top_p(logits, 0.5)
+    assert torch.equal(logits, before)
+
+
+def test_top_k_keeps_exactly_k_even_with_ties():
+    logits = torch.tensor([[1.0, 3.0, 3.0, 3.0, 0.0]])
+    kept = torch.isfinite(apply_top_k(logits, 2))
+    assert kept.sum().item() == 2
+    assert kept[0, [1, 2, 3]].sum().item() == 2  # two of the three tied maxima
+
+
+def test_top_p_keeps_smallest_set_reaching_p():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    out = apply_top_p(probs.log(), 0.75)
+    assert torch.isfinite(out).tolist() == [[True, True, False, False]]
+    out = apply_top_p(probs.log(), 0.8)  # 0.5 + 0.3 reaches 0.8 exactly: nothing more needed
+    assert torch.isfinite(out).tolist() == [[True, True, False, False]]
+    assert torch.isfinite(apply_top_p(probs.log(), 1e-9)).tolist() == [[True, False, False, False]]
+
+
+def test_temperature_zero_is_argmax():
+    logits = torch.randn(4, 50)
+    assert torch.equal(choose_next(logits, 0.0, None), logits.argmax(-1))
+
+
+def test_softmax_stable_at_tiny_temperature_and_huge_logits():
+    logits = torch.tensor([[1e4, 9.99e3, -1e4, 0.0]])
+    cfg = SampleConfig(temperature=0.05)
+    processed = process_logits(logits, cfg)
+    probs = torch.softmax(processed, -1)
+    assert torch.isfinite(probs).all()
+    # The naive way overflows: this is the bug the sampler must not have.
+    assert not torch.isfinite(torch.exp(logits / 0.05)).all()
+    picks = choose_next(processed, 0.05, make_generator(0))
+    assert picks.tolist() == [0]
+
+
+def test_low_temperature_approaches_greedy():
+    torch.manual_seed(0)
+    logits = torch.randn(64, 30)
+    sampled = choose_next(process_logits(logits, SampleConfig(temperature=1e-4)), 1e-4, make_generator(1))
+    assert torch.equal(sampled, logits.argmax(-1))
+
+
+def test_same_seed_same_sample_different_seed_differs():
+    logits = torch.zeros(1, 1000)
+    a = [choose_next(logits, 1.0, g).item() for g in [make_generator(7)] * 5]
+    b = [choose_next(logits, 1.0, g).item() for g in [make_generator(7)] * 5]
+    c = [choose_next(logits, 1.0, g).item() for g in [make_generator(8)] * 5]
+    assert a == b and a != c
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_temperature_sharpens_or_flattens(temperature):
+    logits = torch.tensor([[2.0, 1.0, 0.0]])
+    p1 = torch.softmax(logits, -1)[0, 0].item()
+    pt = torch.softmax(apply_temperature(logits, temperature), -1)[0, 0].item()
+    assert (pt > p1) == (temperature < 1)
+    assert math.isclose(torch.softmax(apply_temperature(logits, temperature), -1).sum().item(), 1.0, rel_tol=1e-6)
