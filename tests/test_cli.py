@@ -121,10 +121,14 @@ def bad_inputs(tmp_path):
     latin1.write_bytes(b"hello caf\xe9 world" * 3)
     short = tmp_path / "short.txt"
     short.write_text("just a few words\n")
+    one = tmp_path / "one.txt"
+    one.write_text("x")
+    repeated = tmp_path / "repeated.txt"
+    repeated.write_text("a" * 10_000)
     binary_dir = tmp_path / "bins"
     binary_dir.mkdir()
     (binary_dir / "blob.txt").write_bytes(bytes(range(256)) * 4)
-    return {"empty": empty, "latin1": latin1, "short": short, "bins": binary_dir}
+    return {"empty": empty, "latin1": latin1, "short": short, "bins": binary_dir, "one": one, "repeated": repeated}
 
 
 @pytest.mark.parametrize(
@@ -135,6 +139,8 @@ def bad_inputs(tmp_path):
         ("latin1", r"latin1.txt: not valid UTF-8 at byte offset 9"),
         ("short", "too short"),
         ("bins", "binary file"),
+        ("one", "single distinct token ('x')"),
+        ("repeated", "single distinct token ('a')"),
     ],
 )
 def test_bad_corpus(capsys, tmp_path, bad_inputs, case, message):
@@ -199,6 +205,7 @@ def _copy_run(src, dst):
         ("newer-format", "newer gentext"),
         ("truncated-weights", "corrupt or truncated"),
         ("wrong-tokenizer", "do not belong together"),
+        ("absurd-size", "--hidden-size must be in 1..16384"),
     ],
 )
 def test_broken_run_directory(capsys, trained_run, tmp_path, damage, message):
@@ -214,6 +221,10 @@ def test_broken_run_directory(capsys, trained_run, tmp_path, damage, message):
     elif damage == "truncated-weights":
         data = (run / "model.safetensors").read_bytes()
         (run / "model.safetensors").write_bytes(data[: len(data) // 2])
+    elif damage == "absurd-size":
+        config = json.loads((run / "config.json").read_text())
+        config["model"]["hidden_size"] = 10**9  # must be refused before anything is allocated
+        (run / "config.json").write_text(json.dumps(config))
     elif damage == "wrong-tokenizer":
         (run / "tokenizer.json").write_text(json.dumps({"type": "char", "vocab": list("abc")}))
     for command in (["generate", run], ["eval", run], ["info", run]):

@@ -10,6 +10,7 @@ print(model.evaluate(paths=["test.txt"]))
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,12 +19,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import checkpoint, sampling, trainer
+from . import checkpoint, distributed, sampling, trainer
 from .config import CorpusConfig, ModelConfig, SampleConfig, TokenizerConfig, TrainConfig, from_dict, to_dict
 from .corpus import load_corpus, read_text
+from .dataset import BPTTBatches, content_hash, id_dtype
 from .errors import GentextError
+from .evaluation import evaluate
+from .hardware import resolve_device
 from .models import build_model
-from .tokenizers import fit_tokenizer
+from .records import PLOT
+from .tokenizers import fit_tokenizer, tokenizer_from_json
+from .train_state import TRAIN_STATE, read_progress
 
 _CONFIG_CLASSES = (CorpusConfig, TokenizerConfig, ModelConfig, TrainConfig)
 
@@ -40,8 +46,6 @@ def _split_overrides(overrides: dict[str, Any]) -> dict[type, dict[str, Any]]:
 
 
 def _encode_ids(tokenizer, text: str) -> np.ndarray:
-    from .dataset import id_dtype
-
     return tokenizer.encode(text).astype(id_dtype(tokenizer.vocab_size))
 
 
@@ -49,14 +53,35 @@ def prepare_out_dir(out: Path, force: bool) -> None:
     if out.exists() and any(out.iterdir()):
         if not force:
             raise GentextError(
-                f"{out} already exists and is not empty; pass --force to overwrite it or choose another --out"
+                f"{out} already exists and is not empty; pass --force to overwrite it, --resume to continue it, "
+                "or choose another --out"
             )
         if not (out / checkpoint.CONFIG).exists():
             raise GentextError(f"{out} is not empty and is not a gentext run; refusing to overwrite it with --force")
         # Replace the old run only now that the new one's input has been validated.
-        for name in (checkpoint.METRICS,):
+        for name in (checkpoint.METRICS, TRAIN_STATE, PLOT):
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
+
+
+RESUMABLE = ("steps", "epochs", "time_limit", "patience", "eval_every", "save_every", "device", "tensorboard")
+
+
+def _resume_configs(out: Path, paths: list[str] | None, overrides: dict[str, Any]):
+    """The stored settings of a run, with the few that may change on resume (when to stop, where to run)."""
+    stored = checkpoint.read_config(out)
+    refused = sorted(set(overrides) - set(RESUMABLE))
+    if refused:
+        raise GentextError(f"--resume keeps the run's settings; cannot change {', '.join(refused)}")
+    corpus_data = {k: v for k, v in stored.get("corpus", {}).items() if k != "sources"}
+    corpus_cfg = from_dict(CorpusConfig, corpus_data, "config.json 'corpus'")
+    if paths:
+        corpus_cfg.paths = list(paths)
+    tok_cfg = from_dict(TokenizerConfig, stored.get("tokenizer"), "config.json 'tokenizer'")
+    model_cfg = from_dict(ModelConfig, stored.get("model"), "config.json 'model'")
+    train_cfg = dataclasses.replace(from_dict(TrainConfig, stored.get("train"), "config.json 'train'"), **overrides)
+    tok = tokenizer_from_json(json.loads((out / checkpoint.TOKENIZER).read_text(encoding="utf-8")))
+    return corpus_cfg, tok_cfg, model_cfg, train_cfg, tok
 
 
 def train(
@@ -68,6 +93,7 @@ def train(
     model: ModelConfig | None = None,
     train: TrainConfig | None = None,
     force: bool = False,
+    resume: bool = False,
     progress: bool = False,
     on_eval: Callable[[int, float | None, TextModel], None] | None = None,
     **overrides: Any,
@@ -76,34 +102,45 @@ def train(
 
     Settings come from the config dataclasses or as keyword overrides (`steps=500`, `hidden_size=256`).
     With no `paths` the built-in corpus is used. Nothing in `out` is touched until the input is valid.
+    `resume=True` continues the run in `out` exactly where its last checkpoint left it; only the
+    stopping settings (`steps`, `epochs`, `time_limit`, ...) may be given then.
     """
-    routed = _split_overrides(overrides)
-    corpus_cfg = dataclasses.replace(corpus or CorpusConfig(), **routed[CorpusConfig])
-    if paths is not None:
-        corpus_cfg.paths = list(paths)
-    tok_cfg = dataclasses.replace(tokenizer or TokenizerConfig(), **routed[TokenizerConfig])
-    model_cfg = dataclasses.replace(model or ModelConfig(), **routed[ModelConfig])
-    train_cfg = dataclasses.replace(train or TrainConfig(), **routed[TrainConfig])
+    out = Path(out)
+    if resume:
+        corpus_cfg, tok_cfg, model_cfg, train_cfg, tok = _resume_configs(out, paths, overrides)
+    else:
+        routed = _split_overrides(overrides)
+        corpus_cfg = dataclasses.replace(corpus or CorpusConfig(), **routed[CorpusConfig])
+        if paths is not None:
+            corpus_cfg.paths = list(paths)
+        tok_cfg = dataclasses.replace(tokenizer or TokenizerConfig(), **routed[TokenizerConfig])
+        model_cfg = dataclasses.replace(model or ModelConfig(), **routed[ModelConfig])
+        train_cfg = dataclasses.replace(train or TrainConfig(), **routed[TrainConfig])
     for cfg in (corpus_cfg, tok_cfg, train_cfg):
         cfg.validate()
 
     text = load_corpus(corpus_cfg)
-    # The vocabulary covers the validation text too, so evaluation never meets an unknown token.
-    tok = fit_tokenizer(tok_cfg.level, text.train + text.val)
-    model_cfg.vocab_size = tok.vocab_size
+    if not resume:
+        # The vocabulary covers the validation text too, so evaluation never meets an unknown token.
+        tok = fit_tokenizer(tok_cfg.level, text.train + text.val)
+        if tok.vocab_size < 2:
+            raise GentextError(
+                f"the corpus has a single distinct token ({tok.decode([0])!r}); there is nothing to learn"
+            )
+        model_cfg.vocab_size = tok.vocab_size
     model_cfg.validate()
     train_ids = _encode_ids(tok, text.train)
     val_ids = _encode_ids(tok, text.val) if text.val else None
-    # Fail on a too-short corpus before anything is written.
-    from .dataset import BPTTBatches
+    BPTTBatches(train_ids, train_cfg.batch_size, train_cfg.seq_len)  # a too-short corpus fails before any write
 
-    BPTTBatches(train_ids, train_cfg.batch_size, train_cfg.seq_len)
-
-    out = Path(out)
-    prepare_out_dir(out, force)
+    if resume:
+        if read_progress(out).data_hash != content_hash(train_ids):
+            raise GentextError(f"{out}: the training text differs from the one this run started with; cannot resume")
+    elif distributed.from_env().is_main:  # under torchrun only rank 0 touches the run directory
+        prepare_out_dir(out, force)
     torch.manual_seed(train_cfg.seed)
     net = build_model(model_cfg)
-    device = trainer.resolve_device(train_cfg.device)
+    device = resolve_device(train_cfg.device)
     config = {
         "model": to_dict(model_cfg),
         "tokenizer": to_dict(tok_cfg),
@@ -111,13 +148,15 @@ def train(
         "corpus": {**to_dict(corpus_cfg), "sources": text.sources},
         "data": {"train_tokens": int(len(train_ids)), "val_tokens": int(0 if val_ids is None else len(val_ids))},
     }
-    checkpoint.save_run_files(out, config, tok)
+    main = distributed.from_env().is_main
+    if main:
+        checkpoint.save_run_files(out, config, tok)
 
     def _on_eval(step: int, val_loss: float | None) -> None:
         if on_eval is not None:
             on_eval(step, val_loss, TextModel(net, tok, config, out))
 
-    result = trainer.train(net, train_ids, val_ids, train_cfg, out, device, _on_eval, progress)
+    result = trainer.train(net, train_ids, val_ids, train_cfg, out, device, _on_eval, progress, resume=resume)
     summary = {
         "steps": result.steps,
         "tokens": result.tokens,
@@ -127,6 +166,7 @@ def train(
         "val_bpc": None,
         "tokens_per_second": round(result.tokens_per_second, 1),
         "best_step": result.best_step,
+        "stopped_early": result.stopped_early,
         "parameters": net.num_parameters(),
         "out": str(out),
     }
@@ -135,7 +175,8 @@ def train(
         chars = _characters(tok, text.val, val_ids)
         summary["val_bpc"] = result.val_loss * (len(val_ids) - 1) / chars / math.log(2)
     config["result"] = {k: v for k, v in summary.items() if k != "out"}
-    checkpoint.save_run_files(out, config, tok)
+    if main:
+        checkpoint.save_run_files(out, config, tok)
     return summary
 
 
@@ -212,7 +253,7 @@ class TextModel:
             raise GentextError(f"evaluation text: {exc}") from None
         if len(ids) < 2:
             raise GentextError("the evaluation text needs at least two tokens")
-        nats, count = trainer.evaluate(self.model, ids, seq_len, self.device, batch_size=16)
+        nats, count = evaluate(self.model, ids, seq_len, self.device, batch_size=16)
         chars = _characters(self.tokenizer, text, ids)
         loss = nats / count
         return {
@@ -251,5 +292,5 @@ class TextModel:
 
 def load(run_dir: str | Path, device: str = "cpu") -> TextModel:
     """Load a run directory (weights from safetensors, config and vocabulary from JSON)."""
-    run = checkpoint.load_run(run_dir, trainer.resolve_device(device))
+    run = checkpoint.load_run(run_dir, resolve_device(device))
     return TextModel(run.model, run.tokenizer, run.config, run.run_dir)

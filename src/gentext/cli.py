@@ -13,10 +13,11 @@ import re
 import sys
 from typing import Any
 
-from . import api
+from . import api, distributed
 from .config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig
 from .corpus import BUILTIN_CORPORA
 from .errors import GentextError
+from .trainer import TrainingInterrupted
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,6 +72,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         time_limit=args.time_limit,
         eval_every=args.eval_every,
+        save_every=args.save_every,
+        patience=args.patience,
+        tensorboard=args.tensorboard,
         seed=args.seed,
         device=args.device,
         precision=args.precision,
@@ -85,16 +89,36 @@ def cmd_train(args: argparse.Namespace) -> int:
             line += "\n  | " + sample.strip().replace("\n", "\n  | ")
         tqdm.write(line, file=sys.stderr)
 
-    summary = api.train(
-        args.out,
-        corpus=corpus,
-        tokenizer=tokenizer,
-        model=model,
-        train=train,
-        force=args.force,
-        progress=not args.quiet,
-        on_eval=on_eval,
-    )
+    if args.resume:
+        # Only the stopping and logging settings may change; the rest comes from the run's config.json.
+        given = {
+            "steps": args.steps,
+            "epochs": args.epochs,
+            "time_limit": args.time_limit,
+            "patience": args.patience,
+            "tensorboard": args.tensorboard or None,
+        }
+        summary = api.train(
+            args.out,
+            paths=args.paths or None,
+            resume=True,
+            progress=not args.quiet,
+            on_eval=on_eval,
+            **{k: v for k, v in given.items() if v is not None},
+        )
+    else:
+        summary = api.train(
+            args.out,
+            corpus=corpus,
+            tokenizer=tokenizer,
+            model=model,
+            train=train,
+            force=args.force,
+            progress=not args.quiet,
+            on_eval=on_eval,
+        )
+    if not distributed.from_env().is_main:
+        return 0  # under torchrun, rank 0 reports for everyone
     if args.json:
         _print_json(summary)
     else:
@@ -191,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="*", help="text files, directories (recursive) or - for stdin; none: built-in corpus")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--force", action="store_true", help="overwrite an existing run in --out")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--corpus", help="built-in corpus to use when no PATH is given (see `gentext corpora`)")
     p.add_argument("--glob", default="*.txt", help="files to take from directories (default *.txt)")
     p.add_argument("--val", help="a separate validation file (default: the last --val-fraction of the text)")
@@ -213,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=float, help="stop after this many passes over the data")
     p.add_argument("--time-limit", type=parse_duration, help="stop after this long, e.g. 10m; the LR schedule fits it")
     p.add_argument("--eval-every", type=int, default=d_train.eval_every, help="steps between validations")
+    p.add_argument("--save-every", type=int, default=d_train.save_every, help="steps between resumable checkpoints")
+    p.add_argument("--patience", type=int, help="stop after this many evaluations without improvement")
+    p.add_argument("--tensorboard", action="store_true", help="also log to RUN/tensorboard (needs tensorboard)")
     p.add_argument("--sample-chars", type=int, default=120, help="sample this many tokens at each evaluation (0: none)")
     p.add_argument("--seed", type=int, default=d_train.seed)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -257,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
+    except TrainingInterrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return exc.exit_code
     except GentextError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

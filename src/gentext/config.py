@@ -90,8 +90,8 @@ class ModelConfig:
 class TrainConfig:
     """The optimisation. Training stops at the first of steps, epochs and time_limit that is set."""
 
-    batch_size: int = 32  # parallel streams
-    seq_len: int = 128  # BPTT window, in tokens
+    batch_size: int = 16  # parallel streams (small batches: more updates per minute on a CPU)
+    seq_len: int = 64  # BPTT window, in tokens
     learning_rate: float = 3e-3
     min_lr_ratio: float = 0.1  # the cosine schedule ends at learning_rate * min_lr_ratio
     warmup_steps: int = 50
@@ -102,6 +102,9 @@ class TrainConfig:
     time_limit: float | None = None  # seconds
     eval_every: int = 200  # steps between validations (and checkpoints)
     eval_tokens: int = 50_000  # periodic evaluations read the first this-many validation tokens
+    save_every: int = 200  # steps between resumable checkpoints (train_state.safetensors)
+    patience: int | None = None  # stop after this many evaluations without a better validation loss
+    tensorboard: bool = False  # also log scalars to RUN/tensorboard
     seed: int = 1337
     device: str = "auto"
     precision: str = "auto"
@@ -121,6 +124,8 @@ class TrainConfig:
         _check(self.epochs is None or self.epochs > 0, f"--epochs must be positive, got {self.epochs}")
         _check(self.time_limit is None or self.time_limit > 0, f"--time-limit must be positive, got {self.time_limit}")
         _check(self.eval_every > 0, f"--eval-every must be positive, got {self.eval_every}")
+        _check(self.save_every > 0, f"--save-every must be positive, got {self.save_every}")
+        _check(self.patience is None or self.patience > 0, f"--patience must be positive, got {self.patience}")
         _check(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         _check(
             self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"

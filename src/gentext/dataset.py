@@ -16,6 +16,8 @@ is reset. Only the rows of one window are ever read, so a memmap never loads the
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import torch
 
@@ -31,9 +33,17 @@ def id_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint32)
 
 
+def content_hash(ids: np.ndarray) -> str:
+    """A short fingerprint of a token stream: a resumed run must see the same data."""
+    return hashlib.sha256(np.ascontiguousarray(ids).view(np.uint8)).hexdigest()[:16]
+
+
 class BPTTBatches:
-    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int, what: str = "training text"):
+    def __init__(
+        self, ids: np.ndarray, batch_size: int, seq_len: int, what: str = "training text", rows: range | None = None
+    ):
         self.ids = ids
+        self.rows = rows if rows is not None else range(batch_size)  # this process's rows (data parallel)
         self.batch_size = batch_size
         self.seq_len = seq_len
         self.row_len = len(ids) // batch_size
@@ -48,16 +58,14 @@ class BPTTBatches:
 
     @property
     def tokens_per_window(self) -> int:
+        """Tokens of one window over all rows (every process together)."""
         return self.batch_size * self.seq_len
 
     def window(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs and next-token targets of window k, each a LongTensor (B, T)."""
+        """Inputs and next-token targets of window k for this process's rows, LongTensors (rows, T)."""
         start = k * self.seq_len
         rows = np.stack(
-            [
-                self.ids[b * self.row_len + start : b * self.row_len + start + self.seq_len + 1]
-                for b in range(self.batch_size)
-            ]
-        ).astype(np.int64)  # (B, T+1)
+            [self.ids[b * self.row_len + start : b * self.row_len + start + self.seq_len + 1] for b in self.rows]
+        ).astype(np.int64)  # (rows, T+1)
         tensor = torch.from_numpy(rows)
         return tensor[:, :-1], tensor[:, 1:]
