@@ -83,3 +83,42 @@ def test_temperature_sharpens_or_flattens(temperature):
     pt = torch.softmax(apply_temperature(logits, temperature), -1)[0, 0].item()
     assert (pt > p1) == (temperature < 1)
     assert math.isclose(torch.softmax(apply_temperature(logits, temperature), -1).sum().item(), 1.0, rel_tol=1e-6)
+
+
+def test_more_knobs_are_identity_at_neutral_values():
+    from gentext.sampling import apply_min_p, apply_no_repeat_ngram, apply_repetition_penalty
+
+    logits, history = torch.randn(2, 9), torch.randint(0, 9, (2, 6))
+    before = logits.clone()
+    assert torch.equal(apply_repetition_penalty(logits, history, 1.0), before)
+    assert torch.equal(apply_no_repeat_ngram(logits, history, 0), before)
+    assert torch.equal(apply_min_p(logits, 0.0), before)
+    assert torch.equal(process_logits(logits, SampleConfig(temperature=1.0), history), before)
+    apply_repetition_penalty(logits, history, 2.0), apply_no_repeat_ngram(logits, history, 2), apply_min_p(logits, 0.5)
+    assert torch.equal(logits, before)
+
+
+def test_repetition_penalty_divides_positive_and_multiplies_negative_logits():
+    from gentext.sampling import apply_repetition_penalty
+
+    logits = torch.tensor([[2.0, -1.0, 3.0, 0.5]])
+    out = apply_repetition_penalty(logits, torch.tensor([[0, 1, 1]]), 2.0)
+    assert out.tolist() == [[1.0, -2.0, 3.0, 0.5]]
+
+
+def test_no_repeat_ngram_bans_the_token_that_would_repeat_an_ngram():
+    from gentext.sampling import apply_no_repeat_ngram
+
+    history = torch.tensor([[1, 2, 3, 1, 2], [4, 4, 4, 0, 1]])
+    out = apply_no_repeat_ngram(torch.zeros(2, 5), history, 3)
+    # Row 0 ends with (1, 2), which was followed by 3 before: 3 is banned. Row 1's (0, 1) is new.
+    assert torch.isinf(out).tolist() == [[False, False, False, True, False], [False] * 5]
+    out = apply_no_repeat_ngram(torch.zeros(1, 5), torch.tensor([[4, 4]]), 2)
+    assert torch.isinf(out[0]).tolist() == [False, False, False, False, True]
+
+
+def test_min_p_keeps_tokens_near_the_top():
+    from gentext.sampling import apply_min_p
+
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    assert torch.isfinite(apply_min_p(probs.log(), 0.25)).tolist() == [[True, True, True, False]]

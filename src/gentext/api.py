@@ -9,6 +9,7 @@ print(model.evaluate(paths=["test.txt"]))
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import checkpoint, distributed, sampling, trainer
+from . import checkpoint, distributed, generation, trainer
 from .config import CorpusConfig, ModelConfig, SampleConfig, TokenizerConfig, TrainConfig, from_dict, to_dict
 from .corpus import load_corpus, read_text
 from .dataset import BPTTBatches, content_hash, id_dtype
@@ -213,32 +214,28 @@ class TextModel:
         except GentextError:
             return [0], False
 
-    def generate_ids(self, prompt: str = "", **settings: Any) -> Iterator[torch.Tensor]:
-        cfg = self._sample_config(settings)
-        ids, _ = self._prompt_ids(prompt)
-        generator = sampling.make_generator(cfg.seed, "cpu")
+    @contextlib.contextmanager
+    def _eval_mode(self):
         was_training = self.model.training
         self.model.eval()
         try:
-            yield from sampling.generate_ids(self.model, ids, cfg, generator)
+            yield
         finally:
             self.model.train(was_training)
 
     def generate(self, prompt: str = "", **settings: Any) -> list[str]:
-        """`num_samples` texts, each starting with the prompt. Settings are SampleConfig fields."""
+        """`num_samples` texts (one batch), each starting with the prompt. Settings are SampleConfig fields."""
         cfg = self._sample_config(settings)
-        self._prompt_ids(prompt)  # unknown characters fail before any work
-        columns = [ids.tolist() for ids in self.generate_ids(prompt, **settings)]
-        rows = list(zip(*columns, strict=True)) if columns else [()] * cfg.num_samples
-        return [prompt + self.tokenizer.decode(list(row)) for row in rows]
+        ids, _ = self._prompt_ids(prompt)  # unknown characters fail before any work
+        with self._eval_mode():
+            return generation.generate_texts(self.model, self.tokenizer, prompt, ids, cfg)
 
     def stream(self, prompt: str = "", **settings: Any) -> Iterator[str]:
-        """One sample as it is produced: the prompt, then each new token's text."""
-        settings = {**settings, "num_samples": 1}
-        self._prompt_ids(prompt)
-        yield prompt
-        for ids in self.generate_ids(prompt, **settings):
-            yield self.tokenizer.decode(ids.tolist())
+        """One sample as it is produced: the prompt, then each new piece of text."""
+        cfg = self._sample_config({**settings, "num_samples": 1})
+        ids, _ = self._prompt_ids(prompt)
+        with self._eval_mode():
+            yield from generation.stream_text(self.model, self.tokenizer, prompt, ids, cfg)
 
     def evaluate(self, paths: list[str] | None = None, text: str | None = None, seq_len: int = 256) -> dict[str, Any]:
         """Loss (nats/token), perplexity and bits per character on `text`, the files in `paths`,
@@ -262,6 +259,32 @@ class TextModel:
             "bpc": nats / chars / math.log(2),
             "tokens": count,
             "characters": chars,
+        }
+
+    def score(self, text: str) -> dict[str, Any]:
+        """Log-probability of `text`: each token given the ones before it, the first given the start
+        (the same priming as an empty prompt). Totals in nats, plus per-token values."""
+        if not text:
+            raise GentextError("nothing to score: the text is empty")
+        ids = self.tokenizer.encode(text).tolist()
+        primer, _ = self._prompt_ids("")
+        inputs = torch.tensor([primer + ids[:-1]], device=self.device)
+        with self._eval_mode(), torch.inference_mode():
+            logits, _ = self.model(inputs, None)  # (1, P + T - 1, V)
+            logp = torch.log_softmax(logits[0, len(primer) - 1 :].float(), dim=-1)  # (T, V)
+            token_logp = logp.gather(1, torch.tensor(ids, device=self.device)[:, None])[:, 0].tolist()
+        total = sum(token_logp)
+        loss = -total / len(ids)
+        return {
+            "log_prob": total,
+            "loss": loss,
+            "perplexity": math.exp(min(loss, 700.0)),
+            "bpc": -total / len(text) / math.log(2),
+            "tokens": len(ids),
+            "characters": len(text),
+            "per_token": [
+                {"token": self.tokenizer.decode([i]), "log_prob": lp} for i, lp in zip(ids, token_logp, strict=True)
+            ],
         }
 
     def _held_out_text(self) -> str:

@@ -13,7 +13,7 @@ import re
 import sys
 from typing import Any
 
-from . import api, distributed
+from . import api, cli_generate, distributed
 from .config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig
 from .corpus import BUILTIN_CORPORA
 from .errors import GentextError
@@ -134,35 +134,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    model = api.load(args.run, device=args.device)
-    settings = dict(
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        num_samples=args.num_samples,
-        seed=args.seed,
-    )
-    if args.stream:
-        if args.num_samples != 1 or args.json:
-            raise GentextError("--stream prints one sample as it is made; drop --num-samples / --json")
-        for piece in model.stream(args.prompt, **settings):
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        sys.stdout.write("\n")
-        return 0
-    samples = model.generate(args.prompt, **settings)
-    if args.json:
-        _print_json({"samples": samples})
-    else:
-        for i, sample in enumerate(samples):
-            if len(samples) > 1:
-                print(f"--- sample {i + 1} ---")
-            print(sample)
-    return 0
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     model = api.load(args.run, device=args.device)
     result = model.evaluate(paths=args.paths or None)
@@ -249,19 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("generate", help="sample text from a trained run")
-    p.add_argument("run", help="run directory")
-    p.add_argument("--prompt", default="", help="text to continue (the output starts with it)")
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy; <1 sharper, >1 flatter")
-    p.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: all)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (1: off)")
-    p.add_argument("--num-samples", type=int, default=1, help="samples generated together as one batch")
-    p.add_argument("--seed", type=int, help="same seed, same text")
-    p.add_argument("--stream", action="store_true", help="print tokens as they are produced")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_generate)
+    cli_generate.register(sub)
 
     p = sub.add_parser("eval", help="loss, perplexity and bits per character on held-out text")
     p.add_argument("run")

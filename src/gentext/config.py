@@ -140,12 +140,19 @@ class TrainConfig:
 
 @dataclass
 class SampleConfig:
-    """Generation settings; names follow Hugging Face `generate`."""
+    """Generation settings; names follow Hugging Face `generate`. Each is a no-op at its default."""
 
     max_new_tokens: int = 200
     temperature: float = 0.8  # 0 means greedy
     top_k: int = 0  # 0 disables
     top_p: float = 1.0  # 1 disables
+    min_p: float = 0.0  # 0 disables
+    repetition_penalty: float = 1.0  # 1 disables; > 1 discourages tokens already in the text
+    no_repeat_ngram_size: int = 0  # 0 disables; n forbids repeating any n-gram
+    stop: list[str] = field(default_factory=list)  # cut each sample before the first stop string
+    max_time: float | None = None  # seconds
+    num_beams: int = 0  # 0 samples; >= 1 runs deterministic beam search (1 is greedy)
+    length_penalty: float = 1.0  # beam scores are log-prob / length ** length_penalty
     num_samples: int = 1
     seed: int | None = None
 
@@ -157,7 +164,21 @@ class SampleConfig:
         )
         _check(self.top_k >= 0, f"--top-k must be >= 0 (0 disables it), got {self.top_k}")
         _check(0.0 < self.top_p <= 1.0, f"--top-p must be in (0, 1], got {self.top_p}")
+        _check(0.0 <= self.min_p < 1.0, f"--min-p must be in [0, 1), got {self.min_p}")
+        _check(
+            self.repetition_penalty > 0 and math.isfinite(self.repetition_penalty),
+            f"--repetition-penalty must be positive (1 disables it), got {self.repetition_penalty}",
+        )
+        _check(self.no_repeat_ngram_size >= 0, f"--no-repeat-ngram-size must be >= 0, got {self.no_repeat_ngram_size}")
+        _check(all(isinstance(s, str) and s for s in self.stop), "--stop strings must be non-empty")
+        _check(self.max_time is None or self.max_time > 0, f"--max-time must be positive, got {self.max_time}")
+        _check(self.num_beams >= 0, f"--num-beams must be >= 0, got {self.num_beams}")
         _check(self.num_samples > 0, f"--num-samples must be positive, got {self.num_samples}")
+        if self.num_beams:
+            _check(
+                self.num_samples <= self.num_beams,
+                f"--num-samples ({self.num_samples}) cannot exceed --num-beams ({self.num_beams})",
+            )
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

@@ -1,9 +1,9 @@
-"""Generation: logits transforms (pure functions) and the token-by-token loop.
+"""Generation: logits transforms (pure functions), the sampling loop and beam search.
 
 Transforms take logits (B, V) and return new logits; each is the identity at its neutral value
 and never mutates its input. They apply in one order:
 
-    temperature -> top-k -> top-p
+    repetition penalty -> no-repeat-ngram -> temperature -> top-k -> top-p -> min-p
 
 Temperature 0 means greedy (argmax). Probabilities always come from `torch.softmax`, which
 subtracts the maximum first, so tiny temperatures and huge logits cannot overflow the way a
@@ -19,6 +19,30 @@ import torch
 from .config import SampleConfig
 
 NEG_INF = float("-inf")
+
+
+def apply_repetition_penalty(logits: torch.Tensor, history: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL (Keskar et al. 2019): make every token already in `history` (B, L) less likely by
+    dividing its positive logit (multiplying a negative one) by `penalty`."""
+    if penalty == 1.0 or history.shape[1] == 0:
+        return logits
+    seen = logits.gather(1, history)
+    seen = torch.where(seen > 0, seen / penalty, seen * penalty)
+    return logits.scatter(1, history, seen)
+
+
+def apply_no_repeat_ngram(logits: torch.Tensor, history: torch.Tensor, n: int) -> torch.Tensor:
+    """Forbid any token that would complete an n-gram already present in `history` (B, L)."""
+    if n <= 0 or history.shape[1] < n:
+        return logits
+    batch, vocab = logits.shape
+    windows = history.unfold(1, n, 1)  # (B, W, n): every n-gram so far
+    prefix = history[:, history.shape[1] - (n - 1) :]  # (B, n-1): what the next token would extend
+    match = (windows[:, :, :-1] == prefix[:, None, :]).all(-1)  # (B, W)
+    # Unmatched windows point at a spare column V that is dropped afterwards.
+    banned_ids = torch.where(match, windows[:, :, -1], torch.full_like(match, vocab, dtype=history.dtype))
+    banned = torch.zeros(batch, vocab + 1, dtype=torch.bool, device=logits.device).scatter_(1, banned_ids, True)
+    return logits.masked_fill(banned[:, :vocab], NEG_INF)
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -51,13 +75,26 @@ def apply_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.masked_fill(drop, NEG_INF)
 
 
-def process_logits(logits: torch.Tensor, config: SampleConfig) -> torch.Tensor:
-    """All transforms in the documented order, on float32 logits (B, V)."""
+def apply_min_p(logits: torch.Tensor, min_p: float) -> torch.Tensor:
+    """Keep tokens whose probability is at least `min_p` times the most likely one's."""
+    if min_p <= 0.0:
+        return logits
+    probs = torch.softmax(logits.float(), dim=-1)
+    threshold = min_p * probs.max(dim=-1, keepdim=True).values
+    return logits.masked_fill(probs < threshold, NEG_INF)
+
+
+def process_logits(logits: torch.Tensor, config: SampleConfig, history: torch.Tensor | None = None) -> torch.Tensor:
+    """All transforms in the documented order, on float32 logits (B, V); `history` is (B, L) ids."""
     logits = logits.float()
+    if history is not None:
+        logits = apply_repetition_penalty(logits, history, config.repetition_penalty)
+        logits = apply_no_repeat_ngram(logits, history, config.no_repeat_ngram_size)
     if config.temperature > 0:
         logits = apply_temperature(logits, config.temperature)
     logits = apply_top_k(logits, config.top_k)
-    return apply_top_p(logits, config.top_p)
+    logits = apply_top_p(logits, config.top_p)
+    return apply_min_p(logits, config.min_p)
 
 
 def choose_next(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -68,35 +105,104 @@ def choose_next(logits: torch.Tensor, temperature: float, generator: torch.Gener
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def _uses_history(config: SampleConfig) -> bool:
+    return config.repetition_penalty != 1.0 or config.no_repeat_ngram_size > 0
+
+
+def _prime(model: torch.nn.Module, prompt_ids: list[int], batch: int):
+    """Run the prompt through the network once, for one stream, and copy its state to `batch` rows."""
+    device = next(model.parameters()).device
+    prompt = torch.tensor([prompt_ids], dtype=torch.long, device=device)  # (1, T)
+    logits, state = model(prompt, None)  # (1, T, V)
+    return logits[:, -1].expand(batch, -1), select_rows(state, torch.zeros(batch, dtype=torch.long, device=device))
+
+
 def generate_ids(
     model: torch.nn.Module,
     prompt_ids: list[int],
     config: SampleConfig,
     generator: torch.Generator | None = None,
+    history_ids: list[int] | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Yield the next ids (num_samples,) one step at a time.
+    """Yield the next ids (num_samples,) one step at a time, all samples as one batch.
 
-    The prompt runs through the network once, for one stream; its state is then copied to every
-    sample and only the newest token is fed at each step (the state carries the rest).
+    The prompt runs through the network once; after that only the newest token is fed (the state
+    carries the rest). `history_ids` (default: the prompt) seeds the repetition transforms.
     """
-    device = next(model.parameters()).device
     batch = config.num_samples
     with torch.inference_mode():
-        prompt = torch.tensor([prompt_ids], dtype=torch.long, device=device)  # (1, T)
-        logits, state = model(prompt, None)  # (1, T, V)
-        logits = logits[:, -1].expand(batch, -1)  # (B, V)
-        state = _expand_state(state, batch)
+        logits, state = _prime(model, prompt_ids, batch)  # (B, V)
+        history = None
+        if _uses_history(config):
+            seed = torch.tensor(history_ids if history_ids is not None else prompt_ids, dtype=torch.long)
+            history = seed.to(logits.device)[None].expand(batch, -1).contiguous()  # (B, L)
         for _ in range(config.max_new_tokens):
-            next_ids = choose_next(process_logits(logits, config), config.temperature, generator)  # (B,)
+            next_ids = choose_next(process_logits(logits, config, history), config.temperature, generator)  # (B,)
             yield next_ids
+            if history is not None:
+                history = torch.cat([history, next_ids[:, None]], dim=1)
             logits, state = model(next_ids[:, None], state)
             logits = logits[:, -1]
 
 
-def _expand_state(state, batch: int):
+def select_rows(state, index: torch.Tensor):
+    """Pick batch rows of a recurrent state (a tensor (layers, B, H) or a tuple of them)."""
+    if state is None:
+        return None
     if isinstance(state, torch.Tensor):
-        return state.expand(-1, batch, -1).contiguous()  # (layers, B, H)
-    return tuple(_expand_state(s, batch) for s in state)
+        return state.index_select(1, index)
+    return tuple(select_rows(s, index) for s in state)
+
+
+def beam_search(
+    model: torch.nn.Module,
+    prompt_ids: list[int],
+    config: SampleConfig,
+    end_id: int | None = None,
+) -> list[list[int]]:
+    """Deterministic beam search; returns `num_samples` continuations, best first.
+
+    Hypotheses are ranked by total log-probability / length ** length_penalty (Wu et al. 2016),
+    so finished short ones compete fairly with long ones. One beam is exactly greedy decoding.
+    """
+    beams = config.num_beams
+    with torch.inference_mode():
+        logits, state = _prime(model, prompt_ids, 1)  # start from one hypothesis, not `beams` copies
+        device = logits.device
+        seqs = torch.empty(1, 0, dtype=torch.long, device=device)
+        scores = torch.zeros(1, device=device)
+        finished: list[tuple[float, list[int]]] = []
+        prompt = torch.tensor(prompt_ids, dtype=torch.long, device=device)
+        for step in range(config.max_new_tokens):
+            history = torch.cat([prompt[None].expand(seqs.shape[0], -1), seqs], dim=1)
+            logits = apply_repetition_penalty(logits.float(), history, config.repetition_penalty)
+            logits = apply_no_repeat_ngram(logits, history, config.no_repeat_ngram_size)
+            candidates = scores[:, None] + torch.log_softmax(logits, dim=-1)  # (K, V)
+            vocab = candidates.shape[1]
+            top_scores, flat = candidates.flatten().topk(min(beams, candidates.numel()))
+            origin, token = flat // vocab, flat % vocab
+            keep = torch.isfinite(top_scores)
+            origin, token, top_scores = origin[keep], token[keep], top_scores[keep]
+            seqs = torch.cat([seqs[origin], token[:, None]], dim=1)
+            state = select_rows(state, origin)
+            scores = top_scores
+            if end_id is not None:
+                ended = token == end_id
+                for i in ended.nonzero().flatten().tolist():
+                    length = step + 1
+                    finished.append((scores[i].item() / length**config.length_penalty, seqs[i].tolist()))
+                scores = scores.masked_fill(ended, NEG_INF)
+                if len(finished) >= beams or not torch.isfinite(scores).any():
+                    break
+            if seqs.shape[0] == 0:
+                break
+            logits, state = model(token[:, None], state)
+            logits = logits[:, -1]
+        length = max(seqs.shape[1], 1)
+        for i in torch.isfinite(scores).nonzero().flatten().tolist():
+            finished.append((scores[i].item() / length**config.length_penalty, seqs[i].tolist()))
+    finished.sort(key=lambda item: -item[0])
+    return [ids for _, ids in finished[: config.num_samples]]
 
 
 def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:

@@ -1,0 +1,208 @@
+"""CLI commands that read a trained run: generate (and its temperature sweep), chat, score."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from . import api
+from .config import SampleConfig
+from .errors import GentextError
+
+
+def parse_temperatures(text: str) -> list[float]:
+    """'0.8' or a comma list '0.3,0.8,1.2' (one sample per temperature)."""
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid temperature {text!r} (a number or a comma list)") from None
+    if not values:
+        raise argparse.ArgumentTypeError("empty --temperature")
+    return values
+
+
+def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
+    d = SampleConfig()
+    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
+    p.add_argument(
+        "--temperature",
+        type=parse_temperatures,
+        default=[d.temperature],
+        help="0 is greedy; <1 sharper, >1 flatter; a comma list (0.3,0.8,1.2) prints one sample per value",
+    )
+    p.add_argument("--top-k", type=int, default=d.top_k, help="keep the k most likely tokens (0: all)")
+    p.add_argument("--top-p", type=float, default=d.top_p, help="nucleus: smallest set reaching probability p (1: off)")
+    p.add_argument(
+        "--min-p", type=float, default=d.min_p, help="drop tokens below min-p x the top probability (0: off)"
+    )
+    p.add_argument("--repetition-penalty", type=float, default=d.repetition_penalty, help=">1 discourages repeats")
+    p.add_argument("--no-repeat-ngram-size", type=int, default=d.no_repeat_ngram_size, help="forbid repeated n-grams")
+    p.add_argument("--stop", action="append", default=[], help="end a sample before this string (repeatable)")
+    p.add_argument("--max-time", type=float, help="stop generating after this many seconds")
+    p.add_argument("--num-beams", type=int, default=d.num_beams, help="beam search with N beams (deterministic)")
+    p.add_argument("--length-penalty", type=float, default=d.length_penalty, help="beam score / length ** this")
+    p.add_argument("--seed", type=int, help="same seed, same text")
+    p.add_argument("--device", default="cpu")
+
+
+def sample_settings(args: argparse.Namespace, temperature: float) -> dict[str, Any]:
+    return dict(
+        max_new_tokens=args.max_new_tokens,
+        temperature=temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        min_p=args.min_p,
+        repetition_penalty=args.repetition_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
+        stop=list(args.stop),
+        max_time=args.max_time,
+        num_beams=args.num_beams,
+        length_penalty=args.length_penalty,
+        num_samples=getattr(args, "num_samples", 1),
+        seed=args.seed,
+    )
+
+
+def print_json(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj, ensure_ascii=False))
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    model = api.load(args.run, device=args.device)
+    if args.interactive:
+        return chat_loop(model, args)
+    temperatures = args.temperature
+    if args.stream:
+        if args.num_samples != 1 or args.json or len(temperatures) > 1:
+            raise GentextError("--stream prints one sample as it is made; drop --num-samples / --json / the list")
+        for piece in model.stream(args.prompt, **sample_settings(args, temperatures[0])):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        return 0
+    samples, labels = [], []
+    for temperature in temperatures:
+        batch = model.generate(args.prompt, **sample_settings(args, temperature))
+        samples += batch
+        labels += [temperature] * len(batch)
+    if args.json:
+        print_json({"samples": samples, "temperatures": labels})
+        return 0
+    for i, (sample, temperature) in enumerate(zip(samples, labels, strict=True)):
+        if len(temperatures) > 1:
+            print(f"--- temperature {temperature:g} ---")
+        elif len(samples) > 1:
+            print(f"--- sample {i + 1} ---")
+        print(sample)
+    return 0
+
+
+CHAT_HELP = """commands: /temperature T, /top_k K, /top_p P, /min_p P, /repetition_penalty R, /max_new_tokens N,
+          /seed S, /settings, /help; an empty line repeats the last prompt; Ctrl-D exits"""
+CHAT_SETTINGS = {
+    "temperature": float,
+    "top_k": int,
+    "top_p": float,
+    "min_p": float,
+    "repetition_penalty": float,
+    "max_new_tokens": int,
+    "seed": int,
+}
+
+
+def chat_loop(model: api.TextModel, args: argparse.Namespace) -> int:
+    """Type a prompt, watch the continuation stream in; /name value changes a setting."""
+    settings = sample_settings(args, args.temperature[0])
+    settings["num_samples"] = 1
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"gentext chat — {args.run}. {CHAT_HELP}", file=sys.stderr)
+    last = ""
+    while True:
+        try:
+            line = input("> " if interactive else "")
+        except EOFError:
+            print(file=sys.stderr)
+            return 0
+        if line.startswith("/"):
+            name, _, value = line[1:].strip().partition(" ")
+            name = name.replace("-", "_")
+            if name in ("help", "?"):
+                print(CHAT_HELP)
+            elif name == "settings":
+                print(", ".join(f"{k}={settings[k]}" for k in CHAT_SETTINGS))
+            elif name in ("quit", "exit"):
+                return 0
+            elif name in CHAT_SETTINGS:
+                try:
+                    candidate = {**settings, name: CHAT_SETTINGS[name](value)}
+                    SampleConfig(**candidate).validate()
+                except (ValueError, GentextError) as exc:
+                    print(f"error: {exc}")
+                    continue
+                settings = candidate
+                print(f"{name} = {settings[name]}")
+            else:
+                print(f"error: unknown command /{name}; /help lists them")
+            continue
+        prompt = line if line else last
+        last = prompt
+        try:
+            for piece in model.stream(prompt, **settings):
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        except GentextError as exc:
+            print(f"error: {exc}")
+            continue
+        sys.stdout.write("\n")
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    return chat_loop(api.load(args.run, device=args.device), args)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    if (args.text is None) == (args.file is None):
+        raise GentextError("give the text to score, or --file PATH (one of them)")
+    if args.file:
+        from .corpus import read_text
+
+        text = read_text([args.file])
+    else:
+        text = args.text
+    result = api.load(args.run, device=args.device).score(text)
+    if args.json:
+        print_json(result)
+    else:
+        print(
+            f"log-probability {result['log_prob']:.2f} nats | {result['loss']:.4f} nats/token | "
+            f"perplexity {result['perplexity']:.2f} | {result['bpc']:.4f} bits/char | {result['tokens']} tokens"
+        )
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("generate", help="sample text from a trained run")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--prompt", default="", help="text to continue (the output starts with it)")
+    p.add_argument("--num-samples", type=int, default=1, help="samples generated together as one batch")
+    p.add_argument("--stream", action="store_true", help="print tokens as they are produced")
+    p.add_argument("--interactive", action="store_true", help="same as `gentext chat`")
+    p.add_argument("--json", action="store_true")
+    add_sampling_arguments(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("chat", help="interactive: type prompts, change settings with /temperature 0.5 ...")
+    p.add_argument("run")
+    add_sampling_arguments(p)
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("score", help="log-probability, loss per token and bits per character of a text")
+    p.add_argument("run")
+    p.add_argument("text", nargs="?", help="the text to score")
+    p.add_argument("--file", help="score the text of this file instead")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="with per-token values")
+    p.set_defaults(func=cmd_score)

@@ -1,0 +1,80 @@
+"""From token ids to text: stop strings, time limits, streaming and beam search over a tokenizer.
+
+`sampling` works on ids and logits; this module knows about text, so it decides where a sample
+ends (a stop string, `max_time`, the token budget) and what a streaming client may see so far.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterator
+
+import torch
+
+from . import sampling
+from .config import SampleConfig
+
+
+def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
+    """The text before the earliest stop string, and whether one was found."""
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return (text[: min(hits)], True) if hits else (text, False)
+
+
+def _sample_texts(
+    model: torch.nn.Module, tokenizer, prompt_ids: list[int], config: SampleConfig, generator: torch.Generator
+) -> Iterator[list[str]]:
+    """Yield, after every step, each sample's generated text so far (cut at a stop string).
+    Ends when every sample has stopped, at `max_new_tokens`, or after `max_time` seconds."""
+    texts = [""] * config.num_samples
+    done = [False] * config.num_samples
+    longest_stop = max((len(s) for s in config.stop), default=0)
+    deadline = None if config.max_time is None else time.monotonic() + config.max_time
+    for next_ids in sampling.generate_ids(model, prompt_ids, config, generator):
+        for i, token in enumerate(next_ids.tolist()):
+            if done[i]:
+                continue
+            before = len(texts[i])
+            texts[i] += tokenizer.decode([token])
+            if config.stop:
+                # Only a stop string that the newest token completed can be new: search from there.
+                tail_start = max(before - longest_stop + 1, 0)
+                cut, found = cut_at_stop(texts[i][tail_start:], config.stop)
+                if found:
+                    texts[i], done[i] = texts[i][:tail_start] + cut, True
+        yield list(texts)
+        if all(done) or (deadline is not None and time.monotonic() > deadline):
+            return
+
+
+def generate_texts(
+    model: torch.nn.Module, tokenizer, prompt: str, prompt_ids: list[int], config: SampleConfig
+) -> list[str]:
+    """`num_samples` texts, each the prompt followed by its continuation."""
+    if config.num_beams:
+        outputs = sampling.beam_search(model, prompt_ids, config)
+        return [prompt + cut_at_stop(tokenizer.decode(ids), config.stop)[0] for ids in outputs]
+    steps = deque(_sample_texts(model, tokenizer, prompt_ids, config, sampling.make_generator(config.seed)), maxlen=1)
+    texts = steps[0] if steps else [""] * config.num_samples
+    return [prompt + text for text in texts]
+
+
+def stream_text(
+    model: torch.nn.Module, tokenizer, prompt: str, prompt_ids: list[int], config: SampleConfig
+) -> Iterator[str]:
+    """One sample as pieces of text: the prompt, then new text as it is produced. Text that might
+    be the start of a stop string is held back until it is known not to be."""
+    yield prompt
+    if config.num_beams:
+        yield from (text[len(prompt) :] for text in generate_texts(model, tokenizer, prompt, prompt_ids, config))
+        return
+    hold = max((len(s) for s in config.stop), default=1) - 1
+    shown, text = 0, ""
+    for (text,) in _sample_texts(model, tokenizer, prompt_ids, config, sampling.make_generator(config.seed)):
+        safe = max(len(text) - hold, shown)
+        if safe > shown:
+            yield text[shown:safe]
+            shown = safe
+    if len(text) > shown:
+        yield text[shown:]
