@@ -65,3 +65,40 @@ def test_tie_weights_needs_equal_sizes():
 
     with pytest.raises(GentextError, match="--tie-weights needs --embed-size equal"):
         build_model(ModelConfig(vocab_size=5, embed_size=4, hidden_size=8, tie_weights=True))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_single_token_fast_path_matches_the_sequence_kernel(kind):
+    model = make(kind)
+    ids = torch.randint(0, 11, (4, 6))
+    with torch.inference_mode():
+        _, state = model(ids, None)
+        token = torch.randint(0, 11, (4, 1))
+        model.fast_step = False
+        slow, slow_state = model(token, state)
+        model.fast_step = True
+        fast, fast_state = model(token, state)
+        cold_fast, _ = model(token, None)
+        model.fast_step = False
+        cold_slow, _ = model(token, None)
+    assert torch.allclose(slow, fast, atol=1e-5) and torch.allclose(cold_slow, cold_fast, atol=1e-5)
+    for a, b in zip(
+        slow_state if kind == "lstm" else [slow_state], fast_state if kind == "lstm" else [fast_state], strict=True
+    ):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_generated_text_is_identical_with_and_without_the_fast_path(kind):
+    from gentext.config import SampleConfig
+    from gentext.sampling import generate_ids, make_generator
+
+    model = make(kind)
+    cfg = SampleConfig(max_new_tokens=40, temperature=1.0, num_samples=3)
+
+    def run():
+        return torch.stack(list(generate_ids(model, [1, 2, 3], cfg, make_generator(5)))).tolist()
+
+    fast = run()
+    model.fast_step = False
+    assert run() == fast

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,8 @@ from .dataset import BPTTBatches, content_hash, id_dtype
 from .errors import GentextError
 from .evaluation import evaluate
 from .hardware import resolve_device
-from .models import build_model
+from .models import build_model, model_device
+from .novelty import novelty
 from .records import PLOT
 from .tokenizers import fit_tokenizer, tokenizer_from_json
 from .train_state import TRAIN_STATE, read_progress
@@ -132,7 +134,13 @@ def train(
     model_cfg.validate()
     train_ids = _encode_ids(tok, text.train)
     val_ids = _encode_ids(tok, text.val) if text.val else None
-    BPTTBatches(train_ids, train_cfg.batch_size, train_cfg.seq_len)  # a too-short corpus fails before any write
+    if model_cfg.kind == "markov":
+        if resume:
+            raise GentextError("a Markov model is fitted in one pass; there is nothing to resume (retrain it)")
+        if len(train_ids) < model_cfg.order:
+            raise GentextError(f"the training text is too short for --order {model_cfg.order}")
+    else:
+        BPTTBatches(train_ids, train_cfg.batch_size, train_cfg.seq_len)  # a too-short corpus fails before any write
 
     if resume:
         if read_progress(out).data_hash != content_hash(train_ids):
@@ -157,7 +165,10 @@ def train(
         if on_eval is not None:
             on_eval(step, val_loss, TextModel(net, tok, config, out))
 
-    result = trainer.train(net, train_ids, val_ids, train_cfg, out, device, _on_eval, progress, resume=resume)
+    if model_cfg.kind == "markov":  # fitted by counting, not by gradient steps: the one branch on the kind
+        result = _fit_markov(net, train_ids, val_ids, out)
+    else:
+        result = trainer.train(net, train_ids, val_ids, train_cfg, out, device, _on_eval, progress, resume=resume)
     summary = {
         "steps": result.steps,
         "tokens": result.tokens,
@@ -181,6 +192,28 @@ def train(
     return summary
 
 
+def _fit_markov(net, train_ids: np.ndarray, val_ids: np.ndarray | None, out: Path) -> trainer.TrainResult:
+    start = time.perf_counter()
+    net.fit(train_ids)
+    checkpoint.save_weights(out, net)
+    val_loss = None
+    if val_ids is not None and len(val_ids) >= 2:
+        nats, count = evaluate(net, val_ids, 256, torch.device("cpu"))
+        val_loss = nats / count
+        checkpoint.append_metrics(out, {"step": 0, "tokens": int(len(train_ids)), "val_loss": val_loss})
+    seconds = time.perf_counter() - start
+    return trainer.TrainResult(
+        steps=0,
+        tokens=int(len(train_ids)),
+        seconds=seconds,
+        train_loss=math.nan,
+        val_loss=val_loss,
+        best_step=0,
+        tokens_per_second=len(train_ids) / max(seconds, 1e-9),
+        stopped_early=False,
+    )
+
+
 def _characters(tok, text: str, ids: np.ndarray) -> int:
     """Characters of `text` that evaluation predicts: all but those of the first token."""
     return max(len(text) - len(tok.decode(ids[:1])), 1)
@@ -197,7 +230,7 @@ class TextModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return model_device(self.model)
 
     def _sample_config(self, overrides: dict[str, Any]) -> SampleConfig:
         cfg = from_dict(SampleConfig, overrides, "generate()")
@@ -287,16 +320,39 @@ class TextModel:
             ],
         }
 
-    def _held_out_text(self) -> str:
+    def _corpus(self):
         stored = dict(self.config.get("corpus", {}))
         stored.pop("sources", None)
         try:
-            corpus_cfg = from_dict(CorpusConfig, stored, "config.json 'corpus'")
-            return load_corpus(corpus_cfg).val
+            return load_corpus(from_dict(CorpusConfig, stored, "config.json 'corpus'"))
         except GentextError as exc:
-            raise GentextError(
-                f"cannot re-read the training corpus for its validation split ({exc}); pass PATH"
-            ) from None
+            raise GentextError(f"cannot re-read the training corpus ({exc}); pass the text explicitly") from None
+
+    def _held_out_text(self) -> str:
+        return self._corpus().val
+
+    def novelty(
+        self, samples: int = 5, max_new_tokens: int = 500, span: int = 20, training_text: str | None = None, **settings
+    ) -> dict[str, Any]:
+        """Generate `samples` texts and measure how much is copied verbatim from the training text:
+        the share of `span`-character windows found in it and the longest copied span."""
+        training = training_text if training_text is not None else self._corpus().train
+        texts = self.generate("", max_new_tokens=max_new_tokens, num_samples=samples, **settings)
+        result = novelty(texts, training, span)
+        return {
+            "samples": samples,
+            "span": span,
+            "windows": result.windows,
+            "copied_share": result.copied_share,
+            "longest_copy": result.longest_copy,
+            "longest_example": result.longest_example,
+        }
+
+    def generation_speed(self, max_new_tokens: int = 200, num_samples: int = 1) -> float:
+        """Generated tokens per second (all samples together), sampling at temperature 1."""
+        start = time.perf_counter()
+        self.generate("", max_new_tokens=max_new_tokens, num_samples=num_samples, temperature=1.0, seed=0)
+        return max_new_tokens * num_samples / (time.perf_counter() - start)
 
     def info(self) -> dict[str, Any]:
         metrics = checkpoint.read_metrics(self.run_dir) if self.run_dir else []
@@ -305,7 +361,7 @@ class TextModel:
             "run": str(self.run_dir) if self.run_dir else None,
             "model": self.config.get("model"),
             "tokenizer": {"level": self.tokenizer.level, "vocab_size": self.tokenizer.vocab_size},
-            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "parameters": self.model.num_parameters(),
             "corpus": self.config.get("corpus", {}).get("sources"),
             "result": self.config.get("result"),
             "best_val_loss": min(evals) if evals else None,

@@ -9,11 +9,12 @@ import argparse
 import json
 import logging
 import math
+import os
 import re
 import sys
 from typing import Any
 
-from . import api, cli_generate, distributed
+from . import api, cli_evaluate, cli_generate, distributed
 from .config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig
 from .corpus import BUILTIN_CORPORA
 from .errors import GentextError
@@ -60,6 +61,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         num_layers=args.num_layers,
         dropout=args.dropout,
         tie_weights=args.tie_weights,
+        order=args.order,
     )
     train = TrainConfig(
         batch_size=args.batch_size,
@@ -134,19 +136,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    model = api.load(args.run, device=args.device)
-    result = model.evaluate(paths=args.paths or None)
-    if args.json:
-        _print_json(result)
-    else:
-        print(
-            f"loss {result['loss']:.4f} nats/token | perplexity {result['perplexity']:.2f} | "
-            f"{result['bpc']:.4f} bits/char | {result['tokens']:,} tokens, {result['characters']:,} characters"
-        )
-    return 0
-
-
 def cmd_info(args: argparse.Namespace) -> int:
     info = api.load(args.run).info()
     if args.json:
@@ -154,10 +143,13 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
     m = info["model"]
     print(f"run:        {info['run']}")
-    print(
-        f"model:      {m['kind']} {m['num_layers']}x{m['hidden_size']} (embed {m['embed_size']}, "
-        f"dropout {m['dropout']}, tied {m['tie_weights']}), {info['parameters']:,} parameters"
-    )
+    if m["kind"] == "markov":
+        print(f"model:      markov order {m['order']} (interpolated Kneser-Ney), {info['parameters']:,} n-grams")
+    else:
+        print(
+            f"model:      {m['kind']} {m['num_layers']}x{m['hidden_size']} (embed {m['embed_size']}, "
+            f"dropout {m['dropout']}, tied {m['tie_weights']}), {info['parameters']:,} parameters"
+        )
     print(f"tokenizer:  {info['tokenizer']['level']}, {info['tokenizer']['vocab_size']} tokens")
     print(f"corpus:     {', '.join(info['corpus'] or [])}")
     if info["best_val_loss"] is not None:
@@ -193,12 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--encoding-errors", default="strict", choices=["strict", "replace"])
     p.add_argument("--level", default="char", help="tokenization: char")
-    p.add_argument("--model", default=d_model.kind, help="lstm | gru | rnn")
+    p.add_argument("--model", default=d_model.kind, help="lstm | gru | rnn | markov (Kneser-Ney n-gram baseline)")
     p.add_argument("--num-layers", type=int, default=d_model.num_layers)
     p.add_argument("--hidden-size", type=int, default=d_model.hidden_size)
     p.add_argument("--embed-size", type=int, default=d_model.embed_size)
     p.add_argument("--dropout", type=float, default=d_model.dropout)
     p.add_argument("--tie-weights", action="store_true", help="share embedding and output weights")
+    p.add_argument("--order", type=int, default=d_model.order, help="markov: n-gram order (context + 1)")
     p.add_argument("--batch-size", type=int, default=d_train.batch_size, help="parallel streams")
     p.add_argument("--seq-len", type=int, default=d_train.seq_len, help="BPTT window in tokens")
     p.add_argument("--lr", type=float, default=d_train.learning_rate, help="peak learning rate (AdamW)")
@@ -222,12 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_generate.register(sub)
 
-    p = sub.add_parser("eval", help="loss, perplexity and bits per character on held-out text")
-    p.add_argument("run")
-    p.add_argument("paths", nargs="*", help="text to evaluate (default: the run's validation split)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_eval)
+    cli_evaluate.register(sub)
 
     p = sub.add_parser("info", help="describe a run: model, vocabulary, parameters, metrics")
     p.add_argument("run")
@@ -255,6 +243,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:  # a bug, not bad input: one line unless asked for the traceback
+        if os.environ.get("GENTEXT_DEBUG"):
+            raise
+        print(
+            f"error: internal error: {type(exc).__name__}: {exc} (set GENTEXT_DEBUG=1 for a traceback)", file=sys.stderr
+        )
+        return 1
 
 
 if __name__ == "__main__":

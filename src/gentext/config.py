@@ -14,7 +14,8 @@ from typing import Any
 from .errors import GentextError
 
 FORMAT_VERSION = 1
-MODEL_KINDS = ("lstm", "gru", "rnn")
+MODEL_KINDS = ("lstm", "gru", "rnn", "markov")
+MAX_ORDER = 20
 LEVELS = ("char",)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -63,13 +64,14 @@ class TokenizerConfig:
 class ModelConfig:
     """The network. `vocab_size` is filled in from the tokenizer."""
 
-    kind: str = "lstm"  # lstm | gru | rnn
+    kind: str = "lstm"  # lstm | gru | rnn | markov
     vocab_size: int = 0
     embed_size: int = 64
     hidden_size: int = 256
     num_layers: int = 2
     dropout: float = 0.0
     tie_weights: bool = False  # share the embedding and output matrices (needs embed_size == hidden_size)
+    order: int = 6  # markov only: tokens of context + 1 (an n-gram model of order n)
 
     def validate(self) -> None:
         _check(self.kind in MODEL_KINDS, f"--model must be one of {', '.join(MODEL_KINDS)}, got {self.kind!r}")
@@ -78,6 +80,7 @@ class ModelConfig:
         _check(0 < self.hidden_size <= MAX_HIDDEN, f"--hidden-size must be in 1..{MAX_HIDDEN}, got {self.hidden_size}")
         _check(0 < self.num_layers <= MAX_LAYERS, f"--num-layers must be in 1..{MAX_LAYERS}, got {self.num_layers}")
         _check(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}")
+        _check(0 < self.order <= MAX_ORDER, f"--order must be in 1..{MAX_ORDER}, got {self.order}")
         if self.tie_weights:
             _check(
                 self.embed_size == self.hidden_size,

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import torch
 
 from .config import SampleConfig
+from .models import model_device
 
 NEG_INF = float("-inf")
 
@@ -111,7 +112,7 @@ def _uses_history(config: SampleConfig) -> bool:
 
 def _prime(model: torch.nn.Module, prompt_ids: list[int], batch: int):
     """Run the prompt through the network once, for one stream, and copy its state to `batch` rows."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     prompt = torch.tensor([prompt_ids], dtype=torch.long, device=device)  # (1, T)
     logits, state = model(prompt, None)  # (1, T, V)
     return logits[:, -1].expand(batch, -1), select_rows(state, torch.zeros(batch, dtype=torch.long, device=device))

@@ -13,13 +13,23 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from .markov import MarkovModel
 from .rnn import RNNLanguageModel
 
-__all__ = ["RNNLanguageModel", "build_model", "map_state"]
+__all__ = ["MarkovModel", "RNNLanguageModel", "build_model", "map_state", "model_device"]
 
 
 def build_model(config: ModelConfig) -> nn.Module:
+    if config.kind == "markov":
+        return MarkovModel(config)
     return RNNLanguageModel(config)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where a model lives (a Markov model has buffers but no parameters)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 def map_state(state: Any, fn) -> Any:

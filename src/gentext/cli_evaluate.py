@@ -1,0 +1,103 @@
+"""CLI commands that measure runs: eval (with the novelty check) and compare."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+from . import api
+from .corpus import read_text
+from .errors import GentextError
+
+
+def _clean(value):
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    model = api.load(args.run, device=args.device)
+    result = model.evaluate(paths=args.paths or None)
+    if args.samples:
+        result["novelty"] = model.novelty(
+            samples=args.samples, max_new_tokens=args.sample_tokens, span=args.span, seed=args.seed
+        )
+    if args.json:
+        print(json.dumps({k: _clean(v) for k, v in result.items()}, ensure_ascii=False))
+        return 0
+    print(
+        f"loss {result['loss']:.4f} nats/token | perplexity {result['perplexity']:.2f} | "
+        f"{result['bpc']:.4f} bits/char | {result['tokens']:,} tokens, {result['characters']:,} characters"
+    )
+    if args.samples:
+        n = result["novelty"]
+        print(
+            f"novelty: {n['copied_share']:.1%} of {n['span']}-character spans in {n['samples']} samples are copied "
+            f"from the training text; longest copy {n['longest_copy']} characters: {n['longest_example']!r}"
+        )
+    return 0
+
+
+def compare_rows(runs: list[str], data: str | None, device: str, sample_tokens: int) -> list[dict]:
+    models = [api.load(run, device=device) for run in runs]
+    # One held-out text for every run, so the numbers rank: --data, else the first run's validation split.
+    text = read_text([data]) if data else models[0]._held_out_text()
+    rows = []
+    for run, model in zip(runs, models, strict=True):
+        info = model.info()
+        try:
+            result = model.evaluate(text=text)
+        except GentextError as exc:
+            raise GentextError(f"{run}: {exc}") from None
+        sample = model.generate("", max_new_tokens=sample_tokens, temperature=0.8, seed=0)[0]
+        rows.append(
+            {
+                "run": run,
+                "kind": info["model"]["kind"]
+                + (f"-{info['model']['order']}" if info["model"]["kind"] == "markov" else ""),
+                "level": info["tokenizer"]["level"],
+                "parameters": info["parameters"],
+                "loss": result["loss"],
+                "perplexity": result["perplexity"],
+                "bpc": result["bpc"],
+                "gen_tokens_per_s": model.generation_speed(),
+                "sample": " ".join(sample.split())[:60],
+            }
+        )
+    return rows
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    rows = compare_rows(args.runs, args.data, args.device, args.sample_tokens)
+    if args.json:
+        print(json.dumps({"runs": rows}, ensure_ascii=False))
+        return 0
+    print("| run | kind | level | parameters | val loss | perplexity | bpc | gen tokens/s | sample |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---|")
+    for r in sorted(rows, key=lambda r: r["bpc"]):
+        print(
+            f"| {r['run']} | {r['kind']} | {r['level']} | {r['parameters']:,} | {r['loss']:.4f} | "
+            f"{r['perplexity']:.2f} | {r['bpc']:.4f} | {r['gen_tokens_per_s']:,.0f} | {r['sample']} |"
+        )
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="loss, perplexity and bits per character on held-out text")
+    p.add_argument("run")
+    p.add_argument("paths", nargs="*", help="text to evaluate (default: the run's validation split)")
+    p.add_argument("--samples", type=int, default=0, help="also generate K samples and check them for copying")
+    p.add_argument("--sample-tokens", type=int, default=500, help="tokens per novelty sample")
+    p.add_argument("--span", type=int, default=20, help="novelty window in characters")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("compare", help="one table of several runs on the same held-out text")
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--data", help="held-out text (default: the first run's validation split)")
+    p.add_argument("--sample-tokens", type=int, default=80)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_compare)

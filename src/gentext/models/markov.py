@@ -1,0 +1,151 @@
+"""An n-gram Markov chain behind the same interface as the networks, smoothed with interpolated
+modified Kneser-Ney (Chen & Goodman 1998), so every token has a probability in every context:
+
+    P_n(w | ctx) = max(c(ctx w) - D_n(c), 0) / c(ctx) + gamma(ctx) * P_{n-1}(w | ctx')
+    gamma(ctx)   = (D_n1 N1(ctx .) + D_n2 N2(ctx .) + D_n3 N3+(ctx .)) / c(ctx)
+
+The highest order uses raw counts, lower orders continuation counts (how many distinct tokens
+precede the n-gram), the unigram level interpolates with the uniform distribution. An unseen
+context falls back to the next shorter one, so generation never gets stuck (markovify's `None`).
+
+forward(ids (B, T), state) -> (log-probabilities (B, T, V), state) where the state is the context
+tail: the last order-1 ids, shaped (1, B, order-1) so that, as for the RNNs' (layers, B, H), the
+batch is dimension 1; -1 where there is no token yet. The counts are buffers
+(saved in model.safetensors, no pickle); the lookup tables are rebuilt from them on load.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..errors import GentextError
+
+
+def _ngram_keys(ids: np.ndarray, n: int, vocab: int) -> np.ndarray:
+    """Each n-gram of `ids` as one integer: sum of id_j * V^(n-1-j)."""
+    keys = np.zeros(len(ids) - n + 1, dtype=np.int64)
+    for j in range(n):
+        keys = keys * vocab + ids[j : len(ids) - n + 1 + j]
+    return keys
+
+
+def _discounts(counts: np.ndarray) -> np.ndarray:
+    """Modified Kneser-Ney discounts D1, D2, D3+ from the count-of-counts."""
+    n = [np.count_nonzero(counts == k) for k in (1, 2, 3, 4)]
+    if min(n) == 0:
+        return np.array([0.5, 1.0, 1.5])  # too little data for the estimate: conventional values
+    y = n[0] / (n[0] + 2 * n[1])
+    d = np.array([1 - 2 * y * n[1] / n[0], 2 - 3 * y * n[2] / n[1], 3 - 4 * y * n[3] / n[2]])
+    return np.clip(d, 0.05, np.array([1.0, 2.0, 3.0]))
+
+
+class MarkovModel(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.order, self.vocab = config.order, config.vocab_size
+        if float(self.vocab) ** self.order >= 2**62:
+            raise GentextError(f"--order {self.order} is too high for a vocabulary of {self.vocab} tokens")
+        for n in range(1, self.order + 1):
+            self.register_buffer(f"keys_{n}", torch.zeros(0, dtype=torch.int64))
+            self.register_buffer(f"counts_{n}", torch.zeros(0, dtype=torch.int64))
+        self._tables: list[dict[str, np.ndarray]] = []
+
+    # -- fitting -------------------------------------------------------------------------------
+    def fit(self, ids: np.ndarray) -> MarkovModel:
+        """Count n-grams of a token stream (highest order: raw counts; lower: continuation counts)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        higher = None
+        for n in range(self.order, 0, -1):
+            if n == self.order:
+                keys, counts = np.unique(_ngram_keys(ids, n, self.vocab), return_counts=True)
+            else:  # distinct left extensions of each n-gram, from the (n+1)-gram keys
+                keys, counts = np.unique(higher % self.vocab**n, return_counts=True)
+            setattr(self, f"keys_{n}", torch.from_numpy(keys))
+            setattr(self, f"counts_{n}", torch.from_numpy(counts.astype(np.int64)))
+            higher = keys if n == self.order else np.unique(_ngram_keys(ids, n, self.vocab))
+        self._prepare()
+        return self
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        # The tables' sizes are only known from the file: take the tensors as they come.
+        expected = {f"{kind}_{n}" for n in range(1, self.order + 1) for kind in ("keys", "counts")}
+        missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
+        if strict and (missing or unexpected):
+            raise RuntimeError(f"Markov tables do not match: missing {missing}, unexpected {unexpected}")
+        for name in expected & set(state_dict):
+            setattr(self, name, state_dict[name].to(torch.int64).clone())
+        self._prepare()
+        return nn.modules.module._IncompatibleKeys(missing, unexpected)
+
+    def _prepare(self) -> None:
+        """Per order: sorted keys and counts, plus per-context totals and back-off weights."""
+        self._tables = []
+        for n in range(1, self.order + 1):
+            keys = getattr(self, f"keys_{n}").numpy()
+            counts = getattr(self, f"counts_{n}").numpy().astype(np.float64)
+            if len(keys) and np.any(np.diff(keys) <= 0):
+                raise GentextError("model.safetensors: Markov keys are not sorted; the file is corrupt")
+            d = _discounts(counts)
+            prefix = keys // self.vocab
+            ctx, start = np.unique(prefix, return_index=True)
+            total = np.add.reduceat(counts, start) if len(start) else np.zeros(0)
+            discount_mass = np.add.reduceat(d[np.minimum(counts, 3).astype(int) - 1], start) if len(start) else total
+            self._tables.append(
+                {"keys": keys, "counts": counts, "d": d, "ctx": ctx, "total": total, "gamma": discount_mass / total}
+            )
+
+    # -- the model interface -------------------------------------------------------------------
+    def _discounted(self, table, keys: np.ndarray) -> np.ndarray:
+        pos = np.minimum(np.searchsorted(table["keys"], keys), len(table["keys"]) - 1)
+        counts = np.where(table["keys"][pos] == keys, table["counts"][pos], 0.0)
+        discount = np.where(counts > 0, table["d"][np.clip(counts, 1, 3).astype(int) - 1], 0.0)
+        return np.maximum(counts - discount, 0.0)
+
+    def distribution(self, contexts: np.ndarray) -> np.ndarray:
+        """contexts (P, order-1) ids, -1 where unknown -> probabilities (P, V)."""
+        vocab, rows = self.vocab, len(contexts)
+        words = np.arange(vocab, dtype=np.int64)
+        uni = self._tables[0]
+        total = uni["total"][0] if len(uni["total"]) else 1.0
+        gamma = uni["gamma"][0] if len(uni["gamma"]) else 1.0
+        p = np.broadcast_to(self._discounted(uni, words) / total + gamma / vocab, (rows, vocab)).copy()
+        for n in range(2, self.order + 1):
+            table = self._tables[n - 1]
+            ctx = contexts[:, contexts.shape[1] - (n - 1) :]
+            ctx_key = np.zeros(rows, dtype=np.int64)
+            for j in range(n - 1):
+                ctx_key = ctx_key * vocab + np.maximum(ctx[:, j], 0)
+            pos = np.minimum(np.searchsorted(table["ctx"], ctx_key), max(len(table["ctx"]) - 1, 0))
+            found = (ctx >= 0).all(axis=1) & (len(table["ctx"]) > 0)
+            found &= table["ctx"][pos] == ctx_key if len(table["ctx"]) else False
+            rows_found = np.nonzero(found)[0]
+            if len(rows_found) == 0:
+                continue
+            pos = pos[rows_found]
+            discounted = self._discounted(table, ctx_key[rows_found, None] * vocab + words[None, :])  # (F, V)
+            p[rows_found] = discounted / table["total"][pos, None] + table["gamma"][pos, None] * p[rows_found]
+        return p
+
+    def forward(self, ids: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """ids (B, T) -> log-probabilities (B, T, V) and the context tail (1, B, order-1)."""
+        batch, length = ids.shape
+        tail = self.order - 1
+        if state is None:
+            state = torch.full((1, batch, tail), -1, dtype=torch.long)
+        history = torch.cat([state[0].to(ids.device).long(), ids], dim=1).cpu().numpy()  # (B, tail + T)
+        # The context of position t is the `tail` ids ending at ids[:, t].
+        windows = np.lib.stride_tricks.sliding_window_view(history[:, 1:], tail, axis=1) if tail else None
+        contexts = windows.reshape(batch * length, tail) if tail else np.zeros((batch * length, 0), dtype=np.int64)
+        probs = self.distribution(contexts).reshape(batch, length, self.vocab)
+        logits = torch.from_numpy(np.log(probs)).float().to(ids.device)  # (B, T, V)
+        new_state = torch.from_numpy(history[None, :, history.shape[1] - tail :].copy()).to(ids.device)
+        return logits, new_state
+
+    def num_parameters(self) -> int:
+        """Stored n-grams (the Markov model's size)."""
+        return sum(getattr(self, f"keys_{n}").numel() for n in range(1, self.order + 1))
