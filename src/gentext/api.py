@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +34,8 @@ from .novelty import novelty
 from .records import PLOT
 from .tokenizers import fit_tokenizer, tokenizer_from_json
 from .train_state import TRAIN_STATE, read_progress
+
+logger = logging.getLogger(__name__)
 
 _CONFIG_CLASSES = (CorpusConfig, TokenizerConfig, ModelConfig, TrainConfig)
 
@@ -124,8 +127,7 @@ def train(
 
     text = load_corpus(corpus_cfg)
     if not resume:
-        # The vocabulary covers the validation text too, so evaluation never meets an unknown token.
-        tok = fit_tokenizer(tok_cfg.level, text.train + text.val)
+        tok = fit_tokenizer(tok_cfg, text.train, text.val)
         if tok.vocab_size < 2:
             raise GentextError(
                 f"the corpus has a single distinct token ({tok.decode([0])!r}); there is nothing to learn"
@@ -240,6 +242,10 @@ class TextModel:
     def _prompt_ids(self, prompt: str) -> tuple[list[int], bool]:
         """Ids to prime the network with, and whether they are the prompt itself (vs. a start token)."""
         if prompt:
+            unknown = getattr(self.tokenizer, "unknown_words", lambda _: [])(prompt)
+            if unknown:
+                shown = ", ".join(repr(w) for w in unknown[:10])
+                logger.warning("prompt words outside the vocabulary are read as <unk>: %s", shown)
             return self.tokenizer.encode(prompt).tolist(), True
         # No prompt: prime with a newline (the start of a line), else with the first token.
         try:

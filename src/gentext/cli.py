@@ -53,7 +53,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if args.corpus:
         corpus.builtin = args.corpus
-    tokenizer = TokenizerConfig(level=args.level)
+    tokenizer = TokenizerConfig(
+        level=args.level, tokenize=args.tokenize, vocab_size=args.vocab_size, min_count=args.min_count
+    )
     model = ModelConfig(
         kind=args.model,
         embed_size=args.embed_size,
@@ -184,7 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", help="a separate validation file (default: the last --val-fraction of the text)")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--encoding-errors", default="strict", choices=["strict", "replace"])
-    p.add_argument("--level", default="char", help="tokenization: char")
+    p.add_argument("--level", default="char", help="tokens: char (Unicode code points) or word")
+    p.add_argument("--tokenize", default="regex", help="word level: regex (words + punctuation) or whitespace")
+    p.add_argument("--vocab-size", type=int, help="word level: keep this many most frequent words")
+    p.add_argument("--min-count", type=int, default=1, help="word level: rarer words become <unk>")
     p.add_argument("--model", default=d_model.kind, help="lstm | gru | rnn | markov (Kneser-Ney n-gram baseline)")
     p.add_argument("--num-layers", type=int, default=d_model.num_layers)
     p.add_argument("--hidden-size", type=int, default=d_model.hidden_size)

@@ -43,6 +43,7 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-time", type=float, help="stop generating after this many seconds")
     p.add_argument("--num-beams", type=int, default=d.num_beams, help="beam search with N beams (deterministic)")
     p.add_argument("--length-penalty", type=float, default=d.length_penalty, help="beam score / length ** this")
+    p.add_argument("--allow-unk", action="store_true", help="word level: let <unk> be generated")
     p.add_argument("--seed", type=int, help="same seed, same text")
     p.add_argument("--device", default="cpu")
 
@@ -60,6 +61,7 @@ def sample_settings(args: argparse.Namespace, temperature: float) -> dict[str, A
         max_time=args.max_time,
         num_beams=args.num_beams,
         length_penalty=args.length_penalty,
+        allow_unk=args.allow_unk,
         num_samples=getattr(args, "num_samples", 1),
         seed=args.seed,
     )

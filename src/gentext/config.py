@@ -16,7 +16,7 @@ from .errors import GentextError
 FORMAT_VERSION = 1
 MODEL_KINDS = ("lstm", "gru", "rnn", "markov")
 MAX_ORDER = 20
-LEVELS = ("char",)
+LEVELS = ("char", "word")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -54,10 +54,18 @@ class CorpusConfig:
 class TokenizerConfig:
     """How text becomes token ids."""
 
-    level: str = "char"
+    level: str = "char"  # char | word
+    tokenize: str = "regex"  # word level: "regex" splits words and punctuation; "whitespace" for pre-tokenized text
+    vocab_size: int | None = None  # word level: keep the most frequent words; the rest become <unk>
+    min_count: int = 1  # word level: words seen fewer times become <unk>
 
     def validate(self) -> None:
         _check(self.level in LEVELS, f"--level must be one of {', '.join(LEVELS)}, got {self.level!r}")
+        _check(
+            self.tokenize in ("regex", "whitespace"), f"--tokenize must be regex or whitespace, got {self.tokenize!r}"
+        )
+        _check(self.vocab_size is None or self.vocab_size >= 2, f"--vocab-size must be >= 2, got {self.vocab_size}")
+        _check(self.min_count >= 1, f"--min-count must be >= 1, got {self.min_count}")
 
 
 @dataclass
@@ -156,6 +164,7 @@ class SampleConfig:
     max_time: float | None = None  # seconds
     num_beams: int = 0  # 0 samples; >= 1 runs deterministic beam search (1 is greedy)
     length_penalty: float = 1.0  # beam scores are log-prob / length ** length_penalty
+    allow_unk: bool = False  # word level: may <unk> be generated?
     num_samples: int = 1
     seed: int | None = None
 

@@ -47,6 +47,10 @@ def evaluate(
             for start in range(0, length, seq_len):
                 end = min(start + seq_len, length)
                 x, y = block[:, start:end], block[:, start + 1 : end + 1]
+                if hasattr(model, "target_log_probs"):  # a model that can score targets without full logits
+                    logp, state = model.target_log_probs(x, y, state)
+                    total -= logp.double().sum().item()
+                    continue
                 logits, state = model(x, state)
                 total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").item()
     model.train(was_training)

@@ -16,6 +16,17 @@ from . import sampling
 from .config import SampleConfig
 
 
+def suppressed(tokenizer, config: SampleConfig) -> list[int]:
+    return [] if config.allow_unk else list(tokenizer.suppressed_ids)
+
+
+def continuation(tokenizer, prompt_ids: list[int], ids: list[int]) -> str:
+    """The text that `ids` add after the prompt."""
+    if tokenizer.incremental:
+        return tokenizer.decode(ids)
+    return tokenizer.decode(prompt_ids + ids)[len(tokenizer.decode(prompt_ids)) :]
+
+
 def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
     """The text before the earliest stop string, and whether one was found."""
     hits = [i for i in (text.find(s) for s in stops) if i >= 0]
@@ -28,15 +39,21 @@ def _sample_texts(
     """Yield, after every step, each sample's generated text so far (cut at a stop string).
     Ends when every sample has stopped, at `max_new_tokens`, or after `max_time` seconds."""
     texts = [""] * config.num_samples
+    generated: list[list[int]] = [[] for _ in range(config.num_samples)]
     done = [False] * config.num_samples
     longest_stop = max((len(s) for s in config.stop), default=0)
     deadline = None if config.max_time is None else time.monotonic() + config.max_time
-    for next_ids in sampling.generate_ids(model, prompt_ids, config, generator):
+    prompt_text = "" if tokenizer.incremental else tokenizer.decode(prompt_ids)
+    for next_ids in sampling.generate_ids(model, prompt_ids, config, generator, suppress=suppressed(tokenizer, config)):
         for i, token in enumerate(next_ids.tolist()):
             if done[i]:
                 continue
             before = len(texts[i])
-            texts[i] += tokenizer.decode([token])
+            if tokenizer.incremental:
+                texts[i] += tokenizer.decode([token])
+            else:  # spacing depends on the neighbours: decode after the prompt, as one text
+                generated[i].append(token)
+                texts[i] = tokenizer.decode(prompt_ids + generated[i])[len(prompt_text) :]
             if config.stop:
                 # Only a stop string that the newest token completed can be new: search from there.
                 tail_start = max(before - longest_stop + 1, 0)
@@ -53,8 +70,8 @@ def generate_texts(
 ) -> list[str]:
     """`num_samples` texts, each the prompt followed by its continuation."""
     if config.num_beams:
-        outputs = sampling.beam_search(model, prompt_ids, config)
-        return [prompt + cut_at_stop(tokenizer.decode(ids), config.stop)[0] for ids in outputs]
+        outputs = sampling.beam_search(model, prompt_ids, config, suppress=suppressed(tokenizer, config))
+        return [prompt + cut_at_stop(continuation(tokenizer, prompt_ids, ids), config.stop)[0] for ids in outputs]
     steps = deque(_sample_texts(model, tokenizer, prompt_ids, config, sampling.make_generator(config.seed)), maxlen=1)
     texts = steps[0] if steps else [""] * config.num_samples
     return [prompt + text for text in texts]

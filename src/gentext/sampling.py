@@ -3,7 +3,9 @@
 Transforms take logits (B, V) and return new logits; each is the identity at its neutral value
 and never mutates its input. They apply in one order:
 
-    repetition penalty -> no-repeat-ngram -> temperature -> top-k -> top-p -> min-p
+    suppressed ids -> repetition penalty -> no-repeat-ngram -> temperature -> top-k -> top-p -> min-p
+
+(suppressed ids: tokens never generated, such as <unk> at word level unless allowed)
 
 Temperature 0 means greedy (argmax). Probabilities always come from `torch.softmax`, which
 subtracts the maximum first, so tiny temperatures and huge logits cannot overflow the way a
@@ -85,9 +87,18 @@ def apply_min_p(logits: torch.Tensor, min_p: float) -> torch.Tensor:
     return logits.masked_fill(probs < threshold, NEG_INF)
 
 
-def process_logits(logits: torch.Tensor, config: SampleConfig, history: torch.Tensor | None = None) -> torch.Tensor:
+def apply_suppression(logits: torch.Tensor, ids: list[int] | None) -> torch.Tensor:
+    """Make the given token ids impossible."""
+    if not ids:
+        return logits
+    return logits.index_fill(-1, torch.tensor(ids, device=logits.device), NEG_INF)
+
+
+def process_logits(
+    logits: torch.Tensor, config: SampleConfig, history: torch.Tensor | None = None, suppress: list[int] | None = None
+) -> torch.Tensor:
     """All transforms in the documented order, on float32 logits (B, V); `history` is (B, L) ids."""
-    logits = logits.float()
+    logits = apply_suppression(logits.float(), suppress)
     if history is not None:
         logits = apply_repetition_penalty(logits, history, config.repetition_penalty)
         logits = apply_no_repeat_ngram(logits, history, config.no_repeat_ngram_size)
@@ -124,6 +135,7 @@ def generate_ids(
     config: SampleConfig,
     generator: torch.Generator | None = None,
     history_ids: list[int] | None = None,
+    suppress: list[int] | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield the next ids (num_samples,) one step at a time, all samples as one batch.
 
@@ -138,7 +150,8 @@ def generate_ids(
             seed = torch.tensor(history_ids if history_ids is not None else prompt_ids, dtype=torch.long)
             history = seed.to(logits.device)[None].expand(batch, -1).contiguous()  # (B, L)
         for _ in range(config.max_new_tokens):
-            next_ids = choose_next(process_logits(logits, config, history), config.temperature, generator)  # (B,)
+            processed = process_logits(logits, config, history, suppress)
+            next_ids = choose_next(processed, config.temperature, generator)  # (B,)
             yield next_ids
             if history is not None:
                 history = torch.cat([history, next_ids[:, None]], dim=1)
@@ -160,6 +173,7 @@ def beam_search(
     prompt_ids: list[int],
     config: SampleConfig,
     end_id: int | None = None,
+    suppress: list[int] | None = None,
 ) -> list[list[int]]:
     """Deterministic beam search; returns `num_samples` continuations, best first.
 
@@ -176,7 +190,8 @@ def beam_search(
         prompt = torch.tensor(prompt_ids, dtype=torch.long, device=device)
         for step in range(config.max_new_tokens):
             history = torch.cat([prompt[None].expand(seqs.shape[0], -1), seqs], dim=1)
-            logits = apply_repetition_penalty(logits.float(), history, config.repetition_penalty)
+            logits = apply_suppression(logits.float(), suppress)
+            logits = apply_repetition_penalty(logits, history, config.repetition_penalty)
             logits = apply_no_repeat_ngram(logits, history, config.no_repeat_ngram_size)
             candidates = scores[:, None] + torch.log_softmax(logits, dim=-1)  # (K, V)
             vocab = candidates.shape[1]

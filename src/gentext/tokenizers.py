@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from typing import Any, Protocol
 
 import numpy as np
@@ -30,6 +32,8 @@ class CharTokenizer:
     """
 
     level = "char"
+    incremental = True  # the text of a sequence is the texts of its tokens, joined
+    suppressed_ids: list[int] = []  # nothing is withheld from generation
 
     def __init__(self, chars: list[str]):
         if not chars:
@@ -69,10 +73,14 @@ class CharTokenizer:
         return {"type": "char", "vocab": self.chars}
 
 
-def fit_tokenizer(level: str, text: str) -> Tokenizer:
-    if level == "char":
-        return CharTokenizer.fit(text)
-    raise GentextError(f"unknown tokenizer level {level!r}")
+def fit_tokenizer(config, train: str, val: str = "") -> Tokenizer:
+    """A tokenizer as a TokenizerConfig says. Characters come from all the text, so validation
+    never meets an unknown one; words only from the training text (the rest is <unk>, as usual)."""
+    if config.level == "char":
+        return CharTokenizer.fit(train + val)
+    if config.level == "word":
+        return WordTokenizer.fit(train, config.tokenize, config.vocab_size, config.min_count)
+    raise GentextError(f"unknown tokenizer level {config.level!r}")
 
 
 def tokenizer_from_json(data: dict[str, Any]) -> Tokenizer:
@@ -84,4 +92,89 @@ def tokenizer_from_json(data: dict[str, Any]) -> Tokenizer:
         if not isinstance(vocab, list) or not all(isinstance(c, str) for c in vocab):
             raise GentextError("tokenizer.json: 'vocab' must be a list of characters")
         return CharTokenizer(vocab)
+    if data["type"] == "word":
+        vocab = data.get("vocab")
+        if not isinstance(vocab, list) or not all(isinstance(w, str) for w in vocab):
+            raise GentextError("tokenizer.json: 'vocab' must be a list of words")
+        if data.get("tokenize", "regex") not in ("regex", "whitespace"):
+            raise GentextError(f"tokenizer.json: unknown tokenize mode {data.get('tokenize')!r}")
+        return WordTokenizer(vocab, data.get("tokenize", "regex"))
     raise GentextError(f"tokenizer.json: unknown tokenizer type {data['type']!r}")
+
+
+# Words (with inner apostrophes), a newline, or one punctuation mark.
+WORD_PATTERN = re.compile(r"\n|\w+(?:['’]\w+)*|[^\w\s]")
+NO_SPACE_BEFORE = set(".,;:!?)]}%'’”…") | {"n't", "'s", "'re", "'ve", "'ll", "'d", "'m"}
+NO_SPACE_AFTER = set("([{“‘$")
+UNK = "<unk>"
+
+
+class WordTokenizer:
+    """Words and punctuation as tokens, case kept, detokenized back to normally spaced text.
+
+    `regex` splits "Hello, world!" into [Hello, ",", world, "!"]; `whitespace` splits on spaces only,
+    for corpora that are already tokenized (PTB, WikiText) and bring their own <unk>. Newlines are
+    tokens in both, so line structure survives. Words outside the vocabulary become <unk>, which
+    is explicit in the vocabulary (never a silent id 0).
+    """
+
+    level = "word"
+    incremental = False  # spacing depends on neighbours: decode the whole text, not token by token
+
+    def __init__(self, vocab: list[str], tokenize: str = "regex"):
+        if UNK not in vocab:
+            raise GentextError(f"tokenizer.json: a word vocabulary must contain {UNK}")
+        if len(set(vocab)) != len(vocab):
+            raise GentextError("tokenizer.json: the word vocabulary has duplicates")
+        self.vocab, self.tokenize = list(vocab), tokenize
+        self.index = {word: i for i, word in enumerate(self.vocab)}
+        self.unk_id = self.index[UNK]
+
+    def split(self, text: str) -> list[str]:
+        if self.tokenize == "whitespace":
+            return [tok for line in text.split("\n") for tok in (*line.split(), "\n")][:-1]
+        return WORD_PATTERN.findall(text)
+
+    @classmethod
+    def fit(cls, text: str, tokenize: str = "regex", vocab_size: int | None = None, min_count: int = 1):
+        counts = Counter(cls([UNK], tokenize).split(text))
+        counts.pop(UNK, None)
+        words = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
+        if vocab_size is not None:
+            words = words[: vocab_size - 1]
+        return cls([UNK, *words], tokenize)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def suppressed_ids(self) -> list[int]:
+        return [self.unk_id]
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.array([self.index.get(tok, self.unk_id) for tok in self.split(text)], dtype=np.int64)
+
+    def unknown_words(self, text: str) -> list[str]:
+        return sorted({tok for tok in self.split(text) if tok not in self.index})
+
+    def decode(self, ids: list[int] | np.ndarray) -> str:
+        tokens = [self.vocab[int(i)] for i in ids]
+        if self.tokenize == "whitespace":
+            return " ".join(tokens).replace(" \n ", "\n").replace(" \n", "\n").replace("\n ", "\n")
+        out: list[str] = []
+        quote_open = False
+        prev = "\n"
+        for tok in tokens:
+            space = not (prev == "\n" or tok == "\n" or tok in NO_SPACE_BEFORE or prev in NO_SPACE_AFTER)
+            if tok == '"':
+                space = not quote_open and prev != "\n"  # an opening quote gets the space, a closing one none
+                quote_open = not quote_open
+            elif prev == '"' and quote_open:
+                space = False  # right after an opening quote
+            out.append((" " if space else "") + tok)
+            prev = tok
+        return "".join(out)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "word", "tokenize": self.tokenize, "unk": UNK, "vocab": self.vocab}

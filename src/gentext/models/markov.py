@@ -106,6 +106,53 @@ class MarkovModel(nn.Module):
         discount = np.where(counts > 0, table["d"][np.clip(counts, 1, 3).astype(int) - 1], 0.0)
         return np.maximum(counts - discount, 0.0)
 
+    def _contexts(self, ids: torch.Tensor, state: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
+        """(B*T, order-1) contexts of every position of ids (B, T), and the history (B, tail + T)."""
+        batch, length = ids.shape
+        tail = self.order - 1
+        if state is None:
+            state = torch.full((1, batch, tail), -1, dtype=torch.long)
+        history = torch.cat([state[0].to(ids.device).long(), ids], dim=1).cpu().numpy()  # (B, tail + T)
+        if not tail:
+            return np.zeros((batch * length, 0), dtype=np.int64), history
+        # The context of position t is the `tail` ids ending at ids[:, t].
+        windows = np.lib.stride_tricks.sliding_window_view(history[:, 1:], tail, axis=1)
+        return windows.reshape(batch * length, tail), history
+
+    def _new_state(self, history: np.ndarray, device) -> torch.Tensor:
+        return torch.from_numpy(history[None, :, history.shape[1] - (self.order - 1) :].copy()).to(device)
+
+    def target_log_probs(
+        self, ids: torch.Tensor, targets: torch.Tensor, state: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """log P(targets | context) (B, T) without building full distributions: evaluation of a
+        large vocabulary costs O(positions x order) lookups instead of O(positions x V)."""
+        contexts, history = self._contexts(ids, state)
+        words = targets.reshape(-1).cpu().numpy().astype(np.int64)
+        uni = self._tables[0]
+        p = self._discounted(uni, words) / uni["total"][0] + uni["gamma"][0] / self.vocab
+        for n in range(2, self.order + 1):
+            table = self._tables[n - 1]
+            found, pos, ctx_key = self._find_contexts(table, contexts, n)
+            if len(found):
+                disc = self._discounted(table, ctx_key[found] * self.vocab + words[found])
+                p[found] = disc / table["total"][pos] + table["gamma"][pos] * p[found]
+        logp = torch.from_numpy(np.log(p)).float().reshape(targets.shape).to(ids.device)
+        return logp, self._new_state(history, ids.device)
+
+    def _find_contexts(self, table, contexts: np.ndarray, n: int):
+        """Rows whose last n-1 ids form a context seen in the order-n table, with its index."""
+        rows = len(contexts)
+        ctx = contexts[:, contexts.shape[1] - (n - 1) :]
+        ctx_key = np.zeros(rows, dtype=np.int64)
+        for j in range(n - 1):
+            ctx_key = ctx_key * self.vocab + np.maximum(ctx[:, j], 0)
+        if len(table["ctx"]) == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), ctx_key
+        pos = np.minimum(np.searchsorted(table["ctx"], ctx_key), len(table["ctx"]) - 1)
+        found = np.nonzero((ctx >= 0).all(axis=1) & (table["ctx"][pos] == ctx_key))[0]
+        return found, pos[found], ctx_key
+
     def distribution(self, contexts: np.ndarray) -> np.ndarray:
         """contexts (P, order-1) ids, -1 where unknown -> probabilities (P, V)."""
         vocab, rows = self.vocab, len(contexts)
@@ -116,17 +163,9 @@ class MarkovModel(nn.Module):
         p = np.broadcast_to(self._discounted(uni, words) / total + gamma / vocab, (rows, vocab)).copy()
         for n in range(2, self.order + 1):
             table = self._tables[n - 1]
-            ctx = contexts[:, contexts.shape[1] - (n - 1) :]
-            ctx_key = np.zeros(rows, dtype=np.int64)
-            for j in range(n - 1):
-                ctx_key = ctx_key * vocab + np.maximum(ctx[:, j], 0)
-            pos = np.minimum(np.searchsorted(table["ctx"], ctx_key), max(len(table["ctx"]) - 1, 0))
-            found = (ctx >= 0).all(axis=1) & (len(table["ctx"]) > 0)
-            found &= table["ctx"][pos] == ctx_key if len(table["ctx"]) else False
-            rows_found = np.nonzero(found)[0]
+            rows_found, pos, ctx_key = self._find_contexts(table, contexts, n)
             if len(rows_found) == 0:
                 continue
-            pos = pos[rows_found]
             discounted = self._discounted(table, ctx_key[rows_found, None] * vocab + words[None, :])  # (F, V)
             p[rows_found] = discounted / table["total"][pos, None] + table["gamma"][pos, None] * p[rows_found]
         return p
@@ -134,17 +173,10 @@ class MarkovModel(nn.Module):
     def forward(self, ids: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """ids (B, T) -> log-probabilities (B, T, V) and the context tail (1, B, order-1)."""
         batch, length = ids.shape
-        tail = self.order - 1
-        if state is None:
-            state = torch.full((1, batch, tail), -1, dtype=torch.long)
-        history = torch.cat([state[0].to(ids.device).long(), ids], dim=1).cpu().numpy()  # (B, tail + T)
-        # The context of position t is the `tail` ids ending at ids[:, t].
-        windows = np.lib.stride_tricks.sliding_window_view(history[:, 1:], tail, axis=1) if tail else None
-        contexts = windows.reshape(batch * length, tail) if tail else np.zeros((batch * length, 0), dtype=np.int64)
+        contexts, history = self._contexts(ids, state)
         probs = self.distribution(contexts).reshape(batch, length, self.vocab)
         logits = torch.from_numpy(np.log(probs)).float().to(ids.device)  # (B, T, V)
-        new_state = torch.from_numpy(history[None, :, history.shape[1] - tail :].copy()).to(ids.device)
-        return logits, new_state
+        return logits, self._new_state(history, ids.device)
 
     def num_parameters(self) -> int:
         """Stored n-grams (the Markov model's size)."""
