@@ -19,6 +19,7 @@ from gentext.train_state import TRAIN_STATE
 from gentext.trainer import TrainingInterrupted
 
 from .conftest import TINY_SETTINGS
+from .test_cli import TINY_FLAGS
 
 # Dropout makes the run consume random numbers, so an exact resume must restore the RNG too.
 RESUME_SETTINGS = {**TINY_SETTINGS, "num_layers": 2, "dropout": 0.2, "save_every": 5, "steps": 24}
@@ -187,24 +188,7 @@ def test_loss_plot_and_tensorboard(tiny_corpus, tmp_path):
 
 
 def test_torchrun_two_gloo_processes_match_one_process(tiny_corpus, tmp_path):
-    flags = [
-        "--steps",
-        "20",
-        "--hidden-size",
-        "32",
-        "--embed-size",
-        "16",
-        "--num-layers",
-        "1",
-        "--batch-size",
-        "4",
-        "--seq-len",
-        "16",
-        "--eval-every",
-        "5",
-        "--quiet",
-        "--json",
-    ]
+    flags = ["--steps", "20", *TINY_FLAGS, "--json"]
     single = subprocess.run(_cli(tiny_corpus, "--out", tmp_path / "one", *flags), capture_output=True, text=True)
     assert single.returncode == 0, single.stderr
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1"}

@@ -253,6 +253,14 @@ class TextModel:
         except GentextError:
             return [0], False
 
+    @property
+    def end_id(self) -> int | None:
+        """The end-of-text token (lines mode: the newline that ends every document), or None."""
+        if self.config.get("corpus", {}).get("mode") != "lines":
+            return None
+        ids = self.tokenizer.encode("\n").tolist()
+        return ids[0] if len(ids) == 1 else None
+
     @contextlib.contextmanager
     def _eval_mode(self):
         was_training = self.model.training
@@ -267,14 +275,14 @@ class TextModel:
         cfg = self._sample_config(settings)
         ids, _ = self._prompt_ids(prompt)  # unknown characters fail before any work
         with self._eval_mode():
-            return generation.generate_texts(self.model, self.tokenizer, prompt, ids, cfg)
+            return generation.generate_texts(self.model, self.tokenizer, prompt, ids, cfg, self.end_id)
 
     def stream(self, prompt: str = "", **settings: Any) -> Iterator[str]:
         """One sample as it is produced: the prompt, then each new piece of text."""
         cfg = self._sample_config({**settings, "num_samples": 1})
         ids, _ = self._prompt_ids(prompt)
         with self._eval_mode():
-            yield from generation.stream_text(self.model, self.tokenizer, prompt, ids, cfg)
+            yield from generation.stream_text(self.model, self.tokenizer, prompt, ids, cfg, self.end_id)
 
     def evaluate(self, paths: list[str] | None = None, text: str | None = None, seq_len: int = 256) -> dict[str, Any]:
         """Loss (nats/token), perplexity and bits per character on `text`, the files in `paths`,

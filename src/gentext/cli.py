@@ -50,6 +50,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         val_path=args.val,
         encoding_errors=args.encoding_errors,
+        mode=args.mode,
     )
     if args.corpus:
         corpus.builtin = args.corpus
@@ -186,9 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", help="a separate validation file (default: the last --val-fraction of the text)")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--encoding-errors", default="strict", choices=["strict", "replace"])
-    p.add_argument("--level", default="char", help="tokens: char (Unicode code points) or word")
+    p.add_argument("--mode", default="stream", help="stream: one long text; lines: each line a document that ends")
+    p.add_argument("--level", default="char", help="tokens: char (Unicode code points), word, or bpe (byte-level)")
     p.add_argument("--tokenize", default="regex", help="word level: regex (words + punctuation) or whitespace")
-    p.add_argument("--vocab-size", type=int, help="word level: keep this many most frequent words")
+    p.add_argument("--vocab-size", type=int, help="word: keep this many most frequent words; bpe: vocabulary size")
     p.add_argument("--min-count", type=int, default=1, help="word level: rarer words become <unk>")
     p.add_argument("--model", default=d_model.kind, help="lstm | gru | rnn | markov (Kneser-Ney n-gram baseline)")
     p.add_argument("--num-layers", type=int, default=d_model.num_layers)

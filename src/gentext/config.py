@@ -16,7 +16,7 @@ from .errors import GentextError
 FORMAT_VERSION = 1
 MODEL_KINDS = ("lstm", "gru", "rnn", "markov")
 MAX_ORDER = 20
-LEVELS = ("char", "word")
+LEVELS = ("char", "word", "bpe")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -41,8 +41,10 @@ class CorpusConfig:
     val_fraction: float = 0.1  # the last fraction of the text is held out for validation
     val_path: str | None = None  # a separate validation file instead of the split
     encoding_errors: str = "strict"  # "strict" (error on invalid UTF-8) or "replace"
+    mode: str = "stream"  # "stream": one long text; "lines": each non-empty line is a document
 
     def validate(self) -> None:
+        _check(self.mode in ("stream", "lines"), f"--mode must be stream or lines, got {self.mode!r}")
         _check(0.0 <= self.val_fraction < 1.0, f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         _check(
             self.encoding_errors in ("strict", "replace"),
@@ -56,7 +58,7 @@ class TokenizerConfig:
 
     level: str = "char"  # char | word
     tokenize: str = "regex"  # word level: "regex" splits words and punctuation; "whitespace" for pre-tokenized text
-    vocab_size: int | None = None  # word level: keep the most frequent words; the rest become <unk>
+    vocab_size: int | None = None  # word: keep the most frequent words (the rest become <unk>); bpe: merges target
     min_count: int = 1  # word level: words seen fewer times become <unk>
 
     def validate(self) -> None:

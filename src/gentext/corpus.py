@@ -99,10 +99,21 @@ def load_corpus(config: CorpusConfig) -> Corpus:
         sources = [f"builtin:{config.builtin}"]
     if not text.strip():
         raise GentextError(f"the corpus is empty ({', '.join(sources)})")
+    if config.mode == "lines":
+        text = as_documents(text)
     if config.val_path:
         val = read_text([config.val_path], config.glob, config.encoding_errors)
+        val = as_documents(val) if config.mode == "lines" else val
         if not val.strip():
             raise GentextError(f"{config.val_path}: the validation text is empty")
         return Corpus(train=text, val=val, sources=sources)
     cut = len(text) - int(len(text) * config.val_fraction)
+    if config.mode == "lines" and config.val_fraction > 0:
+        cut = text.rfind("\n", 0, cut) + 1  # whole documents on each side
     return Corpus(train=text[:cut], val=text[cut:], sources=sources)
+
+
+def as_documents(text: str) -> str:
+    """Lines mode: every non-empty line is a document and its newline the end-of-text token, which
+    the model learns to produce; the newline before a document is its start."""
+    return "".join(line.strip() + "\n" for line in text.splitlines() if line.strip())

@@ -34,10 +34,16 @@ def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
 
 
 def _sample_texts(
-    model: torch.nn.Module, tokenizer, prompt_ids: list[int], config: SampleConfig, generator: torch.Generator
+    model: torch.nn.Module,
+    tokenizer,
+    prompt_ids: list[int],
+    config: SampleConfig,
+    generator: torch.Generator,
+    end_id: int | None = None,
 ) -> Iterator[list[str]]:
     """Yield, after every step, each sample's generated text so far (cut at a stop string).
-    Ends when every sample has stopped, at `max_new_tokens`, or after `max_time` seconds."""
+    Ends when every sample has stopped (end-of-text token or a stop string), at
+    `max_new_tokens`, or after `max_time` seconds."""
     texts = [""] * config.num_samples
     generated: list[list[int]] = [[] for _ in range(config.num_samples)]
     done = [False] * config.num_samples
@@ -47,6 +53,9 @@ def _sample_texts(
     for next_ids in sampling.generate_ids(model, prompt_ids, config, generator, suppress=suppressed(tokenizer, config)):
         for i, token in enumerate(next_ids.tolist()):
             if done[i]:
+                continue
+            if token == end_id:
+                done[i] = True
                 continue
             before = len(texts[i])
             if tokenizer.incremental:
@@ -66,29 +75,43 @@ def _sample_texts(
 
 
 def generate_texts(
-    model: torch.nn.Module, tokenizer, prompt: str, prompt_ids: list[int], config: SampleConfig
+    model: torch.nn.Module,
+    tokenizer,
+    prompt: str,
+    prompt_ids: list[int],
+    config: SampleConfig,
+    end_id: int | None = None,
 ) -> list[str]:
-    """`num_samples` texts, each the prompt followed by its continuation."""
+    """`num_samples` texts, each the prompt followed by its continuation (up to `end_id`)."""
     if config.num_beams:
-        outputs = sampling.beam_search(model, prompt_ids, config, suppress=suppressed(tokenizer, config))
+        outputs = sampling.beam_search(model, prompt_ids, config, end_id, suppress=suppressed(tokenizer, config))
+        outputs = [ids[:-1] if ids and ids[-1] == end_id else ids for ids in outputs]
         return [prompt + cut_at_stop(continuation(tokenizer, prompt_ids, ids), config.stop)[0] for ids in outputs]
-    steps = deque(_sample_texts(model, tokenizer, prompt_ids, config, sampling.make_generator(config.seed)), maxlen=1)
+    generator = sampling.make_generator(config.seed)
+    steps = deque(_sample_texts(model, tokenizer, prompt_ids, config, generator, end_id), maxlen=1)
     texts = steps[0] if steps else [""] * config.num_samples
     return [prompt + text for text in texts]
 
 
 def stream_text(
-    model: torch.nn.Module, tokenizer, prompt: str, prompt_ids: list[int], config: SampleConfig
+    model: torch.nn.Module,
+    tokenizer,
+    prompt: str,
+    prompt_ids: list[int],
+    config: SampleConfig,
+    end_id: int | None = None,
 ) -> Iterator[str]:
     """One sample as pieces of text: the prompt, then new text as it is produced. Text that might
     be the start of a stop string is held back until it is known not to be."""
     yield prompt
     if config.num_beams:
-        yield from (text[len(prompt) :] for text in generate_texts(model, tokenizer, prompt, prompt_ids, config))
+        yield from (
+            text[len(prompt) :] for text in generate_texts(model, tokenizer, prompt, prompt_ids, config, end_id)
+        )
         return
     hold = max((len(s) for s in config.stop), default=1) - 1
     shown, text = 0, ""
-    for (text,) in _sample_texts(model, tokenizer, prompt_ids, config, sampling.make_generator(config.seed)):
+    for (text,) in _sample_texts(model, tokenizer, prompt_ids, config, sampling.make_generator(config.seed), end_id):
         safe = max(len(text) - hold, shown)
         if safe > shown:
             yield text[shown:safe]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from typing import Any, Protocol
@@ -80,6 +81,8 @@ def fit_tokenizer(config, train: str, val: str = "") -> Tokenizer:
         return CharTokenizer.fit(train + val)
     if config.level == "word":
         return WordTokenizer.fit(train, config.tokenize, config.vocab_size, config.min_count)
+    if config.level == "bpe":
+        return BPETokenizer.fit(train, config.vocab_size)
     raise GentextError(f"unknown tokenizer level {config.level!r}")
 
 
@@ -99,6 +102,13 @@ def tokenizer_from_json(data: dict[str, Any]) -> Tokenizer:
         if data.get("tokenize", "regex") not in ("regex", "whitespace"):
             raise GentextError(f"tokenizer.json: unknown tokenize mode {data.get('tokenize')!r}")
         return WordTokenizer(vocab, data.get("tokenize", "regex"))
+    if data["type"] == "bpe":
+        from tokenizers import Tokenizer as HFTokenizer
+
+        try:
+            return BPETokenizer(HFTokenizer.from_str(json.dumps(data["tokenizers"])))
+        except Exception as exc:  # the library raises its own exception types for bad JSON
+            raise GentextError(f"tokenizer.json: not a valid BPE tokenizer ({exc})") from None
     raise GentextError(f"tokenizer.json: unknown tokenizer type {data['type']!r}")
 
 
@@ -178,3 +188,50 @@ class WordTokenizer:
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "word", "tokenize": self.tokenize, "unk": UNK, "vocab": self.vocab}
+
+
+class BPETokenizer:
+    """Byte-level BPE (as GPT-2), trained on the corpus with Hugging Face `tokenizers`. Any text
+    encodes exactly (every byte is in the base alphabet), so prompts never meet an unknown token.
+    Stored as the `tokenizers` JSON format inside tokenizer.json."""
+
+    level = "bpe"
+    incremental = False  # a character may span tokens: decode the whole text
+
+    def __init__(self, hf_tokenizer):
+        self.hf = hf_tokenizer
+
+    @classmethod
+    def fit(cls, text: str, vocab_size: int | None = None) -> BPETokenizer:
+        from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        hf = Tokenizer(models.BPE())
+        # Each newline stays a token of its own: in lines mode it is the end-of-text token.
+        hf.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Split(Regex("\n"), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+        )
+        hf.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size or 2000, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        )
+        # Feed the text in pieces: the trainer's pre-tokenizer works per string.
+        chunk = 1 << 20
+        hf.train_from_iterator((text[i : i + chunk] for i in range(0, len(text), chunk)), trainer)
+        return cls(hf)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.hf.get_vocab_size()
+
+    @property
+    def suppressed_ids(self) -> list[int]:
+        return []
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.array(self.hf.encode(text).ids, dtype=np.int64)
+
+    def decode(self, ids: list[int] | np.ndarray) -> str:
+        return self.hf.decode([int(i) for i in ids])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "bpe", "tokenizers": json.loads(self.hf.to_str())}
