@@ -78,6 +78,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         time_limit=args.time_limit,
         eval_every=args.eval_every,
         save_every=args.save_every,
+        state_reset=args.state_reset,
         patience=args.patience,
         tensorboard=args.tensorboard,
         seed=args.seed,
@@ -210,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-limit", type=parse_duration, help="stop after this long, e.g. 10m; the LR schedule fits it")
     p.add_argument("--eval-every", type=int, default=d_train.eval_every, help="steps between validations")
     p.add_argument("--save-every", type=int, default=d_train.save_every, help="steps between resumable checkpoints")
+    p.add_argument(
+        "--state-reset",
+        type=float,
+        default=d_train.state_reset,
+        help="chance a stream starts a window from a zero state, so the model learns to start cold",
+    )
     p.add_argument("--patience", type=int, help="stop after this many evaluations without improvement")
     p.add_argument("--tensorboard", action="store_true", help="also log to RUN/tensorboard (needs tensorboard)")
     p.add_argument("--sample-chars", type=int, default=120, help="sample this many tokens at each evaluation (0: none)")

@@ -116,6 +116,7 @@ class TrainConfig:
     eval_every: int = 200  # steps between validations (and checkpoints)
     eval_tokens: int = 50_000  # periodic evaluations read the first this-many validation tokens
     save_every: int = 200  # steps between resumable checkpoints (train_state.safetensors)
+    state_reset: float = 0.05  # chance that a row starts a window from a zero state (as generation does)
     patience: int | None = None  # stop after this many evaluations without a better validation loss
     tensorboard: bool = False  # also log scalars to RUN/tensorboard
     seed: int = 1337
@@ -138,6 +139,7 @@ class TrainConfig:
         _check(self.time_limit is None or self.time_limit > 0, f"--time-limit must be positive, got {self.time_limit}")
         _check(self.eval_every > 0, f"--eval-every must be positive, got {self.eval_every}")
         _check(self.save_every > 0, f"--save-every must be positive, got {self.save_every}")
+        _check(0.0 <= self.state_reset <= 1.0, f"--state-reset must be in [0, 1], got {self.state_reset}")
         _check(self.patience is None or self.patience > 0, f"--patience must be positive, got {self.patience}")
         _check(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         _check(

@@ -224,6 +224,13 @@ def train(
                     state = None  # the data wrapped: rows restart, so their old context is meaningless
                 x, y = (t.to(device, non_blocking=True) for t in batches.window(k))
                 state = map_state(state, torch.Tensor.detach)  # truncated BPTT: no gradient into the past
+                if config.state_reset > 0 and state is not None:
+                    # Generation starts from a zero state; a model that only ever saw carried state
+                    # writes garbage for hundreds of characters from one. So some rows start cold.
+                    # Drawn for the global batch, then sliced: DDP ranks match one process exactly.
+                    keep = (torch.rand(config.batch_size) >= config.state_reset)[batches.rows.start : batches.rows.stop]
+                    keep = keep.to(device=device, dtype=torch.float32)[None, :, None]  # (1, rows, 1)
+                    state = map_state(state, lambda t, keep=keep: t * keep.to(t.dtype))
                 with autocast(device, dtype):
                     logits, new_state = net(x, state)  # (B, T, V)
                 loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
