@@ -1,0 +1,191 @@
+"""A trained model with its tokenizer: what `gentext.load` returns and the CLI and server use."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import checkpoint, generation
+from .config import CorpusConfig, SampleConfig, from_dict
+from .corpus import load_corpus, read_text
+from .errors import GentextError
+from .evaluation import evaluate
+from .models import model_device
+from .novelty import novelty
+
+logger = logging.getLogger(__name__)
+
+
+def characters(tok, text: str, ids: np.ndarray) -> int:
+    """Characters of `text` that evaluation predicts: all but those of the first token."""
+    return max(len(text) - len(tok.decode(ids[:1])), 1)
+
+
+class TextModel:
+    """A trained model with its tokenizer: generate, stream, evaluate, describe."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, config: dict[str, Any], run_dir: Path | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        self.run_dir = run_dir
+
+    @property
+    def device(self) -> torch.device:
+        return model_device(self.model)
+
+    def _sample_config(self, overrides: dict[str, Any]) -> SampleConfig:
+        cfg = from_dict(SampleConfig, overrides, "generate()")
+        cfg.validate()
+        return cfg
+
+    def _prompt_ids(self, prompt: str) -> tuple[list[int], bool]:
+        """Ids to prime the network with, and whether they are the prompt itself (vs. a start token)."""
+        if prompt:
+            unknown = getattr(self.tokenizer, "unknown_words", lambda _: [])(prompt)
+            if unknown:
+                shown = ", ".join(repr(w) for w in unknown[:10])
+                logger.warning("prompt words outside the vocabulary are read as <unk>: %s", shown)
+            return self.tokenizer.encode(prompt).tolist(), True
+        # No prompt: prime with a newline (the start of a line), else with the first token.
+        try:
+            return self.tokenizer.encode("\n").tolist(), False
+        except GentextError:
+            return [0], False
+
+    @property
+    def end_id(self) -> int | None:
+        """The end-of-text token (lines mode: the newline that ends every document), or None."""
+        if self.config.get("corpus", {}).get("mode") != "lines":
+            return None
+        ids = self.tokenizer.encode("\n").tolist()
+        return ids[0] if len(ids) == 1 else None
+
+    @contextlib.contextmanager
+    def _eval_mode(self):
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            yield
+        finally:
+            self.model.train(was_training)
+
+    def generate(self, prompt: str = "", **settings: Any) -> list[str]:
+        """`num_samples` texts (one batch), each starting with the prompt. Settings are SampleConfig fields."""
+        cfg = self._sample_config(settings)
+        ids, _ = self._prompt_ids(prompt)  # unknown characters fail before any work
+        with self._eval_mode():
+            return generation.generate_texts(self.model, self.tokenizer, prompt, ids, cfg, self.end_id)
+
+    def stream(self, prompt: str = "", **settings: Any) -> Iterator[str]:
+        """One sample as it is produced: the prompt, then each new piece of text."""
+        cfg = self._sample_config({**settings, "num_samples": 1})
+        ids, _ = self._prompt_ids(prompt)
+        with self._eval_mode():
+            yield from generation.stream_text(self.model, self.tokenizer, prompt, ids, cfg, self.end_id)
+
+    def evaluate(self, paths: list[str] | None = None, text: str | None = None, seq_len: int = 256) -> dict[str, Any]:
+        """Loss (nats/token), perplexity and bits per character on `text`, the files in `paths`,
+        or (neither given) the validation split of the training corpus."""
+        if text is None:
+            text = read_text(paths) if paths else self._held_out_text()
+        if not text:
+            raise GentextError("nothing to evaluate: the text is empty")
+        try:
+            ids = self.tokenizer.encode(text)
+        except GentextError as exc:
+            raise GentextError(f"evaluation text: {exc}") from None
+        if len(ids) < 2:
+            raise GentextError("the evaluation text needs at least two tokens")
+        nats, count = evaluate(self.model, ids, seq_len, self.device, batch_size=16)
+        chars = characters(self.tokenizer, text, ids)
+        loss = nats / count
+        return {
+            "loss": loss,
+            "perplexity": math.exp(min(loss, 700.0)),
+            "bpc": nats / chars / math.log(2),
+            "tokens": count,
+            "characters": chars,
+        }
+
+    def score(self, text: str) -> dict[str, Any]:
+        """Log-probability of `text`: each token given the ones before it, the first given the start
+        (the same priming as an empty prompt). Totals in nats, plus per-token values."""
+        if not text:
+            raise GentextError("nothing to score: the text is empty")
+        ids = self.tokenizer.encode(text).tolist()
+        primer, _ = self._prompt_ids("")
+        inputs = torch.tensor([primer + ids[:-1]], device=self.device)
+        with self._eval_mode(), torch.inference_mode():
+            logits, _ = self.model(inputs, None)  # (1, P + T - 1, V)
+            logp = torch.log_softmax(logits[0, len(primer) - 1 :].float(), dim=-1)  # (T, V)
+            token_logp = logp.gather(1, torch.tensor(ids, device=self.device)[:, None])[:, 0].tolist()
+        total = sum(token_logp)
+        loss = -total / len(ids)
+        return {
+            "log_prob": total,
+            "loss": loss,
+            "perplexity": math.exp(min(loss, 700.0)),
+            "bpc": -total / len(text) / math.log(2),
+            "tokens": len(ids),
+            "characters": len(text),
+            "per_token": [
+                {"token": self.tokenizer.decode([i]), "log_prob": lp} for i, lp in zip(ids, token_logp, strict=True)
+            ],
+        }
+
+    def _corpus(self):
+        stored = dict(self.config.get("corpus", {}))
+        stored.pop("sources", None)
+        try:
+            return load_corpus(from_dict(CorpusConfig, stored, "config.json 'corpus'"))
+        except GentextError as exc:
+            raise GentextError(f"cannot re-read the training corpus ({exc}); pass the text explicitly") from None
+
+    def _held_out_text(self) -> str:
+        return self._corpus().val
+
+    def novelty(
+        self, samples: int = 5, max_new_tokens: int = 500, span: int = 20, training_text: str | None = None, **settings
+    ) -> dict[str, Any]:
+        """Generate `samples` texts and measure how much is copied verbatim from the training text:
+        the share of `span`-character windows found in it and the longest copied span."""
+        training = training_text if training_text is not None else self._corpus().train
+        texts = self.generate("", max_new_tokens=max_new_tokens, num_samples=samples, **settings)
+        result = novelty(texts, training, span)
+        return {
+            "samples": samples,
+            "span": span,
+            "windows": result.windows,
+            "copied_share": result.copied_share,
+            "longest_copy": result.longest_copy,
+            "longest_example": result.longest_example,
+        }
+
+    def generation_speed(self, max_new_tokens: int = 200, num_samples: int = 1) -> float:
+        """Generated tokens per second (all samples together), sampling at temperature 1."""
+        start = time.perf_counter()
+        self.generate("", max_new_tokens=max_new_tokens, num_samples=num_samples, temperature=1.0, seed=0)
+        return max_new_tokens * num_samples / (time.perf_counter() - start)
+
+    def info(self) -> dict[str, Any]:
+        metrics = checkpoint.read_metrics(self.run_dir) if self.run_dir else []
+        evals = [m["val_loss"] for m in metrics if "val_loss" in m]
+        return {
+            "run": str(self.run_dir) if self.run_dir else None,
+            "model": self.config.get("model"),
+            "tokenizer": {"level": self.tokenizer.level, "vocab_size": self.tokenizer.vocab_size},
+            "parameters": self.model.num_parameters(),
+            "corpus": self.config.get("corpus", {}).get("sources"),
+            "result": self.config.get("result"),
+            "best_val_loss": min(evals) if evals else None,
+            "evaluations": len(evals),
+        }
