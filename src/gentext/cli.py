@@ -17,6 +17,7 @@ from typing import Any
 from . import api, cli_evaluate, cli_generate, distributed
 from .config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig
 from .corpus import BUILTIN_CORPORA
+from .download import NAMED_CORPORA, cache_dir
 from .errors import GentextError
 from .trainer import TrainingInterrupted
 
@@ -51,6 +52,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         val_path=args.val,
         encoding_errors=args.encoding_errors,
         mode=args.mode,
+        offline=args.offline,
     )
     if args.corpus:
         corpus.builtin = args.corpus
@@ -169,7 +171,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_corpora(args: argparse.Namespace) -> int:
     for name, (description, _) in BUILTIN_CORPORA.items():
-        print(f"{name:14s} {description}")
+        print(f"{name:16s} built in   {description}")
+    for name, corpus in NAMED_CORPORA.items():
+        cached = (cache_dir() / name / corpus.train.name).is_file()
+        print(f"{name:16s} {'cached   ' if cached else 'download '} {corpus.description}")
+    print(f"(downloads go to {cache_dir()}; set GENTEXT_CACHE to change it)")
     return 0
 
 
@@ -183,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--force", action="store_true", help="overwrite an existing run in --out")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--corpus", help="built-in corpus to use when no PATH is given (see `gentext corpora`)")
+    p.add_argument("--corpus", help="built-in or named corpus to use when no PATH is given (see `gentext corpora`)")
+    p.add_argument("--offline", action="store_true", help="never download a named corpus (use the cache only)")
     p.add_argument("--glob", default="*.txt", help="files to take from directories (default *.txt)")
     p.add_argument("--val", help="a separate validation file (default: the last --val-fraction of the text)")
     p.add_argument("--val-fraction", type=float, default=0.1)

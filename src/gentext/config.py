@@ -36,7 +36,8 @@ class CorpusConfig:
     """Where the text comes from and how it is split."""
 
     paths: list[str] = field(default_factory=list)  # files, directories or "-"; empty: the built-in corpus
-    builtin: str = "python-docs"  # used when `paths` is empty
+    builtin: str = "python-docs"  # used when `paths` is empty: a built-in or a named (downloaded) corpus
+    offline: bool = False  # never download a named corpus
     glob: str = "*.txt"  # files taken from directories
     val_fraction: float = 0.1  # the last fraction of the text is held out for validation
     val_path: str | None = None  # a separate validation file instead of the split

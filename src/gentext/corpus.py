@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import CorpusConfig
+from .download import NAMED_CORPORA, fetch_corpus
 from .errors import GentextError
 
 
@@ -84,7 +85,8 @@ def read_text(paths: list[str], glob: str = "*.txt", errors: str = "strict") -> 
 
 def load_builtin(name: str) -> str:
     if name not in BUILTIN_CORPORA:
-        raise GentextError(f"unknown built-in corpus {name!r}; available: {', '.join(BUILTIN_CORPORA)}")
+        known = ", ".join([*BUILTIN_CORPORA, *NAMED_CORPORA])
+        raise GentextError(f"unknown corpus {name!r}; available: {known} (see `gentext corpora`)")
     return BUILTIN_CORPORA[name][1]()
 
 
@@ -94,6 +96,12 @@ def load_corpus(config: CorpusConfig) -> Corpus:
     if config.paths:
         text = read_text(config.paths, config.glob, config.encoding_errors)
         sources = list(config.paths)
+    elif config.builtin in NAMED_CORPORA:
+        train_path, valid_path = fetch_corpus(config.builtin, config.offline)
+        text = read_text([str(train_path)])
+        sources = [f"corpus:{config.builtin}"]
+        if valid_path is not None and not config.val_path:  # the corpus' own split
+            return Corpus(train=text, val=read_text([str(valid_path)]), sources=sources)
     else:
         text = load_builtin(config.builtin)
         sources = [f"builtin:{config.builtin}"]
