@@ -230,3 +230,34 @@ def test_broken_run_directory(capsys, trained_run, tmp_path, damage, message):
     for command in (["generate", run], ["eval", run], ["info", run]):
         code, _, err = run_cli(capsys, *command)
         assert code == 2 and err.startswith("error:") and message in err, err
+
+
+def test_train_reads_stdin_and_directories(tmp_path, tiny_corpus):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gentext",
+            "train",
+            "-",
+            "--out",
+            str(tmp_path / "stdin"),
+            "--steps",
+            "2",
+            "--json",
+            *TINY_FLAGS,
+        ],
+        input=tiny_corpus.read_text(),
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1])["steps"] == 2
+    nested = tmp_path / "docs" / "deeper"
+    nested.mkdir(parents=True)
+    (nested / "a.md").write_text(tiny_corpus.read_text())
+    (tmp_path / "docs" / "skip.txt").write_text("\x00binary")  # not matched by --glob
+    code = main(
+        ["train", str(tmp_path / "docs"), "--glob", "*.md", "--out", str(tmp_path / "dir"), "--steps", "2", *TINY_FLAGS]
+    )
+    assert code == 0
