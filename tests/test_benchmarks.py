@@ -19,3 +19,20 @@ def test_generation_benchmark_prints_its_table():
     assert len(rows) == 4
     assert rows[0].startswith("| plain PyTorch") and rows[0].endswith("| 1.0x |")
     assert all(float(r.split("|")[2].replace(",", "")) > 0 for r in rows)
+
+
+def test_speed_benchmark_runs_both_sides_and_prints_ratios():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_speed.py"), "--tiny"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r.split("|")[1].strip() for r in rows] == [
+        "training tokens/s",
+        "generation tokens/s, 1 stream",
+        "generation tokens/s, 64 streams",
+    ]
+    assert all(r.split("|")[4].strip().endswith("x") for r in rows)
