@@ -169,6 +169,21 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import ServerLimits, serve
+
+    limits = ServerLimits(
+        max_prompt_chars=args.max_prompt_chars,
+        max_new_tokens=args.max_new_tokens_limit,
+        max_num_samples=args.max_num_samples,
+        max_concurrency=args.max_concurrency,
+        max_queue=args.max_queue,
+        request_timeout=args.request_timeout,
+    )
+    serve(args.runs, args.host, args.port, limits)
+    return 0
+
+
 def cmd_corpora(args: argparse.Namespace) -> int:
     for name, (description, _) in BUILTIN_CORPORA.items():
         print(f"{name:16s} built in   {description}")
@@ -243,7 +258,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("corpora", help="list the built-in corpora")
+    p = sub.add_parser("serve", help="HTTP API (JSON and streaming) and a web playground for trained runs")
+    p.add_argument("runs", nargs="+", help="run directories, loaded once at start")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-prompt-chars", type=int, default=4000)
+    p.add_argument("--max-new-tokens-limit", type=int, default=1000)
+    p.add_argument("--max-num-samples", type=int, default=16)
+    p.add_argument("--max-concurrency", type=int, default=2, help="generations running at once")
+    p.add_argument("--max-queue", type=int, default=8, help="requests waiting; more get 503 at once")
+    p.add_argument("--request-timeout", type=float, default=60.0, help="seconds of generation per request")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("corpora", help="list the built-in and named corpora")
     p.set_defaults(func=cmd_corpora)
     return parser
 

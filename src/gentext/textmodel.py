@@ -61,6 +61,10 @@ class TextModel:
         except GentextError:
             return [0], False
 
+    def check_prompt(self, prompt: str) -> None:
+        """Raise GentextError if the prompt cannot be encoded (unknown characters at char level)."""
+        self._prompt_ids(prompt)
+
     @property
     def end_id(self) -> int | None:
         """The end-of-text token (lines mode: the newline that ends every document), or None."""
