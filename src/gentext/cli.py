@@ -184,6 +184,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    if args.format != "onnx":
+        raise GentextError(f"--format must be onnx, got {args.format!r}")
+    path = export_onnx(api.load(args.run), args.output or f"{args.run}/model.onnx")
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_corpora(args: argparse.Namespace) -> int:
     for name, (description, _) in BUILTIN_CORPORA.items():
         print(f"{name:16s} built in   {description}")
@@ -269,6 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=8, help="requests waiting; more get 503 at once")
     p.add_argument("--request-timeout", type=float, default=60.0, help="seconds of generation per request")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("export", help="write the single-step network as ONNX (state in, logits and state out)")
+    p.add_argument("run")
+    p.add_argument("--format", default="onnx")
+    p.add_argument("--output", help="file to write (default RUN/model.onnx)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("corpora", help="list the built-in and named corpora")
     p.set_defaults(func=cmd_corpora)

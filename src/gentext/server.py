@@ -16,7 +16,6 @@ Models load once at start. Generation runs in worker threads, never on the event
 `max_concurrency` run at once and `max_queue` wait, anything beyond gets 503 at once.
 """
 
-
 import json
 import threading
 from dataclasses import dataclass
