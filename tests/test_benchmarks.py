@@ -36,3 +36,29 @@ def test_speed_benchmark_runs_both_sides_and_prints_ratios():
         "generation tokens/s, 64 streams",
     ]
     assert all(r.split("|")[4].strip().endswith("x") for r in rows)
+
+
+def test_load_test_reports_latency_and_statuses(trained_run):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "load_test.py"),
+            str(trained_run),
+            "--seconds",
+            "1",
+            "--clients",
+            "1",
+            "--clients",
+            "12",
+            "--tokens",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == 2 and "{200:" in rows[0] and "503" not in rows[0]  # under the limit: no errors
+    assert "503" in rows[1]  # above it: refusals
+    assert proc.stdout.strip().endswith("/healthz after the load: 200")

@@ -1,0 +1,103 @@
+"""The web playground in a real headless Chromium (Debian's chromium + chromium-driver, Selenium).
+Skipped where no browser is installed; .ci/run installs one."""
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+webdriver = pytest.importorskip("selenium.webdriver")
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver")
+
+
+@pytest.fixture(scope="module")
+def server_url(trained_run):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gentext", "serve", str(trained_run), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(150):
+        try:
+            urllib.request.urlopen(url + "/healthz", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def wait_for(condition, seconds=30):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting in the browser")
+
+
+def test_type_a_prompt_click_generate_and_see_text_stream_in(browser, server_url):
+    from selenium.webdriver.common.by import By
+
+    browser.get(server_url + "/")
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#model option"))
+    browser.find_element(By.ID, "prompt").send_keys("The ")
+    browser.find_element(By.ID, "generate").click()
+    text = wait_for(
+        lambda: len(browser.find_element(By.ID, "output").text) > 20 and browser.find_element(By.ID, "output").text
+    )
+    assert text.startswith("The ")
+    assert browser.find_element(By.ID, "error").text == ""
+
+
+def test_three_temperatures_side_by_side(browser, server_url):
+    from selenium.webdriver.common.by import By
+
+    browser.get(server_url + "/")
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#model option"))
+    browser.find_element(By.ID, "prompt").send_keys("A ")
+    browser.find_element(By.ID, "compare").click()
+    columns = wait_for(
+        lambda: (
+            len(browser.find_elements(By.CSS_SELECTOR, "#sweep h3")) == 3
+            and browser.find_elements(By.CSS_SELECTOR, "#sweep h3")
+        )
+    )
+    assert [c.text for c in columns] == ["temperature 0.3", "temperature 0.8", "temperature 1.2"]
+    assert all(p.text.startswith("A ") for p in browser.find_elements(By.CSS_SELECTOR, "#sweep pre"))
