@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -113,6 +114,65 @@ def test_gentext_serve_answers_on_loopback(trained_run):
         )
         data = json.loads(urllib.request.urlopen(request, timeout=30).read())
         assert data["samples"][0].startswith("The ") and len(data["samples"][0]) == 14
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_a_client_that_disconnects_mid_stream_stops_its_generation(trained_run):
+    import http.client
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gentext",
+            "serve",
+            str(trained_run),
+            "--port",
+            str(port),
+            "--max-concurrency",
+            "1",
+            "--max-queue",
+            "0",
+            "--max-new-tokens-limit",
+            "1000000",
+            "--request-timeout",
+            "600",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        body = json.dumps({"prompt": "The ", "max_new_tokens": 1000000, "stream": True})
+        connection.request("POST", "/v1/generate", body=body, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        assert response.status == 200 and response.read1(64).startswith(b"event: token")
+        connection.close()  # walk away mid-stream: a million tokens would take many minutes
+
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/generate",
+            data=json.dumps({"prompt": "The ", "max_new_tokens": 5}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        deadline, status = time.time() + 45, None
+        while time.time() < deadline and status != 200:
+            try:
+                status = urllib.request.urlopen(request, timeout=10).status
+            except urllib.error.HTTPError as exc:
+                status = exc.code  # 503 while the abandoned generation still holds the only slot
+                time.sleep(0.2)
+        assert status == 200
     finally:
         proc.terminate()
         proc.wait(timeout=30)
