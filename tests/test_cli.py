@@ -261,3 +261,29 @@ def test_train_reads_stdin_and_directories(tmp_path, tiny_corpus):
         ["train", str(tmp_path / "docs"), "--glob", "*.md", "--out", str(tmp_path / "dir"), "--steps", "2", *TINY_FLAGS]
     )
     assert code == 0
+
+
+def test_preset_supplies_defaults_and_explicit_flags_win(capsys, tiny_corpus, tmp_path):
+    run = tmp_path / "preset"
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        tiny_corpus,
+        "--out",
+        run,
+        "--preset",
+        "shakespeare-cpu",
+        "--hidden-size",
+        "32",
+        "--embed-size",
+        "16",
+        "--num-layers",
+        "1",
+        "--steps",
+        "2",
+        "--quiet",
+    )
+    assert code == 0, err
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["hidden_size"] == 32  # given explicitly
+    assert (config["train"]["batch_size"], config["train"]["seq_len"], config["train"]["time_limit"]) == (16, 64, 600.0)

@@ -42,8 +42,34 @@ def _print_json(obj: dict[str, Any]) -> None:
     print(json.dumps({k: clean(v) for k, v in obj.items()}, ensure_ascii=False))
 
 
+# Documented recipes: flag values a preset supplies unless the flag is given explicitly.
+PRESETS: dict[str, dict[str, object]] = {
+    # Tiny Shakespeare on a 2-core CPU: a 2x512 LSTM with small batches for many updates per minute,
+    # the cosine schedule fitted to 10 minutes (benchmarks/RESULTS.md has what it reaches).
+    "shakespeare-cpu": dict(
+        hidden_size=512,
+        num_layers=2,
+        embed_size=64,
+        batch_size=16,
+        seq_len=64,
+        lr=4e-3,
+        time_limit=600.0,
+        eval_every=400,
+    ),
+}
+
+
+def apply_preset(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key) == parser.get_default(key):
+            setattr(args, key, value)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
+
+    if args.preset:
+        apply_preset(args, args.train_parser)
 
     corpus = CorpusConfig(
         paths=args.paths,
@@ -212,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model on text and write a run directory")
     p.add_argument("paths", nargs="*", help="text files, directories (recursive) or - for stdin; none: built-in corpus")
     p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="a documented recipe (explicit flags still win)")
     p.add_argument("--force", action="store_true", help="overwrite an existing run in --out")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--corpus", help="built-in or named corpus to use when no PATH is given (see `gentext corpora`)")
@@ -257,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16")
     p.add_argument("--quiet", action="store_true", help="no progress bar or samples")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, train_parser=p)
 
     cli_generate.register(sub)
 
