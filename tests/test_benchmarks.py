@@ -62,3 +62,15 @@ def test_load_test_reports_latency_and_statuses(trained_run):
     assert len(rows) == 2 and "{200:" in rows[0] and "503" not in rows[0]  # under the limit: no errors
     assert "503" in rows[1]  # above it: refusals
     assert proc.stdout.strip().endswith("/healthz after the load: 200")
+
+
+def test_softmax_benchmark_reports_the_head_share():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_softmax.py"), "--tiny"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    share = proc.stdout.strip().splitlines()[-1]
+    assert share.startswith("output layer + softmax share") and share.endswith("%")

@@ -1,0 +1,72 @@
+"""How much of a word-level training step the output softmax costs at WikiText-2's vocabulary.
+
+    python benchmarks/bench_softmax.py                 # 2x650 tied LSTM, vocab 33,278, batch 20 x 35
+    python benchmarks/bench_softmax.py --tiny
+
+Times forward + backward of (a) gentext's model with its fused log-softmax cross-entropy and
+(b) the same recurrent stack without the output layer, and reports the head's share.
+Baseline in the same invocation: the plain-PyTorch way of writing it, softmax then log then NLL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from gentext.config import ModelConfig
+from gentext.models import build_model
+
+
+def timed(fn, repeats: int) -> float:
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true")
+    args = parser.parse_args()
+    vocab, hidden, batch, seq, repeats = (2000, 64, 4, 16, 2) if args.tiny else (33_278, 650, 20, 35, 5)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(vocab_size=vocab, embed_size=hidden, hidden_size=hidden, tie_weights=True))
+    x = torch.randint(0, vocab, (batch, seq))
+    y = torch.randint(0, vocab, (batch, seq))
+
+    def full_step():
+        model.zero_grad(set_to_none=True)
+        logits, _ = model(x)
+        F.cross_entropy(logits.flatten(0, 1), y.flatten()).backward()
+
+    def naive_step():  # the hand-written way: probabilities first, then their log
+        model.zero_grad(set_to_none=True)
+        logits, _ = model(x)
+        probs = torch.softmax(logits.flatten(0, 1), dim=-1)
+        F.nll_loss(torch.log(probs), y.flatten()).backward()
+
+    def recurrent_only():
+        model.zero_grad(set_to_none=True)
+        out, _ = model.rnn(model.embedding(x))
+        out.sum().backward()
+
+    t_full, t_naive, t_rnn = timed(full_step, repeats), timed(naive_step, repeats), timed(recurrent_only, repeats)
+    tokens = batch * seq
+    print(f"2x{hidden} tied LSTM, vocab {vocab:,}, batch {batch} x {seq}, torch {torch.__version__}")
+    print("| step | ms | tokens/s |")
+    print("|---|---:|---:|")
+    for name, t in (
+        ("plain: softmax, log, NLL", t_naive),
+        ("gentext: fused cross-entropy", t_full),
+        ("recurrent stack only (no output layer)", t_rnn),
+    ):
+        print(f"| {name} | {t * 1000:.1f} | {tokens / t:,.0f} |")
+    print(f"output layer + softmax share of gentext's step: {(t_full - t_rnn) / t_full:.0%}")
+
+
+if __name__ == "__main__":
+    main()
