@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -35,3 +41,25 @@ def trained_run(tmp_path_factory) -> Path:
     out = root / "run"
     gentext.train(out, paths=[str(corpus)], steps=10, **TINY_SETTINGS)
     return out
+
+
+@contextlib.contextmanager
+def running_server(run: Path, *flags: str):
+    """`gentext serve RUN` on a free 127.0.0.1 port; yields its base URL once /healthz answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "gentext", "serve", str(run), "--port", str(port), *flags]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(150):
+            try:
+                urllib.request.urlopen(url + "/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -7,29 +7,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_generation_benchmark_prints_its_table():
+def run_script(name: str, *args: str) -> tuple[str, list[str]]:
+    """Run benchmarks/NAME; return its stdout and the data rows of its markdown table."""
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_generation.py"), "--tiny"],
-        capture_output=True,
-        text=True,
-        timeout=300,
+        [sys.executable, str(ROOT / "benchmarks" / name), *args], capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    return proc.stdout, rows
+
+
+def test_generation_benchmark_prints_its_table():
+    _, rows = run_script("bench_generation.py", "--tiny")
     assert len(rows) == 4
     assert rows[0].startswith("| plain PyTorch") and rows[0].endswith("| 1.0x |")
     assert all(float(r.split("|")[2].replace(",", "")) > 0 for r in rows)
 
 
 def test_speed_benchmark_runs_both_sides_and_prints_ratios():
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_speed.py"), "--tiny"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
-    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    _, rows = run_script("bench_speed.py", "--tiny")
     assert [r.split("|")[1].strip() for r in rows] == [
         "training tokens/s",
         "generation tokens/s, 1 stream",
@@ -39,38 +35,16 @@ def test_speed_benchmark_runs_both_sides_and_prints_ratios():
 
 
 def test_load_test_reports_latency_and_statuses(trained_run):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "load_test.py"),
-            str(trained_run),
-            "--seconds",
-            "1",
-            "--clients",
-            "1",
-            "--clients",
-            "12",
-            "--tokens",
-            "8",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    out, rows = run_script(
+        "load_test.py", str(trained_run), "--seconds", "1", "--clients", "1", "--clients", "12", "--tokens", "8"
     )
-    assert proc.returncode == 0, proc.stderr
-    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert len(rows) == 2 and "{200:" in rows[0] and "503" not in rows[0]  # under the limit: no errors
     assert "503" in rows[1]  # above it: refusals
-    assert proc.stdout.strip().endswith("/healthz after the load: 200")
+    assert out.strip().endswith("/healthz after the load: 200")
 
 
 def test_softmax_benchmark_reports_the_head_share():
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_softmax.py"), "--tiny"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    share = proc.stdout.strip().splitlines()[-1]
+    out, rows = run_script("bench_softmax.py", "--tiny")
+    assert len(rows) == 3
+    share = out.strip().splitlines()[-1]
     assert share.startswith("output layer + softmax share") and share.endswith("%")

@@ -2,13 +2,11 @@
 Skipped where no browser is installed; .ci/run installs one."""
 
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
+
+from .conftest import running_server
 
 webdriver = pytest.importorskip("selenium.webdriver")
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -17,24 +15,8 @@ pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian'
 
 @pytest.fixture(scope="module")
 def server_url(trained_run):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gentext", "serve", str(trained_run), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(150):
-        try:
-            urllib.request.urlopen(url + "/healthz", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.2)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    with running_server(trained_run) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,6 @@
 """The HTTP API, in process (FastAPI's TestClient) and as `gentext serve` on 127.0.0.1."""
 
 import json
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -16,6 +13,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 import gentext  # noqa: E402
 from gentext.server import ServerLimits, create_app  # noqa: E402
+
+from .conftest import running_server  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -92,67 +91,31 @@ def test_requests_beyond_the_queue_get_503_at_once(trained_run):
 
 
 def test_gentext_serve_answers_on_loopback(trained_run):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gentext", "serve", str(trained_run), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
+    with running_server(trained_run) as url:
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/v1/generate",
+            f"{url}/v1/generate",
             data=json.dumps({"prompt": "The ", "max_new_tokens": 10}).encode(),
             headers={"Content-Type": "application/json"},
         )
         data = json.loads(urllib.request.urlopen(request, timeout=30).read())
-        assert data["samples"][0].startswith("The ") and len(data["samples"][0]) == 14
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    assert data["samples"][0].startswith("The ") and len(data["samples"][0]) == 14
 
 
 def test_a_client_that_disconnects_mid_stream_stops_its_generation(trained_run):
     import http.client
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gentext",
-            "serve",
-            str(trained_run),
-            "--port",
-            str(port),
-            "--max-concurrency",
-            "1",
-            "--max-queue",
-            "0",
-            "--max-new-tokens-limit",
-            "1000000",
-            "--request-timeout",
-            "600",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
+    flags = [
+        "--max-concurrency",
+        "1",
+        "--max-queue",
+        "0",
+        "--max-new-tokens-limit",
+        "1000000",
+        "--request-timeout",
+        "600",
+    ]
+    with running_server(trained_run, *flags) as url:
+        port = int(url.rsplit(":", 1)[1])
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         body = json.dumps({"prompt": "The ", "max_new_tokens": 1000000, "stream": True})
         connection.request("POST", "/v1/generate", body=body, headers={"Content-Type": "application/json"})
@@ -161,7 +124,7 @@ def test_a_client_that_disconnects_mid_stream_stops_its_generation(trained_run):
         connection.close()  # walk away mid-stream: a million tokens would take many minutes
 
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/v1/generate",
+            f"{url}/v1/generate",
             data=json.dumps({"prompt": "The ", "max_new_tokens": 5}).encode(),
             headers={"Content-Type": "application/json"},
         )
@@ -173,6 +136,3 @@ def test_a_client_that_disconnects_mid_stream_stops_its_generation(trained_run):
                 status = exc.code  # 503 while the abandoned generation still holds the only slot
                 time.sleep(0.2)
         assert status == 200
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
