@@ -6,15 +6,14 @@ The only module that reads argv or prints. Errors are one `error: ...` line on s
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
 import re
 import sys
-from typing import Any
 
 from . import api, cli_evaluate, cli_generate, distributed
+from .cli_output import print_json
 from .config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig
 from .corpus import BUILTIN_CORPORA
 from .download import NAMED_CORPORA, cache_dir
@@ -33,13 +32,6 @@ def parse_duration(text: str) -> float:
     if not match:
         raise argparse.ArgumentTypeError(f"invalid duration {text!r} (use e.g. 300, 90s, 10m, 1h)")
     return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
-
-
-def _print_json(obj: dict[str, Any]) -> None:
-    def clean(value):
-        return None if isinstance(value, float) and not math.isfinite(value) else value
-
-    print(json.dumps({k: clean(v) for k, v in obj.items()}, ensure_ascii=False))
 
 
 # Documented recipes: flag values a preset supplies unless the flag is given explicitly.
@@ -154,7 +146,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not distributed.from_env().is_main:
         return 0  # under torchrun, rank 0 reports for everyone
     if args.json:
-        _print_json(summary)
+        print_json(summary)
     else:
         val = (
             "n/a"
@@ -171,7 +163,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     info = api.load(args.run).info()
     if args.json:
-        _print_json(info)
+        print_json(info)
         return 0
     m = info["model"]
     print(f"run:        {info['run']}")

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
 
 from . import api
+from .cli_output import print_json
 from .corpus import read_text
 from .errors import GentextError
-
-
-def _clean(value):
-    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -23,7 +18,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             samples=args.samples, max_new_tokens=args.sample_tokens, span=args.span, seed=args.seed
         )
     if args.json:
-        print(json.dumps({k: _clean(v) for k, v in result.items()}, ensure_ascii=False))
+        print_json(result)
         return 0
     print(
         f"loss {result['loss']:.4f} nats/token | perplexity {result['perplexity']:.2f} | "
@@ -70,7 +65,7 @@ def compare_rows(runs: list[str], data: str | None, device: str, sample_tokens: 
 def cmd_compare(args: argparse.Namespace) -> int:
     rows = compare_rows(args.runs, args.data, args.device, args.sample_tokens)
     if args.json:
-        print(json.dumps({"runs": rows}, ensure_ascii=False))
+        print_json({"runs": rows})
         return 0
     print("| run | kind | level | parameters | val loss | perplexity | bpc | gen tokens/s | sample |")
     print("|---|---|---|---:|---:|---:|---:|---:|---|")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
 from . import api
+from .cli_output import print_json
 from .config import SampleConfig
 from .errors import GentextError
 
@@ -65,10 +65,6 @@ def sample_settings(args: argparse.Namespace, temperature: float) -> dict[str, A
         num_samples=getattr(args, "num_samples", 1),
         seed=args.seed,
     )
-
-
-def print_json(obj: dict[str, Any]) -> None:
-    print(json.dumps(obj, ensure_ascii=False))
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

@@ -94,14 +94,22 @@ def apply_suppression(logits: torch.Tensor, ids: list[int] | None) -> torch.Tens
     return logits.index_fill(-1, torch.tensor(ids, device=logits.device), NEG_INF)
 
 
-def process_logits(
-    logits: torch.Tensor, config: SampleConfig, history: torch.Tensor | None = None, suppress: list[int] | None = None
+def apply_constraints(
+    logits: torch.Tensor, config: SampleConfig, history: torch.Tensor | None, suppress: list[int] | None
 ) -> torch.Tensor:
-    """All transforms in the documented order, on float32 logits (B, V); `history` is (B, L) ids."""
+    """The transforms that sampling and beam search share: suppressed ids, then the repetition ones."""
     logits = apply_suppression(logits.float(), suppress)
     if history is not None:
         logits = apply_repetition_penalty(logits, history, config.repetition_penalty)
         logits = apply_no_repeat_ngram(logits, history, config.no_repeat_ngram_size)
+    return logits
+
+
+def process_logits(
+    logits: torch.Tensor, config: SampleConfig, history: torch.Tensor | None = None, suppress: list[int] | None = None
+) -> torch.Tensor:
+    """All transforms in the documented order, on float32 logits (B, V); `history` is (B, L) ids."""
+    logits = apply_constraints(logits, config, history, suppress)
     if config.temperature > 0:
         logits = apply_temperature(logits, config.temperature)
     logits = apply_top_k(logits, config.top_k)
@@ -190,9 +198,7 @@ def beam_search(
         prompt = torch.tensor(prompt_ids, dtype=torch.long, device=device)
         for step in range(config.max_new_tokens):
             history = torch.cat([prompt[None].expand(seqs.shape[0], -1), seqs], dim=1)
-            logits = apply_suppression(logits.float(), suppress)
-            logits = apply_repetition_penalty(logits, history, config.repetition_penalty)
-            logits = apply_no_repeat_ngram(logits, history, config.no_repeat_ngram_size)
+            logits = apply_constraints(logits, config, history, suppress)
             candidates = scores[:, None] + torch.log_softmax(logits, dim=-1)  # (K, V)
             vocab = candidates.shape[1]
             top_scores, flat = candidates.flatten().topk(min(beams, candidates.numel()))

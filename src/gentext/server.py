@@ -60,7 +60,7 @@ class _Gate:
 def create_app(models: dict[str, TextModel], limits: ServerLimits | None = None):
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import HTMLResponse, StreamingResponse
-    from pydantic import BaseModel, Field, field_validator
+    from pydantic import BaseModel, Field
     from starlette.concurrency import run_in_threadpool
 
     limits = limits or ServerLimits()
@@ -81,13 +81,6 @@ def create_app(models: dict[str, TextModel], limits: ServerLimits | None = None)
         model: str | None = None
         stream: bool = False
 
-        @field_validator("model")
-        @classmethod
-        def known_model(cls, value):
-            if value is not None and value not in models:
-                raise ValueError(f"unknown model {value!r}; loaded: {', '.join(models)}")
-            return value
-
     class ScoreRequest(BaseModel):
         text: str = Field(..., min_length=1, max_length=limits.max_prompt_chars * 4)
         model: str | None = None
@@ -96,7 +89,10 @@ def create_app(models: dict[str, TextModel], limits: ServerLimits | None = None)
 
     def pick(name: str | None) -> TextModel:
         if name is not None and name not in models:
-            raise HTTPException(422, detail=[{"loc": ["body", "model"], "msg": f"unknown model {name!r}"}])
+            known = ", ".join(models)
+            raise HTTPException(
+                422, detail=[{"loc": ["body", "model"], "msg": f"unknown model {name!r}; loaded: {known}"}]
+            )
         return models[name or default_model]
 
     def settings(request: GenerateRequest) -> dict[str, Any]:

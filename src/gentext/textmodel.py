@@ -47,19 +47,19 @@ class TextModel:
         cfg.validate()
         return cfg
 
-    def _prompt_ids(self, prompt: str) -> tuple[list[int], bool]:
-        """Ids to prime the network with, and whether they are the prompt itself (vs. a start token)."""
+    def _prompt_ids(self, prompt: str) -> list[int]:
+        """Ids to prime the network with: the prompt's, or a start token when it is empty."""
         if prompt:
             unknown = getattr(self.tokenizer, "unknown_words", lambda _: [])(prompt)
             if unknown:
                 shown = ", ".join(repr(w) for w in unknown[:10])
                 logger.warning("prompt words outside the vocabulary are read as <unk>: %s", shown)
-            return self.tokenizer.encode(prompt).tolist(), True
+            return self.tokenizer.encode(prompt).tolist()
         # No prompt: prime with a newline (the start of a line), else with the first token.
         try:
-            return self.tokenizer.encode("\n").tolist(), False
+            return self.tokenizer.encode("\n").tolist()
         except GentextError:
-            return [0], False
+            return [0]
 
     def check_prompt(self, prompt: str) -> None:
         """Raise GentextError if the prompt cannot be encoded (unknown characters at char level)."""
@@ -85,14 +85,14 @@ class TextModel:
     def generate(self, prompt: str = "", **settings: Any) -> list[str]:
         """`num_samples` texts (one batch), each starting with the prompt. Settings are SampleConfig fields."""
         cfg = self._sample_config(settings)
-        ids, _ = self._prompt_ids(prompt)  # unknown characters fail before any work
+        ids = self._prompt_ids(prompt)  # unknown characters fail before any work
         with self._eval_mode():
             return generation.generate_texts(self.model, self.tokenizer, prompt, ids, cfg, self.end_id)
 
     def stream(self, prompt: str = "", **settings: Any) -> Iterator[str]:
         """One sample as it is produced: the prompt, then each new piece of text."""
         cfg = self._sample_config({**settings, "num_samples": 1})
-        ids, _ = self._prompt_ids(prompt)
+        ids = self._prompt_ids(prompt)
         with self._eval_mode():
             yield from generation.stream_text(self.model, self.tokenizer, prompt, ids, cfg, self.end_id)
 
@@ -126,7 +126,7 @@ class TextModel:
         if not text:
             raise GentextError("nothing to score: the text is empty")
         ids = self.tokenizer.encode(text).tolist()
-        primer, _ = self._prompt_ids("")
+        primer = self._prompt_ids("")
         inputs = torch.tensor([primer + ids[:-1]], device=self.device)
         with self._eval_mode(), torch.inference_mode():
             logits, _ = self.model(inputs, None)  # (1, P + T - 1, V)

@@ -128,17 +128,24 @@ class MarkovModel(nn.Module):
         """log P(targets | context) (B, T) without building full distributions: evaluation of a
         large vocabulary costs O(positions x order) lookups instead of O(positions x V)."""
         contexts, history = self._contexts(ids, state)
-        words = targets.reshape(-1).cpu().numpy().astype(np.int64)
+        words = targets.reshape(-1, 1).cpu().numpy().astype(np.int64)  # (P, 1)
+        p = self._probabilities(contexts, words)[:, 0]
+        logp = torch.from_numpy(np.log(p)).float().reshape(targets.shape).to(ids.device)
+        return logp, self._new_state(history, ids.device)
+
+    def _probabilities(self, contexts: np.ndarray, words: np.ndarray) -> np.ndarray:
+        """The interpolated recursion: contexts (P, order-1), candidate ids (P, K) -> P(word | context) (P, K)."""
         uni = self._tables[0]
-        p = self._discounted(uni, words) / uni["total"][0] + uni["gamma"][0] / self.vocab
+        total = uni["total"][0] if len(uni["total"]) else 1.0
+        gamma = uni["gamma"][0] if len(uni["gamma"]) else 1.0
+        p = self._discounted(uni, words) / total + gamma / self.vocab
         for n in range(2, self.order + 1):
             table = self._tables[n - 1]
             found, pos, ctx_key = self._find_contexts(table, contexts, n)
             if len(found):
-                disc = self._discounted(table, ctx_key[found] * self.vocab + words[found])
-                p[found] = disc / table["total"][pos] + table["gamma"][pos] * p[found]
-        logp = torch.from_numpy(np.log(p)).float().reshape(targets.shape).to(ids.device)
-        return logp, self._new_state(history, ids.device)
+                discounted = self._discounted(table, ctx_key[found, None] * self.vocab + words[found])
+                p[found] = discounted / table["total"][pos, None] + table["gamma"][pos, None] * p[found]
+        return p
 
     def _find_contexts(self, table, contexts: np.ndarray, n: int):
         """Rows whose last n-1 ids form a context seen in the order-n table, with its index."""
@@ -155,20 +162,8 @@ class MarkovModel(nn.Module):
 
     def distribution(self, contexts: np.ndarray) -> np.ndarray:
         """contexts (P, order-1) ids, -1 where unknown -> probabilities (P, V)."""
-        vocab, rows = self.vocab, len(contexts)
-        words = np.arange(vocab, dtype=np.int64)
-        uni = self._tables[0]
-        total = uni["total"][0] if len(uni["total"]) else 1.0
-        gamma = uni["gamma"][0] if len(uni["gamma"]) else 1.0
-        p = np.broadcast_to(self._discounted(uni, words) / total + gamma / vocab, (rows, vocab)).copy()
-        for n in range(2, self.order + 1):
-            table = self._tables[n - 1]
-            rows_found, pos, ctx_key = self._find_contexts(table, contexts, n)
-            if len(rows_found) == 0:
-                continue
-            discounted = self._discounted(table, ctx_key[rows_found, None] * vocab + words[None, :])  # (F, V)
-            p[rows_found] = discounted / table["total"][pos, None] + table["gamma"][pos, None] * p[rows_found]
-        return p
+        words = np.broadcast_to(np.arange(self.vocab, dtype=np.int64), (len(contexts), self.vocab))
+        return self._probabilities(contexts, words)
 
     def forward(self, ids: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """ids (B, T) -> log-probabilities (B, T, V) and the context tail (1, B, order-1)."""
