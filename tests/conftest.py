@@ -23,6 +23,21 @@ TINY_TEXT = (
 TINY_SETTINGS = dict(hidden_size=32, embed_size=16, num_layers=1, batch_size=4, seq_len=16, eval_every=5)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Token caches and downloads go to a temporary directory, never to the user's ~/.cache (the
+    environment variable reaches the CLI subprocesses too)."""
+    import os
+
+    old = os.environ.get("GENTEXT_CACHE")
+    os.environ["GENTEXT_CACHE"] = str(tmp_path_factory.mktemp("gentext-cache"))
+    yield
+    if old is None:
+        os.environ.pop("GENTEXT_CACHE", None)
+    else:
+        os.environ["GENTEXT_CACHE"] = old
+
+
 @pytest.fixture
 def tiny_corpus(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.txt"

@@ -45,6 +45,18 @@ def test_load_test_reports_latency_and_statuses(trained_run):
 
 def test_softmax_benchmark_reports_the_head_share():
     out, rows = run_script("bench_softmax.py", "--tiny")
-    assert len(rows) == 3
+    assert len(rows) == 4
+    assert "--adaptive-softmax" in rows[2]
     share = out.strip().splitlines()[-1]
-    assert share.startswith("output layer + softmax share") and share.endswith("%")
+    assert share.startswith("output layer share of the step: full softmax") and share.endswith("x faster")
+
+
+def test_big_corpus_benchmark_measures_all_three_runs():
+    out, rows = run_script("bench_bigcorpus.py", "--mb", "2", "--steps", "3")
+    assert [r.split("|")[1].strip().split(":")[0].split(",")[0] for r in rows] == [
+        "plain",
+        "gentext train",
+        "gentext train",
+    ]
+    assert all(float(r.split("|")[3].replace(",", "")) > 0 for r in rows)  # a peak RSS for each
+    assert "tokenization (the encoding pass):" in out

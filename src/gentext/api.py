@@ -23,16 +23,18 @@ import torch
 
 from . import checkpoint, distributed, trainer
 from .config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig, from_dict, to_dict
-from .corpus import load_corpus
-from .dataset import BPTTBatches, content_hash, id_dtype
+from .corpus import open_corpus
+from .dataset import BPTTBatches
 from .errors import GentextError
 from .evaluation import evaluate
 from .hardware import resolve_device
 from .models import build_model
 from .records import PLOT
-from .textmodel import TextModel, characters
+from .textmodel import TextModel
+from .tokencache import fingerprint_and_fit, token_data
 from .tokenizers import fit_tokenizer, tokenizer_from_json
 from .train_state import TRAIN_STATE, read_progress
+from .trainer import FINAL_EVAL_TOKENS
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +50,6 @@ def _split_overrides(overrides: dict[str, Any]) -> dict[type, dict[str, Any]]:
             raise GentextError(f"train() got an unknown setting {key!r}")
         routed[owners[0]][key] = value
     return routed
-
-
-def _encode_ids(tokenizer, text: str) -> np.ndarray:
-    return tokenizer.encode(text).astype(id_dtype(tokenizer.vocab_size))
 
 
 def prepare_out_dir(out: Path, force: bool) -> None:
@@ -124,17 +122,21 @@ def train(
     for cfg in (corpus_cfg, tok_cfg, train_cfg):
         cfg.validate()
 
-    text = load_corpus(corpus_cfg)
+    source = open_corpus(corpus_cfg)
+    fit = None if resume else (lambda pieces: fit_tokenizer(tok_cfg, pieces))
+    content, fitted = fingerprint_and_fit(source, corpus_cfg, fit)
     if not resume:
-        tok = fit_tokenizer(tok_cfg, text.train, text.val)
+        tok = fitted
         if tok.vocab_size < 2:
             raise GentextError(
                 f"the corpus has a single distinct token ({tok.decode([0])!r}); there is nothing to learn"
             )
         model_cfg.vocab_size = tok.vocab_size
     model_cfg.validate()
-    train_ids = _encode_ids(tok, text.train)
-    val_ids = _encode_ids(tok, text.val) if text.val else None
+    data = token_data(source, corpus_cfg, tok, content, progress)
+    train_ids, val_ids = data.train, data.val
+    if train_ids is None:
+        raise GentextError(f"the training text is empty ({', '.join(source.sources)})")
     if model_cfg.kind == "markov":
         if resume:
             raise GentextError("a Markov model is fitted in one pass; there is nothing to resume (retrain it)")
@@ -144,7 +146,7 @@ def train(
         BPTTBatches(train_ids, train_cfg.batch_size, train_cfg.seq_len)  # a too-short corpus fails before any write
 
     if resume:
-        if read_progress(out).data_hash != content_hash(train_ids):
+        if read_progress(out).data_hash != data.key:
             raise GentextError(f"{out}: the training text differs from the one this run started with; cannot resume")
     elif distributed.from_env().is_main:  # under torchrun only rank 0 touches the run directory
         prepare_out_dir(out, force)
@@ -155,7 +157,7 @@ def train(
         "model": to_dict(model_cfg),
         "tokenizer": to_dict(tok_cfg),
         "train": to_dict(train_cfg),
-        "corpus": {**to_dict(corpus_cfg), "sources": text.sources},
+        "corpus": {**to_dict(corpus_cfg), "sources": source.sources},
         "data": {"train_tokens": int(len(train_ids)), "val_tokens": int(0 if val_ids is None else len(val_ids))},
     }
     main = distributed.from_env().is_main
@@ -169,7 +171,9 @@ def train(
     if model_cfg.kind == "markov":  # fitted by counting, not by gradient steps: the one branch on the kind
         result = _fit_markov(net, train_ids, val_ids, out)
     else:
-        result = trainer.train(net, train_ids, val_ids, train_cfg, out, device, _on_eval, progress, resume=resume)
+        result = trainer.train(
+            net, train_ids, val_ids, train_cfg, out, device, _on_eval, progress, resume=resume, data_hash=data.key
+        )
     summary = {
         "steps": result.steps,
         "tokens": result.tokens,
@@ -185,8 +189,11 @@ def train(
     }
     if result.val_loss is not None and val_ids is not None:
         # bpc: nats over the characters of the predicted tokens (all but the first), / ln 2.
-        chars = characters(tok, text.val, val_ids)
-        summary["val_bpc"] = result.val_loss * (len(val_ids) - 1) / chars / math.log(2)
+        if result.val_tokens == len(val_ids) - 1:  # the whole validation text
+            chars = max(data.val_chars - len(tok.decode(val_ids[:1])), 1)
+        else:  # a capped evaluation: the characters of the tokens it predicted
+            chars = max(len(tok.decode(val_ids[1 : result.val_tokens + 1])), 1)
+        summary["val_bpc"] = result.val_loss * result.val_tokens / chars / math.log(2)
     config["result"] = {k: v for k, v in summary.items() if k != "out"}
     if main:
         checkpoint.save_run_files(out, config, tok)
@@ -197,9 +204,9 @@ def _fit_markov(net, train_ids: np.ndarray, val_ids: np.ndarray | None, out: Pat
     start = time.perf_counter()
     net.fit(train_ids)
     checkpoint.save_weights(out, net)
-    val_loss = None
+    val_loss, count = None, 0
     if val_ids is not None and len(val_ids) >= 2:
-        nats, count = evaluate(net, val_ids, 256, torch.device("cpu"))
+        nats, count = evaluate(net, val_ids, 256, torch.device("cpu"), max_tokens=FINAL_EVAL_TOKENS)
         val_loss = nats / count
         checkpoint.append_metrics(out, {"step": 0, "tokens": int(len(train_ids)), "val_loss": val_loss})
     seconds = time.perf_counter() - start
@@ -212,6 +219,7 @@ def _fit_markov(net, train_ids: np.ndarray, val_ids: np.ndarray | None, out: Pat
         best_step=0,
         tokens_per_second=len(train_ids) / max(seconds, 1e-9),
         stopped_early=False,
+        val_tokens=count,
     )
 
 

@@ -34,6 +34,14 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
 
 
+def _cutoffs(text: str) -> list[int]:
+    """'2000,6000' -> [2000, 6000]."""
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid cutoffs {text!r} (use e.g. 2000,6000)") from None
+
+
 # Documented recipes: flag values a preset supplies unless the flag is given explicitly.
 PRESETS: dict[str, dict[str, object]] = {
     # Tiny Shakespeare on a 2-core CPU: a 2x512 LSTM with small batches for many updates per minute,
@@ -85,11 +93,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         dropout=args.dropout,
         tie_weights=args.tie_weights,
         order=args.order,
+        adaptive_cutoffs=args.adaptive_softmax,
     )
     train = TrainConfig(
         batch_size=args.batch_size,
         seq_len=args.seq_len,
         learning_rate=args.lr,
+        optimizer=args.optimizer,
         warmup_steps=args.warmup_steps,
         weight_decay=args.weight_decay,
         grad_clip=args.grad_clip,
@@ -250,10 +260,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embed-size", type=int, default=d_model.embed_size)
     p.add_argument("--dropout", type=float, default=d_model.dropout)
     p.add_argument("--tie-weights", action="store_true", help="share embedding and output weights")
+    p.add_argument(
+        "--adaptive-softmax",
+        type=_cutoffs,
+        default=[],
+        metavar="CUTOFFS",
+        help="word ids where softmax clusters start, e.g. 2000,6000: a fast output layer for big vocabularies",
+    )
     p.add_argument("--order", type=int, default=d_model.order, help="markov: n-gram order (context + 1)")
     p.add_argument("--batch-size", type=int, default=d_train.batch_size, help="parallel streams")
     p.add_argument("--seq-len", type=int, default=d_train.seq_len, help="BPTT window in tokens")
-    p.add_argument("--lr", type=float, default=d_train.learning_rate, help="peak learning rate (AdamW)")
+    p.add_argument("--lr", type=float, default=d_train.learning_rate, help="peak learning rate")
+    p.add_argument("--optimizer", default=d_train.optimizer, help="adamw, or sgd (then use a high --lr such as 20)")
     p.add_argument("--warmup-steps", type=int, default=d_train.warmup_steps)
     p.add_argument("--weight-decay", type=float, default=d_train.weight_decay)
     p.add_argument("--grad-clip", type=float, default=d_train.grad_clip)

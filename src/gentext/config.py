@@ -19,6 +19,7 @@ MAX_ORDER = 20
 LEVELS = ("char", "word", "bpe")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
+OPTIMIZERS = ("adamw", "sgd")
 
 # Loading a config from someone else's run must not allocate terabytes: sizes past these are refused.
 MAX_VOCAB = 5_000_000
@@ -83,6 +84,7 @@ class ModelConfig:
     dropout: float = 0.0
     tie_weights: bool = False  # share the embedding and output matrices (needs embed_size == hidden_size)
     order: int = 6  # markov only: tokens of context + 1 (an n-gram model of order n)
+    adaptive_cutoffs: list[int] = field(default_factory=list)  # adaptive softmax cluster bounds; empty: full
 
     def validate(self) -> None:
         _check(self.kind in MODEL_KINDS, f"--model must be one of {', '.join(MODEL_KINDS)}, got {self.kind!r}")
@@ -92,6 +94,14 @@ class ModelConfig:
         _check(0 < self.num_layers <= MAX_LAYERS, f"--num-layers must be in 1..{MAX_LAYERS}, got {self.num_layers}")
         _check(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}")
         _check(0 < self.order <= MAX_ORDER, f"--order must be in 1..{MAX_ORDER}, got {self.order}")
+        if self.adaptive_cutoffs:
+            c = self.adaptive_cutoffs
+            _check(self.kind != "markov", "--adaptive-softmax is for networks, not --model markov")
+            _check(
+                all(a < b for a, b in zip([0, *c], [*c, self.vocab_size], strict=True)),
+                "--adaptive-softmax cutoffs must increase and lie between 0 and the vocabulary size "
+                f"({self.vocab_size}), got {','.join(map(str, c))}",
+            )
         if self.tie_weights:
             _check(
                 self.embed_size == self.hidden_size,
@@ -109,7 +119,8 @@ class TrainConfig:
     learning_rate: float = 3e-3
     min_lr_ratio: float = 0.1  # the cosine schedule ends at learning_rate * min_lr_ratio
     warmup_steps: int = 50
-    weight_decay: float = 0.01
+    weight_decay: float | None = None  # None: 0.01 with AdamW (decoupled), 0 with SGD (where it is L2)
+    optimizer: str = "adamw"  # adamw | sgd (plain SGD at a high rate, as Zaremba et al. for word LSTMs)
     grad_clip: float = 1.0  # max global gradient norm; 0 disables
     steps: int | None = None
     epochs: float | None = None
@@ -133,7 +144,10 @@ class TrainConfig:
         )
         _check(0.0 <= self.min_lr_ratio <= 1.0, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         _check(self.warmup_steps >= 0, f"--warmup-steps must be >= 0, got {self.warmup_steps}")
-        _check(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
+        _check(
+            self.weight_decay is None or self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"
+        )
+        _check(self.optimizer in OPTIMIZERS, f"--optimizer must be adamw or sgd, got {self.optimizer!r}")
         _check(self.grad_clip >= 0, f"--grad-clip must be >= 0, got {self.grad_clip}")
         _check(self.steps is None or self.steps > 0, f"--steps must be positive, got {self.steps}")
         _check(self.epochs is None or self.epochs > 0, f"--epochs must be positive, got {self.epochs}")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import codecs
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,10 @@ BUILTIN_CORPORA: dict[str, tuple[str, Callable[[], str]]] = {
 }
 
 
+PIECE_CHARS = 1 << 22  # text is handled in pieces of ~4M characters: memory stays flat for any corpus size
+READ_BYTES = 1 << 22
+
+
 @dataclass
 class Corpus:
     train: str
@@ -32,16 +37,87 @@ class Corpus:
     sources: list[str]  # what was read, for the run's record
 
 
-def decode(data: bytes, name: str, errors: str = "strict") -> str:
-    """UTF-8 bytes to text; invalid input is an error naming the file and byte offset."""
+def _binary_check(data: bytes, name: str) -> None:
     if b"\x00" in data[:8192]:
         raise GentextError(f"{name}: looks like a binary file (NUL bytes), not text")
+
+
+def _utf8_error(name: str, offset: int) -> GentextError:
+    return GentextError(
+        f"{name}: not valid UTF-8 at byte offset {offset}; re-encode it or pass --encoding-errors replace"
+    )
+
+
+def decode(data: bytes, name: str, errors: str = "strict") -> str:
+    """UTF-8 bytes to text; invalid input is an error naming the file and byte offset."""
+    _binary_check(data, name)
     try:
         return data.decode("utf-8", errors=errors)
     except UnicodeDecodeError as exc:
-        raise GentextError(
-            f"{name}: not valid UTF-8 at byte offset {exc.start}; re-encode it or pass --encoding-errors replace"
-        ) from None
+        raise _utf8_error(name, exc.start) from None
+
+
+def _file_chunks(name: str, errors: str) -> Iterator[str]:
+    """Decoded text of one file, read in blocks (a multi-GB file never sits in memory)."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors)
+    try:
+        with open(name, "rb") as f:
+            offset = 0
+            while True:
+                data = f.read(READ_BYTES)
+                if offset == 0:
+                    _binary_check(data, name)
+                pending = len(decoder.getstate()[0])  # bytes of a character split by the last block
+                try:
+                    text = decoder.decode(data, final=not data)
+                except UnicodeDecodeError as exc:
+                    raise _utf8_error(name, offset - pending + exc.start) from None
+                offset += len(data)
+                if text:
+                    yield text
+                if not data:
+                    return
+    except OSError as exc:
+        raise GentextError(f"{name}: cannot read ({exc.strerror})") from None
+
+
+def _raw_chunks(names: list[str], errors: str, stdin: bytes | None = None) -> Iterator[str]:
+    """The text of every file in turn, a newline between files when one lacks it. `stdin`: the
+    bytes of "-" when already read (a pipe can be read only once)."""
+    after_line = True
+    for name in names:
+        if name == "-":
+            data = sys.stdin.buffer.read() if stdin is None else stdin
+            chunks: Iterable[str] = [decode(data, "<stdin>", errors)]
+        else:
+            chunks = _file_chunks(name, errors)
+        for i, chunk in enumerate(chunks):
+            if i == 0 and not after_line:
+                yield "\n"
+            after_line = chunk.endswith("\n")
+            yield chunk
+
+
+def at_newlines(chunks: Iterable[str], size: int | None = None) -> Iterator[str]:
+    """Regroup text into pieces that end right after a newline (so no word, line or document is
+    cut between two pieces) of about `size` characters; a line longer than 4 x size is cut anyway."""
+    size = size or PIECE_CHARS
+    buffer: list[str] = []
+    held = 0
+    for chunk in chunks:
+        buffer.append(chunk)
+        held += len(chunk)
+        if held < size:
+            continue
+        text = "".join(buffer)
+        cut = text.rfind("\n") + 1
+        if cut == 0 and held < 4 * size:
+            continue
+        cut = cut or len(text)
+        yield text[:cut]
+        buffer, held = ([text[cut:]], len(text) - cut) if cut < len(text) else ([], 0)
+    if held:
+        yield "".join(buffer)
 
 
 def find_files(paths: list[str], glob: str = "*.txt") -> list[str]:
@@ -66,21 +142,7 @@ def find_files(paths: list[str], glob: str = "*.txt") -> list[str]:
 
 def read_text(paths: list[str], glob: str = "*.txt", errors: str = "strict") -> str:
     """Concatenate the text of every path (a newline between files that lack one)."""
-    parts = []
-    for name in find_files(paths, glob):
-        if name == "-":
-            data = sys.stdin.buffer.read()
-            name = "<stdin>"
-        else:
-            try:
-                data = Path(name).read_bytes()
-            except OSError as exc:
-                raise GentextError(f"{name}: cannot read ({exc.strerror})") from None
-        text = decode(data, name, errors)
-        if parts and not parts[-1].endswith("\n"):
-            parts.append("\n")
-        parts.append(text)
-    return "".join(parts)
+    return "".join(_raw_chunks(find_files(paths, glob), errors))
 
 
 def load_builtin(name: str) -> str:
@@ -90,35 +152,98 @@ def load_builtin(name: str) -> str:
     return BUILTIN_CORPORA[name][1]()
 
 
-def load_corpus(config: CorpusConfig) -> Corpus:
-    """Read the training text and hold out validation text (the last `val_fraction`, or `val_path`)."""
+@dataclass
+class CorpusSource:
+    """The corpus as re-readable streams of text pieces (each ending after a newline)."""
+
+    train: Callable[[], Iterator[str]]
+    val: Callable[[], Iterator[str]] | None  # a separate validation text; None: split off the end of train
+    sources: list[str]
+
+
+def open_corpus(config: CorpusConfig) -> CorpusSource:
+    """Check that the corpus exists and say how to read it; nothing large is read here."""
     config.validate()
+
+    def from_files(paths: list[str], glob: str) -> Callable[[], Iterator[str]]:
+        files = find_files(paths, glob)
+        stdin = sys.stdin.buffer.read() if "-" in files else None  # read once, passed over many times
+        return lambda: at_newlines(_raw_chunks(files, config.encoding_errors, stdin))
+
+    def from_text(text: str) -> Callable[[], Iterator[str]]:
+        return lambda: at_newlines([text])
+
+    val = from_files([config.val_path], config.glob) if config.val_path else None
     if config.paths:
-        text = read_text(config.paths, config.glob, config.encoding_errors)
-        sources = list(config.paths)
-    elif config.builtin in NAMED_CORPORA:
+        return CorpusSource(from_files(config.paths, config.glob), val, list(config.paths))
+    if config.builtin in NAMED_CORPORA:
         train_path, valid_path = fetch_corpus(config.builtin, config.offline)
-        text = read_text([str(train_path)])
-        sources = [f"corpus:{config.builtin}"]
-        if valid_path is not None and not config.val_path:  # the corpus' own split
-            return Corpus(train=text, val=read_text([str(valid_path)]), sources=sources)
-    else:
-        text = load_builtin(config.builtin)
-        sources = [f"builtin:{config.builtin}"]
-    if not text.strip():
+        if valid_path is not None and val is None:  # the corpus' own split
+            val = from_files([str(valid_path)], "*")
+        return CorpusSource(from_files([str(train_path)], "*"), val, [f"corpus:{config.builtin}"])
+    return CorpusSource(from_text(load_builtin(config.builtin)), val, [f"builtin:{config.builtin}"])
+
+
+def split_pieces(source: CorpusSource, config: CorpusConfig) -> Iterator[tuple[bool, str]]:
+    """(is_validation, text) pieces of the corpus in order: the training text, then the validation
+    text (a separate file, or the last `val_fraction` of the characters). In lines mode every
+    non-empty line is a document, and a split falls between documents."""
+
+    def shaped(stream: Iterable[str]) -> Iterator[str]:
+        return (as_documents(p) for p in stream) if config.mode == "lines" else iter(stream)
+
+    nonblank = False
+    if source.val is not None:
+        for piece in shaped(source.train()):
+            nonblank = nonblank or _has_text(piece)
+            yield False, piece
+        _check_nonblank(nonblank, source.sources)
+        val_nonblank = False
+        for piece in shaped(source.val()):
+            val_nonblank = val_nonblank or _has_text(piece)
+            yield True, piece
+        if not val_nonblank:
+            raise GentextError(f"{config.val_path or 'the validation file'}: the validation text is empty")
+        return
+    total = sum(len(piece) for piece in shaped(source.train()))  # a first pass finds where to cut
+    cut = total - int(total * config.val_fraction)
+    pos = 0
+    for piece in shaped(source.train()):
+        nonblank = nonblank or _has_text(piece)
+        end = pos + len(piece)
+        if end <= cut:
+            yield False, piece
+        elif pos >= cut:
+            yield True, piece
+        else:
+            local = cut - pos
+            if config.mode == "lines":
+                local = piece.rfind("\n", 0, local) + 1  # whole documents on each side
+            if local:
+                yield False, piece[:local]
+            if piece[local:]:
+                yield True, piece[local:]
+        pos = end
+    _check_nonblank(nonblank, source.sources)
+
+
+def _has_text(piece: str) -> bool:
+    return bool(piece) and not piece.isspace()
+
+
+def _check_nonblank(nonblank: bool, sources: list[str]) -> None:
+    if not nonblank:
         raise GentextError(f"the corpus is empty ({', '.join(sources)})")
-    if config.mode == "lines":
-        text = as_documents(text)
-    if config.val_path:
-        val = read_text([config.val_path], config.glob, config.encoding_errors)
-        val = as_documents(val) if config.mode == "lines" else val
-        if not val.strip():
-            raise GentextError(f"{config.val_path}: the validation text is empty")
-        return Corpus(train=text, val=val, sources=sources)
-    cut = len(text) - int(len(text) * config.val_fraction)
-    if config.mode == "lines" and config.val_fraction > 0:
-        cut = text.rfind("\n", 0, cut) + 1  # whole documents on each side
-    return Corpus(train=text[:cut], val=text[cut:], sources=sources)
+
+
+def load_corpus(config: CorpusConfig) -> Corpus:
+    """The whole corpus in memory: training and validation text (for small uses such as the
+    held-out text of a run; training itself streams the corpus through `tokencache`)."""
+    source = open_corpus(config)
+    parts: dict[bool, list[str]] = {False: [], True: []}
+    for is_val, piece in split_pieces(source, config):
+        parts[is_val].append(piece)
+    return Corpus(train="".join(parts[False]), val="".join(parts[True]), sources=source.sources)
 
 
 def as_documents(text: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import numpy as np
@@ -47,8 +48,11 @@ class CharTokenizer:
         self._codepoints = np.array([ord(c) for c in self.chars], dtype=np.uint32)
 
     @classmethod
-    def fit(cls, text: str) -> CharTokenizer:
-        return cls(sorted(set(text)))
+    def fit(cls, text: str | Iterable[str]) -> CharTokenizer:
+        chars: set[str] = set()
+        for piece in [text] if isinstance(text, str) else text:
+            chars.update(piece)
+        return cls(sorted(chars))
 
     @property
     def vocab_size(self) -> int:
@@ -74,11 +78,13 @@ class CharTokenizer:
         return {"type": "char", "vocab": self.chars}
 
 
-def fit_tokenizer(config, train: str, val: str = "") -> Tokenizer:
-    """A tokenizer as a TokenizerConfig says. Characters come from all the text, so validation
-    never meets an unknown one; words only from the training text (the rest is <unk>, as usual)."""
+def fit_tokenizer(config, pieces: Iterable[tuple[bool, str]]) -> Tokenizer:
+    """A tokenizer as a TokenizerConfig says, from (is_validation, text) pieces read once.
+    Characters come from all the text, so validation never meets an unknown one; words and merges
+    only from the training text (the rest is <unk>, as usual)."""
     if config.level == "char":
-        return CharTokenizer.fit(train + val)
+        return CharTokenizer.fit(text for _, text in pieces)
+    train = (text for is_val, text in pieces if not is_val)
     if config.level == "word":
         return WordTokenizer.fit(train, config.tokenize, config.vocab_size, config.min_count)
     if config.level == "bpe":
@@ -146,8 +152,12 @@ class WordTokenizer:
         return WORD_PATTERN.findall(text)
 
     @classmethod
-    def fit(cls, text: str, tokenize: str = "regex", vocab_size: int | None = None, min_count: int = 1):
-        counts = Counter(cls([UNK], tokenize).split(text))
+    def fit(
+        cls, text: str | Iterable[str], tokenize: str = "regex", vocab_size: int | None = None, min_count: int = 1
+    ) -> WordTokenizer:
+        splitter, counts = cls([UNK], tokenize), Counter()
+        for piece in [text] if isinstance(text, str) else text:  # pieces end at newlines: no word is cut
+            counts.update(splitter.split(piece))
         counts.pop(UNK, None)
         words = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
         if vocab_size is not None:
@@ -202,7 +212,7 @@ class BPETokenizer:
         self.hf = hf_tokenizer
 
     @classmethod
-    def fit(cls, text: str, vocab_size: int | None = None) -> BPETokenizer:
+    def fit(cls, text: str | Iterable[str], vocab_size: int | None = None) -> BPETokenizer:
         from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
         hf = Tokenizer(models.BPE())
@@ -216,7 +226,8 @@ class BPETokenizer:
         )
         # Feed the text in pieces: the trainer's pre-tokenizer works per string.
         chunk = 1 << 20
-        hf.train_from_iterator((text[i : i + chunk] for i in range(0, len(text), chunk)), trainer)
+        pieces = [text] if isinstance(text, str) else text
+        hf.train_from_iterator((p[i : i + chunk] for p in pieces for i in range(0, len(p), chunk)), trainer)
         return cls(hf)
 
     @property

@@ -1,8 +1,10 @@
 """Model registry. Every model kind has one interface:
 
     forward(ids: LongTensor (B, T), state | None) -> (logits: Tensor (B, T, V), state)
+    forward(ids, state, targets=LongTensor (B, T)) -> (log P(targets): Tensor (B, T), state)
 
-so that the trainer and the sampler never branch on the kind.
+so that the trainer and the sampler never branch on the kind. The targets form lets a model score
+without building (B, T, V) distributions (an adaptive softmax, a Kneser-Ney table lookup).
 """
 
 from __future__ import annotations

@@ -165,8 +165,13 @@ class MarkovModel(nn.Module):
         words = np.broadcast_to(np.arange(self.vocab, dtype=np.int64), (len(contexts), self.vocab))
         return self._probabilities(contexts, words)
 
-    def forward(self, ids: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """ids (B, T) -> log-probabilities (B, T, V) and the context tail (1, B, order-1)."""
+    def forward(
+        self, ids: torch.Tensor, state: torch.Tensor | None = None, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """ids (B, T) -> log-probabilities (B, T, V) and the context tail (1, B, order-1); with
+        `targets` (B, T), only their log-probabilities (B, T)."""
+        if targets is not None:
+            return self.target_log_probs(ids, targets, state)
         batch, length = ids.shape
         contexts, history = self._contexts(ids, state)
         probs = self.distribution(contexts).reshape(batch, length, self.vocab)

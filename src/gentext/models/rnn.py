@@ -9,9 +9,11 @@ callers carry it: the trainer from window to window, the sampler from token to t
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from .adaptive import AdaptiveSoftmax
 
 RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
@@ -32,7 +34,10 @@ class RNNLanguageModel(nn.Module):
             batch_first=True,
         )
         self.drop = nn.Dropout(config.dropout)
-        self.head = nn.Linear(config.hidden_size, config.vocab_size)
+        if config.adaptive_cutoffs:
+            self.head = AdaptiveSoftmax(config.hidden_size, config.vocab_size, config.adaptive_cutoffs)
+        else:
+            self.head = nn.Linear(config.hidden_size, config.vocab_size)
         self._init_weights()
         self.fast_step = True  # generation takes the single-token path (see _step)
         self._table: torch.Tensor | None = None
@@ -53,13 +58,28 @@ class RNNLanguageModel(nn.Module):
                     with torch.no_grad():
                         param[hidden : 2 * hidden].fill_(1.0)
 
-    def forward(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        """ids (B, T) -> logits (B, T, V) and the state after the last position."""
-        if self.fast_step and ids.shape[1] == 1 and not self.training and not torch.is_grad_enabled():
+    def forward(
+        self, ids: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """ids (B, T) -> logits (B, T, V) and the state after the last position; with `targets`
+        (B, T), their log-probabilities (B, T) instead, which an adaptive softmax computes cheaply."""
+        single = targets is None and ids.shape[1] == 1
+        if self.fast_step and single and not self.training and not torch.is_grad_enabled():
             return self._step(ids[:, 0], state)
         x = self.drop(self.embedding(ids))  # (B, T, E)
         y, state = self.rnn(x, state)  # (B, T, H)
-        return self.head(self.drop(y)), state  # (B, T, V)
+        y = self.drop(y)
+        if targets is None:
+            return self._output(y), state  # (B, T, V)
+        if isinstance(self.head, AdaptiveSoftmax):
+            return self.head.target_log_probs(y, targets), state
+        logits = self.head(y).float()
+        return -F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(targets), state
+
+    def _output(self, y: torch.Tensor) -> torch.Tensor:
+        """Hidden states (..., H) -> logits (..., V); an adaptive softmax gives log-probabilities,
+        which are logits too (softmax(log p) = p), so samplers need not know the difference."""
+        return self.head.log_probs(y) if isinstance(self.head, AdaptiveSoftmax) else self.head(y)
 
     # -- the single-token path used by generation ------------------------------------------------
     # Calling nn.LSTM for one token re-dispatches the whole fused sequence kernel each time; a cell
@@ -116,7 +136,7 @@ class RNNLanguageModel(nn.Module):
                 h = torch.tanh(torch.addmm(xw, h, w_hh.t()))
             new_h.append(h)
             x = h
-        logits = self.head(x)[:, None]  # (B, 1, V)
+        logits = self._output(x)[:, None]  # (B, 1, V)
         h_out = torch.stack(new_h)
         return logits, ((h_out, torch.stack(new_c)) if cfg.kind == "lstm" else h_out)
 

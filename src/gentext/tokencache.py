@@ -1,0 +1,135 @@
+"""Encode a corpus once into token-id files on disk, read back as numpy memmaps.
+
+    text pieces --(tokenizer, piece by piece)--> $GENTEXT_CACHE/tokens/KEY/{train,val}.bin + meta.json
+
+The corpus is streamed (pieces of a few MB, cut after newlines so no token is split), so a corpus
+larger than memory trains with flat memory: training reads only the windows it needs from the
+memmap. KEY hashes the text itself (with its train/validation split) and the tokenizer, so the
+same data with the same tokenizer is encoded once and reused, by later runs and by --resume;
+edited data gets a new key. Ids are stored as uint8/uint16/uint32, the smallest that fits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .config import CorpusConfig
+from .corpus import CorpusSource, split_pieces
+from .dataset import id_dtype
+from .download import cache_dir
+from .errors import GentextError
+from .tokenizers import Tokenizer
+
+FORMAT = 1
+
+
+@dataclass
+class TokenData:
+    train: np.ndarray  # memmap of training ids
+    val: np.ndarray | None  # memmap of validation ids, None when there is no validation text
+    val_chars: int  # characters of the validation text (for bits per character)
+    key: str  # content + tokenizer fingerprint: a resumed run must see the same data
+    path: Path
+
+
+def _hashed(pieces: Iterator[tuple[bool, str]], digest) -> Iterator[tuple[bool, str]]:
+    """Pass pieces through, hashing each with its side of the split."""
+    for is_val, text in pieces:
+        digest.update(b"\x01" if is_val else b"\x00")
+        digest.update(text.encode("utf-8", "surrogatepass"))
+        yield is_val, text
+
+
+def fingerprint_and_fit(
+    source: CorpusSource, config: CorpusConfig, fit: Callable[[Iterator[tuple[bool, str]]], Tokenizer] | None
+) -> tuple[str, Tokenizer | None]:
+    """One pass over the corpus: its content hash, and a tokenizer fitted on the way when `fit` is given."""
+    digest = hashlib.sha256()
+    pieces = _hashed(split_pieces(source, config), digest)
+    tok = None
+    if fit is not None:
+        tok = fit(pieces)
+    for _ in pieces:  # whatever the fitter did not read (BPE reads only the training side)
+        pass
+    return digest.hexdigest(), tok
+
+
+def _key(content: str, tok: Tokenizer) -> str:
+    spec = json.dumps({"format": FORMAT, "content": content, "tokenizer": tok.to_json()}, sort_keys=True)
+    return hashlib.sha256(spec.encode("utf-8")).hexdigest()[:32]
+
+
+def token_data(source: CorpusSource, config: CorpusConfig, tok: Tokenizer, content: str, progress: bool) -> TokenData:
+    """The corpus' ids as memmaps, encoding it into the cache first if this data and tokenizer are new."""
+    key = _key(content, tok)
+    entry = cache_dir() / "tokens" / key
+    if not (entry / "meta.json").exists():
+        _encode(source, config, tok, entry, progress)
+    meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
+    dtype = np.dtype(meta["dtype"])
+
+    def mapped(name: str, count: int) -> np.ndarray | None:
+        if count == 0:
+            return None
+        return np.memmap(entry / name, dtype=dtype, mode="r", shape=(count,))
+
+    return TokenData(
+        train=mapped("train.bin", meta["train_tokens"]),
+        val=mapped("val.bin", meta["val_tokens"]),
+        val_chars=meta["val_chars"],
+        key=key,
+        path=entry,
+    )
+
+
+def _encode(source: CorpusSource, config: CorpusConfig, tok: Tokenizer, entry: Path, progress: bool) -> None:
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    dtype = id_dtype(tok.vocab_size)
+    tmp = Path(tempfile.mkdtemp(prefix=".encoding-", dir=entry.parent))
+    counts = {False: 0, True: 0}
+    val_chars = 0
+    try:
+        with (
+            open(tmp / "train.bin", "wb") as train_file,
+            open(tmp / "val.bin", "wb") as val_file,
+            tqdm(desc="encoding", unit="char", unit_scale=True, disable=not progress, leave=False) as bar,
+        ):
+            for is_val, text in split_pieces(source, config):
+                ids = tok.encode(text)
+                (val_file if is_val else train_file).write(ids.astype(dtype).tobytes())
+                counts[is_val] += len(ids)
+                val_chars += len(text) if is_val else 0
+                bar.update(len(text))
+            for f in (train_file, val_file):
+                f.flush()
+                os.fsync(f.fileno())
+        meta = {
+            "format": FORMAT,
+            "dtype": dtype.name,
+            "train_tokens": counts[False],
+            "val_tokens": counts[True],
+            "val_chars": val_chars,
+            "sources": source.sources,
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        try:
+            os.rename(tmp, entry)  # atomic: a half-written entry is never seen
+        except OSError:
+            if not (entry / "meta.json").exists():  # not a concurrent writer that finished first
+                raise
+    except OSError as exc:
+        raise GentextError(
+            f"cannot write the token cache in {entry.parent} ({exc.strerror}); set GENTEXT_CACHE"
+        ) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
