@@ -30,8 +30,11 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespe
 PLAIN = """
 import sys, numpy as np, torch
 text = open(sys.argv[1], encoding="utf-8").read()
-chars = np.unique(np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32))
-ids = torch.from_numpy(np.searchsorted(chars, np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)))
+codepoints = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+chars = np.nonzero(np.bincount(codepoints))[0]  # the vocabulary, without a Python loop
+lookup = np.zeros(chars[-1] + 1, dtype=np.int64)
+lookup[chars] = np.arange(len(chars))
+ids = torch.from_numpy(lookup[codepoints])
 rows = ids[: len(ids) // 64 * 64].view(64, -1)
 print(rows.shape, rows.dtype)
 """

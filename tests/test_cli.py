@@ -287,3 +287,25 @@ def test_preset_supplies_defaults_and_explicit_flags_win(capsys, tiny_corpus, tm
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["hidden_size"] == 32  # given explicitly
     assert (config["train"]["batch_size"], config["train"]["seq_len"], config["train"]["time_limit"]) == (16, 64, 600.0)
+
+
+def test_ptb_preset_is_the_recorded_word_level_recipe():
+    from gentext.cli import apply_preset, build_parser
+
+    argv = ["train", "ptb.train.txt", "--out", "r", "--preset", "ptb-cpu", "--dropout", "0.3", "--batch=16"]
+    args = build_parser().parse_args(argv)
+    apply_preset(args, args.train_parser, argv)
+    assert (args.level, args.tokenize, args.tie_weights) == ("word", "whitespace", True)
+    assert (args.optimizer, args.lr, args.grad_clip, args.adaptive_softmax) == ("sgd", 20.0, 0.25, [2000, 6000])
+    assert args.time_limit == 900.0
+    assert args.dropout == 0.3  # an explicit flag wins over the preset
+    assert args.batch_size == 16  # even when it is the flag's default value
+
+
+def test_bad_adaptive_softmax_cutoffs_are_usage_errors(capsys, tiny_corpus, tmp_path):
+    code, _, err = run_cli(capsys, "train", tiny_corpus, "--out", tmp_path / "r", "--adaptive-softmax", "10,x")
+    assert code == 2 and "invalid cutoffs '10,x'" in err
+    code, _, err = run_cli(
+        capsys, "train", tiny_corpus, "--out", tmp_path / "r", "--level", "word", "--adaptive-softmax", "5,99999"
+    )
+    assert code == 2 and "--adaptive-softmax cutoffs must increase" in err

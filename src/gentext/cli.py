@@ -56,12 +56,37 @@ PRESETS: dict[str, dict[str, object]] = {
         time_limit=600.0,
         eval_every=400,
     ),
+    # Penn Treebank (pre-tokenized words) on a 2-core CPU in 15 minutes: a tied 2x256 LSTM with an
+    # adaptive softmax (2.4x the tokens/s of a full one) and plain SGD at lr 20, clip 0.25, batch 20.
+    "ptb-cpu": dict(
+        level="word",
+        tokenize="whitespace",
+        hidden_size=256,
+        embed_size=256,
+        num_layers=2,
+        tie_weights=True,
+        dropout=0.2,
+        adaptive_softmax=[2000, 6000],
+        batch_size=20,
+        seq_len=35,
+        optimizer="sgd",
+        lr=20.0,
+        grad_clip=0.25,
+        time_limit=900.0,
+        eval_every=2000,
+        save_every=2000,
+    ),
 }
 
 
-def apply_preset(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+def apply_preset(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Preset values for the flags not on the command line (a flag given with its default value,
+    such as `--batch-size 16`, still wins: presence is what counts, not the value)."""
+    options = {action.dest: action.option_strings for action in parser._actions}
+    names = [arg.split("=", 1)[0] for arg in argv if arg.startswith("--") and len(arg) > 2]
     for key, value in PRESETS[args.preset].items():
-        if getattr(args, key) == parser.get_default(key):
+        given = any(opt.startswith(name) for name in names for opt in options[key])  # argparse takes prefixes
+        if not given:
             setattr(args, key, value)
 
 
@@ -69,7 +94,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     if args.preset:
-        apply_preset(args, args.train_parser)
+        apply_preset(args, args.train_parser, args.argv)
 
     corpus = CorpusConfig(
         paths=args.paths,
@@ -331,7 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
+        argv = sys.argv[1:] if argv is None else argv
         args = build_parser().parse_args(argv)
+        args.argv = argv
         return args.func(args)
     except TrainingInterrupted as exc:
         print(f"interrupted: {exc}", file=sys.stderr)
