@@ -91,3 +91,21 @@ def test_training_with_an_adaptive_softmax_lowers_the_loss():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.2 * losses[0]
+
+
+def test_onnx_export_of_an_adaptive_model_gives_the_same_log_probabilities(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    import numpy as np
+
+    from gentext.export import export_onnx
+    from gentext.textmodel import TextModel
+
+    model = make(tie_weights=True)
+    tok = CharTokenizer([chr(ord("a") + i) for i in range(VOCAB)])
+    path = export_onnx(TextModel(model, tok, {"model": vars(model.config)}), tmp_path / "m.onnx")
+    ids = np.array([1, 7, 20], dtype=np.int64)
+    zeros = np.zeros((2, 3, 12), np.float32)
+    out = ort.InferenceSession(str(path)).run(None, {"ids": ids, "h": zeros, "c": zeros})
+    with torch.inference_mode():
+        expected, _ = model(torch.from_numpy(ids)[:, None], None)
+    assert np.abs(out[0] - expected[:, 0].numpy()).max() < 1e-4
