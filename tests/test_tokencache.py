@@ -121,3 +121,22 @@ def test_a_blank_corpus_is_an_error_in_both_modes(tmp_path):
         cfg = CorpusConfig(paths=[str(path)], mode=mode)
         with pytest.raises(GentextError, match="the corpus is empty"):
             list(split_pieces(open_corpus(cfg), cfg))
+
+
+def test_the_split_point_is_counted_once_for_all_passes(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENTEXT_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "t.txt"
+    path.write_text(TINY_TEXT, encoding="utf-8")
+    cfg = CorpusConfig(paths=[str(path)])
+    source = open_corpus(cfg)
+    reads = {"n": 0}
+    read_train = source.train
+
+    def counted():
+        reads["n"] += 1
+        return read_train()
+
+    source.train = counted
+    content, tok = tokencache.fingerprint_and_fit(source, cfg, lambda p: fit_tokenizer(TokenizerConfig(), p))
+    tokencache.token_data(source, cfg, tok, content, progress=False)
+    assert reads["n"] == 3  # one count, one pass to hash and fit, one to encode

@@ -5,7 +5,7 @@ from __future__ import annotations
 import codecs
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import CorpusConfig
@@ -159,6 +159,9 @@ class CorpusSource:
     train: Callable[[], Iterator[str]]
     val: Callable[[], Iterator[str]] | None  # a separate validation text; None: split off the end of train
     sources: list[str]
+    # Characters of the (shaped) training text per mode, counted once: every pass that splits the
+    # corpus needs the cut, and a second count would read a multi-GB corpus again.
+    train_chars: dict[str, int] = field(default_factory=dict)
 
 
 def open_corpus(config: CorpusConfig) -> CorpusSource:
@@ -192,24 +195,19 @@ def split_pieces(source: CorpusSource, config: CorpusConfig) -> Iterator[tuple[b
     def shaped(stream: Iterable[str]) -> Iterator[str]:
         return (as_documents(p) for p in stream) if config.mode == "lines" else iter(stream)
 
-    nonblank = False
+    empty = GentextError(f"the corpus is empty ({', '.join(source.sources)})")
+    train = _nonblank(shaped(source.train()), empty)
     if source.val is not None:
-        for piece in shaped(source.train()):
-            nonblank = nonblank or _has_text(piece)
-            yield False, piece
-        _check_nonblank(nonblank, source.sources)
-        val_nonblank = False
-        for piece in shaped(source.val()):
-            val_nonblank = val_nonblank or _has_text(piece)
-            yield True, piece
-        if not val_nonblank:
-            raise GentextError(f"{config.val_path or 'the validation file'}: the validation text is empty")
+        yield from ((False, piece) for piece in train)
+        empty_val = GentextError(f"{config.val_path or 'the validation file'}: the validation text is empty")
+        yield from ((True, piece) for piece in _nonblank(shaped(source.val()), empty_val))
         return
-    total = sum(len(piece) for piece in shaped(source.train()))  # a first pass finds where to cut
+    if config.mode not in source.train_chars:  # a first pass finds where to cut
+        source.train_chars[config.mode] = sum(len(piece) for piece in shaped(source.train()))
+    total = source.train_chars[config.mode]
     cut = total - int(total * config.val_fraction)
     pos = 0
-    for piece in shaped(source.train()):
-        nonblank = nonblank or _has_text(piece)
+    for piece in train:
         end = pos + len(piece)
         if end <= cut:
             yield False, piece
@@ -224,16 +222,16 @@ def split_pieces(source: CorpusSource, config: CorpusConfig) -> Iterator[tuple[b
             if piece[local:]:
                 yield True, piece[local:]
         pos = end
-    _check_nonblank(nonblank, source.sources)
 
 
-def _has_text(piece: str) -> bool:
-    return bool(piece) and not piece.isspace()
-
-
-def _check_nonblank(nonblank: bool, sources: list[str]) -> None:
-    if not nonblank:
-        raise GentextError(f"the corpus is empty ({', '.join(sources)})")
+def _nonblank(pieces: Iterable[str], error: GentextError) -> Iterator[str]:
+    """Pass pieces through; raise `error` after the last one if none had any text."""
+    seen = False
+    for piece in pieces:
+        seen = seen or (bool(piece) and not piece.isspace())
+        yield piece
+    if not seen:
+        raise error
 
 
 def load_corpus(config: CorpusConfig) -> Corpus:

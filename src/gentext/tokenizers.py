@@ -50,7 +50,7 @@ class CharTokenizer:
     @classmethod
     def fit(cls, text: str | Iterable[str]) -> CharTokenizer:
         seen = np.zeros(0x110000, dtype=bool)  # one flag per code point: a GB of text in seconds
-        for piece in [text] if isinstance(text, str) else text:
+        for piece in _pieces(text):
             seen[np.frombuffer(piece.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)] = True
         return cls([chr(c) for c in np.flatnonzero(seen)])
 
@@ -76,6 +76,11 @@ class CharTokenizer:
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "char", "vocab": self.chars}
+
+
+def _pieces(text: str | Iterable[str]) -> Iterable[str]:
+    """Tokenizers fit on one string or on a stream of pieces (each ending after a newline)."""
+    return [text] if isinstance(text, str) else text
 
 
 def fit_tokenizer(config, pieces: Iterable[tuple[bool, str]]) -> Tokenizer:
@@ -156,7 +161,7 @@ class WordTokenizer:
         cls, text: str | Iterable[str], tokenize: str = "regex", vocab_size: int | None = None, min_count: int = 1
     ) -> WordTokenizer:
         splitter, counts = cls([UNK], tokenize), Counter()
-        for piece in [text] if isinstance(text, str) else text:  # pieces end at newlines: no word is cut
+        for piece in _pieces(text):  # pieces end at newlines: no word is cut
             counts.update(splitter.split(piece))
         counts.pop(UNK, None)
         words = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
@@ -226,8 +231,7 @@ class BPETokenizer:
         )
         # Feed the text in pieces: the trainer's pre-tokenizer works per string.
         chunk = 1 << 20
-        pieces = [text] if isinstance(text, str) else text
-        hf.train_from_iterator((p[i : i + chunk] for p in pieces for i in range(0, len(p), chunk)), trainer)
+        hf.train_from_iterator((p[i : i + chunk] for p in _pieces(text) for i in range(0, len(p), chunk)), trainer)
         return cls(hf)
 
     @property
