@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from gentext import checkpoint
 from gentext.cli import main
 
 from .conftest import TINY_SETTINGS
@@ -290,7 +291,8 @@ def test_preset_supplies_defaults_and_explicit_flags_win(capsys, tiny_corpus, tm
 
 
 def test_ptb_preset_is_the_recorded_word_level_recipe():
-    from gentext.cli import apply_preset, build_parser
+    from gentext.cli import build_parser
+    from gentext.cli_train import apply_preset
 
     argv = ["train", "ptb.train.txt", "--out", "r", "--preset", "ptb-cpu", "--dropout", "0.3", "--batch=16"]
     args = build_parser().parse_args(argv)
@@ -298,8 +300,20 @@ def test_ptb_preset_is_the_recorded_word_level_recipe():
     assert (args.level, args.tokenize, args.tie_weights) == ("word", "whitespace", True)
     assert (args.optimizer, args.lr, args.grad_clip, args.adaptive_softmax) == ("sgd", 20.0, 0.25, [2000, 6000])
     assert args.time_limit == 900.0
-    assert args.dropout == 0.3  # an explicit flag wins over the preset
+    assert (args.state_reset, args.dropout) == (0.0, 0.3)  # an explicit flag wins over the preset
     assert args.batch_size == 16  # even when it is the flag's default value
+
+
+def test_min_lr_ratio_sets_where_the_schedule_ends(capsys, tiny_corpus, tmp_path):
+    run = tmp_path / "r"
+    flags = [*TINY_FLAGS, "--steps", "21", "--warmup-steps", "0", "--lr", "0.01", "--quiet"]
+    code, _, err = run_cli(capsys, "train", tiny_corpus, "--out", run, *flags, "--min-lr-ratio", "0.5")
+    assert code == 0, err
+    assert json.loads((run / "config.json").read_text())["train"]["min_lr_ratio"] == 0.5
+    rates = [r["lr"] for r in checkpoint.read_metrics(run) if "lr" in r]
+    assert rates[0] == 0.01 and 0.005 < rates[-1] < 0.0052  # cosine from 0.01 down towards 0.005
+    code, _, err = run_cli(capsys, "train", tiny_corpus, "--out", run, "--force", "--min-lr-ratio", "2")
+    assert code == 2 and "--min-lr-ratio must be in [0, 1], got 2.0" in err
 
 
 def test_bad_adaptive_softmax_cutoffs_are_usage_errors(capsys, tiny_corpus, tmp_path):

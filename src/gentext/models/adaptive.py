@@ -34,40 +34,45 @@ class AdaptiveSoftmax(nn.Module):
         bound = 1 / math.sqrt(in_features)  # nn.Linear's default initialisation
         nn.init.uniform_(self.weight, -bound, bound)
 
-    def _slice(self, x: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-        """Log-softmax over the words lo..hi-1 alone: (N, hi - lo)."""
-        return torch.log_softmax(F.linear(x, self.weight[lo:hi], self.bias[lo:hi]).float(), dim=-1)
+    def _clusters(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(weight, bias) of the shortlist, then of each tail cluster. One split rather than a slice
+        per cluster: each slice's backward would write a zero-filled (V, H) gradient of its own."""
+        sizes = [hi - lo for lo, hi in zip(self.bounds, self.bounds[1:], strict=False)]
+        return list(zip(self.weight.split(sizes), self.bias.split(sizes), strict=True))
 
-    def _head(self, x: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _softmax(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Log-softmax over one tail cluster's words: (N, cluster size)."""
+        return torch.log_softmax(F.linear(x, weight, bias).float(), dim=-1)
+
+    def _head(self, x: torch.Tensor, clusters) -> torch.Tensor:
         """(N, shortlist + clusters) log-probabilities."""
-        shortlist = self.bounds[1]
-        logits = torch.cat([F.linear(x, self.weight[:shortlist], self.bias[:shortlist]), self.cluster(x)], dim=-1)
+        logits = torch.cat([F.linear(x, *clusters[0]), self.cluster(x)], dim=-1)
         return torch.log_softmax(logits.float(), dim=-1)
-
-    def _tails(self):
-        """(cluster index, lo, hi) of every tail cluster."""
-        return enumerate(zip(self.bounds[1:-1], self.bounds[2:], strict=True))
 
     def log_probs(self, x: torch.Tensor) -> torch.Tensor:
         """Every word's log-probability: x (..., H) -> (..., V). For generation and scoring."""
         flat = x.reshape(-1, x.shape[-1])
-        head = self._head(flat)
+        clusters = self._clusters()
+        head = self._head(flat, clusters)
         shortlist = self.bounds[1]
         parts = [head[:, :shortlist]]
-        for k, (lo, hi) in self._tails():
-            parts.append(head[:, shortlist + k, None] + self._slice(flat, lo, hi))
+        for k, (weight, bias) in enumerate(clusters[1:]):
+            parts.append(head[:, shortlist + k, None] + self._softmax(flat, weight, bias))
         return torch.cat(parts, dim=-1).reshape(*x.shape[:-1], -1)
 
     def target_log_probs(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """log P(target) only: x (..., H), targets (...) -> (...). Tails run on their own rows."""
         flat, t = x.reshape(-1, x.shape[-1]), targets.reshape(-1)
-        head = self._head(flat)
+        clusters = self._clusters()
+        head = self._head(flat, clusters)
         shortlist = self.bounds[1]
         out = head.gather(1, t.clamp(max=shortlist - 1)[:, None])[:, 0]  # right for head words
-        for k, (lo, hi) in self._tails():
+        for k, (weight, bias) in enumerate(clusters[1:]):
+            lo, hi = self.bounds[k + 1], self.bounds[k + 2]
             rows = ((t >= lo) & (t < hi)).nonzero()[:, 0]
             if rows.numel() == 0:
                 continue
-            word = self._slice(flat[rows], lo, hi).gather(1, (t[rows] - lo)[:, None])[:, 0]
+            word = self._softmax(flat[rows], weight, bias).gather(1, (t[rows] - lo)[:, None])[:, 0]
             out = out.index_copy(0, rows, head[rows, shortlist + k] + word)
         return out.reshape(targets.shape)
