@@ -5,8 +5,8 @@
     python benchmarks/bench_softmax.py --tiny
 
 Times forward + backward of (a) gentext's model with a full softmax (fused log-softmax
-cross-entropy), (b) with `--adaptive-softmax 2000,10000` (2000,6000 with --ptb), and (c) the recurrent stack without
-any output layer, and reports the output layer's share of each. Baseline in the same invocation:
+cross-entropy), (b) with `--adaptive-softmax 2000,10000` (2000,6000 with --ptb), and (c) the
+recurrent stack without any output layer, and reports the output layer's share of each. Baseline in the same invocation:
 the plain-PyTorch way of writing it, softmax then log then NLL. Targets follow Zipf's law over the
 frequency-sorted vocabulary (P(rank r) ~ 1/r), as words in running text do; uniform targets
 would put nearly every target in the rare clusters. The steps are timed in turn, round after

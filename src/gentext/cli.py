@@ -1,6 +1,7 @@
 """`gentext` command line: a table of subcommands, each a thin call into `gentext.api`.
 
-The only module that reads argv or prints. Errors are one `error: ...` line on stderr, exit 2.
+With its `cli_*` command modules, the only code that reads argv or prints. Errors are one
+`error: ...` line on stderr, exit 2.
 """
 
 from __future__ import annotations

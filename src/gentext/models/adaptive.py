@@ -17,6 +17,7 @@ the tails are full-width slices of one weight matrix, which can therefore be tie
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -37,7 +38,7 @@ class AdaptiveSoftmax(nn.Module):
     def _clusters(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(weight, bias) of the shortlist, then of each tail cluster. One split rather than a slice
         per cluster: each slice's backward would write a zero-filled (V, H) gradient of its own."""
-        sizes = [hi - lo for lo, hi in zip(self.bounds, self.bounds[1:], strict=False)]
+        sizes = [hi - lo for lo, hi in itertools.pairwise(self.bounds)]
         return list(zip(self.weight.split(sizes), self.bias.split(sizes), strict=True))
 
     @staticmethod
