@@ -25,7 +25,9 @@ def test_onnx_step_matches_pytorch_and_reproduces_greedy_text(trained_run, tmp_p
     c = rng.standard_normal((cfg.num_layers, 3, cfg.hidden_size), dtype=np.float32)
     logits, h_out, c_out = session.run(None, {"ids": ids, "h": h, "c": c})
     with torch.no_grad():
-        ref, (ref_h, ref_c) = model.model(torch.from_numpy(ids)[:, None], (torch.from_numpy(h), torch.from_numpy(c)))
+        state = model.model.state_from_tensors({"h": torch.from_numpy(h), "c": torch.from_numpy(c)})
+        ref, ref_state = model.model(torch.from_numpy(ids)[:, None], state)
+        ref_h, ref_c = ref_state.tensors["h"], ref_state.tensors["c"]
     assert np.allclose(logits, ref[:, 0].numpy(), atol=1e-4)
     assert np.allclose(h_out, ref_h.numpy(), atol=1e-4) and np.allclose(c_out, ref_c.numpy(), atol=1e-4)
 

@@ -57,7 +57,7 @@ def test_samples_run_as_one_batch(model, monkeypatch):
     monkeypatch.setattr(model.model, "forward", lambda ids, state=None: calls.append(ids.shape) or forward(ids, state))
     samples = model.generate(PROMPT, max_new_tokens=10, num_samples=8, seed=0)
     assert len(samples) == 8 and len(set(samples)) > 1
-    assert len(calls) == 1 + 10  # the prompt once, then one batched call per token
+    assert len(calls) == 1 + 9  # the prompt once, then one batched call per token (the last is never fed)
     assert calls[0] == (1, len(PROMPT)) and all(shape == (8, 1) for shape in calls[1:])
 
 

@@ -20,8 +20,9 @@ def test_forward_shapes(kind):
     model = make(kind)
     logits, state = model(torch.randint(0, 11, (3, 7)), None)
     assert logits.shape == (3, 7, 11)
-    h = state[0] if kind == "lstm" else state
-    assert h.shape == (2, 3, 12)
+    assert state.batch_size == 3
+    assert state.tensors["h"].shape == (2, 3, 12)
+    assert set(state.tensors) == ({"h", "c"} if kind == "lstm" else {"h"})
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -82,10 +83,9 @@ def test_single_token_fast_path_matches_the_sequence_kernel(kind):
         model.fast_step = False
         cold_slow, _ = model(token, None)
     assert torch.allclose(slow, fast, atol=1e-5) and torch.allclose(cold_slow, cold_fast, atol=1e-5)
-    for a, b in zip(
-        slow_state if kind == "lstm" else [slow_state], fast_state if kind == "lstm" else [fast_state], strict=True
-    ):
-        assert torch.allclose(a, b, atol=1e-5)
+    assert slow_state.tensors.keys() == fast_state.tensors.keys()
+    for name, tensor in slow_state.tensors.items():
+        assert torch.allclose(tensor, fast_state.tensors[name], atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", KINDS)

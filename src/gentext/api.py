@@ -27,13 +27,13 @@ from .corpus import open_corpus
 from .dataset import BPTTBatches
 from .errors import GentextError
 from .evaluation import evaluate
-from .hardware import resolve_device
-from .models import build_model
+from .hardware import resolve_device, resolve_precision
+from .models import build_model, fitted_by_counting
 from .records import PLOT
 from .textmodel import TextModel
 from .tokencache import fingerprint_and_fit, token_data
 from .tokenizers import fit_tokenizer, tokenizer_from_json
-from .train_state import TRAIN_STATE, read_progress
+from .train_state import TRAIN_STATE
 from .trainer import FINAL_EVAL_TOKENS
 
 logger = logging.getLogger(__name__)
@@ -71,11 +71,13 @@ RESUMABLE = ("steps", "epochs", "time_limit", "patience", "eval_every", "save_ev
 
 
 def _resume_configs(out: Path, paths: list[str] | None, overrides: dict[str, Any]):
-    """The stored settings of a run, with the few that may change on resume (when to stop, where to run)."""
-    stored = checkpoint.read_config(out)
+    """The stored settings of a run, with the few that may change on resume (when to stop, where to run).
+    Rank 0 reads the run directory; under torchrun the other ranks receive its files."""
     refused = sorted(set(overrides) - set(RESUMABLE))
     if refused:
         raise GentextError(f"--resume keeps the run's settings; cannot change {', '.join(refused)}")
+    info = distributed.from_env()
+    stored = json.loads(distributed.from_main(lambda: json.dumps(checkpoint.read_config(out)).encode(), info))
     corpus_data = {k: v for k, v in stored.get("corpus", {}).items() if k != "sources"}
     corpus_cfg = from_dict(CorpusConfig, corpus_data, "config.json 'corpus'")
     if paths:
@@ -83,8 +85,45 @@ def _resume_configs(out: Path, paths: list[str] | None, overrides: dict[str, Any
     tok_cfg = from_dict(TokenizerConfig, stored.get("tokenizer"), "config.json 'tokenizer'")
     model_cfg = from_dict(ModelConfig, stored.get("model"), "config.json 'model'")
     train_cfg = dataclasses.replace(from_dict(TrainConfig, stored.get("train"), "config.json 'train'"), **overrides)
-    tok = tokenizer_from_json(json.loads((out / checkpoint.TOKENIZER).read_text(encoding="utf-8")))
+    tok_bytes = distributed.from_main(lambda: (out / checkpoint.TOKENIZER).read_bytes(), info)
+    tok = tokenizer_from_json(json.loads(tok_bytes.decode("utf-8")))
     return corpus_cfg, tok_cfg, model_cfg, train_cfg, tok
+
+
+def _new_configs(paths, corpus, tokenizer, model, train, overrides):
+    routed = _split_overrides(overrides)
+    corpus_cfg = dataclasses.replace(corpus or CorpusConfig(), **routed[CorpusConfig])
+    if paths is not None:
+        corpus_cfg.paths = list(paths)
+    tok_cfg = dataclasses.replace(tokenizer or TokenizerConfig(), **routed[TokenizerConfig])
+    model_cfg = dataclasses.replace(model or ModelConfig(), **routed[ModelConfig])
+    train_cfg = dataclasses.replace(train or TrainConfig(), **routed[TrainConfig])
+    return corpus_cfg, tok_cfg, model_cfg, train_cfg
+
+
+def _prepare_data(corpus_cfg, tok_cfg, model_cfg, train_cfg, tok, progress: bool):
+    """Read and tokenize the corpus (fitting the tokenizer unless `tok` is given); check that the
+    model can train on it before anything is written."""
+    source = open_corpus(corpus_cfg)
+    fit = None if tok is not None else (lambda pieces: fit_tokenizer(tok_cfg, pieces))
+    content, fitted = fingerprint_and_fit(source, corpus_cfg, fit)
+    if tok is None:
+        tok = fitted
+        if tok.vocab_size < 2:
+            raise GentextError(
+                f"the corpus has a single distinct token ({tok.decode([0])!r}); there is nothing to learn"
+            )
+        model_cfg.vocab_size = tok.vocab_size
+    model_cfg.validate()
+    data = token_data(source, corpus_cfg, tok, content, progress)
+    if data.train is None:
+        raise GentextError(f"the training text is empty ({', '.join(source.sources)})")
+    if model_cfg.kind == "markov":
+        if len(data.train) < model_cfg.order:
+            raise GentextError(f"the training text is too short for --order {model_cfg.order}")
+    else:
+        BPTTBatches(data.train, train_cfg.batch_size, train_cfg.seq_len)  # a too-short corpus fails before any write
+    return source, tok, data
 
 
 def train(
@@ -109,71 +148,55 @@ def train(
     stopping settings (`steps`, `epochs`, `time_limit`, ...) may be given then.
     """
     out = Path(out)
+    info = distributed.from_env()
+    distributed.init(info)  # before anything is read: rank 0 may be the only one to see `out`
+    tok = None
     if resume:
         corpus_cfg, tok_cfg, model_cfg, train_cfg, tok = _resume_configs(out, paths, overrides)
     else:
-        routed = _split_overrides(overrides)
-        corpus_cfg = dataclasses.replace(corpus or CorpusConfig(), **routed[CorpusConfig])
-        if paths is not None:
-            corpus_cfg.paths = list(paths)
-        tok_cfg = dataclasses.replace(tokenizer or TokenizerConfig(), **routed[TokenizerConfig])
-        model_cfg = dataclasses.replace(model or ModelConfig(), **routed[ModelConfig])
-        train_cfg = dataclasses.replace(train or TrainConfig(), **routed[TrainConfig])
+        corpus_cfg, tok_cfg, model_cfg, train_cfg = _new_configs(paths, corpus, tokenizer, model, train, overrides)
     for cfg in (corpus_cfg, tok_cfg, train_cfg):
         cfg.validate()
-
-    source = open_corpus(corpus_cfg)
-    fit = None if resume else (lambda pieces: fit_tokenizer(tok_cfg, pieces))
-    content, fitted = fingerprint_and_fit(source, corpus_cfg, fit)
-    if not resume:
-        tok = fitted
-        if tok.vocab_size < 2:
-            raise GentextError(
-                f"the corpus has a single distinct token ({tok.decode([0])!r}); there is nothing to learn"
-            )
-        model_cfg.vocab_size = tok.vocab_size
-    model_cfg.validate()
-    data = token_data(source, corpus_cfg, tok, content, progress)
-    train_ids, val_ids = data.train, data.val
-    if train_ids is None:
-        raise GentextError(f"the training text is empty ({', '.join(source.sources)})")
-    if model_cfg.kind == "markov":
-        if resume:
-            raise GentextError("a Markov model is fitted in one pass; there is nothing to resume (retrain it)")
-        if len(train_ids) < model_cfg.order:
-            raise GentextError(f"the training text is too short for --order {model_cfg.order}")
-    else:
-        BPTTBatches(train_ids, train_cfg.batch_size, train_cfg.seq_len)  # a too-short corpus fails before any write
-
-    if resume:
-        if read_progress(out).data_hash != data.key:
-            raise GentextError(f"{out}: the training text differs from the one this run started with; cannot resume")
-    elif distributed.from_env().is_main:  # under torchrun only rank 0 touches the run directory
-        prepare_out_dir(out, force)
+    device = resolve_device(train_cfg.device)
+    resolve_precision(train_cfg.precision, device)  # a precision this machine lacks fails before any write
+    source, tok, data = _prepare_data(corpus_cfg, tok_cfg, model_cfg, train_cfg, tok, progress)
     torch.manual_seed(train_cfg.seed)
     net = build_model(model_cfg)
-    device = resolve_device(train_cfg.device)
+    if resume and fitted_by_counting(net):
+        raise GentextError(f"a {model_cfg.kind} model is fitted in one pass; there is nothing to resume (retrain it)")
+    if not resume and info.is_main:  # under torchrun only rank 0 touches the run directory
+        prepare_out_dir(out, force)
     config = {
         "model": to_dict(model_cfg),
         "tokenizer": to_dict(tok_cfg),
         "train": to_dict(train_cfg),
         "corpus": {**to_dict(corpus_cfg), "sources": source.sources},
-        "data": {"train_tokens": int(len(train_ids)), "val_tokens": int(0 if val_ids is None else len(val_ids))},
+        "data": {"train_tokens": int(len(data.train)), "val_tokens": int(0 if data.val is None else len(data.val))},
     }
-    main = distributed.from_env().is_main
-    if main:
+    if info.is_main and not resume:  # a resumed run's files change only when it has trained
         checkpoint.save_run_files(out, config, tok)
 
     def _on_eval(step: int, val_loss: float | None) -> None:
         if on_eval is not None:
             on_eval(step, val_loss, TextModel(net, tok, config, out))
 
-    if model_cfg.kind == "markov":  # fitted by counting, not by gradient steps: the one branch on the kind
-        result = _fit_markov(net, train_ids, val_ids, out)
-    else:
-        result = trainer.train(
-            net, train_ids, val_ids, train_cfg, out, device, _on_eval, progress, resume=resume, data_hash=data.key
-        )
+    try:
+        if fitted_by_counting(net):  # counted, not trained by gradient steps
+            result = _fit_by_counting(net, data.train, data.val, out, info.is_main)
+        else:
+            result = trainer.train(
+                net, data.train, data.val, train_cfg, out, device, _on_eval, progress, resume=resume, data_hash=data.key
+            )
+    finally:
+        distributed.teardown(info)
+    summary = _summary(result, net, tok, data, out)
+    config["result"] = {k: v for k, v in summary.items() if k != "out"}
+    if info.is_main:
+        checkpoint.save_run_files(out, config, tok)
+    return summary
+
+
+def _summary(result: trainer.TrainResult, net, tok, data, out: Path) -> dict[str, Any]:
     summary = {
         "steps": result.steps,
         "tokens": result.tokens,
@@ -185,8 +208,10 @@ def train(
         "best_step": result.best_step,
         "stopped_early": result.stopped_early,
         "parameters": net.num_parameters(),
+        "fitted_by_counting": fitted_by_counting(net),
         "out": str(out),
     }
+    val_ids = data.val
     if result.val_loss is not None and val_ids is not None:
         # bpc: nats over the characters of the predicted tokens (all but the first), / ln 2.
         if result.val_tokens == len(val_ids) - 1:  # the whole validation text
@@ -194,21 +219,20 @@ def train(
         else:  # a capped evaluation: the characters of the tokens it predicted
             chars = max(len(tok.decode(val_ids[1 : result.val_tokens + 1])), 1)
         summary["val_bpc"] = result.val_loss * result.val_tokens / chars / math.log(2)
-    config["result"] = {k: v for k, v in summary.items() if k != "out"}
-    if main:
-        checkpoint.save_run_files(out, config, tok)
     return summary
 
 
-def _fit_markov(net, train_ids: np.ndarray, val_ids: np.ndarray | None, out: Path) -> trainer.TrainResult:
+def _fit_by_counting(net, train_ids: np.ndarray, val_ids: np.ndarray | None, out: Path, main: bool):
+    """Fit a counting model in one pass (every rank fits; only rank 0 writes and evaluates)."""
     start = time.perf_counter()
     net.fit(train_ids)
-    checkpoint.save_weights(out, net)
     val_loss, count = None, 0
-    if val_ids is not None and len(val_ids) >= 2:
-        nats, count = evaluate(net, val_ids, 256, torch.device("cpu"), max_tokens=FINAL_EVAL_TOKENS)
-        val_loss = nats / count
-        checkpoint.append_metrics(out, {"step": 0, "tokens": int(len(train_ids)), "val_loss": val_loss})
+    if main:
+        checkpoint.save_weights(out, net)
+        if val_ids is not None and len(val_ids) >= 2:
+            nats, count = evaluate(net, val_ids, 256, torch.device("cpu"), max_tokens=FINAL_EVAL_TOKENS)
+            val_loss = nats / count
+            checkpoint.append_metrics(out, {"step": 0, "tokens": int(len(train_ids)), "val_loss": val_loss})
     seconds = time.perf_counter() - start
     return trainer.TrainResult(
         steps=0,

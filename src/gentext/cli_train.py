@@ -179,6 +179,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             if summary["val_loss"] is None
             else f"{summary['val_loss']:.4f} nats/token, {summary['val_bpc']:.3f} bpc"
         )
+        if summary["fitted_by_counting"]:
+            print(
+                f"fitted by counting {summary['tokens']:,} tokens in {summary['seconds']:.1f}s; "
+                f"val {val}; run saved to {summary['out']}"
+            )
+            return 0
         print(
             f"trained {summary['steps']} steps ({summary['tokens']:,} tokens) in {summary['seconds']:.0f}s "
             f"at {summary['tokens_per_second']:,.0f} tokens/s; best val {val}; run saved to {summary['out']}"

@@ -14,7 +14,6 @@ from typing import Any
 from .errors import GentextError
 
 FORMAT_VERSION = 1
-MODEL_KINDS = ("lstm", "gru", "rnn", "markov")
 MAX_ORDER = 20
 LEVELS = ("char", "word", "bpe")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -87,7 +86,9 @@ class ModelConfig:
     adaptive_cutoffs: list[int] = field(default_factory=list)  # adaptive softmax cluster bounds; empty: full
 
     def validate(self) -> None:
-        _check(self.kind in MODEL_KINDS, f"--model must be one of {', '.join(MODEL_KINDS)}, got {self.kind!r}")
+        from .models import REGISTRY  # the registry is the list of kinds (imported here: models import config)
+
+        _check(self.kind in REGISTRY, f"--model must be one of {', '.join(REGISTRY)}, got {self.kind!r}")
         _check(0 < self.vocab_size <= MAX_VOCAB, f"vocab_size must be in 1..{MAX_VOCAB}, got {self.vocab_size}")
         _check(0 < self.embed_size <= MAX_HIDDEN, f"--embed-size must be in 1..{MAX_HIDDEN}, got {self.embed_size}")
         _check(0 < self.hidden_size <= MAX_HIDDEN, f"--hidden-size must be in 1..{MAX_HIDDEN}, got {self.hidden_size}")

@@ -3,19 +3,24 @@
     torchrun --nproc-per-node N -m gentext train ...            # one node
     torchrun --nnodes 2 --node-rank R --rdzv-endpoint HOST:PORT --nproc-per-node N -m gentext train ...
 
-torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; without them everything here is a no-op. NCCL on
-GPUs, gloo on CPUs. Each rank reads its own rows of the global batch; only rank 0 writes.
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; without them everything here is a no-op. NCCL for
+GPU tensors, gloo for CPU tensors (one process group with both). Each rank reads its own rows of
+the global batch; only rank 0 reads or writes the run directory: on a multi-node run `--out` may
+exist on rank 0's disk alone, so what the others need from it (the config on resume, the training
+state) is read by rank 0 and broadcast (`from_main`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 from .errors import GentextError
+from .models.state import State
 
 
 @dataclass
@@ -41,6 +46,12 @@ def from_env() -> DistInfo:
     )
 
 
+def init(info: DistInfo) -> None:
+    """Join the process group (once)."""
+    if info.enabled and not dist.is_initialized():
+        dist.init_process_group(backend="cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
+
+
 def setup(info: DistInfo, device: torch.device) -> torch.device:
     """Join the process group (once) and return this rank's device."""
     if not info.enabled:
@@ -48,9 +59,39 @@ def setup(info: DistInfo, device: torch.device) -> torch.device:
     if device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    init(info)
     return device
+
+
+def from_main(read: Callable[[], bytes], info: DistInfo) -> bytes:
+    """Rank 0 calls `read()`; its bytes, or its GentextError, reach every rank."""
+    if not info.enabled:
+        return read()
+    payload, failed = b"", False
+    if info.is_main:
+        try:
+            payload = read()
+        except GentextError as exc:
+            payload, failed = str(exc).encode(), True
+    header = torch.tensor([int(failed), len(payload)], dtype=torch.int64)
+    dist.broadcast(header, 0)
+    buffer = torch.frombuffer(bytearray(payload), dtype=torch.uint8) if info.is_main else None
+    if buffer is None or buffer.numel() == 0:
+        buffer = torch.zeros(int(header[1]), dtype=torch.uint8)
+    dist.broadcast(buffer, 0)
+    data = buffer.numpy().tobytes()
+    if header[0]:
+        raise GentextError(data.decode())
+    return data
+
+
+def all_gather_cpu(tensor: torch.Tensor, info: DistInfo) -> list[torch.Tensor]:
+    """Every rank's copy of a same-shaped CPU tensor (RNG states), in rank order."""
+    if not info.enabled:
+        return [tensor]
+    parts = [torch.empty_like(tensor) for _ in range(info.world_size)]
+    dist.all_gather(parts, tensor.contiguous())
+    return parts
 
 
 def teardown(info: DistInfo) -> None:
@@ -85,10 +126,11 @@ def row_range(batch_size: int, info: DistInfo) -> range:
     return range(info.rank * per_rank, (info.rank + 1) * per_rank)
 
 
-def gather_rows(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Concatenate every rank's (layers, rows, H) state along the row dimension."""
+def gather_state(state: State, info: DistInfo) -> State:
+    """Every rank's rows of a model state, joined in rank order (the global batch)."""
     if not info.enabled:
-        return tensor
-    parts = [torch.empty_like(tensor) for _ in range(info.world_size)]
-    dist.all_gather(parts, tensor.contiguous())
-    return torch.cat(parts, dim=1)
+        return state
+    parts = [state.map(torch.empty_like) for _ in range(info.world_size)]
+    for name, tensor in state.tensors.items():
+        dist.all_gather([part.tensors[name] for part in parts], tensor.contiguous())
+    return State.cat(parts)

@@ -6,8 +6,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from .hardware import autocast
-
 
 def evaluate(
     model: nn.Module,
@@ -15,11 +13,11 @@ def evaluate(
     seq_len: int,
     device: torch.device,
     batch_size: int = 16,
-    dtype: torch.dtype | None = None,
     max_tokens: int | None = None,
 ) -> tuple[float, int]:
     """Total negative log-likelihood (nats) of predicting ids[1:] from what precedes, and the number
-    of predicted tokens. Streams run in parallel rows with their state carried across windows."""
+    of predicted tokens. Streams run in parallel rows with their state carried across windows.
+    Always float32 (no autocast): the same numbers as generation and `gentext eval`."""
     if max_tokens is not None and len(ids) > max_tokens + 1:
         ids = ids[: max_tokens + 1]
     n_targets = len(ids) - 1
@@ -32,7 +30,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     total = 0.0
-    with torch.inference_mode(), autocast(device, dtype):
+    with torch.inference_mode():
         # B rows of row_len targets, then the remainder (< B targets) as one short row.
         segments = [(batch_size, row_len, 0), (1, n_targets - batch_size * row_len, batch_size * row_len)]
         for rows, length, offset in segments:

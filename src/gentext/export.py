@@ -24,11 +24,9 @@ class _SingleStep(nn.Module):
         self.model = model
 
     def forward(self, ids: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None):
-        state = (h, c) if c is not None else h
-        logits, new_state = self.model._step(ids, state)
-        if c is not None:
-            return logits[:, 0], new_state[0], new_state[1]
-        return logits[:, 0], new_state
+        tensors = {"h": h} if c is None else {"h": h, "c": c}
+        logits, new_state = self.model._step(ids, self.model.state_from_tensors(tensors))
+        return (logits[:, 0], *(new_state.tensors[name] for name in tensors))
 
 
 def export_onnx(textmodel: TextModel, path: str | Path) -> Path:

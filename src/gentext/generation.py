@@ -7,13 +7,14 @@ ends (a stop string, `max_time`, the token budget) and what a streaming client m
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Iterator
 
 import torch
 
 from . import sampling
 from .config import SampleConfig
+from .decoding import decode_with, primed
+from .models import model_device
 
 
 def suppressed(tokenizer, config: SampleConfig) -> list[int]:
@@ -22,9 +23,7 @@ def suppressed(tokenizer, config: SampleConfig) -> list[int]:
 
 def continuation(tokenizer, prompt_ids: list[int], ids: list[int]) -> str:
     """The text that `ids` add after the prompt."""
-    if tokenizer.incremental:
-        return tokenizer.decode(ids)
-    return tokenizer.decode(prompt_ids + ids)[len(tokenizer.decode(prompt_ids)) :]
+    return decode_with(primed(tokenizer.decoder(), prompt_ids), ids)
 
 
 def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
@@ -33,7 +32,48 @@ def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
     return (text[: min(hits)], True) if hits else (text, False)
 
 
-def _sample_texts(
+class _Sample:
+    """One sample's text: decoded token by token, cut before the first stop string. The last
+    (longest stop - 1) characters stay pending until they cannot start a stop string, so text
+    once released is final, and each token costs O(1) whatever the length so far."""
+
+    def __init__(self, tokenizer, prompt_ids: list[int], stops: list[str]):
+        self.decoder = primed(tokenizer.decoder(), prompt_ids)
+        self.stops, self.hold = stops, max((len(s) for s in stops), default=1) - 1
+        self.pending, self.released, self.done = "", [], False
+
+    def _add(self, piece: str) -> None:
+        text = self.pending + piece
+        cut, found = cut_at_stop(text, self.stops) if self.stops else (text, False)
+        if found:  # a stop string can only end in the new piece: earlier text was searched before
+            self.released.append(cut)
+            self.pending, self.done = "", True
+            return
+        keep = min(self.hold, len(text))
+        self.released.append(text[: len(text) - keep])
+        self.pending = text[len(text) - keep :]
+
+    def step(self, token: int, end_id: int | None) -> None:
+        if token == end_id or token == sampling.NO_TOKEN:
+            self.finish()
+        else:
+            self._add(self.decoder.step(token))
+
+    def finish(self) -> None:
+        if not self.done:
+            self._add(self.decoder.flush())  # e.g. the bytes of a character cut short
+            if not self.done:
+                self.released.append(self.pending)
+            self.pending, self.done = "", True
+
+    def take(self) -> str:
+        """The text released since the last call."""
+        text = "".join(self.released)
+        self.released = []
+        return text
+
+
+def _sample_pieces(
     model: torch.nn.Module,
     tokenizer,
     prompt_ids: list[int],
@@ -41,37 +81,22 @@ def _sample_texts(
     generator: torch.Generator,
     end_id: int | None = None,
 ) -> Iterator[list[str]]:
-    """Yield, after every step, each sample's generated text so far (cut at a stop string).
-    Ends when every sample has stopped (end-of-text token or a stop string), at
-    `max_new_tokens`, or after `max_time` seconds."""
-    texts = [""] * config.num_samples
-    generated: list[list[int]] = [[] for _ in range(config.num_samples)]
-    done = [False] * config.num_samples
-    longest_stop = max((len(s) for s in config.stop), default=0)
+    """Yield, after every step, the new text of each sample (cut before a stop string). Ends when
+    every sample has stopped (end-of-text token or a stop string), at `max_new_tokens`, or after
+    `max_time` seconds."""
+    samples = [_Sample(tokenizer, prompt_ids, config.stop) for _ in range(config.num_samples)]
     deadline = None if config.max_time is None else time.monotonic() + config.max_time
-    prompt_text = "" if tokenizer.incremental else tokenizer.decode(prompt_ids)
-    for next_ids in sampling.generate_ids(model, prompt_ids, config, generator, suppress=suppressed(tokenizer, config)):
-        for i, token in enumerate(next_ids.tolist()):
-            if done[i]:
-                continue
-            if token == end_id:
-                done[i] = True
-                continue
-            before = len(texts[i])
-            if tokenizer.incremental:
-                texts[i] += tokenizer.decode([token])
-            else:  # spacing depends on the neighbours: decode after the prompt, as one text
-                generated[i].append(token)
-                texts[i] = tokenizer.decode(prompt_ids + generated[i])[len(prompt_text) :]
-            if config.stop:
-                # Only a stop string that the newest token completed can be new: search from there.
-                tail_start = max(before - longest_stop + 1, 0)
-                cut, found = cut_at_stop(texts[i][tail_start:], config.stop)
-                if found:
-                    texts[i], done[i] = texts[i][:tail_start] + cut, True
-        yield list(texts)
-        if all(done) or (deadline is not None and time.monotonic() > deadline):
-            return
+    steps = sampling.generate_ids(model, prompt_ids, config, generator, suppress=suppressed(tokenizer, config))
+    for next_ids in steps:
+        for sample, token in zip(samples, next_ids.tolist(), strict=True):
+            if not sample.done:
+                sample.step(token, end_id)
+        if all(s.done for s in samples) or (deadline is not None and time.monotonic() > deadline):
+            break
+        yield [s.take() for s in samples]
+    for sample in samples:
+        sample.finish()
+    yield [s.take() for s in samples]
 
 
 def generate_texts(
@@ -87,10 +112,12 @@ def generate_texts(
         outputs = sampling.beam_search(model, prompt_ids, config, end_id, suppress=suppressed(tokenizer, config))
         outputs = [ids[:-1] if ids and ids[-1] == end_id else ids for ids in outputs]
         return [prompt + cut_at_stop(continuation(tokenizer, prompt_ids, ids), config.stop)[0] for ids in outputs]
-    generator = sampling.make_generator(config.seed)
-    steps = deque(_sample_texts(model, tokenizer, prompt_ids, config, generator, end_id), maxlen=1)
-    texts = steps[0] if steps else [""] * config.num_samples
-    return [prompt + text for text in texts]
+    generator = sampling.make_generator(config.seed, model_device(model))
+    texts: list[list[str]] = [[prompt] for _ in range(config.num_samples)]
+    for pieces in _sample_pieces(model, tokenizer, prompt_ids, config, generator, end_id):
+        for text, piece in zip(texts, pieces, strict=True):
+            text.append(piece)
+    return ["".join(text) for text in texts]
 
 
 def stream_text(
@@ -102,19 +129,15 @@ def stream_text(
     end_id: int | None = None,
 ) -> Iterator[str]:
     """One sample as pieces of text: the prompt, then new text as it is produced. Text that might
-    be the start of a stop string is held back until it is known not to be."""
+    be the start of a stop string, or part of a character not yet complete, is held back until it
+    is known; the pieces join to exactly what `generate_texts` returns."""
     yield prompt
     if config.num_beams:
         yield from (
             text[len(prompt) :] for text in generate_texts(model, tokenizer, prompt, prompt_ids, config, end_id)
         )
         return
-    hold = max((len(s) for s in config.stop), default=1) - 1
-    shown, text = 0, ""
-    for (text,) in _sample_texts(model, tokenizer, prompt_ids, config, sampling.make_generator(config.seed), end_id):
-        safe = max(len(text) - hold, shown)
-        if safe > shown:
-            yield text[shown:safe]
-            shown = safe
-    if len(text) > shown:
-        yield text[shown:]
+    generator = sampling.make_generator(config.seed, model_device(model))
+    for (piece,) in _sample_pieces(model, tokenizer, prompt_ids, config, generator, end_id):
+        if piece:
+            yield piece

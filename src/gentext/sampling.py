@@ -9,11 +9,20 @@ and never mutates its input. They apply in one order:
 
 Temperature 0 means greedy (argmax). Probabilities always come from `torch.softmax`, which
 subtracts the maximum first, so tiny temperatures and huge logits cannot overflow the way a
-hand-written `exp(logits / T)` does. Randomness comes only from the caller's `torch.Generator`.
+hand-written `exp(logits / T)` does. Randomness comes only from the caller's `torch.Generator`,
+which lives on the model's device (`make_generator(seed, device)`).
+
+A row whose every token is forbidden (e.g. `no_repeat_ngram_size 1` once the vocabulary is used
+up) cannot continue: `generate_ids` gives it the id `NO_TOKEN` (-1) from then on and logs a warning,
+and the text layer ends that sample there.
+
+No grad mode is held across a `yield`: each step enters `torch.inference_mode()` on its own, so a
+generator may be resumed on any thread (a web server's worker pool does exactly that).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import torch
@@ -21,7 +30,10 @@ import torch
 from .config import SampleConfig
 from .models import model_device
 
+logger = logging.getLogger(__name__)
+
 NEG_INF = float("-inf")
+NO_TOKEN = -1  # the id given to a row that has no allowed token left
 
 
 def apply_repetition_penalty(logits: torch.Tensor, history: torch.Tensor, penalty: float) -> torch.Tensor:
@@ -118,11 +130,17 @@ def process_logits(
 
 
 def choose_next(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
-    """Pick one id per row (B,): argmax when temperature is 0, else sample softmax(logits)."""
+    """Pick one id per row (B,): argmax when temperature is 0, else sample softmax(logits).
+    A row with no finite logit (every token forbidden) gets NO_TOKEN."""
+    alive = torch.isfinite(logits).any(dim=-1)  # (B,)
+    if not bool(alive.all()):
+        logits = logits.masked_fill(~alive[:, None], 0.0)  # any distribution; the row is dropped below
     if temperature == 0:
-        return logits.argmax(dim=-1)
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        chosen = logits.argmax(dim=-1)
+    else:
+        probs = torch.softmax(logits, dim=-1)
+        chosen = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return torch.where(alive, chosen, torch.full_like(chosen, NO_TOKEN))
 
 
 def _uses_history(config: SampleConfig) -> bool:
@@ -134,7 +152,7 @@ def _prime(model: torch.nn.Module, prompt_ids: list[int], batch: int):
     device = model_device(model)
     prompt = torch.tensor([prompt_ids], dtype=torch.long, device=device)  # (1, T)
     logits, state = model(prompt, None)  # (1, T, V)
-    return logits[:, -1].expand(batch, -1), select_rows(state, torch.zeros(batch, dtype=torch.long, device=device))
+    return logits[:, -1].expand(batch, -1), state.select(torch.zeros(batch, dtype=torch.long, device=device))
 
 
 def generate_ids(
@@ -145,7 +163,8 @@ def generate_ids(
     history_ids: list[int] | None = None,
     suppress: list[int] | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Yield the next ids (num_samples,) one step at a time, all samples as one batch.
+    """Yield the next ids (num_samples,) one step at a time, all samples as one batch; a row with
+    no allowed token left gets NO_TOKEN.
 
     The prompt runs through the network once; after that only the newest token is fed (the state
     carries the rest). `history_ids` (default: the prompt) seeds the repetition transforms.
@@ -157,23 +176,23 @@ def generate_ids(
         if _uses_history(config):
             seed = torch.tensor(history_ids if history_ids is not None else prompt_ids, dtype=torch.long)
             history = seed.to(logits.device)[None].expand(batch, -1).contiguous()  # (B, L)
-        for _ in range(config.max_new_tokens):
+    warned = False
+    for step in range(config.max_new_tokens):
+        with torch.inference_mode():  # per step, never across the yield (see the module docstring)
             processed = process_logits(logits, config, history, suppress)
             next_ids = choose_next(processed, config.temperature, generator)  # (B,)
-            yield next_ids
+        if not warned and bool((next_ids == NO_TOKEN).any()):
+            logger.warning("every token is forbidden by the sampling settings; a sample ended early")
+            warned = True
+        yield next_ids
+        if step + 1 == config.max_new_tokens:
+            return  # no need to run the network for a token nobody reads
+        with torch.inference_mode():
+            fed = next_ids.clamp(min=0)  # an ended row's input is never read back
             if history is not None:
-                history = torch.cat([history, next_ids[:, None]], dim=1)
-            logits, state = model(next_ids[:, None], state)
+                history = torch.cat([history, fed[:, None]], dim=1)
+            logits, state = model(fed[:, None], state)
             logits = logits[:, -1]
-
-
-def select_rows(state, index: torch.Tensor):
-    """Pick batch rows of a recurrent state (a tensor (layers, B, H) or a tuple of them)."""
-    if state is None:
-        return None
-    if isinstance(state, torch.Tensor):
-        return state.index_select(1, index)
-    return tuple(select_rows(s, index) for s in state)
 
 
 def beam_search(
@@ -206,7 +225,7 @@ def beam_search(
             keep = torch.isfinite(top_scores)
             origin, token, top_scores = origin[keep], token[keep], top_scores[keep]
             seqs = torch.cat([seqs[origin], token[:, None]], dim=1)
-            state = select_rows(state, origin)
+            state = state.select(origin)
             scores = top_scores
             if end_id is not None:
                 ended = token == end_id
@@ -228,6 +247,8 @@ def beam_search(
 
 
 def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator on `device` (the model's: torch.multinomial refuses a CPU generator for CUDA
+    probabilities), seeded by the caller or from the OS."""
     generator = torch.Generator(device=device)
     if seed is None:
         generator.seed()

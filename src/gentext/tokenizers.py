@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .decoding import ByteDecoder, CharDecoder, WordDecoder, byte_level_tokens, decode_with
 from .errors import GentextError
 
 
@@ -23,6 +24,10 @@ class Tokenizer(Protocol):
 
     def decode(self, ids: list[int] | np.ndarray) -> str: ...
 
+    def decoder(self):
+        """A fresh incremental decoder (`decoding.py`): step(id) -> new text, flush() -> the rest."""
+        ...
+
     def to_json(self) -> dict[str, Any]: ...
 
 
@@ -34,7 +39,6 @@ class CharTokenizer:
     """
 
     level = "char"
-    incremental = True  # the text of a sequence is the texts of its tokens, joined
     suppressed_ids: list[int] = []  # nothing is withheld from generation
 
     def __init__(self, chars: list[str]):
@@ -73,6 +77,9 @@ class CharTokenizer:
     def decode(self, ids: list[int] | np.ndarray) -> str:
         chars = self.chars
         return "".join(chars[int(i)] for i in ids)
+
+    def decoder(self) -> CharDecoder:
+        return CharDecoder(self.chars)
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "char", "vocab": self.chars}
@@ -125,8 +132,6 @@ def tokenizer_from_json(data: dict[str, Any]) -> Tokenizer:
 
 # Words (with inner apostrophes), a newline, or one punctuation mark.
 WORD_PATTERN = re.compile(r"\n|\w+(?:['’]\w+)*|[^\w\s]")
-NO_SPACE_BEFORE = set(".,;:!?)]}%'’”…") | {"n't", "'s", "'re", "'ve", "'ll", "'d", "'m"}
-NO_SPACE_AFTER = set("([{“‘$")
 UNK = "<unk>"
 
 
@@ -140,7 +145,6 @@ class WordTokenizer:
     """
 
     level = "word"
-    incremental = False  # spacing depends on neighbours: decode the whole text, not token by token
 
     def __init__(self, vocab: list[str], tokenize: str = "regex"):
         if UNK not in vocab:
@@ -184,22 +188,10 @@ class WordTokenizer:
         return sorted({tok for tok in self.split(text) if tok not in self.index})
 
     def decode(self, ids: list[int] | np.ndarray) -> str:
-        tokens = [self.vocab[int(i)] for i in ids]
-        if self.tokenize == "whitespace":
-            return " ".join(tokens).replace(" \n ", "\n").replace(" \n", "\n").replace("\n ", "\n")
-        out: list[str] = []
-        quote_open = False
-        prev = "\n"
-        for tok in tokens:
-            space = not (prev == "\n" or tok == "\n" or tok in NO_SPACE_BEFORE or prev in NO_SPACE_AFTER)
-            if tok == '"':
-                space = not quote_open and prev != "\n"  # an opening quote gets the space, a closing one none
-                quote_open = not quote_open
-            elif prev == '"' and quote_open:
-                space = False  # right after an opening quote
-            out.append((" " if space else "") + tok)
-            prev = tok
-        return "".join(out)
+        return decode_with(self.decoder(), ids)
+
+    def decoder(self) -> WordDecoder:
+        return WordDecoder(self.vocab, whitespace=self.tokenize == "whitespace")
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "word", "tokenize": self.tokenize, "unk": UNK, "vocab": self.vocab}
@@ -211,10 +203,10 @@ class BPETokenizer:
     Stored as the `tokenizers` JSON format inside tokenizer.json."""
 
     level = "bpe"
-    incremental = False  # a character may span tokens: decode the whole text
 
     def __init__(self, hf_tokenizer):
         self.hf = hf_tokenizer
+        self._token_bytes: list[bytes] | None = None
 
     @classmethod
     def fit(cls, text: str | Iterable[str], vocab_size: int | None = None) -> BPETokenizer:
@@ -247,6 +239,11 @@ class BPETokenizer:
 
     def decode(self, ids: list[int] | np.ndarray) -> str:
         return self.hf.decode([int(i) for i in ids])
+
+    def decoder(self) -> ByteDecoder:
+        if self._token_bytes is None:  # built on first use: a 50k vocabulary takes ~50 ms
+            self._token_bytes = byte_level_tokens(self.hf.id_to_token(i) for i in range(self.vocab_size))
+        return ByteDecoder(self._token_bytes)
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "bpe", "tokenizers": json.loads(self.hf.to_str())}

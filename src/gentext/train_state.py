@@ -3,11 +3,15 @@
     train_state.safetensors
       model.*        the latest weights (model.safetensors holds the best ones)
       optim.<i>.*    AdamW moments and step counts, per parameter index
-      hidden.<j>     the recurrent state carried into the next window, all global rows
-      rng.*          torch (and CUDA) generator states, for dropout
-      metadata       JSON: step, tokens, schedule position, best validation, data hash, param groups
+      state.<name>   the model state carried into the next window, all global rows, float32
+                     (named by the model kind: h, c for an LSTM; see models/state.py)
+      rng.torch[.r]  each rank's torch generator (dropout differs per rank), rng.cuda[.r] likewise
+      rng.reset      the generator that draws which rows start a window cold (one for all ranks)
+      metadata       JSON: step, tokens, schedule position, best validation, data hash, param
+                     groups, the fp16 loss scaler
 
 Restoring all of it makes a resumed run bitwise identical to one that was never stopped (CPU, fp32).
+Runs written before the state contract stored the state as `hidden.<j>`; they still resume.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from torch import nn
 
 from .checkpoint import atomic_write
 from .errors import GentextError
+from .models.state import State
 
 TRAIN_STATE = "train_state.safetensors"
 
@@ -36,28 +41,19 @@ class Progress:
     best_val: float | None = None
     best_step: int = 0
     evals_since_best: int = 0
-    lr_scale: float = 1.0
+    lr_scale: float = 1.0  # halved by a non-finite step, recovers over RECOVERY_STEPS good ones
+    bad_steps: int = 0  # non-finite steps in a row
     data_hash: str = ""
 
 
-def _flatten_state(state: Any) -> tuple[str, list[torch.Tensor]]:
-    if state is None:
-        return "none", []
-    if isinstance(state, torch.Tensor):
-        return "tensor", [state]
-    return f"tuple:{len(state)}", list(state)
-
-
-def _unflatten_state(kind: str, tensors: list[torch.Tensor]) -> Any:
-    if kind == "none":
-        return None
-    if kind == "tensor":
-        return tensors[0]
-    return tuple(tensors)
-
-
 def save_train_state(
-    run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, progress: Progress, hidden: Any
+    run_dir: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    progress: Progress,
+    state: State | None,
+    rng: dict[str, torch.Tensor],
+    scaler: dict[str, Any] | None = None,
 ) -> None:
     tensors: dict[str, torch.Tensor] = {}
     for name, tensor in model.state_dict().items():
@@ -67,17 +63,14 @@ def save_train_state(
         for key, value in param_state.items():
             value = value if isinstance(value, torch.Tensor) else torch.tensor(value)
             tensors[f"optim.{index}.{key}"] = value.detach().cpu().clone()
-    hidden_kind, hidden_tensors = _flatten_state(hidden)
-    for j, tensor in enumerate(hidden_tensors):
-        tensors[f"hidden.{j}"] = tensor.detach().cpu().contiguous()
-    tensors["rng.torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        for i, rng in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = rng
+    if state is not None:
+        for name, tensor in state.float().tensors.items():
+            tensors[f"state.{name}"] = tensor.detach().cpu().contiguous()
+    tensors.update({f"rng.{name}": value for name, value in rng.items()})
     metadata = {
         "progress": json.dumps(asdict(progress)),
         "param_groups": json.dumps(optim["param_groups"]),
-        "hidden_kind": hidden_kind,
+        "scaler": json.dumps(scaler or {}),
     }
     atomic_write(
         Path(run_dir) / TRAIN_STATE, lambda tmp: safetensors.torch.save_file(tensors, str(tmp), metadata=metadata)
@@ -96,37 +89,61 @@ def read_progress(run_dir: Path) -> Progress:
         raise GentextError(f"{path}: corrupt training state ({exc}); start again with --force") from None
 
 
-def load_train_state(
-    run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device
-) -> tuple[Progress, Any]:
-    """Restore model, optimizer and RNG in place; return the progress and the carried hidden state."""
+def read_train_state(run_dir: Path) -> bytes:
+    """The file's bytes (rank 0 reads them; under torchrun they are broadcast to the others)."""
     path = Path(run_dir) / TRAIN_STATE
     if not path.is_file():
         raise GentextError(f"{run_dir}: nothing to resume (no {TRAIN_STATE}); start again with --force")
+    return path.read_bytes()
+
+
+def _parse(data: bytes, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     try:
-        with safetensors.safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        header_len = int.from_bytes(data[:8], "little")
+        metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__") or {}
+        return safetensors.torch.load(data), metadata
+    except (SafetensorError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+        raise GentextError(f"{what}: corrupt training state ({exc}); start again with --force") from None
+
+
+def _legacy_state(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> dict[str, torch.Tensor]:
+    """`hidden.<j>` of a run written before the state contract: h, or h and c."""
+    hidden = [tensors[f"hidden.{j}"] for j in range(sum(k.startswith("hidden.") for k in tensors))]
+    return dict(zip(("h", "c"), hidden, strict=False)) if metadata.get("hidden_kind") != "none" else {}
+
+
+@dataclass
+class Restored:
+    progress: Progress
+    state: State | None
+    rng: dict[str, torch.Tensor]  # rng.* tensors by their name after "rng."
+    scaler: dict[str, Any]
+
+
+def load_train_state(
+    data: bytes, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device, what: str
+) -> Restored:
+    """Restore model and optimizer in place from the bytes of train_state.safetensors."""
+    tensors, metadata = _parse(data, what)
+    try:
         progress = Progress(**json.loads(metadata["progress"]))
         param_groups = json.loads(metadata["param_groups"])
-        hidden_kind = metadata["hidden_kind"]
-    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as exc:
-        raise GentextError(f"{path}: corrupt training state ({exc}); start again with --force") from None
-
+        scaler = json.loads(metadata.get("scaler", "{}"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise GentextError(f"{what}: corrupt training state ({exc}); start again with --force") from None
     model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(model_state, strict=True)
     except RuntimeError as exc:
-        raise GentextError(f"{path}: does not match the model in config.json ({str(exc).splitlines()[0]})") from None
+        raise GentextError(f"{what}: does not match the model in config.json ({str(exc).splitlines()[0]})") from None
     optim_state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
             _, index, name = key.split(".", 2)
             optim_state.setdefault(int(index), {})[name] = value.to(device) if value.dim() > 0 else value
     optimizer.load_state_dict({"state": optim_state, "param_groups": param_groups})
-    torch.set_rng_state(tensors["rng.torch"])
-    cuda_states = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng.cuda."))]
-    if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda_states)
-    hidden_tensors = [tensors[f"hidden.{j}"].to(device) for j in range(sum(k.startswith("hidden.") for k in tensors))]
-    return progress, _unflatten_state(hidden_kind, hidden_tensors)
+    named = {k[len("state.") :]: v.to(device) for k, v in tensors.items() if k.startswith("state.")}
+    named = named or {k: v.to(device) for k, v in _legacy_state(tensors, metadata).items()}
+    state = model.state_from_tensors(named) if named else None
+    rng = {k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")}
+    return Restored(progress, state, rng, scaler)

@@ -1,15 +1,26 @@
 """The training loop: truncated BPTT over parallel streams, AdamW (or SGD), clipping, warmup + cosine.
 
-One step:  stop? -> lr -> eval / save -> forward -> finite? -> backward -> clip / step -> log
+One step:  stop? -> lr -> eval / save -> sample callback -> forward -> finite? -> backward ->
+           (unscale) clip / step -> log
 
 Checkpoints: `model.safetensors` holds the best validation weights, `train_state.safetensors`
 everything needed to resume bitwise (written every `save_every` steps, at the end, and when a
-SIGINT / SIGTERM asks the run to stop).
+SIGINT / SIGTERM asks the run to stop). The caller's `on_eval` (which prints a sample) runs only
+after that step's checkpoint is written, and an error in it is logged, never fatal.
+
+Precision: the training step runs under autocast (bf16, or fp16 with a `GradScaler`); every
+evaluation, like generation and `gentext eval`, runs in float32, so the numbers a run reports are
+the ones its users reproduce. The carried state is float32 whatever the autocast.
+
+Data parallel: each rank seeds its own torch RNG (dropout masks differ across ranks' rows); the
+draw of which rows start a window cold comes from one generator shared by all ranks, so a run of
+N processes takes the same rows cold as one process.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import signal
 import threading
@@ -30,11 +41,14 @@ from .dataset import BPTTBatches, content_hash
 from .errors import GentextError
 from .evaluation import evaluate
 from .hardware import autocast, resolve_precision
-from .models import map_state
+from .models import State
 from .records import Recorder, truncate_metrics
-from .train_state import Progress, load_train_state, save_train_state
+from .train_state import Progress, load_train_state, read_train_state, save_train_state
+
+logger = logging.getLogger(__name__)
 
 MAX_BAD_STEPS = 5  # consecutive non-finite losses before the run gives up
+RECOVERY_STEPS = 100  # good steps over which a halved learning rate grows back to full
 # The final report evaluates the whole validation text up to this many tokens (a 10% split of a
 # multi-GB corpus would take hours); PTB, WikiText and Tiny Shakespeare are far below it.
 FINAL_EVAL_TOKENS = 2_000_000
@@ -115,6 +129,214 @@ def _stop_requests():
             signal.signal(sig, old)
 
 
+@dataclass
+class _Budget:
+    total_steps: int | None
+    time_limit: float | None
+
+    def progress(self, step: int, elapsed: float) -> float:
+        """Fraction of the budget used: steps or time, whichever is further along."""
+        parts = [step / self.total_steps if self.total_steps else 0.0]
+        if self.time_limit:
+            parts.append(elapsed / self.time_limit)
+        return max(parts)
+
+
+class _Run:
+    """One training run's moving parts; `train` drives it through its named steps."""
+
+    def __init__(self, model, train_ids, val_ids, config: TrainConfig, run_dir: Path, device, data_hash):
+        self.config, self.run_dir = config, Path(run_dir)
+        self.dist = distributed.from_env()
+        self.device = distributed.setup(self.dist, device)
+        self.main = self.dist.is_main
+        rows = distributed.row_range(config.batch_size, self.dist)
+        self.batches = BPTTBatches(train_ids, config.batch_size, config.seq_len, rows=rows)
+        self.val_ids = val_ids if val_ids is not None and len(val_ids) >= 2 else None
+        self.dtype = resolve_precision(config.precision, self.device)
+        self.model = model.to(self.device).train()
+        self.optimizer = _optimizer(model, config, self.device)
+        # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        self.net = nn.parallel.DistributedDataParallel(model) if self.dist.enabled else model
+        if self.dist.enabled:
+            torch.manual_seed(config.seed + 7919 * self.dist.rank)  # each rank its own dropout masks
+        self.cold_rng = torch.Generator().manual_seed(config.seed)
+        self.carries = getattr(model, "carries_state", True)
+        self.budget = _Budget(self._total_steps(), config.time_limit)
+        self.data_hash = data_hash or content_hash(train_ids)
+        self.prog = Progress(data_hash=self.data_hash)
+        self.tokens_at_start = 0
+        self.state: State | None = None
+        self.recent: deque[float] = deque(maxlen=20)  # train loss is reported as the mean of the last 20
+        self.last_val: float | None = None
+        self.last_eval_step = -1
+        self.recorder = Recorder(run_dir, tensorboard=config.tensorboard) if self.main else None
+
+    def _total_steps(self) -> int | None:
+        total = self.config.steps
+        if self.config.epochs is not None:
+            epoch_steps = math.ceil(self.config.epochs * self.batches.num_windows)
+            total = epoch_steps if total is None else min(total, epoch_steps)
+        return total
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def _rng(self) -> dict[str, torch.Tensor]:
+        mine = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            mine["cuda"] = torch.cuda.get_rng_state(self.device)
+        out = {"reset": self.cold_rng.get_state()}
+        for name, tensor in mine.items():
+            for rank, value in enumerate(distributed.all_gather_cpu(tensor, self.dist)):
+                out[name if rank == 0 else f"{name}.{rank}"] = value
+        return out
+
+    def save(self, elapsed: float) -> None:
+        """The resumable checkpoint (every rank takes part: the state rows are gathered)."""
+        full = distributed.gather_state(self.state, self.dist) if self.state is not None else None
+        rng = self._rng()
+        self.prog.elapsed = elapsed
+        if self.main:
+            save_train_state(self.run_dir, self.model, self.optimizer, self.prog, full, rng, self.scaler.state_dict())
+
+    def resume(self) -> None:
+        what = f"{self.run_dir}/train_state.safetensors"
+        data = distributed.from_main(lambda: read_train_state(self.run_dir), self.dist)
+        restored = load_train_state(data, self.model, self.optimizer, self.device, what)
+        if restored.progress.data_hash != self.data_hash:
+            raise GentextError(
+                f"{self.run_dir}: the training text differs from the one this run started with; cannot resume"
+            )
+        self.prog = restored.progress
+        if self.budget.progress(self.prog.step, self.prog.elapsed) >= 1.0:
+            raise GentextError(
+                f"{self.run_dir} is already at step {self.prog.step} ({self.prog.elapsed:.0f}s of training): "
+                "resuming with this budget would train nothing; give a larger --steps, --epochs or --time-limit"
+            )
+        self.tokens_at_start = self.prog.tokens
+        suffix = "" if self.dist.rank == 0 else f".{self.dist.rank}"
+        torch.set_rng_state(restored.rng.get(f"torch{suffix}", restored.rng["torch"]))
+        if self.device.type == "cuda" and f"cuda{suffix}" in restored.rng:
+            torch.cuda.set_rng_state(restored.rng[f"cuda{suffix}"], self.device)
+        if "reset" in restored.rng:
+            self.cold_rng.set_state(restored.rng["reset"])
+        if restored.scaler:
+            self.scaler.load_state_dict(restored.scaler)
+        if restored.state is not None:
+            rows = self.batches.rows
+            self.state = restored.state.narrow(rows.start, len(rows))
+        if self.main:
+            truncate_metrics(self.run_dir, self.prog.step)
+
+    # -- evaluation --------------------------------------------------------------------------------
+    def evaluate(self) -> None:
+        """Periodic validation on the first `eval_tokens` held-out tokens (comparable with each
+        other and cheap); keeps the best weights."""
+        prog, config = self.prog, self.config
+        self.last_eval_step = prog.step
+        if self.val_ids is not None:
+            nats, count = evaluate(
+                self.model, self.val_ids, config.seq_len, self.device, config.batch_size, config.eval_tokens
+            )
+            self.last_val = nats / count
+            if self.main:
+                self.recorder.evaluation({"step": prog.step, "tokens": prog.tokens, "val_loss": self.last_val})
+        if self.val_ids is None or prog.best_val is None or self.last_val < prog.best_val:
+            prog.best_val, prog.best_step, prog.evals_since_best = self.last_val, prog.step, 0
+            if self.main:
+                checkpoint.save_weights(self.run_dir, self.model)
+        else:
+            prog.evals_since_best += 1
+
+    def final_evaluation(self) -> tuple[float | None, int]:
+        """The best weights on the whole held-out text (up to FINAL_EVAL_TOKENS), on rank 0 alone:
+        the other ranks have nothing to report and may not see the run directory."""
+        if self.val_ids is None or not self.main:
+            return None, 0
+        if self.prog.best_step != self.prog.step:
+            checkpoint.load_weights(self.run_dir, self.model)  # report the weights that were kept
+        nats, count = evaluate(
+            self.model, self.val_ids, self.config.seq_len, self.device, self.config.batch_size, FINAL_EVAL_TOKENS
+        )
+        self.recorder.log({"step": self.prog.best_step, "full_val_loss": nats / count, "val_tokens": count})
+        return nats / count, count
+
+    # -- one step ----------------------------------------------------------------------------------
+    def _window_state(self, k: int) -> State | None:
+        """The state the rows of window k start from: carried (detached) from the last window,
+        with a few rows put back to their start so the model learns to begin cold, as generation
+        does. The draw is made for the global batch and sliced: ranks match one process."""
+        if k == 0 or not self.carries or self.state is None:
+            return None  # the data wrapped (or the model never carries): rows restart
+        state = self.state.detach()  # truncated BPTT: no gradient into the past
+        if self.config.state_reset > 0:
+            rows = self.batches.rows
+            keep = (torch.rand(self.config.batch_size, generator=self.cold_rng) >= self.config.state_reset)[
+                rows.start : rows.stop
+            ]
+            state = state.where(keep, self.model.initial_state(len(rows), self.device))
+        return state
+
+    def step(self, lr: float) -> float | None:
+        """One optimisation step on the next window; the global loss, or None if it was skipped."""
+        prog, config = self.prog, self.config
+        k = prog.step % self.batches.num_windows
+        x, y = (t.to(self.device, non_blocking=True) for t in self.batches.window(k))
+        with autocast(self.device, self.dtype):
+            target_logp, new_state = self.net(x, self._window_state(k), targets=y)  # (B, T)
+        loss = -target_logp.float().mean()
+        loss_value = distributed.mean(loss, self.dist)  # the global batch's loss on every rank
+        prog.step += 1
+        if not math.isfinite(loss_value):
+            self._skip()
+            return None
+        prog.bad_steps = 0
+        prog.lr_scale = min(1.0, prog.lr_scale * 2 ** (1 / RECOVERY_STEPS))
+        self.state = new_state
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if config.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        prog.tokens += self.batches.tokens_per_window
+        self.recent.append(loss_value)
+        return loss_value
+
+    def _skip(self) -> None:
+        """A non-finite loss: no update, a halved learning rate, and rows that start cold (the
+        data moved on past a window the state never took in)."""
+        prog = self.prog
+        prog.bad_steps += 1
+        prog.lr_scale *= 0.5
+        self.state = None
+        if prog.bad_steps >= MAX_BAD_STEPS:
+            raise GentextError(
+                f"the loss was not finite for {prog.bad_steps} steps in a row; stopped. The last good "
+                f"checkpoint (step {prog.best_step}) is in {self.run_dir}; try a lower --lr"
+            )
+        logger.warning("non-finite loss at step %d; step skipped, learning rate halved", prog.step)
+
+    def log(self, loss: float, lr: float, rate: float) -> None:
+        if self.main and (self.prog.step % 10 == 0 or self.prog.step == 1):
+            record = {"step": self.prog.step, "tokens": self.prog.tokens, "train_loss": loss, "lr": lr}
+            self.recorder.log({**record, "tokens_per_second": rate})
+
+    def close(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close()
+
+
+def _safe_callback(on_eval, step: int, val: float | None) -> None:
+    """A training-time sample is a courtesy: whatever goes wrong in it, training goes on."""
+    try:
+        on_eval(step, val)
+    except Exception as exc:  # noqa: BLE001 -- by design: nothing in a callback may end the run
+        name = type(exc).__name__
+        logger.warning("the evaluation callback failed at step %d (%s: %s); training continues", step, name, exc)
+
+
 def train(
     model: nn.Module,
     train_ids: np.ndarray,
@@ -128,198 +350,93 @@ def train(
     data_hash: str | None = None,
 ) -> TrainResult:
     """Train `model` in place, writing checkpoints to `run_dir` (rank 0 only under torchrun)."""
-    config = config.with_default_stop()
-    dist_info = distributed.from_env()
-    device = distributed.setup(dist_info, device)
-    main = dist_info.is_main
-    batches = BPTTBatches(
-        train_ids, config.batch_size, config.seq_len, rows=distributed.row_range(config.batch_size, dist_info)
-    )
-    has_val = val_ids is not None and len(val_ids) >= 2
-    dtype = resolve_precision(config.precision, device)
-    model.to(device).train()
-    optimizer = _optimizer(model, config, device)
-    net = nn.parallel.DistributedDataParallel(model) if dist_info.enabled else model
-    total_steps = config.steps
-    if config.epochs is not None:
-        epoch_steps = math.ceil(config.epochs * batches.num_windows)
-        total_steps = epoch_steps if total_steps is None else min(total_steps, epoch_steps)
-
-    state = None
-    data_hash = data_hash or content_hash(train_ids)  # the token cache's key, when the caller has one
+    run = _Run(model, train_ids, val_ids, config.with_default_stop(), run_dir, device, data_hash)
     if resume:
-        prog, full_state = load_train_state(run_dir, model, optimizer, device)
-        if prog.data_hash != data_hash:
-            raise GentextError(
-                f"{run_dir}: the training text differs from the one this run started with; cannot resume"
-            )
-        rows = batches.rows
-        state = map_state(full_state, lambda t: t[:, rows.start : rows.stop].contiguous())
-        if main:
-            truncate_metrics(run_dir, prog.step)
-    else:
-        prog = Progress(data_hash=data_hash)
-    resumed_at = prog.step
-    elapsed_before = prog.elapsed  # training seconds spent before this process, for --time-limit
-    last_eval_step = -1
-    recorder = Recorder(run_dir, tensorboard=config.tensorboard) if main else None
-    recent: deque[float] = deque(maxlen=20)  # train loss is reported as the mean of the last 20 steps
-    last_val = None
-    bad_steps = 0
-    start = time.perf_counter()
-    tokens_at_start = prog.tokens
+        run.resume()
+    elif run.main:
+        checkpoint.save_weights(run_dir, model)  # so the run directory loads from the first moment
+    if not resume:
+        run.save(0.0)
     bar = tqdm(
-        total=total_steps,
-        initial=prog.step,
-        disable=not (progress and main),
+        total=run.budget.total_steps,
+        initial=run.prog.step,
+        disable=not (progress and run.main),
         unit="step",
         dynamic_ncols=True,
         leave=False,
     )
-
-    def save_state() -> None:
-        full = map_state(state, lambda t: distributed.gather_rows(t, dist_info))
-        prog.elapsed = elapsed_before + time.perf_counter() - start
-        if main:
-            save_train_state(run_dir, model, optimizer, prog, full)
-
-    def run_eval() -> None:
-        # Periodic evaluations read the same first `eval_tokens` validation tokens, so they are
-        # comparable with each other and cheap; the final report uses the whole validation text.
-        nonlocal last_val, last_eval_step
-        last_eval_step = prog.step
-        if has_val:
-            nats, count = evaluate(model, val_ids, config.seq_len, device, config.batch_size, dtype, config.eval_tokens)
-            last_val = nats / count
-            if main:
-                recorder.evaluation({"step": prog.step, "tokens": prog.tokens, "val_loss": last_val})
-        if not has_val or prog.best_val is None or last_val < prog.best_val:
-            prog.best_val, prog.best_step, prog.evals_since_best = last_val, prog.step, 0
-            if main:
-                checkpoint.save_weights(run_dir, model)
-        else:
-            prog.evals_since_best += 1
-        if on_eval is not None and main:
-            on_eval(prog.step, last_val)
-
-    if not resume:
-        if main:
-            checkpoint.save_weights(run_dir, model)  # so the run directory loads from the first moment
-        save_state()
-
-    stopped_early = False
     try:
-        with _stop_requests() as signals:
-            while True:
-                elapsed = elapsed_before + time.perf_counter() - start
-                budget = [prog.step / total_steps if total_steps else 0.0]
-                if config.time_limit:
-                    budget.append(elapsed / config.time_limit)
-                progress_frac = max(budget)
-                if distributed.any_rank(progress_frac >= 1.0 or bool(signals), dist_info, device):
-                    break
-                lr = lr_at(prog.step, progress_frac, config) * prog.lr_scale
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                if prog.step > resumed_at and prog.step % config.eval_every == 0:
-                    run_eval()
-                    if config.patience and prog.evals_since_best >= config.patience:
-                        stopped_early = True
-                        break
-                if prog.step > resumed_at and prog.step % config.save_every == 0:
-                    save_state()
-
-                k = prog.step % batches.num_windows
-                if k == 0:
-                    state = None  # the data wrapped: rows restart, so their old context is meaningless
-                x, y = (t.to(device, non_blocking=True) for t in batches.window(k))
-                state = map_state(state, torch.Tensor.detach)  # truncated BPTT: no gradient into the past
-                if config.state_reset > 0 and state is not None:
-                    # Generation starts from a zero state; a model that only ever saw carried state
-                    # writes garbage for hundreds of characters from one. So some rows start cold.
-                    # Drawn for the global batch, then sliced: DDP ranks match one process exactly.
-                    keep = (torch.rand(config.batch_size) >= config.state_reset)[batches.rows.start : batches.rows.stop]
-                    keep = keep.to(device=device, dtype=torch.float32)[None, :, None]  # (1, rows, 1)
-                    state = map_state(state, lambda t, keep=keep: t * keep.to(t.dtype))
-                with autocast(device, dtype):
-                    target_logp, new_state = net(x, state, targets=y)  # (B, T)
-                loss = -target_logp.float().mean()
-                loss_value = distributed.mean(loss, dist_info)  # the global batch's loss on every rank
-                if not math.isfinite(loss_value):
-                    bad_steps += 1
-                    prog.lr_scale *= 0.5
-                    if bad_steps >= MAX_BAD_STEPS:
-                        raise GentextError(
-                            f"the loss was not finite for {bad_steps} steps in a row; stopped. The last good "
-                            f"checkpoint (step {prog.best_step}) is in {run_dir}; try a lower --lr"
-                        )
-                    bar.write(f"warning: non-finite loss at step {prog.step}; step skipped, learning rate halved")
-                    prog.step += 1
-                    continue
-                bad_steps = 0
-                state = new_state
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-
-                prog.step += 1
-                prog.tokens += batches.tokens_per_window
-                recent.append(loss_value)
-                rate = (prog.tokens - tokens_at_start) / max(time.perf_counter() - start, 1e-9)
-                if main and (prog.step % 10 == 0 or prog.step == 1):
-                    recorder.log(
-                        {
-                            "step": prog.step,
-                            "tokens": prog.tokens,
-                            "train_loss": loss_value,
-                            "lr": lr,
-                            "tokens_per_second": rate,
-                        }
-                    )
-                postfix = {"loss": f"{sum(recent) / len(recent):.3f}", "tok/s": f"{rate:,.0f}"}
-                if last_val is not None:
-                    postfix["val"] = f"{last_val:.3f}"
-                if config.time_limit and not total_steps:
-                    postfix["left"] = f"{max(config.time_limit - elapsed, 0):.0f}s"
-                bar.set_postfix(postfix, refresh=False)
-                bar.update(1)
-            if signals:
-                save_state()
-                sig = signal.Signals(signals[0])
-                raise TrainingInterrupted(
-                    f"{sig.name} at step {prog.step}: checkpoint saved in {run_dir}; "
-                    f"continue with: gentext train --out {run_dir} --resume",
-                    SIGNAL_EXIT.get(sig, 130),
-                )
-            if last_eval_step != prog.step:
-                run_eval()
-            save_state()
-        seconds = time.perf_counter() - start
-        final_val, val_count = None, 0
-        if has_val:
-            if prog.best_step != prog.step:
-                checkpoint.load_weights(run_dir, model)  # report the weights that were kept
-            nats, val_count = evaluate(
-                model, val_ids, config.seq_len, device, config.batch_size, dtype, FINAL_EVAL_TOKENS
-            )
-            final_val = nats / val_count
-            if main:
-                recorder.log({"step": prog.best_step, "full_val_loss": final_val, "val_tokens": val_count})
+        stopped_early, seconds = _loop(run, bar, on_eval)
+        final_val, val_count = run.final_evaluation()
     finally:
         bar.close()
-        if recorder is not None:
-            recorder.close()
-        distributed.teardown(dist_info)
+        run.close()
+    prog = run.prog
     return TrainResult(
         steps=prog.step,
         tokens=prog.tokens,
         seconds=seconds,
-        train_loss=sum(recent) / len(recent) if recent else math.nan,
+        train_loss=sum(run.recent) / len(run.recent) if run.recent else math.nan,
         val_loss=final_val,
         best_step=prog.best_step,
-        tokens_per_second=(prog.tokens - tokens_at_start) / max(seconds, 1e-9),
+        tokens_per_second=(prog.tokens - run.tokens_at_start) / max(seconds, 1e-9),
         stopped_early=stopped_early,
         val_tokens=val_count,
     )
+
+
+def _loop(run: _Run, bar, on_eval) -> tuple[bool, float]:
+    """Steps until the budget, patience or a signal ends the run; returns (stopped early, seconds)."""
+    prog, config = run.prog, run.config
+    resumed_at, elapsed_before = prog.step, prog.elapsed
+    start = time.perf_counter()
+    stopped_early = False
+    with _stop_requests() as signals:
+        while True:
+            elapsed = elapsed_before + time.perf_counter() - start
+            fraction = run.budget.progress(prog.step, elapsed)
+            if distributed.any_rank(fraction >= 1.0 or bool(signals), run.dist, run.device):
+                break
+            lr = lr_at(prog.step, fraction, config) * prog.lr_scale
+            for group in run.optimizer.param_groups:
+                group["lr"] = lr
+            if prog.step > resumed_at and prog.step % config.eval_every == 0:
+                run.evaluate()
+            if prog.step > resumed_at and prog.step % config.save_every == 0:
+                run.save(elapsed)
+            if run.last_eval_step == prog.step and on_eval is not None and run.main:
+                _safe_callback(on_eval, prog.step, run.last_val)  # after the checkpoint of this step
+            if run.last_eval_step == prog.step and config.patience and prog.evals_since_best >= config.patience:
+                stopped_early = True
+                break
+            loss = run.step(lr)
+            if loss is None:
+                continue
+            rate = (prog.tokens - run.tokens_at_start) / max(time.perf_counter() - start, 1e-9)
+            run.log(loss, lr, rate)
+            _show(bar, run, rate, elapsed)
+        elapsed = elapsed_before + time.perf_counter() - start
+        if signals:
+            run.save(elapsed)
+            sig = signal.Signals(signals[0])
+            raise TrainingInterrupted(
+                f"{sig.name} at step {prog.step}: checkpoint saved in {run.run_dir}; "
+                f"continue with: gentext train --out {run.run_dir} --resume",
+                SIGNAL_EXIT.get(sig, 130),
+            )
+        if run.last_eval_step != prog.step:
+            run.evaluate()
+        run.save(elapsed)
+        if on_eval is not None and run.main and run.last_eval_step == prog.step:
+            _safe_callback(on_eval, prog.step, run.last_val)
+    return stopped_early, time.perf_counter() - start
+
+
+def _show(bar, run: _Run, rate: float, elapsed: float) -> None:
+    postfix = {"loss": f"{sum(run.recent) / len(run.recent):.3f}", "tok/s": f"{rate:,.0f}"}
+    if run.last_val is not None:
+        postfix["val"] = f"{run.last_val:.3f}"
+    if run.config.time_limit and not run.budget.total_steps:
+        postfix["left"] = f"{max(run.config.time_limit - elapsed, 0):.0f}s"
+    bar.set_postfix(postfix, refresh=False)
+    bar.update(1)

@@ -1,15 +1,19 @@
 """Model registry. Every model kind has one interface:
 
-    forward(ids: LongTensor (B, T), state | None) -> (logits: Tensor (B, T, V), state)
+    forward(ids: LongTensor (B, T), state: State | None) -> (logits: Tensor (B, T, V), state: State)
     forward(ids, state, targets=LongTensor (B, T)) -> (log P(targets): Tensor (B, T), state)
+    initial_state(batch, device=None, condition=None) -> State    # where generation starts
+    state_from_tensors({name: tensor}) -> State                     # train_state.safetensors
+    carries_state: bool                                             # across training windows
 
-so that the trainer and the sampler never branch on the kind. The targets form lets a model score
-without building (B, T, V) distributions (an adaptive softmax, a Kneser-Ney table lookup).
+so that the trainer and the sampler never branch on the kind, and never look inside a state
+(`models/state.py`). The targets form lets a model score without building (B, T, V)
+distributions (an adaptive softmax, a Kneser-Ney table lookup). A model with a `fit(ids)` method
+is fitted by counting instead of trained by gradient steps. Adding a kind is a class and a line
+in `REGISTRY`.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 from torch import nn
@@ -17,14 +21,26 @@ from torch import nn
 from ..config import ModelConfig
 from .markov import MarkovModel
 from .rnn import RNNLanguageModel
+from .state import State
 
-__all__ = ["MarkovModel", "RNNLanguageModel", "build_model", "map_state", "model_device"]
+__all__ = ["REGISTRY", "MarkovModel", "RNNLanguageModel", "State", "build_model", "model_device"]
+
+# kind -> the class that builds it from a ModelConfig
+REGISTRY: dict[str, type[nn.Module]] = {
+    "lstm": RNNLanguageModel,
+    "gru": RNNLanguageModel,
+    "rnn": RNNLanguageModel,
+    "markov": MarkovModel,
+}
 
 
 def build_model(config: ModelConfig) -> nn.Module:
-    if config.kind == "markov":
-        return MarkovModel(config)
-    return RNNLanguageModel(config)
+    return REGISTRY[config.kind](config)
+
+
+def fitted_by_counting(model: nn.Module) -> bool:
+    """A model fitted in one counting pass (`fit(ids)`), not trained by gradient steps."""
+    return callable(getattr(model, "fit", None))
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -32,12 +48,3 @@ def model_device(model: nn.Module) -> torch.device:
     for tensor in (*model.parameters(), *model.buffers()):
         return tensor.device
     return torch.device("cpu")
-
-
-def map_state(state: Any, fn) -> Any:
-    """Apply `fn` to every tensor of a state (a tensor, or a tuple of tensors, or None)."""
-    if state is None:
-        return None
-    if isinstance(state, torch.Tensor):
-        return fn(state)
-    return tuple(map_state(s, fn) for s in state)

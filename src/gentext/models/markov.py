@@ -9,8 +9,8 @@ precede the n-gram), the unigram level interpolates with the uniform distributio
 context falls back to the next shorter one, so generation never gets stuck (markovify's `None`).
 
 forward(ids (B, T), state) -> (log-probabilities (B, T, V), state) where the state is the context
-tail: the last order-1 ids, shaped (1, B, order-1) so that, as for the RNNs' (layers, B, H), the
-batch is dimension 1; -1 where there is no token yet. The counts are buffers
+tail: a `State` holding `context`, the last order-1 ids (B, order-1), -1 where there is no token
+yet. The counts are buffers
 (saved in model.safetensors, no pickle); the lookup tables are rebuilt from them on load.
 """
 
@@ -22,6 +22,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..errors import GentextError
+from .state import State
 
 
 def _ngram_keys(ids: np.ndarray, n: int, vocab: int) -> np.ndarray:
@@ -43,6 +44,8 @@ def _discounts(counts: np.ndarray) -> np.ndarray:
 
 
 class MarkovModel(nn.Module):
+    carries_state = True
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         config.validate()
@@ -106,25 +109,39 @@ class MarkovModel(nn.Module):
         discount = np.where(counts > 0, table["d"][np.clip(counts, 1, 3).astype(int) - 1], 0.0)
         return np.maximum(counts - discount, 0.0)
 
-    def _contexts(self, ids: torch.Tensor, state: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
+    # -- the state contract (models/state.py) ----------------------------------------------------
+    def initial_state(self, batch: int, device=None, condition=None) -> State:
+        """No tokens yet: a context of -1s (B, order-1)."""
+        if condition is not None:
+            raise GentextError("this model was not trained with a condition")
+        context = torch.full((batch, self.order - 1), -1, dtype=torch.long, device=device)
+        return State({"context": context}, {"context": 0})
+
+    def state_from_tensors(self, tensors: dict[str, torch.Tensor]) -> State:
+        if set(tensors) != {"context"}:
+            raise GentextError(f"a Markov state has one tensor, context; got {sorted(tensors)}")
+        return State(dict(tensors), {"context": 0})
+
+    def _contexts(self, ids: torch.Tensor, state: State | None) -> tuple[np.ndarray, np.ndarray]:
         """(B*T, order-1) contexts of every position of ids (B, T), and the history (B, tail + T)."""
         batch, length = ids.shape
         tail = self.order - 1
         if state is None:
-            state = torch.full((1, batch, tail), -1, dtype=torch.long)
-        history = torch.cat([state[0].to(ids.device).long(), ids], dim=1).cpu().numpy()  # (B, tail + T)
+            state = self.initial_state(batch, ids.device)
+        history = torch.cat([state.tensors["context"].to(ids.device).long(), ids], dim=1).cpu().numpy()
         if not tail:
             return np.zeros((batch * length, 0), dtype=np.int64), history
         # The context of position t is the `tail` ids ending at ids[:, t].
         windows = np.lib.stride_tricks.sliding_window_view(history[:, 1:], tail, axis=1)
         return windows.reshape(batch * length, tail), history
 
-    def _new_state(self, history: np.ndarray, device) -> torch.Tensor:
-        return torch.from_numpy(history[None, :, history.shape[1] - (self.order - 1) :].copy()).to(device)
+    def _new_state(self, history: np.ndarray, device) -> State:
+        context = torch.from_numpy(history[:, history.shape[1] - (self.order - 1) :].copy()).to(device)
+        return State({"context": context}, {"context": 0})
 
     def target_log_probs(
-        self, ids: torch.Tensor, targets: torch.Tensor, state: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, ids: torch.Tensor, targets: torch.Tensor, state: State | None = None
+    ) -> tuple[torch.Tensor, State]:
         """log P(targets | context) (B, T) without building full distributions: evaluation of a
         large vocabulary costs O(positions x order) lookups instead of O(positions x V)."""
         contexts, history = self._contexts(ids, state)
@@ -166,9 +183,9 @@ class MarkovModel(nn.Module):
         return self._probabilities(contexts, words)
 
     def forward(
-        self, ids: torch.Tensor, state: torch.Tensor | None = None, targets: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """ids (B, T) -> log-probabilities (B, T, V) and the context tail (1, B, order-1); with
+        self, ids: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """ids (B, T) -> log-probabilities (B, T, V) and the context tail (B, order-1); with
         `targets` (B, T), only their log-probabilities (B, T)."""
         if targets is not None:
             return self.target_log_probs(ids, targets, state)

@@ -2,8 +2,9 @@
 
     ids (B, T) -> embedding (B, T, E) -> recurrent layers (B, T, H) -> head (B, T, V)
 
-The recurrent state (h for RNN/GRU, (h, c) for LSTM, each (num_layers, B, H)) is returned so that
-callers carry it: the trainer from window to window, the sampler from token to token.
+The recurrent state (h for RNN/GRU, h and c for LSTM, each (num_layers, B, H), float32 whatever
+the autocast) is returned as a `State` so that callers carry it without knowing its shape: the
+trainer from window to window, the sampler from token to token.
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from ..errors import GentextError
 from .adaptive import AdaptiveSoftmax
+from .state import State
 
 RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
-
-State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+Raw = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # what torch's recurrent modules take
 
 
 class RNNLanguageModel(nn.Module):
+    carries_state = True  # training windows continue the rows of the last one (truncated BPTT)
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         config.validate()
@@ -58,6 +62,34 @@ class RNNLanguageModel(nn.Module):
                     with torch.no_grad():
                         param[hidden : 2 * hidden].fill_(1.0)
 
+    # -- the state contract (models/state.py) ----------------------------------------------------
+    def _names(self) -> tuple[str, ...]:
+        return ("h", "c") if self.config.kind == "lstm" else ("h",)
+
+    def initial_state(self, batch: int, device=None, condition=None) -> State:
+        """Zeros (layers, B, H) for each of h (and c): where generation and cold rows start."""
+        if condition is not None:
+            raise GentextError("this model was not trained with a condition")
+        device = device if device is not None else self.embedding.weight.device
+        zeros = torch.zeros(self.config.num_layers, batch, self.config.hidden_size, device=device)
+        return State({name: zeros.clone() for name in self._names()}, {name: 1 for name in self._names()})
+
+    def state_from_tensors(self, tensors: dict[str, torch.Tensor]) -> State:
+        if set(tensors) != set(self._names()):
+            raise GentextError(f"a {self.config.kind} state has tensors {self._names()}, got {sorted(tensors)}")
+        return State(dict(tensors), {name: 1 for name in tensors})
+
+    def _wrap(self, raw: Raw) -> State:
+        parts = raw if self.config.kind == "lstm" else (raw,)
+        # float32 whatever the autocast: the carried and saved state never drifts in bf16/fp16
+        return State({n: t.float() for n, t in zip(self._names(), parts, strict=True)}, dict.fromkeys(self._names(), 1))
+
+    def _unwrap(self, state: State | None) -> Raw | None:
+        if state is None:
+            return None
+        parts = tuple(state.tensors[name] for name in self._names())
+        return parts if self.config.kind == "lstm" else parts[0]
+
     def forward(
         self, ids: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, State]:
@@ -67,7 +99,13 @@ class RNNLanguageModel(nn.Module):
         if self.fast_step and single and not self.training and not torch.is_grad_enabled():
             return self._step(ids[:, 0], state)
         x = self.drop(self.embedding(ids))  # (B, T, E)
-        y, state = self.rnn(x, state)  # (B, T, H)
+        hx = self._unwrap(state)
+        if hx is not None and torch.is_autocast_enabled(x.device.type):
+            # nn.LSTM/GRU need the state in the dtype autocast gives the input
+            dtype = torch.get_autocast_dtype(x.device.type)
+            hx = tuple(t.to(dtype) for t in hx) if isinstance(hx, tuple) else hx.to(dtype)
+        y, raw = self.rnn(x, hx)  # (B, T, H)
+        state = self._wrap(raw)
         y = self.drop(y)
         if targets is None:
             return self._output(y), state  # (B, T, V)
@@ -104,11 +142,9 @@ class RNNLanguageModel(nn.Module):
     def _step(self, ids: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         """One token per row: ids (B,) -> logits (B, 1, V). Same numbers as forward, up to rounding."""
         cfg, rnn = self.config, self.rnn
-        batch, hidden = ids.shape[0], cfg.hidden_size
         if state is None:
-            zeros = torch.zeros(cfg.num_layers, batch, hidden, device=ids.device, dtype=self.embedding.weight.dtype)
-            state = (zeros, zeros.clone()) if cfg.kind == "lstm" else zeros
-        h_all, c_all = state if cfg.kind == "lstm" else (state, None)
+            state = self.initial_state(ids.shape[0], ids.device)
+        h_all, c_all = state.tensors["h"], state.tensors.get("c")
         new_h, new_c = [], []
         x = None
         for layer in range(cfg.num_layers):
@@ -138,7 +174,7 @@ class RNNLanguageModel(nn.Module):
             x = h
         logits = self._output(x)[:, None]  # (B, 1, V)
         h_out = torch.stack(new_h)
-        return logits, ((h_out, torch.stack(new_c)) if cfg.kind == "lstm" else h_out)
+        return logits, self._wrap((h_out, torch.stack(new_c)) if cfg.kind == "lstm" else h_out)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
