@@ -83,3 +83,31 @@ def test_three_temperatures_side_by_side(browser, server_url):
     )
     assert [c.text for c in columns] == ["temperature 0.3", "temperature 0.8", "temperature 1.2"]
     assert all(p.text.startswith("A ") for p in browser.find_elements(By.CSS_SELECTOR, "#sweep pre"))
+
+
+def test_the_playground_asks_once_for_the_key_of_a_guarded_server(browser, trained_run):
+    from selenium.webdriver.common.by import By
+
+    with running_server(trained_run, "--api-key", "s3cret") as url:
+        browser.get(url + "/")
+        alert = wait_for(lambda: _alert(browser))
+        assert "API key" in alert.text
+        alert.send_keys("s3cret")
+        alert.accept()
+        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#model option"))
+        browser.find_element(By.ID, "prompt").send_keys("The ")
+        browser.find_element(By.ID, "generate").click()
+        text = wait_for(
+            lambda: len(browser.find_element(By.ID, "output").text) > 20 and browser.find_element(By.ID, "output").text
+        )
+        assert text.startswith("The ") and _alert(browser) is None  # asked once, not again
+        browser.execute_script("sessionStorage.clear()")
+
+
+def _alert(browser):
+    from selenium.common.exceptions import NoAlertPresentException
+
+    try:
+        return browser.switch_to.alert
+    except NoAlertPresentException:
+        return None

@@ -136,3 +136,97 @@ def test_a_client_that_disconnects_mid_stream_stops_its_generation(trained_run):
                 status = exc.code  # 503 while the abandoned generation still holds the only slot
                 time.sleep(0.2)
         assert status == 200
+
+
+def _post(url: str, body: dict, headers: dict | None = None, timeout: float = 120):
+    request = urllib.request.Request(
+        url + "/v1/generate",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+    return urllib.request.urlopen(request, timeout=timeout).read().decode()
+
+
+def _stream_text(raw: str) -> tuple[str, str]:
+    events = [e for e in raw.split("\n\n") if e]
+    text = "".join(json.loads(e.split("data: ", 1)[1])["text"] for e in events if e.startswith("event: token"))
+    return text, events[-1].split("\n", 1)[0]
+
+
+def test_concurrent_streams_and_requests_all_complete_with_the_text_each_gets_alone(trained_run):
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = gentext.load(trained_run)
+    bodies = [{"prompt": "The ", "max_new_tokens": 120, "seed": seed, "temperature": 1.0} for seed in range(8)]
+    alone = [model.generate(b["prompt"], max_new_tokens=120, seed=b["seed"], temperature=1.0)[0] for b in bodies]
+    with running_server(trained_run, "--max-concurrency", "8", "--max-queue", "16") as url:
+        with ThreadPoolExecutor(16) as pool:
+            streams = [pool.submit(_post, url, {**b, "stream": True}) for b in bodies]
+            plain = [pool.submit(_post, url, b) for b in bodies]
+            stream_results = [_stream_text(f.result()) for f in streams]
+            plain_results = [json.loads(f.result())["samples"][0] for f in plain]
+    assert [last for _, last in stream_results] == ["event: done"] * 8
+    assert [text for text, _ in stream_results] == alone
+    assert plain_results == alone
+
+
+def test_unknown_fields_are_refused_and_every_sampling_option_is_taken(client):
+    response = client.post("/v1/generate", json={"prompt": "The ", "temprature": 0.5})
+    assert response.status_code == 422 and "temprature" in json.dumps(response.json())
+    body = {"prompt": "The ", "max_new_tokens": 8, "num_beams": 3, "no_repeat_ngram_size": 2, "length_penalty": 0.5}
+    beams = client.post("/v1/generate", json=body)
+    assert beams.status_code == 200 and beams.json()["samples"][0].startswith("The ")
+
+
+@pytest.mark.parametrize(
+    "body, flag_message",
+    [({"top_p": 1.5}, "--top-p must be in (0, 1]"), ({"num_beams": -1}, "--num-beams must be >= 0")],
+)
+def test_the_server_refuses_with_the_clis_message(client, trained_run, capsys, body, flag_message):
+    from gentext.cli import main
+
+    response = client.post("/v1/generate", json={"prompt": "The ", **body})
+    assert response.status_code == 422 and flag_message in json.dumps(response.json())
+    ((name, value),) = body.items()
+    assert main(["generate", str(trained_run), "--" + name.replace("_", "-"), str(value)]) == 2
+    assert flag_message in capsys.readouterr().err
+
+
+def test_an_api_key_guards_every_endpoint_but_health(trained_run):
+    model = gentext.load(trained_run)
+    guarded = TestClient(create_app({"tiny": model}, ServerLimits(), api_key="s3cret"))
+    assert guarded.get("/healthz").status_code == 200 and guarded.get("/healthz").json()["auth"] is True
+    assert guarded.get("/").status_code == 200  # the page that asks for the key
+    body = {"prompt": "The ", "max_new_tokens": 3}
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+        response = guarded.post("/v1/generate", json=body, headers=headers)
+        assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+    assert guarded.get("/v1/models").status_code == 401
+    ok = guarded.post("/v1/generate", json=body, headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 200
+    assert (
+        guarded.get("/v1/models", headers={"Origin": "http://elsewhere.example"}).headers.get(
+            "access-control-allow-origin"
+        )
+        is None
+    )  # CORS stays off unless asked for
+
+
+def test_cors_is_opt_in_per_origin(trained_run):
+    model = gentext.load(trained_run)
+    app = create_app({"tiny": model}, ServerLimits(), cors_origins=["http://localhost:3000"])
+    response = TestClient(app).get("/v1/models", headers={"Origin": "http://localhost:3000"})
+    assert response.headers["access-control-allow-origin"] == "http://localhost:3000"
+
+
+def test_serving_beyond_loopback_without_a_key_warns(caplog, monkeypatch, trained_run):
+    import uvicorn
+
+    from gentext import server
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    with caplog.at_level("WARNING"):
+        server.serve([str(trained_run)], "127.0.0.1", 0, ServerLimits())
+        assert "without an API key" not in caplog.text
+        server.serve([str(trained_run)], "0.0.0.0", 0, ServerLimits())
+    assert "serving on 0.0.0.0 without an API key" in caplog.text

@@ -64,7 +64,7 @@ def test_ids_encoded_in_pieces_equal_the_whole_text_encoded(tmp_path, small_piec
     assert data.train.tolist() == tok.encode(whole.train).tolist()
     assert data.val.tolist() == tok.encode(whole.val).tolist()
     assert data.val_chars == len(whole.val)
-    assert data.train.dtype == np.uint8 if tok.vocab_size <= 256 else np.uint16
+    assert data.train.dtype == (np.uint8 if tok.vocab_size <= 256 else np.uint16)
 
 
 def _prepared(path):

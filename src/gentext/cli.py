@@ -62,7 +62,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         request_timeout=args.request_timeout,
     )
-    serve(args.runs, args.host, args.port, limits)
+    api_key = args.api_key or os.environ.get("GENTEXT_API_KEY") or None
+    serve(args.runs, args.host, args.port, limits, api_key=api_key, cors_origins=args.cors_origin)
     return 0
 
 
@@ -111,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrency", type=int, default=2, help="generations running at once")
     p.add_argument("--max-queue", type=int, default=8, help="requests waiting; more get 503 at once")
     p.add_argument("--request-timeout", type=float, default=60.0, help="seconds of generation per request")
+    p.add_argument(
+        "--api-key", help="require 'Authorization: Bearer KEY' on every endpoint but /healthz (or GENTEXT_API_KEY)"
+    )
+    p.add_argument("--cors-origin", action="append", default=[], help="allow browser requests from this origin")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", help="write the single-step network as ONNX (state in, logits and state out)")

@@ -6,6 +6,7 @@ ends (a stop string, `max_time`, the token budget) and what a streaming client m
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 
@@ -24,6 +25,15 @@ def suppressed(tokenizer, config: SampleConfig) -> list[int]:
 def continuation(tokenizer, prompt_ids: list[int], ids: list[int]) -> str:
     """The text that `ids` add after the prompt."""
     return decode_with(primed(tokenizer.decoder(), prompt_ids), ids)
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def unescape(text: str) -> str:
+    """Backslash escapes as a user typing a stop string means them: \\n, \\t, \\r and \\\\ (others
+    stay as typed). A shell passes `--stop "\\n\\n"` as backslash-n; this makes it two newlines."""
+    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(0)), text)
 
 
 def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:

@@ -5,25 +5,43 @@ annotations of handlers defined inside `create_app`, which must be real classes,
 
     gentext serve runs/book runs/markov --host 127.0.0.1 --port 8000
 
-    POST /v1/generate   {"prompt", "max_new_tokens", "temperature", "top_k", "top_p", "num_samples",
-                         "seed", "stop", "model", "stream"} -> JSON, or SSE with "stream": true
+    POST /v1/generate   {"prompt", "model", "stream", and every SampleConfig field: "max_new_tokens",
+                         "temperature", "top_k", "top_p", "min_p", "repetition_penalty",
+                         "no_repeat_ngram_size", "stop", "max_time", "num_beams", "length_penalty",
+                         "allow_unk", "num_samples", "seed"} -> JSON, or SSE with "stream": true
     POST /v1/score      {"text", "model"} -> log-probability, loss, perplexity, bpc
     GET  /v1/models     the loaded runs
     GET  /healthz       liveness
     GET  /              the playground page;  /docs  the OpenAPI page
 
-Models load once at start. Generation runs in worker threads, never on the event loop; at most
-`max_concurrency` run at once and `max_queue` wait, anything beyond gets 503 at once.
+Models load once at start. Generation runs in worker threads, never on the event loop, each
+generation on one thread from start to end; at most `max_concurrency` run at once and `max_queue`
+wait, anything beyond gets 503 at once. Request fields are SampleConfig's, checked by the same
+rules as the CLI's flags (422 with the CLI's message); unknown fields are a 422 too.
+
+With an API key (`--api-key` or GENTEXT_API_KEY) every endpoint but /healthz and the static
+playground page needs `Authorization: Bearer KEY` (401 otherwise). CORS is off unless
+`--cors-origin` names origins.
 """
 
+import asyncio
+import dataclasses
+import hmac
+import ipaddress
 import json
+import logging
 import threading
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .config import SampleConfig
 from .errors import GentextError
 from .textmodel import TextModel
+
+logger = logging.getLogger(__name__)
+OPEN_PATHS = {"/healthz", "/"}  # the playground page is static: it asks for the key itself
 
 
 @dataclass
@@ -57,57 +75,113 @@ class _Gate:
             self.count -= 1
 
 
-def create_app(models: dict[str, TextModel], limits: ServerLimits | None = None):
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _sample_request_fields(limits: ServerLimits | None = None) -> dict[str, Any]:
+    """The request's sampling fields, derived from SampleConfig: same names, same defaults (the
+    token budget capped by the server's limit); the ranges are checked by SampleConfig.validate,
+    so the server and the CLI refuse alike."""
+    hints = typing.get_type_hints(SampleConfig)
+    fields = {}
+    for f in dataclasses.fields(SampleConfig):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        fields[f.name] = (hints[f.name], default)
+    if limits is not None:
+        fields["max_new_tokens"] = (int, min(SampleConfig.max_new_tokens, limits.max_new_tokens))
+    return fields
+
+
+def _unprocessable(field: str, message: str):
+    from fastapi import HTTPException
+
+    return HTTPException(422, detail=[{"loc": ["body", field], "msg": message}])
+
+
+def sample_settings(request, limits: ServerLimits) -> dict[str, Any]:
+    """The request's SampleConfig fields, validated by the CLI's rules plus the server's limits."""
+    settings = request.model_dump(include=set(_sample_request_fields()))
+    for name, cap in (("max_new_tokens", limits.max_new_tokens), ("num_samples", limits.max_num_samples)):
+        if settings[name] > cap:
+            raise _unprocessable(name, f"{_flag(name)} must be <= {cap} on this server, got {settings[name]}")
+    if len(settings["stop"]) > 8:
+        raise _unprocessable("stop", "at most 8 stop strings")
+    try:
+        SampleConfig(**settings).validate()
+    except GentextError as exc:
+        field = next((n for n in settings if _flag(n) in str(exc)), "body")
+        raise _unprocessable(field, str(exc)) from None
+    timeout = limits.request_timeout
+    settings["max_time"] = timeout if settings["max_time"] is None else min(settings["max_time"], timeout)
+    return settings
+
+
+def _add_security(app, api_key: str | None, cors_origins: list[str]) -> None:
+    """Bearer-key authentication (compared in constant time) and opt-in CORS."""
+    from fastapi.responses import JSONResponse
+
+    if cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]
+        )
+    if not api_key:
+        return
+    expected = f"Bearer {api_key}".encode()
+
+    @app.middleware("http")
+    async def require_key(request, call_next):
+        if request.url.path in OPEN_PATHS or request.method == "OPTIONS":
+            return await call_next(request)
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            return JSONResponse(
+                {"detail": "missing or wrong API key: send Authorization: Bearer KEY"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return await call_next(request)
+
+
+def create_app(
+    models: dict[str, TextModel],
+    limits: ServerLimits | None = None,
+    api_key: str | None = None,
+    cors_origins: list[str] | None = None,
+):
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import HTMLResponse, StreamingResponse
-    from pydantic import BaseModel, Field
+    from pydantic import BaseModel, ConfigDict, Field, create_model
     from starlette.concurrency import run_in_threadpool
 
     limits = limits or ServerLimits()
     gate = _Gate(limits)
     default_model = next(iter(models))
+    strict = ConfigDict(extra="forbid")  # a misspelled field is a 422 naming it, never ignored
 
-    class GenerateRequest(BaseModel):
-        prompt: str = Field("", max_length=limits.max_prompt_chars)
-        max_new_tokens: int = Field(200, ge=0, le=limits.max_new_tokens)
-        temperature: float = Field(0.8, ge=0.0, le=100.0)
-        top_k: int = Field(0, ge=0)
-        top_p: float = Field(1.0, gt=0.0, le=1.0)
-        min_p: float = Field(0.0, ge=0.0, lt=1.0)
-        repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
-        num_samples: int = Field(1, ge=1, le=limits.max_num_samples)
-        seed: int | None = None
-        stop: list[str] = Field(default_factory=list, max_length=8)
-        model: str | None = None
-        stream: bool = False
+    GenerateRequest = create_model(  # noqa: N806 -- a class, made from SampleConfig's fields
+        "GenerateRequest",
+        __config__=strict,
+        prompt=(str, Field("", max_length=limits.max_prompt_chars)),
+        model=(str | None, None),
+        stream=(bool, False),
+        **_sample_request_fields(limits),
+    )
 
     class ScoreRequest(BaseModel):
+        model_config = strict
         text: str = Field(..., min_length=1, max_length=limits.max_prompt_chars * 4)
         model: str | None = None
 
     app = FastAPI(title="gentext", description="Generate text with recurrent language models.")
+    _add_security(app, api_key, cors_origins or [])
 
     def pick(name: str | None) -> TextModel:
         if name is not None and name not in models:
-            known = ", ".join(models)
-            raise HTTPException(
-                422, detail=[{"loc": ["body", "model"], "msg": f"unknown model {name!r}; loaded: {known}"}]
-            )
+            raise _unprocessable("model", f"unknown model {name!r}; loaded: {', '.join(models)}")
         return models[name or default_model]
-
-    def settings(request: GenerateRequest) -> dict[str, Any]:
-        return dict(
-            max_new_tokens=request.max_new_tokens,
-            temperature=request.temperature,
-            top_k=request.top_k,
-            top_p=request.top_p,
-            min_p=request.min_p,
-            repetition_penalty=request.repetition_penalty,
-            num_samples=request.num_samples,
-            seed=request.seed,
-            stop=request.stop,
-            max_time=limits.request_timeout,
-        )
 
     def admit() -> None:
         if not gate.enter():
@@ -119,7 +193,7 @@ def create_app(models: dict[str, TextModel], limits: ServerLimits | None = None)
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        return {"status": "ok", "models": list(models)}
+        return {"status": "ok", "models": list(models), "auth": bool(api_key)}
 
     @app.get("/v1/models")
     def list_models() -> dict[str, Any]:
@@ -128,20 +202,19 @@ def create_app(models: dict[str, TextModel], limits: ServerLimits | None = None)
     @app.post("/v1/generate")
     async def generate(request: GenerateRequest):
         model = pick(request.model)
+        settings = sample_settings(request, limits)
         try:
             model.check_prompt(request.prompt)  # unknown characters: 400 before any work
         except GentextError as exc:
             raise HTTPException(400, detail=str(exc)) from None
+        if request.stream and request.num_samples != 1:
+            raise _unprocessable("num_samples", "streaming sends one sample")
         admit()
         if request.stream:
-            if request.num_samples != 1:
-                gate.leave()
-                raise HTTPException(422, detail=[{"loc": ["body", "num_samples"], "msg": "streaming sends one sample"}])
-            return StreamingResponse(
-                _events(model, request.prompt, settings(request), gate), media_type="text/event-stream"
-            )
+            events = _events(model, request.prompt, settings, gate)
+            return StreamingResponse(events, media_type="text/event-stream")
         try:
-            samples = await run_in_threadpool(run_limited, model.generate, request.prompt, **settings(request))
+            samples = await run_in_threadpool(run_limited, model.generate, request.prompt, **settings)
         except GentextError as exc:
             raise HTTPException(400, detail=str(exc)) from None
         finally:
@@ -173,19 +246,56 @@ def create_app(models: dict[str, TextModel], limits: ServerLimits | None = None)
     return app
 
 
-def _events(model: TextModel, prompt: str, settings: dict[str, Any], gate: _Gate):
-    """SSE: one `token` event per piece of text, then `done`. A client that disconnects stops the
-    iteration, and with it the generation."""
+def _sse(event: str, data: dict[str, Any]) -> str:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+async def _events(model: TextModel, prompt: str, settings: dict[str, Any], gate: _Gate):
+    """SSE: one `token` event per piece of text, then `done` (or `error`).
+
+    The whole generation runs on one worker thread, start to end (torch's grad mode is per
+    thread, so a generator must not hop between threads); it hands each piece to this coroutine
+    through an asyncio queue. A client that disconnects cancels the coroutine, which tells the
+    worker to stop at its next piece."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    cancelled = threading.Event()
+
+    def send(kind: str, value: Any) -> None:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+
+    def work() -> None:
+        try:
+            with gate.running:
+                for piece in model.stream(prompt, **settings):
+                    if cancelled.is_set():
+                        return
+                    send("token", piece)
+            send("done", None)
+        except Exception as exc:  # noqa: BLE001 -- reported to the client as an error event
+            logger.exception("generation failed")
+            send("error", str(exc) if isinstance(exc, GentextError) else f"internal error: {type(exc).__name__}")
+        finally:
+            gate.leave()
+
+    loop.run_in_executor(None, work)
     try:
-        with gate.running:
-            count = 0
-            for piece in model.stream(prompt, **settings):
-                if piece:
+        count = 0
+        while True:
+            kind, value = await queue.get()
+            if kind == "token":
+                if value:
                     count += 1
-                    yield f"event: token\ndata: {json.dumps({'text': piece})}\n\n"
-            yield f"event: done\ndata: {json.dumps({'pieces': count})}\n\n"
+                    yield _sse("token", {"text": value})
+            elif kind == "done":
+                yield _sse("done", {"pieces": count})
+                break
+            else:
+                yield _sse("error", {"detail": value})
+                break
     finally:
-        gate.leave()
+        cancelled.set()  # the worker ends by itself at its next piece
 
 
 def _describe(model: TextModel) -> dict[str, Any]:
@@ -193,7 +303,23 @@ def _describe(model: TextModel) -> dict[str, Any]:
     return {"kind": info["model"]["kind"], "level": info["tokenizer"]["level"], "parameters": info["parameters"]}
 
 
-def serve(runs: list[str], host: str, port: int, limits: ServerLimits) -> None:
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(
+    runs: list[str],
+    host: str,
+    port: int,
+    limits: ServerLimits,
+    api_key: str | None = None,
+    cors_origins: list[str] | None = None,
+) -> None:
     """Load every run once, then serve until interrupted."""
     try:
         import uvicorn
@@ -201,5 +327,8 @@ def serve(runs: list[str], host: str, port: int, limits: ServerLimits) -> None:
         raise GentextError("gentext serve needs FastAPI and uvicorn: pip install 'gentext[serve]'") from None
     from .api import load
 
+    if not api_key and not _is_loopback(host):
+        logger.warning("serving on %s without an API key: anyone who reaches it can use it (set --api-key)", host)
     models = {Path(run).name or run: load(run) for run in runs}
-    uvicorn.run(create_app(models, limits), host=host, port=port, log_level="info")
+    app = create_app(models, limits, api_key=api_key, cors_origins=cors_origins)
+    uvicorn.run(app, host=host, port=port, log_level="info")

@@ -18,6 +18,7 @@ from .config import CorpusConfig, SampleConfig, from_dict
 from .corpus import load_corpus, read_text
 from .errors import GentextError
 from .evaluation import evaluate
+from .generation import unescape
 from .models import model_device
 from .novelty import novelty
 
@@ -45,6 +46,7 @@ class TextModel:
     def _sample_config(self, overrides: dict[str, Any]) -> SampleConfig:
         cfg = from_dict(SampleConfig, overrides, "generate()")
         cfg.validate()
+        cfg.stop = [unescape(s) for s in cfg.stop]  # "\\n\\n" typed in a shell or a form means two newlines
         return cfg
 
     def _prompt_ids(self, prompt: str) -> list[int]:

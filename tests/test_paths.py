@@ -1,0 +1,290 @@
+"""The paths that one CPU process with one stream never takes: other precisions, failing
+callbacks, non-finite steps, masked vocabularies, non-ASCII streaming, several processes."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+import safetensors
+import safetensors.torch  # noqa: F401
+import torch
+
+import gentext
+from gentext import checkpoint, hardware
+from gentext.cli import main
+from gentext.train_state import TRAIN_STATE
+
+from .conftest import TINY_SETTINGS
+from .test_cli import TINY_FLAGS
+
+UNICODE_TEXT = ("Zoë's café — 日本語 🙂 is bright. Émile eats crème brûlée; 東京 and 大阪 🙂🎉.\n") * 60
+PROMPT = "Zoë's café — 日本語 🙂"
+
+
+def _train_state(run):
+    with safetensors.safe_open(str(run / TRAIN_STATE), framework="pt") as handle:
+        return {k: handle.get_tensor(k) for k in handle.keys()}, handle.metadata()
+
+
+def test_a_failing_sample_callback_never_ends_training(tiny_corpus, tmp_path, caplog):
+    def broken(step, val, textmodel):
+        raise RuntimeError("the sampler broke")
+
+    with caplog.at_level(logging.WARNING):
+        summary = gentext.train(tmp_path / "run", paths=[str(tiny_corpus)], steps=12, on_eval=broken, **TINY_SETTINGS)
+    assert summary["steps"] == 12
+    assert "the sampler broke" in caplog.text and "training continues" in caplog.text
+    assert gentext.load(tmp_path / "run").generate("The", max_new_tokens=3, seed=0)
+
+
+def test_the_sample_callback_runs_after_that_steps_checkpoint(tiny_corpus, tmp_path):
+    seen = []
+
+    def record(step, val, textmodel):
+        weights_step = json.loads(_train_state(tmp_path / "run")[1]["progress"])["step"]
+        seen.append((step, weights_step))
+
+    gentext.train(tmp_path / "run", paths=[str(tiny_corpus)], steps=10, save_every=5, on_eval=record, **TINY_SETTINGS)
+    assert seen and all(step == saved for step, saved in seen)
+
+
+@pytest.fixture
+def native(monkeypatch):
+    """Pretend the CPU multiplies bf16 and fp16 natively, so the paths run on any CPU (slowly)."""
+    monkeypatch.setattr(hardware, "cpu_native", lambda dtype: True)
+
+
+def test_fp16_training_scales_the_loss_and_saves_the_scaler(tiny_corpus, tmp_path, native):
+    # a plain RNN: oneDNN has no fp16 LSTM kernel for a CPU, which this test pretends to be native
+    run = tmp_path / "run"
+    gentext.train(run, paths=[str(tiny_corpus)], steps=6, precision="fp16", kind="rnn", **TINY_SETTINGS)
+    scaler = json.loads(_train_state(run)[1]["scaler"])
+    assert scaler["scale"] > 0 and "_growth_tracker" in scaler
+    fp32 = tmp_path / "fp32"
+    gentext.train(fp32, paths=[str(tiny_corpus)], steps=6, precision="fp32", **TINY_SETTINGS)
+    assert json.loads(_train_state(fp32)[1]["scaler"]) == {}  # no scaler where none is needed
+
+
+def test_bf16_keeps_the_carried_state_float32_and_reports_what_eval_reproduces(tiny_corpus, tmp_path, native):
+    run = tmp_path / "run"
+    summary = gentext.train(run, paths=[str(tiny_corpus)], steps=8, precision="bf16", **TINY_SETTINGS)
+    tensors, _ = _train_state(run)
+    state = {k: v for k, v in tensors.items() if k.startswith("state.")}
+    assert set(state) == {"state.h", "state.c"} and all(v.dtype == torch.float32 for v in state.values())
+    model = gentext.load(run)
+    assert model.evaluate()["loss"] == pytest.approx(summary["val_loss"], abs=1e-6)
+
+
+def test_the_rnn_state_is_float32_under_autocast():
+    from gentext.config import ModelConfig
+    from gentext.models import build_model
+
+    model = build_model(ModelConfig(vocab_size=9, embed_size=8, hidden_size=8, num_layers=2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, state = model(torch.randint(0, 9, (2, 5)), None)
+        _, state = model(torch.randint(0, 9, (2, 5)), state)
+    assert all(t.dtype == torch.float32 for t in state.tensors.values())
+
+
+@pytest.mark.parametrize("precision, lacking", [("bf16", "AVX-512 BF16 or AMX"), ("fp16", "AVX-512 FP16")])
+def test_a_precision_the_cpu_lacks_is_a_one_line_error(tiny_corpus, tmp_path, capsys, monkeypatch, precision, lacking):
+    monkeypatch.setattr(hardware, "cpu_native", lambda dtype: dtype == torch.float32)
+    code = main(["train", str(tiny_corpus), "--out", str(tmp_path / "r"), "--precision", precision, *TINY_FLAGS])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and lacking in err and "--precision fp32" in err
+    assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
+def test_a_non_finite_step_restarts_the_rows_and_the_learning_rate_recovers(tiny_corpus, tmp_path, caplog):
+    from gentext.models import RNNLanguageModel
+
+    calls = {"n": 0}
+    forward = RNNLanguageModel.forward
+
+    def sometimes_nan(self, ids, state=None, targets=None):
+        out, new_state = forward(self, ids, state, targets)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                return out * float("nan"), new_state
+            if calls["n"] == 4:
+                assert state is None  # the window after a skipped one starts cold
+        return out, new_state
+
+    RNNLanguageModel.forward = sometimes_nan
+    try:
+        with caplog.at_level(logging.WARNING):
+            gentext.train(tmp_path / "run", paths=[str(tiny_corpus)], steps=20, **TINY_SETTINGS)
+    finally:
+        RNNLanguageModel.forward = forward
+    progress = json.loads(_train_state(tmp_path / "run")[1]["progress"])
+    assert "non-finite loss at step 3" in caplog.text
+    assert progress["bad_steps"] == 0 and 0.5 < progress["lr_scale"] < 1.0  # halved, then growing back
+    metrics = [r for r in checkpoint.read_metrics(tmp_path / "run") if "lr" in r]
+    assert metrics[-1]["lr"] > 0
+
+
+def test_every_token_forbidden_ends_the_sample_with_a_warning(trained_run, caplog):
+    model = gentext.load(trained_run)
+    with caplog.at_level(logging.WARNING):
+        text = model.generate("", max_new_tokens=400, no_repeat_ngram_size=1, seed=0)[0]
+    assert "every token is forbidden" in caplog.text
+    assert len(text) <= model.tokenizer.vocab_size and len(set(text)) == len(text)  # each token at most once
+    streamed = "".join(model.stream("", max_new_tokens=400, no_repeat_ngram_size=1, seed=0))
+    assert streamed == text
+
+
+def test_all_masked_sampling_from_the_cli_exits_cleanly(trained_run, capsys):
+    assert main(["generate", str(trained_run), "--no-repeat-ngram-size", "1", "--max-new-tokens", "400"]) == 0
+
+
+@pytest.fixture(scope="module")
+def unicode_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("unicode")
+    corpus = root / "u.txt"
+    corpus.write_text(UNICODE_TEXT, encoding="utf-8")
+    runs = {}
+    for level, extra in (("char", {}), ("word", {}), ("bpe", {"vocab_size": 300})):
+        runs[level] = root / level
+        gentext.train(runs[level], paths=[str(corpus)], level=level, steps=30, **extra, **TINY_SETTINGS)
+    return runs
+
+
+@pytest.mark.parametrize("level", ["char", "word", "bpe"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_streaming_equals_generating_on_accents_cjk_and_emoji(unicode_runs, level, seed):
+    model = gentext.load(unicode_runs[level])
+    settings = dict(max_new_tokens=60, temperature=1.5, seed=seed)
+    generated = model.generate(PROMPT, **settings)[0]
+    pieces = list(model.stream(PROMPT, **settings))
+    assert "".join(pieces) == generated
+    # ... and the incremental decoder gives what decoding the whole sequence at once gives
+    from gentext.config import SampleConfig
+    from gentext.generation import continuation
+    from gentext.sampling import generate_ids, make_generator
+
+    ids = model.tokenizer.encode(PROMPT).tolist()
+    cfg = SampleConfig(max_new_tokens=60, temperature=1.5)
+    new = [int(t) for t in generate_ids(model.model, ids, cfg, make_generator(seed))]
+    whole = model.tokenizer.decode(ids + new)
+    assert continuation(model.tokenizer, ids, new) == whole[len(model.tokenizer.decode(ids)) :]
+
+
+def test_a_character_split_across_bpe_tokens_is_held_back_until_complete(unicode_runs):
+    tok = gentext.load(unicode_runs["bpe"]).tokenizer
+    from gentext.decoding import _byte_level_alphabet
+
+    to_char = {byte: char for char, byte in _byte_level_alphabet().items()}
+    single = [tok.hf.token_to_id(to_char[b]) for b in "🙂".encode()]  # one token per byte of the emoji
+    decoder = tok.decoder()
+    out = [decoder.step(i) for i in single]
+    assert out == ["", "", "", "🙂"] and decoder.flush() == ""
+    cut = tok.decoder()
+    assert [cut.step(i) for i in single[:2]] == ["", ""] and cut.flush() == "\ufffd"  # a cut character, at the end
+
+
+def test_stop_strings_take_backslash_escapes_as_typed_in_a_shell(trained_run, capsys):
+    model = gentext.load(trained_run)
+    full = model.generate("The", max_new_tokens=200, seed=4)[0]
+    assert "\n" in full[3:]
+    code = main(
+        ["generate", str(trained_run), "--prompt", "The", "--max-new-tokens", "200", "--seed", "4"] + ["--stop", "\\n"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and out == full[: full.index("\n", 3)] + "\n"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_with_a_run_directory_only_rank_0_can_see(tiny_corpus, tmp_path):
+    """Each rank works in its own directory with a relative --out, as on separate machines: only
+    rank 0 has the run directory. Training, a resume, and the result must match one process."""
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(
+        "import os, sys\n"
+        "rank = os.environ['RANK']\n"
+        "os.makedirs(f'node{rank}', exist_ok=True); os.chdir(f'node{rank}')\n"
+        "os.environ['GENTEXT_CACHE'] = os.path.abspath('cache')\n"
+        "from gentext.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    flags = [*TINY_FLAGS, "--state-reset", "0.3"]
+
+    def torchrun(*args):
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            str(_free_port()),
+            str(launcher),
+            "train",
+            str(tiny_corpus),
+            "--out",
+            "run",
+            *args,
+        ]
+        done = subprocess.run(
+            command,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "MASTER_ADDR": "127.0.0.1"},
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    torchrun("--steps", "10", *flags)
+    assert (tmp_path / "node0" / "run" / TRAIN_STATE).is_file() and not (tmp_path / "node1" / "run").exists()
+    torchrun("--resume", "--steps", "20")
+    assert not (tmp_path / "node1" / "run").exists()
+    straight = tmp_path / "straight"
+    torchrun_dir = tmp_path / "node0" / "run"
+    command = [
+        sys.executable,
+        str(launcher),
+        "train",
+        str(tiny_corpus),
+        "--out",
+        str(straight),
+        "--steps",
+        "20",
+        *flags,
+    ]
+    # the same two ranks in one go, for the resumed run to match
+    one_go = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(_free_port()),
+        *command[1:],
+    ]
+    done = subprocess.run(
+        one_go,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MASTER_ADDR": "127.0.0.1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed, _ = _train_state(torchrun_dir)
+    uninterrupted, _ = _train_state(straight)
+    resumed = {k: v for k, v in resumed.items() if k.startswith(("model.", "state."))}
+    assert resumed.keys() == {k for k in uninterrupted if k.startswith(("model.", "state."))}
+    assert all(torch.allclose(resumed[k], uninterrupted[k], atol=1e-6) for k in resumed)
