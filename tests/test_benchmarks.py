@@ -60,3 +60,12 @@ def test_big_corpus_benchmark_measures_all_three_runs():
     ]
     assert all(float(r.split("|")[3].replace(",", "")) > 0 for r in rows)  # a peak RSS for each
     assert "tokenization (the encoding pass):" in out
+
+
+def test_gpu_check_script_runs_every_command_and_reports_each(tmp_path):
+    # On a CPU, in float32, tiny: the same script a GPU machine runs (README, benchmarks/RESULTS.md).
+    out, rows = run_script("gpu_check.py", "--device", "cpu", "--precisions", "fp32", "--tiny", "--models", "char-lstm")
+    checks = [r.split("|")[3].strip() for r in rows]
+    assert checks[0] == "train + mid-run eval/sample" and "torchrun --nproc-per-node 1" in checks
+    assert len(checks) == 9 and all(r.split("|")[4].strip() == "pass" for r in rows)
+    assert out.rstrip().endswith("0 failed")

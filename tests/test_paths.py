@@ -288,3 +288,28 @@ def test_torchrun_with_a_run_directory_only_rank_0_can_see(tiny_corpus, tmp_path
     resumed = {k: v for k, v in resumed.items() if k.startswith(("model.", "state."))}
     assert resumed.keys() == {k for k in uninterrupted if k.startswith(("model.", "state."))}
     assert all(torch.allclose(resumed[k], uninterrupted[k], atol=1e-6) for k in resumed)
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_a_gpu_run_evaluates_samples_resumes_and_generates(tiny_corpus, tmp_path, precision):
+    samples = []
+    run = tmp_path / "run"
+    settings = {**TINY_SETTINGS, "eval_every": 5}
+    summary = gentext.train(
+        run, paths=[str(tiny_corpus)], steps=10, device="cuda", precision=precision,
+        on_eval=lambda step, val, model: samples.append(model.generate("The", max_new_tokens=10, seed=0)[0]),
+        **settings,
+    )  # fmt: skip
+    assert summary["steps"] == 10 and len(samples) == 2
+    gentext.train(run, resume=True, steps=15)
+    model = gentext.load(run, device="cuda")
+    assert model.generate("The", max_new_tokens=20, seed=1) == model.generate("The", max_new_tokens=20, seed=1)
+    assert len(model.generate("The", max_new_tokens=20, num_beams=3, num_samples=2)) == 2
+    assert (
+        "".join(model.stream("The", max_new_tokens=20, seed=2)) == model.generate("The", max_new_tokens=20, seed=2)[0]
+    )
