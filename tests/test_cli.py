@@ -182,7 +182,7 @@ def test_force_overwrites_a_run(capsys, tiny_corpus, tmp_path):
         (["--prompt", "#!"], "never seen: '!', '#'"),
         (["--temperature", "-1"], "--temperature must be >= 0"),
         (["--top-p", "0"], "--top-p must be in (0, 1]"),
-        (["--max-new-tokens", "x"], "invalid int value"),
+        (["--max-new-tokens", "x"], "--max-new-tokens: expected an integer, got 'x'"),
     ],
 )
 def test_bad_generate_arguments(capsys, trained_run, args, message):
@@ -292,16 +292,15 @@ def test_preset_supplies_defaults_and_explicit_flags_win(capsys, tiny_corpus, tm
 
 def test_ptb_preset_is_the_recorded_word_level_recipe():
     from gentext.cli import build_parser
-    from gentext.cli_train import apply_preset
+    from gentext.cli_train import train_options
 
     argv = ["train", "ptb.train.txt", "--out", "r", "--preset", "ptb-cpu", "--dropout", "0.3", "--batch=16"]
-    args = build_parser().parse_args(argv)
-    apply_preset(args, args.train_parser, argv)
-    assert (args.level, args.tokenize, args.tie_weights) == ("word", "whitespace", True)
-    assert (args.optimizer, args.lr, args.grad_clip, args.adaptive_softmax) == ("sgd", 20.0, 0.25, [2000, 6000])
-    assert args.time_limit == 900.0
-    assert (args.state_reset, args.dropout) == (0.0, 0.3)  # an explicit flag wins over the preset
-    assert args.batch_size == 16  # even when it is the flag's default value
+    options = train_options(build_parser().parse_args(argv))
+    assert (options["level"], options["tokenize"], options["tie_weights"]) == ("word", "whitespace", True)
+    assert (options["optimizer"], options["learning_rate"], options["grad_clip"]) == ("sgd", 20.0, 0.25)
+    assert options["adaptive_cutoffs"] == [2000, 6000] and options["time_limit"] == 900.0
+    assert (options["state_reset"], options["dropout"]) == (0.0, 0.3)  # an explicit flag wins over the preset
+    assert options["batch_size"] == 16  # even when it is the flag's default value
 
 
 def test_min_lr_ratio_sets_where_the_schedule_ends(capsys, tiny_corpus, tmp_path):

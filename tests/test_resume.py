@@ -58,7 +58,7 @@ def test_interrupted_then_resumed_run_is_bitwise_identical(tiny_corpus, tmp_path
 def test_resume_refuses_changed_settings_and_changed_data(tiny_corpus, tmp_path):
     run = tmp_path / "run"
     gentext.train(run, paths=[str(tiny_corpus)], **{**RESUME_SETTINGS, "steps": 6})
-    with pytest.raises(GentextError, match="cannot change hidden_size"):
+    with pytest.raises(GentextError, match="cannot change --hidden-size"):
         gentext.train(run, resume=True, hidden_size=64)
     other = tmp_path / "other.txt"
     other.write_text(tiny_corpus.read_text()[::-1])

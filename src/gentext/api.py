@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from . import checkpoint, distributed, trainer
-from .config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig, from_dict, to_dict
+from .config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig, flag_of, from_dict, to_dict
 from .corpus import open_corpus
 from .dataset import BPTTBatches
 from .errors import GentextError
@@ -70,12 +70,21 @@ def prepare_out_dir(out: Path, force: bool) -> None:
 RESUMABLE = ("steps", "epochs", "time_limit", "patience", "eval_every", "save_every", "device", "tensorboard")
 
 
+def _resumable_flags() -> list[str]:
+    return [flag_of(TrainConfig, name) for name in RESUMABLE]
+
+
 def _resume_configs(out: Path, paths: list[str] | None, overrides: dict[str, Any]):
     """The stored settings of a run, with the few that may change on resume (when to stop, where to run).
     Rank 0 reads the run directory; under torchrun the other ranks receive its files."""
     refused = sorted(set(overrides) - set(RESUMABLE))
     if refused:
-        raise GentextError(f"--resume keeps the run's settings; cannot change {', '.join(refused)}")
+        owners = {name: cls for cls in _CONFIG_CLASSES for name in (f.name for f in dataclasses.fields(cls))}
+        named = ", ".join(flag_of(owners[name], name) if name in owners else name for name in refused)
+        raise GentextError(
+            f"--resume keeps the run's settings; cannot change {named} (only {', '.join(_resumable_flags())} may "
+            "change; start a new run with --force to change the others)"
+        )
     info = distributed.from_env()
     stored = json.loads(distributed.from_main(lambda: json.dumps(checkpoint.read_config(out)).encode(), info))
     corpus_data = {k: v for k, v in stored.get("corpus", {}).items() if k != "sources"}
@@ -201,6 +210,7 @@ def _summary(result: trainer.TrainResult, net, tok, data, out: Path) -> dict[str
         "steps": result.steps,
         "tokens": result.tokens,
         "seconds": round(result.seconds, 2),
+        "eval_seconds": round(result.eval_seconds, 2),
         "train_loss": result.train_loss,
         "val_loss": result.val_loss,
         "val_bpc": None,

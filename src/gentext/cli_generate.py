@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Any
 
 from . import api
+from .cli_options import add_options, convert, given
 from .cli_output import print_json
 from .config import SampleConfig
 from .errors import GentextError
@@ -23,48 +25,20 @@ def parse_temperatures(text: str) -> list[float]:
     return values
 
 
-def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
-    d = SampleConfig()
-    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
+def add_sampling_arguments(p: argparse.ArgumentParser, samples: bool = True) -> None:
+    """The sampling flags, from SampleConfig's fields; --temperature also takes a comma list."""
+    add_options(p, SampleConfig, skip=("temperature",) if samples else ("temperature", "num_samples"))
     p.add_argument(
         "--temperature",
         type=parse_temperatures,
-        default=[d.temperature],
-        help="0 is greedy; <1 sharper, >1 flatter; a comma list (0.3,0.8,1.2) prints one sample per value",
+        default=[SampleConfig.temperature],
+        help="0 is greedy; <1 sharper, >1 flatter; a comma list (0.3,0.8,1.2) prints one sample per value [0.8]",
     )
-    p.add_argument("--top-k", type=int, default=d.top_k, help="keep the k most likely tokens (0: all)")
-    p.add_argument("--top-p", type=float, default=d.top_p, help="nucleus: smallest set reaching probability p (1: off)")
-    p.add_argument(
-        "--min-p", type=float, default=d.min_p, help="drop tokens below min-p x the top probability (0: off)"
-    )
-    p.add_argument("--repetition-penalty", type=float, default=d.repetition_penalty, help=">1 discourages repeats")
-    p.add_argument("--no-repeat-ngram-size", type=int, default=d.no_repeat_ngram_size, help="forbid repeated n-grams")
-    p.add_argument("--stop", action="append", default=[], help="end a sample before this string (repeatable)")
-    p.add_argument("--max-time", type=float, help="stop generating after this many seconds")
-    p.add_argument("--num-beams", type=int, default=d.num_beams, help="beam search with N beams (deterministic)")
-    p.add_argument("--length-penalty", type=float, default=d.length_penalty, help="beam score / length ** this")
-    p.add_argument("--allow-unk", action="store_true", help="word level: let <unk> be generated")
-    p.add_argument("--seed", type=int, help="same seed, same text")
     p.add_argument("--device", default="cpu")
 
 
 def sample_settings(args: argparse.Namespace, temperature: float) -> dict[str, Any]:
-    return dict(
-        max_new_tokens=args.max_new_tokens,
-        temperature=temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        min_p=args.min_p,
-        repetition_penalty=args.repetition_penalty,
-        no_repeat_ngram_size=args.no_repeat_ngram_size,
-        stop=list(args.stop),
-        max_time=args.max_time,
-        num_beams=args.num_beams,
-        length_penalty=args.length_penalty,
-        allow_unk=args.allow_unk,
-        num_samples=getattr(args, "num_samples", 1),
-        seed=args.seed,
-    )
+    return {**given(args, SampleConfig), "temperature": temperature}
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -73,7 +47,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return chat_loop(model, args)
     temperatures = args.temperature
     if args.stream:
-        if args.num_samples != 1 or args.json or len(temperatures) > 1:
+        if getattr(args, "num_samples", 1) != 1 or args.json or len(temperatures) > 1:
             raise GentextError("--stream prints one sample as it is made; drop --num-samples / --json / the list")
         for piece in model.stream(args.prompt, **sample_settings(args, temperatures[0])):
             sys.stdout.write(piece)
@@ -97,23 +71,41 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-CHAT_HELP = """commands: /temperature T, /top_k K, /top_p P, /min_p P, /repetition_penalty R, /max_new_tokens N,
-          /seed S, /settings, /help; an empty line repeats the last prompt; Ctrl-D exits"""
-CHAT_SETTINGS = {
-    "temperature": float,
-    "top_k": int,
-    "top_p": float,
-    "min_p": float,
-    "repetition_penalty": float,
-    "max_new_tokens": int,
-    "seed": int,
-}
+CHAT_SETTINGS = [f.name for f in dataclasses.fields(SampleConfig) if f.name not in ("num_samples", "num_beams")]
+CHAT_HELP = (
+    "commands: /NAME VALUE sets a sampling option ("
+    + ", ".join(CHAT_SETTINGS)
+    + "), /settings, /help; an empty line repeats the last prompt; Ctrl-D exits"
+)
+
+
+def _chat_command(line: str, settings: dict[str, Any]) -> bool:
+    """Apply one /command to `settings`; False when it asks to quit."""
+    name, _, value = line[1:].strip().partition(" ")
+    name = name.replace("-", "_")
+    if name in ("help", "?"):
+        print(CHAT_HELP)
+    elif name == "settings":
+        print(", ".join(f"{k}={settings.get(k, getattr(SampleConfig(), k))}" for k in CHAT_SETTINGS))
+    elif name in ("quit", "exit"):
+        return False
+    elif name in CHAT_SETTINGS:
+        try:  # the flag's parser and SampleConfig's rules: the same words as the command line
+            candidate = {**settings, name: convert(SampleConfig, name, value)}
+            SampleConfig(**candidate).validate()
+        except GentextError as exc:
+            print(f"error: {exc}")
+            return True
+        settings.update(candidate)
+        print(f"{name} = {settings[name]!r}")
+    else:
+        print(f"error: unknown command /{name}; /help lists them")
+    return True
 
 
 def chat_loop(model: api.TextModel, args: argparse.Namespace) -> int:
     """Type a prompt, watch the continuation stream in; /name value changes a setting."""
-    settings = sample_settings(args, args.temperature[0])
-    settings["num_samples"] = 1
+    settings = {**sample_settings(args, args.temperature[0]), "num_samples": 1}
     interactive = sys.stdin.isatty()
     if interactive:
         print(f"gentext chat — {args.run}. {CHAT_HELP}", file=sys.stderr)
@@ -125,25 +117,8 @@ def chat_loop(model: api.TextModel, args: argparse.Namespace) -> int:
             print(file=sys.stderr)
             return 0
         if line.startswith("/"):
-            name, _, value = line[1:].strip().partition(" ")
-            name = name.replace("-", "_")
-            if name in ("help", "?"):
-                print(CHAT_HELP)
-            elif name == "settings":
-                print(", ".join(f"{k}={settings[k]}" for k in CHAT_SETTINGS))
-            elif name in ("quit", "exit"):
+            if not _chat_command(line, settings):
                 return 0
-            elif name in CHAT_SETTINGS:
-                try:
-                    candidate = {**settings, name: CHAT_SETTINGS[name](value)}
-                    SampleConfig(**candidate).validate()
-                except (ValueError, GentextError) as exc:
-                    print(f"error: {exc}")
-                    continue
-                settings = candidate
-                print(f"{name} = {settings[name]}")
-            else:
-                print(f"error: unknown command /{name}; /help lists them")
             continue
         prompt = line if line else last
         last = prompt
@@ -185,7 +160,6 @@ def register(sub) -> None:
     p = sub.add_parser("generate", help="sample text from a trained run")
     p.add_argument("run", help="run directory")
     p.add_argument("--prompt", default="", help="text to continue (the output starts with it)")
-    p.add_argument("--num-samples", type=int, default=1, help="samples generated together as one batch")
     p.add_argument("--stream", action="store_true", help="print tokens as they are produced")
     p.add_argument("--interactive", action="store_true", help="same as `gentext chat`")
     p.add_argument("--json", action="store_true")
@@ -194,7 +168,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("chat", help="interactive: type prompts, change settings with /temperature 0.5 ...")
     p.add_argument("run")
-    add_sampling_arguments(p)
+    add_sampling_arguments(p, samples=False)
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("score", help="log-probability, loss per token and bits per character of a text")

@@ -1,13 +1,17 @@
-"""Typed configs for every pipeline stage.
+"""Typed configs for every pipeline stage: the one place where an option is defined.
 
-Each dataclass validates itself with messages that say what to do; the CLI builds them from flags,
-the API from keyword arguments, and `config.json` in a run directory stores them as plain JSON.
+Each field is an option: its name (the API keyword, the JSON key, the server's request field), its
+default, and in `opt(...)` its help text, flag name and parser. The CLI's flags (`cli/options.py`),
+the presets, chat's /settings and the server's request schema are all derived from these fields;
+`validate()` holds each option's range, with messages that name the flag, so every surface refuses
+a bad value with the same words. `config.json` in a run directory stores the dataclasses as JSON.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +30,37 @@ MAX_HIDDEN = 16_384
 MAX_LAYERS = 64
 
 
+def opt(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | None = None, parse=None, factory=None):
+    """A config field that is also an option: `help` becomes the flag's help, `flag` its name
+    (default --field-name), `parse` turns the flag's text into the value (default: the field's type)."""
+    metadata = {"help": help, "flag": flag, "parse": parse}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def flag_of(cls: type, name: str) -> str:
+    """The command-line flag of an option field."""
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return field.metadata.get("flag") or "--" + name.replace("_", "-")
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '10m', '1.5h' -> seconds."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", text)
+    if not match:
+        raise ValueError(f"invalid duration {text!r} (use e.g. 300, 90s, 10m, 1h)")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def parse_cutoffs(text: str) -> list[int]:
+    """'2000,6000' -> [2000, 6000]."""
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"invalid cutoffs {text!r} (use e.g. 2000,6000)") from None
+
+
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise GentextError(message)
@@ -36,13 +71,15 @@ class CorpusConfig:
     """Where the text comes from and how it is split."""
 
     paths: list[str] = field(default_factory=list)  # files, directories or "-"; empty: the built-in corpus
-    builtin: str = "python-docs"  # used when `paths` is empty: a built-in or a named (downloaded) corpus
-    offline: bool = False  # never download a named corpus
-    glob: str = "*.txt"  # files taken from directories
-    val_fraction: float = 0.1  # the last fraction of the text is held out for validation
-    val_path: str | None = None  # a separate validation file instead of the split
-    encoding_errors: str = "strict"  # "strict" (error on invalid UTF-8) or "replace"
-    mode: str = "stream"  # "stream": one long text; "lines": each non-empty line is a document
+    builtin: str = opt(
+        "python-docs", "built-in or named corpus used when no PATH is given (see `gentext corpora`)", flag="--corpus"
+    )
+    offline: bool = opt(False, "never download a named corpus (use the cache only)")
+    glob: str = opt("*.txt", "files to take from directories")
+    val_fraction: float = opt(0.1, "the last fraction of the text is held out for validation")
+    val_path: str | None = opt(None, "a separate validation file instead of the split", flag="--val")
+    encoding_errors: str = opt("strict", "invalid UTF-8: strict (an error naming the byte) or replace")
+    mode: str = opt("stream", "stream: one long text; lines: each non-empty line is a document that ends")
 
     def validate(self) -> None:
         _check(self.mode in ("stream", "lines"), f"--mode must be stream or lines, got {self.mode!r}")
@@ -57,10 +94,10 @@ class CorpusConfig:
 class TokenizerConfig:
     """How text becomes token ids."""
 
-    level: str = "char"  # char | word
-    tokenize: str = "regex"  # word level: "regex" splits words and punctuation; "whitespace" for pre-tokenized text
-    vocab_size: int | None = None  # word: keep the most frequent words (the rest become <unk>); bpe: merges target
-    min_count: int = 1  # word level: words seen fewer times become <unk>
+    level: str = opt("char", "tokens: char (Unicode code points), word, or bpe (byte-level)")
+    tokenize: str = opt("regex", "word level: regex (words + punctuation) or whitespace (pre-tokenized text)")
+    vocab_size: int | None = opt(None, "word: keep this many most frequent words (the rest are <unk>); bpe: size")
+    min_count: int = opt(1, "word level: rarer words become <unk>")
 
     def validate(self) -> None:
         _check(self.level in LEVELS, f"--level must be one of {', '.join(LEVELS)}, got {self.level!r}")
@@ -75,15 +112,20 @@ class TokenizerConfig:
 class ModelConfig:
     """The network. `vocab_size` is filled in from the tokenizer."""
 
-    kind: str = "lstm"  # lstm | gru | rnn | markov
-    vocab_size: int = 0
-    embed_size: int = 64
-    hidden_size: int = 256
-    num_layers: int = 2
-    dropout: float = 0.0
-    tie_weights: bool = False  # share the embedding and output matrices (needs embed_size == hidden_size)
-    order: int = 6  # markov only: tokens of context + 1 (an n-gram model of order n)
-    adaptive_cutoffs: list[int] = field(default_factory=list)  # adaptive softmax cluster bounds; empty: full
+    kind: str = opt("lstm", "lstm | gru | rnn | markov (Kneser-Ney n-gram baseline)", flag="--model")
+    vocab_size: int = 0  # from the tokenizer, not an option
+    embed_size: int = opt(64, "embedding width")
+    hidden_size: int = opt(256, "recurrent state width")
+    num_layers: int = opt(2, "recurrent layers")
+    dropout: float = opt(0.0, "dropout on embeddings, between layers and before the output")
+    tie_weights: bool = opt(False, "share embedding and output weights (needs --embed-size = --hidden-size)")
+    order: int = opt(6, "markov: n-gram order (context + 1)")
+    adaptive_cutoffs: list[int] = opt(
+        help="word ids where softmax clusters start, e.g. 2000,6000: a fast output layer for big vocabularies",
+        flag="--adaptive-softmax",
+        parse=parse_cutoffs,
+        factory=list,
+    )
 
     def validate(self) -> None:
         from .models import REGISTRY  # the registry is the list of kinds (imported here: models import config)
@@ -115,26 +157,33 @@ class ModelConfig:
 class TrainConfig:
     """The optimisation. Training stops at the first of steps, epochs and time_limit that is set."""
 
-    batch_size: int = 16  # parallel streams (small batches: more updates per minute on a CPU)
-    seq_len: int = 64  # BPTT window, in tokens
-    learning_rate: float = 3e-3
-    min_lr_ratio: float = 0.1  # the cosine schedule ends at learning_rate * min_lr_ratio
-    warmup_steps: int = 50
-    weight_decay: float | None = None  # None: 0.01 with AdamW (decoupled), 0 with SGD (where it is L2)
-    optimizer: str = "adamw"  # adamw | sgd (plain SGD at a high rate, as Zaremba et al. for word LSTMs)
-    grad_clip: float = 1.0  # max global gradient norm; 0 disables
-    steps: int | None = None
-    epochs: float | None = None
-    time_limit: float | None = None  # seconds
-    eval_every: int = 200  # steps between validations (and checkpoints)
-    eval_tokens: int = 50_000  # periodic evaluations read the first this-many validation tokens
-    save_every: int = 200  # steps between resumable checkpoints (train_state.safetensors)
-    state_reset: float = 0.05  # chance that a row starts a window from a zero state (as generation does)
-    patience: int | None = None  # stop after this many evaluations without a better validation loss
-    tensorboard: bool = False  # also log scalars to RUN/tensorboard
-    seed: int = 1337
-    device: str = "auto"
-    precision: str = "auto"
+    batch_size: int = opt(16, "parallel streams (the global batch under torchrun)")
+    seq_len: int = opt(64, "BPTT window, in tokens")
+    learning_rate: float = opt(3e-3, "peak learning rate", flag="--lr")
+    min_lr_ratio: float = opt(0.1, "the cosine schedule ends at --lr times this")
+    warmup_steps: int = opt(50, "linear warmup steps")
+    weight_decay: float | None = opt(None, "default 0.01 with adamw (decoupled), 0 with sgd (where it is L2)")
+    optimizer: str = opt("adamw", "adamw, or sgd (plain SGD: use a high --lr such as 20 and --grad-clip 0.25)")
+    grad_clip: float = opt(1.0, "max global gradient norm; 0 disables")
+    steps: int | None = opt(None, "stop after this many steps (2000 if no limit is given)")
+    epochs: float | None = opt(None, "stop after this many passes over the data")
+    time_limit: float | None = opt(
+        None,
+        "stop training after this long, e.g. 10m (the LR schedule fits it); reading the corpus before "
+        "and the final validation after come on top, and the summary says how long they took",
+        parse=parse_duration,
+    )
+    eval_every: int = opt(200, "steps between validations (the best weights are kept)")
+    eval_tokens: int = opt(50_000, "periodic validations read this many held-out tokens")
+    save_every: int = opt(200, "steps between resumable checkpoints (train_state.safetensors)")
+    state_reset: float = opt(
+        0.05, "chance a stream starts a window from a cold state, so the model learns to start as generation does"
+    )
+    patience: int | None = opt(None, "stop after this many validations without improvement")
+    tensorboard: bool = opt(False, "also log to RUN/tensorboard (needs tensorboard)")
+    seed: int = opt(1337, "random seed (same seed, same run)")
+    device: str = opt("auto", "auto | cpu | cuda")
+    precision: str = opt("auto", "auto | fp32 | bf16 | fp16 (training steps; evaluation is always float32)")
 
     def validate(self) -> None:
         _check(self.batch_size > 0, f"--batch-size must be positive, got {self.batch_size}")
@@ -173,20 +222,20 @@ class TrainConfig:
 class SampleConfig:
     """Generation settings; names follow Hugging Face `generate`. Each is a no-op at its default."""
 
-    max_new_tokens: int = 200
-    temperature: float = 0.8  # 0 means greedy
-    top_k: int = 0  # 0 disables
-    top_p: float = 1.0  # 1 disables
-    min_p: float = 0.0  # 0 disables
-    repetition_penalty: float = 1.0  # 1 disables; > 1 discourages tokens already in the text
-    no_repeat_ngram_size: int = 0  # 0 disables; n forbids repeating any n-gram
-    stop: list[str] = field(default_factory=list)  # cut each sample before the first stop string
-    max_time: float | None = None  # seconds
-    num_beams: int = 0  # 0 samples; >= 1 runs deterministic beam search (1 is greedy)
-    length_penalty: float = 1.0  # beam scores are log-prob / length ** length_penalty
-    allow_unk: bool = False  # word level: may <unk> be generated?
-    num_samples: int = 1
-    seed: int | None = None
+    max_new_tokens: int = opt(200, "tokens to generate per sample")
+    temperature: float = opt(0.8, "0 is greedy; below 1 sharper, above 1 flatter")
+    top_k: int = opt(0, "keep the k most likely tokens (0: all)")
+    top_p: float = opt(1.0, "nucleus: the smallest set of tokens reaching probability p (1: off)")
+    min_p: float = opt(0.0, "drop tokens below min-p times the top probability (0: off)")
+    repetition_penalty: float = opt(1.0, "above 1 discourages tokens already in the text (1: off)")
+    no_repeat_ngram_size: int = opt(0, "forbid repeating any n-gram of this many tokens (0: off)")
+    stop: list[str] = opt(help="end a sample before this string; \\n, \\t escapes (repeatable)", factory=list)
+    max_time: float | None = opt(None, "stop generating after this many seconds")
+    num_beams: int = opt(0, "beam search with this many beams (deterministic; 1 is greedy, 0 samples)")
+    length_penalty: float = opt(1.0, "beam scores are log-probability / length ** this")
+    allow_unk: bool = opt(False, "word level: let <unk> be generated")
+    num_samples: int = opt(1, "samples generated together as one batch")
+    seed: int | None = opt(None, "same seed, same text")
 
     def validate(self) -> None:
         _check(self.max_new_tokens >= 0, f"--max-new-tokens must be >= 0, got {self.max_new_tokens}")

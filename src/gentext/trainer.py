@@ -74,6 +74,7 @@ class TrainResult:
     tokens_per_second: float
     stopped_early: bool
     val_tokens: int = 0  # tokens the final validation predicted
+    eval_seconds: float = 0.0  # the final validation's time (outside --time-limit)
 
 
 def lr_at(step: int, progress: float, config: TrainConfig) -> float:
@@ -367,7 +368,9 @@ def train(
     )
     try:
         stopped_early, seconds = _loop(run, bar, on_eval)
+        eval_start = time.perf_counter()
         final_val, val_count = run.final_evaluation()
+        eval_seconds = time.perf_counter() - eval_start
     finally:
         bar.close()
         run.close()
@@ -382,6 +385,7 @@ def train(
         tokens_per_second=(prog.tokens - run.tokens_at_start) / max(seconds, 1e-9),
         stopped_early=stopped_early,
         val_tokens=val_count,
+        eval_seconds=eval_seconds,
     )
 
 
