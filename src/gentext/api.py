@@ -28,7 +28,7 @@ from .dataset import BPTTBatches
 from .errors import GentextError
 from .evaluation import evaluate
 from .hardware import resolve_device, resolve_precision
-from .models import build_model, fitted_by_counting
+from .models import REGISTRY, build_model, fitted_by_counting
 from .records import PLOT
 from .textmodel import TextModel
 from .tokencache import fingerprint_and_fit, token_data
@@ -127,7 +127,7 @@ def _prepare_data(corpus_cfg, tok_cfg, model_cfg, train_cfg, tok, progress: bool
     data = token_data(source, corpus_cfg, tok, content, progress)
     if data.train is None:
         raise GentextError(f"the training text is empty ({', '.join(source.sources)})")
-    if model_cfg.kind == "markov":
+    if fitted_by_counting(REGISTRY[model_cfg.kind]):  # an n-gram count needs n tokens
         if len(data.train) < model_cfg.order:
             raise GentextError(f"the training text is too short for --order {model_cfg.order}")
     else:
@@ -159,11 +159,11 @@ def train(
     out = Path(out)
     info = distributed.from_env()
     distributed.init(info)  # before anything is read: rank 0 may be the only one to see `out`
-    tok = None
     if resume:
         corpus_cfg, tok_cfg, model_cfg, train_cfg, tok = _resume_configs(out, paths, overrides)
     else:
         corpus_cfg, tok_cfg, model_cfg, train_cfg = _new_configs(paths, corpus, tokenizer, model, train, overrides)
+        tok = None
     for cfg in (corpus_cfg, tok_cfg, train_cfg):
         cfg.validate()
     device = resolve_device(train_cfg.device)
@@ -175,26 +175,16 @@ def train(
         raise GentextError(f"a {model_cfg.kind} model is fitted in one pass; there is nothing to resume (retrain it)")
     if not resume and info.is_main:  # under torchrun only rank 0 touches the run directory
         prepare_out_dir(out, force)
-    config = {
-        "model": to_dict(model_cfg),
-        "tokenizer": to_dict(tok_cfg),
-        "train": to_dict(train_cfg),
-        "corpus": {**to_dict(corpus_cfg), "sources": source.sources},
-        "data": {"train_tokens": int(len(data.train)), "val_tokens": int(0 if data.val is None else len(data.val))},
-    }
+    config = _run_config(corpus_cfg, tok_cfg, model_cfg, train_cfg, source, data)
     if info.is_main and not resume:  # a resumed run's files change only when it has trained
         checkpoint.save_run_files(out, config, tok)
-
-    def _on_eval(step: int, val_loss: float | None) -> None:
-        if on_eval is not None:
-            on_eval(step, val_loss, TextModel(net, tok, config, out))
-
+    callback = None if on_eval is None else (lambda step, val: on_eval(step, val, TextModel(net, tok, config, out)))
     try:
         if fitted_by_counting(net):  # counted, not trained by gradient steps
             result = _fit_by_counting(net, data.train, data.val, out, info.is_main)
         else:
             result = trainer.train(
-                net, data.train, data.val, train_cfg, out, device, _on_eval, progress, resume=resume, data_hash=data.key
+                net, data.train, data.val, train_cfg, out, device, callback, progress, resume, data.key
             )
     finally:
         distributed.teardown(info)
@@ -203,6 +193,17 @@ def train(
     if info.is_main:
         checkpoint.save_run_files(out, config, tok)
     return summary
+
+
+def _run_config(corpus_cfg, tok_cfg, model_cfg, train_cfg, source, data) -> dict[str, Any]:
+    """What config.json records (the result is added when training ends)."""
+    return {
+        "model": to_dict(model_cfg),
+        "tokenizer": to_dict(tok_cfg),
+        "train": to_dict(train_cfg),
+        "corpus": {**to_dict(corpus_cfg), "sources": source.sources},
+        "data": {"train_tokens": int(len(data.train)), "val_tokens": int(0 if data.val is None else len(data.val))},
+    }
 
 
 def _summary(result: trainer.TrainResult, net, tok, data, out: Path) -> dict[str, Any]:

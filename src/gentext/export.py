@@ -12,53 +12,34 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from .errors import GentextError
 from .textmodel import TextModel
 
 
-class _SingleStep(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, ids: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None):
-        tensors = {"h": h} if c is None else {"h": h, "c": c}
-        logits, new_state = self.model._step(ids, self.model.state_from_tensors(tensors))
-        return (logits[:, 0], *(new_state.tensors[name] for name in tensors))
-
-
 def export_onnx(textmodel: TextModel, path: str | Path) -> Path:
-    """Write the single-step network of an RNN run as ONNX (needs the `onnx` package)."""
+    """Write a run's single-step network as ONNX (needs the `onnx` package). The model kind says
+    what its step looks like (`onnx_step`); a kind without one cannot be exported."""
     model = textmodel.model
-    config = model.config
-    if config.kind == "markov":
-        raise GentextError("a Markov model has no network to export; ONNX export is for lstm/gru/rnn runs")
+    if not callable(getattr(model, "onnx_step", None)):
+        raise GentextError(
+            f"a {model.config.kind} model has no network to export; ONNX export is for lstm/gru/rnn runs"
+        )
     try:
         import onnx  # noqa: F401  (the exporter needs it)
     except ImportError:
         raise GentextError("ONNX export needs the onnx package: pip install 'gentext[onnx]'") from None
     model.eval()
-    batch = 2
-    ids = torch.zeros(batch, dtype=torch.long)
-    h = torch.zeros(config.num_layers, batch, config.hidden_size)
-    lstm = config.kind == "lstm"
-    inputs = (ids, h, torch.zeros_like(h)) if lstm else (ids, h)
-    names_in = ["ids", "h", "c"] if lstm else ["ids", "h"]
-    names_out = ["logits", "h_out", "c_out"] if lstm else ["logits", "h_out"]
-    axes = {"ids": {0: "batch"}, "logits": {0: "batch"}}
-    axes.update({name: {1: "batch"} for name in names_in[1:] + names_out[1:]})
+    step = model.onnx_step(batch=2)
     path = Path(path)
     with torch.no_grad():
-        model._table_version = None  # trace the layer-0 lookup table from the weights, not a cache
         torch.onnx.export(
-            _SingleStep(model),
-            inputs,
+            step.module,
+            step.inputs,
             str(path),
-            input_names=names_in,
-            output_names=names_out,
-            dynamic_axes=axes,
+            input_names=step.input_names,
+            output_names=step.output_names,
+            dynamic_axes=step.batch_axes,
             opset_version=17,
             dynamo=False,
         )

@@ -145,23 +145,12 @@ def _add_security(app, api_key: str | None, cors_origins: list[str]) -> None:
         return await call_next(request)
 
 
-def create_app(
-    models: dict[str, TextModel],
-    limits: ServerLimits | None = None,
-    api_key: str | None = None,
-    cors_origins: list[str] | None = None,
-):
-    from fastapi import FastAPI, HTTPException
-    from fastapi.responses import HTMLResponse, StreamingResponse
+def _request_models(limits: ServerLimits):
+    """The request schemas: generation from SampleConfig's fields, scoring; unknown fields refused."""
     from pydantic import BaseModel, ConfigDict, Field, create_model
-    from starlette.concurrency import run_in_threadpool
 
-    limits = limits or ServerLimits()
-    gate = _Gate(limits)
-    default_model = next(iter(models))
     strict = ConfigDict(extra="forbid")  # a misspelled field is a 422 naming it, never ignored
-
-    GenerateRequest = create_model(  # noqa: N806 -- a class, made from SampleConfig's fields
+    generate = create_model(
         "GenerateRequest",
         __config__=strict,
         prompt=(str, Field("", max_length=limits.max_prompt_chars)),
@@ -175,21 +164,57 @@ def create_app(
         text: str = Field(..., min_length=1, max_length=limits.max_prompt_chars * 4)
         model: str | None = None
 
-    app = FastAPI(title="gentext", description="Generate text with recurrent language models.")
-    _add_security(app, api_key, cors_origins or [])
+    return generate, ScoreRequest
 
-    def pick(name: str | None) -> TextModel:
-        if name is not None and name not in models:
-            raise _unprocessable("model", f"unknown model {name!r}; loaded: {', '.join(models)}")
-        return models[name or default_model]
 
-    def admit() -> None:
-        if not gate.enter():
+class _Service:
+    """The loaded models behind the limits: what the routes call."""
+
+    def __init__(self, models: dict[str, TextModel], limits: ServerLimits):
+        self.models, self.limits, self.gate = models, limits, _Gate(limits)
+        self.default = next(iter(models))
+
+    def pick(self, name: str | None) -> TextModel:
+        if name is not None and name not in self.models:
+            raise _unprocessable("model", f"unknown model {name!r}; loaded: {', '.join(self.models)}")
+        return self.models[name or self.default]
+
+    def admit(self) -> None:
+        from fastapi import HTTPException
+
+        if not self.gate.enter():
             raise HTTPException(503, detail="server busy: too many requests in flight; retry later")
 
-    def run_limited(fn, *args, **kwargs):
-        with gate.running:  # in the worker thread: waits for a generation slot
-            return fn(*args, **kwargs)
+    async def run(self, fn, *args, **kwargs):
+        """`fn` on a worker thread once a generation slot is free; GentextError -> 400."""
+        from fastapi import HTTPException
+        from starlette.concurrency import run_in_threadpool
+
+        def limited():
+            with self.gate.running:  # in the worker thread: waits for a generation slot
+                return fn(*args, **kwargs)
+
+        try:
+            return await run_in_threadpool(limited)
+        except GentextError as exc:
+            raise HTTPException(400, detail=str(exc)) from None
+        finally:
+            self.gate.leave()
+
+
+def create_app(
+    models: dict[str, TextModel],
+    limits: ServerLimits | None = None,
+    api_key: str | None = None,
+    cors_origins: list[str] | None = None,
+):
+    from fastapi import FastAPI, HTTPException
+    from fastapi.responses import HTMLResponse, StreamingResponse
+
+    service = _Service(models, limits or ServerLimits())
+    GenerateRequest, ScoreRequest = _request_models(service.limits)  # noqa: N806 -- classes
+    app = FastAPI(title="gentext", description="Generate text with recurrent language models.")
+    _add_security(app, api_key, cors_origins or [])
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
@@ -201,26 +226,21 @@ def create_app(
 
     @app.post("/v1/generate")
     async def generate(request: GenerateRequest):
-        model = pick(request.model)
-        settings = sample_settings(request, limits)
+        model = service.pick(request.model)
+        settings = sample_settings(request, service.limits)
         try:
             model.check_prompt(request.prompt)  # unknown characters: 400 before any work
         except GentextError as exc:
             raise HTTPException(400, detail=str(exc)) from None
         if request.stream and request.num_samples != 1:
             raise _unprocessable("num_samples", "streaming sends one sample")
-        admit()
+        service.admit()
         if request.stream:
-            events = _events(model, request.prompt, settings, gate)
+            events = _events(model, request.prompt, settings, service.gate)
             return StreamingResponse(events, media_type="text/event-stream")
-        try:
-            samples = await run_in_threadpool(run_limited, model.generate, request.prompt, **settings)
-        except GentextError as exc:
-            raise HTTPException(400, detail=str(exc)) from None
-        finally:
-            gate.leave()
+        samples = await service.run(model.generate, request.prompt, **settings)
         return {
-            "model": request.model or default_model,
+            "model": request.model or service.default,
             "samples": samples,
             "prompt_tokens": len(model.tokenizer.encode(request.prompt)) if request.prompt else 0,
             "completion_tokens": [len(model.tokenizer.encode(s[len(request.prompt) :])) for s in samples],
@@ -228,14 +248,9 @@ def create_app(
 
     @app.post("/v1/score")
     async def score(request: ScoreRequest):
-        model = pick(request.model)
-        admit()
-        try:
-            result = await run_in_threadpool(run_limited, model.score, request.text)
-        except GentextError as exc:
-            raise HTTPException(400, detail=str(exc)) from None
-        finally:
-            gate.leave()
+        model = service.pick(request.model)
+        service.admit()
+        result = await service.run(model.score, request.text)
         result.pop("per_token")
         return result
 

@@ -9,6 +9,8 @@ trainer from window to window, the sampler from token to token.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -176,5 +178,37 @@ class RNNLanguageModel(nn.Module):
         h_out = torch.stack(new_h)
         return logits, self._wrap((h_out, torch.stack(new_c)) if cfg.kind == "lstm" else h_out)
 
+    # -- ONNX export (export.py): the single step with the state as plain tensors ------------------
+    def onnx_step(self, batch: int) -> OnnxStep:
+        """ids (B,), h (and c) (layers, B, H) in -> logits (B, V), h_out (and c_out) out."""
+        self._table_version = None  # trace the layer-0 lookup table from the weights, not a cache
+        names = self._names()
+        state = self.initial_state(batch, self.embedding.weight.device)
+        inputs = (torch.zeros(batch, dtype=torch.long), *(state.tensors[n] for n in names))
+        outputs = ["logits", *(f"{n}_out" for n in names)]
+        axes = {"ids": {0: "batch"}, "logits": {0: "batch"}}
+        axes.update({name: {1: "batch"} for name in [*names, *outputs[1:]]})
+        return OnnxStep(_SingleStep(self), inputs, ["ids", *names], outputs, axes)
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+@dataclass
+class OnnxStep:
+    module: nn.Module
+    inputs: tuple[torch.Tensor, ...]
+    input_names: list[str]
+    output_names: list[str]
+    batch_axes: dict[str, dict[int, str]]
+
+
+class _SingleStep(nn.Module):
+    def __init__(self, model: RNNLanguageModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None):
+        tensors = {"h": h} if c is None else {"h": h, "c": c}
+        logits, new_state = self.model._step(ids, self.model.state_from_tensors(tensors))
+        return (logits[:, 0], *(new_state.tensors[name] for name in tensors))

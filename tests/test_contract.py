@@ -1,0 +1,163 @@
+"""The model contract (models/__init__.py, models/state.py), checked for every kind, and a new kind
+added in a test with nothing but a class and a registry line."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import gentext
+from gentext.cli import main
+from gentext.config import ModelConfig
+from gentext.models import REGISTRY, State, build_model
+
+from .conftest import TINY_SETTINGS
+
+VOCAB = 11
+KINDS = {
+    "lstm": dict(kind="lstm"),
+    "gru": dict(kind="gru"),
+    "rnn": dict(kind="rnn"),
+    "markov": dict(kind="markov", order=3),
+    "adaptive": dict(kind="lstm", adaptive_cutoffs=[4, 8]),
+}
+
+
+def make(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(vocab_size=VOCAB, embed_size=8, hidden_size=12, num_layers=2, **KINDS[name]))
+    if callable(getattr(model, "fit", None)):
+        model.fit(np.random.default_rng(0).integers(0, VOCAB, 500))
+    return model.eval()
+
+
+@pytest.fixture(params=list(KINDS))
+def model(request):
+    return make(request.param)
+
+
+def ids(batch=3, length=9, seed=1):
+    return torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def close(a, b):
+    return torch.allclose(a, b, atol=1e-5)
+
+
+def test_the_initial_state_is_where_a_call_without_state_starts(model):
+    x = ids()
+    state = model.initial_state(3)
+    assert isinstance(state, State) and state.batch_size == 3
+    assert close(model(x, state)[0], model(x, None)[0])
+
+
+def test_a_sequence_fed_in_chunks_with_the_state_carried_equals_one_pass(model):
+    x = ids(length=12)
+    full, _ = model(x, None)
+    state, parts = None, []
+    for chunk in x.split([5, 1, 6], dim=1):
+        logits, state = model(chunk, state)
+        parts.append(logits)
+    assert close(torch.cat(parts, dim=1), full)
+
+
+def test_selected_rows_continue_as_those_rows_would(model):
+    x, more = ids(), ids(seed=2)
+    _, state = model(x, None)
+    rows = torch.tensor([2, 0, 2])
+    picked, _ = model(more[rows], state.select(rows))
+    assert close(picked, model(more, state)[0][rows])
+
+
+def test_rows_put_back_to_their_start_continue_like_cold_rows(model):
+    x, more = ids(), ids(seed=2)
+    _, state = model(x, None)
+    keep = torch.tensor([True, False, True])
+    mixed, _ = model(more, state.where(keep, model.initial_state(3)))
+    assert close(mixed[1], model(more, None)[0][1]) and close(mixed[0], model(more, state)[0][0])
+
+
+def test_the_state_survives_named_tensors_shards_and_a_join(model):
+    x, more = ids(), ids(seed=2)
+    _, state = model(x, None)
+    restored = model.state_from_tensors({k: v.clone() for k, v in state.tensors.items()})
+    assert close(model(more, restored)[0], model(more, state)[0])
+    joined = State.cat([state.narrow(0, 1), state.narrow(1, 2)])
+    assert all(torch.equal(joined.tensors[k], state.tensors[k]) for k in state.tensors)
+    assert all(not t.requires_grad for t in state.detach().tensors.values())
+
+
+def test_the_targets_form_gives_the_log_probabilities_of_the_targets(model):
+    x, y = ids(), ids(seed=3)
+    logits, _ = model(x, None)
+    target_logp, _ = model(x, None, targets=y)
+    expected = torch.log_softmax(logits.float(), dim=-1).gather(-1, y[..., None])[..., 0]
+    assert close(target_logp, expected)
+
+
+# -- a new kind: a class and a registry line ----------------------------------------------------
+
+
+class BigramTable(nn.Module):
+    """Next-token logits from the current token alone: a (V, V) table. Its state is the number of
+    tokens each row has read (batch dimension 0), just to have one to carry."""
+
+    carries_state = True
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.table = nn.Embedding(config.vocab_size, config.vocab_size)
+
+    def initial_state(self, batch, device=None, condition=None):
+        return State({"seen": torch.zeros(batch, dtype=torch.long, device=device)}, {"seen": 0})
+
+    def state_from_tensors(self, tensors):
+        return State(dict(tensors), {"seen": 0})
+
+    def forward(self, ids, state=None, targets=None):
+        state = state if state is not None else self.initial_state(ids.shape[0], ids.device)
+        new = State({"seen": state.tensors["seen"] + ids.shape[1]}, {"seen": 0})
+        logits = self.table(ids)  # (B, T, V)
+        if targets is None:
+            return logits, new
+        return torch.log_softmax(logits.float(), -1).gather(-1, targets[..., None])[..., 0], new
+
+    def num_parameters(self):
+        return sum(p.numel() for p in self.parameters())
+
+
+@pytest.fixture
+def bigram(monkeypatch):
+    monkeypatch.setitem(REGISTRY, "bigram", BigramTable)
+
+
+def test_a_kind_added_with_a_class_and_a_registry_line_does_everything(bigram, tiny_corpus, tmp_path, capsys):
+    run = tmp_path / "bigram"
+    settings = {**TINY_SETTINGS, "learning_rate": 0.05}
+    first = gentext.train(run, paths=[str(tiny_corpus)], kind="bigram", steps=20, **settings)
+    resumed = gentext.train(run, resume=True, steps=40)
+    assert resumed["steps"] == 40 and resumed["val_loss"] < first["val_loss"]
+    model = gentext.load(run)
+    assert len(model.generate("The", max_new_tokens=12, num_samples=4, seed=0)) == 4
+    assert len(model.generate("The", max_new_tokens=12, num_beams=3, num_samples=2)) == 2
+    assert (
+        "".join(model.stream("The", max_new_tokens=12, seed=1)) == model.generate("The", max_new_tokens=12, seed=1)[0]
+    )
+
+    from fastapi.testclient import TestClient
+
+    from gentext.server import create_app
+
+    client = TestClient(create_app({"bigram": model}))
+    body = {"prompt": "The", "max_new_tokens": 10, "stream": True, "seed": 2}
+    assert "event: done" in client.post("/v1/generate", json=body).text
+
+    gentext.train(tmp_path / "lstm", paths=[str(tiny_corpus)], steps=10, **TINY_SETTINGS)
+    gentext.train(tmp_path / "markov", paths=[str(tiny_corpus)], kind="markov", order=3)
+    runs = [str(run), str(tmp_path / "lstm"), str(tmp_path / "markov")]
+    assert main(["compare", *runs, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["runs"]
+    assert [r["kind"] for r in rows] == ["bigram", "lstm", "markov-3"]
