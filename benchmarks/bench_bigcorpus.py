@@ -44,7 +44,7 @@ def make_corpus(path: Path, megabytes: float) -> None:
     if SHARED.exists():
         block = SHARED.read_bytes()
     else:  # the built-in corpus, where ../shared is absent
-        from gentext.corpus import load_builtin
+        from gentext.data.corpus import load_builtin
 
         block = load_builtin("python-docs").encode("utf-8")
     target = int(megabytes * 1e6)

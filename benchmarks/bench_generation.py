@@ -20,8 +20,8 @@ from torch import nn
 
 from gentext.api import TextModel
 from gentext.config import ModelConfig
+from gentext.data.tokenizers import CharTokenizer
 from gentext.models import build_model
-from gentext.tokenizers import CharTokenizer
 
 
 class PlainLSTM(nn.Module):

@@ -6,7 +6,7 @@
 Each measurement runs in its own subprocess so that peak memory (max RSS) is its own. The baseline
 is the loop a competent user writes by hand: float32 `nn.LSTM`, Adam, truncated BPTT with the
 state carried; generation calls `nn.LSTM` once per token. gentext runs its own trainer
-(`gentext.trainer.train`, default precision) and sampler on the same text, model size and batch.
+(`gentext.training.trainer.train`, default precision) and sampler on the same text, model size and batch.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ SIZES = {
 
 
 def corpus_ids() -> tuple[np.ndarray, list[str]]:
-    from gentext.corpus import load_builtin
+    from gentext.data.corpus import load_builtin
 
     text = load_builtin("python-docs")
     chars = sorted(set(text))
@@ -68,7 +68,7 @@ def train_plain(size: dict, ids: np.ndarray, vocab: int) -> float:
 def train_gentext(size: dict, ids: np.ndarray, vocab: int) -> float:
     from gentext.config import ModelConfig, TrainConfig
     from gentext.models import build_model
-    from gentext.trainer import train
+    from gentext.training.trainer import train
 
     torch.manual_seed(0)
     model = build_model(
@@ -87,8 +87,8 @@ def generate(size: dict, vocab: int, streams: int, which: str) -> float:
 
     from gentext.api import TextModel
     from gentext.config import ModelConfig
+    from gentext.data.tokenizers import CharTokenizer
     from gentext.models import build_model
-    from gentext.tokenizers import CharTokenizer
 
     torch.manual_seed(0)
     baseline = PlainLSTM(vocab, size["embed"], size["hidden"], size["layers"]).eval()

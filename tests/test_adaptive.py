@@ -5,10 +5,10 @@ import torch
 
 from gentext import checkpoint
 from gentext.config import ModelConfig
+from gentext.data.tokenizers import CharTokenizer
 from gentext.errors import GentextError
 from gentext.models import build_model
 from gentext.models.adaptive import AdaptiveSoftmax
-from gentext.tokenizers import CharTokenizer
 
 VOCAB = 23
 
@@ -97,8 +97,8 @@ def test_onnx_export_of_an_adaptive_model_gives_the_same_log_probabilities(tmp_p
     ort = pytest.importorskip("onnxruntime")
     import numpy as np
 
-    from gentext.export import export_onnx
-    from gentext.textmodel import TextModel
+    from gentext.inference.export import export_onnx
+    from gentext.inference.textmodel import TextModel
 
     model = make(tie_weights=True)
     tok = CharTokenizer([chr(ord("a") + i) for i in range(VOCAB)])

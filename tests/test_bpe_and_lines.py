@@ -7,7 +7,7 @@ import pytest
 
 import gentext
 from gentext.config import CorpusConfig, ModelConfig, TokenizerConfig
-from gentext.tokenizers import BPETokenizer, tokenizer_from_json
+from gentext.data.tokenizers import BPETokenizer, tokenizer_from_json
 
 from .conftest import TINY_SETTINGS, TINY_TEXT
 

@@ -292,7 +292,7 @@ def test_preset_supplies_defaults_and_explicit_flags_win(capsys, tiny_corpus, tm
 
 def test_ptb_preset_is_the_recorded_word_level_recipe():
     from gentext.cli import build_parser
-    from gentext.cli_train import train_options
+    from gentext.cli.train import train_options
 
     argv = ["train", "ptb.train.txt", "--out", "r", "--preset", "ptb-cpu", "--dropout", "0.3", "--batch=16"]
     options = train_options(build_parser().parse_args(argv))

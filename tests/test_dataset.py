@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from gentext.dataset import BPTTBatches, id_dtype
+from gentext.data.dataset import BPTTBatches, id_dtype
 from gentext.errors import GentextError
 
 

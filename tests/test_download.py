@@ -7,9 +7,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 import gentext
-from gentext import download
 from gentext.config import CorpusConfig
-from gentext.download import NamedCorpus, RemoteFile, fetch
+from gentext.data import download
+from gentext.data.download import NamedCorpus, RemoteFile, fetch
 from gentext.errors import GentextError
 
 from .conftest import TINY_SETTINGS, TINY_TEXT

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import gentext
-from gentext.generation import cut_at_stop
+from gentext.inference.generation import cut_at_stop
 
 PROMPT = "The q"
 

@@ -62,7 +62,7 @@ def test_train_save_load_generate_eval_through_the_api(tmp_path, tiny_corpus):
 
 
 def test_novelty_of_a_markov_model_is_measured(tmp_path, tiny_corpus):
-    from gentext.novelty import longest_copied_span, novelty
+    from gentext.inference.novelty import longest_copied_span, novelty
 
     assert longest_copied_span("xxhello worldyy", "say hello world!") == (11, "hello world")
     result = novelty(["abcdefgh"], "zzabcdzz", span=3)

@@ -15,7 +15,7 @@ import torch
 import gentext
 from gentext import checkpoint, hardware
 from gentext.cli import main
-from gentext.train_state import TRAIN_STATE
+from gentext.training.train_state import TRAIN_STATE
 
 from .conftest import TINY_SETTINGS
 from .test_cli import TINY_FLAGS
@@ -163,8 +163,8 @@ def test_streaming_equals_generating_on_accents_cjk_and_emoji(unicode_runs, leve
     assert "".join(pieces) == generated
     # ... and the incremental decoder gives what decoding the whole sequence at once gives
     from gentext.config import SampleConfig
-    from gentext.generation import continuation
-    from gentext.sampling import generate_ids, make_generator
+    from gentext.inference.generation import continuation
+    from gentext.inference.sampling import generate_ids, make_generator
 
     ids = model.tokenizer.encode(PROMPT).tolist()
     cfg = SampleConfig(max_new_tokens=60, temperature=1.5)
@@ -175,7 +175,7 @@ def test_streaming_equals_generating_on_accents_cjk_and_emoji(unicode_runs, leve
 
 def test_a_character_split_across_bpe_tokens_is_held_back_until_complete(unicode_runs):
     tok = gentext.load(unicode_runs["bpe"]).tokenizer
-    from gentext.decoding import _byte_level_alphabet
+    from gentext.data.decoding import _byte_level_alphabet
 
     to_char = {byte: char for char, byte in _byte_level_alphabet().items()}
     single = [tok.hf.token_to_id(to_char[b]) for b in "🙂".encode()]  # one token per byte of the emoji

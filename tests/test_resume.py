@@ -15,8 +15,8 @@ import torch
 import gentext
 from gentext import checkpoint
 from gentext.errors import GentextError
-from gentext.train_state import TRAIN_STATE
-from gentext.trainer import TrainingInterrupted
+from gentext.training.train_state import TRAIN_STATE
+from gentext.training.trainer import TrainingInterrupted
 
 from .conftest import TINY_SETTINGS
 from .test_cli import TINY_FLAGS
@@ -171,10 +171,10 @@ def test_non_finite_losses_skip_then_stop(tiny_corpus, tmp_path, monkeypatch):
 
 
 def test_patience_stops_when_validation_stops_improving(tiny_corpus, tmp_path, monkeypatch):
-    import gentext.trainer as trainer_module
+    import gentext.training.run as run_module
 
     worse = iter(range(100))
-    monkeypatch.setattr(trainer_module, "evaluate", lambda *a, **k: (1.0 + next(worse), 1))
+    monkeypatch.setattr(run_module, "evaluate", lambda *a, **k: (1.0 + next(worse), 1))
     summary = gentext.train(tmp_path / "r", paths=[str(tiny_corpus)], patience=2, **{**TINY_SETTINGS, "steps": 100})
     assert summary["stopped_early"] and summary["steps"] == 15  # evals at 5 (best), 10, 15 -> stop
 

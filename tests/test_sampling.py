@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gentext.config import SampleConfig
-from gentext.sampling import (
+from gentext.inference.sampling import (
     apply_temperature,
     apply_top_k,
     apply_top_p,
@@ -86,7 +86,7 @@ def test_temperature_sharpens_or_flattens(temperature):
 
 
 def test_more_knobs_are_identity_at_neutral_values():
-    from gentext.sampling import apply_min_p, apply_no_repeat_ngram, apply_repetition_penalty
+    from gentext.inference.sampling import apply_min_p, apply_no_repeat_ngram, apply_repetition_penalty
 
     logits, history = torch.randn(2, 9), torch.randint(0, 9, (2, 6))
     before = logits.clone()
@@ -99,7 +99,7 @@ def test_more_knobs_are_identity_at_neutral_values():
 
 
 def test_repetition_penalty_divides_positive_and_multiplies_negative_logits():
-    from gentext.sampling import apply_repetition_penalty
+    from gentext.inference.sampling import apply_repetition_penalty
 
     logits = torch.tensor([[2.0, -1.0, 3.0, 0.5]])
     out = apply_repetition_penalty(logits, torch.tensor([[0, 1, 1]]), 2.0)
@@ -107,7 +107,7 @@ def test_repetition_penalty_divides_positive_and_multiplies_negative_logits():
 
 
 def test_no_repeat_ngram_bans_the_token_that_would_repeat_an_ngram():
-    from gentext.sampling import apply_no_repeat_ngram
+    from gentext.inference.sampling import apply_no_repeat_ngram
 
     history = torch.tensor([[1, 2, 3, 1, 2], [4, 4, 4, 0, 1]])
     out = apply_no_repeat_ngram(torch.zeros(2, 5), history, 3)
@@ -118,7 +118,7 @@ def test_no_repeat_ngram_bans_the_token_that_would_repeat_an_ngram():
 
 
 def test_min_p_keeps_tokens_near_the_top():
-    from gentext.sampling import apply_min_p
+    from gentext.inference.sampling import apply_min_p
 
     probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
     assert torch.isfinite(apply_min_p(probs.log(), 0.25)).tolist() == [[True, True, True, False]]

@@ -5,11 +5,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gentext import corpus, tokencache
 from gentext.config import CorpusConfig, TokenizerConfig
-from gentext.corpus import at_newlines, load_corpus, open_corpus, split_pieces
+from gentext.data import corpus, tokencache
+from gentext.data.corpus import at_newlines, load_corpus, open_corpus, split_pieces
+from gentext.data.tokenizers import fit_tokenizer
 from gentext.errors import GentextError
-from gentext.tokenizers import fit_tokenizer
 
 from .conftest import TINY_TEXT
 

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gentext.data.tokenizers import CharTokenizer, tokenizer_from_json
 from gentext.errors import GentextError
-from gentext.tokenizers import CharTokenizer, tokenizer_from_json
 
 
 @given(st.text(min_size=1))

@@ -1,7 +1,7 @@
 import math
 
 from gentext.config import TrainConfig
-from gentext.trainer import lr_at
+from gentext.training.trainer import lr_at
 
 
 def test_schedule_warms_up_then_decays_to_the_floor():

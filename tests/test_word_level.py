@@ -7,7 +7,7 @@ import pytest
 
 import gentext
 from gentext.config import ModelConfig, TokenizerConfig
-from gentext.tokenizers import UNK, WordTokenizer, tokenizer_from_json
+from gentext.data.tokenizers import UNK, WordTokenizer, tokenizer_from_json
 
 from .conftest import SHARED_DATA, TINY_SETTINGS
 

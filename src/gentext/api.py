@@ -21,20 +21,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import checkpoint, distributed, trainer
-from .config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig, flag_of, from_dict, to_dict
-from .corpus import open_corpus
-from .dataset import BPTTBatches
-from .errors import GentextError
-from .evaluation import evaluate
-from .hardware import resolve_device, resolve_precision
-from .models import REGISTRY, build_model, fitted_by_counting
-from .records import PLOT
-from .textmodel import TextModel
-from .tokencache import fingerprint_and_fit, token_data
-from .tokenizers import fit_tokenizer, tokenizer_from_json
-from .train_state import TRAIN_STATE
-from .trainer import FINAL_EVAL_TOKENS
+from gentext import checkpoint
+from gentext.config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig, flag_of, from_dict, to_dict
+from gentext.data.corpus import open_corpus
+from gentext.data.dataset import BPTTBatches
+from gentext.data.tokencache import fingerprint_and_fit, token_data
+from gentext.data.tokenizers import fit_tokenizer, tokenizer_from_json
+from gentext.errors import GentextError
+from gentext.hardware import resolve_device, resolve_precision
+from gentext.inference.textmodel import TextModel
+from gentext.models import REGISTRY, build_model, fitted_by_counting
+from gentext.training import distributed, trainer
+from gentext.training.evaluation import evaluate
+from gentext.training.records import PLOT
+from gentext.training.run import FINAL_EVAL_TOKENS
+from gentext.training.train_state import TRAIN_STATE
 
 logger = logging.getLogger(__name__)
 
@@ -186,12 +187,13 @@ def train(
             result = trainer.train(
                 net, data.train, data.val, train_cfg, out, device, callback, progress, resume, data.key
             )
+        summary = _summary(result, net, tok, data, out)
+        config["result"] = {k: v for k, v in summary.items() if k != "out"}
+        if info.is_main:
+            checkpoint.save_run_files(out, config, tok)
+        distributed.barrier(info)  # everyone leaves together, once rank 0 has written
     finally:
         distributed.teardown(info)
-    summary = _summary(result, net, tok, data, out)
-    config["result"] = {k: v for k, v in summary.items() if k != "out"}
-    if info.is_main:
-        checkpoint.save_run_files(out, config, tok)
     return summary
 
 

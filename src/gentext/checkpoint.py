@@ -24,10 +24,10 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
-from .config import FORMAT_VERSION, ModelConfig, from_dict
-from .errors import GentextError
-from .models import build_model
-from .tokenizers import Tokenizer, tokenizer_from_json
+from gentext.config import FORMAT_VERSION, ModelConfig, from_dict
+from gentext.data.tokenizers import Tokenizer, tokenizer_from_json
+from gentext.errors import GentextError
+from gentext.models import build_model
 
 CONFIG = "config.json"
 TOKENIZER = "tokenizer.json"

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import GentextError
+from gentext.errors import GentextError
 
 FORMAT_VERSION = 1
 MAX_ORDER = 20
@@ -128,7 +128,7 @@ class ModelConfig:
     )
 
     def validate(self) -> None:
-        from .models import REGISTRY  # the registry is the list of kinds (imported here: models import config)
+        from gentext.models import REGISTRY  # the registry is the list of kinds (imported here: models import config)
 
         _check(self.kind in REGISTRY, f"--model must be one of {', '.join(REGISTRY)}, got {self.kind!r}")
         _check(0 < self.vocab_size <= MAX_VOCAB, f"vocab_size must be in 1..{MAX_VOCAB}, got {self.vocab_size}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import GentextError
+from gentext.errors import GentextError
 
 
 def resolve_device(name: str) -> torch.device:

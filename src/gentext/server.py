@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import SampleConfig
-from .errors import GentextError
-from .textmodel import TextModel
+from gentext.config import SampleConfig
+from gentext.errors import GentextError
+from gentext.inference.textmodel import TextModel
 
 logger = logging.getLogger(__name__)
 OPEN_PATHS = {"/healthz", "/"}  # the playground page is static: it asks for the key itself
@@ -340,7 +340,7 @@ def serve(
         import uvicorn
     except ImportError:
         raise GentextError("gentext serve needs FastAPI and uvicorn: pip install 'gentext[serve]'") from None
-    from .api import load
+    from gentext.api import load
 
     if not api_key and not _is_loopback(host):
         logger.warning("serving on %s without an API key: anyone who reaches it can use it (set --api-key)", host)

@@ -18,10 +18,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import ModelConfig
-from .markov import MarkovModel
-from .rnn import RNNLanguageModel
-from .state import State
+from gentext.config import ModelConfig
+from gentext.models.markov import MarkovModel
+from gentext.models.rnn import RNNLanguageModel
+from gentext.models.state import State
 
 __all__ = ["REGISTRY", "MarkovModel", "RNNLanguageModel", "State", "build_model", "model_device"]
 

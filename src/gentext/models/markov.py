@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import ModelConfig
-from ..errors import GentextError
-from .state import State
+from gentext.config import ModelConfig
+from gentext.errors import GentextError
+from gentext.models.state import State
 
 
 def _ngram_keys(ids: np.ndarray, n: int, vocab: int) -> np.ndarray:

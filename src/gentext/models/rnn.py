@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ModelConfig
-from ..errors import GentextError
-from .adaptive import AdaptiveSoftmax
-from .state import State
+from gentext.config import ModelConfig
+from gentext.errors import GentextError
+from gentext.models.adaptive import AdaptiveSoftmax
+from gentext.models.state import State
 
 RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 Raw = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # what torch's recurrent modules take

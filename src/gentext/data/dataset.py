@@ -21,7 +21,7 @@ import hashlib
 import numpy as np
 import torch
 
-from .errors import GentextError
+from gentext.errors import GentextError
 
 
 def id_dtype(vocab_size: int) -> np.dtype:

@@ -13,8 +13,8 @@ import types
 import typing
 from typing import Any
 
-from .config import flag_of
-from .errors import GentextError
+from gentext.config import flag_of
+from gentext.errors import GentextError
 
 
 def _options(cls: type) -> list[dataclasses.Field]:

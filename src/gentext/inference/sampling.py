@@ -27,8 +27,8 @@ from collections.abc import Iterator
 
 import torch
 
-from .config import SampleConfig
-from .models import model_device
+from gentext.config import SampleConfig
+from gentext.models import model_device
 
 logger = logging.getLogger(__name__)
 

@@ -11,12 +11,15 @@ import logging
 import os
 import sys
 
-from . import api, cli_evaluate, cli_generate, cli_train
-from .cli_output import print_json
-from .corpus import BUILTIN_CORPORA
-from .download import NAMED_CORPORA, cache_dir
-from .errors import GentextError
-from .trainer import TrainingInterrupted
+from gentext import api
+from gentext.cli import evaluate as cli_evaluate
+from gentext.cli import generate as cli_generate
+from gentext.cli import train as cli_train
+from gentext.cli.output import print_json
+from gentext.data.corpus import BUILTIN_CORPORA
+from gentext.data.download import NAMED_CORPORA, cache_dir
+from gentext.errors import GentextError
+from gentext.training.trainer import TrainingInterrupted
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,7 +55,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .server import ServerLimits, serve
+    from gentext.server import ServerLimits, serve
 
     limits = ServerLimits(
         max_prompt_chars=args.max_prompt_chars,
@@ -68,7 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_onnx
+    from gentext.inference.export import export_onnx
 
     if args.format != "onnx":
         raise GentextError(f"--format must be onnx, got {args.format!r}")

@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .config import CorpusConfig
-from .corpus import CorpusSource, split_pieces
-from .dataset import id_dtype
-from .download import cache_dir
-from .errors import GentextError
-from .tokenizers import Tokenizer
+from gentext.config import CorpusConfig
+from gentext.data.corpus import CorpusSource, split_pieces
+from gentext.data.dataset import id_dtype
+from gentext.data.download import cache_dir
+from gentext.data.tokenizers import Tokenizer
+from gentext.errors import GentextError
 
 FORMAT = 1
 

@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import CorpusConfig
-from .download import NAMED_CORPORA, fetch_corpus
-from .errors import GentextError
+from gentext.config import CorpusConfig
+from gentext.data.download import NAMED_CORPORA, fetch_corpus
+from gentext.errors import GentextError
 
 
 def _python_docs() -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import checkpoint
-from .errors import GentextError
+from gentext import checkpoint
+from gentext.errors import GentextError
 
 PLOT = "loss.png"
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from . import api
-from .cli_output import print_json
-from .corpus import read_text
-from .errors import GentextError
+from gentext import api
+from gentext.cli.output import print_json
+from gentext.data.corpus import read_text
+from gentext.errors import GentextError
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

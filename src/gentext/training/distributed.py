@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .errors import GentextError
-from .models.state import State
+from gentext.errors import GentextError
+from gentext.models.state import State
 
 
 @dataclass
@@ -92,6 +92,13 @@ def all_gather_cpu(tensor: torch.Tensor, info: DistInfo) -> list[torch.Tensor]:
     parts = [torch.empty_like(tensor) for _ in range(info.world_size)]
     dist.all_gather(parts, tensor.contiguous())
     return parts
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every rank (rank 0 writes and evaluates alone at the end: the others wait for it
+    rather than tear the group down under it)."""
+    if info.enabled and dist.is_initialized():
+        dist.barrier()
 
 
 def teardown(info: DistInfo) -> None:

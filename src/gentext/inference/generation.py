@@ -12,10 +12,10 @@ from collections.abc import Iterator
 
 import torch
 
-from . import sampling
-from .config import SampleConfig
-from .decoding import decode_with, primed
-from .models import model_device
+from gentext.config import SampleConfig
+from gentext.data.decoding import decode_with, primed
+from gentext.inference import sampling
+from gentext.models import model_device
 
 
 def suppressed(tokenizer, config: SampleConfig) -> list[int]:

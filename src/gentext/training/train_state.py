@@ -26,9 +26,9 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
-from .checkpoint import atomic_write
-from .errors import GentextError
-from .models.state import State
+from gentext.checkpoint import atomic_write
+from gentext.errors import GentextError
+from gentext.models.state import State
 
 TRAIN_STATE = "train_state.safetensors"
 

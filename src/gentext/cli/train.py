@@ -8,10 +8,11 @@ import math
 import sys
 from typing import Any
 
-from . import api, distributed
-from .cli_options import add_options, given
-from .cli_output import print_json
-from .config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig
+from gentext import api
+from gentext.cli.options import add_options, given
+from gentext.cli.output import print_json
+from gentext.config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig
+from gentext.training import distributed
 
 CONFIGS = (CorpusConfig, TokenizerConfig, ModelConfig, TrainConfig)
 

@@ -7,11 +7,11 @@ import dataclasses
 import sys
 from typing import Any
 
-from . import api
-from .cli_options import add_options, convert, given
-from .cli_output import print_json
-from .config import SampleConfig
-from .errors import GentextError
+from gentext import api
+from gentext.cli.options import add_options, convert, given
+from gentext.cli.output import print_json
+from gentext.config import SampleConfig
+from gentext.errors import GentextError
 
 
 def parse_temperatures(text: str) -> list[float]:
@@ -140,7 +140,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     if (args.text is None) == (args.file is None):
         raise GentextError("give the text to score, or --file PATH (one of them)")
     if args.file:
-        from .corpus import read_text
+        from gentext.data.corpus import read_text
 
         text = read_text([args.file])
     else:

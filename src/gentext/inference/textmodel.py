@@ -13,14 +13,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import checkpoint, generation
-from .config import CorpusConfig, SampleConfig, from_dict
-from .corpus import load_corpus, read_text
-from .errors import GentextError
-from .evaluation import evaluate
-from .generation import unescape
-from .models import model_device
-from .novelty import novelty
+from gentext import checkpoint
+from gentext.config import CorpusConfig, SampleConfig, from_dict
+from gentext.data.corpus import load_corpus, read_text
+from gentext.errors import GentextError
+from gentext.inference import generation
+from gentext.inference.generation import unescape
+from gentext.inference.novelty import novelty
+from gentext.models import model_device
+from gentext.training.evaluation import evaluate
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .decoding import ByteDecoder, CharDecoder, WordDecoder, byte_level_tokens, decode_with
-from .errors import GentextError
+from gentext.data.decoding import ByteDecoder, CharDecoder, WordDecoder, byte_level_tokens, decode_with
+from gentext.errors import GentextError
 
 
 class Tokenizer(Protocol):

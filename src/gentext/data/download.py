@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import GentextError
+from gentext.errors import GentextError
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import GentextError
-from .textmodel import TextModel
+from gentext.errors import GentextError
+from gentext.inference.textmodel import TextModel
 
 
 def export_onnx(textmodel: TextModel, path: str | Path) -> Path:

@@ -1,0 +1,218 @@
+"""The training loop: truncated BPTT over parallel streams, AdamW (or SGD), clipping, warmup + cosine.
+
+One step:  stop? -> lr -> eval / save -> sample callback -> forward -> finite? -> backward ->
+           (unscale) clip / step -> log
+
+Checkpoints: `model.safetensors` holds the best validation weights, `train_state.safetensors`
+everything needed to resume bitwise (written every `save_every` steps, at the end, and when a
+SIGINT / SIGTERM asks the run to stop). The caller's `on_eval` (which prints a sample) runs only
+after that step's checkpoint is written, and an error in it is logged, never fatal.
+
+Precision: the training step runs under autocast (bf16, or fp16 with a `GradScaler`); every
+evaluation, like generation and `gentext eval`, runs in float32, so the numbers a run reports are
+the ones its users reproduce. The carried state is float32 whatever the autocast.
+
+Data parallel: each rank seeds its own torch RNG (dropout masks differ across ranks' rows); the
+draw of which rows start a window cold comes from one generator shared by all ranks, so a run of
+N processes takes the same rows cold as one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from gentext import checkpoint
+from gentext.config import TrainConfig
+from gentext.errors import GentextError
+from gentext.training import distributed
+from gentext.training.run import Run
+
+logger = logging.getLogger(__name__)
+
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class TrainingInterrupted(GentextError):
+    """Raised after a SIGINT/SIGTERM once the checkpoint is safely written."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    tokens: int
+    seconds: float
+    train_loss: float
+    val_loss: float | None
+    best_step: int
+    tokens_per_second: float
+    stopped_early: bool
+    val_tokens: int = 0  # tokens the final validation predicted
+    eval_seconds: float = 0.0  # the final validation's time (outside --time-limit)
+
+
+def lr_at(step: int, progress: float, config: TrainConfig) -> float:
+    """Learning rate: linear warmup over `warmup_steps`, then cosine from the peak down to
+    `min_lr_ratio` of it as `progress` (fraction of the budget: steps, epochs or time) goes 0 -> 1."""
+    peak = config.learning_rate
+    if step < config.warmup_steps:
+        return peak * (step + 1) / config.warmup_steps
+    progress = min(max(progress, 0.0), 1.0)
+    floor = peak * config.min_lr_ratio
+    return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@contextlib.contextmanager
+def _stop_requests():
+    """Turn the first SIGINT/SIGTERM into a request to stop at the next step boundary (so the
+    checkpoint is consistent); a second one acts at once."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {}
+
+    def handler(signum, frame):
+        received.append(signum)
+        signal.signal(signum, previous[signum])
+
+    for sig in SIGNAL_EXIT:
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _safe_callback(on_eval, step: int, val: float | None) -> None:
+    """A training-time sample is a courtesy: whatever goes wrong in it, training goes on."""
+    try:
+        on_eval(step, val)
+    except Exception as exc:  # noqa: BLE001 -- by design: nothing in a callback may end the run
+        name = type(exc).__name__
+        logger.warning("the evaluation callback failed at step %d (%s: %s); training continues", step, name, exc)
+
+
+def train(
+    model: nn.Module,
+    train_ids: np.ndarray,
+    val_ids: np.ndarray | None,
+    config: TrainConfig,
+    run_dir: Path,
+    device: torch.device,
+    on_eval: Callable[[int, float | None], None] | None = None,
+    progress: bool = True,
+    resume: bool = False,
+    data_hash: str | None = None,
+) -> TrainResult:
+    """Train `model` in place, writing checkpoints to `run_dir` (rank 0 only under torchrun)."""
+    run = Run(model, train_ids, val_ids, config.with_default_stop(), run_dir, device, data_hash)
+    if resume:
+        run.resume()
+    elif run.main:
+        checkpoint.save_weights(run_dir, model)  # so the run directory loads from the first moment
+    if not resume:
+        run.save(0.0)
+    bar = tqdm(
+        total=run.budget.total_steps,
+        initial=run.prog.step,
+        disable=not (progress and run.main),
+        unit="step",
+        dynamic_ncols=True,
+        leave=False,
+    )
+    try:
+        stopped_early, seconds = _loop(run, bar, on_eval)
+        eval_start = time.perf_counter()
+        final_val, val_count = run.final_evaluation()
+        eval_seconds = time.perf_counter() - eval_start
+    finally:
+        bar.close()
+        run.close()
+    prog = run.prog
+    return TrainResult(
+        steps=prog.step,
+        tokens=prog.tokens,
+        seconds=seconds,
+        train_loss=sum(run.recent) / len(run.recent) if run.recent else math.nan,
+        val_loss=final_val,
+        best_step=prog.best_step,
+        tokens_per_second=(prog.tokens - run.tokens_at_start) / max(seconds, 1e-9),
+        stopped_early=stopped_early,
+        val_tokens=val_count,
+        eval_seconds=eval_seconds,
+    )
+
+
+def _loop(run: Run, bar, on_eval) -> tuple[bool, float]:
+    """Steps until the budget, patience or a signal ends the run; returns (stopped early, seconds)."""
+    prog, config = run.prog, run.config
+    resumed_at, elapsed_before = prog.step, prog.elapsed
+    start = time.perf_counter()
+    stopped_early = False
+    with _stop_requests() as signals:
+        while True:
+            elapsed = elapsed_before + time.perf_counter() - start
+            fraction = run.budget.progress(prog.step, elapsed)
+            if distributed.any_rank(fraction >= 1.0 or bool(signals), run.dist, run.device):
+                break
+            lr = lr_at(prog.step, fraction, config) * prog.lr_scale
+            for group in run.optimizer.param_groups:
+                group["lr"] = lr
+            if prog.step > resumed_at and prog.step % config.eval_every == 0:
+                run.evaluate()
+            if prog.step > resumed_at and prog.step % config.save_every == 0:
+                run.save(elapsed)
+            if run.last_eval_step == prog.step and on_eval is not None and run.main:
+                _safe_callback(on_eval, prog.step, run.last_val)  # after the checkpoint of this step
+            if run.last_eval_step == prog.step and config.patience and prog.evals_since_best >= config.patience:
+                stopped_early = True
+                break
+            loss = run.step(lr)
+            if loss is None:
+                continue
+            rate = (prog.tokens - run.tokens_at_start) / max(time.perf_counter() - start, 1e-9)
+            run.log(loss, lr, rate)
+            _show(bar, run, rate, elapsed)
+        elapsed = elapsed_before + time.perf_counter() - start
+        if signals:
+            run.save(elapsed)
+            sig = signal.Signals(signals[0])
+            raise TrainingInterrupted(
+                f"{sig.name} at step {prog.step}: checkpoint saved in {run.run_dir}; "
+                f"continue with: gentext train --out {run.run_dir} --resume",
+                SIGNAL_EXIT.get(sig, 130),
+            )
+        if run.last_eval_step != prog.step:
+            run.evaluate()
+        run.save(elapsed)
+        if on_eval is not None and run.main and run.last_eval_step == prog.step:
+            _safe_callback(on_eval, prog.step, run.last_val)
+    return stopped_early, time.perf_counter() - start
+
+
+def _show(bar, run: Run, rate: float, elapsed: float) -> None:
+    postfix = {"loss": f"{sum(run.recent) / len(run.recent):.3f}", "tok/s": f"{rate:,.0f}"}
+    if run.last_val is not None:
+        postfix["val"] = f"{run.last_val:.3f}"
+    if run.config.time_limit and not run.budget.total_steps:
+        postfix["left"] = f"{max(run.config.time_limit - elapsed, 0):.0f}s"
+    bar.set_postfix(postfix, refresh=False)
+    bar.update(1)
