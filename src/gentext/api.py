@@ -30,7 +30,7 @@ from gentext.data.tokenizers import fit_tokenizer, tokenizer_from_json
 from gentext.errors import GentextError
 from gentext.hardware import resolve_device, resolve_precision
 from gentext.inference.textmodel import TextModel
-from gentext.models import REGISTRY, build_model, fitted_by_counting
+from gentext.models import build_model, check_kind, fitted_by_counting
 from gentext.training import distributed, trainer
 from gentext.training.evaluation import evaluate
 from gentext.training.records import PLOT
@@ -114,6 +114,7 @@ def _new_configs(paths, corpus, tokenizer, model, train, overrides):
 def _prepare_data(corpus_cfg, tok_cfg, model_cfg, train_cfg, tok, progress: bool):
     """Read and tokenize the corpus (fitting the tokenizer unless `tok` is given); check that the
     model can train on it before anything is written."""
+    check_kind(model_cfg.kind)  # an unknown --model fails before the corpus is read
     source = open_corpus(corpus_cfg)
     fit = None if tok is not None else (lambda pieces: fit_tokenizer(tok_cfg, pieces))
     content, fitted = fingerprint_and_fit(source, corpus_cfg, fit)
@@ -128,7 +129,7 @@ def _prepare_data(corpus_cfg, tok_cfg, model_cfg, train_cfg, tok, progress: bool
     data = token_data(source, corpus_cfg, tok, content, progress)
     if data.train is None:
         raise GentextError(f"the training text is empty ({', '.join(source.sources)})")
-    if fitted_by_counting(REGISTRY[model_cfg.kind]):  # an n-gram count needs n tokens
+    if fitted_by_counting(check_kind(model_cfg.kind)):  # an n-gram count needs n tokens
         if len(data.train) < model_cfg.order:
             raise GentextError(f"the training text is too short for --order {model_cfg.order}")
     else:

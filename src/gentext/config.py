@@ -128,9 +128,7 @@ class ModelConfig:
     )
 
     def validate(self) -> None:
-        from gentext.models import REGISTRY  # the registry is the list of kinds (imported here: models import config)
-
-        _check(self.kind in REGISTRY, f"--model must be one of {', '.join(REGISTRY)}, got {self.kind!r}")
+        # the kind itself is checked against the registry by models.build_model / models.check_kind
         _check(0 < self.vocab_size <= MAX_VOCAB, f"vocab_size must be in 1..{MAX_VOCAB}, got {self.vocab_size}")
         _check(0 < self.embed_size <= MAX_HIDDEN, f"--embed-size must be in 1..{MAX_HIDDEN}, got {self.embed_size}")
         _check(0 < self.hidden_size <= MAX_HIDDEN, f"--hidden-size must be in 1..{MAX_HIDDEN}, got {self.hidden_size}")

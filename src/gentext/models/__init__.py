@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from gentext.config import ModelConfig
+from gentext.errors import GentextError
 from gentext.models.markov import MarkovModel
 from gentext.models.rnn import RNNLanguageModel
 from gentext.models.state import State
@@ -34,8 +35,15 @@ REGISTRY: dict[str, type[nn.Module]] = {
 }
 
 
+def check_kind(kind: str) -> type[nn.Module]:
+    """The class of a registered kind, or an error listing the kinds."""
+    if kind not in REGISTRY:
+        raise GentextError(f"--model must be one of {', '.join(REGISTRY)}, got {kind!r}")
+    return REGISTRY[kind]
+
+
 def build_model(config: ModelConfig) -> nn.Module:
-    return REGISTRY[config.kind](config)
+    return check_kind(config.kind)(config)
 
 
 def fitted_by_counting(model: nn.Module) -> bool:
