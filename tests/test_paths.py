@@ -219,72 +219,21 @@ def test_torchrun_with_a_run_directory_only_rank_0_can_see(tiny_corpus, tmp_path
     )
     flags = [*TINY_FLAGS, "--state-reset", "0.3"]
 
-    def torchrun(*args):
-        command = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            str(_free_port()),
-            str(launcher),
-            "train",
-            str(tiny_corpus),
-            "--out",
-            "run",
-            *args,
-        ]
-        done = subprocess.run(
-            command,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env={**os.environ, "MASTER_ADDR": "127.0.0.1"},
-        )
+    def torchrun(out, *args):
+        port = str(_free_port())
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port]
+        command += [str(launcher), "train", str(tiny_corpus), "--out", out, *args]
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1"}
+        done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
         assert done.returncode == 0, done.stderr[-3000:]
-        return done
 
-    torchrun("--steps", "10", *flags)
+    torchrun("run", "--steps", "10", *flags)
     assert (tmp_path / "node0" / "run" / TRAIN_STATE).is_file() and not (tmp_path / "node1" / "run").exists()
-    torchrun("--resume", "--steps", "20")
+    torchrun("run", "--resume", "--steps", "20")
     assert not (tmp_path / "node1" / "run").exists()
-    straight = tmp_path / "straight"
-    torchrun_dir = tmp_path / "node0" / "run"
-    command = [
-        sys.executable,
-        str(launcher),
-        "train",
-        str(tiny_corpus),
-        "--out",
-        str(straight),
-        "--steps",
-        "20",
-        *flags,
-    ]
-    # the same two ranks in one go, for the resumed run to match
-    one_go = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-port",
-        str(_free_port()),
-        *command[1:],
-    ]
-    done = subprocess.run(
-        one_go,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "MASTER_ADDR": "127.0.0.1"},
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    resumed, _ = _train_state(torchrun_dir)
-    uninterrupted, _ = _train_state(straight)
+    torchrun("straight", "--steps", "20", *flags)  # the same two ranks in one go, for the resumed run to match
+    resumed, _ = _train_state(tmp_path / "node0" / "run")
+    uninterrupted, _ = _train_state(tmp_path / "node0" / "straight")
     resumed = {k: v for k, v in resumed.items() if k.startswith(("model.", "state."))}
     assert resumed.keys() == {k for k in uninterrupted if k.startswith(("model.", "state."))}
     assert all(torch.allclose(resumed[k], uninterrupted[k], atol=1e-6) for k in resumed)
