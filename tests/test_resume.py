@@ -30,9 +30,11 @@ def latest_weights(run):
     return {k: v for k, v in tensors.items() if k.startswith(("model.", "optim."))}
 
 
-def test_interrupted_then_resumed_run_is_bitwise_identical(tiny_corpus, tmp_path):
+@pytest.mark.parametrize("kind", ["lstm", "transformer"])
+def test_interrupted_then_resumed_run_is_bitwise_identical(tiny_corpus, tmp_path, kind):
+    settings = {**RESUME_SETTINGS, "kind": kind}
     straight = tmp_path / "straight"
-    gentext.train(straight, paths=[str(tiny_corpus)], **RESUME_SETTINGS)
+    gentext.train(straight, paths=[str(tiny_corpus)], **settings)
 
     stopped = tmp_path / "stopped"
 
@@ -41,7 +43,7 @@ def test_interrupted_then_resumed_run_is_bitwise_identical(tiny_corpus, tmp_path
             os.kill(os.getpid(), signal.SIGINT)
 
     with pytest.raises(TrainingInterrupted, match="--resume") as info:
-        gentext.train(stopped, paths=[str(tiny_corpus)], on_eval=ctrl_c_at_step_10, **RESUME_SETTINGS)
+        gentext.train(stopped, paths=[str(tiny_corpus)], on_eval=ctrl_c_at_step_10, **settings)
     assert info.value.exit_code == 130
     assert gentext.load(stopped).generate("The", max_new_tokens=5, seed=0)  # loads while stopped
 

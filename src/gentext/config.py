@@ -112,7 +112,7 @@ class TokenizerConfig:
 class ModelConfig:
     """The network. `vocab_size` is filled in from the tokenizer."""
 
-    kind: str = opt("lstm", "lstm | gru | rnn | markov (Kneser-Ney n-gram baseline)", flag="--model")
+    kind: str = opt("lstm", "lstm | gru | rnn | transformer | markov (Kneser-Ney n-gram baseline)", flag="--model")
     vocab_size: int = 0  # from the tokenizer, not an option
     embed_size: int = opt(64, "embedding width")
     hidden_size: int = opt(256, "recurrent state width")
@@ -120,6 +120,8 @@ class ModelConfig:
     dropout: float = opt(0.0, "dropout on embeddings, between layers and before the output")
     tie_weights: bool = opt(False, "share embedding and output weights (needs --embed-size = --hidden-size)")
     order: int = opt(6, "markov: n-gram order (context + 1)")
+    num_heads: int = opt(4, "transformer: attention heads (--hidden-size must be a multiple)")
+    context: int = opt(256, "transformer: tokens a position attends to (itself included); generation slides past it")
     adaptive_cutoffs: list[int] = opt(
         help="word ids where softmax clusters start, e.g. 2000,6000: a fast output layer for big vocabularies",
         flag="--adaptive-softmax",
@@ -135,6 +137,8 @@ class ModelConfig:
         _check(0 < self.num_layers <= MAX_LAYERS, f"--num-layers must be in 1..{MAX_LAYERS}, got {self.num_layers}")
         _check(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}")
         _check(0 < self.order <= MAX_ORDER, f"--order must be in 1..{MAX_ORDER}, got {self.order}")
+        _check(0 < self.num_heads <= MAX_LAYERS, f"--num-heads must be in 1..{MAX_LAYERS}, got {self.num_heads}")
+        _check(1 < self.context <= MAX_VOCAB, f"--context must be in 2..{MAX_VOCAB}, got {self.context}")
         if self.adaptive_cutoffs:
             c = self.adaptive_cutoffs
             _check(self.kind != "markov", "--adaptive-softmax is for networks, not --model markov")

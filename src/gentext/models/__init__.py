@@ -23,14 +23,25 @@ from gentext.errors import GentextError
 from gentext.models.markov import MarkovModel
 from gentext.models.rnn import RNNLanguageModel
 from gentext.models.state import State
+from gentext.models.transformer import TransformerLanguageModel
 
-__all__ = ["REGISTRY", "MarkovModel", "RNNLanguageModel", "State", "build_model", "model_device"]
+__all__ = [
+    "REGISTRY",
+    "MarkovModel",
+    "RNNLanguageModel",
+    "State",
+    "TransformerLanguageModel",
+    "build_model",
+    "check_kind",
+    "model_device",
+]
 
 # kind -> the class that builds it from a ModelConfig
 REGISTRY: dict[str, type[nn.Module]] = {
     "lstm": RNNLanguageModel,
     "gru": RNNLanguageModel,
     "rnn": RNNLanguageModel,
+    "transformer": TransformerLanguageModel,
     "markov": MarkovModel,
 }
 
