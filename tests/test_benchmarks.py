@@ -69,3 +69,10 @@ def test_gpu_check_script_runs_every_command_and_reports_each(tmp_path):
     assert checks[0] == "train + mid-run eval/sample" and "torchrun --nproc-per-node 1" in checks
     assert len(checks) == 9 and all(r.split("|")[4].strip() == "pass" for r in rows)
     assert out.rstrip().endswith("0 failed")
+
+
+def test_families_benchmark_trains_each_family_and_prints_one_table():
+    _, rows = run_script("bench_families.py", "--tiny", "--corpora", "tinyshakespeare")
+    assert [r.split("|")[2].strip() for r in rows][1:] == ["lstm", "transformer"]
+    assert rows[0].split("|")[2].strip().startswith("markov-")
+    assert all(float(r.split("|")[3]) > 0 for r in rows)
