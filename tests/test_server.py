@@ -230,3 +230,24 @@ def test_serving_beyond_loopback_without_a_key_warns(caplog, monkeypatch, traine
         assert "without an API key" not in caplog.text
         server.serve([str(trained_run)], "0.0.0.0", 0, ServerLimits())
     assert "serving on 0.0.0.0 without an API key" in caplog.text
+
+
+def test_a_bad_setting_never_reaches_the_batch(trained_run, monkeypatch):
+    from gentext.inference.batching import BatchEngine
+
+    calls = []
+    monkeypatch.setattr(BatchEngine, "submit", lambda self, *a, **k: calls.append(a))
+    client = TestClient(create_app({"tiny": gentext.load(trained_run)}, ServerLimits(max_concurrency=8)))
+    assert client.post("/v1/generate", json={"prompt": "The ", "top_k": -1}).status_code == 422
+    assert client.post("/v1/generate", json={"prompt": "#"}).status_code == 400
+    assert calls == []
+
+
+def test_without_batching_each_request_runs_on_its_own_thread(trained_run):
+    model = gentext.load(trained_run)
+    client = TestClient(create_app({"tiny": model}, ServerLimits(), batching=False))
+    body = {"prompt": "A ", "max_new_tokens": 15, "seed": 1, "stream": True}
+    text, last = _stream_text(client.post("/v1/generate", json=body).text)
+    assert last == "event: done" and text == model.generate("A ", max_new_tokens=15, seed=1)[0]
+    plain = client.post("/v1/generate", json={**body, "stream": False, "num_samples": 2}).json()["samples"]
+    assert plain == model.generate("A ", max_new_tokens=15, seed=1, num_samples=2)

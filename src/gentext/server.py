@@ -38,6 +38,7 @@ from typing import Any
 
 from gentext.config import SampleConfig
 from gentext.errors import GentextError
+from gentext.inference.batching import BatchEngine, supports
 from gentext.inference.textmodel import TextModel
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class ServerLimits:
     max_prompt_chars: int = 4000
     max_new_tokens: int = 1000
     max_num_samples: int = 16
-    max_concurrency: int = 2
+    max_concurrency: int = 2  # rows of the batch (continuous batching), or generations at once
     max_queue: int = 8
     request_timeout: float = 60.0  # seconds of generation per request
 
@@ -170,9 +171,17 @@ def _request_models(limits: ServerLimits):
 class _Service:
     """The loaded models behind the limits: what the routes call."""
 
-    def __init__(self, models: dict[str, TextModel], limits: ServerLimits):
+    def __init__(self, models: dict[str, TextModel], limits: ServerLimits, batching: bool):
         self.models, self.limits, self.gate = models, limits, _Gate(limits)
         self.default = next(iter(models))
+        # continuous batching: one engine per model, its batch holding up to max_concurrency rows
+        self.engines = {id(m): BatchEngine(m, limits.max_concurrency) for m in models.values()} if batching else {}
+
+    def engine(self, model: TextModel, settings: dict[str, Any]) -> BatchEngine | None:
+        """The model's batch, if this request can join it (else: a thread of its own)."""
+        engine, config = self.engines.get(id(model)), SampleConfig(**settings)
+        fits = engine is not None and config.num_samples <= engine.max_rows
+        return engine if fits and supports(model, config) else None
 
     def pick(self, name: str | None) -> TextModel:
         if name is not None and name not in self.models:
@@ -207,11 +216,12 @@ def create_app(
     limits: ServerLimits | None = None,
     api_key: str | None = None,
     cors_origins: list[str] | None = None,
+    batching: bool = True,
 ):
     from fastapi import FastAPI, HTTPException
     from fastapi.responses import HTMLResponse, StreamingResponse
 
-    service = _Service(models, limits or ServerLimits())
+    service = _Service(models, limits or ServerLimits(), batching)
     GenerateRequest, ScoreRequest = _request_models(service.limits)  # noqa: N806 -- classes
     app = FastAPI(title="gentext", description="Generate text with recurrent language models.")
     _add_security(app, api_key, cors_origins or [])
@@ -235,10 +245,15 @@ def create_app(
         if request.stream and request.num_samples != 1:
             raise _unprocessable("num_samples", "streaming sends one sample")
         service.admit()
+        engine = service.engine(model, settings)
         if request.stream:
-            events = _events(model, request.prompt, settings, service.gate)
+            start = _thread_source if engine is None else _batched_source(engine)
+            events = _events(start(model, request.prompt, settings, service.gate))
             return StreamingResponse(events, media_type="text/event-stream")
-        samples = await service.run(model.generate, request.prompt, **settings)
+        if engine is None:
+            samples = await service.run(model.generate, request.prompt, **settings)
+        else:
+            samples = await _batched_samples(engine, model, request.prompt, settings, service.gate)
         return {
             "model": request.model or service.default,
             "samples": samples,
@@ -265,13 +280,83 @@ def _sse(event: str, data: dict[str, Any]) -> str:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
 
 
-async def _events(model: TextModel, prompt: str, settings: dict[str, Any], gate: _Gate):
-    """SSE: one `token` event per piece of text, then `done` (or `error`).
+def _thread_source(model: TextModel, prompt: str, settings: dict[str, Any], gate: _Gate):
+    """The generation on one worker thread of its own, start to end (torch's grad mode is per
+    thread, so a generator must not hop between threads), once a generation slot is free."""
 
-    The whole generation runs on one worker thread, start to end (torch's grad mode is per
-    thread, so a generator must not hop between threads); it hands each piece to this coroutine
-    through an asyncio queue. A client that disconnects cancels the coroutine, which tells the
-    worker to stop at its next piece."""
+    def start(send, cancelled: threading.Event) -> None:
+        def work() -> None:
+            try:
+                with gate.running:
+                    for piece in model.stream(prompt, **settings):
+                        if cancelled.is_set():
+                            return
+                        send("text", piece)
+                send("done", None)
+            except Exception as exc:  # noqa: BLE001 -- reported to the client as an error event
+                logger.exception("generation failed")
+                send("error", str(exc) if isinstance(exc, GentextError) else f"internal error: {type(exc).__name__}")
+            finally:
+                gate.leave()
+
+        asyncio.get_running_loop().run_in_executor(None, work)
+
+    return start
+
+
+def _batched_source(engine: BatchEngine):
+    """The generation as rows of the model's batch (one sample: the streamed one)."""
+
+    def source(model: TextModel, prompt: str, settings: dict[str, Any], gate: _Gate):
+        def start(send, cancelled: threading.Event) -> None:
+            def emit(kind: str, value: Any) -> None:
+                send(kind, value[0] if kind == "text" else value)
+                if kind != "text":
+                    gate.leave()
+
+            ids, config = model.request(prompt, **settings)
+            send("text", prompt)  # as `TextModel.stream` does: the prompt, then what follows
+            job = engine.submit(ids, config, emit)
+            job.cancelled = cancelled  # a client that goes away leaves the batch at the next step
+
+        return start
+
+    return source
+
+
+async def _batched_samples(engine: BatchEngine, model: TextModel, prompt: str, settings, gate: _Gate) -> list[str]:
+    """Every sample of a JSON request, generated as rows of the model's batch."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future = loop.create_future()
+    ids, config = model.request(prompt, **settings)
+    texts = [[prompt] for _ in range(config.num_samples)]
+
+    def finish(kind: str, value: Any) -> None:
+        if not done.done():
+            done.set_result((kind, value))
+
+    def emit(kind: str, value: Any) -> None:  # on the engine's thread
+        if kind == "text":
+            for text, piece in zip(texts, value, strict=True):
+                text.append(piece)
+            return
+        gate.leave()
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(finish, kind, value)
+
+    engine.submit(ids, config, emit)
+    kind, value = await done
+    if kind == "error":
+        from fastapi import HTTPException
+
+        raise HTTPException(500, detail=value)
+    return ["".join(text) for text in texts]
+
+
+async def _events(start):
+    """SSE: one `token` event per piece of text, then `done` (or `error`). `start(send, cancelled)`
+    sets the work going elsewhere; its `send(kind, value)` calls reach this coroutine through an
+    asyncio queue. A client that disconnects cancels the coroutine, which sets `cancelled`."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     cancelled = threading.Event()
@@ -280,26 +365,12 @@ async def _events(model: TextModel, prompt: str, settings: dict[str, Any], gate:
         if not loop.is_closed():
             loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
 
-    def work() -> None:
-        try:
-            with gate.running:
-                for piece in model.stream(prompt, **settings):
-                    if cancelled.is_set():
-                        return
-                    send("token", piece)
-            send("done", None)
-        except Exception as exc:  # noqa: BLE001 -- reported to the client as an error event
-            logger.exception("generation failed")
-            send("error", str(exc) if isinstance(exc, GentextError) else f"internal error: {type(exc).__name__}")
-        finally:
-            gate.leave()
-
-    loop.run_in_executor(None, work)
+    start(send, cancelled)
     try:
         count = 0
         while True:
             kind, value = await queue.get()
-            if kind == "token":
+            if kind == "text":
                 if value:
                     count += 1
                     yield _sse("token", {"text": value})
@@ -310,7 +381,7 @@ async def _events(model: TextModel, prompt: str, settings: dict[str, Any], gate:
                 yield _sse("error", {"detail": value})
                 break
     finally:
-        cancelled.set()  # the worker ends by itself at its next piece
+        cancelled.set()  # the work ends by itself at its next piece or step
 
 
 def _describe(model: TextModel) -> dict[str, Any]:
@@ -334,6 +405,7 @@ def serve(
     limits: ServerLimits,
     api_key: str | None = None,
     cors_origins: list[str] | None = None,
+    batching: bool = True,
 ) -> None:
     """Load every run once, then serve until interrupted."""
     try:
@@ -345,5 +417,5 @@ def serve(
     if not api_key and not _is_loopback(host):
         logger.warning("serving on %s without an API key: anyone who reaches it can use it (set --api-key)", host)
     models = {Path(run).name or run: load(run) for run in runs}
-    app = create_app(models, limits, api_key=api_key, cors_origins=cors_origins)
+    app = create_app(models, limits, api_key=api_key, cors_origins=cors_origins, batching=batching)
     uvicorn.run(app, host=host, port=port, log_level="info")

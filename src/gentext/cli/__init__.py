@@ -61,12 +61,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_prompt_chars=args.max_prompt_chars,
         max_new_tokens=args.max_new_tokens_limit,
         max_num_samples=args.max_num_samples,
-        max_concurrency=args.max_concurrency,
+        max_concurrency=args.max_concurrency or (2 if args.no_batching else 32),
         max_queue=args.max_queue,
         request_timeout=args.request_timeout,
     )
     api_key = args.api_key or os.environ.get("GENTEXT_API_KEY") or None
-    serve(args.runs, args.host, args.port, limits, api_key=api_key, cors_origins=args.cors_origin)
+    serve(
+        args.runs,
+        args.host,
+        args.port,
+        limits,
+        api_key=api_key,
+        cors_origins=args.cors_origin,
+        batching=not args.no_batching,
+    )
     return 0
 
 
@@ -112,7 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-prompt-chars", type=int, default=4000)
     p.add_argument("--max-new-tokens-limit", type=int, default=1000)
     p.add_argument("--max-num-samples", type=int, default=16)
-    p.add_argument("--max-concurrency", type=int, default=2, help="generations running at once")
+    p.add_argument(
+        "--max-concurrency",
+        type=int,
+        help="rows of the shared batch [32]; with --no-batching, generations running at once [2]",
+    )
+    p.add_argument(
+        "--no-batching",
+        action="store_true",
+        help="one thread per generation instead of one batched step for all (continuous batching)",
+    )
     p.add_argument("--max-queue", type=int, default=8, help="requests waiting; more get 503 at once")
     p.add_argument("--request-timeout", type=float, default=60.0, help="seconds of generation per request")
     p.add_argument(

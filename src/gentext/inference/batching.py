@@ -1,0 +1,196 @@
+"""Continuous batching: many generations advance together, one batched network step per token.
+
+One generation alone reads every weight once per token for one row; 64 rows cost little more.
+The engine keeps every active request's rows in one batch:
+
+    step:  for each job, its rows' logits -> its own transforms and generator -> its tokens
+           drop the rows of jobs that ended (stop string, end of text, max_new_tokens, max_time,
+           cancelled) -> one network call for all remaining rows -> prime the jobs that arrived
+
+A job's rows see exactly what they would alone: the same transforms on the same logits and the
+same seeded generator, so its text is the text `TextModel.generate` gives (up to the rounding of
+a batched matrix product). New jobs join at the next step, their prompt run once and its state
+rows added with `State.cat`; finished rows leave with `State.select`. This needs a state whose
+rows all have one shape: kinds with `carries_state` (RNNs, Markov); a Transformer's cache grows
+per row, so its requests keep the one-thread-per-request path (`supports`).
+
+Everything runs on the engine's own thread (grad mode and the model belong to it); results go to
+each job's `emit(kind, value)` callback: ("text", piece) ... then ("done", None) or ("error", message).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from gentext.config import SampleConfig
+from gentext.inference import sampling
+from gentext.inference.generation import _Sample, suppressed
+from gentext.models import State, model_device
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    prompt_ids: list[int]
+    config: SampleConfig
+    emit: Callable[[str, object], None]
+    samples: list[_Sample] = field(default_factory=list)
+    generator: torch.Generator | None = None
+    history: torch.Tensor | None = None
+    steps: int = 0
+    deadline: float | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def rows(self) -> int:
+        return self.config.num_samples
+
+
+def supports(textmodel, config: SampleConfig) -> bool:
+    """Can this request join a batch? (sampling, not beams; a state of fixed shape per row)"""
+    return not config.num_beams and getattr(textmodel.model, "carries_state", False)
+
+
+class BatchEngine:
+    """One loop owns the model; `submit` adds a generation, which joins at the next step."""
+
+    def __init__(self, textmodel, max_rows: int = 64):
+        self.textmodel, self.max_rows = textmodel, max_rows
+        self.model, self.tokenizer = textmodel.model, textmodel.tokenizer
+        self.inbox: queue.Queue[Job] = queue.Queue()
+        self.waiting: list[Job] = []
+        self.jobs: list[Job] = []
+        self.state: State | None = None
+        self.logits: torch.Tensor | None = None  # (rows, V): the next token's logits of every row
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+
+    def submit(self, prompt_ids: list[int], config: SampleConfig, emit, start: bool = True) -> Job:
+        """Queue a generation; with `start` the engine's thread runs it (else `run_until_idle`)."""
+        if config.num_samples > self.max_rows:
+            raise ValueError(f"num_samples {config.num_samples} exceeds the batch's {self.max_rows} rows")
+        job = Job(list(prompt_ids), config, emit)
+        self.inbox.put(job)
+        if start:
+            with self.lock:
+                if self.thread is None:
+                    self.thread = threading.Thread(target=self._loop, name="gentext-batch", daemon=True)
+                    self.thread.start()
+        return job
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def _loop(self, until_idle: bool = False) -> None:
+        self.model.eval()
+        with torch.inference_mode():  # one thread runs the model: the mode is never shared
+            while True:
+                self._collect(block=not self.jobs and not until_idle)
+                if until_idle and not self.jobs and not self.waiting:
+                    return
+                try:
+                    self._admit()
+                    if self.jobs:
+                        self._step()
+                except Exception as exc:  # noqa: BLE001 -- every job in the batch hears of it; the loop goes on
+                    logger.exception("batched generation failed")
+                    for job in self.jobs:
+                        job.emit("error", f"internal error: {type(exc).__name__}")
+                    self.jobs, self.state, self.logits = [], None, None
+
+    def run_until_idle(self) -> None:
+        """Run the submitted jobs to their end on the calling thread (batch jobs, no server)."""
+        self._loop(until_idle=True)
+
+    def _collect(self, block: bool) -> None:
+        """Move submitted jobs to the waiting list (waiting for one when the batch is idle)."""
+        try:
+            if block and not self.waiting:
+                self.waiting.append(self.inbox.get())
+            while True:
+                self.waiting.append(self.inbox.get_nowait())
+        except queue.Empty:
+            pass
+
+    def _admit(self) -> None:
+        """Prime waiting jobs while their rows fit; their state rows join the batch."""
+        used = sum(job.rows for job in self.jobs)
+        while self.waiting and used + self.waiting[0].rows <= self.max_rows:
+            job = self.waiting.pop(0)
+            if (
+                job.cancelled.is_set() or job.config.max_new_tokens == 0
+            ):  # nothing to generate: it ends before it starts
+                job.emit("text", [""] * job.rows)
+                job.emit("done", None)
+                continue
+            logits, state = self._prime(job)
+            self.jobs.append(job)
+            used += job.rows
+            self.state = state if self.state is None else State.cat([self.state, state])
+            self.logits = logits if self.logits is None else torch.cat([self.logits, logits])
+
+    def _prime(self, job: Job) -> tuple[torch.Tensor, State]:
+        cfg, device = job.config, model_device(self.model)
+        job.generator = sampling.make_generator(cfg.seed, device)
+        job.samples = [_Sample(self.tokenizer, job.prompt_ids, cfg.stop) for _ in range(job.rows)]
+        job.deadline = None if cfg.max_time is None else time.monotonic() + cfg.max_time
+        logits, state = self.model(torch.tensor([job.prompt_ids], device=device), None)  # (1, T, V)
+        if sampling._uses_history(cfg):
+            job.history = torch.tensor(job.prompt_ids, device=device)[None].expand(job.rows, -1).contiguous()
+        rows = torch.zeros(job.rows, dtype=torch.long, device=device)
+        return logits[:, -1].expand(job.rows, -1), state.select(rows)
+
+    def _step(self) -> None:
+        """Every job's next token from its rows; drop the jobs that ended; one call for the rest."""
+        keep_rows, keep_jobs, fed = [], [], []
+        offset = 0
+        for job in self.jobs:
+            rows = slice(offset, offset + job.rows)
+            ids = self._choose(job, self.logits[rows])
+            if self._advance(job, ids):
+                keep_jobs.append(job)
+                keep_rows.extend(range(rows.start, rows.stop))
+                fed.append(ids.clamp(min=0))
+            offset += job.rows
+        self.jobs = keep_jobs
+        if not keep_jobs:
+            self.state, self.logits = None, None
+            return
+        index = torch.tensor(keep_rows, device=self.logits.device)
+        state = self.state.select(index) if len(keep_rows) < self.logits.shape[0] else self.state
+        logits, self.state = self.model(torch.cat(fed)[:, None], state)
+        self.logits = logits[:, -1]
+
+    def _choose(self, job: Job, logits: torch.Tensor) -> torch.Tensor:
+        cfg = job.config
+        processed = sampling.process_logits(logits, cfg, job.history, suppressed(self.tokenizer, cfg))
+        ids = sampling.choose_next(processed, cfg.temperature, job.generator)
+        if job.history is not None:
+            job.history = torch.cat([job.history, ids.clamp(min=0)[:, None]], dim=1)
+        return ids
+
+    def _advance(self, job: Job, ids: torch.Tensor) -> bool:
+        """Decode the job's new tokens and send its text; False once it has ended."""
+        job.steps += 1
+        for sample, token in zip(job.samples, ids.tolist(), strict=True):
+            if not sample.done:
+                sample.step(token, self.textmodel.end_id)
+        ended = (
+            all(s.done for s in job.samples)
+            or job.steps >= job.config.max_new_tokens
+            or (job.deadline is not None and time.monotonic() > job.deadline)
+            or job.cancelled.is_set()
+        )
+        if ended:
+            for sample in job.samples:
+                sample.finish()
+        job.emit("text", [s.take() for s in job.samples])
+        if ended:
+            job.emit("done", None)
+        return not ended

@@ -1,0 +1,124 @@
+"""Continuous batching: requests join and leave one shared batch, each getting the text it gets alone."""
+
+import threading
+
+import pytest
+
+import gentext
+from gentext.errors import GentextError
+from gentext.inference.batching import BatchEngine
+
+PROMPTS = ["The ", "A ", "Über café ", "The quick brown fox", "\n"]
+
+
+@pytest.fixture(scope="module")
+def model(trained_run):
+    return gentext.load(trained_run)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(temperature=1.0, seed=3),
+        dict(temperature=0.7, top_k=5, top_p=0.9, seed=4),
+        dict(temperature=0),
+        dict(temperature=1.2, repetition_penalty=1.5, no_repeat_ngram_size=3, stop=["o"], seed=5),
+    ],
+)
+def test_generate_many_gives_each_prompt_its_text_alone(model, settings):
+    many = model.generate_many(PROMPTS, max_new_tokens=40, **settings)
+    assert many == [model.generate(p, max_new_tokens=40, **settings)[0] for p in PROMPTS]
+
+
+def test_generate_many_refuses_what_cannot_share_a_batch(model):
+    with pytest.raises(GentextError, match="one sample per prompt"):
+        model.generate_many(PROMPTS, num_samples=2)
+    with pytest.raises(GentextError, match="never seen"):
+        model.generate_many(["#"])
+
+
+def _collector():
+    texts, done = [], threading.Event()
+
+    def emit(kind, value):
+        if kind == "text":
+            texts.append(value[0])
+        else:
+            done.set()
+
+    return texts, done, emit
+
+
+def test_jobs_join_a_running_batch_and_leave_it_when_they_end(model):
+    engine = BatchEngine(model, max_rows=8)
+    long_text, long_done, long_emit = _collector()
+    started = threading.Event()
+
+    def first(kind, value):
+        started.set()
+        long_emit(kind, value)
+
+    ids, cfg = model.request("The ", max_new_tokens=300, temperature=1.0, seed=1)
+    engine.submit(ids, cfg, first)
+    assert started.wait(30)
+    joined = []
+    for i, prompt in enumerate(PROMPTS[:3]):  # arrive while the first one is running
+        texts, done, emit = _collector()
+        ids, cfg = model.request(prompt, max_new_tokens=20 + 10 * i, temperature=1.0, seed=10 + i)
+        engine.submit(ids, cfg, emit)
+        joined.append((prompt, 20 + 10 * i, 10 + i, texts, done))
+    for prompt, tokens, seed, texts, done in joined:
+        assert done.wait(60)
+        assert prompt + "".join(texts) == model.generate(prompt, max_new_tokens=tokens, temperature=1.0, seed=seed)[0]
+    assert long_done.wait(60)
+    assert "The " + "".join(long_text) == model.generate("The ", max_new_tokens=300, temperature=1.0, seed=1)[0]
+    assert engine.jobs == [] and engine.state is None  # every row left
+
+
+def test_a_cancelled_job_leaves_at_the_next_step_and_the_others_go_on(model):
+    engine = BatchEngine(model, max_rows=8)
+    a_texts, a_done, a_emit = _collector()
+    b_texts, b_done, b_emit = _collector()
+    ids, cfg = model.request("The ", max_new_tokens=100_000, seed=1)
+    job = engine.submit(ids, cfg, a_emit, start=False)
+    ids, cfg = model.request("A ", max_new_tokens=30, seed=2)
+    engine.submit(ids, cfg, b_emit, start=False)
+    job.cancelled.set()
+    engine.run_until_idle()
+    assert a_done.is_set() and b_done.is_set()
+    assert "A " + "".join(b_texts) == model.generate("A ", max_new_tokens=30, seed=2)[0]
+
+
+def test_rows_are_limited_and_waiting_jobs_get_their_turn(model):
+    engine = BatchEngine(model, max_rows=2)
+    results = []
+    for i in range(5):
+        texts, done, emit = _collector()
+        ids, cfg = model.request("The ", max_new_tokens=15, seed=i, num_samples=1)
+        engine.submit(ids, cfg, emit, start=False)
+        results.append((i, texts, done))
+    seen = []
+    original = engine._step
+
+    def step():
+        seen.append(sum(j.rows for j in engine.jobs))
+        original()
+
+    engine._step = step
+    engine.run_until_idle()
+    assert max(seen) == 2 and all(done.is_set() for _, _, done in results)
+    for i, texts, _ in results:
+        assert "The " + "".join(texts) == model.generate("The ", max_new_tokens=15, seed=i)[0]
+    with pytest.raises(ValueError, match="rows"):
+        engine.submit(*model.request("The ", num_samples=3), lambda *a: None)
+
+
+def test_multi_sample_requests_take_several_rows(model):
+    engine = BatchEngine(model, max_rows=8)
+    pieces = []
+    done = threading.Event()
+    ids, cfg = model.request("The ", max_new_tokens=25, num_samples=3, seed=7)
+    engine.submit(ids, cfg, lambda kind, value: pieces.append(value) if kind == "text" else done.set(), start=False)
+    engine.run_until_idle()
+    texts = ["The " + "".join(p[i] for p in pieces) for i in range(3)]
+    assert texts == model.generate("The ", max_new_tokens=25, num_samples=3, seed=7)
