@@ -1,6 +1,13 @@
 """Load test of `gentext serve` on 127.0.0.1: N concurrent clients for a bounded time.
 
     python benchmarks/load_test.py [RUN] --seconds 10 --clients 2 --clients 14
+    python benchmarks/load_test.py [RUN] --stream --seconds 10      # 1, 8, 32, 64 streaming clients,
+                                                                    # batching server vs --no-batching
+
+Streaming mode starts the server twice, with one thread per request (`--no-batching`) and with
+continuous batching, both allowed as many generations as there are clients, and for each client
+count reports aggregate generated tokens/s, time to first token p50/p99, the p99 gap between
+tokens, errors, and how many texts differ from the same request made alone (same seed).
 
 Starts the server (limits: 2 generations at once, 8 queued), then for each client count runs
 that many threads posting /v1/generate (64 new tokens) until the time is up, and prints
@@ -12,6 +19,8 @@ model on the built-in corpus first (about 20 seconds). Traffic goes to 127.0.0.1
 from __future__ import annotations
 
 import argparse
+import http.client
+import itertools
 import json
 import socket
 import subprocess
@@ -73,14 +82,125 @@ def run_clients(base: str, clients: int, seconds: float, tokens: int) -> dict:
     }
 
 
+def stream_once(port: int, body: dict) -> tuple[str, float | None, list[float], bool]:
+    """One SSE request: (generated text, seconds to the first generated token, gaps, ok)."""
+    start = time.perf_counter()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        connection.request("POST", "/v1/generate", json.dumps(body), {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        if response.status != 200:
+            return "", None, [], False
+        pieces, times, event = [], [], ""
+        for raw in response:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event == "token":
+                pieces.append(json.loads(line[6:])["text"])
+                times.append(time.perf_counter())
+            elif line.startswith("data: ") and event in ("done", "error"):
+                ok = event == "done"
+                break
+        else:
+            ok = False
+    except OSError:
+        return "", None, [], False
+    finally:
+        connection.close()
+    generated = times[1:]  # the first piece is the prompt
+    first = generated[0] - start if generated else None
+    gaps = [b - a for a, b in itertools.pairwise(generated)]
+    return "".join(pieces[1:]), first, gaps, ok
+
+
+def stream_clients(port: int, clients: int, seconds: float, tokens: int, expected: dict[int, str]) -> dict:
+    records: list[tuple[int, str, float | None, list[float], bool]] = []
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+
+    def client(i: int) -> None:
+        body = {"prompt": "The ", "max_new_tokens": tokens, "seed": i % 8, "temperature": 1.0, "stream": True}
+        while time.perf_counter() < deadline:
+            outcome = stream_once(port, body)
+            with lock:
+                records.append((i % 8, *outcome))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    firsts = sorted(r[2] for r in records if r[2] is not None)
+    gaps = sorted(g for r in records for g in r[3])
+
+    def pct(values, q):
+        return values[min(int(q * len(values)), len(values) - 1)] * 1000 if values else float("nan")
+
+    return {
+        "clients": clients,
+        "tokens_per_s": sum(len(r[3]) + 1 for r in records if r[2] is not None) / elapsed,
+        "ttft_p50": pct(firsts, 0.5),
+        "ttft_p99": pct(firsts, 0.99),
+        "gap_p99": pct(gaps, 0.99),
+        "errors": sum(not r[4] for r in records),
+        "streams": len(records),
+        "differ": sum(r[4] and r[1] != expected[r[0]] for r in records),
+    }
+
+
+def start_server(run: str, *flags: str) -> tuple[subprocess.Popen, int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "gentext", "serve", run, "--port", str(port), *flags]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(150):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.2)
+    return server, port
+
+
+def streaming(run: str, client_counts: list[int], seconds: float, tokens: int) -> None:
+    import gentext
+
+    model = gentext.load(run)
+    expected = {
+        seed: model.generate("The ", max_new_tokens=tokens, seed=seed, temperature=1.0)[0][4:] for seed in range(8)
+    }
+    most = str(max(client_counts))
+    print(f"streaming, {tokens} new tokens per request, {seconds:g} s per row; both servers: --max-concurrency {most}")
+    print("| server | clients | streams | tokens/s | TTFT p50 ms | TTFT p99 ms | inter-token p99 ms | errors "
+          "| texts differing |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, flags in (("thread per request", ["--no-batching"]), ("continuous batching", [])):
+        server, port = start_server(run, "--max-concurrency", most, "--max-queue", most, *flags)
+        try:
+            for clients in client_counts:
+                r = stream_clients(port, clients, seconds, tokens, expected)
+                print(
+                    f"| {name} | {clients} | {r['streams']} | {r['tokens_per_s']:,.0f} | {r['ttft_p50']:.0f} | "
+                    f"{r['ttft_p99']:.0f} | {r['gap_p99']:.1f} | {r['errors']} | {r['differ']} |",
+                    flush=True,
+                )
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", nargs="?")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, action="append")
     parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--stream", action="store_true", help="streaming clients, batching vs thread per request")
     args = parser.parse_args()
-    client_counts = args.clients or [2, 14]
     with tempfile.TemporaryDirectory() as tmp:
         run = args.run
         if run is None:
@@ -88,34 +208,13 @@ def main() -> None:
             subprocess.run(
                 [sys.executable, "-m", "gentext", "train", "--out", run, "--steps", "150", "--quiet"], check=True
             )
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        if args.stream:
+            streaming(run, args.clients or [1, 8, 32, 64], args.seconds, args.tokens)
+            return
+        client_counts = args.clients or [2, 14]
+        server, port = start_server(run, "--max-concurrency", "2", "--max-queue", "8")
         base = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gentext",
-                "serve",
-                run,
-                "--port",
-                str(port),
-                "--max-concurrency",
-                "2",
-                "--max-queue",
-                "8",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
         try:
-            for _ in range(150):
-                try:
-                    urllib.request.urlopen(base + "/healthz", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.2)
             print("| clients | requests | requests/s | p50 ms (200) | p99 ms (200) | p99 ms (503) | statuses |")
             print("|---:|---:|---:|---:|---:|---:|---|")
             for clients in client_counts:

@@ -76,3 +76,14 @@ def test_families_benchmark_trains_each_family_and_prints_one_table():
     assert [r.split("|")[2].strip() for r in rows][1:] == ["lstm", "transformer"]
     assert rows[0].split("|")[2].strip().startswith("markov-")
     assert all(float(r.split("|")[3]) > 0 for r in rows)
+
+
+def test_streaming_load_test_compares_both_servers(trained_run):
+    _, rows = run_script(
+        "load_test.py", str(trained_run), "--stream", "--seconds", "1", "--clients", "2", "--tokens", "8"
+    )
+    assert [r.split("|")[1].strip() for r in rows] == ["thread per request", "continuous batching"]
+    for row in rows:
+        cells = [c.strip() for c in row.split("|")]
+        assert int(cells[3]) > 0 and float(cells[4].replace(",", "")) > 0  # streams done, tokens/s
+        assert cells[8:10] == ["0", "0"]  # no errors, every text as alone
