@@ -176,7 +176,7 @@ def test_patience_stops_when_validation_stops_improving(tiny_corpus, tmp_path, m
     import gentext.training.run as run_module
 
     worse = iter(range(100))
-    monkeypatch.setattr(run_module, "evaluate", lambda *a, **k: (1.0 + next(worse), 1))
+    monkeypatch.setattr(run_module, "evaluate_sample", lambda *a, **k: (1.0 + next(worse), 1))
     summary = gentext.train(tmp_path / "r", paths=[str(tiny_corpus)], patience=2, **{**TINY_SETTINGS, "steps": 100})
     assert summary["stopped_early"] and summary["steps"] == 15  # evals at 5 (best), 10, 15 -> stop
 

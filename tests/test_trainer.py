@@ -13,3 +13,31 @@ def test_schedule_warms_up_then_decays_to_the_floor():
     assert math.isclose(lr_at(50, 1.0, cfg), 0.1)
     values = [lr_at(20, p / 10, cfg) for p in range(11)]
     assert values == sorted(values, reverse=True)
+
+
+def test_periodic_validation_reads_a_fixed_sample_spread_over_the_whole_split(monkeypatch):
+    import numpy as np
+    import torch
+
+    from gentext.config import ModelConfig
+    from gentext.models import build_model
+    from gentext.training import evaluation
+
+    scored = []
+    real = evaluation._score_rows
+    monkeypatch.setattr(
+        evaluation, "_score_rows", lambda m, ids, starts, *a: scored.append(starts) or real(m, ids, starts, *a)
+    )
+    model = build_model(ModelConfig(vocab_size=7, embed_size=4, hidden_size=4, num_layers=1))
+    ids = np.random.default_rng(0).integers(0, 7, 40 * evaluation.ROW_TOKENS + 1)
+    device = torch.device("cpu")
+    first = evaluation.evaluate_sample(model, ids, 64, device, tokens=4 * evaluation.ROW_TOKENS)
+    second = evaluation.evaluate_sample(model, ids, 64, device, tokens=4 * evaluation.ROW_TOKENS)
+    assert first == second and first[1] == 4 * evaluation.ROW_TOKENS  # the same rows every time
+    starts = scored[0]
+    assert len(starts) == 4 and max(starts) > len(ids) // 2  # not just the first pages
+    assert all(s % evaluation.ROW_TOKENS == 0 for s in starts) and len(set(starts)) == 4
+    short = ids[: 3 * evaluation.ROW_TOKENS]
+    assert evaluation.evaluate_sample(model, short, 64, device, tokens=10**6) == evaluation.evaluate(
+        model, short, 64, device
+    )

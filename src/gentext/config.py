@@ -176,7 +176,9 @@ class TrainConfig:
         parse=parse_duration,
     )
     eval_every: int = opt(200, "steps between validations (the best weights are kept)")
-    eval_tokens: int = opt(50_000, "periodic validations read this many held-out tokens")
+    eval_tokens: int = opt(
+        50_000, "periodic validations read a fixed sample of this many held-out tokens, spread over the split"
+    )
     save_every: int = opt(200, "steps between resumable checkpoints (train_state.safetensors)")
     state_reset: float = opt(
         0.05, "chance a stream starts a window from a cold state, so the model learns to start as generation does"

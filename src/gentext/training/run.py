@@ -25,7 +25,7 @@ from gentext.errors import GentextError
 from gentext.hardware import autocast, resolve_precision
 from gentext.models import State
 from gentext.training import distributed
-from gentext.training.evaluation import evaluate
+from gentext.training.evaluation import evaluate, evaluate_sample
 from gentext.training.records import Recorder, truncate_metrics
 from gentext.training.train_state import Progress, load_train_state, read_train_state, save_train_state
 
@@ -158,14 +158,13 @@ class Run:
 
     # -- evaluation --------------------------------------------------------------------------------
     def evaluate(self) -> None:
-        """Periodic validation on the first `eval_tokens` held-out tokens (comparable with each
-        other and cheap); keeps the best weights."""
+        """Periodic validation on a fixed sample of `eval_tokens` held-out tokens spread over the
+        whole split (comparable with each other, cheap, an estimate of the final figure); keeps
+        the best weights."""
         prog, config = self.prog, self.config
         self.last_eval_step = prog.step
         if self.val_ids is not None:
-            nats, count = evaluate(
-                self.model, self.val_ids, config.seq_len, self.device, config.batch_size, config.eval_tokens
-            )
+            nats, count = evaluate_sample(self.model, self.val_ids, config.seq_len, self.device, config.eval_tokens)
             self.last_val = nats / count
             if self.main:
                 self.recorder.evaluation({"step": prog.step, "tokens": prog.tokens, "val_loss": self.last_val})
