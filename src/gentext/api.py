@@ -205,7 +205,11 @@ def _run_config(corpus_cfg, tok_cfg, model_cfg, train_cfg, source, data) -> dict
         "tokenizer": to_dict(tok_cfg),
         "train": to_dict(train_cfg),
         "corpus": {**to_dict(corpus_cfg), "sources": source.sources},
-        "data": {"train_tokens": int(len(data.train)), "val_tokens": int(0 if data.val is None else len(data.val))},
+        "data": {
+            "train_tokens": int(len(data.train)),
+            "val_tokens": int(0 if data.val is None else len(data.val)),
+            "cache_key": data.key,  # `gentext eval RUN` reads the held-out ids from the token cache
+        },
     }
 
 

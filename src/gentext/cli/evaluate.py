@@ -12,7 +12,7 @@ from gentext.errors import GentextError
 
 def cmd_eval(args: argparse.Namespace) -> int:
     model = api.load(args.run, device=args.device)
-    result = model.evaluate(paths=args.paths or None)
+    result = model.evaluate(paths=args.paths or None, unknown=args.unknown)
     if args.samples:
         result["novelty"] = model.novelty(
             samples=args.samples, max_new_tokens=args.sample_tokens, span=args.span, seed=args.seed
@@ -24,6 +24,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         f"loss {result['loss']:.4f} nats/token | perplexity {result['perplexity']:.2f} | "
         f"{result['bpc']:.4f} bits/char | {result['tokens']:,} tokens, {result['characters']:,} characters"
     )
+    if result.get("skipped_characters"):
+        print(_skipped_line(result))
     if args.samples:
         n = result["novelty"]
         print(
@@ -33,15 +35,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def compare_rows(runs: list[str], data: str | None, device: str, sample_tokens: int) -> list[dict]:
+def _skipped_line(result: dict) -> str:
+    return (
+        f"left out: {result['skipped_characters']:,} characters ({result['skipped_share']:.2%}) "
+        "that the model cannot represent"
+    )
+
+
+def compare_rows(
+    runs: list[str], data: str | None, device: str, sample_tokens: int, unknown: str = "error"
+) -> list[dict]:
     models = [api.load(run, device=device) for run in runs]
     # One held-out text for every run, so the numbers rank: --data, else the first run's validation split.
     text = read_text([data]) if data else models[0]._held_out_text()
+    # With --unknown skip, what any run cannot represent is left out for all: every row scores the same text.
+    union = set().union(*(m.tokenizer.unknown_chars(text) for m in models)) if unknown == "skip" else set()
     rows = []
     for run, model in zip(runs, models, strict=True):
         info = model.info()
         try:
-            result = model.evaluate(text=text)
+            result = model.evaluate(text=text, unknown=unknown, leave_out=union)
         except GentextError as exc:
             raise GentextError(f"{run}: {exc}") from None
         sample = model.generate("", max_new_tokens=sample_tokens, temperature=0.8, seed=0)[0]
@@ -56,6 +69,7 @@ def compare_rows(runs: list[str], data: str | None, device: str, sample_tokens: 
                 "perplexity": result["perplexity"],
                 "bpc": result["bpc"],
                 "gen_tokens_per_s": model.generation_speed(),
+                "skipped_characters": result.get("skipped_characters", 0),
                 "sample": " ".join(sample.split())[:60],
             }
         )
@@ -63,7 +77,7 @@ def compare_rows(runs: list[str], data: str | None, device: str, sample_tokens: 
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    rows = compare_rows(args.runs, args.data, args.device, args.sample_tokens)
+    rows = compare_rows(args.runs, args.data, args.device, args.sample_tokens, args.unknown)
     if args.json:
         print_json({"runs": rows})
         return 0
@@ -74,7 +88,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
             f"| {r['run']} | {r['kind']} | {r['level']} | {r['parameters']:,} | {r['loss']:.4f} | "
             f"{r['perplexity']:.2f} | {r['bpc']:.4f} | {r['gen_tokens_per_s']:,.0f} | {r['sample']} |"
         )
+    if rows and rows[0]["skipped_characters"]:
+        print(f"every run was scored without the {rows[0]['skipped_characters']:,} characters some run cannot represent")
     return 0
+
+
+UNKNOWN_FLAG = dict(
+    choices=["error", "skip"],
+    default="error",
+    help="characters a char-level model has never seen: error, or skip (leave them out of the loss and say how many)",
+)
 
 
 def register(sub) -> None:
@@ -86,6 +109,7 @@ def register(sub) -> None:
     p.add_argument("--span", type=int, default=20, help="novelty window in characters")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--unknown", **UNKNOWN_FLAG)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 
@@ -93,6 +117,7 @@ def register(sub) -> None:
     p.add_argument("runs", nargs="+")
     p.add_argument("--data", help="held-out text (default: the first run's validation split)")
     p.add_argument("--sample-tokens", type=int, default=80)
+    p.add_argument("--unknown", **UNKNOWN_FLAG)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare)

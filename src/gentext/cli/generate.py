@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from gentext import api
+from gentext.cli.evaluate import UNKNOWN_FLAG
 from gentext.cli.options import add_options, convert, given
 from gentext.cli.output import print_json
 from gentext.config import SampleConfig
@@ -145,7 +146,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         text = read_text([args.file])
     else:
         text = args.text
-    result = api.load(args.run, device=args.device).score(text)
+    result = api.load(args.run, device=args.device).score(text, unknown=args.unknown)
     if args.json:
         print_json(result)
     else:
@@ -175,6 +176,7 @@ def register(sub) -> None:
     p.add_argument("run")
     p.add_argument("text", nargs="?", help="the text to score")
     p.add_argument("--file", help="score the text of this file instead")
+    p.add_argument("--unknown", **UNKNOWN_FLAG)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="with per-token values")
     p.set_defaults(func=cmd_score)

@@ -75,6 +75,18 @@ def token_data(source: CorpusSource, config: CorpusConfig, tok: Tokenizer, conte
     entry = cache_dir() / "tokens" / key
     if not (entry / "meta.json").exists():
         _encode(source, config, tok, entry, progress)
+    return _mapped(entry, key)
+
+
+def cached(key: str) -> TokenData | None:
+    """A run's ids by its recorded cache key, if the cache still holds them (never re-encodes)."""
+    entry = cache_dir() / "tokens" / key
+    if not key or not (entry / "meta.json").exists():
+        return None
+    return _mapped(entry, key)
+
+
+def _mapped(entry: Path, key: str) -> TokenData:
     meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
     dtype = np.dtype(meta["dtype"])
 

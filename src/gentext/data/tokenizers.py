@@ -28,6 +28,10 @@ class Tokenizer(Protocol):
         """A fresh incremental decoder (`decoding.py`): step(id) -> new text, flush() -> the rest."""
         ...
 
+    def unknown_chars(self, text: str) -> set[str]:
+        """Characters of `text` no token can stand for (only a character vocabulary has any)."""
+        ...
+
     def to_json(self) -> dict[str, Any]: ...
 
 
@@ -80,6 +84,9 @@ class CharTokenizer:
 
     def decoder(self) -> CharDecoder:
         return CharDecoder(self.chars)
+
+    def unknown_chars(self, text: str) -> set[str]:
+        return set(text) - set(self.chars)
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "char", "vocab": self.chars}
@@ -193,6 +200,9 @@ class WordTokenizer:
     def decoder(self) -> WordDecoder:
         return WordDecoder(self.vocab, whitespace=self.tokenize == "whitespace")
 
+    def unknown_chars(self, text: str) -> set[str]:
+        return set()  # an unknown word is <unk>, which the model predicts like any word
+
     def to_json(self) -> dict[str, Any]:
         return {"type": "word", "tokenize": self.tokenize, "unk": UNK, "vocab": self.vocab}
 
@@ -239,6 +249,9 @@ class BPETokenizer:
 
     def decode(self, ids: list[int] | np.ndarray) -> str:
         return self.hf.decode([int(i) for i in ids])
+
+    def unknown_chars(self, text: str) -> set[str]:
+        return set()  # every byte is in the base alphabet
 
     def decoder(self) -> ByteDecoder:
         if self._token_bytes is None:  # built on first use: a 50k vocabulary takes ~50 ms

@@ -16,6 +16,7 @@ import torch
 from gentext import checkpoint
 from gentext.config import CorpusConfig, SampleConfig, from_dict
 from gentext.data.corpus import load_corpus, read_text
+from gentext.data.tokencache import cached
 from gentext.errors import GentextError
 from gentext.inference import generation
 from gentext.inference.generation import unescape
@@ -136,21 +137,54 @@ class TextModel:
         with self._eval_mode():
             yield from generation.stream_text(self.model, self.tokenizer, prompt, ids, cfg, self.end_id)
 
-    def evaluate(self, paths: list[str] | None = None, text: str | None = None, seq_len: int = 256) -> dict[str, Any]:
+    def evaluate(
+        self,
+        paths: list[str] | None = None,
+        text: str | None = None,
+        seq_len: int = 256,
+        unknown: str = "error",
+        leave_out: set[str] | frozenset[str] = frozenset(),
+    ) -> dict[str, Any]:
         """Loss (nats/token), perplexity and bits per character on `text`, the files in `paths`,
-        or (neither given) the validation split of the training corpus."""
+        or (neither given) the run's held-out split, read from the token cache when it is there.
+        `unknown="skip"` leaves characters the model cannot represent (and `leave_out`) out of the
+        text, and says how many; the default refuses them."""
+        if text is None and not paths:
+            held_out = self._held_out_ids()
+            if held_out is not None:
+                return self._scores(*held_out, seq_len)
+            text = self._held_out_text()
         if text is None:
-            text = read_text(paths) if paths else self._held_out_text()
+            text = read_text(paths)
+        text, skipped = self._representable(text, unknown, leave_out)
         if not text:
             raise GentextError("nothing to evaluate: the text is empty")
-        try:
-            ids = self.tokenizer.encode(text)
-        except GentextError as exc:
-            raise GentextError(f"evaluation text: {exc}") from None
+        ids = self.tokenizer.encode(text)
         if len(ids) < 2:
             raise GentextError("the evaluation text needs at least two tokens")
+        result = self._scores(ids, characters(self.tokenizer, text, ids), seq_len)
+        return {**result, **skipped}
+
+    def _representable(self, text: str, unknown: str, leave_out) -> tuple[str, dict[str, Any]]:
+        """The text without the characters to skip, and how many went (none: refuse them)."""
+        if unknown not in ("error", "skip"):
+            raise GentextError(f"--unknown must be error or skip, got {unknown!r}")
+        drop = self.tokenizer.unknown_chars(text)
+        if drop and unknown == "error":
+            shown = ", ".join(repr(c) for c in sorted(drop)[:20])
+            raise GentextError(
+                f"the text has {len(drop)} character(s) the model has never seen: {shown}; "
+                "pass --unknown skip to leave them out of the loss"
+            )
+        drop |= set(leave_out)
+        if not drop:
+            return text, {}
+        kept = text.translate({ord(c): None for c in drop})
+        skipped = len(text) - len(kept)
+        return kept, {"skipped_characters": skipped, "skipped_share": skipped / max(len(text), 1)}
+
+    def _scores(self, ids, chars: int, seq_len: int) -> dict[str, Any]:
         nats, count = evaluate(self.model, ids, seq_len, self.device, batch_size=16)
-        chars = characters(self.tokenizer, text, ids)
         loss = nats / count
         return {
             "loss": loss,
@@ -160,9 +194,19 @@ class TextModel:
             "characters": chars,
         }
 
-    def score(self, text: str) -> dict[str, Any]:
+    def _held_out_ids(self) -> tuple[Any, int] | None:
+        """The held-out ids from the token cache (a memmap: memory stays flat) and the characters
+        they predict, or None when the cache no longer holds them."""
+        data = cached(self.config.get("data", {}).get("cache_key", ""))
+        if data is None or data.val is None or len(data.val) < 2:
+            return None
+        return data.val, max(data.val_chars - len(self.tokenizer.decode(data.val[:1])), 1)
+
+    def score(self, text: str, unknown: str = "error") -> dict[str, Any]:
         """Log-probability of `text`: each token given the ones before it, the first given the start
-        (the same priming as an empty prompt). Totals in nats, plus per-token values."""
+        (the same priming as an empty prompt). Totals in nats, plus per-token values.
+        `unknown="skip"` scores the text without the characters the model cannot represent."""
+        text, skipped = self._representable(text, unknown, frozenset())
         if not text:
             raise GentextError("nothing to score: the text is empty")
         ids = self.tokenizer.encode(text).tolist()
@@ -181,6 +225,7 @@ class TextModel:
             "bpc": -total / len(text) / math.log(2),
             "tokens": len(ids),
             "characters": len(text),
+            **skipped,
             "per_token": [
                 {"token": self.tokenizer.decode([i]), "log_prob": lp} for i, lp in zip(ids, token_logp, strict=True)
             ],
@@ -188,11 +233,14 @@ class TextModel:
 
     def _corpus(self):
         stored = dict(self.config.get("corpus", {}))
-        stored.pop("sources", None)
+        sources = stored.pop("sources", None) or stored.get("paths") or [stored.get("builtin", "?")]
         try:
             return load_corpus(from_dict(CorpusConfig, stored, "config.json 'corpus'"))
         except GentextError as exc:
-            raise GentextError(f"cannot re-read the training corpus ({exc}); pass the text explicitly") from None
+            raise GentextError(
+                f"cannot re-read the training corpus ({exc}); this run needs {', '.join(map(str, sources))} "
+                "(or pass the text to evaluate)"
+            ) from None
 
     def _held_out_text(self) -> str:
         return self._corpus().val

@@ -1,0 +1,73 @@
+"""Bringing a model to new text: unseen characters, held-out ids from the token cache."""
+
+import json
+
+import pytest
+
+import gentext
+from gentext.cli import main
+from gentext.errors import GentextError
+
+from .conftest import TINY_SETTINGS
+
+NEW_TEXT = 'The "lazy" dog (and X) ran; the quick fox — too.\n' * 20
+
+
+def test_unseen_characters_are_an_error_that_suggests_skipping(trained_run, tmp_path, capsys):
+    path = tmp_path / "new.txt"
+    path.write_text(NEW_TEXT, encoding="utf-8")
+    assert main(["eval", str(trained_run), str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "never seen" in err and "--unknown skip" in err and err.count("\n") == 1
+
+
+def test_eval_and_score_with_skip_leave_unseen_characters_out_and_say_how_many(trained_run, tmp_path, capsys):
+    model = gentext.load(trained_run)
+    unseen = model.tokenizer.unknown_chars(NEW_TEXT)
+    assert unseen  # quotes, brackets, X are not in the tiny corpus
+    result = model.evaluate(text=NEW_TEXT, unknown="skip")
+    dropped = sum(NEW_TEXT.count(c) for c in unseen)
+    assert result["skipped_characters"] == dropped
+    assert result["skipped_share"] == pytest.approx(dropped / len(NEW_TEXT))
+    kept = "".join(c for c in NEW_TEXT if c not in unseen)
+    assert result["loss"] == pytest.approx(model.evaluate(text=kept)["loss"])
+    path = tmp_path / "new.txt"
+    path.write_text(NEW_TEXT, encoding="utf-8")
+    assert main(["eval", str(trained_run), str(path), "--unknown", "skip", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["skipped_characters"] == dropped
+    assert main(["score", str(trained_run), NEW_TEXT[:40], "--unknown", "skip"]) == 0
+    with pytest.raises(GentextError, match="--unknown skip"):
+        model.score(NEW_TEXT)
+
+
+def test_compare_with_skip_scores_every_run_on_the_same_characters(trained_run, tiny_corpus, tmp_path, capsys):
+    wide = tmp_path / "wide.txt"
+    wide.write_text(tiny_corpus.read_text() + "()", encoding="utf-8")  # knows two characters more
+    gentext.train(tmp_path / "wide", paths=[str(wide)], steps=5, **TINY_SETTINGS)
+    data = tmp_path / "new.txt"
+    data.write_text(NEW_TEXT, encoding="utf-8")
+    runs = [str(trained_run), str(tmp_path / "wide")]
+    assert main(["compare", *runs, "--data", str(data)]) == 2
+    assert "--unknown skip" in capsys.readouterr().err
+    assert main(["compare", *runs, "--data", str(data), "--unknown", "skip", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["runs"]
+    union = gentext.load(trained_run).tokenizer.unknown_chars(NEW_TEXT)
+    assert rows[0]["skipped_characters"] == rows[1]["skipped_characters"] == sum(NEW_TEXT.count(c) for c in union)
+
+
+def test_eval_without_text_reads_the_held_out_ids_from_the_token_cache(tiny_corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    gentext.train(run, paths=[str(tiny_corpus)], steps=5, **TINY_SETTINGS)
+    model = gentext.load(run)
+    from_cache = model.evaluate()
+    assert from_cache == pytest.approx(model.evaluate(text=model._held_out_text()))
+    tiny_corpus.unlink()  # the training text moved: the cache still has the held-out ids
+    assert gentext.load(run).evaluate() == pytest.approx(from_cache)
+    from gentext.data.tokencache import cache_dir
+
+    key = json.loads((run / "config.json").read_text())["data"]["cache_key"]
+    import shutil
+
+    shutil.rmtree(cache_dir() / "tokens" / key)  # ... and now the cache is gone too
+    assert main(["eval", str(run)]) == 2
+    assert f"this run needs {tiny_corpus}" in capsys.readouterr().err
