@@ -56,6 +56,8 @@ def test_compare_with_skip_scores_every_run_on_the_same_characters(trained_run, 
 
 
 def test_eval_without_text_reads_the_held_out_ids_from_the_token_cache(tiny_corpus, tmp_path, capsys):
+    # a text of its own: the cache entry removed below is shared by every run of the same text
+    tiny_corpus.write_text(tiny_corpus.read_text() + "One line only this test has.\n", encoding="utf-8")
     run = tmp_path / "run"
     gentext.train(run, paths=[str(tiny_corpus)], steps=5, **TINY_SETTINGS)
     model = gentext.load(run)
@@ -71,3 +73,51 @@ def test_eval_without_text_reads_the_held_out_ids_from_the_token_cache(tiny_corp
     shutil.rmtree(cache_dir() / "tokens" / key)  # ... and now the cache is gone too
     assert main(["eval", str(run)]) == 2
     assert f"this run needs {tiny_corpus}" in capsys.readouterr().err
+
+
+def test_fine_tuning_grows_the_vocabulary_keeps_old_ids_and_reports_forgetting(trained_run, tmp_path, capsys):
+    new = tmp_path / "new.txt"
+    new.write_text(NEW_TEXT * 3, encoding="utf-8")
+    old = gentext.load(trained_run)
+    flags = ["--init-from", str(trained_run), "--steps", "15", "--batch-size", "4", "--seq-len", "16", "--quiet"]
+    code = main(["train", str(new), "--out", str(tmp_path / "ft"), *flags])
+    out = capsys.readouterr().out
+    assert code == 0 and f"fine-tuned from {trained_run}" in out and "on its held-out text" in out
+    tuned = gentext.load(tmp_path / "ft")
+    unseen = old.tokenizer.unknown_chars(NEW_TEXT)
+    assert tuned.tokenizer.chars[: old.tokenizer.vocab_size] == old.tokenizer.chars  # old ids keep their meaning
+    assert set(tuned.tokenizer.chars[old.tokenizer.vocab_size :]) == unseen
+    assert tuned.generate('The "', max_new_tokens=10, seed=0)[0].startswith('The "')  # new characters work
+    config = json.loads((tmp_path / "ft" / "config.json").read_text())
+    assert config["init_from"] == {"run": str(trained_run), "tokens_added": len(unseen)}
+    assert config["train"]["learning_rate"] == 1e-3  # the fine-tuning default
+    result = config["result"]["init_from"]
+    assert result["original_val_loss_before"] > 0 and result["original_val_loss_after"] > 0
+
+
+def test_fine_tuning_starts_from_the_source_weights(trained_run, tmp_path):
+    import torch
+
+    from gentext.training import finetune
+
+    old = gentext.load(trained_run)
+    source = gentext.checkpoint.load_run(trained_run)
+    grown = gentext.models.build_model(
+        gentext.config.ModelConfig(**{**vars(source.model_config), "vocab_size": source.model_config.vocab_size + 2})
+    )
+    assert finetune.init_weights(grown, source) == 2
+    emb = grown.embedding.weight.detach()
+    assert torch.equal(emb[:-2], old.model.embedding.weight.detach())
+    assert torch.allclose(emb[-1], old.model.embedding.weight.detach().mean(0))
+    assert grown.head.bias[-1] == old.model.head.bias.min()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [(["--hidden-size", "64"], "drop --hidden-size"), (["--level", "word"], "drop --level")],
+)
+def test_fine_tuning_keeps_the_architecture_and_tokenizer(trained_run, tmp_path, capsys, flags, message):
+    new = tmp_path / "new.txt"
+    new.write_text(NEW_TEXT, encoding="utf-8")
+    assert main(["train", str(new), "--out", str(tmp_path / "ft"), "--init-from", str(trained_run), *flags]) == 2
+    assert message in capsys.readouterr().err

@@ -31,7 +31,7 @@ from gentext.errors import GentextError
 from gentext.hardware import resolve_device, resolve_precision
 from gentext.inference.textmodel import TextModel
 from gentext.models import build_model, check_kind, fitted_by_counting
-from gentext.training import distributed, trainer
+from gentext.training import distributed, finetune, trainer
 from gentext.training.evaluation import evaluate
 from gentext.training.records import PLOT
 from gentext.training.run import FINAL_EVAL_TOKENS
@@ -100,7 +100,11 @@ def _resume_configs(out: Path, paths: list[str] | None, overrides: dict[str, Any
     return corpus_cfg, tok_cfg, model_cfg, train_cfg, tok
 
 
+FINE_TUNING_LR = 1e-3  # --init-from's peak learning rate unless --lr is given (the default is 3e-3)
+
+
 def _new_configs(paths, corpus, tokenizer, model, train, overrides):
+    """The settings of a new run, and the run it fine-tunes (`init_from`), if any."""
     routed = _split_overrides(overrides)
     corpus_cfg = dataclasses.replace(corpus or CorpusConfig(), **routed[CorpusConfig])
     if paths is not None:
@@ -108,15 +112,26 @@ def _new_configs(paths, corpus, tokenizer, model, train, overrides):
     tok_cfg = dataclasses.replace(tokenizer or TokenizerConfig(), **routed[TokenizerConfig])
     model_cfg = dataclasses.replace(model or ModelConfig(), **routed[ModelConfig])
     train_cfg = dataclasses.replace(train or TrainConfig(), **routed[TrainConfig])
-    return corpus_cfg, tok_cfg, model_cfg, train_cfg
+    origin = None
+    if train_cfg.init_from:
+        if routed[TokenizerConfig]:
+            flags = ", ".join(flag_of(TokenizerConfig, name) for name in routed[TokenizerConfig])
+            raise GentextError(f"--init-from keeps the tokenizer of {train_cfg.init_from}; drop {flags}")
+        origin, tok_cfg, model_cfg = finetune.source_configs(train_cfg.init_from, routed[ModelConfig])
+        if train is None and "learning_rate" not in routed[TrainConfig]:
+            train_cfg.learning_rate = FINE_TUNING_LR
+    return corpus_cfg, tok_cfg, model_cfg, train_cfg, origin
 
 
-def _prepare_data(corpus_cfg, tok_cfg, model_cfg, train_cfg, tok, progress: bool):
-    """Read and tokenize the corpus (fitting the tokenizer unless `tok` is given); check that the
-    model can train on it before anything is written."""
+def _prepare_data(corpus_cfg, tok_cfg, model_cfg, train_cfg, tok, progress: bool, origin=None):
+    """Read and tokenize the corpus (fitting the tokenizer unless `tok` is given; growing the
+    vocabulary of `origin`, a run being fine-tuned); check that the model can train on it before
+    anything is written."""
     check_kind(model_cfg.kind)  # an unknown --model fails before the corpus is read
     source = open_corpus(corpus_cfg)
     fit = None if tok is not None else (lambda pieces: fit_tokenizer(tok_cfg, pieces))
+    if origin is not None:
+        fit = lambda pieces: origin.tokenizer.grown(fit_tokenizer(tok_cfg, pieces))  # noqa: E731
     content, fitted = fingerprint_and_fit(source, corpus_cfg, fit)
     if tok is None:
         tok = fitted
@@ -161,23 +176,29 @@ def train(
     out = Path(out)
     info = distributed.from_env()
     distributed.init(info)  # before anything is read: rank 0 may be the only one to see `out`
+    origin = None  # the run being fine-tuned (--init-from)
     if resume:
         corpus_cfg, tok_cfg, model_cfg, train_cfg, tok = _resume_configs(out, paths, overrides)
     else:
-        corpus_cfg, tok_cfg, model_cfg, train_cfg = _new_configs(paths, corpus, tokenizer, model, train, overrides)
+        corpus_cfg, tok_cfg, model_cfg, train_cfg, origin = _new_configs(
+            paths, corpus, tokenizer, model, train, overrides
+        )
         tok = None
     for cfg in (corpus_cfg, tok_cfg, train_cfg):
         cfg.validate()
     device = resolve_device(train_cfg.device)
     resolve_precision(train_cfg.precision, device)  # a precision this machine lacks fails before any write
-    source, tok, data = _prepare_data(corpus_cfg, tok_cfg, model_cfg, train_cfg, tok, progress)
+    source, tok, data = _prepare_data(corpus_cfg, tok_cfg, model_cfg, train_cfg, tok, progress, origin)
     torch.manual_seed(train_cfg.seed)
     net = build_model(model_cfg)
+    added = finetune.init_weights(net, origin) if origin is not None else 0
     if resume and fitted_by_counting(net):
         raise GentextError(f"a {model_cfg.kind} model is fitted in one pass; there is nothing to resume (retrain it)")
     if not resume and info.is_main:  # under torchrun only rank 0 touches the run directory
         prepare_out_dir(out, force)
     config = _run_config(corpus_cfg, tok_cfg, model_cfg, train_cfg, source, data)
+    if origin is not None:
+        config["init_from"] = {"run": str(origin.run_dir), "tokens_added": added}
     if info.is_main and not resume:  # a resumed run's files change only when it has trained
         checkpoint.save_run_files(out, config, tok)
     callback = None if on_eval is None else (lambda step, val: on_eval(step, val, TextModel(net, tok, config, out)))
@@ -189,6 +210,11 @@ def train(
                 net, data.train, data.val, train_cfg, out, device, callback, progress, resume, data.key
             )
         summary = _summary(result, net, tok, data, out)
+        if origin is not None and info.is_main:
+            summary["init_from"] = {
+                **config["init_from"],
+                **finetune.forgetting(net, origin, train_cfg.seq_len, device),
+            }
         config["result"] = {k: v for k, v in summary.items() if k != "out"}
         if info.is_main:
             checkpoint.save_run_files(out, config, tok)

@@ -185,6 +185,9 @@ class TrainConfig:
     )
     patience: int | None = opt(None, "stop after this many validations without improvement")
     tensorboard: bool = opt(False, "also log to RUN/tensorboard (needs tensorboard)")
+    init_from: str | None = opt(
+        None, "start from this run's weights (fine-tuning): its architecture, its vocabulary grown by the new text's"
+    )
     seed: int = opt(1337, "random seed (same seed, same run)")
     device: str = opt("auto", "auto | cpu | cuda")
     precision: str = opt("auto", "auto | fp32 | bf16 | fp16 (training steps; evaluation is always float32)")

@@ -89,7 +89,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
             f"{r['perplexity']:.2f} | {r['bpc']:.4f} | {r['gen_tokens_per_s']:,.0f} | {r['sample']} |"
         )
     if rows and rows[0]["skipped_characters"]:
-        print(f"every run was scored without the {rows[0]['skipped_characters']:,} characters some run cannot represent")
+        print(
+            f"every run was scored without the {rows[0]['skipped_characters']:,} characters some run cannot represent"
+        )
     return 0
 
 

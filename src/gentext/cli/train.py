@@ -148,11 +148,19 @@ def _summary_line(summary: dict[str, Any]) -> str:
             f"fitted by counting {summary['tokens']:,} tokens in {summary['seconds']:.1f}s; "
             f"val {val}; run saved to {summary['out']}"
         )
-    return (
+    line = (
         f"trained {summary['steps']} steps ({summary['tokens']:,} tokens) in {summary['seconds']:.0f}s "
         f"at {summary['tokens_per_second']:,.0f} tokens/s; final validation {summary['eval_seconds']:.0f}s; "
         f"best val {val}; run saved to {summary['out']}"
     )
+    origin = summary.get("init_from")
+    if origin and origin.get("original_val_loss_after") is not None:
+        before = origin["original_val_loss_before"]
+        line += (
+            f"\nfine-tuned from {origin['run']} ({origin['tokens_added']} new tokens); on its held-out text: "
+            f"{'?' if before is None else f'{before:.4f}'} -> {origin['original_val_loss_after']:.4f} nats/token"
+        )
+    return line
 
 
 def register(sub) -> None:

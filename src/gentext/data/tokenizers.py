@@ -36,7 +36,8 @@ class Tokenizer(Protocol):
 
 
 class CharTokenizer:
-    """One token per Unicode code point (not per byte), vocabulary sorted by code point.
+    """One token per Unicode code point (not per byte). A fitted vocabulary is sorted by code point;
+    one grown for fine-tuning keeps the old ids and appends the new characters (`grown`).
 
     Unknown characters are an error that names them: silently mapping them to id 0 (as classroom
     char-rnns do) makes a model continue a prompt it never saw.
@@ -50,10 +51,16 @@ class CharTokenizer:
             raise GentextError("a character vocabulary needs at least one character")
         if any(len(c) != 1 for c in chars):
             raise GentextError("tokenizer.json: every character-vocabulary entry must be one code point")
-        self.chars = sorted(set(chars))
-        if len(self.chars) != len(chars):
+        if len(set(chars)) != len(chars):
             raise GentextError("tokenizer.json: the character vocabulary has duplicates")
-        self._codepoints = np.array([ord(c) for c in self.chars], dtype=np.uint32)
+        self.chars = list(chars)  # id order
+        codepoints = np.array([ord(c) for c in self.chars], dtype=np.uint32)
+        self._order = np.argsort(codepoints, kind="stable")  # sorted position -> id
+        self._codepoints = codepoints[self._order]
+
+    def grown(self, other: CharTokenizer) -> CharTokenizer:
+        """This vocabulary with `other`'s new characters appended: old ids keep their meaning."""
+        return CharTokenizer([*self.chars, *(c for c in other.chars if c not in set(self.chars))])
 
     @classmethod
     def fit(cls, text: str | Iterable[str]) -> CharTokenizer:
@@ -76,7 +83,7 @@ class CharTokenizer:
             missing = sorted({chr(c) for c in codepoints[unknown].tolist()})
             shown = ", ".join(repr(c) for c in missing[:20]) + (" ..." if len(missing) > 20 else "")
             raise GentextError(f"the text has {len(missing)} character(s) the model has never seen: {shown}")
-        return ids_clipped.astype(np.int64)
+        return self._order[ids_clipped].astype(np.int64)
 
     def decode(self, ids: list[int] | np.ndarray) -> str:
         chars = self.chars
@@ -191,6 +198,11 @@ class WordTokenizer:
     def encode(self, text: str) -> np.ndarray:
         return np.array([self.index.get(tok, self.unk_id) for tok in self.split(text)], dtype=np.int64)
 
+    def grown(self, other: WordTokenizer) -> WordTokenizer:
+        """This vocabulary with `other`'s new words appended (in its order): old ids keep their meaning."""
+        known = set(self.vocab)
+        return WordTokenizer([*self.vocab, *(w for w in other.vocab if w not in known)], self.tokenize)
+
     def unknown_words(self, text: str) -> list[str]:
         return sorted({tok for tok in self.split(text) if tok not in self.index})
 
@@ -252,6 +264,10 @@ class BPETokenizer:
 
     def unknown_chars(self, text: str) -> set[str]:
         return set()  # every byte is in the base alphabet
+
+    def grown(self, other: BPETokenizer) -> BPETokenizer:
+        """Byte-level BPE already encodes any text: fine-tuning keeps the merges as they are."""
+        return self
 
     def decoder(self) -> ByteDecoder:
         if self._token_bytes is None:  # built on first use: a 50k vocabulary takes ~50 ms

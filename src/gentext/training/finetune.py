@@ -1,0 +1,69 @@
+"""Fine-tuning: a new run that starts from another run's weights, on new text (`--init-from RUN`).
+
+The architecture and tokenizer settings come from the source run. A character or word vocabulary
+grows: the new text's new tokens are appended, so every old id keeps its meaning; their embedding
+rows start at the mean of the old rows (an "average token", not noise) and their output biases at
+the lowest old bias (unlikely until the new text teaches otherwise). Byte-level BPE encodes any
+text and keeps its merges. The optimizer starts fresh. At the end the run is also scored on the
+source run's held-out text, so the user sees what fine-tuning cost there (forgetting).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+from gentext import checkpoint
+from gentext.config import ModelConfig, TokenizerConfig, flag_of, from_dict
+from gentext.data.tokencache import cached
+from gentext.errors import GentextError
+from gentext.models import fitted_by_counting
+from gentext.training.evaluation import evaluate
+
+CHANGEABLE = ("dropout",)  # architecture options a fine-tuning run may still set
+VOCAB_ROWS = ("embedding.weight", "head.weight")  # (V, H) matrices: new rows = mean of the old ones
+
+
+def source_configs(run_dir: str, model_overrides: dict[str, Any]):
+    """The source run (on the CPU) and the tokenizer and model settings the new run inherits."""
+    source = checkpoint.load_run(run_dir)
+    if fitted_by_counting(source.model):
+        raise GentextError(f"--init-from {run_dir}: a {source.model_config.kind} model is refitted, not fine-tuned")
+    refused = sorted(set(model_overrides) - set(CHANGEABLE))
+    if refused:
+        flags = ", ".join(flag_of(ModelConfig, name) for name in refused)
+        raise GentextError(f"--init-from takes the architecture of {run_dir}; drop {flags} (only --dropout may change)")
+    tok_cfg = from_dict(TokenizerConfig, source.config.get("tokenizer"), f"{run_dir} config.json 'tokenizer'")
+    model_cfg = dataclasses.replace(source.model_config, **model_overrides)
+    return source, tok_cfg, model_cfg
+
+
+def init_weights(net: nn.Module, source: checkpoint.LoadedRun) -> int:
+    """Copy the source's weights into `net` (same architecture, a vocabulary as large or larger);
+    returns how many tokens were added."""
+    state = {name: tensor.clone() for name, tensor in source.model.state_dict().items()}
+    old, new = source.model_config.vocab_size, net.config.vocab_size
+    if new > old:
+        for name in VOCAB_ROWS:
+            if name in state:
+                rows = state[name]
+                state[name] = torch.cat([rows, rows.mean(dim=0, keepdim=True).expand(new - old, -1)])
+        if "head.bias" in state:
+            bias = state["head.bias"]
+            state["head.bias"] = torch.cat([bias, bias.min().expand(new - old)])
+    net.load_state_dict(state, strict=True)
+    return new - old
+
+
+def forgetting(net: nn.Module, source: checkpoint.LoadedRun, seq_len: int, device) -> dict[str, Any]:
+    """The fine-tuned model's loss on the source run's held-out ids (from the token cache), beside
+    the source's own figure."""
+    data = cached(source.config.get("data", {}).get("cache_key", ""))
+    before = (source.config.get("result") or {}).get("val_loss")
+    if data is None or data.val is None or len(data.val) < 2:
+        return {"original_val_loss_before": before, "original_val_loss_after": None}
+    nats, count = evaluate(net, data.val, seq_len, device, max_tokens=2_000_000)
+    return {"original_val_loss_before": before, "original_val_loss_after": nats / count}
