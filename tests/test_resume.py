@@ -69,6 +69,19 @@ def test_resume_refuses_changed_settings_and_changed_data(tiny_corpus, tmp_path)
     assert gentext.train(run, resume=True, steps=12)["steps"] == 12  # a finished run can be extended
 
 
+def test_resume_from_the_cli_names_the_flag_and_never_goes_backwards(tiny_corpus, tmp_path, capsys):
+    from gentext.cli import main
+
+    run = tmp_path / "run"
+    gentext.train(run, paths=[str(tiny_corpus)], **{**RESUME_SETTINGS, "steps": 6})
+    recorded = (run / "config.json").read_text()
+    assert main(["train", "--out", str(run), "--resume", "--steps", "30", "--lr", "1"]) == 2
+    assert "cannot change --lr" in capsys.readouterr().err
+    assert main(["train", "--out", str(run), "--resume", "--steps", "3"]) == 2  # would train nothing
+    assert "already at step 6" in capsys.readouterr().err
+    assert (run / "config.json").read_text() == recorded  # the recorded result is untouched
+
+
 def test_resume_without_a_run_is_a_clear_error(tmp_path):
     with pytest.raises(GentextError, match="no such run directory"):
         gentext.train(tmp_path / "nothing", resume=True)

@@ -353,32 +353,59 @@ async def _batched_samples(engine: BatchEngine, model: TextModel, prompt: str, s
     return ["".join(text) for text in texts]
 
 
+class _Mailbox:
+    """Hands items from worker threads to an event loop's queues with at most one wake-up of the
+    loop pending: a batch step that produces 64 pieces wakes the loop once, not 64 times."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop, self.lock, self.items, self.scheduled = loop, threading.Lock(), [], False
+
+    def post(self, queue: asyncio.Queue, item: Any) -> None:
+        with self.lock:
+            self.items.append((queue, item))
+            if self.scheduled:
+                return
+            self.scheduled = True
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self.lock:
+            items, self.items, self.scheduled = self.items, [], False
+        for queue, item in items:
+            queue.put_nowait(item)
+
+
+_MAILBOXES: dict[int, _Mailbox] = {}
+
+
+def _mailbox(loop: asyncio.AbstractEventLoop) -> _Mailbox:
+    return _MAILBOXES.setdefault(id(loop), _Mailbox(loop))
+
+
 async def _events(start):
-    """SSE: one `token` event per piece of text, then `done` (or `error`). `start(send, cancelled)`
+    """SSE: `token` events with the text produced, then `done` (or `error`). `start(send, cancelled)`
     sets the work going elsewhere; its `send(kind, value)` calls reach this coroutine through an
-    asyncio queue. A client that disconnects cancels the coroutine, which sets `cancelled`."""
-    loop = asyncio.get_running_loop()
+    asyncio queue. Text that piled up while the client was being served goes out as one event. A
+    client that disconnects cancels the coroutine, which sets `cancelled`."""
     queue: asyncio.Queue = asyncio.Queue()
+    mailbox = _mailbox(asyncio.get_running_loop())
     cancelled = threading.Event()
-
-    def send(kind: str, value: Any) -> None:
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
-
-    start(send, cancelled)
+    start(lambda kind, value: mailbox.post(queue, (kind, value)), cancelled)
     try:
         count = 0
         while True:
-            kind, value = await queue.get()
-            if kind == "text":
-                if value:
-                    count += 1
-                    yield _sse("token", {"text": value})
-            elif kind == "done":
-                yield _sse("done", {"pieces": count})
-                break
-            else:
-                yield _sse("error", {"detail": value})
+            items = [await queue.get()]
+            while not queue.empty():
+                items.append(queue.get_nowait())
+            text = "".join(value for kind, value in items if kind == "text")
+            if text:
+                count += 1
+                yield _sse("token", {"text": text})
+            end = next(((kind, value) for kind, value in items if kind != "text"), None)  # always the last
+            if end is not None:
+                kind, value = end
+                yield _sse("done", {"pieces": count}) if kind == "done" else _sse("error", {"detail": value})
                 break
     finally:
         cancelled.set()  # the work ends by itself at its next piece or step

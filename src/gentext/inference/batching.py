@@ -119,43 +119,51 @@ class BatchEngine:
             pass
 
     def _admit(self) -> None:
-        """Prime waiting jobs while their rows fit; their state rows join the batch."""
+        """Prime the waiting jobs whose rows fit, prompts of one length in one call; their state
+        rows join the batch."""
         used = sum(job.rows for job in self.jobs)
+        admitted = []
         while self.waiting and used + self.waiting[0].rows <= self.max_rows:
             job = self.waiting.pop(0)
-            if (
-                job.cancelled.is_set() or job.config.max_new_tokens == 0
-            ):  # nothing to generate: it ends before it starts
+            if job.cancelled.is_set() or job.config.max_new_tokens == 0:  # nothing to generate: it ends here
                 job.emit("text", [""] * job.rows)
                 job.emit("done", None)
                 continue
-            logits, state = self._prime(job)
-            self.jobs.append(job)
+            admitted.append(job)
             used += job.rows
+        by_length: dict[int, list[Job]] = {}
+        for job in admitted:
+            by_length.setdefault(len(job.prompt_ids), []).append(job)
+        for group in by_length.values():
+            logits, state = self._prime(group)
+            self.jobs += group
             self.state = state if self.state is None else State.cat([self.state, state])
             self.logits = logits if self.logits is None else torch.cat([self.logits, logits])
 
-    def _prime(self, job: Job) -> tuple[torch.Tensor, State]:
-        cfg, device = job.config, model_device(self.model)
-        job.generator = sampling.make_generator(cfg.seed, device)
-        job.samples = [_Sample(self.tokenizer, job.prompt_ids, cfg.stop) for _ in range(job.rows)]
-        job.deadline = None if cfg.max_time is None else time.monotonic() + cfg.max_time
-        logits, state = self.model(torch.tensor([job.prompt_ids], device=device), None)  # (1, T, V)
-        if sampling._uses_history(cfg):
-            job.history = torch.tensor(job.prompt_ids, device=device)[None].expand(job.rows, -1).contiguous()
-        rows = torch.zeros(job.rows, dtype=torch.long, device=device)
-        return logits[:, -1].expand(job.rows, -1), state.select(rows)
+    def _prime(self, group: list[Job]) -> tuple[torch.Tensor, State]:
+        """Run the prompts (all of one length) once, side by side; each job's rows copy its row."""
+        device = model_device(self.model)
+        for job in group:
+            cfg = job.config
+            job.generator = sampling.make_generator(cfg.seed, device)
+            job.samples = [_Sample(self.tokenizer, job.prompt_ids, cfg.stop) for _ in range(job.rows)]
+            job.deadline = None if cfg.max_time is None else time.monotonic() + cfg.max_time
+            if sampling._uses_history(cfg):
+                job.history = torch.tensor(job.prompt_ids, device=device)[None].expand(job.rows, -1).contiguous()
+        prompts = torch.tensor([job.prompt_ids for job in group], device=device)  # (G, T)
+        logits, state = self.model(prompts, None)  # (G, T, V)
+        rows = torch.cat([torch.full((job.rows,), g, dtype=torch.long) for g, job in enumerate(group)]).to(device)
+        return logits[:, -1].index_select(0, rows), state.select(rows)
 
     def _step(self) -> None:
-        """Every job's next token from its rows; drop the jobs that ended; one call for the rest."""
+        """Every job's next tokens; drop the jobs that ended; one network call for the rest."""
+        choices = self._choose_all()
         keep_rows, keep_jobs, fed = [], [], []
         offset = 0
-        for job in self.jobs:
-            rows = slice(offset, offset + job.rows)
-            ids = self._choose(job, self.logits[rows])
+        for job, ids in zip(self.jobs, choices, strict=True):
             if self._advance(job, ids):
                 keep_jobs.append(job)
-                keep_rows.extend(range(rows.start, rows.stop))
+                keep_rows.extend(range(offset, offset + job.rows))
                 fed.append(ids.clamp(min=0))
             offset += job.rows
         self.jobs = keep_jobs
@@ -167,7 +175,36 @@ class BatchEngine:
         logits, self.state = self.model(torch.cat(fed)[:, None], state)
         self.logits = logits[:, -1]
 
+    def _choose_all(self) -> list[torch.Tensor]:
+        """Each job's next ids (rows,). Jobs that sample with the same settings and keep no history
+        are transformed and turned into probabilities together; each job's rows then draw from its
+        own generator, exactly as `sampling.choose_next` does for the job alone."""
+        starts = [0]
+        for job in self.jobs:
+            starts.append(starts[-1] + job.rows)
+        choices: list[torch.Tensor | None] = [None] * len(self.jobs)
+        groups: dict[tuple, list[int]] = {}
+        for i, job in enumerate(self.jobs):
+            cfg = job.config
+            if job.history is not None or cfg.temperature == 0:
+                choices[i] = self._choose(job, self.logits[starts[i] : starts[i + 1]])
+            else:
+                key = (cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, cfg.allow_unk)
+                groups.setdefault(key, []).append(i)
+        for members in groups.values():
+            cfg = self.jobs[members[0]].config
+            rows = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in members]).to(self.logits.device)
+            processed = sampling.process_logits(self.logits[rows], cfg, None, suppressed(self.tokenizer, cfg))
+            draws = [
+                torch.rand(self.jobs[i].rows, generator=self.jobs[i].generator, device=rows.device) for i in members
+            ]
+            ids = sampling.draw(sampling.cumulative(processed), torch.cat(draws))
+            for i, part in zip(members, ids.split([self.jobs[i].rows for i in members]), strict=True):
+                choices[i] = part
+        return choices
+
     def _choose(self, job: Job, logits: torch.Tensor) -> torch.Tensor:
+        """One job's next ids on its own (greedy, or with a repetition history of its own)."""
         cfg = job.config
         processed = sampling.process_logits(logits, cfg, job.history, suppressed(self.tokenizer, cfg))
         ids = sampling.choose_next(processed, cfg.temperature, job.generator)

@@ -129,18 +129,34 @@ def process_logits(
     return apply_min_p(logits, config.min_p)
 
 
+def cumulative(logits: torch.Tensor) -> torch.Tensor:
+    """Cumulative probabilities (B, V), float64, of softmax(logits); a row with no finite logit
+    (every token forbidden) comes out all zeros."""
+    alive = torch.isfinite(logits).any(dim=-1, keepdim=True)  # (B, 1)
+    probs = torch.softmax(logits.masked_fill(~alive, 0.0), dim=-1).double()
+    return probs.cumsum(dim=-1) * alive
+
+
+def draw(cdf: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF sampling: the first token whose cumulative probability exceeds u x total, for
+    each row of cdf (B, V) and u (B,) in [0, 1); NO_TOKEN where the row's total is 0."""
+    total = cdf[:, -1:]
+    chosen = torch.searchsorted(cdf, uniform.double()[:, None] * total, right=True).squeeze(-1)
+    chosen = chosen.clamp(max=cdf.shape[-1] - 1)
+    return torch.where(total.squeeze(-1) > 0, chosen, torch.full_like(chosen, NO_TOKEN))
+
+
 def choose_next(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
-    """Pick one id per row (B,): argmax when temperature is 0, else sample softmax(logits).
+    """Pick one id per row (B,): argmax when temperature is 0, else sample softmax(logits) with
+    one uniform draw per row from `generator` (inverse CDF: continuous batching can then sample
+    many requests' rows at once, each row's draw from its own request's generator).
     A row with no finite logit (every token forbidden) gets NO_TOKEN."""
-    alive = torch.isfinite(logits).any(dim=-1)  # (B,)
-    if not bool(alive.all()):
-        logits = logits.masked_fill(~alive[:, None], 0.0)  # any distribution; the row is dropped below
     if temperature == 0:
+        alive = torch.isfinite(logits).any(dim=-1)
         chosen = logits.argmax(dim=-1)
-    else:
-        probs = torch.softmax(logits, dim=-1)
-        chosen = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-    return torch.where(alive, chosen, torch.full_like(chosen, NO_TOKEN))
+        return torch.where(alive, chosen, torch.full_like(chosen, NO_TOKEN))
+    uniform = torch.rand(logits.shape[0], generator=generator, device=logits.device)
+    return draw(cumulative(logits), uniform)
 
 
 def _uses_history(config: SampleConfig) -> bool:
