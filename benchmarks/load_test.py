@@ -47,14 +47,16 @@ def post(url: str, body: dict) -> tuple[int, float]:
     return status, time.perf_counter() - start
 
 
-def run_clients(base: str, clients: int, seconds: float, tokens: int) -> dict:
-    results: list[tuple[int, float]] = []
+def drive(clients: int, seconds: float, request) -> tuple[list, float]:
+    """`clients` threads calling `request(i)` back to back until `seconds` are up; every outcome
+    and the time it took in all."""
+    results: list = []
     lock = threading.Lock()
     deadline = time.perf_counter() + seconds
 
     def client(i: int) -> None:
         while time.perf_counter() < deadline:
-            outcome = post(base + "/v1/generate", {"prompt": "The ", "max_new_tokens": tokens, "seed": i})
+            outcome = request(i)
             with lock:
                 results.append(outcome)
 
@@ -64,7 +66,12 @@ def run_clients(base: str, clients: int, seconds: float, tokens: int) -> dict:
         t.start()
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - start
+    return results, time.perf_counter() - start
+
+
+def run_clients(base: str, clients: int, seconds: float, tokens: int) -> dict:
+    body = {"prompt": "The ", "max_new_tokens": tokens}
+    results, elapsed = drive(clients, seconds, lambda i: post(base + "/v1/generate", {**body, "seed": i}))
     ok = sorted(latency for status, latency in results if status == 200)
     refused = sorted(latency for status, latency in results if status == 503)
 
@@ -116,24 +123,8 @@ def stream_once(port: int, body: dict) -> tuple[str, float | None, list[float], 
 
 
 def stream_clients(port: int, clients: int, seconds: float, tokens: int, expected: dict[int, str]) -> dict:
-    records: list[tuple[int, str, float | None, list[float], bool]] = []
-    lock = threading.Lock()
-    deadline = time.perf_counter() + seconds
-
-    def client(i: int) -> None:
-        body = {"prompt": "The ", "max_new_tokens": tokens, "seed": i % 8, "temperature": 1.0, "stream": True}
-        while time.perf_counter() < deadline:
-            outcome = stream_once(port, body)
-            with lock:
-                records.append((i % 8, *outcome))
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
+    body = {"prompt": "The ", "max_new_tokens": tokens, "temperature": 1.0, "stream": True}
+    records, elapsed = drive(clients, seconds, lambda i: (i % 8, *stream_once(port, {**body, "seed": i % 8})))
     firsts = sorted(r[2] for r in records if r[2] is not None)
     gaps = sorted(g for r in records for g in r[3])
 

@@ -209,18 +209,24 @@ def train(
             result = trainer.train(
                 net, data.train, data.val, train_cfg, out, device, callback, progress, resume, data.key
             )
-        summary = _summary(result, net, tok, data, out)
-        if origin is not None and info.is_main:
-            summary["init_from"] = {
-                **config["init_from"],
-                **finetune.forgetting(net, origin, train_cfg.seq_len, device),
-            }
-        config["result"] = {k: v for k, v in summary.items() if k != "out"}
-        if info.is_main:
-            checkpoint.save_run_files(out, config, tok)
+        summary = _finish(result, net, tok, data, out, config, origin, train_cfg, device)
         distributed.barrier(info)  # everyone leaves together, once rank 0 has written
     finally:
         distributed.teardown(info)
+    return summary
+
+
+def _finish(result, net, tok, data, out: Path, config: dict, origin, train_cfg, device) -> dict[str, Any]:
+    """The summary (with what fine-tuning cost on the origin's text) and, on rank 0, the final
+    config.json with the result."""
+    main = distributed.from_env().is_main
+    summary = _summary(result, net, tok, data, out)
+    if origin is not None and main:
+        forgot = finetune.forgetting(net, origin, train_cfg.seq_len, device)
+        summary["init_from"] = {**config["init_from"], **forgot}
+    config["result"] = {k: v for k, v in summary.items() if k != "out"}
+    if main:
+        checkpoint.save_run_files(out, config, tok)
     return summary
 
 

@@ -24,13 +24,10 @@ playground page needs `Authorization: Bearer KEY` (401 otherwise). CORS is off u
 `--cors-origin` names origins.
 """
 
-import asyncio
 import dataclasses
 import hmac
 import ipaddress
-import json
 import logging
-import threading
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +37,7 @@ from gentext.config import SampleConfig
 from gentext.errors import GentextError
 from gentext.inference.batching import BatchEngine, supports
 from gentext.inference.textmodel import TextModel
+from gentext.server.streams import Gate, batched_samples, batched_source, events, thread_source
 
 logger = logging.getLogger(__name__)
 OPEN_PATHS = {"/healthz", "/"}  # the playground page is static: it asks for the key itself
@@ -53,27 +51,6 @@ class ServerLimits:
     max_concurrency: int = 2  # rows of the batch (continuous batching), or generations at once
     max_queue: int = 8
     request_timeout: float = 60.0  # seconds of generation per request
-
-
-class _Gate:
-    """Counts requests in flight; refuses at once when the queue is full."""
-
-    def __init__(self, limits: ServerLimits):
-        self.limit = limits.max_concurrency + limits.max_queue
-        self.running = threading.BoundedSemaphore(limits.max_concurrency)
-        self.lock = threading.Lock()
-        self.count = 0
-
-    def enter(self) -> bool:
-        with self.lock:
-            if self.count >= self.limit:
-                return False
-            self.count += 1
-            return True
-
-    def leave(self) -> None:
-        with self.lock:
-            self.count -= 1
 
 
 def _flag(name: str) -> str:
@@ -172,7 +149,11 @@ class _Service:
     """The loaded models behind the limits: what the routes call."""
 
     def __init__(self, models: dict[str, TextModel], limits: ServerLimits, batching: bool):
-        self.models, self.limits, self.gate = models, limits, _Gate(limits)
+        self.models, self.limits, self.gate = (
+            models,
+            limits,
+            Gate(limits.max_concurrency, limits.max_concurrency + limits.max_queue),
+        )
         self.default = next(iter(models))
         # continuous batching: one engine per model, its batch holding up to max_concurrency rows
         self.engines = {id(m): BatchEngine(m, limits.max_concurrency) for m in models.values()} if batching else {}
@@ -247,19 +228,14 @@ def create_app(
         service.admit()
         engine = service.engine(model, settings)
         if request.stream:
-            start = _thread_source if engine is None else _batched_source(engine)
-            events = _events(start(model, request.prompt, settings, service.gate))
-            return StreamingResponse(events, media_type="text/event-stream")
+            start = thread_source if engine is None else batched_source(engine)
+            stream = events(start(model, request.prompt, settings, service.gate))
+            return StreamingResponse(stream, media_type="text/event-stream")
         if engine is None:
             samples = await service.run(model.generate, request.prompt, **settings)
         else:
-            samples = await _batched_samples(engine, model, request.prompt, settings, service.gate)
-        return {
-            "model": request.model or service.default,
-            "samples": samples,
-            "prompt_tokens": len(model.tokenizer.encode(request.prompt)) if request.prompt else 0,
-            "completion_tokens": [len(model.tokenizer.encode(s[len(request.prompt) :])) for s in samples],
-        }
+            samples = await batched_samples(engine, model, request.prompt, settings, service.gate)
+        return _generated(model, request.model or service.default, request.prompt, samples)
 
     @app.post("/v1/score")
     async def score(request: ScoreRequest):
@@ -276,139 +252,13 @@ def create_app(
     return app
 
 
-def _sse(event: str, data: dict[str, Any]) -> str:
-    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
-
-
-def _thread_source(model: TextModel, prompt: str, settings: dict[str, Any], gate: _Gate):
-    """The generation on one worker thread of its own, start to end (torch's grad mode is per
-    thread, so a generator must not hop between threads), once a generation slot is free."""
-
-    def start(send, cancelled: threading.Event) -> None:
-        def work() -> None:
-            try:
-                with gate.running:
-                    for piece in model.stream(prompt, **settings):
-                        if cancelled.is_set():
-                            return
-                        send("text", piece)
-                send("done", None)
-            except Exception as exc:  # noqa: BLE001 -- reported to the client as an error event
-                logger.exception("generation failed")
-                send("error", str(exc) if isinstance(exc, GentextError) else f"internal error: {type(exc).__name__}")
-            finally:
-                gate.leave()
-
-        asyncio.get_running_loop().run_in_executor(None, work)
-
-    return start
-
-
-def _batched_source(engine: BatchEngine):
-    """The generation as rows of the model's batch (one sample: the streamed one)."""
-
-    def source(model: TextModel, prompt: str, settings: dict[str, Any], gate: _Gate):
-        def start(send, cancelled: threading.Event) -> None:
-            def emit(kind: str, value: Any) -> None:
-                send(kind, value[0] if kind == "text" else value)
-                if kind != "text":
-                    gate.leave()
-
-            ids, config = model.request(prompt, **settings)
-            send("text", prompt)  # as `TextModel.stream` does: the prompt, then what follows
-            job = engine.submit(ids, config, emit)
-            job.cancelled = cancelled  # a client that goes away leaves the batch at the next step
-
-        return start
-
-    return source
-
-
-async def _batched_samples(engine: BatchEngine, model: TextModel, prompt: str, settings, gate: _Gate) -> list[str]:
-    """Every sample of a JSON request, generated as rows of the model's batch."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future = loop.create_future()
-    ids, config = model.request(prompt, **settings)
-    texts = [[prompt] for _ in range(config.num_samples)]
-
-    def finish(kind: str, value: Any) -> None:
-        if not done.done():
-            done.set_result((kind, value))
-
-    def emit(kind: str, value: Any) -> None:  # on the engine's thread
-        if kind == "text":
-            for text, piece in zip(texts, value, strict=True):
-                text.append(piece)
-            return
-        gate.leave()
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(finish, kind, value)
-
-    engine.submit(ids, config, emit)
-    kind, value = await done
-    if kind == "error":
-        from fastapi import HTTPException
-
-        raise HTTPException(500, detail=value)
-    return ["".join(text) for text in texts]
-
-
-class _Mailbox:
-    """Hands items from worker threads to an event loop's queues with at most one wake-up of the
-    loop pending: a batch step that produces 64 pieces wakes the loop once, not 64 times."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self.loop, self.lock, self.items, self.scheduled = loop, threading.Lock(), [], False
-
-    def post(self, queue: asyncio.Queue, item: Any) -> None:
-        with self.lock:
-            self.items.append((queue, item))
-            if self.scheduled:
-                return
-            self.scheduled = True
-        if not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(self._deliver)
-
-    def _deliver(self) -> None:
-        with self.lock:
-            items, self.items, self.scheduled = self.items, [], False
-        for queue, item in items:
-            queue.put_nowait(item)
-
-
-_MAILBOXES: dict[int, _Mailbox] = {}
-
-
-def _mailbox(loop: asyncio.AbstractEventLoop) -> _Mailbox:
-    return _MAILBOXES.setdefault(id(loop), _Mailbox(loop))
-
-
-async def _events(start):
-    """SSE: `token` events with the text produced, then `done` (or `error`). `start(send, cancelled)`
-    sets the work going elsewhere; its `send(kind, value)` calls reach this coroutine through an
-    asyncio queue. Text that piled up while the client was being served goes out as one event. A
-    client that disconnects cancels the coroutine, which sets `cancelled`."""
-    queue: asyncio.Queue = asyncio.Queue()
-    mailbox = _mailbox(asyncio.get_running_loop())
-    cancelled = threading.Event()
-    start(lambda kind, value: mailbox.post(queue, (kind, value)), cancelled)
-    try:
-        count = 0
-        while True:
-            items = [await queue.get()]
-            while not queue.empty():
-                items.append(queue.get_nowait())
-            text = "".join(value for kind, value in items if kind == "text")
-            if text:
-                count += 1
-                yield _sse("token", {"text": text})
-            end = next(((kind, value) for kind, value in items if kind != "text"), None)  # always the last
-            if end is not None:
-                kind, value = end
-                yield _sse("done", {"pieces": count}) if kind == "done" else _sse("error", {"detail": value})
-                break
-    finally:
-        cancelled.set()  # the work ends by itself at its next piece or step
+def _generated(model: TextModel, name: str, prompt: str, samples: list[str]) -> dict[str, Any]:
+    return {
+        "model": name,
+        "samples": samples,
+        "prompt_tokens": len(model.tokenizer.encode(prompt)) if prompt else 0,
+        "completion_tokens": [len(model.tokenizer.encode(s[len(prompt) :])) for s in samples],
+    }
 
 
 def _describe(model: TextModel) -> dict[str, Any]:
