@@ -190,8 +190,16 @@ def test_patience_stops_when_validation_stops_improving(tiny_corpus, tmp_path, m
 
     worse = iter(range(100))
     monkeypatch.setattr(run_module, "evaluate_sample", lambda *a, **k: (1.0 + next(worse), 1))
-    summary = gentext.train(tmp_path / "r", paths=[str(tiny_corpus)], patience=2, **{**TINY_SETTINGS, "steps": 100})
+    seen = []
+    summary = gentext.train(
+        tmp_path / "r",
+        paths=[str(tiny_corpus)],
+        patience=2,
+        on_eval=lambda step, val, model: seen.append(step),
+        **{**TINY_SETTINGS, "steps": 100},
+    )
     assert summary["stopped_early"] and summary["steps"] == 15  # evals at 5 (best), 10, 15 -> stop
+    assert seen == [5, 10, 15]  # one sample per evaluation, none twice when patience ends the run
 
 
 def test_loss_plot_and_tensorboard(tiny_corpus, tmp_path):

@@ -200,10 +200,11 @@ def _loop(run: Run, bar, on_eval) -> tuple[bool, float]:
                 f"continue with: gentext train --out {run.run_dir} --resume",
                 SIGNAL_EXIT.get(sig, 130),
             )
-        if run.last_eval_step != prog.step:
+        final_eval = run.last_eval_step != prog.step  # not when patience stopped right after one
+        if final_eval:
             run.evaluate()
         run.save(elapsed)
-        if on_eval is not None and run.main and run.last_eval_step == prog.step:
+        if final_eval and on_eval is not None and run.main:
             _safe_callback(on_eval, prog.step, run.last_val)
     return stopped_early, time.perf_counter() - start
 
