@@ -78,12 +78,15 @@ def token_data(source: CorpusSource, config: CorpusConfig, tok: Tokenizer, conte
     return _mapped(entry, key)
 
 
-def cached(key: str) -> TokenData | None:
-    """A run's ids by its recorded cache key, if the cache still holds them (never re-encodes)."""
+def held_out(run_config: dict) -> TokenData | None:
+    """A run's ids by the cache key its config.json records, if the cache still holds them with a
+    held-out split to score (at least two tokens); never re-encodes."""
+    key = run_config.get("data", {}).get("cache_key", "")
     entry = cache_dir() / "tokens" / key
     if not key or not (entry / "meta.json").exists():
         return None
-    return _mapped(entry, key)
+    data = _mapped(entry, key)
+    return data if data.val is not None and len(data.val) >= 2 else None
 
 
 def _mapped(entry: Path, key: str) -> TokenData:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,7 +30,7 @@ import torch
 
 from gentext.config import SampleConfig
 from gentext.inference import sampling
-from gentext.inference.generation import _Sample, suppressed
+from gentext.inference.generation import SampleTexts, suppressed
 from gentext.models import State, model_device
 
 logger = logging.getLogger(__name__)
@@ -42,11 +41,10 @@ class Job:
     prompt_ids: list[int]
     config: SampleConfig
     emit: Callable[[str, object], None]
-    samples: list[_Sample] = field(default_factory=list)
+    texts: SampleTexts | None = None  # set when the job is primed
     generator: torch.Generator | None = None
     history: torch.Tensor | None = None
     steps: int = 0
-    deadline: float | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -144,12 +142,9 @@ class BatchEngine:
         """Run the prompts (all of one length) once, side by side; each job's rows copy its row."""
         device = model_device(self.model)
         for job in group:
-            cfg = job.config
-            job.generator = sampling.make_generator(cfg.seed, device)
-            job.samples = [_Sample(self.tokenizer, job.prompt_ids, cfg.stop) for _ in range(job.rows)]
-            job.deadline = None if cfg.max_time is None else time.monotonic() + cfg.max_time
-            if sampling._uses_history(cfg):
-                job.history = torch.tensor(job.prompt_ids, device=device)[None].expand(job.rows, -1).contiguous()
+            job.generator = sampling.make_generator(job.config.seed, device)
+            job.texts = SampleTexts(self.tokenizer, job.prompt_ids, job.config)
+            job.history = sampling.initial_history(job.prompt_ids, job.config, job.rows, device)
         prompts = torch.tensor([job.prompt_ids for job in group], device=device)  # (G, T)
         logits, state = self.model(prompts, None)  # (G, T, V)
         rows = torch.cat([torch.full((job.rows,), g, dtype=torch.long) for g, job in enumerate(group)]).to(device)
@@ -208,26 +203,42 @@ class BatchEngine:
         cfg = job.config
         processed = sampling.process_logits(logits, cfg, job.history, suppressed(self.tokenizer, cfg))
         ids = sampling.choose_next(processed, cfg.temperature, job.generator)
-        if job.history is not None:
-            job.history = torch.cat([job.history, ids.clamp(min=0)[:, None]], dim=1)
+        job.history = sampling.extend_history(job.history, ids)
         return ids
 
     def _advance(self, job: Job, ids: torch.Tensor) -> bool:
         """Decode the job's new tokens and send its text; False once it has ended."""
         job.steps += 1
-        for sample, token in zip(job.samples, ids.tolist(), strict=True):
-            if not sample.done:
-                sample.step(token, self.textmodel.end_id)
         ended = (
-            all(s.done for s in job.samples)
+            job.texts.step(ids.tolist(), self.textmodel.end_id)
             or job.steps >= job.config.max_new_tokens
-            or (job.deadline is not None and time.monotonic() > job.deadline)
             or job.cancelled.is_set()
         )
         if ended:
-            for sample in job.samples:
-                sample.finish()
-        job.emit("text", [s.take() for s in job.samples])
+            job.texts.finish()
+        job.emit("text", job.texts.take())
         if ended:
             job.emit("done", None)
         return not ended
+
+
+class Collector:
+    """An `emit` for `BatchEngine.submit` that gathers each sample's text and how the job ended;
+    `on_end(kind, value)` is called (on the engine's thread) when it does."""
+
+    def __init__(self, rows: int, on_end: Callable[[str, object], None] | None = None):
+        self.pieces: list[list[str]] = [[] for _ in range(rows)]
+        self.end: tuple[str, object] | None = None
+        self.on_end = on_end
+
+    def __call__(self, kind: str, value) -> None:
+        if kind == "text":
+            for pieces, piece in zip(self.pieces, value, strict=True):
+                pieces.append(piece)
+            return
+        self.end = (kind, value)
+        if self.on_end is not None:
+            self.on_end(kind, value)
+
+    def texts(self, prompt: str) -> list[str]:
+        return [prompt + "".join(pieces) for pieces in self.pieces]

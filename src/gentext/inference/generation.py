@@ -83,6 +83,31 @@ class _Sample:
         return text
 
 
+class SampleTexts:
+    """The texts of one request's samples, one token per sample per step: done when every sample
+    has stopped (end of text, no allowed token, a stop string) or `max_time` is up. Shared by the
+    one-request loop below and the continuous-batching engine, so both end samples alike."""
+
+    def __init__(self, tokenizer, prompt_ids: list[int], config: SampleConfig):
+        self.samples = [_Sample(tokenizer, prompt_ids, config.stop) for _ in range(config.num_samples)]
+        self.deadline = None if config.max_time is None else time.monotonic() + config.max_time
+
+    def step(self, ids: list[int], end_id: int | None) -> bool:
+        """Decode each sample's new token; True once every sample stopped or the time is up."""
+        for sample, token in zip(self.samples, ids, strict=True):
+            if not sample.done:
+                sample.step(token, end_id)
+        return all(s.done for s in self.samples) or (self.deadline is not None and time.monotonic() > self.deadline)
+
+    def finish(self) -> None:
+        for sample in self.samples:
+            sample.finish()
+
+    def take(self) -> list[str]:
+        """Each sample's text released since the last call."""
+        return [s.take() for s in self.samples]
+
+
 def _sample_pieces(
     model: torch.nn.Module,
     tokenizer,
@@ -94,19 +119,14 @@ def _sample_pieces(
     """Yield, after every step, the new text of each sample (cut before a stop string). Ends when
     every sample has stopped (end-of-text token or a stop string), at `max_new_tokens`, or after
     `max_time` seconds."""
-    samples = [_Sample(tokenizer, prompt_ids, config.stop) for _ in range(config.num_samples)]
-    deadline = None if config.max_time is None else time.monotonic() + config.max_time
+    texts = SampleTexts(tokenizer, prompt_ids, config)
     steps = sampling.generate_ids(model, prompt_ids, config, generator, suppress=suppressed(tokenizer, config))
     for next_ids in steps:
-        for sample, token in zip(samples, next_ids.tolist(), strict=True):
-            if not sample.done:
-                sample.step(token, end_id)
-        if all(s.done for s in samples) or (deadline is not None and time.monotonic() > deadline):
+        if texts.step(next_ids.tolist(), end_id):
             break
-        yield [s.take() for s in samples]
-    for sample in samples:
-        sample.finish()
-    yield [s.take() for s in samples]
+        yield texts.take()
+    texts.finish()
+    yield texts.take()
 
 
 def generate_texts(

@@ -159,8 +159,17 @@ def choose_next(logits: torch.Tensor, temperature: float, generator: torch.Gener
     return draw(cumulative(logits), uniform)
 
 
-def _uses_history(config: SampleConfig) -> bool:
-    return config.repetition_penalty != 1.0 or config.no_repeat_ngram_size > 0
+def initial_history(ids: list[int], config: SampleConfig, rows: int, device) -> torch.Tensor | None:
+    """The ids the repetition transforms look back on, for `rows` rows (rows, L); None when the
+    settings use none."""
+    if config.repetition_penalty == 1.0 and config.no_repeat_ngram_size <= 0:
+        return None
+    return torch.tensor(ids, dtype=torch.long, device=device)[None].expand(rows, -1).contiguous()
+
+
+def extend_history(history: torch.Tensor | None, ids: torch.Tensor) -> torch.Tensor | None:
+    """History (rows, L) with the new ids (rows,) appended (an ended row's NO_TOKEN as 0: never read)."""
+    return None if history is None else torch.cat([history, ids.clamp(min=0)[:, None]], dim=1)
 
 
 def _prime(model: torch.nn.Module, prompt_ids: list[int], batch: int):
@@ -188,10 +197,8 @@ def generate_ids(
     batch = config.num_samples
     with torch.inference_mode():
         logits, state = _prime(model, prompt_ids, batch)  # (B, V)
-        history = None
-        if _uses_history(config):
-            seed = torch.tensor(history_ids if history_ids is not None else prompt_ids, dtype=torch.long)
-            history = seed.to(logits.device)[None].expand(batch, -1).contiguous()  # (B, L)
+        seed = history_ids if history_ids is not None else prompt_ids
+        history = initial_history(seed, config, batch, logits.device)  # (B, L) or None
     warned = False
     for step in range(config.max_new_tokens):
         with torch.inference_mode():  # per step, never across the yield (see the module docstring)
@@ -205,8 +212,7 @@ def generate_ids(
             return  # no need to run the network for a token nobody reads
         with torch.inference_mode():
             fed = next_ids.clamp(min=0)  # an ended row's input is never read back
-            if history is not None:
-                history = torch.cat([history, fed[:, None]], dim=1)
+            history = extend_history(history, next_ids)
             logits, state = model(fed[:, None], state)
             logits = logits[:, -1]
 

@@ -16,7 +16,7 @@ import torch
 from gentext import checkpoint
 from gentext.config import CorpusConfig, SampleConfig, from_dict
 from gentext.data.corpus import load_corpus, read_text
-from gentext.data.tokencache import cached
+from gentext.data.tokencache import held_out
 from gentext.errors import GentextError
 from gentext.inference import generation
 from gentext.inference.generation import unescape
@@ -100,7 +100,7 @@ class TextModel:
     def generate_many(self, prompts: list[str], **settings: Any) -> list[str]:
         """One sample per prompt, every prompt advancing in one batch (continuous batching): the
         texts `generate(prompt, **settings)` gives one by one, many times faster together."""
-        from gentext.inference.batching import BatchEngine, supports
+        from gentext.inference.batching import BatchEngine, Collector, supports
 
         cfg = self._sample_config(settings)
         if cfg.num_samples != 1 or not supports(self, cfg):
@@ -109,26 +109,16 @@ class TextModel:
                 f"(lstm, gru, rnn, markov); use generate() for this {self.model.config.kind} model or setting"
             )
         ids = [self._prompt_ids(prompt) for prompt in prompts]  # unknown characters fail before any work
-        texts = [[prompt] for prompt in prompts]
-        errors: list[str] = []
         engine = BatchEngine(self, max_rows=max(len(prompts), 1))
-
-        def collector(text: list[str]):
-            def emit(kind: str, value) -> None:
-                if kind == "text":
-                    text.append(value[0])
-                elif kind == "error":
-                    errors.append(value)
-
-            return emit
-
+        collectors = [Collector(rows=1) for _ in prompts]
         with self._eval_mode():
-            for prompt_ids, text in zip(ids, texts, strict=True):
-                engine.submit(prompt_ids, cfg, collector(text), start=False)
+            for prompt_ids, collector in zip(ids, collectors, strict=True):
+                engine.submit(prompt_ids, cfg, collector, start=False)
             engine.run_until_idle()
+        errors = [c.end[1] for c in collectors if c.end is not None and c.end[0] == "error"]
         if errors:
             raise GentextError(errors[0])
-        return ["".join(text) for text in texts]
+        return [c.texts(prompt)[0] for prompt, c in zip(prompts, collectors, strict=True)]
 
     def stream(self, prompt: str = "", **settings: Any) -> Iterator[str]:
         """One sample as it is produced: the prompt, then each new piece of text."""
@@ -197,8 +187,8 @@ class TextModel:
     def _held_out_ids(self) -> tuple[Any, int] | None:
         """The held-out ids from the token cache (a memmap: memory stays flat) and the characters
         they predict, or None when the cache no longer holds them."""
-        data = cached(self.config.get("data", {}).get("cache_key", ""))
-        if data is None or data.val is None or len(data.val) < 2:
+        data = held_out(self.config)
+        if data is None:
             return None
         return data.val, max(data.val_chars - len(self.tokenizer.decode(data.val[:1])), 1)
 

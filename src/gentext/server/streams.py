@@ -14,7 +14,7 @@ import threading
 from typing import Any
 
 from gentext.errors import GentextError
-from gentext.inference.batching import BatchEngine
+from gentext.inference.batching import BatchEngine, Collector
 from gentext.inference.textmodel import TextModel
 
 logger = logging.getLogger(__name__)
@@ -94,28 +94,20 @@ async def batched_samples(engine: BatchEngine, model: TextModel, prompt: str, se
     loop = asyncio.get_running_loop()
     done: asyncio.Future = loop.create_future()
     ids, config = model.request(prompt, **settings)
-    texts = [[prompt] for _ in range(config.num_samples)]
 
-    def finish(kind: str, value: Any) -> None:
-        if not done.done():
-            done.set_result((kind, value))
-
-    def emit(kind: str, value: Any) -> None:  # on the engine's thread
-        if kind == "text":
-            for text, piece in zip(texts, value, strict=True):
-                text.append(piece)
-            return
+    def ended(kind: str, value: Any) -> None:  # on the engine's thread
         gate.leave()
         if not loop.is_closed():
-            loop.call_soon_threadsafe(finish, kind, value)
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result((kind, value)))
 
-    engine.submit(ids, config, emit)
+    collector = Collector(config.num_samples, on_end=ended)
+    engine.submit(ids, config, collector)
     kind, value = await done
     if kind == "error":
         from fastapi import HTTPException
 
         raise HTTPException(500, detail=value)
-    return ["".join(text) for text in texts]
+    return collector.texts(prompt)
 
 
 class _Mailbox:

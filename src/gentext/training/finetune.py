@@ -18,10 +18,11 @@ from torch import nn
 
 from gentext import checkpoint
 from gentext.config import ModelConfig, TokenizerConfig, flag_of, from_dict
-from gentext.data.tokencache import cached
+from gentext.data.tokencache import held_out
 from gentext.errors import GentextError
 from gentext.models import fitted_by_counting
 from gentext.training.evaluation import evaluate
+from gentext.training.run import FINAL_EVAL_TOKENS
 
 CHANGEABLE = ("dropout",)  # architecture options a fine-tuning run may still set
 VOCAB_ROWS = ("embedding.weight", "head.weight")  # (V, H) matrices: new rows = mean of the old ones
@@ -61,9 +62,9 @@ def init_weights(net: nn.Module, source: checkpoint.LoadedRun) -> int:
 def forgetting(net: nn.Module, source: checkpoint.LoadedRun, seq_len: int, device) -> dict[str, Any]:
     """The fine-tuned model's loss on the source run's held-out ids (from the token cache), beside
     the source's own figure."""
-    data = cached(source.config.get("data", {}).get("cache_key", ""))
+    data = held_out(source.config)
     before = (source.config.get("result") or {}).get("val_loss")
-    if data is None or data.val is None or len(data.val) < 2:
+    if data is None:
         return {"original_val_loss_before": before, "original_val_loss_after": None}
-    nats, count = evaluate(net, data.val, seq_len, device, max_tokens=2_000_000)
+    nats, count = evaluate(net, data.val, seq_len, device, max_tokens=FINAL_EVAL_TOKENS)
     return {"original_val_loss_before": before, "original_val_loss_after": nats / count}
