@@ -121,3 +121,43 @@ def test_fine_tuning_keeps_the_architecture_and_tokenizer(trained_run, tmp_path,
     new.write_text(NEW_TEXT, encoding="utf-8")
     assert main(["train", str(new), "--out", str(tmp_path / "ft"), "--init-from", str(trained_run), *flags]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_spelling_charges_unfamiliar_and_novel_spellings_more():
+    from gentext.models.spelling import UNICODE_NATS, SpellingModel
+
+    speller = SpellingModel(["the", "then", "there", "these", "other", "bother", "tether"])
+    assert 0 < speller.cost(["these"]) < speller.cost(["xqzkv"])
+    assert speller.cost(["the", "then"]) == pytest.approx(speller.cost(["the"]) + speller.cost(["then"]))
+    assert speller.cost(["thé"]) > speller.cost(["the"]) + UNICODE_NATS - 1e-9  # é was never seen
+
+
+def test_word_bpc_spells_out_unknown_words_and_keeps_the_closed_figure(tmp_path, tiny_corpus, capsys):
+    run = tmp_path / "words"
+    gentext.train(run, paths=[str(tiny_corpus)], level="word", model="markov", order=2, vocab_size=4)
+    model = gentext.load(run)
+    text = tiny_corpus.read_text()[:2000]
+    result = model.evaluate(text=text)
+    unknown = [w for w in model.tokenizer.split(text)[1:] if w not in model.tokenizer.index]
+    assert result["unknown_words"] == len(unknown) > 0
+    spelled = model._speller().cost(unknown)
+    assert result["bpc"] - result["bpc_closed_vocab"] == pytest.approx(spelled / result["characters"] / 0.6931471805)
+    # A three-word vocabulary makes <unk> nearly certain: cheap closed, dear once spelled, and
+    # `compare` ranks by the honest figure, below a character chain it would "beat" otherwise.
+    chars = tmp_path / "chars"
+    gentext.train(chars, paths=[str(tiny_corpus)], model="markov", order=3)
+    data = tmp_path / "text.txt"
+    data.write_text(text, encoding="utf-8")
+    assert main(["compare", str(run), str(chars), "--data", str(data), "--json"]) == 0
+    rows = {r["run"]: r for r in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["runs"]}
+    assert rows[str(run)]["bpc_closed_vocab"] < rows[str(chars)]["bpc"] < rows[str(run)]["bpc"]
+    assert main(["compare", str(run), str(chars), "--data", str(data)]) == 0
+    table = capsys.readouterr().out
+    assert table.index(str(chars)) < table.index(str(run)) and "closed vocab" in table
+    assert main(["eval", str(run), str(data)]) == 0
+    assert f"spelling the {len(unknown):,} <unk> words" in capsys.readouterr().out
+
+
+def test_char_and_bpe_bpc_need_no_spelling(trained_run):
+    result = gentext.load(trained_run).evaluate()
+    assert "bpc_closed_vocab" not in result and result["bpc"] > 0

@@ -29,14 +29,16 @@ def test_periodic_validation_reads_a_fixed_sample_spread_over_the_whole_split(mo
         evaluation, "_score_rows", lambda m, ids, starts, *a: scored.append(starts) or real(m, ids, starts, *a)
     )
     model = build_model(ModelConfig(vocab_size=7, embed_size=4, hidden_size=4, num_layers=1))
-    ids = np.random.default_rng(0).integers(0, 7, 40 * evaluation.ROW_TOKENS + 1)
+    row = evaluation.SAMPLE_ROW
+    ids = np.random.default_rng(0).integers(0, 7, 40 * row + 1)
     device = torch.device("cpu")
-    first = evaluation.evaluate_sample(model, ids, 64, device, tokens=4 * evaluation.ROW_TOKENS)
-    second = evaluation.evaluate_sample(model, ids, 64, device, tokens=4 * evaluation.ROW_TOKENS)
-    assert first == second and first[1] == 4 * evaluation.ROW_TOKENS  # the same rows every time
+    first = evaluation.evaluate_sample(model, ids, 64, device, tokens=8 * row)
+    second = evaluation.evaluate_sample(model, ids, 64, device, tokens=8 * row)
+    assert first == second and first[1] == 8 * row  # the same rows every time
     starts = scored[0]
-    assert len(starts) == 4 and max(starts) > len(ids) // 2  # not just the first pages
-    assert all(s % evaluation.ROW_TOKENS == 0 for s in starts) and len(set(starts)) == 4
+    assert len(starts) == 8 and min(starts) >= evaluation.SAMPLE_WARM  # each row reads a warm-up first
+    assert min(starts) < len(ids) / 8 and max(starts) > len(ids) * 6 / 8  # the whole split, not its first pages
+    assert all(b - a >= row for a, b in zip(starts, starts[1:], strict=False))  # in order, no overlap
     short = ids[: 3 * evaluation.ROW_TOKENS]
     assert evaluation.evaluate_sample(model, short, 64, device, tokens=10**6) == evaluation.evaluate(
         model, short, 64, device

@@ -19,6 +19,7 @@ from .conftest import SHARED_DATA, TINY_SETTINGS
         "It's a dog's life (isn't it?); yes: 100% sure.",
         'She said "no" and left.',
         "Über café — naïve façade, 日本語 too!\nNew line here.",
+        "Look pale--they threw it... and left.",
     ],
 )
 def test_regex_round_trip_restores_normal_spacing(text):
@@ -29,6 +30,14 @@ def test_regex_round_trip_restores_normal_spacing(text):
 def test_words_and_punctuation_are_separate_tokens():
     tok = WordTokenizer.fit("Hello, world!")
     assert [tok.vocab[i] for i in tok.encode("Hello, world!")] == ["Hello", ",", "world", "!"]
+
+
+def test_dashes_and_ellipses_stay_whole_but_runs_saved_before_keep_their_split():
+    tok = WordTokenizer.fit("speak--it tauntingly...")
+    assert tok.split("speak--it tauntingly...") == ["speak", "--", "it", "tauntingly", "..."]
+    old = tokenizer_from_json({"type": "word", "tokenize": "regex", "vocab": [UNK, "speak", "-", "it"]})
+    assert old.split("speak--it") == ["speak", "-", "-", "it"]
+    assert tokenizer_from_json(json.loads(json.dumps(tok.to_json()))).split("a--b") == ["a", "--", "b"]
 
 
 def test_vocabulary_caps_turn_rare_words_into_unk():

@@ -22,7 +22,16 @@ import numpy as np
 import torch
 
 from gentext import checkpoint
-from gentext.config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig, flag_of, from_dict, to_dict
+from gentext.config import (
+    CorpusConfig,
+    LoadConfig,
+    ModelConfig,
+    TokenizerConfig,
+    TrainConfig,
+    flag_of,
+    from_dict,
+    to_dict,
+)
 from gentext.data.corpus import open_corpus
 from gentext.data.dataset import BPTTBatches
 from gentext.data.tokencache import fingerprint_and_fit, token_data
@@ -158,7 +167,7 @@ def train(
     *,
     corpus: CorpusConfig | None = None,
     tokenizer: TokenizerConfig | None = None,
-    model: ModelConfig | None = None,
+    model: ModelConfig | str | None = None,
     train: TrainConfig | None = None,
     force: bool = False,
     resume: bool = False,
@@ -168,11 +177,14 @@ def train(
 ) -> dict[str, Any]:
     """Train a model on text and write a run directory to `out`; returns a summary dict.
 
-    Settings come from the config dataclasses or as keyword overrides (`steps=500`, `hidden_size=256`).
+    Settings come from the config dataclasses or as keyword overrides (`steps=500`, `hidden_size=256`);
+    `model` is a ModelConfig or, as the CLI's --model, the kind's name.
     With no `paths` the built-in corpus is used. Nothing in `out` is touched until the input is valid.
     `resume=True` continues the run in `out` exactly where its last checkpoint left it; only the
     stopping settings (`steps`, `epochs`, `time_limit`, ...) may be given then.
     """
+    if isinstance(model, str):  # `model="markov"`, as the CLI's --model
+        model, overrides = None, {**overrides, "kind": model}
     out = Path(out)
     info = distributed.from_env()
     distributed.init(info)  # before anything is read: rank 0 may be the only one to see `out`
@@ -253,7 +265,8 @@ def _summary(result: trainer.TrainResult, net, tok, data, out: Path) -> dict[str
         "eval_seconds": round(result.eval_seconds, 2),
         "train_loss": result.train_loss,
         "val_loss": result.val_loss,
-        "val_bpc": None,
+        "val_bpc": None,  # at word level <unk> counts as one token: `gentext eval` prices its spelling
+        "level": tok.level,
         "tokens_per_second": round(result.tokens_per_second, 1),
         "best_step": result.best_step,
         "stopped_early": result.stopped_early,
@@ -297,7 +310,11 @@ def _fit_by_counting(net, train_ids: np.ndarray, val_ids: np.ndarray | None, out
     )
 
 
-def load(run_dir: str | Path, device: str = "cpu") -> TextModel:
-    """Load a run directory (weights from safetensors, config and vocabulary from JSON)."""
+def load(run_dir: str | Path, device: str = LoadConfig.device, weights: str = LoadConfig.weights) -> TextModel:
+    """Load a run directory (weights from safetensors, config and vocabulary from JSON).
+    `weights` is the generation step's format (LoadConfig.weights, TextModel.set_weights)."""
+    LoadConfig(device=device, weights=weights).validate()
     run = checkpoint.load_run(run_dir, resolve_device(device))
-    return TextModel(run.model, run.tokenizer, run.config, run.run_dir)
+    model = TextModel(run.model, run.tokenizer, run.config, run.run_dir)
+    model.set_weights(weights)
+    return model

@@ -225,6 +225,29 @@ class TrainConfig:
         return self
 
 
+WEIGHT_FORMATS = ("auto", "fp32", "bf16", "int8")
+
+
+@dataclass
+class LoadConfig:
+    """How a saved run is loaded to generate, evaluate and serve."""
+
+    device: str = opt("cpu", "cpu | cuda | auto")
+    weights: str = opt(
+        "auto",
+        "generation step's weights: fp32, bf16 (native on AVX-512 BF16/AMX CPUs and GPUs), int8 (any x86 CPU), "
+        "or auto (the fastest native one within 0.01 nats/token of fp32, measured at load)",
+    )
+
+    def validate(self) -> LoadConfig:
+        _check(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        _check(
+            self.weights in WEIGHT_FORMATS,
+            f"--weights must be one of {', '.join(WEIGHT_FORMATS)}, got {self.weights!r}",
+        )
+        return self
+
+
 @dataclass
 class SampleConfig:
     """Generation settings; names follow Hugging Face `generate`. Each is a no-op at its default."""

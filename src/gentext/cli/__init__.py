@@ -15,7 +15,9 @@ from gentext import api
 from gentext.cli import evaluate as cli_evaluate
 from gentext.cli import generate as cli_generate
 from gentext.cli import train as cli_train
+from gentext.cli.options import add_options, given
 from gentext.cli.output import print_json
+from gentext.config import LoadConfig
 from gentext.data.corpus import BUILTIN_CORPORA
 from gentext.data.download import NAMED_CORPORA, cache_dir
 from gentext.errors import GentextError
@@ -28,7 +30,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    info = api.load(args.run).info()
+    info = api.load(args.run, weights="fp32").info()
     if args.json:
         print_json(info)
         return 0
@@ -74,6 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api_key=api_key,
         cors_origins=args.cors_origin,
         batching=not args.no_batching,
+        load=given(args, LoadConfig),
     )
     return 0
 
@@ -83,7 +86,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.format != "onnx":
         raise GentextError(f"--format must be onnx, got {args.format!r}")
-    path = export_onnx(api.load(args.run), args.output or f"{args.run}/model.onnx")
+    path = export_onnx(api.load(args.run, weights="fp32"), args.output or f"{args.run}/model.onnx")
     print(f"wrote {path}")
     return 0
 
@@ -136,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-key", help="require 'Authorization: Bearer KEY' on every endpoint but /healthz (or GENTEXT_API_KEY)"
     )
     p.add_argument("--cors-origin", action="append", default=[], help="allow browser requests from this origin")
+    add_options(p, LoadConfig)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", help="write the single-step network as ONNX (state in, logits and state out)")

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from gentext import api
+from gentext.cli.options import add_options, load_run
 from gentext.cli.output import print_json
+from gentext.config import LoadConfig
 from gentext.data.corpus import read_text
 from gentext.errors import GentextError
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    model = api.load(args.run, device=args.device)
+    model = load_run(args, args.run, weights="fp32")  # as score: fp32 unless --weights is typed
     result = model.evaluate(paths=args.paths or None, unknown=args.unknown)
     if args.samples:
         result["novelty"] = model.novelty(
@@ -26,6 +27,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     if result.get("skipped_characters"):
         print(_skipped_line(result))
+    if "bpc_closed_vocab" in result:
+        print(_spelling_line(result))
     if args.samples:
         n = result["novelty"]
         print(
@@ -35,6 +38,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spelling_line(result: dict) -> str:
+    if result["unknown_words"] is None:
+        return "bits/char count <unk> as one token: the held-out text was not found to price their spelling"
+    return (
+        f"bits/char include spelling the {result['unknown_words']:,} <unk> words with a character model "
+        f"({result['bpc_closed_vocab']:.4f} with <unk> as one token, the closed-vocabulary figure)"
+    )
+
+
 def _skipped_line(result: dict) -> str:
     return (
         f"left out: {result['skipped_characters']:,} characters ({result['skipped_share']:.2%}) "
@@ -42,10 +54,9 @@ def _skipped_line(result: dict) -> str:
     )
 
 
-def compare_rows(
-    runs: list[str], data: str | None, device: str, sample_tokens: int, unknown: str = "error"
-) -> list[dict]:
-    models = [api.load(run, device=device) for run in runs]
+def compare_rows(args: argparse.Namespace) -> list[dict]:
+    runs, data, sample_tokens, unknown = args.runs, args.data, args.sample_tokens, args.unknown
+    models = [load_run(args, run, weights="fp32") for run in runs]
     # One held-out text for every run, so the numbers rank: --data, else the first run's validation split.
     text = read_text([data]) if data else models[0]._held_out_text()
     # With --unknown skip, what any run cannot represent is left out for all: every row scores the same text.
@@ -68,6 +79,7 @@ def compare_rows(
                 "loss": result["loss"],
                 "perplexity": result["perplexity"],
                 "bpc": result["bpc"],
+                "bpc_closed_vocab": result.get("bpc_closed_vocab", result["bpc"]),
                 "gen_tokens_per_s": model.generation_speed(),
                 "skipped_characters": result.get("skipped_characters", 0),
                 "sample": " ".join(sample.split())[:60],
@@ -77,16 +89,18 @@ def compare_rows(
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    rows = compare_rows(args.runs, args.data, args.device, args.sample_tokens, args.unknown)
+    rows = compare_rows(args)
     if args.json:
         print_json({"runs": rows})
         return 0
-    print("| run | kind | level | parameters | val loss | perplexity | bpc | gen tokens/s | sample |")
+    # Ranked by bits per character with every <unk> spelled out: the one scale all levels share.
+    print("| run | kind | level | parameters | val loss/token | perplexity | bpc | gen tokens/s | sample |")
     print("|---|---|---|---:|---:|---:|---:|---:|---|")
     for r in sorted(rows, key=lambda r: r["bpc"]):
+        closed = f" ({r['bpc_closed_vocab']:.4f} closed vocab)" if r["bpc_closed_vocab"] != r["bpc"] else ""
         print(
             f"| {r['run']} | {r['kind']} | {r['level']} | {r['parameters']:,} | {r['loss']:.4f} | "
-            f"{r['perplexity']:.2f} | {r['bpc']:.4f} | {r['gen_tokens_per_s']:,.0f} | {r['sample']} |"
+            f"{r['perplexity']:.2f} | {r['bpc']:.4f}{closed} | {r['gen_tokens_per_s']:,.0f} | {r['sample']} |"
         )
     if rows and rows[0]["skipped_characters"]:
         print(
@@ -110,7 +124,7 @@ def register(sub) -> None:
     p.add_argument("--sample-tokens", type=int, default=500, help="tokens per novelty sample")
     p.add_argument("--span", type=int, default=20, help="novelty window in characters")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    add_options(p, LoadConfig)
     p.add_argument("--unknown", **UNKNOWN_FLAG)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
@@ -120,6 +134,6 @@ def register(sub) -> None:
     p.add_argument("--data", help="held-out text (default: the first run's validation split)")
     p.add_argument("--sample-tokens", type=int, default=80)
     p.add_argument("--unknown", **UNKNOWN_FLAG)
-    p.add_argument("--device", default="cpu")
+    add_options(p, LoadConfig)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare)

@@ -9,9 +9,9 @@ from typing import Any
 
 from gentext import api
 from gentext.cli.evaluate import UNKNOWN_FLAG
-from gentext.cli.options import add_options, convert, given
+from gentext.cli.options import add_options, convert, given, load_run
 from gentext.cli.output import print_json
-from gentext.config import SampleConfig
+from gentext.config import LoadConfig, SampleConfig
 from gentext.errors import GentextError
 
 
@@ -35,7 +35,7 @@ def add_sampling_arguments(p: argparse.ArgumentParser, samples: bool = True) -> 
         default=[SampleConfig.temperature],
         help="0 is greedy; <1 sharper, >1 flatter; a comma list (0.3,0.8,1.2) prints one sample per value [0.8]",
     )
-    p.add_argument("--device", default="cpu")
+    add_options(p, LoadConfig)
 
 
 def sample_settings(args: argparse.Namespace, temperature: float) -> dict[str, Any]:
@@ -43,7 +43,7 @@ def sample_settings(args: argparse.Namespace, temperature: float) -> dict[str, A
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    model = api.load(args.run, device=args.device)
+    model = load_run(args, args.run)
     if args.interactive:
         return chat_loop(model, args)
     temperatures = args.temperature
@@ -134,7 +134,7 @@ def chat_loop(model: api.TextModel, args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    return chat_loop(api.load(args.run, device=args.device), args)
+    return chat_loop(load_run(args, args.run), args)
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -146,7 +146,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         text = read_text([args.file])
     else:
         text = args.text
-    result = api.load(args.run, device=args.device).score(text, unknown=args.unknown)
+    # fp32 unless --weights is typed: a score reproduces training's numbers; --weights X measures X
+    result = load_run(args, args.run, weights="fp32").score(text, unknown=args.unknown)
     if args.json:
         print_json(result)
     else:
@@ -177,6 +178,6 @@ def register(sub) -> None:
     p.add_argument("text", nargs="?", help="the text to score")
     p.add_argument("--file", help="score the text of this file instead")
     p.add_argument("--unknown", **UNKNOWN_FLAG)
-    p.add_argument("--device", default="cpu")
+    add_options(p, LoadConfig)
     p.add_argument("--json", action="store_true", help="with per-token values")
     p.set_defaults(func=cmd_score)

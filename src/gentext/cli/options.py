@@ -101,3 +101,12 @@ def convert(cls: type, name: str, text: str) -> Any:
     except (ValueError, KeyError) as exc:
         raise GentextError(f"{flag_of(cls, name)}: {exc}") from None
     return value
+
+
+def load_run(args: argparse.Namespace, run: str, **defaults: Any):
+    """A run loaded as the LoadConfig flags typed say (--device, --weights), else `defaults`, else
+    LoadConfig's defaults."""
+    from gentext import api
+    from gentext.config import LoadConfig
+
+    return api.load(run, **{**defaults, **given(args, LoadConfig)})

@@ -133,7 +133,10 @@ def tokenizer_from_json(data: dict[str, Any]) -> Tokenizer:
             raise GentextError("tokenizer.json: 'vocab' must be a list of words")
         if data.get("tokenize", "regex") not in ("regex", "whitespace"):
             raise GentextError(f"tokenizer.json: unknown tokenize mode {data.get('tokenize')!r}")
-        return WordTokenizer(vocab, data.get("tokenize", "regex"))
+        rare = data.get("rare_words", [])
+        if not isinstance(rare, list) or not all(isinstance(w, str) for w in rare):
+            raise GentextError("tokenizer.json: 'rare_words' must be a list of words")
+        return WordTokenizer(vocab, data.get("tokenize", "regex"), data.get("pattern", 1), rare)
     if data["type"] == "bpe":
         from tokenizers import Tokenizer as HFTokenizer
 
@@ -144,8 +147,12 @@ def tokenizer_from_json(data: dict[str, Any]) -> Tokenizer:
     raise GentextError(f"tokenizer.json: unknown tokenizer type {data['type']!r}")
 
 
-# Words (with inner apostrophes), a newline, or one punctuation mark.
-WORD_PATTERN = re.compile(r"\n|\w+(?:['’]\w+)*|[^\w\s]")
+# Words (with inner apostrophes), a newline, a dash or ellipsis, or one punctuation mark. Version 1
+# (runs saved before dashes were kept whole: "--" was "- -") is kept so those runs encode as trained.
+WORD_PATTERNS = {
+    1: re.compile(r"\n|\w+(?:['’]\w+)*|[^\w\s]"),
+    2: re.compile(r"\n|\w+(?:['’]\w+)*|-{2,}|\.{3}|[^\w\s]"),
+}
 UNK = "<unk>"
 
 
@@ -160,19 +167,26 @@ class WordTokenizer:
 
     level = "word"
 
-    def __init__(self, vocab: list[str], tokenize: str = "regex"):
+    RARE_WORDS_KEPT = 100_000
+
+    def __init__(self, vocab: list[str], tokenize: str = "regex", pattern: int = 2, rare_words: list[str] = ()):
+        if pattern not in WORD_PATTERNS:
+            raise GentextError(f"tokenizer.json: unknown word pattern version {pattern!r}")
         if UNK not in vocab:
             raise GentextError(f"tokenizer.json: a word vocabulary must contain {UNK}")
         if len(set(vocab)) != len(vocab):
             raise GentextError("tokenizer.json: the word vocabulary has duplicates")
-        self.vocab, self.tokenize = list(vocab), tokenize
+        self.vocab, self.tokenize, self.pattern = list(vocab), tokenize, pattern
+        # Training words the vocabulary left out: with the vocabulary, what `<unk>` is spelled from
+        # when bits per character are made comparable across levels (models/spelling.py).
+        self.rare_words = list(rare_words)
         self.index = {word: i for i, word in enumerate(self.vocab)}
         self.unk_id = self.index[UNK]
 
     def split(self, text: str) -> list[str]:
         if self.tokenize == "whitespace":
             return [tok for line in text.split("\n") for tok in (*line.split(), "\n")][:-1]
-        return WORD_PATTERN.findall(text)
+        return WORD_PATTERNS[self.pattern].findall(text)
 
     @classmethod
     def fit(
@@ -182,10 +196,11 @@ class WordTokenizer:
         for piece in _pieces(text):  # pieces end at newlines: no word is cut
             counts.update(splitter.split(piece))
         counts.pop(UNK, None)
-        words = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
+        ranked = sorted(counts, key=lambda w: (-counts[w], w))
+        kept = sum(1 for w in ranked if counts[w] >= min_count)
         if vocab_size is not None:
-            words = words[: vocab_size - 1]
-        return cls([UNK, *words], tokenize)
+            kept = min(kept, vocab_size - 1)
+        return cls([UNK, *ranked[:kept]], tokenize, rare_words=ranked[kept : kept + cls.RARE_WORDS_KEPT])
 
     @property
     def vocab_size(self) -> int:
@@ -201,7 +216,9 @@ class WordTokenizer:
     def grown(self, other: WordTokenizer) -> WordTokenizer:
         """This vocabulary with `other`'s new words appended (in its order): old ids keep their meaning."""
         known = set(self.vocab)
-        return WordTokenizer([*self.vocab, *(w for w in other.vocab if w not in known)], self.tokenize)
+        vocab = [*self.vocab, *(w for w in other.vocab if w not in known)]
+        rare = [w for w in dict.fromkeys([*self.rare_words, *other.rare_words]) if w not in set(vocab)]
+        return WordTokenizer(vocab, self.tokenize, self.pattern, rare[: self.RARE_WORDS_KEPT])
 
     def unknown_words(self, text: str) -> list[str]:
         return sorted({tok for tok in self.split(text) if tok not in self.index})
@@ -216,7 +233,14 @@ class WordTokenizer:
         return set()  # an unknown word is <unk>, which the model predicts like any word
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "word", "tokenize": self.tokenize, "unk": UNK, "vocab": self.vocab}
+        return {
+            "type": "word",
+            "tokenize": self.tokenize,
+            "pattern": self.pattern,
+            "unk": UNK,
+            "vocab": self.vocab,
+            "rare_words": self.rare_words,
+        }
 
 
 class BPETokenizer:

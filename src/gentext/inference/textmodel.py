@@ -18,10 +18,11 @@ from gentext.config import CorpusConfig, SampleConfig, from_dict
 from gentext.data.corpus import load_corpus, read_text
 from gentext.data.tokencache import held_out
 from gentext.errors import GentextError
-from gentext.inference import generation
+from gentext.inference import formats, generation
 from gentext.inference.generation import unescape
 from gentext.inference.novelty import novelty
 from gentext.models import model_device
+from gentext.models.spelling import SpellingModel
 from gentext.training.evaluation import evaluate
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,18 @@ class TextModel:
         self.tokenizer = tokenizer
         self.config = config
         self.run_dir = run_dir
+        self.weights = "fp32"  # the generation step's weight format (set_weights)
+        self.weight_costs: dict[str, float] = {}
+
+    def set_weights(self, name: str = "auto") -> str:
+        """Store the generation step's matrices as fp32, bf16 or int8 (auto: the fastest format
+        native here whose KL cost from fp32 is within 0.01 nats/token; inference/formats.py).
+        A format named explicitly is also what evaluate() and score() measure; with auto they
+        stay float32, so they reproduce the figures training reported. Returns the format taken."""
+        self.weights, self.weight_costs = formats.choose(self.model, name, self.device, self._prompt_ids(""))
+        if formats.supports_formats(self.model):
+            self.model.set_weight_format(self.weights, evaluate=name != "auto")
+        return self.weights
 
     @property
     def device(self) -> torch.device:
@@ -142,7 +155,7 @@ class TextModel:
         if text is None and not paths:
             held_out = self._held_out_ids()
             if held_out is not None:
-                return self._scores(*held_out, seq_len)
+                return self._honest(self._scores(*held_out, seq_len), self._unknown_word_text(held_out[0]))
             text = self._held_out_text()
         if text is None:
             text = read_text(paths)
@@ -153,7 +166,45 @@ class TextModel:
         if len(ids) < 2:
             raise GentextError("the evaluation text needs at least two tokens")
         result = self._scores(ids, characters(self.tokenizer, text, ids), seq_len)
-        return {**result, **skipped}
+        return {**self._honest(result, text), **skipped}
+
+    def _honest(self, result: dict[str, Any], text: str | None) -> dict[str, Any]:
+        """Bits per character that rank across levels: a word model's `<unk>` targets are also
+        charged the cost of spelling the word (models/spelling.py). The closed-vocabulary figure
+        is kept as `bpc_closed_vocab`. Without the text (a cache whose corpus moved) the closed
+        figure is all there is, and `unknown_words` is None to say so."""
+        if self.tokenizer.level != "word":
+            return result
+        words = [] if text == "" else None if text is None else self._unknown_words(text)
+        spelled = self._speller().cost(words) if words else 0.0
+        return {
+            **result,
+            "bpc": result["bpc"] + spelled / result["characters"] / math.log(2),
+            "bpc_closed_vocab": result["bpc"],
+            "unknown_words": None if words is None else len(words),
+            "spelling_nats": spelled,
+        }
+
+    def _unknown_words(self, text: str, first: int = 1) -> list[str]:
+        """The words of `text` from token `first` on (evaluation does not predict the first) that
+        the model predicts as `<unk>`."""
+        index = self.tokenizer.index
+        return [w for w in self.tokenizer.split(text)[first:] if w not in index]
+
+    def _speller(self) -> SpellingModel:
+        if getattr(self, "_spelling", None) is None:
+            tok = self.tokenizer
+            self._spelling = SpellingModel([w for w in [*tok.vocab, *tok.rare_words] if w != tok.vocab[tok.unk_id]])
+        return self._spelling
+
+    def _unknown_word_text(self, ids) -> str | None:
+        """The held-out text, needed only to price `<unk>`s at word level: "" when there is none."""
+        if self.tokenizer.level != "word" or not np.any(np.asarray(ids) == self.tokenizer.unk_id):
+            return ""
+        try:
+            return self._held_out_text()
+        except GentextError:
+            return None
 
     def _representable(self, text: str, unknown: str, leave_out) -> tuple[str, dict[str, Any]]:
         """The text without the characters to skip, and how many went (none: refuse them)."""
@@ -208,11 +259,12 @@ class TextModel:
             token_logp = logp.gather(1, torch.tensor(ids, device=self.device)[:, None])[:, 0].tolist()
         total = sum(token_logp)
         loss = -total / len(ids)
+        spelled = self._speller().cost(self._unknown_words(text, 0)) if self.tokenizer.level == "word" else 0.0
         return {
             "log_prob": total,
             "loss": loss,
             "perplexity": math.exp(min(loss, 700.0)),
-            "bpc": -total / len(text) / math.log(2),
+            "bpc": (spelled - total) / len(text) / math.log(2),  # honest across levels, as evaluate's
             "tokens": len(ids),
             "characters": len(text),
             **skipped,

@@ -19,6 +19,7 @@ from gentext.config import ModelConfig
 from gentext.errors import GentextError
 from gentext.models.adaptive import AdaptiveSoftmax
 from gentext.models.state import State
+from gentext.models.weights import MATMULS
 
 RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 Raw = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # what torch's recurrent modules take
@@ -46,8 +47,8 @@ class RNNLanguageModel(nn.Module):
             self.head = nn.Linear(config.hidden_size, config.vocab_size)
         self._init_weights()
         self.fast_step = True  # generation takes the single-token path (see _step)
-        self._table: torch.Tensor | None = None
-        self._table_version: tuple | None = None
+        self.weight_format, self.stepped_sequences = "fp32", False  # the step's matrices (models/weights.py)
+        self._ops: dict[str, tuple[tuple, dict]] = {}  # format -> (weights' version, matrices)
         if config.tie_weights:
             # Press & Wolf 2017: one matrix for input and output embeddings; fewer parameters,
             # lower perplexity, and a cheaper softmax layer to learn for big vocabularies.
@@ -97,9 +98,11 @@ class RNNLanguageModel(nn.Module):
     ) -> tuple[torch.Tensor, State]:
         """ids (B, T) -> logits (B, T, V) and the state after the last position; with `targets`
         (B, T), their log-probabilities (B, T) instead, which an adaptive softmax computes cheaply."""
-        single = targets is None and ids.shape[1] == 1
-        if self.fast_step and single and not self.training and not torch.is_grad_enabled():
+        inference = not self.training and not torch.is_grad_enabled()
+        if self.fast_step and inference and targets is None and ids.shape[1] == 1:
             return self._step(ids[:, 0], state)
+        if inference and self.stepped_sequences:
+            return self._stepped(ids, state, targets)
         x = self.drop(self.embedding(ids))  # (B, T, E)
         hx = self._unwrap(state)
         if hx is not None and torch.is_autocast_enabled(x.device.type):
@@ -123,65 +126,97 @@ class RNNLanguageModel(nn.Module):
 
     # -- the single-token path used by generation ------------------------------------------------
     # Calling nn.LSTM for one token re-dispatches the whole fused sequence kernel each time; a cell
-    # step written as two matrix products per layer is several times faster, and for layer 0 the
-    # input product is a lookup: embedding @ W_ih0^T + biases is precomputed as a (V, gates*H) table.
+    # step written as one matrix product per layer ([x, h] @ [W_ih, W_hh]^T) is several times
+    # faster, and for layer 0 the input product is a lookup: embedding @ W_ih0^T + biases is
+    # precomputed as a (V, gates*H) table. The products run in the weight format chosen with
+    # `set_weight_format` (models/weights.py); the cell arithmetic and the state stay float32.
 
-    def _layer0_table(self) -> torch.Tensor:
-        rnn = self.rnn
-        version = (
-            self.embedding.weight._version,
-            rnn.weight_ih_l0._version,
-            rnn.bias_ih_l0._version,
-            rnn.bias_hh_l0._version,
-            self.embedding.weight.data_ptr(),
-        )
-        if self._table_version != version:
-            bias = rnn.bias_ih_l0 + (rnn.bias_hh_l0 if self.config.kind != "gru" else 0)
-            self._table = torch.addmm(bias, self.embedding.weight, rnn.weight_ih_l0.t())  # (V, G*H)
-            self._table_version = version
-        return self._table
+    def set_weight_format(self, name: str, evaluate: bool = False) -> None:
+        """fp32 | bf16 | int8: how the step stores its matrices. With `evaluate`, sequences
+        (evaluation, scoring) also run token by token in that format, so its loss is measured on
+        the arithmetic generation uses; otherwise they take the float32 sequence kernel."""
+        if name not in MATMULS:
+            raise GentextError(f"unknown weight format {name!r}; known: {', '.join(MATMULS)}")
+        self.weight_format, self.stepped_sequences = name, evaluate and name != "fp32"
 
-    def _step(self, ids: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
-        """One token per row: ids (B,) -> logits (B, 1, V). Same numbers as forward, up to rounding."""
+    def _step_ops(self, fmt: str | None = None) -> dict:
+        """The step's matrices in a format (default: the current one), rebuilt when any weight
+        changed (training continues after a mid-run sample)."""
+        fmt = fmt or self.weight_format
+        params = [self.embedding.weight, *self.rnn.parameters(), *self.head.parameters()]
+        version = (*(p._version for p in params), *(p.data_ptr() for p in params))
+        if fmt not in self._ops or self._ops[fmt][0] != version:
+            self._ops[fmt] = (version, self._build_ops(MATMULS[fmt]))
+        return self._ops[fmt][1]
+
+    @torch.no_grad()
+    def _build_ops(self, matmul) -> dict:
         cfg, rnn = self.config, self.rnn
+        gru = cfg.kind == "gru"
+        bias0 = rnn.bias_ih_l0 + (0 if gru else rnn.bias_hh_l0)
+        ops = {"table": torch.addmm(bias0, self.embedding.weight, rnn.weight_ih_l0.t()), "layers": []}  # (V, G*H)
+        for layer in range(cfg.num_layers):
+            w_ih, w_hh = getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"weight_hh_l{layer}")
+            b_ih, b_hh = getattr(rnn, f"bias_ih_l{layer}"), getattr(rnn, f"bias_hh_l{layer}")
+            if gru:  # r gates the hidden product alone: the two products stay apart
+                ops["layers"].append({"x": None if layer == 0 else matmul(w_ih, b_ih), "h": matmul(w_hh, b_hh)})
+            elif layer == 0:
+                ops["layers"].append({"h": matmul(w_hh, None)})
+            else:
+                ops["layers"].append({"xh": matmul(torch.cat([w_ih, w_hh], dim=1), b_ih + b_hh)})
+        adaptive = isinstance(self.head, AdaptiveSoftmax)
+        ops["head"] = self._output if adaptive else matmul(self.head.weight, self.head.bias)
+        return ops
+
+    def _step(self, ids: torch.Tensor, state: State | None, fmt: str | None = None) -> tuple[torch.Tensor, State]:
+        """One token per row: ids (B,) -> logits (B, 1, V). Same numbers as forward, up to rounding
+        (and the weight format's error; `fmt` overrides the current format)."""
+        cfg, ops = self.config, self._step_ops(fmt)
         if state is None:
             state = self.initial_state(ids.shape[0], ids.device)
         h_all, c_all = state.tensors["h"], state.tensors.get("c")
         new_h, new_c = [], []
         x = None
-        for layer in range(cfg.num_layers):
+        for layer, op in enumerate(ops["layers"]):
             h = h_all[layer]
-            w_hh = getattr(rnn, f"weight_hh_l{layer}")
-            if layer == 0:
-                xw = self._layer0_table()[ids]  # (B, G*H), biases included
-            else:
-                w_ih, b_ih = getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"bias_ih_l{layer}")
-                b = b_ih + getattr(rnn, f"bias_hh_l{layer}") if cfg.kind != "gru" else b_ih
-                xw = torch.addmm(b, x, w_ih.t())
-            if cfg.kind == "lstm":
-                gates = torch.addmm(xw, h, w_hh.t())  # (B, 4H): i, f, g, o
-                i, f, g, o = gates.chunk(4, dim=1)
-                c = torch.sigmoid(f) * c_all[layer] + torch.sigmoid(i) * torch.tanh(g)
-                h = torch.sigmoid(o) * torch.tanh(c)
-                new_c.append(c)
-            elif cfg.kind == "gru":
-                hw = torch.addmm(getattr(rnn, f"bias_hh_l{layer}"), h, w_hh.t())  # (B, 3H): r, z, n
+            if cfg.kind == "gru":
+                xw = ops["table"][ids] if layer == 0 else op["x"](x)
                 xr, xz, xn = xw.chunk(3, dim=1)
-                hr, hz, hn = hw.chunk(3, dim=1)
+                hr, hz, hn = op["h"](h).chunk(3, dim=1)  # (B, 3H): r, z, n
                 r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
                 h = torch.lerp(torch.tanh(xn + r * hn), h, z)  # (1 - z) * n + z * h
             else:
-                h = torch.tanh(torch.addmm(xw, h, w_hh.t()))
+                gates = ops["table"][ids] + op["h"](h) if layer == 0 else op["xh"](torch.cat([x, h], dim=1))
+                if cfg.kind == "lstm":
+                    i, f, g, o = gates.chunk(4, dim=1)  # (B, 4H)
+                    c = torch.sigmoid(f) * c_all[layer] + torch.sigmoid(i) * torch.tanh(g)
+                    h = torch.sigmoid(o) * torch.tanh(c)
+                    new_c.append(c)
+                else:
+                    h = torch.tanh(gates)
             new_h.append(h)
             x = h
-        logits = self._output(x)[:, None]  # (B, 1, V)
+        logits = ops["head"](x)[:, None]  # (B, 1, V)
         h_out = torch.stack(new_h)
         return logits, self._wrap((h_out, torch.stack(new_c)) if cfg.kind == "lstm" else h_out)
+
+    def _stepped(self, ids: torch.Tensor, state: State | None, targets: torch.Tensor | None):
+        """forward() token by token through the step path: how evaluation measures a weight
+        format other than fp32 on the arithmetic generation uses."""
+        outputs = []
+        for t in range(ids.shape[1]):
+            logits, state = self._step(ids[:, t], state)
+            if targets is not None:
+                logits = torch.log_softmax(logits[:, 0].float(), -1).gather(1, targets[:, t, None])
+            outputs.append(logits)
+        return torch.cat(outputs, dim=1), state
 
     # -- ONNX export (export.py): the single step with the state as plain tensors ------------------
     def onnx_step(self, batch: int) -> OnnxStep:
         """ids (B,), h (and c) (layers, B, H) in -> logits (B, V), h_out (and c_out) out."""
-        self._table_version = None  # trace the layer-0 lookup table from the weights, not a cache
+        self._ops.clear()  # trace the layer-0 lookup table from the weights, not a cache
+        if self.weight_format != "fp32":
+            raise GentextError("ONNX export writes float32 weights; load the run with --weights fp32")
         names = self._names()
         state = self.initial_state(batch, self.embedding.weight.device)
         inputs = (torch.zeros(batch, dtype=torch.long), *(state.tensors[n] for n in names))

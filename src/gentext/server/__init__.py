@@ -283,16 +283,17 @@ def serve(
     api_key: str | None = None,
     cors_origins: list[str] | None = None,
     batching: bool = True,
+    load: dict | None = None,
 ) -> None:
-    """Load every run once, then serve until interrupted."""
+    """Load every run once (`load`: LoadConfig's device and weights), then serve until interrupted."""
     try:
         import uvicorn
     except ImportError:
         raise GentextError("gentext serve needs FastAPI and uvicorn: pip install 'gentext[serve]'") from None
-    from gentext.api import load
+    from gentext.api import load as load_run
 
     if not api_key and not _is_loopback(host):
         logger.warning("serving on %s without an API key: anyone who reaches it can use it (set --api-key)", host)
-    models = {Path(run).name or run: load(run) for run in runs}
+    models = {Path(run).name or run: load_run(run, **(load or {})) for run in runs}
     app = create_app(models, limits, api_key=api_key, cors_origins=cors_origins, batching=batching)
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -1,0 +1,94 @@
+"""Weight formats for the generation step: how the step's matrices are stored and multiplied.
+
+One generation step reads every weight once, so a single stream is bound by memory bandwidth and
+the bytes per weight set its speed: float32 reads 4, bfloat16 2, int8 1 (plus a float32 scale per
+output channel). Each format is a `Matmul`: `op(x)` takes float32 activations (B, K) and returns
+float32 (B, N) = x @ W^T + b, so the cell arithmetic and the carried state stay float32 whatever
+the format (the same rule as training's autocast).
+
+- fp32: `torch.addmm`, the reference.
+- bf16: weights stored in bfloat16, activations cast per call; oneDNN runs it natively on CPUs with
+  AVX-512 BF16 / AMX and on GPUs, and emulates it (slowly) elsewhere, so `auto` only picks it there.
+- int8: per-output-channel symmetric int8 weights with dynamically quantized activations, through
+  PyTorch's quantized engine (`quantized::linear_dynamic`, fbgemm/x86: AVX2 and AVX-512 VNNI). Its
+  error is measured, not assumed: `benchmarks/bench_generation.py` reports the held-out loss per
+  format, and `choose` checks a candidate against float32 before `auto` takes it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gentext.config import WEIGHT_FORMATS
+from gentext.errors import GentextError
+from gentext.hardware import cpu_native
+
+
+class Matmul:
+    """x (B, K) float32 -> x @ W^T + b (B, N) float32, W stored as the format says."""
+
+    bytes_per_weight = 4.0
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        self.shape = tuple(weight.shape)
+        self.weight_t = weight.detach().t()
+        self.bias = bias.detach() if bias is not None else torch.zeros(weight.shape[0], device=weight.device)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.bias, x, self.weight_t)
+
+    def bytes(self) -> float:
+        return self.shape[0] * self.shape[1] * self.bytes_per_weight
+
+
+class Bf16Matmul(Matmul):
+    bytes_per_weight = 2.0
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__(weight, bias)
+        # contiguous (N, K) then transposed: the layout oneDNN's bf16 kernels read fastest
+        self.weight_t = weight.detach().to(torch.bfloat16).contiguous().t()
+        self.bias = self.bias.to(torch.bfloat16)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.bias, x.to(torch.bfloat16), self.weight_t).float()
+
+
+class Int8Matmul(Matmul):
+    bytes_per_weight = 1.0
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__(weight, bias)
+        w = weight.detach().float().cpu()
+        scales = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)  # one per output channel, symmetric
+        zero = torch.zeros(w.shape[0], dtype=torch.long)
+        qweight = torch.quantize_per_channel(w, scales.double(), zero, 0, torch.qint8)
+        self.packed = torch.ops.quantized.linear_prepack(qweight, self.bias.float().cpu())
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        # reduce_range=True keeps fbgemm's AVX2 int16 accumulation from saturating
+        return torch.ops.quantized.linear_dynamic(x, self.packed, True)
+
+    def bytes(self) -> float:
+        return self.shape[0] * (self.shape[1] + 4)  # int8 weights and a float32 scale per row
+
+
+MATMULS = {"fp32": Matmul, "bf16": Bf16Matmul, "int8": Int8Matmul}
+
+
+def check_format(name: str, device: torch.device) -> str:
+    """A format this device can run; anything else is a one-line error."""
+    if name not in WEIGHT_FORMATS:
+        raise GentextError(f"--weights must be one of {', '.join(WEIGHT_FORMATS)}, got {name!r}")
+    if name == "int8" and device.type != "cpu":
+        raise GentextError("--weights int8 runs on the CPU only (PyTorch's quantized kernels); use bf16 on a GPU")
+    return name
+
+
+def fast_formats(device: torch.device) -> list[str]:
+    """The formats worth trying on this device, fastest first (measured: RESULTS.md, issue 16)."""
+    if device.type != "cpu":
+        return ["bf16", "fp32"]
+    if cpu_native(torch.bfloat16):
+        return ["bf16", "int8", "fp32"]
+    return ["int8", "fp32"]  # emulated bf16 is ~100x slower: never picked

@@ -1,0 +1,95 @@
+"""Weight formats for the generation step (issue 16): fp32, bf16, int8 and auto."""
+
+import json
+
+import pytest
+import torch
+
+import gentext
+from gentext.cli import main
+from gentext.config import ModelConfig
+from gentext.errors import GentextError
+from gentext.inference import formats
+from gentext.models import build_model
+from gentext.models.weights import MATMULS, Int8Matmul, fast_formats
+
+
+@pytest.mark.parametrize("fmt", ["bf16", "int8"])
+def test_each_format_multiplies_like_float32_within_its_rounding(fmt):
+    torch.manual_seed(0)
+    weight, bias, x = torch.randn(96, 40) * 0.1, torch.randn(96), torch.randn(5, 40)
+    exact = torch.addmm(bias, x, weight.t())
+    got = MATMULS[fmt](weight, bias)(x)
+    assert got.dtype == torch.float32 and got.shape == exact.shape
+    error = (got - exact).abs().max().item()
+    assert 0 < error < 0.05 * exact.abs().max().item()  # rounded, and only rounded
+
+
+def test_int8_is_per_channel_a_small_row_keeps_its_precision():
+    weight = torch.randn(4, 64)
+    weight[0] *= 1e-3  # one tiny row: a per-tensor scale would round it all to zero
+    got = Int8Matmul(weight, None)(torch.eye(64))  # = W^T
+    assert torch.allclose(got[:, 0], weight[0], rtol=0.1, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("fmt", ["bf16", "int8"])
+def test_step_in_a_format_stays_close_to_fp32_and_evaluation_can_measure_it(kind, fmt):
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(kind=kind, vocab_size=30, embed_size=16, hidden_size=48, num_layers=2)).eval()
+    ids = torch.randint(0, 30, (3, 20))
+    with torch.inference_mode():
+        exact, _ = net(ids, None, targets=ids.roll(-1, 1))
+        net.set_weight_format(fmt)  # generation only: sequences keep the fp32 kernel
+        assert torch.equal(net(ids, None, targets=ids.roll(-1, 1))[0], exact)
+        net.set_weight_format(fmt, evaluate=True)
+        stepped, _ = net(ids, None, targets=ids.roll(-1, 1))
+    assert 0 < (stepped - exact).abs().max().item() < 0.05
+
+
+def test_step_matrices_follow_the_weights_when_training_changes_them():
+    net = build_model(ModelConfig(kind="lstm", vocab_size=10, embed_size=8, hidden_size=8, num_layers=1)).eval()
+    ids = torch.tensor([1, 2])
+    with torch.inference_mode():
+        before, _ = net._step(ids, None)
+    with torch.no_grad():
+        net.head.bias += 1.0  # in place, as an optimizer step
+    with torch.inference_mode():
+        after, _ = net._step(ids, None)
+    assert torch.allclose(after, before + 1.0, atol=1e-5)
+
+
+def test_auto_takes_a_format_only_when_its_measured_cost_is_within_bounds(trained_run, monkeypatch):
+    model = gentext.load(trained_run, weights="fp32")
+    start = model._prompt_ids("")
+    cost = formats.kl_cost(model.model, "int8", start)
+    assert 0 < cost < formats.QUALITY_BOUND  # a tiny network barely notices int8
+    assert formats.kl_cost(model.model, "fp32", start) == pytest.approx(0, abs=1e-9)
+    monkeypatch.setattr(formats, "fast_formats", lambda device: ["int8", "fp32"])
+    assert model.set_weights("auto") == "int8" and model.weight_costs["int8"] == pytest.approx(cost)
+    monkeypatch.setattr(formats, "QUALITY_BOUND", cost / 2)
+    assert model.set_weights("auto") == "fp32"  # too costly: float32
+
+
+def test_emulated_bf16_is_never_chosen(monkeypatch):
+    monkeypatch.setattr("gentext.models.weights.cpu_native", lambda dtype: False)
+    assert "bf16" not in fast_formats(torch.device("cpu"))
+    monkeypatch.setattr("gentext.models.weights.cpu_native", lambda dtype: True)
+    assert fast_formats(torch.device("cpu"))[0] == "bf16"
+
+
+def test_formats_through_the_cli_and_clear_errors(trained_run, tmp_path, capsys):
+    assert main(["generate", str(trained_run), "--weights", "int8", "--max-new-tokens", "20", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["samples"][0]) > 0
+    assert main(["eval", str(trained_run), "--json"]) == 0
+    fp32 = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["loss"]
+    assert main(["eval", str(trained_run), "--weights", "int8", "--json"]) == 0
+    int8 = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["loss"]
+    assert int8 != fp32 and abs(int8 - fp32) < 0.05
+    assert main(["generate", str(trained_run), "--weights", "fp16"]) == 2
+    assert "--weights" in capsys.readouterr().err
+    markov = tmp_path / "markov"
+    gentext.train(markov, paths=[str(trained_run.parent / "tiny.txt")], model="markov", order=2)
+    assert gentext.load(markov).weights == "fp32"  # auto: nothing to quantize
+    with pytest.raises(GentextError, match="recurrent networks"):
+        gentext.load(markov, weights="int8")
