@@ -1,12 +1,17 @@
-"""Generation speed: gentext against the loop a competent user writes by hand, in one invocation.
+"""Generation speed per weight format, against the loop a competent user writes by hand, in one run.
 
-    python benchmarks/bench_generation.py            # 2x512 char LSTM, 65-token vocabulary
-    python benchmarks/bench_generation.py --tiny     # seconds; what the test suite runs
+    python benchmarks/bench_generation.py --run runs/ts-lstm10   # a trained 2x512 char LSTM: speed + quality
+    python benchmarks/bench_generation.py                         # random 2x512 weights: speed only
+    python benchmarks/bench_generation.py --tiny                  # seconds; what the test suite runs
 
-Baseline: plain PyTorch, `nn.LSTM` called once per token on the (1, 1) input with the state
-carried, softmax + multinomial; 32 samples are 32 such runs. gentext: the same weights through
-`TextModel.generate`, once per sample (32 calls) and as one batch (`num_samples=32`).
-Weights are random: speed does not depend on what the model learned.
+Baseline: plain PyTorch, `nn.LSTM` called once per token on the (B, 1) input with the state
+carried, softmax + multinomial (B = 1, and B = 64 for the batched row). gentext: the same weights
+through `TextModel.generate` with the step's weights in each format (models/weights.py), one
+stream and `num_samples=64`. Quality, with --run: the held-out loss teacher-forced through the
+step path in each format (`evaluate` with the format named), its difference from float32, and how
+much of a 300-token greedy continuation stays identical to float32's. Then a roofline: bytes each
+token reads, the measured bandwidth at that working set and matmul peaks, the bound they set on
+tokens/s and the share reached.
 """
 
 from __future__ import annotations
@@ -16,12 +21,15 @@ import platform
 import time
 
 import torch
+from roofline import bandwidth_gbs, cpu_features, matmul_peaks, step_bytes, step_flops  # noqa: I001
 from torch import nn
 
-from gentext.api import TextModel
+from gentext.api import TextModel, load
 from gentext.config import ModelConfig
 from gentext.data.tokenizers import CharTokenizer
+from gentext.hardware import cpu_native
 from gentext.models import build_model
+from gentext.models.weights import fast_formats
 
 
 class PlainLSTM(nn.Module):
@@ -38,59 +46,126 @@ class PlainLSTM(nn.Module):
         return self.head(y), state
 
 
-def plain_generate(model: PlainLSTM, tokens: int, seed: int) -> list[int]:
+def plain_generate(model: PlainLSTM, tokens: int, batch: int, seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)
-    out, state, ids = [], None, torch.zeros(1, 1, dtype=torch.long)
+    state, ids = None, torch.zeros(batch, 1, dtype=torch.long)
     with torch.inference_mode():
         for _ in range(tokens):
             logits, state = model(ids, state)
             ids = torch.multinomial(torch.softmax(logits[:, -1], -1), 1, generator=generator)
-            out.append(int(ids))
-    return out
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def rate(fn, tokens: int, repeats: int = 3) -> float:
+    """Tokens per second, the best of `repeats` (the least disturbed by the rest of the machine)."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return tokens / best
+
+
+def models(args) -> tuple[TextModel, PlainLSTM]:
+    """The gentext model (trained with --run, else random) and the baseline with the same weights."""
+    if args.run:
+        model = load(args.run, weights="fp32")
+        cfg = model.model.config
+    else:
+        size = dict(embed_size=16, hidden_size=64, num_layers=1) if args.tiny else dict(hidden_size=512, num_layers=2)
+        cfg = ModelConfig(vocab_size=65, **size)
+        torch.manual_seed(0)
+        model = TextModel(build_model(cfg).eval(), CharTokenizer([chr(32 + i) for i in range(65)]), {})
+    baseline = PlainLSTM(cfg.vocab_size, cfg.embed_size, cfg.hidden_size, cfg.num_layers).eval()
+    baseline.load_state_dict(model.model.state_dict())
+    return model, baseline
+
+
+def measure(model: TextModel, fmt: str, args, reference: dict) -> dict:
+    model.set_weights(fmt)
+    row = {"format": fmt, "bytes": step_bytes(model.model)}
+    gen = dict(temperature=1.0, seed=0)
+    row["one"] = rate(lambda: model.generate(" ", max_new_tokens=args.tokens, **gen), args.tokens)
+    row["many"] = rate(
+        lambda: model.generate(" ", max_new_tokens=args.tokens, num_samples=args.streams, **gen),
+        args.tokens * args.streams,
+        repeats=2,
+    )
+    if args.run:
+        row["loss"] = model.evaluate(seq_len=64)["loss"]
+        greedy = model.generate(" ", max_new_tokens=300, temperature=0)[0]
+        reference.setdefault("greedy", greedy)
+        same = next((i for i, (a, b) in enumerate(zip(greedy, reference["greedy"], strict=False)) if a != b), 300)
+        row["greedy_same"] = min(same, len(greedy))
+    return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", help="a trained LSTM run: adds held-out quality per format")
     parser.add_argument("--tiny", action="store_true", help="a small model and few tokens (smoke test)")
-    parser.add_argument("--tokens", type=int, default=200)
-    parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--tokens", type=int, default=300)
+    parser.add_argument("--streams", type=int, default=64)
     args = parser.parse_args()
-    hidden, embed, layers, tokens, samples = (
-        (64, 16, 1, 20, 4) if args.tiny else (512, 64, 2, args.tokens, args.samples)
-    )
-    chars = [chr(32 + i) for i in range(65)]
-
-    torch.manual_seed(0)
-    baseline = PlainLSTM(len(chars), embed, hidden, layers).eval()
-    net = build_model(ModelConfig(vocab_size=len(chars), embed_size=embed, hidden_size=hidden, num_layers=layers))
-    net.load_state_dict(baseline.state_dict())  # identical weights and layout
-    model = TextModel(net.eval(), CharTokenizer(chars), {})
-
-    rows = []
-    t = timed(lambda: [plain_generate(baseline, tokens, s) for s in range(samples)])
-    rows.append(("plain PyTorch, nn.LSTM per token, one sample at a time", samples * tokens / t, 1.0))
-    base = rows[0][1]
-    t = timed(lambda: model.generate(" ", max_new_tokens=tokens, num_samples=1, seed=0, temperature=1.0))
-    rows.append(("gentext, 1 sample", tokens / t, tokens / t / base))
-    t = timed(lambda: [model.generate(" ", max_new_tokens=tokens, seed=s, temperature=1.0) for s in range(samples)])
-    rows.append((f"gentext, {samples} separate calls", samples * tokens / t, samples * tokens / t / base))
-    t = timed(lambda: model.generate(" ", max_new_tokens=tokens, num_samples=samples, seed=0, temperature=1.0))
-    rows.append((f"gentext, num_samples={samples} (one batch)", samples * tokens / t, samples * tokens / t / base))
-
+    if args.tiny:
+        args.tokens, args.streams = 20, 4
+    model, baseline = models(args)
+    cfg = model.model.config
+    base_one = rate(lambda: plain_generate(baseline, args.tokens, 1, 0), args.tokens)
+    base_many = rate(lambda: plain_generate(baseline, args.tokens, args.streams, 0), args.tokens * args.streams, 2)
+    formats = ["fp32", *(f for f in fast_formats(model.device) if f != "fp32")]
+    reference: dict = {}
+    rows = [measure(model, fmt, args, reference) for fmt in formats]
     print(
-        f"generation, {layers}x{hidden} LSTM, vocab {len(chars)}, {tokens} tokens per sample, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
+        f"generation, {cfg.num_layers}x{cfg.hidden_size} {cfg.kind}, vocab {cfg.vocab_size}, {args.tokens} tokens per "
+        f"stream, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{platform.processor() or platform.machine()}, CPU features: {cpu_features()}"
+        + ("" if cpu_native(torch.bfloat16) else " (bf16 emulated: not measured)")
     )
-    print("| path | tokens/s (all samples) | vs baseline |")
-    print("|---|---:|---:|")
-    for name, rate, ratio in rows:
-        print(f"| {name} | {rate:,.0f} | {ratio:.1f}x |")
+    print_speed(rows, base_one, base_many, args)
+    print_roofline(rows, model, args)
+
+
+def print_speed(rows: list[dict], base_one: float, base_many: float, args) -> None:
+    print(
+        f"\nplain PyTorch nn.LSTM per token: 1 stream {base_one:,.0f} tokens/s, {args.streams} streams {base_many:,.0f}"
+    )
+    quality = "loss" in rows[0]
+    print(
+        f"| weights | 1 stream tokens/s | vs plain | {args.streams} streams tokens/s | vs plain |"
+        + (" held-out loss | vs fp32 | greedy chars = fp32 |" if quality else "")
+    )
+    print("|---|---:|---:|---:|---:|" + ("---:|---:|---:|" if quality else ""))
+    for r in rows:
+        line = (
+            f"| {r['format']} | {r['one']:,.0f} | {r['one'] / base_one:.1f}x | {r['many']:,.0f} | "
+            f"{r['many'] / base_many:.1f}x |"
+        )
+        if quality:
+            line += f" {r['loss']:.4f} | {r['loss'] - rows[0]['loss']:+.4f} | {r['greedy_same']}/300 |"
+        print(line)
+
+
+def print_roofline(rows: list[dict], model: TextModel, args) -> None:
+    peaks = matmul_peaks(tiny=args.tiny)
+    flops = step_flops(model.model)
+    print(
+        f"\nroofline: {flops / 1e6:.2f} MFLOP per token; matmul peaks (GFLOP/s): "
+        + ", ".join(f"{k} {v:,.0f}" for k, v in peaks.items())
+    )
+    print(
+        "| weights | bytes/token | bandwidth at that size GB/s | 1-stream bound tokens/s | reached | "
+        f"{args.streams}-stream bound | reached |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        bw = bandwidth_gbs(int(r["bytes"]))
+        peak = peaks.get(r["format"], peaks["fp32"])
+        one = min(bw * 1e9 / r["bytes"], peak * 1e9 / flops)
+        many = min(bw * 1e9 / r["bytes"] * args.streams, peak * 1e9 / flops)
+        print(
+            f"| {r['format']} | {r['bytes'] / 1e6:.2f} MB | {bw:,.0f} | {one:,.0f} | {r['one'] / one:.0%} | "
+            f"{many:,.0f} | {r['many'] / many:.0%} |"
+        )
 
 
 if __name__ == "__main__":

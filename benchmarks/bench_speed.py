@@ -94,16 +94,8 @@ def generate(size: dict, vocab: int, streams: int, which: str) -> float:
     baseline = PlainLSTM(vocab, size["embed"], size["hidden"], size["layers"]).eval()
     tokens = size["tokens"]
     start = time.perf_counter()
-    if which == "plain":
-        if streams == 1:
-            plain_generate(baseline, tokens, 0)
-        else:  # the hand-written loop, batched: nn.LSTM on (streams, 1) per token
-            ids, state = torch.zeros(streams, 1, dtype=torch.long), None
-            generator = torch.Generator().manual_seed(0)
-            with torch.inference_mode():
-                for _ in range(tokens):
-                    logits, state = baseline(ids, state)
-                    ids = torch.multinomial(torch.softmax(logits[:, -1], -1), 1, generator=generator)
+    if which == "plain":  # the hand-written loop: nn.LSTM on (streams, 1) per token
+        plain_generate(baseline, tokens, streams, 0)
     else:
         net = build_model(
             ModelConfig(
@@ -112,10 +104,10 @@ def generate(size: dict, vocab: int, streams: int, which: str) -> float:
         )
         net.load_state_dict(baseline.state_dict())
         chars = [chr(32 + i) for i in range(vocab)]
+        model = TextModel(net.eval(), CharTokenizer(chars), {})
+        model.set_weights("auto")  # what `gentext generate` and `serve` use by default
         start = time.perf_counter()
-        TextModel(net.eval(), CharTokenizer(chars), {}).generate(
-            " ", max_new_tokens=tokens, num_samples=streams, temperature=1.0, seed=0
-        )
+        model.generate(" ", max_new_tokens=tokens, num_samples=streams, temperature=1.0, seed=0)
     return streams * tokens / (time.perf_counter() - start)
 
 

@@ -158,20 +158,23 @@ def start_server(run: str, *flags: str) -> tuple[subprocess.Popen, int]:
     return server, port
 
 
-def streaming(run: str, client_counts: list[int], seconds: float, tokens: int) -> None:
+def streaming(run: str, client_counts: list[int], seconds: float, tokens: int, weights: str) -> None:
     import gentext
 
-    model = gentext.load(run)
+    model = gentext.load(run, weights=weights)  # the format the servers load too: same texts
     expected = {
         seed: model.generate("The ", max_new_tokens=tokens, seed=seed, temperature=1.0)[0][4:] for seed in range(8)
     }
     most = str(max(client_counts))
-    print(f"streaming, {tokens} new tokens per request, {seconds:g} s per row; both servers: --max-concurrency {most}")
+    print(
+        f"streaming, {tokens} new tokens per request, {seconds:g} s per row; both servers: --max-concurrency {most} "
+        f"--weights {weights} (took {model.weights})"
+    )
     print("| server | clients | streams | tokens/s | TTFT p50 ms | TTFT p99 ms | inter-token p99 ms | errors "
           "| texts differing |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, flags in (("thread per request", ["--no-batching"]), ("continuous batching", [])):
-        server, port = start_server(run, "--max-concurrency", most, "--max-queue", most, *flags)
+        server, port = start_server(run, "--max-concurrency", most, "--max-queue", most, "--weights", weights, *flags)
         try:
             for clients in client_counts:
                 r = stream_clients(port, clients, seconds, tokens, expected)
@@ -192,6 +195,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, action="append")
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--stream", action="store_true", help="streaming clients, batching vs thread per request")
+    parser.add_argument("--weights", default="auto", help="the servers' --weights (fp32, bf16, int8, auto)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         run = args.run
@@ -201,7 +205,7 @@ def main() -> None:
                 [sys.executable, "-m", "gentext", "train", "--out", run, "--steps", "150", "--quiet"], check=True
             )
         if args.stream:
-            streaming(run, args.clients or [1, 8, 32, 64], args.seconds, args.tokens)
+            streaming(run, args.clients or [1, 8, 32, 64], args.seconds, args.tokens, args.weights)
             return
         client_counts = args.clients or [2, 14]
         server, port = start_server(run, "--max-concurrency", "2", "--max-queue", "8")

@@ -17,11 +17,16 @@ def run_script(name: str, *args: str) -> tuple[str, list[str]]:
     return proc.stdout, rows
 
 
-def test_generation_benchmark_prints_its_table():
-    _, rows = run_script("bench_generation.py", "--tiny")
-    assert len(rows) == 4
-    assert rows[0].startswith("| plain PyTorch") and rows[0].endswith("| 1.0x |")
-    assert all(float(r.split("|")[2].replace(",", "")) > 0 for r in rows)
+def test_generation_benchmark_prints_speed_per_format_and_a_roofline():
+    out, rows = run_script("bench_generation.py", "--tiny")
+    assert "plain PyTorch nn.LSTM per token: 1 stream" in out and "CPU features:" in out
+    rows = [r for r in rows if not r.startswith("| weights ")]  # the second table's header
+    speed = [r for r in rows if "MB" not in r]
+    roofline = [r for r in rows if "MB" in r]
+    formats = [r.split("|")[1].strip() for r in speed]
+    assert formats[0] == "fp32" and "int8" in formats  # every CPU format, float32 first
+    assert [r.split("|")[1].strip() for r in roofline] == formats
+    assert all(float(r.split("|")[2].replace(",", "")) > 0 for r in speed)
 
 
 def test_speed_benchmark_runs_both_sides_and_prints_ratios():

@@ -11,13 +11,15 @@ from gentext.config import ModelConfig
 from gentext.errors import GentextError
 from gentext.inference import formats
 from gentext.models import build_model
-from gentext.models.weights import MATMULS, Int8Matmul, fast_formats
+from gentext.models.weights import MATMULS, Int8Matmul, check_format, fast_formats
+
+from .conftest import TINY_SETTINGS, TINY_TEXT
 
 
 @pytest.mark.parametrize("fmt", ["bf16", "int8"])
 def test_each_format_multiplies_like_float32_within_its_rounding(fmt):
     torch.manual_seed(0)
-    weight, bias, x = torch.randn(96, 40) * 0.1, torch.randn(96), torch.randn(5, 40)
+    weight, bias, x = torch.randn(1024, 80) * 0.1, torch.randn(1024), torch.randn(5, 80)
     exact = torch.addmm(bias, x, weight.t())
     got = MATMULS[fmt](weight, bias)(x)
     assert got.dtype == torch.float32 and got.shape == exact.shape
@@ -25,10 +27,20 @@ def test_each_format_multiplies_like_float32_within_its_rounding(fmt):
     assert 0 < error < 0.05 * exact.abs().max().item()  # rounded, and only rounded
 
 
+def test_an_int8_row_gets_the_same_result_alone_or_in_any_batch():
+    # continuous batching promises a request's text equals the same request alone; a per-batch
+    # activation scale would break it (float32 differs only in the last bits, from kernel blocking)
+    torch.manual_seed(0)
+    op = MATMULS["int8"](torch.randn(1024, 256) * 0.1, torch.randn(1024))
+    row = torch.rand(1, 256) * 0.2 - 0.1  # a quiet state...
+    loud = torch.rand(7, 256) * 2 - 1  # ...batched with loud ones
+    assert torch.equal(op(row), op(torch.cat([loud[:3], row, loud[3:]]))[3:4])
+
+
 def test_int8_is_per_channel_a_small_row_keeps_its_precision():
     weight = torch.randn(4, 64)
     weight[0] *= 1e-3  # one tiny row: a per-tensor scale would round it all to zero
-    got = Int8Matmul(weight, None)(torch.eye(64))  # = W^T
+    got = Int8Matmul(weight, None)(torch.eye(64))  # = W^T (inputs are states, within [-1, 1])
     assert torch.allclose(got[:, 0], weight[0], rtol=0.1, atol=1e-5)
 
 
@@ -36,7 +48,7 @@ def test_int8_is_per_channel_a_small_row_keeps_its_precision():
 @pytest.mark.parametrize("fmt", ["bf16", "int8"])
 def test_step_in_a_format_stays_close_to_fp32_and_evaluation_can_measure_it(kind, fmt):
     torch.manual_seed(0)
-    net = build_model(ModelConfig(kind=kind, vocab_size=30, embed_size=16, hidden_size=48, num_layers=2)).eval()
+    net = build_model(ModelConfig(kind=kind, vocab_size=30, embed_size=16, hidden_size=256, num_layers=2)).eval()
     ids = torch.randint(0, 30, (3, 20))
     with torch.inference_mode():
         exact, _ = net(ids, None, targets=ids.roll(-1, 1))
@@ -59,8 +71,18 @@ def test_step_matrices_follow_the_weights_when_training_changes_them():
     assert torch.allclose(after, before + 1.0, atol=1e-5)
 
 
-def test_auto_takes_a_format_only_when_its_measured_cost_is_within_bounds(trained_run, monkeypatch):
-    model = gentext.load(trained_run, weights="fp32")
+@pytest.fixture(scope="module")
+def wide_run(tmp_path_factory):
+    """A run whose matrices are big enough to be stored in a format (SMALL_MATRIX)."""
+    root = tmp_path_factory.mktemp("wide")
+    corpus = root / "tiny.txt"
+    corpus.write_text(TINY_TEXT, encoding="utf-8")
+    gentext.train(root / "run", paths=[str(corpus)], steps=10, **{**TINY_SETTINGS, "hidden_size": 256})
+    return root / "run"
+
+
+def test_auto_takes_a_format_only_when_its_measured_cost_is_within_bounds(wide_run, monkeypatch):
+    model = gentext.load(wide_run, weights="fp32")
     start = model._prompt_ids("")
     cost = formats.kl_cost(model.model, "int8", start)
     assert 0 < cost < formats.QUALITY_BOUND  # a tiny network barely notices int8
@@ -71,14 +93,23 @@ def test_auto_takes_a_format_only_when_its_measured_cost_is_within_bounds(traine
     assert model.set_weights("auto") == "fp32"  # too costly: float32
 
 
-def test_emulated_bf16_is_never_chosen(monkeypatch):
+def test_small_matrices_stay_float32_where_a_quantized_call_costs_more_than_it_saves():
+    head = torch.randn(65, 512)  # a character model's output layer
+    assert type(MATMULS["int8"](head, None)) is type(MATMULS["fp32"](head, None))
+    assert isinstance(MATMULS["int8"](torch.randn(2048, 512), None), Int8Matmul)
+
+
+def test_emulated_bf16_is_never_chosen_and_refused_when_asked(monkeypatch):
     monkeypatch.setattr("gentext.models.weights.cpu_native", lambda dtype: False)
     assert "bf16" not in fast_formats(torch.device("cpu"))
+    with pytest.raises(GentextError, match="no native bf16"):
+        check_format("bf16", torch.device("cpu"))
     monkeypatch.setattr("gentext.models.weights.cpu_native", lambda dtype: True)
-    assert fast_formats(torch.device("cpu"))[0] == "bf16"
+    assert "bf16" in fast_formats(torch.device("cpu"))
 
 
-def test_formats_through_the_cli_and_clear_errors(trained_run, tmp_path, capsys):
+def test_formats_through_the_cli_and_clear_errors(wide_run, tmp_path, capsys):
+    trained_run = wide_run
     assert main(["generate", str(trained_run), "--weights", "int8", "--max-new-tokens", "20", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["samples"][0]) > 0
     assert main(["eval", str(trained_run), "--json"]) == 0

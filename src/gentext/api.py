@@ -41,6 +41,7 @@ from gentext.hardware import resolve_device, resolve_precision
 from gentext.inference.textmodel import TextModel
 from gentext.models import build_model, check_kind, fitted_by_counting
 from gentext.training import distributed, finetune, trainer
+from gentext.training.defaults import auto_dropout
 from gentext.training.evaluation import evaluate
 from gentext.training.records import PLOT
 from gentext.training.run import FINAL_EVAL_TOKENS
@@ -151,6 +152,9 @@ def _prepare_data(corpus_cfg, tok_cfg, model_cfg, train_cfg, tok, progress: bool
         model_cfg.vocab_size = tok.vocab_size
     model_cfg.validate()
     data = token_data(source, corpus_cfg, tok, content, progress)
+    if model_cfg.dropout is None and data.train is not None:  # not given: fit it to the corpus and budget
+        counting = fitted_by_counting(check_kind(model_cfg.kind))
+        model_cfg.dropout = 0.0 if counting else auto_dropout(len(data.train), model_cfg, train_cfg)
     if data.train is None:
         raise GentextError(f"the training text is empty ({', '.join(source.sources)})")
     if fitted_by_counting(check_kind(model_cfg.kind)):  # an n-gram count needs n tokens
@@ -249,6 +253,7 @@ def _run_config(corpus_cfg, tok_cfg, model_cfg, train_cfg, source, data) -> dict
         "tokenizer": to_dict(tok_cfg),
         "train": to_dict(train_cfg),
         "corpus": {**to_dict(corpus_cfg), "sources": source.sources},
+        "labels": list(source.labels),  # --condition label: mark i stands for labels[i] (data/conditions.py)
         "data": {
             "train_tokens": int(len(data.train)),
             "val_tokens": int(0 if data.val is None else len(data.val)),

@@ -80,8 +80,16 @@ class CorpusConfig:
     val_path: str | None = opt(None, "a separate validation file instead of the split", flag="--val")
     encoding_errors: str = opt("strict", "invalid UTF-8: strict (an error naming the byte) or replace")
     mode: str = opt("stream", "stream: one long text; lines: each non-empty line is a document that ends")
+    condition: str = opt(
+        "none",
+        "none, or label: lines are label<TAB>text, each text a document generated from its label "
+        "(every k-th line is held out, so each label is in both splits)",
+    )
 
     def validate(self) -> None:
+        _check(self.condition in ("none", "label"), f"--condition must be none or label, got {self.condition!r}")
+        if self.condition == "label":
+            self.mode = "lines"  # a labelled line is a document: it ends, and the next one starts from its label
         _check(self.mode in ("stream", "lines"), f"--mode must be stream or lines, got {self.mode!r}")
         _check(0.0 <= self.val_fraction < 1.0, f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         _check(
@@ -117,7 +125,11 @@ class ModelConfig:
     embed_size: int = opt(64, "embedding width")
     hidden_size: int = opt(256, "recurrent state width")
     num_layers: int = opt(2, "recurrent layers")
-    dropout: float = opt(0.0, "dropout on embeddings, between layers and before the output")
+    dropout: float | None = opt(
+        None,
+        "dropout on embeddings, between layers and before the output (not given: chosen from how many times "
+        "the run will read the corpus, 0 to 0.5; training/defaults.py)",
+    )
     tie_weights: bool = opt(False, "share embedding and output weights (needs --embed-size = --hidden-size)")
     order: int = opt(6, "markov: n-gram order (context + 1)")
     num_heads: int = opt(4, "transformer: attention heads (--hidden-size must be a multiple)")
@@ -135,7 +147,7 @@ class ModelConfig:
         _check(0 < self.embed_size <= MAX_HIDDEN, f"--embed-size must be in 1..{MAX_HIDDEN}, got {self.embed_size}")
         _check(0 < self.hidden_size <= MAX_HIDDEN, f"--hidden-size must be in 1..{MAX_HIDDEN}, got {self.hidden_size}")
         _check(0 < self.num_layers <= MAX_LAYERS, f"--num-layers must be in 1..{MAX_LAYERS}, got {self.num_layers}")
-        _check(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}")
+        _check(self.dropout is None or 0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}")
         _check(0 < self.order <= MAX_ORDER, f"--order must be in 1..{MAX_ORDER}, got {self.order}")
         _check(0 < self.num_heads <= MAX_LAYERS, f"--num-heads must be in 1..{MAX_LAYERS}, got {self.num_heads}")
         _check(1 < self.context <= MAX_VOCAB, f"--context must be in 2..{MAX_VOCAB}, got {self.context}")

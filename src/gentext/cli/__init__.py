@@ -155,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    logging.getLogger("gentext.training.defaults").setLevel(logging.INFO)  # say which defaults were chosen
     try:
         argv = sys.argv[1:] if argv is None else argv
         args = build_parser().parse_args(argv)

@@ -14,6 +14,8 @@ from gentext.errors import GentextError
 def cmd_eval(args: argparse.Namespace) -> int:
     model = load_run(args, args.run, weights="fp32")  # as score: fp32 unless --weights is typed
     result = model.evaluate(paths=args.paths or None, unknown=args.unknown)
+    if args.samples and model.labels:
+        result.update(model.sample_label_accuracy(args.samples, max_new_tokens=args.sample_tokens, seed=args.seed))
     if args.samples:
         result["novelty"] = model.novelty(
             samples=args.samples, max_new_tokens=args.sample_tokens, span=args.span, seed=args.seed
@@ -29,6 +31,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(_skipped_line(result))
     if "bpc_closed_vocab" in result:
         print(_spelling_line(result))
+    if "label_accuracy" in result:
+        print(
+            f"label accuracy {result['label_accuracy']:.1%} of {result['label_pairs']:,} texts "
+            "(each classified by the label under which it is most likely)"
+        )
+    if "sample_label_accuracy" in result:
+        print(
+            f"sample label accuracy {result['sample_label_accuracy']:.1%}: generated texts classified as the label "
+            f"they were generated from ({result['samples_per_label']} per label)"
+        )
     if args.samples:
         n = result["novelty"]
         print(

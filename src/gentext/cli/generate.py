@@ -36,10 +36,12 @@ def add_sampling_arguments(p: argparse.ArgumentParser, samples: bool = True) -> 
         help="0 is greedy; <1 sharper, >1 flatter; a comma list (0.3,0.8,1.2) prints one sample per value [0.8]",
     )
     add_options(p, LoadConfig)
+    p.add_argument("--label", help="generate from this label (a run trained with --condition label)")
 
 
 def sample_settings(args: argparse.Namespace, temperature: float) -> dict[str, Any]:
-    return {**given(args, SampleConfig), "temperature": temperature}
+    label = {"label": args.label} if getattr(args, "label", None) is not None else {}
+    return {**given(args, SampleConfig), "temperature": temperature, **label}
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -147,7 +149,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     else:
         text = args.text
     # fp32 unless --weights is typed: a score reproduces training's numbers; --weights X measures X
-    result = load_run(args, args.run, weights="fp32").score(text, unknown=args.unknown)
+    result = load_run(args, args.run, weights="fp32").score(text, unknown=args.unknown, label=args.label)
     if args.json:
         print_json(result)
     else:
@@ -178,6 +180,7 @@ def register(sub) -> None:
     p.add_argument("text", nargs="?", help="the text to score")
     p.add_argument("--file", help="score the text of this file instead")
     p.add_argument("--unknown", **UNKNOWN_FLAG)
+    p.add_argument("--label", help="score the text as generated from this label (a labelled run)")
     add_options(p, LoadConfig)
     p.add_argument("--json", action="store_true", help="with per-token values")
     p.set_defaults(func=cmd_score)

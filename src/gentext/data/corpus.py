@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gentext.config import CorpusConfig
+from gentext.data.conditions import labelled_documents
 from gentext.data.download import NAMED_CORPORA, fetch_corpus
 from gentext.errors import GentextError
 
@@ -162,6 +163,7 @@ class CorpusSource:
     # Characters of the (shaped) training text per mode, counted once: every pass that splits the
     # corpus needs the cut, and a second count would read a multi-GB corpus again.
     train_chars: dict[str, int] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)  # --condition label: label -> mark index (conditions.py)
 
 
 def open_corpus(config: CorpusConfig) -> CorpusSource:
@@ -193,10 +195,15 @@ def split_pieces(source: CorpusSource, config: CorpusConfig) -> Iterator[tuple[b
     non-empty line is a document, and a split falls between documents."""
 
     def shaped(stream: Iterable[str]) -> Iterator[str]:
+        if config.condition == "label":
+            return (labelled_documents(p, source.labels) for p in stream)
         return (as_documents(p) for p in stream) if config.mode == "lines" else iter(stream)
 
     empty = GentextError(f"the corpus is empty ({', '.join(source.sources)})")
     train = _nonblank(shaped(source.train()), empty)
+    if config.condition == "label" and source.val is None:
+        yield from _every_kth(train, config.val_fraction)
+        return
     if source.val is not None:
         yield from ((False, piece) for piece in train)
         empty_val = GentextError(f"{config.val_path or 'the validation file'}: the validation text is empty")
@@ -222,6 +229,22 @@ def split_pieces(source: CorpusSource, config: CorpusConfig) -> Iterator[tuple[b
             if piece[local:]:
                 yield True, piece[local:]
         pos = end
+
+
+def _every_kth(documents: Iterable[str], fraction: float) -> Iterator[tuple[bool, str]]:
+    """Labelled corpora are often grouped by label, so the tail would hold out one label only:
+    every k-th document (k = 1/fraction) is held out instead, the held-out text after the rest."""
+    k = round(1 / fraction) if fraction > 0 else 0
+    held, index = [], 0
+    for piece in documents:
+        kept = []
+        for line in piece.splitlines(keepends=True):
+            index += 1
+            (held if k and index % k == 0 else kept).append(line)
+        if kept:
+            yield False, "".join(kept)
+    if held:
+        yield True, "".join(held)
 
 
 def _nonblank(pieces: Iterable[str], error: GentextError) -> Iterator[str]:

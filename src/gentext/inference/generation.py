@@ -19,7 +19,9 @@ from gentext.models import model_device
 
 
 def suppressed(tokenizer, config: SampleConfig) -> list[int]:
-    return [] if config.allow_unk else list(tokenizer.suppressed_ids)
+    """Ids never sampled: <unk> (unless allowed) and label marks (data/conditions.py)."""
+    marks = list(getattr(tokenizer, "condition_ids", []))
+    return marks if config.allow_unk else [*tokenizer.suppressed_ids, *marks]
 
 
 def continuation(tokenizer, prompt_ids: list[int], ids: list[int]) -> str:

@@ -15,10 +15,11 @@ import torch
 
 from gentext import checkpoint
 from gentext.config import CorpusConfig, SampleConfig, from_dict
+from gentext.data.conditions import check_label, mark
 from gentext.data.corpus import load_corpus, read_text
 from gentext.data.tokencache import held_out
 from gentext.errors import GentextError
-from gentext.inference import formats, generation
+from gentext.inference import conditioning, formats, generation
 from gentext.inference.generation import unescape
 from gentext.inference.novelty import novelty
 from gentext.models import model_device
@@ -43,13 +44,17 @@ class TextModel:
         self.run_dir = run_dir
         self.weights = "fp32"  # the generation step's weight format (set_weights)
         self.weight_costs: dict[str, float] = {}
+        self.labels: list[str] = list(config.get("labels") or [])  # --condition label (data/conditions.py)
+        # label marks are never sampled (inference/generation.suppressed)
+        tokenizer.condition_ids = conditioning.mark_ids(tokenizer, len(self.labels))
 
     def set_weights(self, name: str = "auto") -> str:
         """Store the generation step's matrices as fp32, bf16 or int8 (auto: the fastest format
         native here whose KL cost from fp32 is within 0.01 nats/token; inference/formats.py).
         A format named explicitly is also what evaluate() and score() measure; with auto they
         stay float32, so they reproduce the figures training reported. Returns the format taken."""
-        self.weights, self.weight_costs = formats.choose(self.model, name, self.device, self._prompt_ids(""))
+        start = self._prompt_ids("", self.default_label)
+        self.weights, self.weight_costs = formats.choose(self.model, name, self.device, start)
         if formats.supports_formats(self.model):
             self.model.set_weight_format(self.weights, evaluate=name != "auto")
         return self.weights
@@ -58,14 +63,24 @@ class TextModel:
     def device(self) -> torch.device:
         return model_device(self.model)
 
+    @property
+    def default_label(self) -> str | None:
+        """A label to generate from where the caller names none but one is needed (speed checks)."""
+        return self.labels[0] if self.labels else None
+
     def _sample_config(self, overrides: dict[str, Any]) -> SampleConfig:
         cfg = from_dict(SampleConfig, overrides, "generate()")
         cfg.validate()
         cfg.stop = [unescape(s) for s in cfg.stop]  # "\\n\\n" typed in a shell or a form means two newlines
         return cfg
 
-    def _prompt_ids(self, prompt: str) -> list[int]:
-        """Ids to prime the network with: the prompt's, or a start token when it is empty."""
+    def _prompt_ids(self, prompt: str, label: str | None = None) -> list[int]:
+        """Ids to prime the network with: the prompt's, or a start token when it is empty; for a
+        labelled run, a newline and the label's mark first (how every training document began)."""
+        if self.labels or label is not None:
+            if label is None:
+                raise GentextError(f"this run generates from a label (--label): one of {', '.join(self.labels[:30])}")
+            return self.tokenizer.encode("\n" + mark(check_label(label, self.labels)) + prompt).tolist()
         if prompt:
             unknown = getattr(self.tokenizer, "unknown_words", lambda _: [])(prompt)
             if unknown:
@@ -78,9 +93,10 @@ class TextModel:
         except GentextError:
             return [0]
 
-    def check_prompt(self, prompt: str) -> None:
-        """Raise GentextError if the prompt cannot be encoded (unknown characters at char level)."""
-        self._prompt_ids(prompt)
+    def check_prompt(self, prompt: str, label: str | None = None) -> None:
+        """Raise GentextError if the prompt cannot be encoded (unknown characters at char level) or
+        the label is unknown (or missing, for a labelled run)."""
+        self._prompt_ids(prompt, label)
 
     @property
     def end_id(self) -> int | None:
@@ -99,16 +115,17 @@ class TextModel:
         finally:
             self.model.train(was_training)
 
-    def generate(self, prompt: str = "", **settings: Any) -> list[str]:
-        """`num_samples` texts (one batch), each starting with the prompt. Settings are SampleConfig fields."""
+    def generate(self, prompt: str = "", label: str | None = None, **settings: Any) -> list[str]:
+        """`num_samples` texts (one batch), each starting with the prompt; from `label` for a run
+        trained with --condition label. Settings are SampleConfig fields."""
         cfg = self._sample_config(settings)
-        ids = self._prompt_ids(prompt)  # unknown characters fail before any work
+        ids = self._prompt_ids(prompt, label)  # unknown characters and labels fail before any work
         with self._eval_mode():
             return generation.generate_texts(self.model, self.tokenizer, prompt, ids, cfg, self.end_id)
 
-    def request(self, prompt: str = "", **settings: Any) -> tuple[list[int], SampleConfig]:
+    def request(self, prompt: str = "", label: str | None = None, **settings: Any) -> tuple[list[int], SampleConfig]:
         """A generation's prompt ids and checked settings (what a batch engine is given)."""
-        return self._prompt_ids(prompt), self._sample_config(settings)
+        return self._prompt_ids(prompt, label), self._sample_config(settings)
 
     def generate_many(self, prompts: list[str], **settings: Any) -> list[str]:
         """One sample per prompt, every prompt advancing in one batch (continuous batching): the
@@ -133,10 +150,10 @@ class TextModel:
             raise GentextError(errors[0])
         return [c.texts(prompt)[0] for prompt, c in zip(prompts, collectors, strict=True)]
 
-    def stream(self, prompt: str = "", **settings: Any) -> Iterator[str]:
+    def stream(self, prompt: str = "", label: str | None = None, **settings: Any) -> Iterator[str]:
         """One sample as it is produced: the prompt, then each new piece of text."""
         cfg = self._sample_config({**settings, "num_samples": 1})
-        ids = self._prompt_ids(prompt)
+        ids = self._prompt_ids(prompt, label)
         with self._eval_mode():
             yield from generation.stream_text(self.model, self.tokenizer, prompt, ids, cfg, self.end_id)
 
@@ -153,20 +170,37 @@ class TextModel:
         `unknown="skip"` leaves characters the model cannot represent (and `leave_out`) out of the
         text, and says how many; the default refuses them."""
         if text is None and not paths:
-            held_out = self._held_out_ids()
+            held_out = None if self.labels else self._held_out_ids()  # labels need the texts themselves
             if held_out is not None:
                 return self._honest(self._scores(*held_out, seq_len), self._unknown_word_text(held_out[0]))
             text = self._held_out_text()
         if text is None:
             text = read_text(paths)
+        if self.labels:  # label<TAB>text lines: scored after their label's mark, as trained
+            text = conditioning.marked(text, self.labels)
         text, skipped = self._representable(text, unknown, leave_out)
         if not text:
             raise GentextError("nothing to evaluate: the text is empty")
         ids = self.tokenizer.encode(text)
         if len(ids) < 2:
             raise GentextError("the evaluation text needs at least two tokens")
-        result = self._scores(ids, characters(self.tokenizer, text, ids), seq_len)
-        return {**self._honest(result, text), **skipped}
+        result = {**self._honest(self._scores(ids, characters(self.tokenizer, text, ids), seq_len), text), **skipped}
+        if self.labels:
+            pairs = conditioning.pairs_from_marks(text, self.labels)
+            with self._eval_mode():
+                result.update(conditioning.label_accuracy(self.model, self.tokenizer, pairs, self.labels, self.device))
+        return result
+
+    def sample_label_accuracy(self, samples: int, max_new_tokens: int = 200, seed: int = 0) -> dict[str, Any]:
+        """Generate `samples` texts from each label (temperature 1) and classify each by the label
+        under which it is most likely: the share classified as the label asked for."""
+        pairs = []
+        for label in self.labels:
+            texts = self.generate("", label, max_new_tokens=max_new_tokens, num_samples=samples, seed=seed)
+            pairs += [(label, t.strip("\n")) for t in texts if t.strip("\n")]
+        with self._eval_mode():
+            scored = conditioning.label_accuracy(self.model, self.tokenizer, pairs, self.labels, self.device)
+        return {"sample_label_accuracy": scored["label_accuracy"], "samples_per_label": samples}
 
     def _honest(self, result: dict[str, Any], text: str | None) -> dict[str, Any]:
         """Bits per character that rank across levels: a word model's `<unk>` targets are also
@@ -243,15 +277,16 @@ class TextModel:
             return None
         return data.val, max(data.val_chars - len(self.tokenizer.decode(data.val[:1])), 1)
 
-    def score(self, text: str, unknown: str = "error") -> dict[str, Any]:
+    def score(self, text: str, unknown: str = "error", label: str | None = None) -> dict[str, Any]:
         """Log-probability of `text`: each token given the ones before it, the first given the start
-        (the same priming as an empty prompt). Totals in nats, plus per-token values.
-        `unknown="skip"` scores the text without the characters the model cannot represent."""
+        (the same priming as an empty prompt; from `label` for a labelled run). Totals in nats, plus
+        per-token values. `unknown="skip"` scores the text without the characters the model cannot
+        represent."""
         text, skipped = self._representable(text, unknown, frozenset())
         if not text:
             raise GentextError("nothing to score: the text is empty")
         ids = self.tokenizer.encode(text).tolist()
-        primer = self._prompt_ids("")
+        primer = self._prompt_ids("", label)
         inputs = torch.tensor([primer + ids[:-1]], device=self.device)
         with self._eval_mode(), torch.inference_mode():
             logits, _ = self.model(inputs, None)  # (1, P + T - 1, V)
@@ -293,7 +328,7 @@ class TextModel:
         """Generate `samples` texts and measure how much is copied verbatim from the training text:
         the share of `span`-character windows found in it and the longest copied span."""
         training = training_text if training_text is not None else self._corpus().train
-        texts = self.generate("", max_new_tokens=max_new_tokens, num_samples=samples, **settings)
+        texts = self.generate("", self.default_label, max_new_tokens=max_new_tokens, num_samples=samples, **settings)
         result = novelty(texts, training, span)
         return {
             "samples": samples,
@@ -307,7 +342,9 @@ class TextModel:
     def generation_speed(self, max_new_tokens: int = 200, num_samples: int = 1) -> float:
         """Generated tokens per second (all samples together), sampling at temperature 1."""
         start = time.perf_counter()
-        self.generate("", max_new_tokens=max_new_tokens, num_samples=num_samples, temperature=1.0, seed=0)
+        self.generate(
+            "", self.default_label, max_new_tokens=max_new_tokens, num_samples=num_samples, temperature=1.0, seed=0
+        )
         return max_new_tokens * num_samples / (time.perf_counter() - start)
 
     def info(self) -> dict[str, Any]:

@@ -37,10 +37,10 @@ class RNNLanguageModel(nn.Module):
             config.embed_size,
             config.hidden_size,
             config.num_layers,
-            dropout=config.dropout if config.num_layers > 1 else 0.0,
+            dropout=(config.dropout or 0.0) if config.num_layers > 1 else 0.0,
             batch_first=True,
         )
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = nn.Dropout(config.dropout or 0.0)  # None (chosen at training time) is 0 outside it
         if config.adaptive_cutoffs:
             self.head = AdaptiveSoftmax(config.hidden_size, config.vocab_size, config.adaptive_cutoffs)
         else:

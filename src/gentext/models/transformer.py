@@ -79,8 +79,9 @@ class TransformerLanguageModel(nn.Module):
         self.config = config
         hidden = config.hidden_size
         self.embedding = nn.Embedding(config.vocab_size, hidden)
-        self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(hidden, config.num_heads, config.dropout) for _ in range(config.num_layers))
+        dropout = config.dropout or 0.0  # None (chosen at training time) is 0 outside it
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(hidden, config.num_heads, dropout) for _ in range(config.num_layers))
         self.ln_f = nn.LayerNorm(hidden)
         if config.adaptive_cutoffs:
             self.head = AdaptiveSoftmax(hidden, config.vocab_size, config.adaptive_cutoffs)

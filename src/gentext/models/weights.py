@@ -10,12 +10,15 @@ the format (the same rule as training's autocast).
 - bf16: weights stored in bfloat16, activations cast per call; oneDNN runs it natively on CPUs with
   AVX-512 BF16 / AMX and on GPUs, and emulates it (slowly) elsewhere, so `auto` only picks it there.
 - int8: per-output-channel symmetric int8 weights with dynamically quantized activations, through
-  PyTorch's quantized engine (`quantized::linear_dynamic`, fbgemm/x86: AVX2 and AVX-512 VNNI). Its
+  PyTorch's quantized engine (`quantized::linear_dynamic`, fbgemm/x86: AVX2 and AVX-512 VNNI; the
+  weight-only `_weight_int8pack_mm` measured 5x slower than float32 here). Its
   error is measured, not assumed: `benchmarks/bench_generation.py` reports the held-out loss per
   format, and `choose` checks a candidate against float32 before `auto` takes it.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 
@@ -62,18 +65,42 @@ class Int8Matmul(Matmul):
         w = weight.detach().float().cpu()
         scales = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)  # one per output channel, symmetric
         zero = torch.zeros(w.shape[0], dtype=torch.long)
-        qweight = torch.quantize_per_channel(w, scales.double(), zero, 0, torch.qint8)
+        with warnings.catch_warnings():  # quantized tensor constructors are marked for a future removal
+            warnings.simplefilter("ignore", UserWarning)
+            qweight = torch.quantize_per_channel(w, scales.double(), zero, 0, torch.qint8)
         self.packed = torch.ops.quantized.linear_prepack(qweight, self.bias.float().cpu())
+        # The activations' scale is chosen per call from the min and max of the whole batch, so a
+        # row's result would depend on the other rows (a batched request's text would differ from
+        # the same request alone). Every input here is a recurrent state in [-1, 1] (tanh-bounded
+        # h): one extra row holding +1 and -1 pins the range, making each row's result its own.
+        self.anchor = torch.zeros(1, weight.shape[1])
+        self.anchor[0, 0], self.anchor[0, -1] = 1.0, -1.0
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         # reduce_range=True keeps fbgemm's AVX2 int16 accumulation from saturating
-        return torch.ops.quantized.linear_dynamic(x, self.packed, True)
+        return torch.ops.quantized.linear_dynamic(torch.cat([x, self.anchor]), self.packed, True)[:-1]
 
     def bytes(self) -> float:
         return self.shape[0] * (self.shape[1] + 4)  # int8 weights and a float32 scale per row
 
 
-MATMULS = {"fp32": Matmul, "bf16": Bf16Matmul, "int8": Int8Matmul}
+FORMAT_CLASSES = {"fp32": Matmul, "bf16": Bf16Matmul, "int8": Int8Matmul}
+SMALL_MATRIX = 1 << 16  # weights below this many stay float32: their bytes do not matter, a call's overhead does
+
+
+def _matmul(fmt: str):
+    """The constructor a format uses: weight (N, K), bias (N,) or None -> Matmul."""
+
+    def make(weight: torch.Tensor, bias: torch.Tensor | None) -> Matmul:
+        # A quantized call costs ~40 us of fixed overhead: a 65-character head (33k weights) is
+        # 10x faster in float32, and reads almost nothing either way.
+        cls = FORMAT_CLASSES[fmt] if weight.numel() >= SMALL_MATRIX else Matmul
+        return cls(weight, bias)
+
+    return make
+
+
+MATMULS = {name: _matmul(name) for name in FORMAT_CLASSES}
 
 
 def check_format(name: str, device: torch.device) -> str:
@@ -82,13 +109,20 @@ def check_format(name: str, device: torch.device) -> str:
         raise GentextError(f"--weights must be one of {', '.join(WEIGHT_FORMATS)}, got {name!r}")
     if name == "int8" and device.type != "cpu":
         raise GentextError("--weights int8 runs on the CPU only (PyTorch's quantized kernels); use bf16 on a GPU")
+    if name == "bf16" and device.type == "cpu" and not cpu_native(torch.bfloat16):
+        raise GentextError(
+            "--weights bf16: this CPU has no native bf16 (AVX-512 BF16 or AMX); emulated it is ~100x slower. "
+            "Use --weights int8, fp32 or auto"
+        )
     return name
 
 
 def fast_formats(device: torch.device) -> list[str]:
-    """The formats worth trying on this device, fastest first (measured: RESULTS.md, issue 16)."""
+    """The formats worth trying on this device, fastest first. Measured on a 2-core AVX-512 BF16
+    CPU (RESULTS.md, issue 16): fbgemm's int8 step is 4x float32 for one stream and 5x for 64,
+    oneDNN's bf16 no faster than float32 for one stream and 2.4x for 64."""
     if device.type != "cpu":
         return ["bf16", "fp32"]
     if cpu_native(torch.bfloat16):
-        return ["bf16", "int8", "fp32"]
+        return ["int8", "bf16", "fp32"]
     return ["int8", "fp32"]  # emulated bf16 is ~100x slower: never picked

@@ -132,6 +132,7 @@ def _request_models(limits: ServerLimits):
         "GenerateRequest",
         __config__=strict,
         prompt=(str, Field("", max_length=limits.max_prompt_chars)),
+        label=(str | None, Field(None, max_length=200)),  # a labelled run's label (--condition label)
         model=(str | None, None),
         stream=(bool, False),
         **_sample_request_fields(limits),
@@ -140,6 +141,7 @@ def _request_models(limits: ServerLimits):
     class ScoreRequest(BaseModel):
         model_config = strict
         text: str = Field(..., min_length=1, max_length=limits.max_prompt_chars * 4)
+        label: str | None = Field(None, max_length=200)
         model: str | None = None
 
     return generate, ScoreRequest
@@ -220,13 +222,15 @@ def create_app(
         model = service.pick(request.model)
         settings = sample_settings(request, service.limits)
         try:
-            model.check_prompt(request.prompt)  # unknown characters: 400 before any work
+            model.check_prompt(request.prompt, request.label)  # unknown characters or label: 400 before any work
         except GentextError as exc:
             raise HTTPException(400, detail=str(exc)) from None
         if request.stream and request.num_samples != 1:
             raise _unprocessable("num_samples", "streaming sends one sample")
         service.admit()
         engine = service.engine(model, settings)
+        if request.label is not None:  # every path hands settings to generate/stream/request, which take it
+            settings["label"] = request.label
         if request.stream:
             start = thread_source if engine is None else batched_source(engine)
             stream = events(start(model, request.prompt, settings, service.gate))
@@ -240,8 +244,12 @@ def create_app(
     @app.post("/v1/score")
     async def score(request: ScoreRequest):
         model = service.pick(request.model)
+        try:
+            model.check_prompt("", request.label)
+        except GentextError as exc:
+            raise HTTPException(400, detail=str(exc)) from None
         service.admit()
-        result = await service.run(model.score, request.text)
+        result = await service.run(model.score, request.text, "error", request.label)
         result.pop("per_token")
         return result
 
@@ -263,7 +271,12 @@ def _generated(model: TextModel, name: str, prompt: str, samples: list[str]) -> 
 
 def _describe(model: TextModel) -> dict[str, Any]:
     info = model.info()
-    return {"kind": info["model"]["kind"], "level": info["tokenizer"]["level"], "parameters": info["parameters"]}
+    return {
+        "kind": info["model"]["kind"],
+        "level": info["tokenizer"]["level"],
+        "parameters": info["parameters"],
+        "labels": model.labels,  # generation from a label: one of these in "label"
+    }
 
 
 def _is_loopback(host: str) -> bool:

@@ -1,0 +1,63 @@
+"""Defaults that fit the corpus: how much to regularise, from how often the run will see the text.
+
+A network that sees a book-sized text fifty times memorises it: on a 100 KB play the default LSTM
+without dropout reaches its best held-out loss after a fifth of a 3-minute run, its training loss
+still falling to 0.8 nats/char, and loses to an order-7 Markov chain (1.547 vs 1.497 nats/char); with
+dropout 0.3 it keeps improving to the end and wins (1.424). On Tiny Shakespeare a 10-minute run sees
+the text five times and dropout only slows it. So when --dropout is not given, it is chosen from the
+planned passes over the training tokens:
+
+    dropout = clamp(0.07 * log2(passes / 2), 0, 0.4)     2 passes: 0, 8: 0.14, 50: 0.33, 104+: 0.4
+
+(fitted on one play and checked on another, RESULTS.md: at 50 passes 0.3 beat 0.5 and 0).
+
+Passes are known for --steps and --epochs; for --time-limit they are estimated from a reference speed
+(REFERENCE_TOKENS_PER_S for the default model on a 2-core CPU, scaled down for bigger models), so
+a machine several times faster or slower shifts the choice by a step or two of the table. The choice
+and its reason are logged and saved in config.json; the best validation weights are kept
+(`eval_every`), so a run that still overfits late loses only time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from gentext.config import ModelConfig, TrainConfig
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STEPS = 2000  # TrainConfig.steps' documented default when no limit is given
+REFERENCE_TOKENS_PER_S = 20_000  # the default 2x256 LSTM training on a 2-core CPU (RESULTS.md)
+REFERENCE_WEIGHTS = 850_000  # its recurrent weights
+
+
+def recurrent_weights(model: ModelConfig) -> int:
+    """The weights a training step multiplies by per token, roughly (gates x layers)."""
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}.get(model.kind, 12)  # a transformer block: ~12 H^2
+    first = model.embed_size if model.kind in ("lstm", "gru", "rnn") else model.hidden_size
+    h = model.hidden_size
+    return gates * h * (first + h) + (model.num_layers - 1) * gates * h * 2 * h + h * model.vocab_size
+
+
+def planned_passes(train_tokens: int, model: ModelConfig, train: TrainConfig) -> float:
+    """How many times the run will read the training tokens (estimated for a time limit)."""
+    if train.epochs is not None:
+        return train.epochs
+    per_step = train.batch_size * train.seq_len
+    if train.steps is not None or train.time_limit is None:
+        return (train.steps or DEFAULT_STEPS) * per_step / max(train_tokens, 1)
+    speed = REFERENCE_TOKENS_PER_S * min(1.0, REFERENCE_WEIGHTS / recurrent_weights(model)) ** 0.75
+    return train.time_limit * speed / max(train_tokens, 1)
+
+
+def auto_dropout(train_tokens: int, model: ModelConfig, train: TrainConfig) -> float:
+    passes = planned_passes(train_tokens, model, train)
+    dropout = round(min(max(0.07 * math.log2(max(passes, 1e-9) / 2), 0.0), 0.4), 2)
+    logger.info(
+        "dropout %.2f: the run will read its %s training tokens about %.3g times (--dropout sets it)",
+        dropout,
+        f"{train_tokens:,}",
+        passes,
+    )
+    return dropout

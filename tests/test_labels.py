@@ -1,0 +1,109 @@
+"""Generation from a label (issue 17, requirement 1 and 2): train, generate, measure, serve."""
+
+import json
+import random
+
+import pytest
+
+import gentext
+from gentext.cli import main
+from gentext.data.conditions import labelled_documents, mark, split_line
+from gentext.errors import GentextError
+
+from .conftest import TINY_SETTINGS
+
+
+def _words(rng: random.Random, letters: str) -> str:
+    return " ".join("".join(rng.choice(letters) for _ in range(rng.randint(2, 6))) for _ in range(rng.randint(3, 7)))
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    """Two labels whose texts differ in alphabet, grouped by label as such files often are."""
+    rng = random.Random(0)
+    root = tmp_path_factory.mktemp("labelled")
+    lines = [f"soft\t{_words(rng, 'aeiou')}" for _ in range(150)]
+    lines += [f"hard\t{_words(rng, 'kptgd')}" for _ in range(150)]
+    path = root / "labelled.tsv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    settings = {**TINY_SETTINGS, "eval_every": 100, "hidden_size": 64}
+    gentext.train(root / "run", paths=[str(path)], condition="label", steps=150, **settings)
+    gentext.train(root / "markov", paths=[str(path)], condition="label", model="markov", order=3)
+    return root
+
+
+def test_lines_become_documents_led_by_their_label_mark():
+    labels: dict[str, int] = {}
+    documents = labelled_documents("b\tone two\na\tthree\n\nb\tfour\tignored\n", labels)
+    assert sorted(documents.splitlines()) == sorted([f"{mark(0)}one two", f"{mark(1)}three", f"{mark(0)}four"])
+    assert labelled_documents("b\tone two\na\tthree\n\nb\tfour\tignored\n", {}) == documents  # seeded
+    assert labels == {"b": 0, "a": 1}
+    with pytest.raises(GentextError, match="label<TAB>text"):
+        split_line("no tab here")
+    with pytest.raises(GentextError, match="private-use"):
+        split_line(f"a\tsneaky {mark(3)}")
+
+
+def test_every_label_is_held_out_and_recorded(labelled):
+    config = json.loads((labelled / "run" / "config.json").read_text())
+    assert config["labels"] == ["soft", "hard"] and config["corpus"]["mode"] == "lines"
+    held_out = gentext.load(labelled / "run")._held_out_text()
+    assert held_out.count(mark(0)) + held_out.count(mark(1)) == 30  # every 10th line (after a seeded shuffle)
+    assert min(held_out.count(mark(0)), held_out.count(mark(1))) >= 8  # both labels, though grouped in the file
+
+
+@pytest.mark.parametrize("run", ["run", "markov"])
+def test_the_label_steers_generation_and_classifies_held_out_text(labelled, run):
+    model = gentext.load(labelled / run)
+    soft = "".join(model.generate("", "soft", max_new_tokens=60, num_samples=4, seed=1))
+    hard = "".join(model.generate("", "hard", max_new_tokens=60, num_samples=4, seed=1))
+    # a chain sees its label only within its order, and its smoothing can step into the other
+    # alphabet, after which the label is forgotten: a weaker bound for it
+    factor = 5 if run == "run" else 1
+    assert sum(c in "aeiou" for c in soft) > factor * sum(c in "kptgd" for c in soft)
+    assert sum(c in "kptgd" for c in hard) > factor * sum(c in "aeiou" for c in hard)
+    assert not any(c >= mark(0) for c in soft + hard)  # marks are never sampled
+    result = model.evaluate()
+    assert result["label_accuracy"] >= 0.9 and result["label_pairs"] == 30
+    assert model.sample_label_accuracy(4, max_new_tokens=40)["sample_label_accuracy"] >= 0.75
+
+
+def test_labels_are_checked_everywhere(labelled, tmp_path, capsys, trained_run):
+    model = gentext.load(labelled / "run")
+    with pytest.raises(GentextError, match="unknown label 'loud'.*'soft', 'hard'"):
+        model.generate("", "loud")
+    with pytest.raises(GentextError, match="generates from a label"):
+        model.generate("")
+    with pytest.raises(GentextError, match="not trained with labels"):
+        gentext.load(trained_run).generate("", "soft")
+    assert main(["generate", str(labelled / "run"), "--label", "loud"]) == 2
+    assert "unknown label" in capsys.readouterr().err
+    heldout = tmp_path / "heldout.tsv"
+    heldout.write_text("soft\taia oue\nhard\ttkp dgt\n", encoding="utf-8")
+    assert main(["eval", str(labelled / "run"), str(heldout), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["label_pairs"] == 2 and "loss" in result
+    heldout.write_text("loud\taia oue\n", encoding="utf-8")
+    assert main(["eval", str(labelled / "run"), str(heldout)]) == 2
+
+
+def test_the_server_takes_a_label_and_lists_them(labelled):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from gentext.server import create_app
+
+    model = gentext.load(labelled / "run")
+    client = TestClient(create_app({"labelled": model}))
+    assert client.get("/v1/models").json()["models"][0]["labels"] == ["soft", "hard"]
+    body = {"label": "hard", "max_new_tokens": 30, "seed": 3}
+    text = client.post("/v1/generate", json=body).json()["samples"][0]
+    assert text == model.generate("", "hard", max_new_tokens=30, seed=3)[0]  # the batch engine, as alone
+    with client.stream("POST", "/v1/generate", json={**body, "stream": True}) as response:
+        events = [e for e in response.read().decode().split("\n\n") if e]
+    pieces = [json.loads(e.split("data: ", 1)[1])["text"] for e in events if e.startswith("event: token")]
+    assert "".join(pieces) == text
+    bad = client.post("/v1/generate", json={"label": "loud"})
+    assert bad.status_code == 400 and "unknown label" in bad.json()["detail"]
+    assert client.post("/v1/generate", json={}).status_code == 400  # a labelled run needs a label
+    assert client.post("/v1/score", json={"text": "aia", "label": "soft"}).status_code == 200
