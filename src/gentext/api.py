@@ -32,6 +32,7 @@ from gentext.config import (
     from_dict,
     to_dict,
 )
+from gentext.data.conditions import SOURCE_END
 from gentext.data.corpus import open_corpus
 from gentext.data.dataset import BPTTBatches
 from gentext.data.tokencache import fingerprint_and_fit, token_data
@@ -43,6 +44,7 @@ from gentext.models import build_model, check_kind, fitted_by_counting
 from gentext.training import distributed, finetune, trainer
 from gentext.training.defaults import auto_dropout
 from gentext.training.evaluation import evaluate
+from gentext.training.pairs import train_pairs
 from gentext.training.records import PLOT
 from gentext.training.run import FINAL_EVAL_TOKENS
 from gentext.training.train_state import TRAIN_STATE
@@ -138,6 +140,10 @@ def _prepare_data(corpus_cfg, tok_cfg, model_cfg, train_cfg, tok, progress: bool
     vocabulary of `origin`, a run being fine-tuned); check that the model can train on it before
     anything is written."""
     check_kind(model_cfg.kind)  # an unknown --model fails before the corpus is read
+    if (model_cfg.kind == "seq2seq") != (corpus_cfg.condition == "source"):
+        raise GentextError(
+            "--model seq2seq trains on pairs and pairs need it: use both --model seq2seq and --condition source"
+        )
     source = open_corpus(corpus_cfg)
     fit = None if tok is not None else (lambda pieces: fit_tokenizer(tok_cfg, pieces))
     if origin is not None:
@@ -210,6 +216,8 @@ def train(
     added = finetune.init_weights(net, origin) if origin is not None else 0
     if resume and fitted_by_counting(net):
         raise GentextError(f"a {model_cfg.kind} model is fitted in one pass; there is nothing to resume (retrain it)")
+    if hasattr(net, "pair_log_probs") and (resume or info.world_size > 1):
+        raise GentextError("--model seq2seq trains in one process and from the start (no --resume, no torchrun yet)")
     if not resume and info.is_main:  # under torchrun only rank 0 touches the run directory
         prepare_out_dir(out, force)
     config = _run_config(corpus_cfg, tok_cfg, model_cfg, train_cfg, source, data)
@@ -221,6 +229,10 @@ def train(
     try:
         if fitted_by_counting(net):  # counted, not trained by gradient steps
             result = _fit_by_counting(net, data.train, data.val, out, info.is_main)
+        elif hasattr(net, "pair_log_probs"):  # sequence to sequence: trained on pairs
+            ids = (int(tok.encode(SOURCE_END)[0]), int(tok.encode("\n")[0]))
+            net.source_end_id = ids[0]
+            result = train_pairs(net, data.train, data.val, train_cfg, out, device, ids, progress)
         else:
             result = trainer.train(
                 net, data.train, data.val, train_cfg, out, device, callback, progress, resume, data.key

@@ -82,13 +82,16 @@ class CorpusConfig:
     mode: str = opt("stream", "stream: one long text; lines: each non-empty line is a document that ends")
     condition: str = opt(
         "none",
-        "none, or label: lines are label<TAB>text, each text a document generated from its label "
-        "(every k-th line is held out, so each label is in both splits)",
+        "none; label: lines are label<TAB>text, each text generated from its label; source: lines are "
+        "source<TAB>target pairs for --model seq2seq (every k-th line is held out, after a seeded shuffle)",
     )
 
     def validate(self) -> None:
-        _check(self.condition in ("none", "label"), f"--condition must be none or label, got {self.condition!r}")
-        if self.condition == "label":
+        _check(
+            self.condition in ("none", "label", "source"),
+            f"--condition must be none, label or source, got {self.condition!r}",
+        )
+        if self.condition != "none":
             self.mode = "lines"  # a labelled line is a document: it ends, and the next one starts from its label
         _check(self.mode in ("stream", "lines"), f"--mode must be stream or lines, got {self.mode!r}")
         _check(0.0 <= self.val_fraction < 1.0, f"--val-fraction must be in [0, 1), got {self.val_fraction}")

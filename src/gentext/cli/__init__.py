@@ -91,6 +91,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attention(args: argparse.Namespace) -> int:
+    from gentext.inference.translation import attention_picture
+
+    model = api.load(args.run, weights="fp32")
+    if not model.pairs:
+        raise GentextError(f"{args.run} is not a seq2seq run: only --model seq2seq has attention over a source")
+    output, path = attention_picture(model, args.source, args.out)
+    print(f"{args.source.strip()} -> {output}; attention drawn to {path}")
+    return 0
+
+
 def cmd_corpora(args: argparse.Namespace) -> int:
     for name, (description, _) in BUILTIN_CORPORA.items():
         print(f"{name:16s} built in   {description}")
@@ -147,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="onnx")
     p.add_argument("--output", help="file to write (default RUN/model.onnx)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("attention", help="a seq2seq run: draw the attention matrix of one translation (PNG)")
+    p.add_argument("run")
+    p.add_argument("--source", required=True, help="the text to translate")
+    p.add_argument("--out", default="attention.png", help="the picture to write [attention.png]")
+    p.set_defaults(func=cmd_attention)
 
     p = sub.add_parser("corpora", help="list the built-in and named corpora")
     p.set_defaults(func=cmd_corpora)

@@ -37,17 +37,20 @@ def add_sampling_arguments(p: argparse.ArgumentParser, samples: bool = True) -> 
     )
     add_options(p, LoadConfig)
     p.add_argument("--label", help="generate from this label (a run trained with --condition label)")
+    p.add_argument("--source", help="translate this source text (a seq2seq run, --condition source)")
 
 
 def sample_settings(args: argparse.Namespace, temperature: float) -> dict[str, Any]:
-    label = {"label": args.label} if getattr(args, "label", None) is not None else {}
-    return {**given(args, SampleConfig), "temperature": temperature, **label}
+    conditions = {k: getattr(args, k) for k in ("label", "source") if getattr(args, k, None) is not None}
+    return {**given(args, SampleConfig), "temperature": temperature, **conditions}
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     model = load_run(args, args.run)
     if args.interactive:
         return chat_loop(model, args)
+    if args.source_file:
+        return _each_source(model, args)
     temperatures = args.temperature
     if args.stream:
         if getattr(args, "num_samples", 1) != 1 or args.json or len(temperatures) > 1:
@@ -71,6 +74,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
         elif len(samples) > 1:
             print(f"--- sample {i + 1} ---")
         print(sample)
+    return 0
+
+
+def _each_source(model, args: argparse.Namespace) -> int:
+    """--source-file: one output line per source line (blank lines give blank lines)."""
+    from gentext.data.corpus import read_text
+
+    settings = sample_settings(args, args.temperature[0])
+    for line in read_text([args.source_file]).splitlines():
+        text = model.generate(args.prompt, **{**settings, "source": line})[0] if line.strip() else ""
+        print(text.strip("\n"), flush=True)
     return 0
 
 
@@ -166,6 +180,7 @@ def register(sub) -> None:
     p.add_argument("--prompt", default="", help="text to continue (the output starts with it)")
     p.add_argument("--stream", action="store_true", help="print tokens as they are produced")
     p.add_argument("--interactive", action="store_true", help="same as `gentext chat`")
+    p.add_argument("--source-file", help="a seq2seq run: translate each line of this file, one output line each")
     p.add_argument("--json", action="store_true")
     add_sampling_arguments(p)
     p.set_defaults(func=cmd_generate)

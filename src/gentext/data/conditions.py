@@ -24,7 +24,12 @@ from collections.abc import Iterable
 from gentext.errors import GentextError
 
 LABEL_BASE = 0xF0000
-MAX_LABELS = 0xFFFE  # plane 15 holds 65,534 private-use code points
+MAX_LABELS = 0xFFFD  # plane 15 holds 65,534 private-use code points; the last one ends a source
+SOURCE_END = chr(0xFFFFD)  # `--condition source`: a document is source SOURCE_END target
+
+
+def is_reserved(char: str) -> bool:
+    return LABEL_BASE <= ord(char) <= 0xFFFFD
 
 
 def mark(index: int) -> str:
@@ -35,14 +40,15 @@ def is_mark(char: str) -> bool:
     return LABEL_BASE <= ord(char) < LABEL_BASE + MAX_LABELS
 
 
-def split_line(line: str) -> tuple[str, str]:
-    """`label<TAB>text[<TAB>ignored...]` -> (label, text), both stripped; a clear error otherwise."""
+def split_line(line: str, condition: str = "label") -> tuple[str, str]:
+    """`label<TAB>text[<TAB>ignored...]` (or source<TAB>target) -> both stripped; a clear error otherwise."""
     parts = line.split("\t")
     if len(parts) < 2 or not parts[0].strip():
-        raise GentextError(f"--condition label: each line must be label<TAB>text; got {line[:60]!r}")
+        shape = "label<TAB>text" if condition == "label" else "source<TAB>target"
+        raise GentextError(f"--condition {condition}: each line must be {shape}; got {line[:60]!r}")
     text = parts[1].strip()
-    if any(is_mark(c) for c in text):
-        raise GentextError("--condition label: the text uses private-use characters gentext reserves for labels")
+    if any(is_reserved(c) for c in parts[0] + text):
+        raise GentextError("the text uses private-use characters (plane 15) that gentext reserves for conditions")
     return parts[0].strip(), text
 
 
@@ -85,3 +91,17 @@ def check_label(label: str, labels: list[str]) -> int:
         shown = ", ".join(repr(x) for x in labels[:30]) + (" ..." if len(labels) > 30 else "")
         raise GentextError(f"unknown label {label!r}; this run knows {shown}")
     return labels.index(label)
+
+
+def paired_documents(text: str) -> str:
+    """Lines of `source<TAB>target[<TAB>ignored...]` (Anki/Tatoeba exports as downloaded) -> one
+    document per pair, `source SOURCE_END target\n`, shuffled with a fixed seed (see
+    labelled_documents); pairs with an empty side are skipped."""
+    out = []
+    for line in text.splitlines():
+        if line.strip():
+            source, target = split_line(line, "source")
+            if source and target:
+                out.append(source + SOURCE_END + target + "\n")
+    random.Random(0).shuffle(out)
+    return "".join(out)

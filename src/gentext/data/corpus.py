@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gentext.config import CorpusConfig
-from gentext.data.conditions import labelled_documents
+from gentext.data import generated
+from gentext.data.conditions import labelled_documents, paired_documents
 from gentext.data.download import NAMED_CORPORA, fetch_corpus
 from gentext.errors import GentextError
 
@@ -24,6 +25,10 @@ def _python_docs() -> str:
 
 BUILTIN_CORPORA: dict[str, tuple[str, Callable[[], str]]] = {
     "python-docs": ("The Python language reference (pydoc_data.topics), ~465 KB of English prose", _python_docs),
+    "dates": (
+        "20,000 dates written in 8 formats and 12 languages (Babel/CLDR) <TAB> ISO 8601; --condition source",
+        lambda: generated.dates(),
+    ),
 }
 
 
@@ -197,11 +202,13 @@ def split_pieces(source: CorpusSource, config: CorpusConfig) -> Iterator[tuple[b
     def shaped(stream: Iterable[str]) -> Iterator[str]:
         if config.condition == "label":
             return (labelled_documents(p, source.labels) for p in stream)
+        if config.condition == "source":
+            return (paired_documents(p) for p in stream)
         return (as_documents(p) for p in stream) if config.mode == "lines" else iter(stream)
 
     empty = GentextError(f"the corpus is empty ({', '.join(source.sources)})")
     train = _nonblank(shaped(source.train()), empty)
-    if config.condition == "label" and source.val is None:
+    if config.condition != "none" and source.val is None:
         yield from _every_kth(train, config.val_fraction)
         return
     if source.val is not None:

@@ -15,11 +15,11 @@ import torch
 
 from gentext import checkpoint
 from gentext.config import CorpusConfig, SampleConfig, from_dict
-from gentext.data.conditions import check_label, mark
+from gentext.data.conditions import SOURCE_END, check_label, mark
 from gentext.data.corpus import load_corpus, read_text
 from gentext.data.tokencache import held_out
 from gentext.errors import GentextError
-from gentext.inference import conditioning, formats, generation
+from gentext.inference import conditioning, formats, generation, translation
 from gentext.inference.generation import unescape
 from gentext.inference.novelty import novelty
 from gentext.models import model_device
@@ -45,15 +45,19 @@ class TextModel:
         self.weights = "fp32"  # the generation step's weight format (set_weights)
         self.weight_costs: dict[str, float] = {}
         self.labels: list[str] = list(config.get("labels") or [])  # --condition label (data/conditions.py)
-        # label marks are never sampled (inference/generation.suppressed)
+        # label marks and the end of a source are never sampled (inference/generation.suppressed)
         tokenizer.condition_ids = conditioning.mark_ids(tokenizer, len(self.labels))
+        self.pairs = hasattr(model, "pair_log_probs")  # a seq2seq run: generates from a source
+        if self.pairs:
+            model.source_end_id = int(tokenizer.encode(SOURCE_END)[0])
+            tokenizer.condition_ids = [*tokenizer.condition_ids, model.source_end_id]
 
     def set_weights(self, name: str = "auto") -> str:
         """Store the generation step's matrices as fp32, bf16 or int8 (auto: the fastest format
         native here whose KL cost from fp32 is within 0.01 nats/token; inference/formats.py).
         A format named explicitly is also what evaluate() and score() measure; with auto they
         stay float32, so they reproduce the figures training reported. Returns the format taken."""
-        start = self._prompt_ids("", self.default_label)
+        start = self._prompt_ids("", self.default_label) if formats.supports_formats(self.model) else []
         self.weights, self.weight_costs = formats.choose(self.model, name, self.device, start)
         if formats.supports_formats(self.model):
             self.model.set_weight_format(self.weights, evaluate=name != "auto")
@@ -74,9 +78,16 @@ class TextModel:
         cfg.stop = [unescape(s) for s in cfg.stop]  # "\\n\\n" typed in a shell or a form means two newlines
         return cfg
 
-    def _prompt_ids(self, prompt: str, label: str | None = None) -> list[int]:
+    def _prompt_ids(self, prompt: str, label: str | None = None, source: str | None = None) -> list[int]:
         """Ids to prime the network with: the prompt's, or a start token when it is empty; for a
-        labelled run, a newline and the label's mark first (how every training document began)."""
+        labelled run, a newline and the label's mark first (how every training document began); for
+        a seq2seq run, the source and SOURCE_END first (the prompt then starts the target)."""
+        if self.pairs or source is not None:
+            if not self.pairs:
+                raise GentextError("this run was not trained on pairs (train with --model seq2seq --condition source)")
+            if not source or not source.strip():
+                raise GentextError("a seq2seq run generates from a source: give --source")
+            return self.tokenizer.encode(source.strip() + SOURCE_END + prompt).tolist()
         if self.labels or label is not None:
             if label is None:
                 raise GentextError(f"this run generates from a label (--label): one of {', '.join(self.labels[:30])}")
@@ -93,10 +104,10 @@ class TextModel:
         except GentextError:
             return [0]
 
-    def check_prompt(self, prompt: str, label: str | None = None) -> None:
-        """Raise GentextError if the prompt cannot be encoded (unknown characters at char level) or
-        the label is unknown (or missing, for a labelled run)."""
-        self._prompt_ids(prompt, label)
+    def check_prompt(self, prompt: str, label: str | None = None, source: str | None = None) -> None:
+        """Raise GentextError if the prompt cannot be encoded (unknown characters at char level),
+        the label is unknown (or missing, for a labelled run) or the source missing (seq2seq)."""
+        self._prompt_ids(prompt, label, source)
 
     @property
     def end_id(self) -> int | None:
@@ -115,17 +126,21 @@ class TextModel:
         finally:
             self.model.train(was_training)
 
-    def generate(self, prompt: str = "", label: str | None = None, **settings: Any) -> list[str]:
+    def generate(
+        self, prompt: str = "", label: str | None = None, source: str | None = None, **settings: Any
+    ) -> list[str]:
         """`num_samples` texts (one batch), each starting with the prompt; from `label` for a run
-        trained with --condition label. Settings are SampleConfig fields."""
+        trained with --condition label, from `source` for a seq2seq run. Settings are SampleConfig fields."""
         cfg = self._sample_config(settings)
-        ids = self._prompt_ids(prompt, label)  # unknown characters and labels fail before any work
+        ids = self._prompt_ids(prompt, label, source)  # unknown characters and labels fail before any work
         with self._eval_mode():
             return generation.generate_texts(self.model, self.tokenizer, prompt, ids, cfg, self.end_id)
 
-    def request(self, prompt: str = "", label: str | None = None, **settings: Any) -> tuple[list[int], SampleConfig]:
+    def request(
+        self, prompt: str = "", label: str | None = None, source: str | None = None, **settings: Any
+    ) -> tuple[list[int], SampleConfig]:
         """A generation's prompt ids and checked settings (what a batch engine is given)."""
-        return self._prompt_ids(prompt, label), self._sample_config(settings)
+        return self._prompt_ids(prompt, label, source), self._sample_config(settings)
 
     def generate_many(self, prompts: list[str], **settings: Any) -> list[str]:
         """One sample per prompt, every prompt advancing in one batch (continuous batching): the
@@ -150,10 +165,12 @@ class TextModel:
             raise GentextError(errors[0])
         return [c.texts(prompt)[0] for prompt, c in zip(prompts, collectors, strict=True)]
 
-    def stream(self, prompt: str = "", label: str | None = None, **settings: Any) -> Iterator[str]:
+    def stream(
+        self, prompt: str = "", label: str | None = None, source: str | None = None, **settings: Any
+    ) -> Iterator[str]:
         """One sample as it is produced: the prompt, then each new piece of text."""
         cfg = self._sample_config({**settings, "num_samples": 1})
-        ids = self._prompt_ids(prompt, label)
+        ids = self._prompt_ids(prompt, label, source)
         with self._eval_mode():
             yield from generation.stream_text(self.model, self.tokenizer, prompt, ids, cfg, self.end_id)
 
@@ -170,12 +187,14 @@ class TextModel:
         `unknown="skip"` leaves characters the model cannot represent (and `leave_out`) out of the
         text, and says how many; the default refuses them."""
         if text is None and not paths:
-            held_out = None if self.labels else self._held_out_ids()  # labels need the texts themselves
+            held_out = None if self.labels or self.pairs else self._held_out_ids()  # conditions need the texts
             if held_out is not None:
                 return self._honest(self._scores(*held_out, seq_len), self._unknown_word_text(held_out[0]))
             text = self._held_out_text()
         if text is None:
             text = read_text(paths)
+        if self.pairs:  # source<TAB>target pairs: loss, exact match, chrF, BLEU (greedy and beams)
+            return translation.evaluate_pairs(self, translation.held_out_pairs(text))
         if self.labels:  # label<TAB>text lines: scored after their label's mark, as trained
             text = conditioning.marked(text, self.labels)
         text, skipped = self._representable(text, unknown, leave_out)

@@ -22,6 +22,7 @@ from gentext.config import ModelConfig
 from gentext.errors import GentextError
 from gentext.models.markov import MarkovModel
 from gentext.models.rnn import RNNLanguageModel
+from gentext.models.seq2seq import Seq2SeqModel
 from gentext.models.state import State
 from gentext.models.transformer import TransformerLanguageModel
 
@@ -43,6 +44,7 @@ REGISTRY: dict[str, type[nn.Module]] = {
     "rnn": RNNLanguageModel,
     "transformer": TransformerLanguageModel,
     "markov": MarkovModel,
+    "seq2seq": Seq2SeqModel,  # pairs (--condition source): an encoder and a decoder with attention
 }
 
 

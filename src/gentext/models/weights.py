@@ -94,7 +94,7 @@ def _matmul(fmt: str):
     def make(weight: torch.Tensor, bias: torch.Tensor | None) -> Matmul:
         # A quantized call costs ~40 us of fixed overhead: a 65-character head (33k weights) is
         # 10x faster in float32, and reads almost nothing either way.
-        cls = FORMAT_CLASSES[fmt] if weight.numel() >= SMALL_MATRIX else Matmul
+        cls = Matmul if fmt == "fp32" or weight.numel() < SMALL_MATRIX else FORMAT_CLASSES[fmt]
         return cls(weight, bias)
 
     return make

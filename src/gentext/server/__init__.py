@@ -133,6 +133,7 @@ def _request_models(limits: ServerLimits):
         __config__=strict,
         prompt=(str, Field("", max_length=limits.max_prompt_chars)),
         label=(str | None, Field(None, max_length=200)),  # a labelled run's label (--condition label)
+        source=(str | None, Field(None, max_length=limits.max_prompt_chars)),  # a seq2seq run's source
         model=(str | None, None),
         stream=(bool, False),
         **_sample_request_fields(limits),
@@ -222,15 +223,16 @@ def create_app(
         model = service.pick(request.model)
         settings = sample_settings(request, service.limits)
         try:
-            model.check_prompt(request.prompt, request.label)  # unknown characters or label: 400 before any work
+            model.check_prompt(request.prompt, request.label, request.source)  # bad input: 400 before any work
         except GentextError as exc:
             raise HTTPException(400, detail=str(exc)) from None
         if request.stream and request.num_samples != 1:
             raise _unprocessable("num_samples", "streaming sends one sample")
         service.admit()
         engine = service.engine(model, settings)
-        if request.label is not None:  # every path hands settings to generate/stream/request, which take it
-            settings["label"] = request.label
+        for name in ("label", "source"):  # every path hands settings to generate/stream/request, which take them
+            if getattr(request, name) is not None:
+                settings[name] = getattr(request, name)
         if request.stream:
             start = thread_source if engine is None else batched_source(engine)
             stream = events(start(model, request.prompt, settings, service.gate))
@@ -276,6 +278,7 @@ def _describe(model: TextModel) -> dict[str, Any]:
         "level": info["tokenizer"]["level"],
         "parameters": info["parameters"],
         "labels": model.labels,  # generation from a label: one of these in "label"
+        "needs_source": model.pairs,  # a seq2seq run: "source" in every request
     }
 
 

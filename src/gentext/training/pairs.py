@@ -1,0 +1,145 @@
+"""Training a sequence-to-sequence model on pairs (`--condition source --model seq2seq`).
+
+The corpus pipeline has already written every pair as `source SOURCE_END target END` into the
+token cache (data/conditions.py), so this loop only cuts the id stream into pairs and feeds random
+batches of them, padded, with teacher forcing: the decoder reads SOURCE_END + target and predicts
+target + END, and padded positions never count in the loss. AdamW, warmup + cosine over the budget
+(steps or --time-limit), gradient clipping, periodic validation on the held-out pairs keeping the
+best weights, as the stream trainer does.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from gentext import checkpoint
+from gentext.config import TrainConfig
+from gentext.errors import GentextError
+from gentext.training.defaults import DEFAULT_STEPS
+from gentext.training.run import _optimizer
+from gentext.training.trainer import TrainResult, lr_at
+
+Pair = tuple[np.ndarray, np.ndarray]
+
+
+def cut_pairs(ids, end_id: int, source_end_id: int) -> list[Pair]:
+    """(source ids, target ids) of every `source SOURCE_END target END` document in `ids`."""
+    ids = np.asarray(ids, dtype=np.int64)
+    ends = np.flatnonzero(ids == end_id)
+    pairs, start = [], 0
+    for end in ends:
+        doc = ids[start:end]
+        start = end + 1
+        cut = np.flatnonzero(doc == source_end_id)
+        if len(cut) and 0 < cut[0] < len(doc) - 1:
+            pairs.append((doc[: cut[0]], doc[cut[0] + 1 :]))
+    return pairs
+
+
+def batch(pairs: list[Pair], source_end_id: int, end_id: int, device) -> tuple[torch.Tensor, ...]:
+    """Padded tensors: source (B, S), lengths (B,), decoder in/out (B, T), the targets' mask (B, T)."""
+    s_len = max(len(s) for s, _ in pairs)
+    t_len = max(len(t) for _, t in pairs) + 1
+    source = np.zeros((len(pairs), s_len), dtype=np.int64)
+    dec_in = np.zeros((len(pairs), t_len), dtype=np.int64)
+    dec_out = np.zeros((len(pairs), t_len), dtype=np.int64)
+    mask = np.zeros((len(pairs), t_len), dtype=bool)
+    for row, (s, t) in enumerate(pairs):
+        source[row, : len(s)] = s
+        dec_in[row, : len(t) + 1] = [source_end_id, *t]
+        dec_out[row, : len(t) + 1] = [*t, end_id]
+        mask[row, : len(t) + 1] = True
+    lengths = torch.tensor([len(s) for s, _ in pairs])
+    as_tensor = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    return as_tensor(source), lengths.to(device), as_tensor(dec_in), as_tensor(dec_out), as_tensor(mask)
+
+
+@torch.inference_mode()
+def pair_loss(model, pairs: list[Pair], source_end_id: int, end_id: int, device, rows: int = 128) -> tuple[float, int]:
+    """Total nats and the number of predicted target tokens (END included) over `pairs`."""
+    was = model.training
+    model.eval()
+    total, count = 0.0, 0
+    ordered = sorted(pairs, key=lambda p: (len(p[0]), len(p[1])))  # similar lengths: little padding
+    for start in range(0, len(ordered), rows):
+        source, lengths, dec_in, dec_out, mask = batch(ordered[start : start + rows], source_end_id, end_id, device)
+        logp = model.pair_log_probs(source, lengths, dec_in, dec_out)
+        total -= logp[mask].double().sum().item()
+        count += int(mask.sum())
+    model.train(was)
+    return total, count
+
+
+def train_pairs(model, train_ids, val_ids, cfg: TrainConfig, out: Path, device, ids: tuple[int, int], progress: bool):
+    """Train `model` on the pairs of `train_ids`; `ids` = (SOURCE_END id, END id). Returns TrainResult."""
+    source_end_id, end_id = ids
+    train = cut_pairs(train_ids, end_id, source_end_id)
+    val = cut_pairs(val_ids, end_id, source_end_id) if val_ids is not None else []
+    if not train:
+        raise GentextError("no source<TAB>target pairs in the training text")
+    model.to(device).train()
+    optimizer = _optimizer(model, cfg, device)
+    rng = np.random.default_rng(cfg.seed)
+    budget_steps = cfg.steps or (None if cfg.time_limit else DEFAULT_STEPS)
+    start, step, tokens, best, best_step, last_loss = time.perf_counter(), 0, 0, math.inf, 0, math.nan
+    bar = tqdm(total=budget_steps, disable=not progress, unit="step", dynamic_ncols=True)
+    while True:
+        elapsed = time.perf_counter() - start
+        if (budget_steps is not None and step >= budget_steps) or (cfg.time_limit and elapsed >= cfg.time_limit):
+            break
+        fraction = max(
+            step / budget_steps if budget_steps else 0.0, elapsed / cfg.time_limit if cfg.time_limit else 0.0
+        )
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, fraction, cfg)
+        source, lengths, dec_in, dec_out, mask = batch(
+            [train[i] for i in rng.integers(0, len(train), cfg.batch_size)], source_end_id, end_id, device
+        )
+        loss = -model.pair_log_probs(source, lengths, dec_in, dec_out)[mask].mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        step, tokens, last_loss = step + 1, tokens + int(mask.sum()), loss.item()
+        bar.update(1)
+        if val and (step % cfg.eval_every == 0):
+            nats, count = pair_loss(model, val, source_end_id, end_id, device)
+            checkpoint.append_metrics(out, {"step": step, "tokens": tokens, "val_loss": nats / count})
+            bar.set_postfix(loss=f"{last_loss:.3f}", val=f"{nats / count:.3f}")
+            if nats / count < best:
+                best, best_step = nats / count, step
+                checkpoint.save_weights(out, model)
+    bar.close()
+    seconds = time.perf_counter() - start
+    return _final(model, val, ids, out, device, (step, tokens, seconds, last_loss, best, best_step))
+
+
+def _final(model, val, ids, out, device, progress) -> TrainResult:
+    """The best weights (or the last, with no validation), and the held-out loss they score."""
+    step, tokens, seconds, last_loss, best, best_step = progress
+    started = time.perf_counter()
+    if not val or best_step == 0 or best_step == step:
+        checkpoint.save_weights(out, model)
+        best_step = step
+    else:
+        checkpoint.load_weights(out, model)
+    nats, count = pair_loss(model, val, *ids, device) if val else (0.0, 0)
+    return TrainResult(
+        steps=step,
+        tokens=tokens,
+        seconds=seconds,
+        train_loss=last_loss,
+        val_loss=nats / count if count else None,
+        best_step=best_step,
+        tokens_per_second=tokens / max(seconds, 1e-9),
+        stopped_early=False,
+        val_tokens=count,
+        eval_seconds=time.perf_counter() - started,
+    )
