@@ -214,10 +214,7 @@ def train(
     torch.manual_seed(train_cfg.seed)
     net = build_model(model_cfg)
     added = finetune.init_weights(net, origin) if origin is not None else 0
-    if resume and fitted_by_counting(net):
-        raise GentextError(f"a {model_cfg.kind} model is fitted in one pass; there is nothing to resume (retrain it)")
-    if hasattr(net, "pair_log_probs") and (resume or info.world_size > 1):
-        raise GentextError("--model seq2seq trains in one process and from the start (no --resume, no torchrun yet)")
+    _check_resumable(net, model_cfg.kind, resume, info)
     if not resume and info.is_main:  # under torchrun only rank 0 touches the run directory
         prepare_out_dir(out, force)
     config = _run_config(corpus_cfg, tok_cfg, model_cfg, train_cfg, source, data)
@@ -227,21 +224,30 @@ def train(
         checkpoint.save_run_files(out, config, tok)
     callback = None if on_eval is None else (lambda step, val: on_eval(step, val, TextModel(net, tok, config, out)))
     try:
-        if fitted_by_counting(net):  # counted, not trained by gradient steps
-            result = _fit_by_counting(net, data.train, data.val, out, info.is_main)
-        elif hasattr(net, "pair_log_probs"):  # sequence to sequence: trained on pairs
-            ids = (int(tok.encode(SOURCE_END)[0]), int(tok.encode("\n")[0]))
-            net.source_end_id = ids[0]
-            result = train_pairs(net, data.train, data.val, train_cfg, out, device, ids, progress)
-        else:
-            result = trainer.train(
-                net, data.train, data.val, train_cfg, out, device, callback, progress, resume, data.key
-            )
+        result = _fit(net, tok, data, train_cfg, out, device, callback, progress, resume)
         summary = _finish(result, net, tok, data, out, config, origin, train_cfg, device)
         distributed.barrier(info)  # everyone leaves together, once rank 0 has written
     finally:
         distributed.teardown(info)
     return summary
+
+
+def _check_resumable(net, kind: str, resume: bool, info) -> None:
+    if resume and fitted_by_counting(net):
+        raise GentextError(f"a {kind} model is fitted in one pass; there is nothing to resume (retrain it)")
+    if hasattr(net, "pair_log_probs") and (resume or info.world_size > 1):
+        raise GentextError("--model seq2seq trains in one process and from the start (no --resume, no torchrun yet)")
+
+
+def _fit(net, tok, data, train_cfg, out: Path, device, callback, progress: bool, resume: bool):
+    """Fit the model as its kind is fitted: by counting, on pairs, or by BPTT over the stream."""
+    if fitted_by_counting(net):  # counted, not trained by gradient steps
+        return _fit_by_counting(net, data.train, data.val, out, distributed.from_env().is_main)
+    if hasattr(net, "pair_log_probs"):  # sequence to sequence: trained on pairs
+        ids = (int(tok.encode(SOURCE_END)[0]), int(tok.encode("\n")[0]))
+        net.source_end_id = ids[0]
+        return train_pairs(net, data.train, data.val, train_cfg, out, device, ids, progress)
+    return trainer.train(net, data.train, data.val, train_cfg, out, device, callback, progress, resume, data.key)
 
 
 def _finish(result, net, tok, data, out: Path, config: dict, origin, train_cfg, device) -> dict[str, Any]:

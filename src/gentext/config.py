@@ -66,6 +66,10 @@ def _check(condition: bool, message: str) -> None:
         raise GentextError(message)
 
 
+def _one_of(value: Any, choices: tuple, flag: str) -> None:
+    _check(value in choices, f"{flag} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
 @dataclass
 class CorpusConfig:
     """Where the text comes from and how it is split."""
@@ -87,10 +91,7 @@ class CorpusConfig:
     )
 
     def validate(self) -> None:
-        _check(
-            self.condition in ("none", "label", "source"),
-            f"--condition must be none, label or source, got {self.condition!r}",
-        )
+        _one_of(self.condition, ("none", "label", "source"), "--condition")
         if self.condition != "none":
             self.mode = "lines"  # a labelled line is a document: it ends, and the next one starts from its label
         _check(self.mode in ("stream", "lines"), f"--mode must be stream or lines, got {self.mode!r}")
@@ -255,11 +256,8 @@ class LoadConfig:
     )
 
     def validate(self) -> LoadConfig:
-        _check(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        _check(
-            self.weights in WEIGHT_FORMATS,
-            f"--weights must be one of {', '.join(WEIGHT_FORMATS)}, got {self.weights!r}",
-        )
+        _one_of(self.device, DEVICES, "--device")
+        _one_of(self.weights, WEIGHT_FORMATS, "--weights")
         return self
 
 

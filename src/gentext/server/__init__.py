@@ -202,7 +202,7 @@ def create_app(
     cors_origins: list[str] | None = None,
     batching: bool = True,
 ):
-    from fastapi import FastAPI, HTTPException
+    from fastapi import FastAPI
     from fastapi.responses import HTMLResponse, StreamingResponse
 
     service = _Service(models, limits or ServerLimits(), batching)
@@ -222,17 +222,12 @@ def create_app(
     async def generate(request: GenerateRequest):
         model = service.pick(request.model)
         settings = sample_settings(request, service.limits)
-        try:
-            model.check_prompt(request.prompt, request.label, request.source)  # bad input: 400 before any work
-        except GentextError as exc:
-            raise HTTPException(400, detail=str(exc)) from None
+        conditions = _conditions(model, request)  # bad input: 400 before any work
         if request.stream and request.num_samples != 1:
             raise _unprocessable("num_samples", "streaming sends one sample")
         service.admit()
         engine = service.engine(model, settings)
-        for name in ("label", "source"):  # every path hands settings to generate/stream/request, which take them
-            if getattr(request, name) is not None:
-                settings[name] = getattr(request, name)
+        settings.update(conditions)  # every path hands settings to generate/stream/request, which take them
         if request.stream:
             start = thread_source if engine is None else batched_source(engine)
             stream = events(start(model, request.prompt, settings, service.gate))
@@ -246,10 +241,7 @@ def create_app(
     @app.post("/v1/score")
     async def score(request: ScoreRequest):
         model = service.pick(request.model)
-        try:
-            model.check_prompt("", request.label)
-        except GentextError as exc:
-            raise HTTPException(400, detail=str(exc)) from None
+        _conditions(model, request)
         service.admit()
         result = await service.run(model.score, request.text, "error", request.label)
         result.pop("per_token")
@@ -260,6 +252,20 @@ def create_app(
         return (Path(__file__).parent / "playground.html").read_text(encoding="utf-8")
 
     return app
+
+
+def _conditions(model: TextModel, request) -> dict[str, str]:
+    """The request's label and source, checked with its prompt: unknown characters, an unknown or
+    missing label, a missing source are a 400 naming the problem."""
+    from fastapi import HTTPException
+
+    given = {n: getattr(request, n, None) for n in ("label", "source")}
+    conditions = {name: value for name, value in given.items() if value is not None}
+    try:
+        model.check_prompt(getattr(request, "prompt", ""), **conditions)
+    except GentextError as exc:
+        raise HTTPException(400, detail=str(exc)) from None
+    return conditions
 
 
 def _generated(model: TextModel, name: str, prompt: str, samples: list[str]) -> dict[str, Any]:
