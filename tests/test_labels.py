@@ -107,3 +107,14 @@ def test_the_server_takes_a_label_and_lists_them(labelled):
     assert bad.status_code == 400 and "unknown label" in bad.json()["detail"]
     assert client.post("/v1/generate", json={}).status_code == 400  # a labelled run needs a label
     assert client.post("/v1/score", json={"text": "aia", "label": "soft"}).status_code == 200
+
+
+def test_the_names_corpus_is_deterministic_labelled_and_latin():
+    pytest.importorskip("faker")
+    from gentext.data.generated import NAME_LOCALES, names
+
+    text = names(300, seed=2)
+    assert text == names(300, seed=2) != names(300, seed=3)
+    pairs = [line.split("\t") for line in text.splitlines()]
+    assert {label for label, _ in pairs} == set(NAME_LOCALES)  # every language appears
+    assert all(len(name.split()) >= 2 and all(ord(c) < 0x250 for c in name) for _, name in pairs)

@@ -29,6 +29,10 @@ BUILTIN_CORPORA: dict[str, tuple[str, Callable[[], str]]] = {
         "20,000 dates written in 8 formats and 12 languages (Babel/CLDR) <TAB> ISO 8601; --condition source",
         lambda: generated.dates(),
     ),
+    "names": (
+        "20,000 first and last names in 11 languages (Faker's locale data), label = locale; --condition label",
+        lambda: generated.names(),
+    ),
 }
 
 
