@@ -58,6 +58,29 @@ def trained_run(tmp_path_factory) -> Path:
     return out
 
 
+def _words(rng, letters: str) -> str:
+    return " ".join("".join(rng.choice(letters) for _ in range(rng.randint(2, 6))) for _ in range(rng.randint(3, 7)))
+
+
+@pytest.fixture(scope="session")
+def labelled_root(tmp_path_factory) -> Path:
+    """A labelled corpus (two labels whose texts differ in alphabet, grouped by label as such
+    files often are) and a tiny LSTM run trained on it: ROOT/labelled.tsv, ROOT/run."""
+    import random
+
+    import gentext
+
+    rng = random.Random(0)
+    root = tmp_path_factory.mktemp("labelled")
+    lines = [f"soft\t{_words(rng, 'aeiou')}" for _ in range(150)]
+    lines += [f"hard\t{_words(rng, 'kptgd')}" for _ in range(150)]
+    path = root / "labelled.tsv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    settings = {**TINY_SETTINGS, "eval_every": 100, "hidden_size": 64}
+    gentext.train(root / "run", paths=[str(path)], condition="label", steps=150, **settings)
+    return root
+
+
 @contextlib.contextmanager
 def running_server(run: Path, *flags: str):
     """`gentext serve RUN` on a free 127.0.0.1 port; yields its base URL once /healthz answers."""

@@ -111,3 +111,23 @@ def _alert(browser):
         return browser.switch_to.alert
     except NoAlertPresentException:
         return None
+
+
+def test_a_labelled_run_offers_its_labels_and_generates_from_the_one_picked(browser, labelled_root):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    with running_server(labelled_root / "run") as url:
+        browser.get(url + "/")
+        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#label option"))
+        assert browser.find_element(By.ID, "label-picker").is_displayed()
+        picker = Select(browser.find_element(By.ID, "label"))
+        assert [o.text for o in picker.options] == ["soft", "hard"]
+        picker.select_by_visible_text("hard")
+        browser.execute_script("document.getElementById('temperature').value = 0")  # greedy: no luck involved
+        browser.find_element(By.ID, "generate").click()
+        text = wait_for(
+            lambda: len(browser.find_element(By.ID, "output").text) > 30 and browser.find_element(By.ID, "output").text
+        )
+        assert sum(c in "kptgd" for c in text) > sum(c in "aeiou" for c in text)
+        assert browser.find_element(By.ID, "error").text == ""
