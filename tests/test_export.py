@@ -53,3 +53,22 @@ def test_markov_runs_cannot_be_exported(tmp_path, tiny_corpus, capsys):
     gentext.train(tmp_path / "m", paths=[str(tiny_corpus)], model=ModelConfig(kind="markov", order=3))
     assert main(["export", str(tmp_path / "m")]) == 2
     assert "no network to export" in capsys.readouterr().err
+
+
+def test_an_int8_export_quantizes_the_matrices_and_stays_close(trained_run, tmp_path):
+    import onnx
+
+    path = tmp_path / "int8.onnx"
+    assert main(["export", str(trained_run), "--weights", "int8", "--output", str(path)]) == 0
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert ops & {"MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul"}  # int8 arithmetic inside
+    model = gentext.load(trained_run, weights="fp32")
+    cfg = model.model.config
+    h = np.zeros((cfg.num_layers, 2, cfg.hidden_size), dtype=np.float32)
+    ids = np.array([1, 4], dtype=np.int64)
+    logits, _, _ = ort.InferenceSession(str(path)).run(None, {"ids": ids, "h": h, "c": h})
+    with torch.no_grad():
+        ref, _ = model.model(torch.from_numpy(ids)[:, None], None)
+    error = np.abs(logits - ref[:, 0].numpy()).max()
+    assert 0 < error < 0.1 * np.abs(ref.numpy()).max()
+    assert not list(tmp_path.glob("*.tmp"))  # the float32 intermediate is gone

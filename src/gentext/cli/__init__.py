@@ -86,7 +86,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.format != "onnx":
         raise GentextError(f"--format must be onnx, got {args.format!r}")
-    path = export_onnx(api.load(args.run, weights="fp32"), args.output or f"{args.run}/model.onnx")
+    path = export_onnx(api.load(args.run, weights="fp32"), args.output or f"{args.run}/model.onnx", args.weights)
     print(f"wrote {path}")
     return 0
 
@@ -157,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--format", default="onnx")
     p.add_argument("--output", help="file to write (default RUN/model.onnx)")
+    p.add_argument("--weights", choices=["fp32", "int8"], default="fp32", help="int8: matrices quantized per channel")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("attention", help="a seq2seq run: draw the attention matrix of one translation (PNG)")

@@ -81,9 +81,11 @@ def attention_picture(model, source: str, out: str, max_new_tokens: int = 100) -
     out_ids = tok.encode(output).tolist()
     decoder_in = [model.model.source_end_id, *out_ids]
     with model._eval_mode(), torch.inference_mode():
-        weights = model.model.attention(
-            torch.tensor([source_ids], device=model.device), torch.tensor([decoder_in], device=model.device)
-        )[: len(out_ids) + 1]  # (output tokens + end, source tokens)
+        encoded = torch.tensor([source_ids], device=model.device)
+        lengths = torch.tensor([len(source_ids)], device=model.device)
+        decoder = torch.tensor([decoder_in], device=model.device)
+        # (output tokens + end, source tokens)
+        weights = model.model.attention((encoded, lengths), decoder)[: len(out_ids) + 1]
     names = [tok.decode([i]) for i in source_ids], [*(tok.decode([i]) for i in out_ids), "⏎"]
     fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(names[0]) + 2), max(3, 0.35 * len(names[1]) + 1.5)))
     ax.imshow(weights.cpu().numpy(), cmap="viridis", aspect="auto", vmin=0.0, vmax=1.0)

@@ -69,7 +69,7 @@ def pair_loss(model, pairs: list[Pair], source_end_id: int, end_id: int, device,
     ordered = sorted(pairs, key=lambda p: (len(p[0]), len(p[1])))  # similar lengths: little padding
     for start in range(0, len(ordered), rows):
         source, lengths, dec_in, dec_out, mask = batch(ordered[start : start + rows], source_end_id, end_id, device)
-        logp = model.pair_log_probs(source, lengths, dec_in, dec_out)
+        logp = model.pair_log_probs((source, lengths), dec_in, dec_out)
         total -= logp[mask].double().sum().item()
         count += int(mask.sum())
     model.train(was)
@@ -101,7 +101,7 @@ def train_pairs(model, train_ids, val_ids, cfg: TrainConfig, out: Path, device, 
         source, lengths, dec_in, dec_out, mask = batch(
             [train[i] for i in rng.integers(0, len(train), cfg.batch_size)], source_end_id, end_id, device
         )
-        loss = -model.pair_log_probs(source, lengths, dec_in, dec_out)[mask].mean()
+        loss = -model.pair_log_probs((source, lengths), dec_in, dec_out)[mask].mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
