@@ -131,3 +131,24 @@ def test_a_labelled_run_offers_its_labels_and_generates_from_the_one_picked(brow
         )
         assert sum(c in "kptgd" for c in text) > sum(c in "aeiou" for c in text)
         assert browser.find_element(By.ID, "error").text == ""
+
+
+def test_a_picture_chosen_in_the_caption_panel_gets_captions(browser, tmp_path_factory):
+    from selenium.webdriver.common.by import By
+
+    import gentext
+    from gentext.data.shapes import make_shapes
+
+    root = tmp_path_factory.mktemp("caption-panel")
+    make_shapes(root / "shapes", 20, seed=4)
+    settings = dict(hidden_size=32, embed_size=8, batch_size=8, eval_every=50)
+    gentext.train(root / "run", paths=[str(root / "shapes")], condition="image", steps=20, **settings)
+    with running_server(root / "run") as url:
+        browser.get(url + "/")
+        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#model option"))
+        assert browser.find_element(By.ID, "caption-panel").is_displayed()
+        browser.find_element(By.ID, "picture").send_keys(str(root / "shapes" / "images" / "00000.png"))
+        text = wait_for(lambda: browser.find_element(By.ID, "captions").text)
+        assert text.strip()  # the captions of the picture (three asked; a 20-step model may end some at once)
+        assert browser.find_element(By.ID, "picture-view").is_displayed()
+        assert browser.find_element(By.ID, "error").text == ""

@@ -41,10 +41,10 @@ from gentext.errors import GentextError
 from gentext.hardware import resolve_device, resolve_precision
 from gentext.inference.textmodel import TextModel
 from gentext.models import build_model, check_kind, fitted_by_counting
-from gentext.training import distributed, finetune, trainer
+from gentext.training import captions, distributed, finetune, trainer
 from gentext.training.defaults import auto_dropout
 from gentext.training.evaluation import evaluate
-from gentext.training.pairs import train_pairs
+from gentext.training.pairs import cut_pairs, train_pairs
 from gentext.training.records import PLOT
 from gentext.training.run import FINAL_EVAL_TOKENS
 from gentext.training.train_state import TRAIN_STATE
@@ -206,6 +206,8 @@ def train(
             paths, corpus, tokenizer, model, train, overrides
         )
         tok = None
+        if corpus_cfg.condition == "image":  # pictures and captions: their own reader and model
+            return _train_captions(out, corpus_cfg, model_cfg, train_cfg, force, progress)
     for cfg in (corpus_cfg, tok_cfg, train_cfg):
         cfg.validate()
     device = resolve_device(train_cfg.device)
@@ -232,6 +234,31 @@ def train(
     return summary
 
 
+def _train_captions(out: Path, corpus_cfg, model_cfg, train_cfg, force: bool, progress: bool) -> dict[str, Any]:
+    """--condition image: read every picture first (a broken one fails before any write), then
+    train a captioner (training/captions.py) and save the run like any other."""
+    corpus_cfg.validate()
+    train_cfg.validate()
+    if len(corpus_cfg.paths) != 1:
+        raise GentextError("--condition image takes one captions file or folder (picture<TAB>caption lines)")
+    data = captions.captions_data(corpus_cfg.paths[0])
+    tok = data["tokenizer"]
+    model_cfg = captions.caption_model_config(tok, model_cfg)
+    model_cfg.dropout = model_cfg.dropout or 0.0
+    device = resolve_device(train_cfg.device)
+    torch.manual_seed(train_cfg.seed)
+    net = build_model(model_cfg)
+    prepare_out_dir(out, force)
+    corpus = {**to_dict(corpus_cfg), "mode": "lines", "sources": [str(corpus_cfg.paths[0])]}
+    config = {"model": to_dict(model_cfg), "train": to_dict(train_cfg), "corpus": corpus, **captions.IMAGE_CONFIG}
+    checkpoint.save_run_files(out, config, tok)
+    result = captions.train_captions(data, net, train_cfg, out, device, progress)
+    summary = _summary(result, net, tok, captions.NO_STREAM, out)
+    config["result"] = {k: v for k, v in summary.items() if k != "out"}
+    checkpoint.save_run_files(out, config, tok)
+    return summary
+
+
 def _check_resumable(net, kind: str, resume: bool, info) -> None:
     if resume and fitted_by_counting(net):
         raise GentextError(f"a {kind} model is fitted in one pass; there is nothing to resume (retrain it)")
@@ -246,7 +273,9 @@ def _fit(net, tok, data, train_cfg, out: Path, device, callback, progress: bool,
     if hasattr(net, "pair_log_probs"):  # sequence to sequence: trained on pairs
         ids = (int(tok.encode(SOURCE_END)[0]), int(tok.encode("\n")[0]))
         net.source_end_id = ids[0]
-        return train_pairs(net, data.train, data.val, train_cfg, out, device, ids, progress)
+        train = cut_pairs(data.train, ids[1], ids[0])
+        val = cut_pairs(data.val, ids[1], ids[0]) if data.val is not None else []
+        return train_pairs(net, train, val, train_cfg, out, device, ids, progress)
     return trainer.train(net, data.train, data.val, train_cfg, out, device, callback, progress, resume, data.key)
 
 

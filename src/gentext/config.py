@@ -87,11 +87,12 @@ class CorpusConfig:
     condition: str = opt(
         "none",
         "none; label: lines are label<TAB>text, each text generated from its label; source: lines are "
-        "source<TAB>target pairs for --model seq2seq (every k-th line is held out, after a seeded shuffle)",
+        "source<TAB>target pairs for --model seq2seq (every k-th line is held out, after a seeded shuffle); "
+        "image: PATH is a captions file (picture<TAB>caption) or a folder with captions.tsv",
     )
 
     def validate(self) -> None:
-        _one_of(self.condition, ("none", "label", "source"), "--condition")
+        _one_of(self.condition, ("none", "label", "source", "image"), "--condition")
         if self.condition != "none":
             self.mode = "lines"  # a labelled line is a document: it ends, and the next one starts from its label
         _check(self.mode in ("stream", "lines"), f"--mode must be stream or lines, got {self.mode!r}")

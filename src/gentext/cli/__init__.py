@@ -103,12 +103,28 @@ def cmd_attention(args: argparse.Namespace) -> int:
 
 
 def cmd_corpora(args: argparse.Namespace) -> int:
+    if args.make:
+        return _make_corpus(args)
     for name, (description, _) in BUILTIN_CORPORA.items():
         print(f"{name:16s} built in   {description}")
     for name, corpus in NAMED_CORPORA.items():
         cached = (cache_dir() / name / corpus.train.name).is_file()
         print(f"{name:16s} {'cached   ' if cached else 'download '} {corpus.description}")
     print(f"(downloads go to {cache_dir()}; set GENTEXT_CACHE to change it)")
+    print("shapes           --make     pictures + captions for --condition image: gentext corpora --make shapes DIR")
+    return 0
+
+
+def _make_corpus(args: argparse.Namespace) -> int:
+    from gentext.data.shapes import make_shapes
+
+    name, out = args.make
+    if name != "shapes":
+        raise GentextError(f"--make knows shapes (pictures written to a folder), got {name!r}")
+    if args.count < 1:
+        raise GentextError(f"--count must be at least 1, got {args.count}")
+    path = make_shapes(out, args.count, args.seed)
+    print(f"wrote {args.count:,} pictures and their captions to {path}")
     return 0
 
 
@@ -166,7 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="attention.png", help="the picture to write [attention.png]")
     p.set_defaults(func=cmd_attention)
 
-    p = sub.add_parser("corpora", help="list the built-in and named corpora")
+    p = sub.add_parser("corpora", help="list the built-in and named corpora; --make shapes DIR draws pictures")
+    p.add_argument("--make", nargs=2, metavar=("NAME", "DIR"), help="write a generated corpus (shapes) to DIR")
+    p.add_argument("--count", type=int, default=6000, help="--make: pictures to draw [6000]")
+    p.add_argument("--seed", type=int, default=0, help="--make: the drawing's seed [0]")
     p.set_defaults(func=cmd_corpora)
     return parser
 

@@ -174,6 +174,21 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_caption(args: argparse.Namespace) -> int:
+    model = load_run(args, args.run)
+    results = []
+    for image in args.images:
+        captions = model.caption(image, **sample_settings(args, args.temperature[0]))
+        results.append({"image": image, "captions": captions})
+    if args.json:
+        print_json({"results": results})
+        return 0
+    for result in results:
+        for text in result["captions"]:
+            print(f"{result['image']}: {text}")
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("generate", help="sample text from a trained run")
     p.add_argument("run", help="run directory")
@@ -184,6 +199,13 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true")
     add_sampling_arguments(p)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("caption", help="describe pictures with a run trained with --condition image")
+    p.add_argument("run")
+    p.add_argument("images", nargs="+", help="PNG or JPEG files, any size")
+    p.add_argument("--json", action="store_true")
+    add_sampling_arguments(p)
+    p.set_defaults(func=cmd_caption)
 
     p = sub.add_parser("chat", help="interactive: type prompts, change settings with /temperature 0.5 ...")
     p.add_argument("run")

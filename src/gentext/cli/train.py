@@ -146,9 +146,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _summary_line(summary: dict[str, Any]) -> str:
     val = "n/a"
     if summary["val_loss"] is not None:
-        val = f"{summary['val_loss']:.4f} nats/token, {summary['val_bpc']:.3f} bits/char"
-        if summary.get("level") == "word":
-            val += " (<unk> as one token; gentext eval adds its spelling)"
+        val = f"{summary['val_loss']:.4f} nats/token"
+        if summary["val_bpc"] is not None:  # captions are not a token stream
+            val += f", {summary['val_bpc']:.3f} bits/char"
+            if summary.get("level") == "word":
+                val += " (<unk> as one token; gentext eval adds its spelling)"
     if summary["fitted_by_counting"]:
         return (
             f"fitted by counting {summary['tokens']:,} tokens in {summary['seconds']:.1f}s; "

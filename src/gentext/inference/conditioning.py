@@ -91,3 +91,15 @@ def marked(text: str, labels: list[str]) -> str:
     if text and is_mark(text.lstrip("\n")[:1] or " "):
         return text
     return "".join(mark(check_label(label, labels)) + body + "\n" for label, body in read_pairs(text.splitlines()))
+
+
+def sample_label_accuracy(model, samples: int, max_new_tokens: int = 200, seed: int = 0) -> dict:
+    """Generate `samples` texts from each label (temperature 1) and classify each by the label under
+    which it is most likely: the share classified as the label asked for."""
+    pairs = []
+    for label in model.labels:
+        texts = model.generate("", label, max_new_tokens=max_new_tokens, num_samples=samples, seed=seed)
+        pairs += [(label, t.strip("\n")) for t in texts if t.strip("\n")]
+    with model._eval_mode():
+        scored = label_accuracy(model.model, model.tokenizer, pairs, model.labels, model.device)
+    return {"sample_label_accuracy": scored["label_accuracy"], "samples_per_label": samples}

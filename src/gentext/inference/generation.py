@@ -117,12 +117,15 @@ def _sample_pieces(
     config: SampleConfig,
     generator: torch.Generator,
     end_id: int | None = None,
+    start=None,
 ) -> Iterator[list[str]]:
     """Yield, after every step, the new text of each sample (cut before a stop string). Ends when
     every sample has stopped (end-of-text token or a stop string), at `max_new_tokens`, or after
     `max_time` seconds."""
     texts = SampleTexts(tokenizer, prompt_ids, config)
-    steps = sampling.generate_ids(model, prompt_ids, config, generator, suppress=suppressed(tokenizer, config))
+    steps = sampling.generate_ids(
+        model, prompt_ids, config, generator, suppress=suppressed(tokenizer, config), start=start
+    )
     for next_ids in steps:
         if texts.step(next_ids.tolist(), end_id):
             break
@@ -138,15 +141,19 @@ def generate_texts(
     prompt_ids: list[int],
     config: SampleConfig,
     end_id: int | None = None,
+    start=None,
 ) -> list[str]:
-    """`num_samples` texts, each the prompt followed by its continuation (up to `end_id`)."""
+    """`num_samples` texts, each the prompt followed by its continuation (up to `end_id`); from
+    `start`, a one-row State, where a condition made it (a picture)."""
     if config.num_beams:
-        outputs = sampling.beam_search(model, prompt_ids, config, end_id, suppress=suppressed(tokenizer, config))
+        outputs = sampling.beam_search(
+            model, prompt_ids, config, end_id, suppress=suppressed(tokenizer, config), start=start
+        )
         outputs = [ids[:-1] if ids and ids[-1] == end_id else ids for ids in outputs]
         return [prompt + cut_at_stop(continuation(tokenizer, prompt_ids, ids), config.stop)[0] for ids in outputs]
     generator = sampling.make_generator(config.seed, model_device(model))
     texts: list[list[str]] = [[prompt] for _ in range(config.num_samples)]
-    for pieces in _sample_pieces(model, tokenizer, prompt_ids, config, generator, end_id):
+    for pieces in _sample_pieces(model, tokenizer, prompt_ids, config, generator, end_id, start):
         for text, piece in zip(texts, pieces, strict=True):
             text.append(piece)
     return ["".join(text) for text in texts]

@@ -172,11 +172,13 @@ def extend_history(history: torch.Tensor | None, ids: torch.Tensor) -> torch.Ten
     return None if history is None else torch.cat([history, ids.clamp(min=0)[:, None]], dim=1)
 
 
-def _prime(model: torch.nn.Module, prompt_ids: list[int], batch: int):
-    """Run the prompt through the network once, for one stream, and copy its state to `batch` rows."""
+def _prime(model: torch.nn.Module, prompt_ids: list[int], batch: int, start=None):
+    """Run the prompt through the network once, for one stream (from `start`, a one-row State a
+    condition made, e.g. a picture's; else from the model's own start), and copy its state to
+    `batch` rows."""
     device = model_device(model)
     prompt = torch.tensor([prompt_ids], dtype=torch.long, device=device)  # (1, T)
-    logits, state = model(prompt, None)  # (1, T, V)
+    logits, state = model(prompt, start)  # (1, T, V)
     return logits[:, -1].expand(batch, -1), state.select(torch.zeros(batch, dtype=torch.long, device=device))
 
 
@@ -187,6 +189,7 @@ def generate_ids(
     generator: torch.Generator | None = None,
     history_ids: list[int] | None = None,
     suppress: list[int] | None = None,
+    start=None,
 ) -> Iterator[torch.Tensor]:
     """Yield the next ids (num_samples,) one step at a time, all samples as one batch; a row with
     no allowed token left gets NO_TOKEN.
@@ -196,7 +199,7 @@ def generate_ids(
     """
     batch = config.num_samples
     with torch.inference_mode():
-        logits, state = _prime(model, prompt_ids, batch)  # (B, V)
+        logits, state = _prime(model, prompt_ids, batch, start)  # (B, V)
         seed = history_ids if history_ids is not None else prompt_ids
         history = initial_history(seed, config, batch, logits.device)  # (B, L) or None
     warned = False
@@ -223,6 +226,7 @@ def beam_search(
     config: SampleConfig,
     end_id: int | None = None,
     suppress: list[int] | None = None,
+    start=None,
 ) -> list[list[int]]:
     """Deterministic beam search; returns `num_samples` continuations, best first.
 
@@ -231,7 +235,7 @@ def beam_search(
     """
     beams = config.num_beams
     with torch.inference_mode():
-        logits, state = _prime(model, prompt_ids, 1)  # start from one hypothesis, not `beams` copies
+        logits, state = _prime(model, prompt_ids, 1, start)  # start from one hypothesis, not `beams` copies
         device = logits.device
         seqs = torch.empty(1, 0, dtype=torch.long, device=device)
         scores = torch.zeros(1, device=device)

@@ -19,7 +19,7 @@ from gentext.data.conditions import SOURCE_END, check_label, mark
 from gentext.data.corpus import load_corpus, read_text
 from gentext.data.tokencache import held_out
 from gentext.errors import GentextError
-from gentext.inference import conditioning, formats, generation, translation
+from gentext.inference import captioning, conditioning, formats, generation, translation
 from gentext.inference.generation import unescape
 from gentext.inference.novelty import novelty
 from gentext.models import model_device
@@ -47,7 +47,11 @@ class TextModel:
         self.labels: list[str] = list(config.get("labels") or [])  # --condition label (data/conditions.py)
         # label marks and the end of a source are never sampled (inference/generation.suppressed)
         tokenizer.condition_ids = conditioning.mark_ids(tokenizer, len(self.labels))
-        self.pairs = hasattr(model, "pair_log_probs")  # a seq2seq run: generates from a source
+        kind = getattr(getattr(model, "config", None), "kind", None)
+        self.pairs = kind == "seq2seq"  # generates from a source
+        self.captions = kind == "captioner"  # generates from a picture (caption())
+        if self.captions:
+            model.source_end_id = int(tokenizer.encode(SOURCE_END)[0])
         if self.pairs:
             model.source_end_id = int(tokenizer.encode(SOURCE_END)[0])
             tokenizer.condition_ids = [*tokenizer.condition_ids, model.source_end_id]
@@ -186,6 +190,8 @@ class TextModel:
         or (neither given) the run's held-out split, read from the token cache when it is there.
         `unknown="skip"` leaves characters the model cannot represent (and `leave_out`) out of the
         text, and says how many; the default refuses them."""
+        if self.captions:  # picture<TAB>caption lines (default: the held-out pictures): BLEU, chrF, attributes
+            return captioning.evaluate_captions(self, captioning.picture_pairs(self, paths))
         if text is None and not paths:
             held_out = None if self.labels or self.pairs else self._held_out_ids()  # conditions need the texts
             if held_out is not None:
@@ -210,16 +216,16 @@ class TextModel:
                 result.update(conditioning.label_accuracy(self.model, self.tokenizer, pairs, self.labels, self.device))
         return result
 
+    def caption(self, image, **settings: Any) -> list[str]:
+        """Captions of a picture (a path or a PIL image) from a run trained with --condition image;
+        settings as for generate()."""
+        if not self.captions:
+            raise GentextError("this run does not caption pictures (train one with --condition image)")
+        return captioning.caption(self, image, **settings)
+
     def sample_label_accuracy(self, samples: int, max_new_tokens: int = 200, seed: int = 0) -> dict[str, Any]:
-        """Generate `samples` texts from each label (temperature 1) and classify each by the label
-        under which it is most likely: the share classified as the label asked for."""
-        pairs = []
-        for label in self.labels:
-            texts = self.generate("", label, max_new_tokens=max_new_tokens, num_samples=samples, seed=seed)
-            pairs += [(label, t.strip("\n")) for t in texts if t.strip("\n")]
-        with self._eval_mode():
-            scored = conditioning.label_accuracy(self.model, self.tokenizer, pairs, self.labels, self.device)
-        return {"sample_label_accuracy": scored["label_accuracy"], "samples_per_label": samples}
+        """The share of `samples` texts generated from each label that are classified as that label."""
+        return conditioning.sample_label_accuracy(self, samples, max_new_tokens, seed)
 
     def _honest(self, result: dict[str, Any], text: str | None) -> dict[str, Any]:
         """Bits per character that rank across levels: a word model's `<unk>` targets are also

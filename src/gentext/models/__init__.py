@@ -20,6 +20,7 @@ from torch import nn
 
 from gentext.config import ModelConfig
 from gentext.errors import GentextError
+from gentext.models.captioner import CaptionModel
 from gentext.models.markov import MarkovModel
 from gentext.models.rnn import RNNLanguageModel
 from gentext.models.seq2seq import Seq2SeqModel
@@ -45,6 +46,7 @@ REGISTRY: dict[str, type[nn.Module]] = {
     "transformer": TransformerLanguageModel,
     "markov": MarkovModel,
     "seq2seq": Seq2SeqModel,  # pairs (--condition source): an encoder and a decoder with attention
+    "captioner": CaptionModel,  # pictures (--condition image): a CNN and the same decoder
 }
 
 

@@ -154,4 +154,3 @@ class Seq2SeqModel(AttentionDecoder):
         if cut == 0:
             raise GentextError("the source is empty")
         return ids[:, :cut], ids[:, cut:]
-

@@ -8,9 +8,11 @@ annotations of handlers defined inside `create_app`, which must be real classes,
     POST /v1/generate   {"prompt", "model", "stream", and every SampleConfig field: "max_new_tokens",
                          "temperature", "top_k", "top_p", "min_p", "repetition_penalty",
                          "no_repeat_ngram_size", "stop", "max_time", "num_beams", "length_penalty",
-                         "allow_unk", "num_samples", "seed"} -> JSON, or SSE with "stream": true
-    POST /v1/score      {"text", "model"} -> log-probability, loss, perplexity, bpc
-    GET  /v1/models     the loaded runs
+                         "allow_unk", "num_samples", "seed"} -> JSON, or SSE with "stream": true;
+                         "label" for a labelled run, "source" for a seq2seq run
+    POST /v1/score      {"text", "model", "label"} -> log-probability, loss, perplexity, bpc
+    POST /v1/caption    {"image": base64 PNG/JPEG or a data: URL, "model", sampling fields} -> captions
+    GET  /v1/models     the loaded runs (with their labels, and whether they need a source or a picture)
     GET  /healthz       liveness
     GET  /              the playground page;  /docs  the OpenAPI page
 
@@ -145,7 +147,14 @@ def _request_models(limits: ServerLimits):
         label: str | None = Field(None, max_length=200)
         model: str | None = None
 
-    return generate, ScoreRequest
+    caption = create_model(
+        "CaptionRequest",
+        __config__=strict,
+        image=(str, Field(..., min_length=1, max_length=MAX_IMAGE_CHARS)),  # base64 or a data: URL
+        model=(str | None, None),
+        **_sample_request_fields(limits),
+    )
+    return generate, ScoreRequest, caption
 
 
 class _Service:
@@ -206,7 +215,7 @@ def create_app(
     from fastapi.responses import HTMLResponse, StreamingResponse
 
     service = _Service(models, limits or ServerLimits(), batching)
-    GenerateRequest, ScoreRequest = _request_models(service.limits)  # noqa: N806 -- classes
+    GenerateRequest, ScoreRequest, CaptionRequest = _request_models(service.limits)  # noqa: N806 -- classes
     app = FastAPI(title="gentext", description="Generate text with recurrent language models.")
     _add_security(app, api_key, cors_origins or [])
 
@@ -247,11 +256,50 @@ def create_app(
         result.pop("per_token")
         return result
 
+    _add_caption_route(app, service, CaptionRequest)
+
     @app.get("/", response_class=HTMLResponse)
     def playground() -> str:
         return (Path(__file__).parent / "playground.html").read_text(encoding="utf-8")
 
     return app
+
+
+MAX_IMAGE_CHARS = 8_000_000  # a base64 picture up to ~6 MB
+
+
+def _add_caption_route(app, service, request_model) -> None:
+    """POST /v1/caption {"image": base64 PNG/JPEG or a data: URL, "model", sampling fields}."""
+    from fastapi import HTTPException
+
+    @app.post("/v1/caption")
+    async def caption(request: request_model):
+        model = service.pick(request.model)
+        settings = sample_settings(request, service.limits)
+        if not model.captions:
+            raise HTTPException(400, detail="this model does not caption pictures (train one with --condition image)")
+        picture = _picture(request.image)
+        service.admit()
+        captions = await service.run(model.caption, picture, **settings)
+        return {"model": request.model or service.default, "captions": captions}
+
+
+def _picture(data: str):
+    """A request's base64 picture (optionally a data: URL) as a PIL image; 400 if it is not one."""
+    import base64
+    import binascii
+    import io
+
+    from fastapi import HTTPException
+    from PIL import Image, UnidentifiedImageError
+
+    payload = data.split(",", 1)[1] if data.startswith("data:") else data
+    try:
+        image = Image.open(io.BytesIO(base64.b64decode(payload, validate=True)))
+        image.load()
+    except (binascii.Error, ValueError, UnidentifiedImageError, OSError):
+        raise HTTPException(400, detail="image: not a readable PNG or JPEG (send base64 or a data: URL)") from None
+    return image
 
 
 def _conditions(model: TextModel, request) -> dict[str, str]:
@@ -285,6 +333,7 @@ def _describe(model: TextModel) -> dict[str, Any]:
         "parameters": info["parameters"],
         "labels": model.labels,  # generation from a label: one of these in "label"
         "needs_source": model.pairs,  # a seq2seq run: "source" in every request
+        "captions": model.captions,  # a captioner: POST /v1/caption with a picture
     }
 
 

@@ -42,45 +42,55 @@ def cut_pairs(ids, end_id: int, source_end_id: int) -> list[Pair]:
     return pairs
 
 
-def batch(pairs: list[Pair], source_end_id: int, end_id: int, device) -> tuple[torch.Tensor, ...]:
-    """Padded tensors: source (B, S), lengths (B,), decoder in/out (B, T), the targets' mask (B, T)."""
-    s_len = max(len(s) for s, _ in pairs)
+def text_condition(sources: list[np.ndarray], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source ids -> (padded ids (B, S), lengths (B,)): what the seq2seq encoder takes."""
+    padded = np.zeros((len(sources), max(len(s) for s in sources)), dtype=np.int64)
+    for row, s in enumerate(sources):
+        padded[row, : len(s)] = s
+    return torch.from_numpy(padded).to(device), torch.tensor([len(s) for s in sources], device=device)
+
+
+def batch(pairs: list[Pair], source_end_id: int, end_id: int, device, condition_of=text_condition):
+    """The encoder's condition (from the pairs' sources), decoder in/out (B, T), the targets' mask."""
     t_len = max(len(t) for _, t in pairs) + 1
-    source = np.zeros((len(pairs), s_len), dtype=np.int64)
     dec_in = np.zeros((len(pairs), t_len), dtype=np.int64)
     dec_out = np.zeros((len(pairs), t_len), dtype=np.int64)
     mask = np.zeros((len(pairs), t_len), dtype=bool)
-    for row, (s, t) in enumerate(pairs):
-        source[row, : len(s)] = s
+    for row, (_, t) in enumerate(pairs):
         dec_in[row, : len(t) + 1] = [source_end_id, *t]
         dec_out[row, : len(t) + 1] = [*t, end_id]
         mask[row, : len(t) + 1] = True
-    lengths = torch.tensor([len(s) for s, _ in pairs])
     as_tensor = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
-    return as_tensor(source), lengths.to(device), as_tensor(dec_in), as_tensor(dec_out), as_tensor(mask)
+    condition = condition_of([s for s, _ in pairs], device)
+    return condition, as_tensor(dec_in), as_tensor(dec_out), as_tensor(mask)
 
 
 @torch.inference_mode()
-def pair_loss(model, pairs: list[Pair], source_end_id: int, end_id: int, device, rows: int = 128) -> tuple[float, int]:
+def pair_loss(
+    model, pairs: list[Pair], source_end_id: int, end_id: int, device, rows: int = 128, condition_of=text_condition
+) -> tuple[float, int]:
     """Total nats and the number of predicted target tokens (END included) over `pairs`."""
     was = model.training
     model.eval()
     total, count = 0.0, 0
-    ordered = sorted(pairs, key=lambda p: (len(p[0]), len(p[1])))  # similar lengths: little padding
+    ordered = sorted(pairs, key=lambda p: (np.size(p[0]), len(p[1])))  # similar lengths: little padding
     for start in range(0, len(ordered), rows):
-        source, lengths, dec_in, dec_out, mask = batch(ordered[start : start + rows], source_end_id, end_id, device)
-        logp = model.pair_log_probs((source, lengths), dec_in, dec_out)
+        chunk = ordered[start : start + rows]
+        condition, dec_in, dec_out, mask = batch(chunk, source_end_id, end_id, device, condition_of)
+        logp = model.pair_log_probs(condition, dec_in, dec_out)
         total -= logp[mask].double().sum().item()
         count += int(mask.sum())
     model.train(was)
     return total, count
 
 
-def train_pairs(model, train_ids, val_ids, cfg: TrainConfig, out: Path, device, ids: tuple[int, int], progress: bool):
-    """Train `model` on the pairs of `train_ids`; `ids` = (SOURCE_END id, END id). Returns TrainResult."""
+def train_pairs(
+    model, train: list[Pair], val: list[Pair], cfg: TrainConfig, out: Path, device, ids, progress, condition_of=None
+):
+    """Train `model` on (source, target ids) pairs; `ids` = (SOURCE_END id, END id); a source is
+    what `condition_of` turns into the encoder's input (default: token ids). Returns TrainResult."""
     source_end_id, end_id = ids
-    train = cut_pairs(train_ids, end_id, source_end_id)
-    val = cut_pairs(val_ids, end_id, source_end_id) if val_ids is not None else []
+    condition_of = condition_of or text_condition
     if not train:
         raise GentextError("no source<TAB>target pairs in the training text")
     model.to(device).train()
@@ -98,10 +108,9 @@ def train_pairs(model, train_ids, val_ids, cfg: TrainConfig, out: Path, device, 
         )
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, fraction, cfg)
-        source, lengths, dec_in, dec_out, mask = batch(
-            [train[i] for i in rng.integers(0, len(train), cfg.batch_size)], source_end_id, end_id, device
-        )
-        loss = -model.pair_log_probs((source, lengths), dec_in, dec_out)[mask].mean()
+        chosen = [train[i] for i in rng.integers(0, len(train), cfg.batch_size)]
+        condition, dec_in, dec_out, mask = batch(chosen, source_end_id, end_id, device, condition_of)
+        loss = -model.pair_log_probs(condition, dec_in, dec_out)[mask].mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -110,7 +119,7 @@ def train_pairs(model, train_ids, val_ids, cfg: TrainConfig, out: Path, device, 
         step, tokens, last_loss = step + 1, tokens + int(mask.sum()), loss.item()
         bar.update(1)
         if val and (step % cfg.eval_every == 0):
-            nats, count = pair_loss(model, val, source_end_id, end_id, device)
+            nats, count = pair_loss(model, val, source_end_id, end_id, device, condition_of=condition_of)
             checkpoint.append_metrics(out, {"step": step, "tokens": tokens, "val_loss": nats / count})
             bar.set_postfix(loss=f"{last_loss:.3f}", val=f"{nats / count:.3f}")
             if nats / count < best:
@@ -118,10 +127,10 @@ def train_pairs(model, train_ids, val_ids, cfg: TrainConfig, out: Path, device, 
                 checkpoint.save_weights(out, model)
     bar.close()
     seconds = time.perf_counter() - start
-    return _final(model, val, ids, out, device, (step, tokens, seconds, last_loss, best, best_step))
+    return _final(model, val, ids, out, device, (step, tokens, seconds, last_loss, best, best_step), condition_of)
 
 
-def _final(model, val, ids, out, device, progress) -> TrainResult:
+def _final(model, val, ids, out, device, progress, condition_of) -> TrainResult:
     """The best weights (or the last, with no validation), and the held-out loss they score."""
     step, tokens, seconds, last_loss, best, best_step = progress
     started = time.perf_counter()
@@ -130,7 +139,7 @@ def _final(model, val, ids, out, device, progress) -> TrainResult:
         best_step = step
     else:
         checkpoint.load_weights(out, model)
-    nats, count = pair_loss(model, val, *ids, device) if val else (0.0, 0)
+    nats, count = pair_loss(model, val, *ids, device, condition_of=condition_of) if val else (0.0, 0)
     return TrainResult(
         steps=step,
         tokens=tokens,

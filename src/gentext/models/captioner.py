@@ -1,0 +1,47 @@
+"""Image captioning: a small CNN encoder whose feature map the attention decoder reads (issue 18).
+
+    picture (B, 3, 64, 64) -> 3 strided convolutions -> feature map (B, H, 8, 8)
+    memory = the 64 cells as a sequence (B, 64, H) + a learned embedding of each cell's place
+    h0 = tanh(W_init . mean of the memory)                 (the picture's feature vector)
+    then the decoder of models/seq2seq.py: GRU + Luong attention over the 64 cells
+
+The CNN is trained with the decoder, from scratch (nothing is downloaded). The place embedding
+lets attention tell left from right, which "a red circle left of a blue square" needs. Generation
+starts from `initial_state(1, condition=picture)`; the sampler, beams and stop rules are the
+same as for every kind.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gentext.config import ModelConfig
+from gentext.models.seq2seq import AttentionDecoder
+from gentext.models.state import State
+
+GRID = 8  # the feature map's side for 64-pixel pictures (three stride-2 convolutions)
+
+
+class CaptionModel(AttentionDecoder):
+    needs = "an image"
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        h = config.hidden_size
+        self.cnn = nn.Sequential(
+            nn.Conv2d(3, 32, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(64, h, 3, stride=2, padding=1),
+            nn.ReLU(),
+        )
+        self.place = nn.Parameter(torch.zeros(1, GRID * GRID, h))
+
+    def encode(self, condition) -> State:
+        """condition = pictures (B, 3, 64, 64) in [-1, 1]."""
+        features = self.cnn(condition)  # (B, H, 8, 8)
+        memory = self.drop(features.flatten(2).transpose(1, 2) + self.place)  # (B, 64, H)
+        mask = torch.ones(memory.shape[:2], dtype=torch.bool, device=memory.device)
+        return self._state(memory, mask)
