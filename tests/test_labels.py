@@ -104,3 +104,30 @@ def test_the_names_corpus_is_deterministic_labelled_and_latin():
     pairs = [line.split("\t") for line in text.splitlines()]
     assert {label for label, _ in pairs} == set(NAME_LOCALES)  # every language appears
     assert all(len(name.split()) >= 2 and all(ord(c) < 0x250 for c in name) for _, name in pairs)
+
+
+def test_a_csv_with_named_columns_trains_a_labelled_run(tmp_path, capsys):
+    rows = ["id,genre,line,extra"] + [
+        f'{i},{"soft" if i % 2 else "hard"},"{"aei ou" if i % 2 else "kpt gd"}",x' for i in range(60)
+    ]
+    path = tmp_path / "lines.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    flags = [
+        "--condition",
+        "label",
+        "--label-column",
+        "genre",
+        "--text-column",
+        "line",
+        "--steps",
+        "5",
+        "--seq-len",
+        "8",
+    ]
+    assert main(["train", str(path), *flags, "--out", str(tmp_path / "run"), "--hidden-size", "16"]) == 0
+    assert sorted(json.loads((tmp_path / "run" / "config.json").read_text())["labels"]) == ["hard", "soft"]
+    assert main(["eval", str(tmp_path / "run"), str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["label_pairs"] == 60
+    bad = ["--condition", "label", "--label-column", "kind", "--text-column", "line", "--steps", "1"]
+    assert main(["train", str(path), *bad, "--out", str(tmp_path / "bad")]) == 2
+    assert "no column 'kind'" in capsys.readouterr().err

@@ -152,3 +152,28 @@ def test_a_picture_chosen_in_the_caption_panel_gets_captions(browser, tmp_path_f
         assert text.strip()  # the captions of the picture (three asked; a 20-step model may end some at once)
         assert browser.find_element(By.ID, "picture-view").is_displayed()
         assert browser.find_element(By.ID, "error").text == ""
+
+
+def test_a_seq2seq_run_takes_a_source_and_shows_its_attention(browser, tmp_path_factory):
+    pytest.importorskip("babel")
+    from selenium.webdriver.common.by import By
+
+    import gentext
+    from gentext.data.generated import dates
+
+    root = tmp_path_factory.mktemp("seq2seq-panel")
+    (root / "dates.tsv").write_text(dates(200, seed=1), encoding="utf-8")
+    settings = dict(hidden_size=32, embed_size=8, batch_size=16, eval_every=50)
+    gentext.train(
+        root / "run", paths=[str(root / "dates.tsv")], condition="source", model="seq2seq", steps=20, **settings
+    )
+    with running_server(root / "run") as url:
+        browser.get(url + "/")
+        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#model option"))
+        assert browser.find_element(By.ID, "source-box").is_displayed()
+        browser.find_element(By.ID, "source").send_keys("7 mars 2021")
+        browser.find_element(By.ID, "attention-button").click()
+        rows = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#attention tr"))
+        header = rows[0].find_elements(By.TAG_NAME, "th")
+        assert [h.text for h in header[1:]] == ["7", "␣", "m", "a", "r", "s", "␣", "2", "0", "2", "1"]
+        assert len(rows) >= 2 and browser.find_element(By.ID, "error").text == ""

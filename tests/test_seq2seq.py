@@ -89,3 +89,18 @@ def test_the_attention_picture_is_drawn_for_a_pair(pairs_run, tmp_path, capsys, 
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "attention drawn" in capsys.readouterr().out
     assert main(["attention", str(trained_run), "--source", "x", "--out", str(tmp_path / "no.png")]) == 2
     assert "not a seq2seq run" in capsys.readouterr().err and not (tmp_path / "no.png").exists()
+
+
+def test_the_server_returns_the_attention_matrix(pairs_run, trained_run):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from gentext.server import create_app
+
+    client = TestClient(create_app({"dates": gentext.load(pairs_run), "text": gentext.load(trained_run)}))
+    found = client.post("/v1/attention", json={"source": "7 mars 2021"}).json()
+    assert len(found["weights"]) == len(found["output_tokens"]) == len(found["output"]) + 1  # chars + the end
+    assert all(len(row) == len(found["source_tokens"]) == 11 for row in found["weights"])
+    assert all(abs(sum(row) - 1) < 1e-4 for row in found["weights"])  # a distribution over the source
+    assert client.post("/v1/attention", json={"source": "x", "model": "text"}).status_code == 400
+    assert client.post("/v1/attention", json={"source": ""}).status_code == 422

@@ -90,9 +90,16 @@ class CorpusConfig:
         "source<TAB>target pairs for --model seq2seq (every k-th line is held out, after a seeded shuffle); "
         "image: PATH is a captions file (picture<TAB>caption) or a folder with captions.tsv",
     )
+    label_column: str | None = opt(None, "--condition label from CSV: the column (name in the header) holding labels")
+    text_column: str | None = opt(None, "--condition label from CSV: the column holding the texts")
 
     def validate(self) -> None:
         _one_of(self.condition, ("none", "label", "source", "image"), "--condition")
+        _check(
+            (self.label_column is None) == (self.text_column is None),
+            "--label-column and --text-column go together (a CSV with a header row)",
+        )
+        _check(self.label_column is None or self.condition == "label", "--label-column needs --condition label")
         if self.condition != "none":
             self.mode = "lines"  # a labelled line is a document: it ends, and the next one starts from its label
         _check(self.mode in ("stream", "lines"), f"--mode must be stream or lines, got {self.mode!r}")

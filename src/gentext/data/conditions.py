@@ -105,3 +105,24 @@ def paired_documents(text: str) -> str:
                 out.append(source + SOURCE_END + target + "\n")
     random.Random(0).shuffle(out)
     return "".join(out)
+
+
+def csv_as_tsv(text: str, columns: tuple[str, str], header: list[str]) -> str:
+    """CSV rows -> `label<TAB>text` lines, the two columns named in the CSV's header row (`header`
+    holds it once read: the first piece of the corpus starts with it). A row may not span lines."""
+    import csv
+    import io
+
+    rows = list(csv.reader(io.StringIO(text)))
+    if not header and rows:
+        header.extend(cell.strip() for cell in rows.pop(0))
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise GentextError(f"the CSV header has no column {missing[0]!r}; it has {', '.join(header)}")
+    at = [header.index(c) for c in columns]
+    lines = []
+    for row in rows:
+        if len(row) > max(at):
+            label, body = (" ".join(row[i].split()) for i in at)  # tabs and newlines inside a cell become spaces
+            lines.append(f"{label}\t{body}\n")
+    return "".join(lines)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gentext.config import CorpusConfig
 from gentext.data import generated
-from gentext.data.conditions import labelled_documents, paired_documents
+from gentext.data.conditions import csv_as_tsv, labelled_documents, paired_documents
 from gentext.data.download import NAMED_CORPORA, fetch_corpus
 from gentext.errors import GentextError
 
@@ -204,6 +204,9 @@ def split_pieces(source: CorpusSource, config: CorpusConfig) -> Iterator[tuple[b
     non-empty line is a document, and a split falls between documents."""
 
     def shaped(stream: Iterable[str]) -> Iterator[str]:
+        if config.condition == "label" and config.label_column:
+            columns, header = (config.label_column, config.text_column), []
+            return (labelled_documents(csv_as_tsv(p, columns, header), source.labels) for p in stream)
         if config.condition == "label":
             return (labelled_documents(p, source.labels) for p in stream)
         if config.condition == "source":

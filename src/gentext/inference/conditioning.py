@@ -83,13 +83,16 @@ def pairs_from_marks(text: str, labels: list[str]) -> list[tuple[str, str]]:
     ]
 
 
-def marked(text: str, labels: list[str]) -> str:
+def marked(text: str, labels: list[str], columns: tuple[str, str] | None = None) -> str:
     """A labelled text as the model reads it: already marked (a held-out split) stays as it is;
-    `label<TAB>text` lines get their label's mark (an unknown label is an error listing the known)."""
-    from gentext.data.conditions import check_label, read_pairs
+    `label<TAB>text` lines (or CSV rows, given its two columns) get their label's mark (an unknown
+    label is an error listing the known)."""
+    from gentext.data.conditions import check_label, csv_as_tsv, read_pairs
 
     if text and is_mark(text.lstrip("\n")[:1] or " "):
         return text
+    if columns:
+        text = csv_as_tsv(text, columns, [])
     return "".join(mark(check_label(label, labels)) + body + "\n" for label, body in read_pairs(text.splitlines()))
 
 

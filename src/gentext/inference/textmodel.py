@@ -202,7 +202,9 @@ class TextModel:
         if self.pairs:  # source<TAB>target pairs: loss, exact match, chrF, BLEU (greedy and beams)
             return translation.evaluate_pairs(self, translation.held_out_pairs(text))
         if self.labels:  # label<TAB>text lines: scored after their label's mark, as trained
-            text = conditioning.marked(text, self.labels)
+            corpus = self.config.get("corpus", {})
+            columns = (corpus["label_column"], corpus["text_column"]) if corpus.get("label_column") else None
+            text = conditioning.marked(text, self.labels, columns)
         text, skipped = self._representable(text, unknown, leave_out)
         if not text:
             raise GentextError("nothing to evaluate: the text is empty")

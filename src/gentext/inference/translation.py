@@ -63,38 +63,49 @@ def evaluate_pairs(model, pairs: list[tuple[str, str]], beams: int = 4, max_pair
     return result
 
 
+def attention_matrix(model, source: str, max_new_tokens: int = 100) -> dict[str, Any]:
+    """The greedy translation of `source` and where the decoder looked for each output token:
+    {"output", "source_tokens", "output_tokens" (the last is the end), "weights" (rows: output tokens)}."""
+    import torch
+
+    if not model.pairs:
+        raise GentextError("only a seq2seq run has attention over a source")
+    tok = model.tokenizer
+    output = model.generate("", source=source, temperature=0, max_new_tokens=max_new_tokens)[0].rstrip("\n")
+    source_ids, out_ids = tok.encode(source.strip()).tolist(), tok.encode(output).tolist()
+    with model._eval_mode(), torch.inference_mode():
+        encoded = torch.tensor([source_ids], device=model.device)
+        lengths = torch.tensor([len(source_ids)], device=model.device)
+        decoder = torch.tensor([[model.model.source_end_id, *out_ids]], device=model.device)
+        weights = model.model.attention((encoded, lengths), decoder)[: len(out_ids) + 1]  # (outputs + end, source)
+    return {
+        "output": output,
+        "source_tokens": [tok.decode([i]) for i in source_ids],
+        "output_tokens": [*(tok.decode([i]) for i in out_ids), "⏎"],
+        "weights": weights.cpu().tolist(),
+    }
+
+
 def attention_picture(model, source: str, out: str, max_new_tokens: int = 100) -> tuple[str, str]:
-    """Draw where the decoder looked: the attention matrix (output tokens x source tokens) of the
-    greedy translation of `source`, as a PNG at `out` (written atomically). Returns the output
-    text and the path."""
+    """Draw the attention matrix (output tokens x source tokens) of the greedy translation of
+    `source` as a PNG at `out` (written atomically). Returns the output text and the path."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed; must precede pyplot
     import matplotlib.pyplot as plt
-    import torch
 
     from gentext import checkpoint
 
-    tok = model.tokenizer
-    output = model.generate("", source=source, temperature=0, max_new_tokens=max_new_tokens)[0].rstrip("\n")
-    source_ids = tok.encode(source.strip()).tolist()
-    out_ids = tok.encode(output).tolist()
-    decoder_in = [model.model.source_end_id, *out_ids]
-    with model._eval_mode(), torch.inference_mode():
-        encoded = torch.tensor([source_ids], device=model.device)
-        lengths = torch.tensor([len(source_ids)], device=model.device)
-        decoder = torch.tensor([decoder_in], device=model.device)
-        # (output tokens + end, source tokens)
-        weights = model.model.attention((encoded, lengths), decoder)[: len(out_ids) + 1]
-    names = [tok.decode([i]) for i in source_ids], [*(tok.decode([i]) for i in out_ids), "⏎"]
+    found = attention_matrix(model, source, max_new_tokens)
+    names = found["source_tokens"], found["output_tokens"]
     fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(names[0]) + 2), max(3, 0.35 * len(names[1]) + 1.5)))
-    ax.imshow(weights.cpu().numpy(), cmap="viridis", aspect="auto", vmin=0.0, vmax=1.0)
+    ax.imshow(found["weights"], cmap="viridis", aspect="auto", vmin=0.0, vmax=1.0)
     ax.set_xticks(range(len(names[0])), [n if n.strip() else "␣" for n in names[0]])
     ax.set_yticks(range(len(names[1])), [n if n.strip() else "␣" for n in names[1]])
     ax.set_xlabel("source")
     ax.set_ylabel("output")
-    ax.set_title(f"{source.strip()} → {output}"[:80])
+    ax.set_title(f"{source.strip()} → {found['output']}"[:80])
     fig.tight_layout()
     checkpoint.atomic_write(Path(out), lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
-    return output, out
+    return found["output"], out

@@ -12,6 +12,7 @@ annotations of handlers defined inside `create_app`, which must be real classes,
                          "label" for a labelled run, "source" for a seq2seq run
     POST /v1/score      {"text", "model", "label"} -> log-probability, loss, perplexity, bpc
     POST /v1/caption    {"image": base64 PNG/JPEG or a data: URL, "model", sampling fields} -> captions
+    POST /v1/attention  {"source", "model"} -> a seq2seq translation and its attention matrix
     GET  /v1/models     the loaded runs (with their labels, and whether they need a source or a picture)
     GET  /healthz       liveness
     GET  /              the playground page;  /docs  the OpenAPI page
@@ -269,8 +270,12 @@ MAX_IMAGE_CHARS = 8_000_000  # a base64 picture up to ~6 MB
 
 
 def _add_caption_route(app, service, request_model) -> None:
-    """POST /v1/caption {"image": base64 PNG/JPEG or a data: URL, "model", sampling fields}."""
+    """POST /v1/caption {"image": base64 PNG/JPEG or a data: URL, "model", sampling fields}, and
+    POST /v1/attention {"source", "model"}: a seq2seq translation with its attention matrix."""
     from fastapi import HTTPException
+    from pydantic import ConfigDict, Field, create_model
+
+    from gentext.inference.translation import attention_matrix
 
     @app.post("/v1/caption")
     async def caption(request: request_model):
@@ -282,6 +287,22 @@ def _add_caption_route(app, service, request_model) -> None:
         service.admit()
         captions = await service.run(model.caption, picture, **settings)
         return {"model": request.model or service.default, "captions": captions}
+
+    attention_request = create_model(
+        "AttentionRequest",
+        __config__=ConfigDict(extra="forbid"),
+        source=(str, Field(..., min_length=1, max_length=service.limits.max_prompt_chars)),
+        model=(str | None, None),
+    )
+
+    @app.post("/v1/attention")
+    async def attention(request: attention_request):
+        model = service.pick(request.model)
+        if not model.pairs:
+            raise HTTPException(400, detail="only a seq2seq model has attention over a source")
+        _conditions(model, request)  # an empty source: 400
+        service.admit()
+        return await service.run(attention_matrix, model, request.source)
 
 
 def _picture(data: str):
