@@ -103,3 +103,25 @@ def test_corpora_make_shapes_writes_a_folder_to_train_on(tmp_path, capsys):
     assert "wrote 5 pictures" in capsys.readouterr().out
     assert len(read_captions(tmp_path / "s")) == 15 and len(list((tmp_path / "s" / "images").glob("*.png"))) == 5
     assert main(["corpora", "--make", "circles", str(tmp_path / "x")]) == 2
+
+
+def test_precomputed_feature_vectors_train_and_caption(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    colours = ["red", "green", "blue"]
+    lines = []
+    for i in range(60):  # a "vision model" whose vector says the colour
+        colour = colours[i % 3]
+        vector = np.eye(3, 16, dtype=np.float32)[i % 3] * 3 + rng.normal(0, 0.1, 16).astype(np.float32)
+        np.save(tmp_path / f"{i}.npy", vector)
+        lines.append(f"{i}.npy\ta {colour} circle\n")
+    (tmp_path / "captions.tsv").write_text("".join(lines), encoding="utf-8")
+    settings = dict(hidden_size=32, embed_size=8, batch_size=16, eval_every=100, learning_rate=1e-2)
+    gentext.train(tmp_path / "run", paths=[str(tmp_path)], condition="image", steps=120, **settings)
+    model = gentext.load(tmp_path / "run")
+    assert model.model.config.feature_size == 16
+    assert model.caption(tmp_path / "58.npy", temperature=0) == ["a green circle"]  # the colour its vector says
+    np.save(tmp_path / "bad.npy", np.zeros((2, 2, 2)))
+    with pytest.raises(GentextError, match="one vector"):
+        model.caption(tmp_path / "bad.npy")

@@ -243,7 +243,7 @@ def _train_captions(out: Path, corpus_cfg, model_cfg, train_cfg, force: bool, pr
         raise GentextError("--condition image takes one captions file or folder (picture<TAB>caption lines)")
     data = captions.captions_data(corpus_cfg.paths[0])
     tok = data["tokenizer"]
-    model_cfg = captions.caption_model_config(tok, model_cfg)
+    model_cfg = captions.caption_model_config(tok, model_cfg, data["features"])
     model_cfg.dropout = model_cfg.dropout or 0.0
     device = resolve_device(train_cfg.device)
     torch.manual_seed(train_cfg.seed)

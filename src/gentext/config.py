@@ -134,6 +134,7 @@ class ModelConfig:
 
     kind: str = opt("lstm", "lstm | gru | rnn | transformer | markov (Kneser-Ney n-gram baseline)", flag="--model")
     vocab_size: int = 0  # from the tokenizer, not an option
+    feature_size: int = 0  # captioner on precomputed .npy features: their width (from the data, not an option)
     embed_size: int = opt(64, "embedding width")
     hidden_size: int = opt(256, "recurrent state width")
     num_layers: int = opt(2, "recurrent layers")

@@ -2,8 +2,9 @@
 
 A captions file has `image<TAB>caption` lines, image paths relative to the file (several captions
 per image allowed); a folder stands for its `captions.tsv`. Any size of PNG or JPEG is read as RGB,
-resized to IMAGE_SIZE x IMAGE_SIZE and scaled to [-1, 1]. A missing or broken image is an error
-naming the file, before any training starts.
+resized to IMAGE_SIZE x IMAGE_SIZE and scaled to [-1, 1]. A path ending in `.npy` is instead a
+precomputed feature vector (D,) or map (S, D) from any vision model (read without unpickling). A
+missing or broken file is an error naming it, before any training starts.
 """
 
 from __future__ import annotations
@@ -18,10 +19,26 @@ from gentext.errors import GentextError
 IMAGE_SIZE = 64
 
 
+def load_features(path: Path) -> torch.Tensor:
+    """A precomputed feature vector (D,) or map (S, D) from any vision model, saved with numpy."""
+    try:
+        array = np.load(path, allow_pickle=False)  # never unpickles
+    except FileNotFoundError:
+        raise GentextError(f"{path}: no such feature file") from None
+    except (OSError, ValueError) as exc:
+        raise GentextError(f"{path}: not a readable .npy array ({exc.__class__.__name__})") from None
+    if array.ndim not in (1, 2) or not np.issubdtype(array.dtype, np.number):
+        raise GentextError(f"{path}: a feature file holds one vector (D,) or a map (S, D), got shape {array.shape}")
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
 def load_image(image, size: int = IMAGE_SIZE) -> torch.Tensor:
-    """A path or a PIL image -> float tensor (3, size, size) in [-1, 1]."""
+    """A path or a PIL image -> float tensor (3, size, size) in [-1, 1]; a `.npy` path -> its
+    precomputed features (load_features)."""
     from PIL import Image, UnidentifiedImageError
 
+    if isinstance(image, (str, Path)) and str(image).endswith(".npy"):
+        return load_features(Path(image))
     name = str(image) if not isinstance(image, Image.Image) else "the image"
     try:
         picture = image if isinstance(image, Image.Image) else Image.open(image)
@@ -55,5 +72,12 @@ def read_captions(path: str | Path) -> list[tuple[Path, str]]:
 
 
 def load_images(paths: list[Path], size: int = IMAGE_SIZE) -> torch.Tensor:
-    """Every distinct image once, as one tensor (N, 3, size, size), in the order given."""
-    return torch.stack([load_image(p, size) for p in paths]) if paths else torch.zeros(0, 3, size, size)
+    """Every distinct image once, as one tensor (N, 3, size, size) (or (N, D) / (N, S, D) features),
+    in the order given."""
+    if not paths:
+        return torch.zeros(0, 3, size, size)
+    loaded = [load_image(p, size) for p in paths]
+    shapes = {tuple(t.shape) for t in loaded}
+    if len(shapes) > 1:
+        raise GentextError(f"pictures and feature files must all have one shape; found {sorted(shapes)[:3]}")
+    return torch.stack(loaded)

@@ -29,6 +29,9 @@ class CaptionModel(AttentionDecoder):
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         h = config.hidden_size
+        if config.feature_size:  # features a vision model made (.npy): projected, no CNN of our own
+            self.project = nn.Linear(config.feature_size, h)
+            return
         self.cnn = nn.Sequential(
             nn.Conv2d(3, 32, 3, stride=2, padding=1),
             nn.ReLU(),
@@ -40,8 +43,12 @@ class CaptionModel(AttentionDecoder):
         self.place = nn.Parameter(torch.zeros(1, GRID * GRID, h))
 
     def encode(self, condition) -> State:
-        """condition = pictures (B, 3, 64, 64) in [-1, 1]."""
-        features = self.cnn(condition)  # (B, H, 8, 8)
-        memory = self.drop(features.flatten(2).transpose(1, 2) + self.place)  # (B, 64, H)
+        """condition = pictures (B, 3, 64, 64) in [-1, 1], or precomputed features (B, D) / (B, S, D)."""
+        if self.config.feature_size:
+            features = condition[:, None, :] if condition.dim() == 2 else condition
+            memory = self.drop(torch.tanh(self.project(features)))  # (B, S, H): S = 1 for a vector
+        else:
+            features = self.cnn(condition)  # (B, H, 8, 8)
+            memory = self.drop(features.flatten(2).transpose(1, 2) + self.place)  # (B, 64, H)
         mask = torch.ones(memory.shape[:2], dtype=torch.bool, device=memory.device)
         return self._state(memory, mask)

@@ -41,7 +41,8 @@ def captions_data(path: str | Path) -> dict:
         split[index[image] in held].append((index[image], caption))
     if not split[False]:
         raise GentextError(f"{path}: too few pictures to hold any out and still train")
-    return {"images": images, "names": names, "tokenizer": tok, "train": split[False], "val": split[True]}
+    features = images.shape[-1] if images.dim() in (2, 3) else 0  # .npy features (N, D) or (N, S, D)
+    return {"images": images, "features": features, "tokenizer": tok, "train": split[False], "val": split[True]}
 
 
 def train_captions(data: dict, model, cfg: TrainConfig, out: Path, device, progress: bool):
@@ -59,9 +60,10 @@ def train_captions(data: dict, model, cfg: TrainConfig, out: Path, device, progr
     return train_pairs(model, encoded(data["train"]), encoded(data["val"]), cfg, out, device, ids, progress, pictures)
 
 
-def caption_model_config(tok, model: ModelConfig) -> ModelConfig:
-    """The captioner's config: the caller's sizes, this tokenizer's vocabulary."""
-    model.kind, model.vocab_size = "captioner", tok.vocab_size
+def caption_model_config(tok, model: ModelConfig, feature_size: int = 0) -> ModelConfig:
+    """The captioner's config: the caller's sizes, this tokenizer's vocabulary, the width of
+    precomputed features (0: pictures, read by the model's own CNN)."""
+    model.kind, model.vocab_size, model.feature_size = "captioner", tok.vocab_size, feature_size
     model.validate()
     return model
 
