@@ -32,7 +32,6 @@ from gentext.config import (
     from_dict,
     to_dict,
 )
-from gentext.data.conditions import SOURCE_END
 from gentext.data.corpus import open_corpus
 from gentext.data.dataset import BPTTBatches
 from gentext.data.tokencache import fingerprint_and_fit, token_data
@@ -44,7 +43,7 @@ from gentext.models import build_model, check_kind, fitted_by_counting
 from gentext.training import captions, distributed, finetune, trainer
 from gentext.training.defaults import auto_dropout
 from gentext.training.evaluation import evaluate
-from gentext.training.pairs import cut_pairs, train_pairs
+from gentext.training.pairs import cut_pairs, pair_ids, train_pairs
 from gentext.training.records import PLOT
 from gentext.training.run import FINAL_EVAL_TOKENS
 from gentext.training.train_state import TRAIN_STATE
@@ -253,10 +252,7 @@ def _train_captions(out: Path, corpus_cfg, model_cfg, train_cfg, force: bool, pr
     config = {"model": to_dict(model_cfg), "train": to_dict(train_cfg), "corpus": corpus, **captions.IMAGE_CONFIG}
     checkpoint.save_run_files(out, config, tok)
     result = captions.train_captions(data, net, train_cfg, out, device, progress)
-    summary = _summary(result, net, tok, captions.NO_STREAM, out)
-    config["result"] = {k: v for k, v in summary.items() if k != "out"}
-    checkpoint.save_run_files(out, config, tok)
-    return summary
+    return _finish(result, net, tok, captions.NO_STREAM, out, config, None, train_cfg, device)
 
 
 def _check_resumable(net, kind: str, resume: bool, info) -> None:
@@ -271,7 +267,7 @@ def _fit(net, tok, data, train_cfg, out: Path, device, callback, progress: bool,
     if fitted_by_counting(net):  # counted, not trained by gradient steps
         return _fit_by_counting(net, data.train, data.val, out, distributed.from_env().is_main)
     if hasattr(net, "pair_log_probs"):  # sequence to sequence: trained on pairs
-        ids = (int(tok.encode(SOURCE_END)[0]), int(tok.encode("\n")[0]))
+        ids = pair_ids(tok)
         net.source_end_id = ids[0]
         train = cut_pairs(data.train, ids[1], ids[0])
         val = cut_pairs(data.val, ids[1], ids[0]) if data.val is not None else []

@@ -12,7 +12,7 @@ from collections import defaultdict
 
 import torch
 
-from gentext.data.conditions import is_mark, mark
+from gentext.data.conditions import LABEL_BASE, is_mark, mark
 from gentext.errors import GentextError
 
 ROWS = 256  # (text, label) rows scored in one forward pass
@@ -35,11 +35,11 @@ def mark_ids(tokenizer, count: int) -> list[int]:
 @torch.inference_mode()
 def label_log_likelihoods(model, tokenizer, texts: list[str], count: int, device) -> list[list[float]]:
     """log P(text + "\\n" | "\\n" + mark(k)) for each text and each of `count` labels (nats)."""
-    rows = [(t, k) for t in range(len(texts)) for k in range(count)]
-    encoded = {}
-    for t, k in rows:
-        prefix = tokenizer.encode("\n" + mark(k)).tolist()
-        encoded[(t, k)] = (prefix + tokenizer.encode(texts[t] + "\n").tolist(), len(prefix) - 1)
+    prefixes = [tokenizer.encode("\n" + mark(k)).tolist() for k in range(count)]
+    bodies = [tokenizer.encode(text + "\n").tolist() for text in texts]
+    encoded = {
+        (t, k): (prefixes[k] + body, len(prefixes[k]) - 1) for t, body in enumerate(bodies) for k in range(count)
+    }
     by_length = defaultdict(list)  # rows of one length go through the model together
     for key, (ids, _) in encoded.items():
         by_length[len(ids)].append(key)
@@ -74,8 +74,6 @@ def label_accuracy(model, tokenizer, pairs: list[tuple[str, str]], labels: list[
 
 def pairs_from_marks(text: str, labels: list[str]) -> list[tuple[str, str]]:
     """(label, text) of every document of a marked text (a labelled run's held-out split)."""
-    from gentext.data.conditions import LABEL_BASE
-
     return [
         (labels[ord(line[0]) - LABEL_BASE], line[1:])
         for line in text.splitlines()

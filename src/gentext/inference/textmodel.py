@@ -25,6 +25,7 @@ from gentext.inference.novelty import novelty
 from gentext.models import model_device
 from gentext.models.spelling import SpellingModel
 from gentext.training.evaluation import evaluate
+from gentext.training.pairs import pair_ids
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +51,9 @@ class TextModel:
         kind = getattr(getattr(model, "config", None), "kind", None)
         self.pairs = kind == "seq2seq"  # generates from a source
         self.captions = kind == "captioner"  # generates from a picture (caption())
-        if self.captions:
-            model.source_end_id = int(tokenizer.encode(SOURCE_END)[0])
+        if self.pairs or self.captions:  # the attention decoder starts from SOURCE_END
+            model.source_end_id = pair_ids(tokenizer)[0]
         if self.pairs:
-            model.source_end_id = int(tokenizer.encode(SOURCE_END)[0])
             tokenizer.condition_ids = [*tokenizer.condition_ids, model.source_end_id]
 
     def set_weights(self, name: str = "auto") -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 from gentext.data.conditions import SOURCE_END, is_reserved, read_pairs
 from gentext.errors import GentextError
-from gentext.training.pairs import cut_pairs, pair_loss
+from gentext.training.pairs import cut_pairs, pair_ids, pair_loss
 
 MAX_PAIRS = 1000  # decoding is one generation per pair: the first this many held-out pairs
 
@@ -44,7 +44,7 @@ def evaluate_pairs(model, pairs: list[tuple[str, str]], beams: int = 4, max_pair
     """Loss per target token on every pair; greedy and beam-search scores on the first `max_pairs`."""
     tok = model.tokenizer
     text = "".join(s + SOURCE_END + t + "\n" for s, t in pairs)
-    ids = (int(tok.encode(SOURCE_END)[0]), int(tok.encode("\n")[0]))
+    ids = pair_ids(tok)
     with model._eval_mode():
         nats, count = pair_loss(model.model, cut_pairs(tok.encode(text), ids[1], ids[0]), *ids, model.device)
     shown = pairs[:max_pairs]

@@ -20,7 +20,7 @@ from gentext.data.conditions import SOURCE_END
 from gentext.data.images import IMAGE_SIZE, load_images, read_captions
 from gentext.data.tokenizers import WordTokenizer
 from gentext.errors import GentextError
-from gentext.training.pairs import train_pairs
+from gentext.training.pairs import pair_ids, train_pairs
 
 HOLD_OUT_EVERY = 10
 
@@ -48,7 +48,7 @@ def captions_data(path: str | Path) -> dict:
 def train_captions(data: dict, model, cfg: TrainConfig, out: Path, device, progress: bool):
     """Train `model` (a CaptionModel) on `data` (captions_data); returns TrainResult."""
     tok, images = data["tokenizer"], data["images"].to(device)
-    ids = (int(tok.encode(SOURCE_END)[0]), int(tok.encode("\n")[0]))
+    ids = pair_ids(tok)
     model.source_end_id = ids[0]
 
     def encoded(split):

@@ -20,12 +20,18 @@ from tqdm import tqdm
 
 from gentext import checkpoint
 from gentext.config import TrainConfig
+from gentext.data.conditions import SOURCE_END
 from gentext.errors import GentextError
 from gentext.training.defaults import DEFAULT_STEPS
 from gentext.training.run import _optimizer
 from gentext.training.trainer import TrainResult, lr_at
 
 Pair = tuple[np.ndarray, np.ndarray]
+
+
+def pair_ids(tokenizer) -> tuple[int, int]:
+    """(SOURCE_END id, END id): the decoder's start token and the newline that ends a target."""
+    return int(tokenizer.encode(SOURCE_END)[0]), int(tokenizer.encode("\n")[0])
 
 
 def cut_pairs(ids, end_id: int, source_end_id: int) -> list[Pair]:
