@@ -38,6 +38,17 @@ def _private_cache(tmp_path_factory):
         os.environ["GENTEXT_CACHE"] = old
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _threads_fixed():
+    """The suite's own process runs at a fixed thread count, as `--threads N` does: tests compare
+    runs bit for bit (resume, batched vs alone), which a count adapting between them would break,
+    and in-process commands then print nothing about a busy machine. The adapting is tested by
+    test_threads.py; the commands the tests start as subprocesses adapt as shipped."""
+    from gentext import threads
+
+    threads.configure(threads.usable_cpus())
+
+
 @pytest.fixture
 def tiny_corpus(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.txt"

@@ -102,7 +102,7 @@ def test_onnx_export_of_an_adaptive_model_gives_the_same_log_probabilities(tmp_p
 
     model = make(tie_weights=True)
     tok = CharTokenizer([chr(ord("a") + i) for i in range(VOCAB)])
-    path = export_onnx(TextModel(model, tok, {"model": vars(model.config)}), tmp_path / "m.onnx")
+    path = export_onnx(TextModel(model, tok, {"model": vars(model.config)}), tmp_path / "m.onnx").path
     ids = np.array([1, 7, 20], dtype=np.int64)
     zeros = np.zeros((2, 3, 12), np.float32)
     out = ort.InferenceSession(str(path)).run(None, {"ids": ids, "h": zeros, "c": zeros})

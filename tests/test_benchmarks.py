@@ -92,3 +92,12 @@ def test_streaming_load_test_compares_both_servers(trained_run):
         cells = [c.strip() for c in row.split("|")]
         assert int(cells[3]) > 0 and float(cells[4].replace(",", "")) > 0  # streams done, tokens/s
         assert cells[8:10] == ["0", "0"]  # no errors, every text as alone
+
+
+def test_contention_benchmark_runs_both_thread_policies_side_by_side():
+    out, rows = run_script("bench_contention.py", "--tiny")
+    assert "usable cores:" in out
+    assert [r.split("|")[1].strip() for r in rows] == ["gentext", "plain"]
+    for row in rows:
+        cells = [c.strip() for c in row.split("|")[2:-1]]
+        assert float(cells[0].replace(",", "")) > 0 and cells[1].count("%") == 2 and cells[3].endswith("%)")

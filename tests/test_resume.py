@@ -30,6 +30,7 @@ def latest_weights(run):
     return {k: v for k, v in tensors.items() if k.startswith(("model.", "optim."))}
 
 
+@pytest.mark.isa  # the default precision is bf16 where the CPU has it, float32 elsewhere
 @pytest.mark.parametrize("kind", ["lstm", "transformer"])
 def test_interrupted_then_resumed_run_is_bitwise_identical(tiny_corpus, tmp_path, kind):
     settings = {**RESUME_SETTINGS, "kind": kind}

@@ -15,6 +15,8 @@ from gentext.models.weights import MATMULS, Int8Matmul, check_format, fast_forma
 
 from .conftest import TINY_SETTINGS, TINY_TEXT
 
+pytestmark = pytest.mark.isa  # CPU features: int8 kernels (VNNI or not), bf16 (AVX-512 BF16 or not)
+
 
 @pytest.mark.parametrize("fmt", ["bf16", "int8"])
 def test_each_format_multiplies_like_float32_within_its_rounding(fmt):

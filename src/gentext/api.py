@@ -40,11 +40,12 @@ from gentext.errors import GentextError
 from gentext.hardware import resolve_device, resolve_precision
 from gentext.inference.textmodel import TextModel
 from gentext.models import build_model, check_kind, fitted_by_counting
+from gentext.threads import configure as configure_threads
 from gentext.training import captions, distributed, finetune, trainer
 from gentext.training.defaults import auto_dropout
 from gentext.training.evaluation import evaluate
 from gentext.training.pairs import cut_pairs, pair_ids, train_pairs
-from gentext.training.records import PLOT
+from gentext.training.records import PLOT, tensorboard_writer
 from gentext.training.run import FINAL_EVAL_TOKENS
 from gentext.training.train_state import TRAIN_STATE
 
@@ -123,6 +124,8 @@ def _new_configs(paths, corpus, tokenizer, model, train, overrides):
     tok_cfg = dataclasses.replace(tokenizer or TokenizerConfig(), **routed[TokenizerConfig])
     model_cfg = dataclasses.replace(model or ModelConfig(), **routed[ModelConfig])
     train_cfg = dataclasses.replace(train or TrainConfig(), **routed[TrainConfig])
+    kind_given = "kind" in routed[ModelConfig] or (model is not None and model.kind != ModelConfig.kind)
+    _kind_for_condition(corpus_cfg.condition, model_cfg, kind_given)
     origin = None
     if train_cfg.init_from:
         if routed[TokenizerConfig]:
@@ -134,15 +137,28 @@ def _new_configs(paths, corpus, tokenizer, model, train, overrides):
     return corpus_cfg, tok_cfg, model_cfg, train_cfg, origin
 
 
+CONDITION_KINDS = {"source": "seq2seq", "image": "captioner"}  # conditions only one kind can take
+
+
+def _kind_for_condition(condition: str, model_cfg: ModelConfig, kind_given: bool) -> None:
+    """Where only one kind takes a condition, the condition picks it; a kind that cannot take the
+    condition (or needs one that is missing) is refused, naming what to type instead."""
+    needed = CONDITION_KINDS.get(condition)
+    if needed and not kind_given:
+        model_cfg.kind = needed
+    elif needed and model_cfg.kind != needed:
+        raise GentextError(f"--condition {condition} trains --model {needed} only; drop --model {model_cfg.kind}")
+    for cond, kind in CONDITION_KINDS.items():
+        if model_cfg.kind == kind and condition != cond:
+            shape = "source<TAB>target lines" if cond == "source" else "picture<TAB>caption lines or a folder"
+            raise GentextError(f"--model {kind} needs --condition {cond} ({shape}); add --condition {cond}")
+
+
 def _prepare_data(corpus_cfg, tok_cfg, model_cfg, train_cfg, tok, progress: bool, origin=None):
     """Read and tokenize the corpus (fitting the tokenizer unless `tok` is given; growing the
     vocabulary of `origin`, a run being fine-tuned); check that the model can train on it before
     anything is written."""
     check_kind(model_cfg.kind)  # an unknown --model fails before the corpus is read
-    if (model_cfg.kind == "seq2seq") != (corpus_cfg.condition == "source"):
-        raise GentextError(
-            "--model seq2seq trains on pairs and pairs need it: use both --model seq2seq and --condition source"
-        )
     source = open_corpus(corpus_cfg)
     fit = None if tok is not None else (lambda pieces: fit_tokenizer(tok_cfg, pieces))
     if origin is not None:
@@ -182,6 +198,7 @@ def train(
     resume: bool = False,
     progress: bool = False,
     on_eval: Callable[[int, float | None, TextModel], None] | None = None,
+    threads: int | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Train a model on text and write a run directory to `out`; returns a summary dict.
@@ -190,8 +207,10 @@ def train(
     `model` is a ModelConfig or, as the CLI's --model, the kind's name.
     With no `paths` the built-in corpus is used. Nothing in `out` is touched until the input is valid.
     `resume=True` continues the run in `out` exactly where its last checkpoint left it; only the
-    stopping settings (`steps`, `epochs`, `time_limit`, ...) may be given then.
+    stopping settings (`steps`, `epochs`, `time_limit`, ...) may be given then. `threads` as
+    RuntimeConfig.threads (default: chosen and adapted, gentext/threads.py).
     """
+    configure_threads(threads)
     if isinstance(model, str):  # `model="markov"`, as the CLI's --model
         model, overrides = None, {**overrides, "kind": model}
     out = Path(out)
@@ -211,6 +230,8 @@ def train(
         cfg.validate()
     device = resolve_device(train_cfg.device)
     resolve_precision(train_cfg.precision, device)  # a precision this machine lacks fails before any write
+    if train_cfg.tensorboard:
+        tensorboard_writer()  # ... and so does a missing package
     source, tok, data = _prepare_data(corpus_cfg, tok_cfg, model_cfg, train_cfg, tok, progress, origin)
     torch.manual_seed(train_cfg.seed)
     net = build_model(model_cfg)
@@ -318,6 +339,8 @@ def _summary(result: trainer.TrainResult, net, tok, data, out: Path) -> dict[str
         "tokens_per_second": round(result.tokens_per_second, 1),
         "best_step": result.best_step,
         "stopped_early": result.stopped_early,
+        "resumed_at": result.resumed_at,
+        "session_seconds": round(result.session_seconds, 2),
         "parameters": net.num_parameters(),
         "fitted_by_counting": fitted_by_counting(net),
         "out": str(out),
@@ -358,9 +381,13 @@ def _fit_by_counting(net, train_ids: np.ndarray, val_ids: np.ndarray | None, out
     )
 
 
-def load(run_dir: str | Path, device: str = LoadConfig.device, weights: str = LoadConfig.weights) -> TextModel:
+def load(
+    run_dir: str | Path, device: str = LoadConfig.device, weights: str = LoadConfig.weights, threads: int | None = None
+) -> TextModel:
     """Load a run directory (weights from safetensors, config and vocabulary from JSON).
-    `weights` is the generation step's format (LoadConfig.weights, TextModel.set_weights)."""
+    `weights` is the generation step's format (LoadConfig.weights, TextModel.set_weights);
+    `threads` as RuntimeConfig.threads."""
+    configure_threads(threads)
     LoadConfig(device=device, weights=weights).validate()
     run = checkpoint.load_run(run_dir, resolve_device(device))
     model = TextModel(run.model, run.tokenizer, run.config, run.run_dir)

@@ -141,7 +141,7 @@ class ModelConfig:
     dropout: float | None = opt(
         None,
         "dropout on embeddings, between layers and before the output (not given: chosen from how many times "
-        "the run will read the corpus, 0 to 0.5; training/defaults.py)",
+        "the run will read the corpus, 0 to 0.4; training/defaults.py)",
     )
     tie_weights: bool = opt(False, "share embedding and output weights (needs --embed-size = --hidden-size)")
     order: int = opt(6, "markov: n-gram order (context + 1)")
@@ -251,6 +251,27 @@ class TrainConfig:
 
 
 WEIGHT_FORMATS = ("auto", "fp32", "bf16", "int8")
+SAMPLE_CAPS = {  # upper bounds of SampleConfig's integer and scale fields
+    "max_new_tokens": 1_000_000,
+    "temperature": 1e4,
+    "top_k": 2**31 - 1,
+    "repetition_penalty": 1e4,
+    "no_repeat_ngram_size": 1024,
+    "num_beams": 64,
+    "num_samples": 4096,
+}
+MAX_STOPS, MAX_STOP_CHARS = 16, 256
+
+
+@dataclass
+class RuntimeConfig:
+    """How this process uses the machine (every command; not saved in a run)."""
+
+    threads: int | None = opt(
+        None,
+        "CPU threads (not given: the cores this process may use, fewer while other processes keep some busy, "
+        "re-checked every few seconds; OMP_NUM_THREADS also fixes it; gentext/threads.py)",
+    )
 
 
 @dataclass
@@ -261,7 +282,8 @@ class LoadConfig:
     weights: str = opt(
         "auto",
         "generation step's weights: fp32, bf16 (native on AVX-512 BF16/AMX CPUs and GPUs), int8 (any x86 CPU), "
-        "or auto (the fastest native one within 0.01 nats/token of fp32, measured at load)",
+        "or auto (the fastest native one within 0.01 nats/token of fp32, measured at load); eval, score and "
+        "compare measure fp32 unless a format is given, and then measure that format",
     )
 
     def validate(self) -> LoadConfig:
@@ -290,6 +312,12 @@ class SampleConfig:
     seed: int | None = opt(None, "same seed, same text")
 
     def validate(self) -> None:
+        """Every field bounded: the CLI, the API and the server (a 422 quoting this) refuse alike.
+        The upper bounds are far past any use; they keep a request from asking for the impossible."""
+        _check(self.seed is None or 0 <= self.seed < 2**63, f"--seed must be in 0..2**63-1, got {self.seed}")
+        for name, most in SAMPLE_CAPS.items():
+            value = getattr(self, name)
+            _check(value <= most, f"{flag_of(SampleConfig, name)} must be <= {most:,}, got {value}")
         _check(self.max_new_tokens >= 0, f"--max-new-tokens must be >= 0, got {self.max_new_tokens}")
         _check(
             self.temperature >= 0 and math.isfinite(self.temperature),
@@ -304,7 +332,18 @@ class SampleConfig:
         )
         _check(self.no_repeat_ngram_size >= 0, f"--no-repeat-ngram-size must be >= 0, got {self.no_repeat_ngram_size}")
         _check(all(isinstance(s, str) and s for s in self.stop), "--stop strings must be non-empty")
-        _check(self.max_time is None or self.max_time > 0, f"--max-time must be positive, got {self.max_time}")
+        _check(
+            len(self.stop) <= MAX_STOPS and all(len(s) <= MAX_STOP_CHARS for s in self.stop),
+            f"--stop: at most {MAX_STOPS} strings of at most {MAX_STOP_CHARS} characters",
+        )
+        _check(
+            self.max_time is None or 0 < self.max_time < math.inf,
+            f"--max-time must be a positive number, got {self.max_time}",
+        )
+        _check(
+            math.isfinite(self.length_penalty) and abs(self.length_penalty) <= 10,
+            f"--length-penalty must be in [-10, 10], got {self.length_penalty}",
+        )
         _check(self.num_beams >= 0, f"--num-beams must be >= 0, got {self.num_beams}")
         _check(self.num_samples > 0, f"--num-samples must be positive, got {self.num_samples}")
         if self.num_beams:

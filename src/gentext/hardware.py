@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import torch
@@ -18,22 +19,56 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _cpu_flags() -> str:
+def _cpu_flags() -> set[str]:
     try:
-        return Path("/proc/cpuinfo").read_text()
+        return set(Path("/proc/cpuinfo").read_text().split())
     except OSError:
-        return ""
+        return set()
+
+
+# oneDNN's ISA names in rising order (ONEDNN_MAX_CPU_ISA / DNNL_MAX_CPU_ISA): a cap below the one a
+# dtype needs makes oneDNN refuse or emulate that dtype, whatever /proc/cpuinfo says.
+ONEDNN_ISAS = (
+    "SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI", "AVX512_CORE_BF16",
+    "AVX10_1_512", "AVX512_CORE_FP16", "AVX10_1_512_AMX", "AVX512_CORE_AMX", "AVX10_1_512_AMX_FP16",
+    "AVX512_CORE_AMX_FP16",
+)  # fmt: skip
+NEEDS = {  # dtype: (CPU flags, any of which does it natively; the lowest oneDNN ISA that uses them)
+    torch.bfloat16: (("avx512_bf16", "amx_bf16"), "AVX512_CORE_BF16"),
+    torch.float16: (("avx512_fp16", "amx_fp16"), "AVX10_1_512"),
+}
+CAPS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "FBGEMM_ENABLE_INSTRUCTIONS")
+
+
+def _capped_below(isa: str) -> bool:
+    """Do the environment's caps hold the libraries below `isa`? (ATen's avx2/default cap counts:
+    a developer who set it wants to see what an AVX2 CPU does.)"""
+    onednn = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    if onednn in ONEDNN_ISAS and ONEDNN_ISAS.index(onednn) < ONEDNN_ISAS.index(isa):
+        return True
+    return os.environ.get("ATEN_CPU_CAPABILITY", "").lower() in ("default", "avx", "avx2")
 
 
 def cpu_native(dtype: torch.dtype) -> bool:
-    """Does this CPU multiply in `dtype` natively? Emulated bf16/fp16 matmuls are ~100x slower
-    than float32, so neither "auto" nor an explicit flag may pick them on such a CPU."""
+    """Does this CPU multiply in `dtype` natively, as the libraries are allowed to use it? Emulated
+    bf16/fp16 matmuls are ~100x slower than float32 (and oneDNN has no emulated bf16 LSTM at
+    all), so neither "auto" nor an explicit flag may pick them on such a CPU."""
+    if dtype not in NEEDS:
+        return True
+    flags, isa = NEEDS[dtype]
+    return any(f in _cpu_flags() for f in flags) and not _capped_below(isa)
+
+
+def cpu_report() -> dict[str, object]:
+    """The CPU features gentext's choices depend on, and the caps in force (for `gentext doctor`)."""
     flags = _cpu_flags()
-    if dtype == torch.bfloat16:
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-    if dtype == torch.float16:
-        return "avx512_fp16" in flags or "amx_fp16" in flags
-    return True
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")
+    return {
+        "features": [f for f in wanted if f in flags],
+        "caps": {name: os.environ[name] for name in CAPS if os.environ.get(name)},
+        "native_bf16": cpu_native(torch.bfloat16),
+        "native_fp16": cpu_native(torch.float16),
+    }
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:

@@ -10,6 +10,8 @@ from gentext.config import LoadConfig
 from gentext.data.corpus import read_text
 from gentext.errors import GentextError
 
+MEASURE_DEFAULTS = {"weights": "fp32"}  # a measurement reproduces training's figures unless a format is asked for
+
 
 def cmd_eval(args: argparse.Namespace) -> int:
     model = load_run(args, args.run, weights="fp32")  # as score: fp32 unless --weights is typed
@@ -136,7 +138,7 @@ def register(sub) -> None:
     p.add_argument("--sample-tokens", type=int, default=500, help="tokens per novelty sample")
     p.add_argument("--span", type=int, default=20, help="novelty window in characters")
     p.add_argument("--seed", type=int, default=0)
-    add_options(p, LoadConfig)
+    add_options(p, LoadConfig, defaults=MEASURE_DEFAULTS)
     p.add_argument("--unknown", **UNKNOWN_FLAG)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
@@ -146,6 +148,6 @@ def register(sub) -> None:
     p.add_argument("--data", help="held-out text (default: the first run's validation split)")
     p.add_argument("--sample-tokens", type=int, default=80)
     p.add_argument("--unknown", **UNKNOWN_FLAG)
-    add_options(p, LoadConfig)
+    add_options(p, LoadConfig, defaults=MEASURE_DEFAULTS)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare)

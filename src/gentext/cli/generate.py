@@ -218,6 +218,6 @@ def register(sub) -> None:
     p.add_argument("--file", help="score the text of this file instead")
     p.add_argument("--unknown", **UNKNOWN_FLAG)
     p.add_argument("--label", help="score the text as generated from this label (a labelled run)")
-    add_options(p, LoadConfig)
+    add_options(p, LoadConfig, defaults={"weights": "fp32"})  # score reproduces training's numbers
     p.add_argument("--json", action="store_true", help="with per-token values")
     p.set_defaults(func=cmd_score)

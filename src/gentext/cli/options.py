@@ -62,13 +62,17 @@ def _argparse_type(parse):
     return convert
 
 
-def add_options(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """One flag per option field of `cls` (help shows the dataclass default)."""
+def add_options(
+    parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = (), defaults: dict[str, Any] | None = None
+) -> None:
+    """One flag per option field of `cls` (help shows the dataclass default, or the command's own
+    from `defaults`, which the command must then apply itself)."""
     hints = typing.get_type_hints(cls)
     for field in _options(cls):
         if field.name in skip:
             continue
         default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+        default = (defaults or {}).get(field.name, default)
         help_text = (
             f"{field.metadata['help']} [{default}]" if default not in (None, [], False) else field.metadata["help"]
         )
@@ -109,4 +113,9 @@ def load_run(args: argparse.Namespace, run: str, **defaults: Any):
     from gentext import api
     from gentext.config import LoadConfig
 
-    return api.load(run, **{**defaults, **given(args, LoadConfig)})
+    try:
+        return api.load(run, **{**defaults, **given(args, LoadConfig)})
+    except GentextError as exc:
+        if str(run) in str(exc):
+            raise
+        raise GentextError(f"{run}: {exc}") from None  # with several runs, say which one

@@ -156,9 +156,14 @@ def _summary_line(summary: dict[str, Any]) -> str:
             f"fitted by counting {summary['tokens']:,} tokens in {summary['seconds']:.1f}s; "
             f"val {val}; run saved to {summary['out']}"
         )
+    done = f"trained {summary['steps']} steps ({summary['tokens']:,} tokens) in {summary['seconds']:.0f}s"
+    if summary.get("resumed_at") is not None:  # this session's part, then the whole run's
+        done = (
+            f"resumed at step {summary['resumed_at']}: trained {summary['steps'] - summary['resumed_at']} more "
+            f"steps in {summary['session_seconds']:.0f}s ({summary['steps']} steps, {summary['seconds']:.0f}s in all)"
+        )
     line = (
-        f"trained {summary['steps']} steps ({summary['tokens']:,} tokens) in {summary['seconds']:.0f}s "
-        f"at {summary['tokens_per_second']:,.0f} tokens/s; final validation {summary['eval_seconds']:.0f}s; "
+        f"{done} at {summary['tokens_per_second']:,.0f} tokens/s; final validation {summary['eval_seconds']:.0f}s; "
         f"best val {val}; run saved to {summary['out']}"
     )
     origin = summary.get("init_from")

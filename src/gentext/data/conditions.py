@@ -52,6 +52,22 @@ def split_line(line: str, condition: str = "label") -> tuple[str, str]:
     return parts[0].strip(), text
 
 
+def check_columns(files: list[str], condition: str) -> None:
+    """Every non-blank line of a label or pair file has its TAB: checked file by file before any
+    training, so the error can name the file and the line (the readers later see joined pieces;
+    bad UTF-8 is theirs to report, with its byte offset)."""
+    for name in files:
+        if name == "-":
+            continue
+        with open(name, encoding="utf-8", errors="replace") as handle:
+            for number, line in enumerate(handle, 1):
+                if line.strip():
+                    try:
+                        split_line(line.rstrip("\n"), condition)
+                    except GentextError as exc:
+                        raise GentextError(f"{name}, line {number}: {exc}") from None
+
+
 def labelled_documents(text: str, labels: dict[str, int]) -> str:
     """Lines of `label<TAB>text` -> one document per line, each led by its label's mark. New labels
     are added to `labels` (label -> index) in the order they appear; lines with no text are skipped."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gentext.config import CorpusConfig
 from gentext.data import generated
-from gentext.data.conditions import csv_as_tsv, labelled_documents, paired_documents
+from gentext.data.conditions import check_columns, csv_as_tsv, labelled_documents, paired_documents
 from gentext.data.download import NAMED_CORPORA, fetch_corpus
 from gentext.errors import GentextError
 
@@ -181,6 +181,8 @@ def open_corpus(config: CorpusConfig) -> CorpusSource:
 
     def from_files(paths: list[str], glob: str) -> Callable[[], Iterator[str]]:
         files = find_files(paths, glob)
+        if config.condition in ("label", "source") and not config.label_column:
+            check_columns(files, config.condition)
         stdin = sys.stdin.buffer.read() if "-" in files else None  # read once, passed over many times
         return lambda: at_newlines(_raw_chunks(files, config.encoding_errors, stdin))
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from gentext import threads
 from gentext.config import SampleConfig
 from gentext.inference import sampling
 from gentext.inference.generation import SampleTexts, suppressed
@@ -95,6 +96,7 @@ class BatchEngine:
                 try:
                     self._admit()
                     if self.jobs:
+                        threads.tick()
                         self._step()
                 except Exception as exc:  # noqa: BLE001 -- every job in the batch hears of it; the loop goes on
                     logger.exception("batched generation failed")

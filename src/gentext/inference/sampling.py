@@ -27,6 +27,7 @@ from collections.abc import Iterator
 
 import torch
 
+from gentext import threads
 from gentext.config import SampleConfig
 from gentext.models import model_device
 
@@ -204,6 +205,7 @@ def generate_ids(
         history = initial_history(seed, config, batch, logits.device)  # (B, L) or None
     warned = False
     for step in range(config.max_new_tokens):
+        threads.tick()
         with torch.inference_mode():  # per step, never across the yield (see the module docstring)
             processed = process_logits(logits, config, history, suppress)
             next_ids = choose_next(processed, config.temperature, generator)  # (B,)
@@ -242,6 +244,7 @@ def beam_search(
         finished: list[tuple[float, list[int]]] = []
         prompt = torch.tensor(prompt_ids, dtype=torch.long, device=device)
         for step in range(config.max_new_tokens):
+            threads.tick()
             history = torch.cat([prompt[None].expand(seqs.shape[0], -1), seqs], dim=1)
             logits = apply_constraints(logits, config, history, suppress)
             candidates = scores[:, None] + torch.log_softmax(logits, dim=-1)  # (K, V)

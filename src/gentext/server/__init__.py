@@ -383,9 +383,10 @@ def serve(
     except ImportError:
         raise GentextError("gentext serve needs FastAPI and uvicorn: pip install 'gentext[serve]'") from None
     from gentext.api import load as load_run
+    from gentext.checkpoint import run_names
 
     if not api_key and not _is_loopback(host):
         logger.warning("serving on %s without an API key: anyone who reaches it can use it (set --api-key)", host)
-    models = {Path(run).name or run: load_run(run, **(load or {})) for run in runs}
+    models = {name: load_run(run, **(load or {})) for name, run in zip(run_names(runs), runs, strict=True)}
     app = create_app(models, limits, api_key=api_key, cors_origins=cors_origins, batching=batching)
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -51,9 +51,12 @@ def planned_passes(train_tokens: int, model: ModelConfig, train: TrainConfig) ->
     return train.time_limit * speed / max(train_tokens, 1)
 
 
+MAX_DROPOUT = 0.4  # the help of --dropout and the README say this number
+
+
 def auto_dropout(train_tokens: int, model: ModelConfig, train: TrainConfig) -> float:
     passes = planned_passes(train_tokens, model, train)
-    dropout = round(min(max(0.07 * math.log2(max(passes, 1e-9) / 2), 0.0), 0.4), 2)
+    dropout = round(min(max(0.07 * math.log2(max(passes, 1e-9) / 2), 0.0), MAX_DROPOUT), 2)
     logger.info(
         "dropout %.2f: the run will read its %s training tokens about %.3g times (--dropout sets it)",
         dropout,

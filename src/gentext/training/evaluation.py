@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from gentext import threads
+
 ROW_TOKENS = 8192
 SAMPLE_ROW, SAMPLE_WARM = 1024, 256  # evaluate_sample's rows: scored tokens, and unscored warm-up before them
 
@@ -28,6 +30,7 @@ def _score_rows(
     for start in range(0, warm + length, seq_len):
         end = min(start + seq_len, warm + length)
         x, y = block[:, start:end], block[:, start + 1 : end + 1]
+        threads.tick()
         logp, state = model(x, state, targets=y)  # (rows, T): no full distributions needed
         total -= logp[:, max(warm - start, 0) :].double().sum().item()
     return total

@@ -38,6 +38,16 @@ def plot_losses(run_dir: Path) -> None:
     plt.close(fig)
 
 
+def tensorboard_writer():
+    """TensorBoard's SummaryWriter class, or a one-line error naming the package (checked before a
+    run writes anything, so a missing package leaves no half-made run folder)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise GentextError("--tensorboard needs the tensorboard package: pip install 'gentext[tensorboard]'") from None
+    return SummaryWriter
+
+
 class Recorder:
     """Appends metrics, keeps the plot current, mirrors scalars to TensorBoard when asked."""
 
@@ -46,11 +56,7 @@ class Recorder:
         self.plot = plot
         self.writer = None
         if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise GentextError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
-            self.writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+            self.writer = tensorboard_writer()(log_dir=str(self.run_dir / "tensorboard"))
 
     def log(self, record: dict[str, Any]) -> None:
         checkpoint.append_metrics(self.run_dir, record)

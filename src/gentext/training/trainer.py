@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from gentext import checkpoint
+from gentext import checkpoint, threads
 from gentext.config import TrainConfig
 from gentext.errors import GentextError
 from gentext.training import distributed
@@ -65,6 +65,10 @@ class TrainResult:
     stopped_early: bool
     val_tokens: int = 0  # tokens the final validation predicted
     eval_seconds: float = 0.0  # the final validation's time (outside --time-limit)
+    # A resumed run: steps, tokens and seconds above are the whole run's; these are this session's
+    # (tokens_per_second is always this session's rate).
+    resumed_at: int | None = None
+    session_seconds: float = 0.0
 
 
 def lr_at(step: int, progress: float, config: TrainConfig) -> float:
@@ -138,6 +142,7 @@ def train(
         dynamic_ncols=True,
         leave=False,
     )
+    resumed_at, elapsed_before = (run.prog.step if resume else None), run.prog.elapsed
     try:
         stopped_early, seconds = _loop(run, bar, on_eval)
         eval_start = time.perf_counter()
@@ -150,7 +155,7 @@ def train(
     return TrainResult(
         steps=prog.step,
         tokens=prog.tokens,
-        seconds=seconds,
+        seconds=elapsed_before + seconds,
         train_loss=sum(run.recent) / len(run.recent) if run.recent else math.nan,
         val_loss=final_val,
         best_step=prog.best_step,
@@ -158,6 +163,8 @@ def train(
         stopped_early=stopped_early,
         val_tokens=val_count,
         eval_seconds=eval_seconds,
+        resumed_at=resumed_at,
+        session_seconds=seconds,
     )
 
 
@@ -185,6 +192,7 @@ def _loop(run: Run, bar, on_eval) -> tuple[bool, float]:
             if run.last_eval_step == prog.step and config.patience and prog.evals_since_best >= config.patience:
                 stopped_early = True
                 break
+            threads.tick()
             loss = run.step(lr)
             if loss is None:
                 continue

@@ -1,0 +1,131 @@
+"""Threads chosen from the cores this process may use and given back to other work; CPU caps honoured."""
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+
+from gentext import hardware, threads
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    """A process that has not chosen its threads yet (restored afterwards)."""
+    monkeypatch.setattr(threads, "_governor", None)
+    for name in threads.FIXING_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_usable_cores_come_from_the_affinity_mask_and_the_cgroup_quota(monkeypatch):
+    monkeypatch.setattr(threads, "_affinity", lambda: {0, 1, 2, 3})
+    monkeypatch.setattr(threads, "_cgroup_cpus", lambda: None)
+    assert threads.usable_cpus() == 4
+    monkeypatch.setattr(threads, "_cgroup_cpus", lambda: 1.5)  # a quota of 1.5 cores
+    assert threads.usable_cpus() == 2
+    monkeypatch.setattr(threads, "_cgroup_cpus", lambda: 0.2)
+    assert threads.usable_cpus() == 1
+
+
+def test_the_cores_others_take_are_left_to_them_and_at_least_one_is_kept(monkeypatch):
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 4)
+    governor = threads.Governor()
+    assert [governor.choose(others) for others in (0.0, 0.5, 0.7, 1.9, 3.5, 9.0)] == [4, 4, 3, 2, 1, 1]
+
+
+def test_other_processes_cpu_time_is_measured_without_our_own(monkeypatch):
+    samples = iter([(1000, 2000), (1000 + 150, 2000 + 200)])  # 1.5 s busy of 2 s on the usable cores
+    monkeypatch.setattr(threads, "_busy_jiffies", lambda cpus: next(samples))
+    own = iter([10.0, 10.5])  # of which half a second was ours
+    monkeypatch.setattr(threads, "_own_cpu_seconds", lambda: next(own))
+    clock = iter([100.0, 101.0])
+    monkeypatch.setattr(threads.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(threads, "_start", None)
+    governor = threads.Governor()
+    governor.hz = 100
+    assert governor.others() == pytest.approx(1.0)
+
+
+def test_a_busy_machine_is_said_once_and_the_count_adapts(fresh, monkeypatch, caplog):
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(threads.Governor, "others", lambda self: 1.8)
+    with caplog.at_level(logging.WARNING):
+        governor = threads.configure()
+        threads.configure()  # a second command in the same process: no second line
+    assert governor.target == 1 and torch.get_num_threads() == 1
+    busy = [r for r in caplog.records if "other processes are using" in r.getMessage()]
+    assert len(busy) == 1 and "--threads N" in busy[0].getMessage()
+    monkeypatch.setattr(threads.Governor, "others", lambda self: 0.0)  # the other work ended
+    governor.last = (0.0, *governor.last[1:])  # due for a new look
+    threads.tick()
+    assert governor.target == 2 and torch.get_num_threads() == 2
+
+
+def test_threads_flag_and_environment_fix_the_count(fresh, monkeypatch):
+    monkeypatch.setattr(threads.Governor, "others", lambda self: 5.0)  # would otherwise go down to 1
+    assert threads.configure(2).target == 2 and threads.configure(2).fixed == 2
+    monkeypatch.setattr(threads, "_governor", None)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    governor = threads.configure()
+    governor.last = (0.0, *governor.last[1:])
+    threads.tick()
+    assert governor.target == 2 and torch.get_num_threads() == 2
+
+
+def test_each_thread_gets_the_count_where_it_runs(fresh):
+    governor = threads.configure(1)
+    seen = []
+    worker = threading.Thread(target=lambda: (threads.tick(), seen.append(torch.get_num_threads())))
+    worker.start()
+    worker.join()
+    assert seen == [1] and governor.local.applied == 1
+
+
+def test_bad_thread_counts_are_one_line_errors(capsys):
+    from gentext.cli import main
+
+    assert main(["info", "nowhere", "--threads", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --threads must be at least 1, got 0"
+
+
+def test_idle_openmp_workers_spin_briefly_unless_the_user_chose(tmp_path):
+    code = "import os, gentext; print(os.environ['GOMP_SPINCOUNT'], os.environ['KMP_BLOCKTIME'])"
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.split() == ["10000", "1"]
+    env["GOMP_SPINCOUNT"] = "777"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.split()[0] == "777"
+
+
+@pytest.mark.parametrize(
+    "env, native",
+    [
+        ({}, True),
+        ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, False),
+        ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}, False),
+        ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}, True),
+        ({"DNNL_MAX_CPU_ISA": "avx2"}, False),
+        ({"ATEN_CPU_CAPABILITY": "avx2"}, False),
+    ],
+)
+def test_native_bf16_needs_the_cpu_feature_and_no_cap_below_it(monkeypatch, env, native):
+    monkeypatch.setattr(hardware, "_cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    for name in hardware.CAPS:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert hardware.cpu_native(torch.bfloat16) is native
+    assert hardware.resolve_precision("auto", torch.device("cpu")) == (torch.bfloat16 if native else None)
+
+
+def test_an_avx2_cpu_has_no_native_bf16(monkeypatch):
+    monkeypatch.setattr(hardware, "_cpu_flags", lambda: {"avx2", "fma"})
+    assert not hardware.cpu_native(torch.bfloat16) and not hardware.cpu_native(torch.float16)
+    assert hardware.cpu_native(torch.float32)
