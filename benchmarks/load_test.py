@@ -168,13 +168,15 @@ def streaming(run: str, client_counts: list[int], seconds: float, tokens: int, w
     most = str(max(client_counts))
     print(
         f"streaming, {tokens} new tokens per request, {seconds:g} s per row; both servers: --max-concurrency {most} "
+        f"(batch rows and worker threads as many) "
         f"--weights {weights} (took {model.weights})"
     )
     print("| server | clients | streams | tokens/s | TTFT p50 ms | TTFT p99 ms | inter-token p99 ms | errors "
           "| texts differing |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, flags in (("thread per request", ["--no-batching"]), ("continuous batching", [])):
-        server, port = start_server(run, "--max-concurrency", most, "--max-queue", most, "--weights", weights, *flags)
+        limits = ["--max-concurrency", most, "--max-queue", most, "--max-batch-rows", most, "--worker-threads", most]
+        server, port = start_server(run, *limits, "--weights", weights, *flags)
         try:
             for clients in client_counts:
                 r = stream_clients(port, clients, seconds, tokens, expected)

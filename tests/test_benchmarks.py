@@ -101,3 +101,11 @@ def test_contention_benchmark_runs_both_thread_policies_side_by_side():
     for row in rows:
         cells = [c.strip() for c in row.split("|")[2:-1]]
         assert float(cells[0].replace(",", "")) > 0 and cells[1].count("%") == 2 and cells[3].endswith("%)")
+
+
+def test_hostile_load_refuses_every_hostile_request_and_keeps_good_streams(trained_run):
+    out, rows = run_script("hostile_load.py", str(trained_run), "--streams", "3", "--rounds", "1", "--tokens", "10")
+    assert len(rows) >= 15 and all(r.split("|")[3].strip().startswith("{4") for r in rows)
+    assert "not a 4xx within 1 s: 0" in out
+    assert "good streams completed: 3/3, differing from alone: 0" in out
+    assert "/healthz during the load: {200:" in out and out.strip().endswith("}")

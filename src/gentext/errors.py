@@ -5,3 +5,9 @@ class GentextError(Exception):
     """Bad input or usage. The message is one line that says what to do."""
 
     exit_code = 2
+
+
+def error_text(exc: BaseException) -> str:
+    """What a client is told of a failure: a GentextError's message (bad input, said how to fix),
+    else only the exception's type (a bug: its details stay in the server's log)."""
+    return str(exc) if isinstance(exc, GentextError) else f"internal error: {type(exc).__name__}"

@@ -23,6 +23,7 @@ from gentext.config import LoadConfig, RuntimeConfig
 from gentext.data.corpus import BUILTIN_CORPORA
 from gentext.data.download import NAMED_CORPORA, cache_dir
 from gentext.errors import GentextError
+from gentext.server.requests import ServerLimits
 from gentext.threads import configure as configure_threads
 from gentext.training.trainer import TrainingInterrupted
 
@@ -88,16 +89,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from gentext.server import ServerLimits, serve
+    from gentext.server import serve
 
-    limits = ServerLimits(
-        max_prompt_chars=args.max_prompt_chars,
-        max_new_tokens=args.max_new_tokens_limit,
-        max_num_samples=args.max_num_samples,
-        max_concurrency=args.max_concurrency or (2 if args.no_batching else 32),
-        max_queue=args.max_queue,
-        request_timeout=args.request_timeout,
-    )
+    limits = ServerLimits(**given(args, ServerLimits)).validate()
     api_key = args.api_key or os.environ.get("GENTEXT_API_KEY") or None
     serve(
         args.runs,
@@ -200,26 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="run directories, loaded once at start")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-prompt-chars", type=int, default=4000)
-    p.add_argument("--max-new-tokens-limit", type=int, default=1000)
-    p.add_argument("--max-num-samples", type=int, default=16)
-    p.add_argument(
-        "--max-concurrency",
-        type=int,
-        help="rows of the shared batch [32]; with --no-batching, generations running at once [2]",
-    )
     p.add_argument(
         "--no-batching",
         action="store_true",
-        help="one thread per generation instead of one batched step for all (continuous batching)",
+        help="one thread per generation (--worker-threads of them) instead of one batched step for all",
     )
-    p.add_argument("--max-queue", type=int, default=8, help="requests waiting; more get 503 at once")
-    p.add_argument("--request-timeout", type=float, default=60.0, help="seconds of generation per request")
     p.add_argument(
         "--api-key", help="require 'Authorization: Bearer KEY' on every endpoint but /healthz (or GENTEXT_API_KEY)"
     )
     p.add_argument("--cors-origin", action="append", default=[], help="allow browser requests from this origin")
     add_options(p, LoadConfig)
+    add_options(p, ServerLimits)  # gentext.server.requests imports no web framework until used
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", help="write the single-step network as ONNX (state in, logits and state out)")

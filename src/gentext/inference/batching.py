@@ -30,6 +30,7 @@ import torch
 
 from gentext import threads
 from gentext.config import SampleConfig
+from gentext.errors import error_text
 from gentext.inference import sampling
 from gentext.inference.generation import SampleTexts, suppressed
 from gentext.models import State, model_device
@@ -47,10 +48,19 @@ class Job:
     history: torch.Tensor | None = None
     steps: int = 0
     cancelled: threading.Event = field(default_factory=threading.Event)
+    ended: bool = False
 
     @property
     def rows(self) -> int:
         return self.config.num_samples
+
+    def end(self, kind: str = "done", value: object = None) -> None:
+        """Tell the job's owner how it ended, exactly once, whatever path gets here first: the
+        owner frees its request slot on this call, so a second call would free a slot twice and a
+        missing one would leak it."""
+        if not self.ended:
+            self.ended = True
+            self.emit(kind, value)
 
 
 def supports(textmodel, config: SampleConfig) -> bool:
@@ -71,6 +81,7 @@ class BatchEngine:
         self.logits: torch.Tensor | None = None  # (rows, V): the next token's logits of every row
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
+        self.rows_last_step = self.most_rows = 0  # rows of the last step and the most at once (metrics, tests)
 
     def submit(self, prompt_ids: list[int], config: SampleConfig, emit, start: bool = True) -> Job:
         """Queue a generation; with `start` the engine's thread runs it (else `run_until_idle`)."""
@@ -98,10 +109,10 @@ class BatchEngine:
                     if self.jobs:
                         threads.tick()
                         self._step()
-                except Exception as exc:  # noqa: BLE001 -- every job in the batch hears of it; the loop goes on
+                except Exception as exc:  # noqa: BLE001 -- the shared network call failed: every job hears of it
                     logger.exception("batched generation failed")
                     for job in self.jobs:
-                        job.emit("error", f"internal error: {type(exc).__name__}")
+                        job.end("error", error_text(exc))
                     self.jobs, self.state, self.logits = [], None, None
 
     def run_until_idle(self) -> None:
@@ -127,7 +138,7 @@ class BatchEngine:
             job = self.waiting.pop(0)
             if job.cancelled.is_set() or job.config.max_new_tokens == 0:  # nothing to generate: it ends here
                 job.emit("text", [""] * job.rows)
-                job.emit("done", None)
+                job.end()
                 continue
             admitted.append(job)
             used += job.rows
@@ -135,18 +146,37 @@ class BatchEngine:
         for job in admitted:
             by_length.setdefault(len(job.prompt_ids), []).append(job)
         for group in by_length.values():
-            logits, state = self._prime(group)
+            group = self._ready(group)
+            if not group:
+                continue
+            try:
+                logits, state = self._prime(group)
+            except Exception as exc:  # noqa: BLE001 -- one group's prompts failed: those jobs end, nothing else
+                logger.exception("priming a batched generation failed")
+                for job in group:
+                    job.end("error", error_text(exc))
+                continue
             self.jobs += group
             self.state = state if self.state is None else State.cat([self.state, state])
             self.logits = logits if self.logits is None else torch.cat([self.logits, logits])
 
+    def _ready(self, group: list[Job]) -> list[Job]:
+        """Each job's own generator, text and history; a job whose setup fails ends here, alone."""
+        device, ready = model_device(self.model), []
+        for job in group:
+            try:
+                job.generator = sampling.make_generator(job.config.seed, device)
+                job.texts = SampleTexts(self.tokenizer, job.prompt_ids, job.config)
+                job.history = sampling.initial_history(job.prompt_ids, job.config, job.rows, device)
+                ready.append(job)
+            except Exception as exc:  # noqa: BLE001 -- this job's settings failed: it ends, nothing else
+                logger.exception("setting up a batched generation failed")
+                job.end("error", error_text(exc))
+        return ready
+
     def _prime(self, group: list[Job]) -> tuple[torch.Tensor, State]:
         """Run the prompts (all of one length) once, side by side; each job's rows copy its row."""
         device = model_device(self.model)
-        for job in group:
-            job.generator = sampling.make_generator(job.config.seed, device)
-            job.texts = SampleTexts(self.tokenizer, job.prompt_ids, job.config)
-            job.history = sampling.initial_history(job.prompt_ids, job.config, job.rows, device)
         prompts = torch.tensor([job.prompt_ids for job in group], device=device)  # (G, T)
         logits, state = self.model(prompts, None)  # (G, T, V)
         rows = torch.cat([torch.full((job.rows,), g, dtype=torch.long) for g, job in enumerate(group)]).to(device)
@@ -158,7 +188,7 @@ class BatchEngine:
         keep_rows, keep_jobs, fed = [], [], []
         offset = 0
         for job, ids in zip(self.jobs, choices, strict=True):
-            if self._advance(job, ids):
+            if ids is not None and not job.ended and self._advance_safely(job, ids):
                 keep_jobs.append(job)
                 keep_rows.extend(range(offset, offset + job.rows))
                 fed.append(ids.clamp(min=0))
@@ -167,15 +197,18 @@ class BatchEngine:
         if not keep_jobs:
             self.state, self.logits = None, None
             return
+        self.rows_last_step = len(keep_rows)
+        self.most_rows = max(self.most_rows, self.rows_last_step)
         index = torch.tensor(keep_rows, device=self.logits.device)
         state = self.state.select(index) if len(keep_rows) < self.logits.shape[0] else self.state
         logits, self.state = self.model(torch.cat(fed)[:, None], state)
         self.logits = logits[:, -1]
 
-    def _choose_all(self) -> list[torch.Tensor]:
-        """Each job's next ids (rows,). Jobs that sample with the same settings and keep no history
-        are transformed and turned into probabilities together; each job's rows then draw from its
-        own generator, exactly as `sampling.choose_next` does for the job alone."""
+    def _choose_all(self) -> list[torch.Tensor | None]:
+        """Each job's next ids (rows,), None for a job that failed (and has ended). Jobs that sample
+        with the same settings and keep no history are transformed and turned into probabilities
+        together; each job's rows then draw from its own generator, exactly as
+        `sampling.choose_next` does for the job alone."""
         starts = [0]
         for job in self.jobs:
             starts.append(starts[-1] + job.rows)
@@ -184,21 +217,32 @@ class BatchEngine:
         for i, job in enumerate(self.jobs):
             cfg = job.config
             if job.history is not None or cfg.temperature == 0:
-                choices[i] = self._choose(job, self.logits[starts[i] : starts[i + 1]])
+                try:
+                    choices[i] = self._choose(job, self.logits[starts[i] : starts[i + 1]])
+                except Exception as exc:  # noqa: BLE001 -- this job's own transforms failed: it alone ends
+                    logger.exception("sampling a batched generation failed")
+                    job.end("error", error_text(exc))
             else:
                 key = (cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, cfg.allow_unk)
                 groups.setdefault(key, []).append(i)
         for members in groups.values():
-            cfg = self.jobs[members[0]].config
-            rows = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in members]).to(self.logits.device)
-            processed = sampling.process_logits(self.logits[rows], cfg, None, suppressed(self.tokenizer, cfg))
-            draws = [
-                torch.rand(self.jobs[i].rows, generator=self.jobs[i].generator, device=rows.device) for i in members
-            ]
-            ids = sampling.draw(sampling.cumulative(processed), torch.cat(draws))
-            for i, part in zip(members, ids.split([self.jobs[i].rows for i in members]), strict=True):
-                choices[i] = part
+            try:
+                for i, part in zip(members, self._draw_group(members, starts), strict=True):
+                    choices[i] = part
+            except Exception as exc:  # noqa: BLE001 -- these jobs' shared transform failed: they end, not the rest
+                logger.exception("sampling a batched generation failed")
+                for i in members:
+                    self.jobs[i].end("error", error_text(exc))
         return choices
+
+    def _draw_group(self, members: list[int], starts: list[int]) -> list[torch.Tensor]:
+        """The next ids of jobs with the same sampling settings: one transform, each job's own draws."""
+        cfg = self.jobs[members[0]].config
+        rows = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in members]).to(self.logits.device)
+        processed = sampling.process_logits(self.logits[rows], cfg, None, suppressed(self.tokenizer, cfg))
+        draws = [torch.rand(self.jobs[i].rows, generator=self.jobs[i].generator, device=rows.device) for i in members]
+        ids = sampling.draw(sampling.cumulative(processed), torch.cat(draws))
+        return list(ids.split([self.jobs[i].rows for i in members]))
 
     def _choose(self, job: Job, logits: torch.Tensor) -> torch.Tensor:
         """One job's next ids on its own (greedy, or with a repetition history of its own)."""
@@ -207,6 +251,14 @@ class BatchEngine:
         ids = sampling.choose_next(processed, cfg.temperature, job.generator)
         job.history = sampling.extend_history(job.history, ids)
         return ids
+
+    def _advance_safely(self, job: Job, ids: torch.Tensor) -> bool:
+        try:
+            return self._advance(job, ids)
+        except Exception as exc:  # noqa: BLE001 -- decoding or the owner's callback failed: this job ends
+            logger.exception("a batched generation failed")
+            job.end("error", error_text(exc))
+            return False
 
     def _advance(self, job: Job, ids: torch.Tensor) -> bool:
         """Decode the job's new tokens and send its text; False once it has ended."""
@@ -220,7 +272,7 @@ class BatchEngine:
             job.texts.finish()
         job.emit("text", job.texts.take())
         if ended:
-            job.emit("done", None)
+            job.end()
         return not ended
 
 

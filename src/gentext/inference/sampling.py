@@ -23,6 +23,7 @@ generator may be resumed on any thread (a web server's worker pool does exactly 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 
 import torch
@@ -243,7 +244,10 @@ def beam_search(
         scores = torch.zeros(1, device=device)
         finished: list[tuple[float, list[int]]] = []
         prompt = torch.tensor(prompt_ids, dtype=torch.long, device=device)
+        deadline = None if config.max_time is None else time.monotonic() + config.max_time
         for step in range(config.max_new_tokens):
+            if deadline is not None and time.monotonic() > deadline:
+                break  # --max-time: the hypotheses so far are ranked as they stand
             threads.tick()
             history = torch.cat([prompt[None].expand(seqs.shape[0], -1), seqs], dim=1)
             logits = apply_constraints(logits, config, history, suppress)

@@ -13,15 +13,34 @@ import logging
 import threading
 from typing import Any
 
-from gentext.errors import GentextError
+from gentext.errors import error_text
 from gentext.inference.batching import BatchEngine, Collector
 from gentext.inference.textmodel import TextModel
 
 logger = logging.getLogger(__name__)
 
 
+class Slot:
+    """One admitted request's place in the gate. `release` is idempotent, so every path that ends a
+    request (done, error, timeout, cancel, disconnect, an exception before the work started) may
+    call it, and the place is freed exactly once."""
+
+    def __init__(self, gate: "Gate"):
+        self.gate, self.released = gate, False
+
+    def release(self) -> None:
+        with self.gate.lock:
+            if not self.released:
+                self.released = True
+                self.gate.count -= 1
+
+
 class Gate:
-    """Counts requests in flight; refuses at once when the queue is full."""
+    """Admission: counts requests in flight (running or waiting) and refuses at once when full;
+    `running` bounds the generations that have a worker thread of their own.
+
+    A thread-safe count rather than anyio's CapacityLimiter: slots are released from worker and
+    batch-engine threads, where anyio's primitives may not be touched."""
 
     def __init__(self, running: int, limit: int):
         self.limit = limit
@@ -29,23 +48,20 @@ class Gate:
         self.lock = threading.Lock()
         self.count = 0
 
-    def enter(self) -> bool:
+    def enter(self) -> Slot | None:
         with self.lock:
             if self.count >= self.limit:
-                return False
+                return None
             self.count += 1
-            return True
-
-    def leave(self) -> None:
-        with self.lock:
-            self.count -= 1
+        return Slot(self)
 
 
-def sse(event: str, data: dict[str, Any]) -> str:
-    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+def sse(event: str, data: dict[str, Any]) -> dict[str, str]:
+    """One server-sent event, for sse-starlette's EventSourceResponse."""
+    return {"event": event, "data": json.dumps(data)}
 
 
-def thread_source(model: TextModel, prompt: str, settings: dict[str, Any], gate: Gate):
+def thread_source(model: TextModel, prompt: str, settings: dict[str, Any], slot: Slot, gate: Gate):
     """The generation on one worker thread of its own, start to end (torch's grad mode is per
     thread, so a generator must not hop between threads), once a generation slot is free."""
 
@@ -60,9 +76,9 @@ def thread_source(model: TextModel, prompt: str, settings: dict[str, Any], gate:
                 send("done", None)
             except Exception as exc:  # noqa: BLE001 -- reported to the client as an error event
                 logger.exception("generation failed")
-                send("error", str(exc) if isinstance(exc, GentextError) else f"internal error: {type(exc).__name__}")
+                send("error", error_text(exc))
             finally:
-                gate.leave()
+                slot.release()
 
         asyncio.get_running_loop().run_in_executor(None, work)
 
@@ -72,14 +88,15 @@ def thread_source(model: TextModel, prompt: str, settings: dict[str, Any], gate:
 def batched_source(engine: BatchEngine):
     """The generation as rows of the model's batch (one sample: the streamed one)."""
 
-    def source(model: TextModel, prompt: str, settings: dict[str, Any], gate: Gate):
+    def source(model: TextModel, prompt: str, settings: dict[str, Any], slot: Slot, gate: Gate):
+        ids, config = model.request(prompt, **settings)  # bad input raises here, before the stream starts
+
         def start(send, cancelled: threading.Event) -> None:
             def emit(kind: str, value: Any) -> None:
-                send(kind, value[0] if kind == "text" else value)
                 if kind != "text":
-                    gate.leave()
+                    slot.release()
+                send(kind, value[0] if kind == "text" else value)
 
-            ids, config = model.request(prompt, **settings)
             send("text", prompt)  # as `TextModel.stream` does: the prompt, then what follows
             job = engine.submit(ids, config, emit)
             job.cancelled = cancelled  # a client that goes away leaves the batch at the next step
@@ -89,24 +106,27 @@ def batched_source(engine: BatchEngine):
     return source
 
 
-async def batched_samples(engine: BatchEngine, model: TextModel, prompt: str, settings, gate: Gate) -> list[str]:
+async def batched_samples(engine: BatchEngine, model: TextModel, prompt: str, settings, slot: Slot) -> list[str]:
     """Every sample of a JSON request, generated as rows of the model's batch."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future = loop.create_future()
     ids, config = model.request(prompt, **settings)
 
     def ended(kind: str, value: Any) -> None:  # on the engine's thread
-        gate.leave()
+        slot.release()
         if not loop.is_closed():
             loop.call_soon_threadsafe(lambda: done.done() or done.set_result((kind, value)))
 
     collector = Collector(config.num_samples, on_end=ended)
-    engine.submit(ids, config, collector)
-    kind, value = await done
+    job = engine.submit(ids, config, collector)
+    try:
+        kind, value = await done
+    finally:
+        job.cancelled.set()  # a client gone before the end: the rows leave at the next step
     if kind == "error":
         from fastapi import HTTPException
 
-        raise HTTPException(500, detail=value)
+        raise HTTPException(400 if not str(value).startswith("internal error") else 500, detail=value)
     return collector.texts(prompt)
 
 
@@ -140,15 +160,18 @@ def _mailbox(loop: asyncio.AbstractEventLoop) -> _Mailbox:
     return _MAILBOXES.setdefault(id(loop), _Mailbox(loop))
 
 
-async def events(start):
+async def events(start, on_first=None, skip: int = 0):
     """SSE: `token` events with the text produced, then `done` (or `error`). `start(send, cancelled)`
     sets the work going elsewhere; its `send(kind, value)` calls reach this coroutine through an
     asyncio queue. Text that piled up while the client was being served goes out as one event. A
-    client that disconnects cancels the coroutine, which sets `cancelled`."""
+    client that disconnects cancels the coroutine, which sets `cancelled`. `on_first()` is called
+    when the first generated text goes out, past the `skip` characters of the echoed prompt (time
+    to first token)."""
     queue: asyncio.Queue = asyncio.Queue()
     mailbox = _mailbox(asyncio.get_running_loop())
     cancelled = threading.Event()
     start(lambda kind, value: mailbox.post(queue, (kind, value)), cancelled)
+    sent = 0
     try:
         count = 0
         while True:
@@ -158,6 +181,9 @@ async def events(start):
             text = "".join(value for kind, value in items if kind == "text")
             if text:
                 count += 1
+                if sent <= skip < sent + len(text) and on_first is not None:
+                    on_first()
+                sent += len(text)
                 yield sse("token", {"text": text})
             end = next(((kind, value) for kind, value in items if kind != "text"), None)  # always the last
             if end is not None:

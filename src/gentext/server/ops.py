@@ -1,0 +1,137 @@
+"""Operating the server: authentication and CORS, the body-size limit, Prometheus metrics and one
+structured access-log line per request."""
+
+import hmac
+import json
+import logging
+import time
+
+from gentext.server.requests import MAX_BODY_BYTES
+
+access_log = logging.getLogger("gentext.access")
+OPEN_PATHS = {"/healthz", "/", "/metrics"}  # the playground page is static: it asks for the key itself
+
+
+class Metrics:
+    """The server's Prometheus metrics, in a registry of its own (one per app: tests make many)."""
+
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "gentext_requests", "HTTP requests by path and status", ["path", "status"], registry=self.registry
+        )
+        self.tokens = Counter("gentext_generated_tokens", "tokens generated", ["model"], registry=self.registry)
+        self.in_flight = Gauge(
+            "gentext_requests_in_flight", "requests admitted, running or queued", registry=self.registry
+        )
+        self.batch_rows = Gauge(
+            "gentext_batch_rows", "rows in the last batched step", ["model"], registry=self.registry
+        )
+        self.first_token = Histogram(
+            "gentext_time_to_first_token_seconds", "streamed requests: time to the first generated text",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5), registry=self.registry,
+        )  # fmt: skip
+        self.per_token = Histogram(
+            "gentext_time_per_token_seconds", "JSON requests: generation time per token of a sample",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1), registry=self.registry,
+        )  # fmt: skip
+
+    def render(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def add_operations(app, metrics: Metrics, api_key: str | None, cors_origins: list[str]) -> None:
+    """Middleware, outermost first: the body limit, the access log with metrics, then auth and CORS."""
+    from fastapi.responses import JSONResponse
+
+    if cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]
+        )
+    if api_key:
+        expected = f"Bearer {api_key}".encode()
+
+        @app.middleware("http")
+        async def require_key(request, call_next):
+            if request.url.path in OPEN_PATHS or request.method == "OPTIONS":
+                return await call_next(request)
+            given = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(given, expected):  # constant time
+                return JSONResponse(
+                    {"detail": "missing or wrong API key: send Authorization: Bearer KEY"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+            return await call_next(request)
+
+    @app.middleware("http")
+    async def record(request, call_next):
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            path = getattr(route, "path", "other")  # the route's pattern: bounded label values
+            metrics.requests.labels(path, str(status)).inc()
+            access_log.info(
+                json.dumps(
+                    {
+                        "method": request.method,
+                        "path": request.url.path,
+                        "status": status,
+                        "ms": round((time.perf_counter() - start) * 1000, 1),
+                        "client": request.client.host if request.client else None,
+                    }
+                )
+            )
+
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes gets 413 before the app reads it whole
+    (by its Content-Length, or by counting a chunked body as it arrives)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            return await self._refuse(send)
+        received = 0
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send) -> None:
+        body = json.dumps({"detail": f"request body over {self.limit:,} bytes"}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,180 @@
+"""What a request may ask, checked at the edge: schemas derived from SampleConfig (same names, same
+rules, the CLI's messages in the 422), the server's own caps, conditions and pictures.
+
+Every refusal is a 4xx naming the field, before any work is queued: a request that gets past this
+module can only fail in the model itself, and that ends that request alone (inference/batching.py).
+"""
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from gentext.config import SampleConfig, flag_of, opt
+from gentext.errors import GentextError
+from gentext.inference.textmodel import TextModel
+
+MAX_BODY_BYTES = 12_000_000  # the largest request body (413 beyond): a picture of MAX_IMAGE_BYTES in base64 fits
+MAX_IMAGE_BYTES = 8_000_000
+MAX_IMAGE_PIXELS = 4096 * 4096  # checked from the header, before the picture is decoded
+MAX_LABEL_CHARS = 200
+
+
+@dataclass
+class ServerLimits:
+    """What one server takes on (gentext serve's flags)."""
+
+    max_prompt_chars: int = opt(4000, "longest prompt or source, in characters")
+    max_new_tokens: int = opt(1000, "most tokens one sample may ask for", flag="--max-new-tokens-limit")
+    max_num_samples: int = opt(16, "most samples one request may ask for")
+    max_num_beams: int = opt(8, "most beams one request may ask for")
+    max_concurrency: int = opt(32, "requests in progress at once; more wait (--max-queue), beyond that 503")
+    max_queue: int = opt(8, "requests waiting for a place; more get 503 at once")
+    max_batch_rows: int = opt(32, "rows of one batched step (continuous batching): samples advancing together")
+    worker_threads: int = opt(
+        2, "generations on a thread of their own at once: beam search, Transformer runs, everything with --no-batching"
+    )
+    request_timeout: float = opt(60.0, "seconds of generation per request (and the grace period on SIGTERM)")
+
+    def validate(self) -> "ServerLimits":
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not (value >= 0 if f.name == "max_queue" else value > 0):
+                raise GentextError(f"{flag_of(ServerLimits, f.name)} must be positive, got {value}")
+        return self
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def sample_request_fields(limits: ServerLimits | None = None) -> dict[str, Any]:
+    """The request's sampling fields, derived from SampleConfig: same names, same defaults (the
+    token budget capped by the server's limit); the ranges are checked by SampleConfig.validate,
+    so the server and the CLI refuse alike."""
+    hints = typing.get_type_hints(SampleConfig)
+    fields = {}
+    for f in dataclasses.fields(SampleConfig):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        fields[f.name] = (hints[f.name], default)
+    if limits is not None:
+        fields["max_new_tokens"] = (int, min(SampleConfig.max_new_tokens, limits.max_new_tokens))
+    return fields
+
+
+def unprocessable(field: str, message: str):
+    from fastapi import HTTPException
+
+    return HTTPException(422, detail=[{"loc": ["body", field], "msg": message}])
+
+
+def sample_settings(request, limits: ServerLimits) -> dict[str, Any]:
+    """The request's SampleConfig fields, validated by the CLI's rules plus the server's limits."""
+    settings = request.model_dump(include=set(sample_request_fields()))
+    return checked_settings(settings, limits)
+
+
+def checked_settings(settings: dict[str, Any], limits: ServerLimits) -> dict[str, Any]:
+    caps = (
+        ("max_new_tokens", limits.max_new_tokens),
+        ("num_samples", limits.max_num_samples),
+        ("num_beams", limits.max_num_beams),
+    )
+    for name, cap in caps:
+        if settings[name] > cap:
+            raise unprocessable(name, f"{flag(name)} must be <= {cap} on this server, got {settings[name]}")
+    try:
+        SampleConfig(**settings).validate()
+    except GentextError as exc:
+        field = next((n for n in settings if flag(n) in str(exc)), "body")
+        raise unprocessable(field, str(exc)) from None
+    timeout = limits.request_timeout
+    settings["max_time"] = timeout if settings["max_time"] is None else min(settings["max_time"], timeout)
+    return settings
+
+
+def request_models(limits: ServerLimits):
+    """The request schemas: generation from SampleConfig's fields, scoring, captions, attention;
+    unknown fields refused (a misspelled field is a 422 naming it, never ignored)."""
+    from pydantic import BaseModel, ConfigDict, Field, create_model
+
+    strict = ConfigDict(extra="forbid")
+    prompt_field = Field("", max_length=limits.max_prompt_chars)
+    generate = create_model(
+        "GenerateRequest",
+        __config__=strict,
+        prompt=(str, prompt_field),
+        label=(str | None, Field(None, max_length=MAX_LABEL_CHARS)),  # a labelled run's label (--condition label)
+        source=(str | None, Field(None, max_length=limits.max_prompt_chars)),  # a seq2seq run's source
+        model=(str | None, None),
+        stream=(bool, False),
+        **sample_request_fields(limits),
+    )
+
+    class ScoreRequest(BaseModel):
+        model_config = strict
+        text: str = Field(..., min_length=1, max_length=limits.max_prompt_chars * 4)
+        label: str | None = Field(None, max_length=MAX_LABEL_CHARS)
+        model: str | None = None
+        unknown: Literal["error", "skip"] = "error"  # as --unknown: characters the model never saw
+
+    caption = create_model(
+        "CaptionRequest",
+        __config__=strict,
+        image=(str, Field(..., min_length=1, max_length=MAX_IMAGE_BYTES * 4 // 3 + 64)),  # base64 or a data: URL
+        model=(str | None, None),
+        **sample_request_fields(limits),
+    )
+    attention = create_model(
+        "AttentionRequest",
+        __config__=strict,
+        source=(str, Field(..., min_length=1, max_length=limits.max_prompt_chars)),
+        model=(str | None, None),
+    )
+    return generate, ScoreRequest, caption, attention
+
+
+def conditions(model: TextModel, request) -> dict[str, str]:
+    """The request's label and source, checked with its prompt: unknown characters, an unknown or
+    missing label, a missing source are a 400 naming the problem."""
+    from fastapi import HTTPException
+
+    given = {n: getattr(request, n, None) for n in ("label", "source")}
+    found = {name: value for name, value in given.items() if value is not None}
+    try:
+        model.check_prompt(getattr(request, "prompt", ""), **found)
+    except GentextError as exc:
+        raise HTTPException(400, detail=str(exc)) from None
+    return found
+
+
+def picture(data: str):
+    """A request's base64 picture (optionally a data: URL) as a decoded PIL image. Size in bytes
+    and in pixels (from the header) are checked before decoding; anything else unreadable is a
+    400. Runs on a worker thread: decoding is CPU work the event loop must not do."""
+    import base64
+    import binascii
+    import io
+    import warnings
+
+    from fastapi import HTTPException
+    from PIL import Image, UnidentifiedImageError
+
+    payload = data.split(",", 1)[1] if data.startswith("data:") else data
+    try:
+        raw = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise HTTPException(400, detail="image: not base64 (send base64 or a data: URL)") from None
+    if len(raw) > MAX_IMAGE_BYTES:
+        raise HTTPException(413, detail=f"image: {len(raw):,} bytes; at most {MAX_IMAGE_BYTES:,}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(raw))
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise HTTPException(413, detail=f"image: {width}x{height} pixels; at most {MAX_IMAGE_PIXELS:,}")
+            image.load()
+    except (ValueError, UnidentifiedImageError, OSError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise HTTPException(400, detail="image: not a readable PNG or JPEG (send base64 or a data: URL)") from None
+    return image
