@@ -72,7 +72,7 @@ def test_jobs_join_a_running_batch_and_leave_it_when_they_end(model):
         assert prompt + "".join(texts) == model.generate(prompt, max_new_tokens=tokens, temperature=1.0, seed=seed)[0]
     assert long_done.wait(60)
     assert "The " + "".join(long_text) == model.generate("The ", max_new_tokens=300, temperature=1.0, seed=1)[0]
-    assert engine.jobs == [] and engine.state is None  # every row left
+    assert engine.jobs == [] and engine.cohorts == []  # every row left
 
 
 def test_a_cancelled_job_leaves_at_the_next_step_and_the_others_go_on(model):
@@ -100,13 +100,13 @@ def test_rows_are_limited_and_waiting_jobs_get_their_turn(model):
     seen = []
     original = engine._step
 
-    def step():
+    def step(cohort):
         seen.append(sum(j.rows for j in engine.jobs))
-        original()
+        original(cohort)
 
     engine._step = step
     engine.run_until_idle()
-    assert max(seen) == 2 and all(done.is_set() for _, _, done in results)
+    assert max(seen) == 2 and engine.most_rows == 2 and all(done.is_set() for _, _, done in results)
     for i, texts, _ in results:
         assert "The " + "".join(texts) == model.generate("The ", max_new_tokens=15, seed=i)[0]
     with pytest.raises(ValueError, match="rows"):

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -109,3 +111,11 @@ def test_hostile_load_refuses_every_hostile_request_and_keeps_good_streams(train
     assert "not a 4xx within 1 s: 0" in out
     assert "good streams completed: 3/3, differing from alone: 0" in out
     assert "/healthz during the load: {200:" in out and out.strip().endswith("}")
+
+
+def test_pretrained_benchmark_compares_every_family_on_one_text():
+    pytest.importorskip("transformers")
+    out, rows = run_script("bench_pretrained.py", "--tiny")
+    kinds = sorted(r.split("|")[2].strip().split("-")[0] for r in rows)
+    assert kinds == ["lstm", "markov", "pretrained", "pretrained", "transformer"]
+    assert all(float(r.split("|")[7]) > 0 for r in rows)  # bits per character for each

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import re
 
 import pytest
 
@@ -125,3 +126,12 @@ def test_precomputed_feature_vectors_train_and_caption(tmp_path):
     np.save(tmp_path / "bad.npy", np.zeros((2, 2, 2)))
     with pytest.raises(GentextError, match="one vector"):
         model.caption(tmp_path / "bad.npy")
+
+
+def test_eval_and_compare_print_a_captioners_figures_without_json(captioned, capsys):
+    run = str(captioned / "run")
+    assert main(["eval", run]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^\d+ held-out pictures: BLEU \d+\.\d, chrF \d+\.\d, attribute accuracy", out, re.M)
+    assert main(["compare", run, run]) == 0
+    assert capsys.readouterr().out.startswith("| run | kind | bleu | chrf | attribute_accuracy |")

@@ -24,6 +24,13 @@ KINDS = {
     "adaptive": dict(kind="lstm", adaptive_cutoffs=[4, 8]),
     "transformer": dict(kind="transformer", num_heads=2, context=6),
 }
+try:  # a pretrained (Hugging Face) model on the same contract, where the hf extra is installed
+    from transformers import GPT2Config
+
+    _gpt2 = GPT2Config(n_layer=2, n_head=2, n_embd=12, n_positions=6, vocab_size=VOCAB, bos_token_id=0, eos_token_id=0)
+    KINDS["pretrained"] = dict(kind="pretrained", num_heads=2, context=6, hf_config=_gpt2.to_dict())
+except ImportError:
+    pass
 
 
 def make(name: str) -> nn.Module:

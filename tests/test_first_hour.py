@@ -142,7 +142,7 @@ def test_every_flag_the_readme_shows_exists_in_that_commands_help():
 
 
 def test_readme_tells_the_flags_resume_may_change_as_the_error_does():
-    from gentext.api import _resumable_flags
+    from gentext.settings import _resumable_flags
 
     sentence = re.search(r"On resume only (.*?) may change", README, re.S).group(1)
     assert set(re.findall(r"`(--[a-z-]+)`", sentence)) == set(_resumable_flags())
@@ -176,3 +176,26 @@ def test_the_readme_quickstart_runs_verbatim_in_a_fresh_environment(tmp_path):
     samples = proc.stdout.strip()
     assert samples.count("The ") >= 3  # three samples from the prompt
     assert "Traceback" not in proc.stderr and not re.search(r"^error:", proc.stderr, re.M)
+
+
+def test_force_leaves_nothing_of_the_old_run(tiny_corpus, tmp_path):
+    out = tmp_path / "run"
+    gentext.train(out, paths=[str(tiny_corpus)], steps=4, **TINY_SETTINGS)
+    (out / "tensorboard").mkdir()
+    (out / "model.onnx").write_bytes(b"old")
+    before = (out / "model.safetensors").read_bytes()
+    gentext.train(out, paths=[str(tiny_corpus)], force=True, steps=4, **{**TINY_SETTINGS, "hidden_size": 48})
+    assert not (out / "tensorboard").exists() and not (out / "model.onnx").exists()
+    assert (out / "model.safetensors").read_bytes() != before
+    assert gentext.load(out).model.config.hidden_size == 48
+
+
+def test_a_transformer_trains_on_windows_as_long_as_its_context(tiny_corpus, tmp_path):
+    summary_cfg = {k: v for k, v in TINY_SETTINGS.items() if k != "seq_len"}
+    gentext.train(tmp_path / "t", paths=[str(tiny_corpus)], model="transformer", num_heads=2, context=24, steps=2,
+                  **summary_cfg)  # fmt: skip
+    config = json.loads((tmp_path / "t" / "config.json").read_text())
+    assert config["train"]["seq_len"] == 24
+    gentext.train(tmp_path / "u", paths=[str(tiny_corpus)], model="transformer", num_heads=2, context=24, steps=2,
+                  **{**summary_cfg, "seq_len": 8})  # fmt: skip
+    assert json.loads((tmp_path / "u" / "config.json").read_text())["train"]["seq_len"] == 8  # given: kept

@@ -131,3 +131,12 @@ def test_a_csv_with_named_columns_trains_a_labelled_run(tmp_path, capsys):
     bad = ["--condition", "label", "--label-column", "kind", "--text-column", "line", "--steps", "1"]
     assert main(["train", str(path), *bad, "--out", str(tmp_path / "bad")]) == 2
     assert "no column 'kind'" in capsys.readouterr().err
+
+
+def test_chat_with_a_label_takes_settings(labelled, monkeypatch, capsys):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("/top_k 3\n/settings\n"))
+    assert main(["chat", str(labelled / "run"), "--label", "soft"]) == 0
+    out = capsys.readouterr().out
+    assert "top_k = 3" in out and "error" not in out

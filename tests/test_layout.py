@@ -12,7 +12,7 @@ LAYERS = [
     {"checkpoint"},
     {"training"},
     {"inference"},
-    {"api"},
+    {"api", "settings"},
     {"cli", "server", "__init__", "__main__"},
 ]
 

@@ -104,3 +104,24 @@ def test_the_server_returns_the_attention_matrix(pairs_run, trained_run):
     assert all(abs(sum(row) - 1) < 1e-4 for row in found["weights"])  # a distribution over the source
     assert client.post("/v1/attention", json={"source": "x", "model": "text"}).status_code == 400
     assert client.post("/v1/attention", json={"source": ""}).status_code == 422
+
+
+def test_eval_compare_and_chat_work_without_json_on_a_pair_run(pairs_run, trained_run, capsys, monkeypatch):
+    import io
+
+    assert main(["eval", str(pairs_run)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^loss \d+\.\d+ nats/token on [\d,]+ pairs", out, re.M)
+    assert re.search(r"^greedy on [\d,]+ pairs: exact match \d+\.\d%", out, re.M) and "beam" in out
+    assert main(["compare", str(pairs_run), str(pairs_run)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0] == "| run | kind | loss | exact_match | chrf | bleu |" and len(table) == 4
+    assert main(["compare", str(pairs_run), str(trained_run)]) == 2
+    assert "compare with each other" in capsys.readouterr().err
+    # chat: each line is a source to translate, and /settings do not trip over --source
+    source = "martedì 23 maggio 1978"
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"/max_new_tokens 12\n{source}\n"))
+    assert main(["chat", str(pairs_run), "--temperature", "0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    expected = gentext.load(pairs_run).generate("", source=source, max_new_tokens=12, temperature=0)[0]
+    assert lines[0] == "max_new_tokens = 12" and lines[1] == expected.strip("\n")

@@ -122,3 +122,20 @@ def test_a_transformer_trains_under_torchrun_with_two_processes(tmp_path, tiny_c
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1])["steps"] == 8
     assert gentext.load(tmp_path / "t").generate("The", max_new_tokens=5, seed=0)
+
+
+def test_requests_that_arrive_together_are_batched_with_their_own_text(tmp_path, tiny_corpus):
+    from gentext.inference.batching import BatchEngine, Collector
+
+    gentext.train(tmp_path / "run", paths=[str(tiny_corpus)], steps=10, **SETTINGS)
+    model = gentext.load(tmp_path / "run")
+    engine = BatchEngine(model, max_rows=8)
+    collectors = {}
+    for prompt, seed in [("The ", 1), ("The ", 2), ("A stitch", 3), ("The ", 4)]:
+        ids, config = model.request(prompt, max_new_tokens=40, seed=seed)
+        collectors[(prompt, seed)] = Collector(1)
+        engine.submit(ids, config, collectors[(prompt, seed)], start=False)
+    engine.run_until_idle()
+    assert engine.most_rows >= 3  # the three "The " requests stepped as one batch
+    for (prompt, seed), collector in collectors.items():
+        assert collector.texts(prompt) == model.generate(prompt, max_new_tokens=40, seed=seed)

@@ -9,8 +9,6 @@ print(model.evaluate(paths=["test.txt"]))
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import math
 import time
@@ -28,131 +26,26 @@ from gentext.config import (
     ModelConfig,
     TokenizerConfig,
     TrainConfig,
-    flag_of,
-    from_dict,
     to_dict,
 )
 from gentext.data.corpus import open_corpus
 from gentext.data.dataset import BPTTBatches
 from gentext.data.tokencache import fingerprint_and_fit, token_data
-from gentext.data.tokenizers import fit_tokenizer, tokenizer_from_json
+from gentext.data.tokenizers import fit_tokenizer
 from gentext.errors import GentextError
 from gentext.hardware import resolve_device, resolve_precision
 from gentext.inference.textmodel import TextModel
 from gentext.models import build_model, check_kind, fitted_by_counting
+from gentext.settings import new_configs, prepare_out_dir, resume_configs
 from gentext.threads import configure as configure_threads
 from gentext.training import captions, distributed, finetune, trainer
 from gentext.training.defaults import auto_dropout
 from gentext.training.evaluation import evaluate
 from gentext.training.pairs import cut_pairs, pair_ids, train_pairs
-from gentext.training.records import PLOT, tensorboard_writer
+from gentext.training.records import tensorboard_writer
 from gentext.training.run import FINAL_EVAL_TOKENS
-from gentext.training.train_state import TRAIN_STATE
 
 logger = logging.getLogger(__name__)
-
-_CONFIG_CLASSES = (CorpusConfig, TokenizerConfig, ModelConfig, TrainConfig)
-
-
-def _split_overrides(overrides: dict[str, Any]) -> dict[type, dict[str, Any]]:
-    """Route keyword arguments such as `hidden_size=256` to the config dataclass that owns them."""
-    routed: dict[type, dict[str, Any]] = {cls: {} for cls in _CONFIG_CLASSES}
-    for key, value in overrides.items():
-        owners = [cls for cls in _CONFIG_CLASSES if key in {f.name for f in dataclasses.fields(cls)}]
-        if not owners:
-            raise GentextError(f"train() got an unknown setting {key!r}")
-        routed[owners[0]][key] = value
-    return routed
-
-
-def prepare_out_dir(out: Path, force: bool) -> None:
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise GentextError(
-                f"{out} already exists and is not empty; pass --force to overwrite it, --resume to continue it, "
-                "or choose another --out"
-            )
-        if not (out / checkpoint.CONFIG).exists():
-            raise GentextError(f"{out} is not empty and is not a gentext run; refusing to overwrite it with --force")
-        # Replace the old run only now that the new one's input has been validated.
-        for name in (checkpoint.METRICS, TRAIN_STATE, PLOT):
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-
-
-RESUMABLE = ("steps", "epochs", "time_limit", "patience", "eval_every", "save_every", "device", "tensorboard")
-
-
-def _resumable_flags() -> list[str]:
-    return [flag_of(TrainConfig, name) for name in RESUMABLE]
-
-
-def _resume_configs(out: Path, paths: list[str] | None, overrides: dict[str, Any]):
-    """The stored settings of a run, with the few that may change on resume (when to stop, where to run).
-    Rank 0 reads the run directory; under torchrun the other ranks receive its files."""
-    refused = sorted(set(overrides) - set(RESUMABLE))
-    if refused:
-        owners = {name: cls for cls in _CONFIG_CLASSES for name in (f.name for f in dataclasses.fields(cls))}
-        named = ", ".join(flag_of(owners[name], name) if name in owners else name for name in refused)
-        raise GentextError(
-            f"--resume keeps the run's settings; cannot change {named} (only {', '.join(_resumable_flags())} may "
-            "change; start a new run with --force to change the others)"
-        )
-    info = distributed.from_env()
-    stored = json.loads(distributed.from_main(lambda: json.dumps(checkpoint.read_config(out)).encode(), info))
-    corpus_data = {k: v for k, v in stored.get("corpus", {}).items() if k != "sources"}
-    corpus_cfg = from_dict(CorpusConfig, corpus_data, "config.json 'corpus'")
-    if paths:
-        corpus_cfg.paths = list(paths)
-    tok_cfg = from_dict(TokenizerConfig, stored.get("tokenizer"), "config.json 'tokenizer'")
-    model_cfg = from_dict(ModelConfig, stored.get("model"), "config.json 'model'")
-    train_cfg = dataclasses.replace(from_dict(TrainConfig, stored.get("train"), "config.json 'train'"), **overrides)
-    tok_bytes = distributed.from_main(lambda: (out / checkpoint.TOKENIZER).read_bytes(), info)
-    tok = tokenizer_from_json(json.loads(tok_bytes.decode("utf-8")))
-    return corpus_cfg, tok_cfg, model_cfg, train_cfg, tok
-
-
-FINE_TUNING_LR = 1e-3  # --init-from's peak learning rate unless --lr is given (the default is 3e-3)
-
-
-def _new_configs(paths, corpus, tokenizer, model, train, overrides):
-    """The settings of a new run, and the run it fine-tunes (`init_from`), if any."""
-    routed = _split_overrides(overrides)
-    corpus_cfg = dataclasses.replace(corpus or CorpusConfig(), **routed[CorpusConfig])
-    if paths is not None:
-        corpus_cfg.paths = list(paths)
-    tok_cfg = dataclasses.replace(tokenizer or TokenizerConfig(), **routed[TokenizerConfig])
-    model_cfg = dataclasses.replace(model or ModelConfig(), **routed[ModelConfig])
-    train_cfg = dataclasses.replace(train or TrainConfig(), **routed[TrainConfig])
-    kind_given = "kind" in routed[ModelConfig] or (model is not None and model.kind != ModelConfig.kind)
-    _kind_for_condition(corpus_cfg.condition, model_cfg, kind_given)
-    origin = None
-    if train_cfg.init_from:
-        if routed[TokenizerConfig]:
-            flags = ", ".join(flag_of(TokenizerConfig, name) for name in routed[TokenizerConfig])
-            raise GentextError(f"--init-from keeps the tokenizer of {train_cfg.init_from}; drop {flags}")
-        origin, tok_cfg, model_cfg = finetune.source_configs(train_cfg.init_from, routed[ModelConfig])
-        if train is None and "learning_rate" not in routed[TrainConfig]:
-            train_cfg.learning_rate = FINE_TUNING_LR
-    return corpus_cfg, tok_cfg, model_cfg, train_cfg, origin
-
-
-CONDITION_KINDS = {"source": "seq2seq", "image": "captioner"}  # conditions only one kind can take
-
-
-def _kind_for_condition(condition: str, model_cfg: ModelConfig, kind_given: bool) -> None:
-    """Where only one kind takes a condition, the condition picks it; a kind that cannot take the
-    condition (or needs one that is missing) is refused, naming what to type instead."""
-    needed = CONDITION_KINDS.get(condition)
-    if needed and not kind_given:
-        model_cfg.kind = needed
-    elif needed and model_cfg.kind != needed:
-        raise GentextError(f"--condition {condition} trains --model {needed} only; drop --model {model_cfg.kind}")
-    for cond, kind in CONDITION_KINDS.items():
-        if model_cfg.kind == kind and condition != cond:
-            shape = "source<TAB>target lines" if cond == "source" else "picture<TAB>caption lines or a folder"
-            raise GentextError(f"--model {kind} needs --condition {cond} ({shape}); add --condition {cond}")
-
 
 def _prepare_data(corpus_cfg, tok_cfg, model_cfg, train_cfg, tok, progress: bool, origin=None):
     """Read and tokenize the corpus (fitting the tokenizer unless `tok` is given; growing the
@@ -161,7 +54,9 @@ def _prepare_data(corpus_cfg, tok_cfg, model_cfg, train_cfg, tok, progress: bool
     check_kind(model_cfg.kind)  # an unknown --model fails before the corpus is read
     source = open_corpus(corpus_cfg)
     fit = None if tok is not None else (lambda pieces: fit_tokenizer(tok_cfg, pieces))
-    if origin is not None:
+    if origin is not None and origin.model_config.kind == "pretrained":
+        fit = lambda pieces: origin.tokenizer  # noqa: E731 -- a pretrained model keeps its own tokenizer whole
+    elif origin is not None:
         fit = lambda pieces: origin.tokenizer.grown(fit_tokenizer(tok_cfg, pieces))  # noqa: E731
     content, fitted = fingerprint_and_fit(source, corpus_cfg, fit)
     if tok is None:
@@ -218,9 +113,9 @@ def train(
     distributed.init(info)  # before anything is read: rank 0 may be the only one to see `out`
     origin = None  # the run being fine-tuned (--init-from)
     if resume:
-        corpus_cfg, tok_cfg, model_cfg, train_cfg, tok = _resume_configs(out, paths, overrides)
+        corpus_cfg, tok_cfg, model_cfg, train_cfg, tok = resume_configs(out, paths, overrides)
     else:
-        corpus_cfg, tok_cfg, model_cfg, train_cfg, origin = _new_configs(
+        corpus_cfg, tok_cfg, model_cfg, train_cfg, origin = new_configs(
             paths, corpus, tokenizer, model, train, overrides
         )
         tok = None

@@ -27,7 +27,7 @@ from torch import nn
 from gentext.config import FORMAT_VERSION, ModelConfig, from_dict
 from gentext.data.tokenizers import Tokenizer, tokenizer_from_json
 from gentext.errors import GentextError
-from gentext.models import build_model
+from gentext.models import build_model, pretrained
 
 CONFIG = "config.json"
 TOKENIZER = "tokenizer.json"
@@ -144,8 +144,15 @@ def read_config(run_dir: Path) -> dict[str, Any]:
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
-    """Load a run directory onto `device` (CPU by default, whatever device trained it)."""
-    run_dir = Path(run_dir)
+    """Load a run directory onto `device` (CPU by default, whatever device trained it), or a
+    pretrained model: a Hugging Face folder, or an id in the local Hugging Face cache."""
+    name, run_dir = str(run_dir), Path(run_dir)
+    if run_dir.is_dir() and pretrained.is_pretrained_folder(run_dir):
+        return LoadedRun(*_pretrained(name, device))
+    if not run_dir.exists():
+        if pretrained.cached(name) is None:
+            raise GentextError(pretrained.not_found(name))
+        return LoadedRun(*_pretrained(name, device))
     config = read_config(run_dir)
     model_config = from_dict(ModelConfig, config.get("model"), f"{run_dir / CONFIG} 'model'")
     model_config.validate()
@@ -170,6 +177,11 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
         )
     model.to(device).eval()
     return LoadedRun(run_dir, config, model_config, tokenizer, model)
+
+
+def _pretrained(name: str, device) -> tuple:
+    model_config, tokenizer, model, config, folder = pretrained.load_folder(name, device)
+    return folder, config, model_config, tokenizer, model
 
 
 def run_names(runs: list[str]) -> list[str]:

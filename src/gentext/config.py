@@ -132,7 +132,12 @@ class TokenizerConfig:
 class ModelConfig:
     """The network. `vocab_size` is filled in from the tokenizer."""
 
-    kind: str = opt("lstm", "lstm | gru | rnn | transformer | markov (Kneser-Ney n-gram baseline)", flag="--model")
+    kind: str = opt(
+        "lstm",
+        "lstm | gru | rnn | transformer | markov (Kneser-Ney n-gram) | seq2seq | captioner; a pretrained model: "
+        "--init-from its folder",
+        flag="--model",
+    )
     vocab_size: int = 0  # from the tokenizer, not an option
     feature_size: int = 0  # captioner on precomputed .npy features: their width (from the data, not an option)
     embed_size: int = opt(64, "embedding width")
@@ -147,6 +152,7 @@ class ModelConfig:
     order: int = opt(6, "markov: n-gram order (context + 1)")
     num_heads: int = opt(4, "transformer: attention heads (--hidden-size must be a multiple)")
     context: int = opt(256, "transformer: tokens a position attends to (itself included); generation slides past it")
+    hf_config: dict | None = None  # a pretrained model's Hugging Face config (models/pretrained.py), not an option
     adaptive_cutoffs: list[int] = opt(
         help="word ids where softmax clusters start, e.g. 2000,6000: a fast output layer for big vocabularies",
         flag="--adaptive-softmax",

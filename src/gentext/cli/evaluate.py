@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from gentext.cli.options import add_options, load_run
 from gentext.cli.output import print_json
@@ -24,6 +25,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
     if args.json:
         print_json(result)
+        return 0
+    if "pairs" in result or "images" in result:  # seq2seq and captioning runs: their own figures
+        print("\n".join(conditional_lines(result)))
         return 0
     print(
         f"loss {result['loss']:.4f} nats/token | perplexity {result['perplexity']:.2f} | "
@@ -52,6 +56,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def conditional_lines(result: dict) -> list[str]:
+    """What `gentext eval` prints for a seq2seq run (pairs) or a captioning run (pictures)."""
+    if "images" in result:
+        lines = [
+            f"{result['images']:,} held-out pictures: BLEU {result['bleu']:.1f}, chrF {result['chrf']:.1f}, "
+            f"attribute accuracy {result['attribute_accuracy']:.1%} (greedy captions)"
+        ]
+        return lines + [f"  {Path(e['image']).name}: {e['caption']}" for e in result.get("examples", [])]
+    lines = [f"loss {result['loss']:.4f} nats/token on {result['pairs']:,} pairs ({result['tokens']:,} target tokens)"]
+    for name in ("greedy", "beam"):
+        r = result[name]
+        lines.append(
+            f"{name:6s} on {result['scored_pairs']:,} pairs: exact match {r['exact_match']:.1%}, "
+            f"chrF {r['chrf']:.1f}, BLEU {r['bleu']:.1f}"
+        )
+    return lines
+
+
 def _spelling_line(result: dict) -> str:
     if result["unknown_words"] is None:
         return "bits/char count <unk> as one token: the held-out text was not found to price their spelling"
@@ -71,6 +93,11 @@ def _skipped_line(result: dict) -> str:
 def compare_rows(args: argparse.Namespace) -> list[dict]:
     runs, data, sample_tokens, unknown = args.runs, args.data, args.sample_tokens, args.unknown
     models = [load_run(args, run, weights="fp32") for run in runs]
+    conditional = [bool(m.pairs or m.captions) for m in models]
+    if any(conditional):
+        if not all(conditional):
+            raise GentextError("compare: seq2seq and captioning runs compare with each other, not with text models")
+        return [conditional_row(run, model, data) for run, model in zip(runs, models, strict=True)]
     # One held-out text for every run, so the numbers rank: --data, else the first run's validation split.
     text = read_text([data]) if data else models[0]._held_out_text()
     # With --unknown skip, what any run cannot represent is left out for all: every row scores the same text.
@@ -102,10 +129,24 @@ def compare_rows(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def conditional_row(run: str, model, data: str | None) -> dict:
+    """A seq2seq or captioning run's headline figures on its held-out pairs (or `data`)."""
+    result = model.evaluate(paths=[data] if data else None)
+    figures = ("loss", "exact_match", "chrf", "bleu") if model.pairs else ("bleu", "chrf", "attribute_accuracy")
+    return {"run": run, "kind": model.model.config.kind, **{k: result[k] for k in figures}}
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     rows = compare_rows(args)
     if args.json:
         print_json({"runs": rows})
+        return 0
+    if "bpc" not in rows[0]:  # seq2seq / captioning: their own columns, best first
+        names = [k for k in rows[0] if k not in ("run", "kind")]
+        print("| run | kind | " + " | ".join(names) + " |")
+        print("|---|---|" + "---:|" * len(names))
+        for r in sorted(rows, key=lambda r: -r[names[-1]]):
+            print(f"| {r['run']} | {r['kind']} | " + " | ".join(f"{r[k]:.4g}" for k in names) + " |")
         return 0
     # Ranked by bits per character with every <unk> spelled out: the one scale all levels share.
     print("| run | kind | level | parameters | val loss/token | perplexity | bpc | gen tokens/s | sample |")

@@ -109,7 +109,8 @@ def _chat_command(line: str, settings: dict[str, Any]) -> bool:
     elif name in CHAT_SETTINGS:
         try:  # the flag's parser and SampleConfig's rules: the same words as the command line
             candidate = {**settings, name: convert(SampleConfig, name, value)}
-            SampleConfig(**candidate).validate()
+            fields = SampleConfig.__dataclass_fields__  # the settings also hold --label / --source
+            SampleConfig(**{k: v for k, v in candidate.items() if k in fields}).validate()
         except GentextError as exc:
             print(f"error: {exc}")
             return True
@@ -139,8 +140,10 @@ def chat_loop(model: api.TextModel, args: argparse.Namespace) -> int:
             continue
         prompt = line if line else last
         last = prompt
+        # a seq2seq run translates each line: the line is the source, not a prompt to continue
+        prompt, turn = ("", {**settings, "source": prompt}) if model.pairs else (prompt, settings)
         try:
-            for piece in model.stream(prompt, **settings):
+            for piece in model.stream(prompt, **turn):
                 sys.stdout.write(piece)
                 sys.stdout.flush()
         except GentextError as exc:

@@ -1,18 +1,20 @@
 """Continuous batching: many generations advance together, one batched network step per token.
 
 One generation alone reads every weight once per token for one row; 64 rows cost little more.
-The engine keeps every active request's rows in one batch:
+The engine keeps every active request's rows in batches ("cohorts"):
 
-    step:  for each job, its rows' logits -> its own transforms and generator -> its tokens
-           drop the rows of jobs that ended (stop string, end of text, max_new_tokens, max_time,
-           cancelled) -> one network call for all remaining rows -> prime the jobs that arrived
+    step:  for each cohort, for each job: its rows' logits -> its own transforms and generator ->
+           its tokens (batchjobs.choose_all); drop the rows of jobs that ended (stop string, end of
+           text, max_new_tokens, max_time, cancelled) -> one network call for the cohort's rows
+    then:  prime the jobs that arrived (prompts of one length together) as a new cohort, and merge
+           cohorts whose states have the same shape per row
 
-A job's rows see exactly what they would alone: the same transforms on the same logits and the
-same seeded generator, so its text is the text `TextModel.generate` gives (up to the rounding of
-a batched matrix product). New jobs join at the next step, their prompt run once and its state
-rows added with `State.cat`; finished rows leave with `State.select`. This needs a state whose
-rows all have one shape: kinds with `carries_state` (RNNs, Markov); a Transformer's cache grows
-per row, so its requests keep the one-thread-per-request path (`supports`).
+A recurrent state has one shape whatever the text's length, so RNN and Markov jobs all share one
+cohort. A KV cache (Transformer, pretrained) grows with the text, so jobs join one cohort when
+their caches are as long: requests that arrive together with prompts of one length (the common
+burst) step as one batch, and no row ever attends to another's padding. New jobs join at the
+next step (their prompt run once, rows added with `State.cat`); finished rows leave with
+`State.select`. Beam search keeps the one-thread-per-request path (`supports`).
 
 Everything runs on the engine's own thread (grad mode and the model belong to it); results go to
 each job's `emit(kind, value)` callback: ("text", piece) ... then ("done", None) or ("error", message).
@@ -23,7 +25,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -32,40 +33,47 @@ from gentext import threads
 from gentext.config import SampleConfig
 from gentext.errors import error_text
 from gentext.inference import sampling
-from gentext.inference.generation import SampleTexts, suppressed
+from gentext.inference.batchjobs import Collector, Job, choose_all
+from gentext.inference.generation import SampleTexts
 from gentext.models import State, model_device
 
+__all__ = ["BatchEngine", "Collector", "Job", "supports"]
 logger = logging.getLogger(__name__)
 
 
+def supports(textmodel, config: SampleConfig) -> bool:
+    """Can this request join a batch? (sampling, not beams)"""
+    return not config.num_beams
+
+
 @dataclass
-class Job:
-    prompt_ids: list[int]
-    config: SampleConfig
-    emit: Callable[[str, object], None]
-    texts: SampleTexts | None = None  # set when the job is primed
-    generator: torch.Generator | None = None
-    history: torch.Tensor | None = None
-    steps: int = 0
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    ended: bool = False
+class Cohort:
+    """Jobs whose rows step together: one state, one logits row per sample."""
+
+    jobs: list[Job] = field(default_factory=list)
+    state: State | None = None
+    logits: torch.Tensor | None = None  # (rows, V): the next token's logits of every row
 
     @property
     def rows(self) -> int:
-        return self.config.num_samples
+        return sum(job.rows for job in self.jobs)
 
-    def end(self, kind: str = "done", value: object = None) -> None:
-        """Tell the job's owner how it ended, exactly once, whatever path gets here first: the
-        owner frees its request slot on this call, so a second call would free a slot twice and a
-        missing one would leak it."""
-        if not self.ended:
-            self.ended = True
-            self.emit(kind, value)
+    def fits(self, other: Cohort) -> bool:
+        """Same per-row shapes: their rows can share one network call."""
+        mine, theirs = self.state, other.state
+        return all(
+            _row_shape(t, mine.batch_dims[k]) == _row_shape(theirs.tensors[k], mine.batch_dims[k])
+            for k, t in mine.tensors.items()
+        )
+
+    def merge(self, other: Cohort) -> None:
+        self.jobs += other.jobs
+        self.state = State.cat([self.state, other.state])
+        self.logits = torch.cat([self.logits, other.logits])
 
 
-def supports(textmodel, config: SampleConfig) -> bool:
-    """Can this request join a batch? (sampling, not beams; a state of fixed shape per row)"""
-    return not config.num_beams and getattr(textmodel.model, "carries_state", False)
+def _row_shape(t: torch.Tensor, dim: int) -> tuple[int, ...]:
+    return tuple(size for d, size in enumerate(t.shape) if d != dim)
 
 
 class BatchEngine:
@@ -76,9 +84,7 @@ class BatchEngine:
         self.model, self.tokenizer = textmodel.model, textmodel.tokenizer
         self.inbox: queue.Queue[Job] = queue.Queue()
         self.waiting: list[Job] = []
-        self.jobs: list[Job] = []
-        self.state: State | None = None
-        self.logits: torch.Tensor | None = None  # (rows, V): the next token's logits of every row
+        self.cohorts: list[Cohort] = []
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
         self.rows_last_step = self.most_rows = 0  # rows of the last step and the most at once (metrics, tests)
@@ -96,6 +102,10 @@ class BatchEngine:
                     self.thread.start()
         return job
 
+    @property
+    def jobs(self) -> list[Job]:
+        return [job for cohort in self.cohorts for job in cohort.jobs]
+
     # -- the loop ---------------------------------------------------------------------------------
     def _loop(self, until_idle: bool = False) -> None:
         self.model.eval()
@@ -104,16 +114,14 @@ class BatchEngine:
                 self._collect(block=not self.jobs and not until_idle)
                 if until_idle and not self.jobs and not self.waiting:
                     return
-                try:
-                    self._admit()
-                    if self.jobs:
-                        threads.tick()
-                        self._step()
-                except Exception as exc:  # noqa: BLE001 -- the shared network call failed: every job hears of it
-                    logger.exception("batched generation failed")
-                    for job in self.jobs:
-                        job.end("error", error_text(exc))
-                    self.jobs, self.state, self.logits = [], None, None
+                self._admit()
+                if self.cohorts:
+                    threads.tick()
+                    for cohort in list(self.cohorts):
+                        self._step_safely(cohort)
+                    self.cohorts = [c for c in self.cohorts if c.jobs]
+                    self.rows_last_step = sum(c.rows for c in self.cohorts)
+                    self.most_rows = max(self.most_rows, self.rows_last_step)
 
     def run_until_idle(self) -> None:
         """Run the submitted jobs to their end on the calling thread (batch jobs, no server)."""
@@ -132,7 +140,7 @@ class BatchEngine:
     def _admit(self) -> None:
         """Prime the waiting jobs whose rows fit, prompts of one length in one call; their state
         rows join the batch."""
-        used = sum(job.rows for job in self.jobs)
+        used = sum(cohort.rows for cohort in self.cohorts)
         admitted = []
         while self.waiting and used + self.waiting[0].rows <= self.max_rows:
             job = self.waiting.pop(0)
@@ -156,9 +164,7 @@ class BatchEngine:
                 for job in group:
                     job.end("error", error_text(exc))
                 continue
-            self.jobs += group
-            self.state = state if self.state is None else State.cat([self.state, state])
-            self.logits = logits if self.logits is None else torch.cat([self.logits, logits])
+            self._join(Cohort(group, state, logits))
 
     def _ready(self, group: list[Job]) -> list[Job]:
         """Each job's own generator, text and history; a job whose setup fails ends here, alone."""
@@ -182,75 +188,40 @@ class BatchEngine:
         rows = torch.cat([torch.full((job.rows,), g, dtype=torch.long) for g, job in enumerate(group)]).to(device)
         return logits[:, -1].index_select(0, rows), state.select(rows)
 
-    def _step(self) -> None:
-        """Every job's next tokens; drop the jobs that ended; one network call for the rest."""
-        choices = self._choose_all()
+    def _join(self, new: Cohort) -> None:
+        target = next((c for c in self.cohorts if c.fits(new)), None)
+        if target is None:
+            self.cohorts.append(new)
+        else:
+            target.merge(new)
+
+    def _step_safely(self, cohort: Cohort) -> None:
+        try:
+            self._step(cohort)
+        except Exception as exc:  # noqa: BLE001 -- the cohort's shared network call failed: its jobs hear of it
+            logger.exception("batched generation failed")
+            for job in cohort.jobs:
+                job.end("error", error_text(exc))
+            cohort.jobs = []
+
+    def _step(self, cohort: Cohort) -> None:
+        """The cohort's next tokens; drop the jobs that ended; one network call for the rest."""
+        choices = choose_all(cohort.jobs, cohort.logits, self.tokenizer)
         keep_rows, keep_jobs, fed = [], [], []
         offset = 0
-        for job, ids in zip(self.jobs, choices, strict=True):
+        for job, ids in zip(cohort.jobs, choices, strict=True):
             if ids is not None and not job.ended and self._advance_safely(job, ids):
                 keep_jobs.append(job)
                 keep_rows.extend(range(offset, offset + job.rows))
                 fed.append(ids.clamp(min=0))
             offset += job.rows
-        self.jobs = keep_jobs
+        cohort.jobs = keep_jobs
         if not keep_jobs:
-            self.state, self.logits = None, None
             return
-        self.rows_last_step = len(keep_rows)
-        self.most_rows = max(self.most_rows, self.rows_last_step)
-        index = torch.tensor(keep_rows, device=self.logits.device)
-        state = self.state.select(index) if len(keep_rows) < self.logits.shape[0] else self.state
-        logits, self.state = self.model(torch.cat(fed)[:, None], state)
-        self.logits = logits[:, -1]
-
-    def _choose_all(self) -> list[torch.Tensor | None]:
-        """Each job's next ids (rows,), None for a job that failed (and has ended). Jobs that sample
-        with the same settings and keep no history are transformed and turned into probabilities
-        together; each job's rows then draw from its own generator, exactly as
-        `sampling.choose_next` does for the job alone."""
-        starts = [0]
-        for job in self.jobs:
-            starts.append(starts[-1] + job.rows)
-        choices: list[torch.Tensor | None] = [None] * len(self.jobs)
-        groups: dict[tuple, list[int]] = {}
-        for i, job in enumerate(self.jobs):
-            cfg = job.config
-            if job.history is not None or cfg.temperature == 0:
-                try:
-                    choices[i] = self._choose(job, self.logits[starts[i] : starts[i + 1]])
-                except Exception as exc:  # noqa: BLE001 -- this job's own transforms failed: it alone ends
-                    logger.exception("sampling a batched generation failed")
-                    job.end("error", error_text(exc))
-            else:
-                key = (cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, cfg.allow_unk)
-                groups.setdefault(key, []).append(i)
-        for members in groups.values():
-            try:
-                for i, part in zip(members, self._draw_group(members, starts), strict=True):
-                    choices[i] = part
-            except Exception as exc:  # noqa: BLE001 -- these jobs' shared transform failed: they end, not the rest
-                logger.exception("sampling a batched generation failed")
-                for i in members:
-                    self.jobs[i].end("error", error_text(exc))
-        return choices
-
-    def _draw_group(self, members: list[int], starts: list[int]) -> list[torch.Tensor]:
-        """The next ids of jobs with the same sampling settings: one transform, each job's own draws."""
-        cfg = self.jobs[members[0]].config
-        rows = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in members]).to(self.logits.device)
-        processed = sampling.process_logits(self.logits[rows], cfg, None, suppressed(self.tokenizer, cfg))
-        draws = [torch.rand(self.jobs[i].rows, generator=self.jobs[i].generator, device=rows.device) for i in members]
-        ids = sampling.draw(sampling.cumulative(processed), torch.cat(draws))
-        return list(ids.split([self.jobs[i].rows for i in members]))
-
-    def _choose(self, job: Job, logits: torch.Tensor) -> torch.Tensor:
-        """One job's next ids on its own (greedy, or with a repetition history of its own)."""
-        cfg = job.config
-        processed = sampling.process_logits(logits, cfg, job.history, suppressed(self.tokenizer, cfg))
-        ids = sampling.choose_next(processed, cfg.temperature, job.generator)
-        job.history = sampling.extend_history(job.history, ids)
-        return ids
+        index = torch.tensor(keep_rows, device=cohort.logits.device)
+        state = cohort.state.select(index) if len(keep_rows) < cohort.logits.shape[0] else cohort.state
+        logits, cohort.state = self.model(torch.cat(fed)[:, None], state)
+        cohort.logits = logits[:, -1]
 
     def _advance_safely(self, job: Job, ids: torch.Tensor) -> bool:
         try:
@@ -274,25 +245,3 @@ class BatchEngine:
         if ended:
             job.end()
         return not ended
-
-
-class Collector:
-    """An `emit` for `BatchEngine.submit` that gathers each sample's text and how the job ended;
-    `on_end(kind, value)` is called (on the engine's thread) when it does."""
-
-    def __init__(self, rows: int, on_end: Callable[[str, object], None] | None = None):
-        self.pieces: list[list[str]] = [[] for _ in range(rows)]
-        self.end: tuple[str, object] | None = None
-        self.on_end = on_end
-
-    def __call__(self, kind: str, value) -> None:
-        if kind == "text":
-            for pieces, piece in zip(self.pieces, value, strict=True):
-                pieces.append(piece)
-            return
-        self.end = (kind, value)
-        if self.on_end is not None:
-            self.on_end(kind, value)
-
-    def texts(self, prompt: str) -> list[str]:
-        return [prompt + "".join(pieces) for pieces in self.pieces]

@@ -22,6 +22,7 @@ from gentext.config import ModelConfig
 from gentext.errors import GentextError
 from gentext.models.captioner import CaptionModel
 from gentext.models.markov import MarkovModel
+from gentext.models.pretrained import PretrainedLM
 from gentext.models.rnn import RNNLanguageModel
 from gentext.models.seq2seq import Seq2SeqModel
 from gentext.models.state import State
@@ -47,6 +48,7 @@ REGISTRY: dict[str, type[nn.Module]] = {
     "markov": MarkovModel,
     "seq2seq": Seq2SeqModel,  # pairs (--condition source): an encoder and a decoder with attention
     "captioner": CaptionModel,  # pictures (--condition image): a CNN and the same decoder
+    "pretrained": PretrainedLM,  # a Hugging Face causal LM (--init-from a model folder; the hf extra)
 }
 
 

@@ -1,0 +1,135 @@
+"""The settings of a training run, from what the caller gave: the config dataclasses filled in from
+keyword overrides, a resumed run's stored settings (only the stopping ones may change), the kind a
+condition implies, and the run directory made ready. `api.train` starts here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from gentext import checkpoint
+from gentext.config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig, flag_of, from_dict
+from gentext.data.tokenizers import tokenizer_from_json
+from gentext.errors import GentextError
+from gentext.training import distributed, finetune
+from gentext.training.records import PLOT
+from gentext.training.train_state import TRAIN_STATE
+
+_CONFIG_CLASSES = (CorpusConfig, TokenizerConfig, ModelConfig, TrainConfig)
+
+
+def _split_overrides(overrides: dict[str, Any]) -> dict[type, dict[str, Any]]:
+    """Route keyword arguments such as `hidden_size=256` to the config dataclass that owns them."""
+    routed: dict[type, dict[str, Any]] = {cls: {} for cls in _CONFIG_CLASSES}
+    for key, value in overrides.items():
+        owners = [cls for cls in _CONFIG_CLASSES if key in {f.name for f in dataclasses.fields(cls)}]
+        if not owners:
+            raise GentextError(f"train() got an unknown setting {key!r}")
+        routed[owners[0]][key] = value
+    return routed
+
+
+def prepare_out_dir(out: Path, force: bool) -> None:
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise GentextError(
+                f"{out} already exists and is not empty; pass --force to overwrite it, --resume to continue it, "
+                "or choose another --out"
+            )
+        if not (out / checkpoint.CONFIG).exists():
+            raise GentextError(f"{out} is not empty and is not a gentext run; refusing to overwrite it with --force")
+        # Replace the old run only now that the new one's input has been validated: its records,
+        # exports and TensorBoard logs go; its weights stay until the new run's first checkpoint
+        # replaces them atomically (a failed write then leaves a loadable directory).
+        for name in (checkpoint.METRICS, TRAIN_STATE, PLOT, "model.onnx"):
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "tensorboard", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+RESUMABLE = ("steps", "epochs", "time_limit", "patience", "eval_every", "save_every", "device", "tensorboard")
+
+
+def _resumable_flags() -> list[str]:
+    return [flag_of(TrainConfig, name) for name in RESUMABLE]
+
+
+def resume_configs(out: Path, paths: list[str] | None, overrides: dict[str, Any]):
+    """The stored settings of a run, with the few that may change on resume (when to stop, where to run).
+    Rank 0 reads the run directory; under torchrun the other ranks receive its files."""
+    refused = sorted(set(overrides) - set(RESUMABLE))
+    if refused:
+        owners = {name: cls for cls in _CONFIG_CLASSES for name in (f.name for f in dataclasses.fields(cls))}
+        named = ", ".join(flag_of(owners[name], name) if name in owners else name for name in refused)
+        raise GentextError(
+            f"--resume keeps the run's settings; cannot change {named} (only {', '.join(_resumable_flags())} may "
+            "change; start a new run with --force to change the others)"
+        )
+    info = distributed.from_env()
+    stored = json.loads(distributed.from_main(lambda: json.dumps(checkpoint.read_config(out)).encode(), info))
+    corpus_data = {k: v for k, v in stored.get("corpus", {}).items() if k != "sources"}
+    corpus_cfg = from_dict(CorpusConfig, corpus_data, "config.json 'corpus'")
+    if paths:
+        corpus_cfg.paths = list(paths)
+    tok_cfg = from_dict(TokenizerConfig, stored.get("tokenizer"), "config.json 'tokenizer'")
+    model_cfg = from_dict(ModelConfig, stored.get("model"), "config.json 'model'")
+    train_cfg = dataclasses.replace(from_dict(TrainConfig, stored.get("train"), "config.json 'train'"), **overrides)
+    tok_bytes = distributed.from_main(lambda: (out / checkpoint.TOKENIZER).read_bytes(), info)
+    tok = tokenizer_from_json(json.loads(tok_bytes.decode("utf-8")))
+    return corpus_cfg, tok_cfg, model_cfg, train_cfg, tok
+
+
+FINE_TUNING_LR = 1e-3  # --init-from's peak learning rate unless --lr is given (the default is 3e-3)
+
+
+def new_configs(paths, corpus, tokenizer, model, train, overrides):
+    """The settings of a new run, and the run it fine-tunes (`init_from`), if any."""
+    routed = _split_overrides(overrides)
+    corpus_cfg = dataclasses.replace(corpus or CorpusConfig(), **routed[CorpusConfig])
+    if paths is not None:
+        corpus_cfg.paths = list(paths)
+    tok_cfg = dataclasses.replace(tokenizer or TokenizerConfig(), **routed[TokenizerConfig])
+    model_cfg = dataclasses.replace(model or ModelConfig(), **routed[ModelConfig])
+    train_cfg = dataclasses.replace(train or TrainConfig(), **routed[TrainConfig])
+    kind_given = "kind" in routed[ModelConfig] or (model is not None and model.kind != ModelConfig.kind)
+    _kind_for_condition(corpus_cfg.condition, model_cfg, kind_given)
+    origin = None
+    if train_cfg.init_from:
+        if routed[TokenizerConfig]:
+            flags = ", ".join(flag_of(TokenizerConfig, name) for name in routed[TokenizerConfig])
+            raise GentextError(f"--init-from keeps the tokenizer of {train_cfg.init_from}; drop {flags}")
+        origin, tok_cfg, model_cfg = finetune.source_configs(train_cfg.init_from, routed[ModelConfig])
+        if train is None and "learning_rate" not in routed[TrainConfig]:
+            train_cfg.learning_rate = FINE_TUNING_LR
+    if train is None and "seq_len" not in routed[TrainConfig]:
+        train_cfg.seq_len = _default_window(model_cfg, train_cfg.seq_len)
+    return corpus_cfg, tok_cfg, model_cfg, train_cfg, origin
+
+
+def _default_window(model_cfg: ModelConfig, seq_len: int) -> int:
+    """A Transformer trains on windows as long as its context, so every distance its cache holds at
+    generation was trained (a pretrained model: up to 128 tokens, a CPU's share of its context)."""
+    if model_cfg.kind == "transformer":
+        return model_cfg.context
+    return min(model_cfg.context, 128) if model_cfg.kind == "pretrained" else seq_len
+
+
+CONDITION_KINDS = {"source": "seq2seq", "image": "captioner"}  # conditions only one kind can take
+
+
+def _kind_for_condition(condition: str, model_cfg: ModelConfig, kind_given: bool) -> None:
+    """Where only one kind takes a condition, the condition picks it; a kind that cannot take the
+    condition (or needs one that is missing) is refused, naming what to type instead."""
+    needed = CONDITION_KINDS.get(condition)
+    if needed and not kind_given:
+        model_cfg.kind = needed
+    elif needed and model_cfg.kind != needed:
+        raise GentextError(f"--condition {condition} trains --model {needed} only; drop --model {model_cfg.kind}")
+    for cond, kind in CONDITION_KINDS.items():
+        if model_cfg.kind == kind and condition != cond:
+            shape = "source<TAB>target lines" if cond == "source" else "picture<TAB>caption lines or a folder"
+            raise GentextError(f"--model {kind} needs --condition {cond} ({shape}); add --condition {cond}")
