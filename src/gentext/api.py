@@ -47,6 +47,7 @@ from gentext.training.run import FINAL_EVAL_TOKENS
 
 logger = logging.getLogger(__name__)
 
+
 def _prepare_data(corpus_cfg, tok_cfg, model_cfg, train_cfg, tok, progress: bool, origin=None):
     """Read and tokenize the corpus (fitting the tokenizer unless `tok` is given; growing the
     vocabulary of `origin`, a run being fine-tuned); check that the model can train on it before
