@@ -47,3 +47,14 @@ def test_no_relative_imports_hide_the_flow():
     for path in PACKAGE.rglob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         assert not [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level], path
+
+
+def test_inference_never_imports_training():
+    """Generation and evaluation stand beside training, not on it: the rules both need (scoring,
+    the pair and hold-out rules) live below both, in models/ and data/."""
+    offenders = [
+        str(path.relative_to(PACKAGE))
+        for path in (PACKAGE / "inference").rglob("*.py")
+        if "training" in imported(ast.parse(path.read_text(encoding="utf-8")))
+    ]
+    assert offenders == []

@@ -122,3 +122,34 @@ def test_min_p_keeps_tokens_near_the_top():
 
     probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
     assert torch.isfinite(apply_min_p(probs.log(), 0.25)).tolist() == [[True, True, True, False]]
+
+
+class _Certain(torch.nn.Module):
+    """A model sure of its text: 'a' (id 1) for five tokens, then the end (id 0). Ending early costs
+    4.7 nats at each step, 'b' (id 2) 6.9: cheap junk that finishes while the right answer is still
+    growing."""
+
+    def initial_state(self, batch, device=None, condition=None):
+        from gentext.models.state import State
+
+        return State({"read": torch.zeros(batch, dtype=torch.long)}, {"read": 0})
+
+    def forward(self, ids, state=None, targets=None):
+        from gentext.models.state import State
+
+        state = state if state is not None else self.initial_state(ids.shape[0])
+        read = state.tensors["read"][:, None] + torch.arange(1, ids.shape[1] + 1)  # (B, T)
+        early = torch.tensor([0.009, 0.99, 0.001]).log()
+        late = torch.tensor([0.999, 0.0005, 0.0005]).log()
+        logits = torch.where((read < 6)[..., None], early, late)
+        return logits, State({"read": read[:, -1]}, {"read": 0})
+
+
+@pytest.mark.parametrize("penalty", [0.0, 1.0])
+def test_beams_find_the_answer_a_certain_model_gives_greedily(penalty):
+    from gentext.config import SampleConfig
+    from gentext.inference.beams import beam_search
+
+    config = SampleConfig(num_beams=4, num_samples=4, max_new_tokens=20, length_penalty=penalty)
+    best = beam_search(_Certain(), [1], config, end_id=0)[0]
+    assert best == [1, 1, 1, 1, 1, 0]  # what greedy decoding gives; before, a truncated [1, 1, 1, 1] won

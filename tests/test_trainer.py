@@ -21,7 +21,7 @@ def test_periodic_validation_reads_a_fixed_sample_spread_over_the_whole_split(mo
 
     from gentext.config import ModelConfig
     from gentext.models import build_model
-    from gentext.training import evaluation
+    from gentext.models import scoring as evaluation
 
     scored = []
     real = evaluation._score_rows

@@ -28,6 +28,7 @@ from gentext.config import (
     TrainConfig,
     to_dict,
 )
+from gentext.data.conditions import cut_pairs, pair_ids
 from gentext.data.corpus import open_corpus
 from gentext.data.dataset import BPTTBatches
 from gentext.data.tokencache import fingerprint_and_fit, token_data
@@ -36,12 +37,12 @@ from gentext.errors import GentextError
 from gentext.hardware import resolve_device, resolve_precision
 from gentext.inference.textmodel import TextModel
 from gentext.models import build_model, check_kind, fitted_by_counting
+from gentext.models.scoring import evaluate
 from gentext.settings import new_configs, prepare_out_dir, resume_configs
 from gentext.threads import configure as configure_threads
 from gentext.training import captions, distributed, finetune, trainer
 from gentext.training.defaults import auto_dropout
-from gentext.training.evaluation import evaluate
-from gentext.training.pairs import cut_pairs, pair_ids, train_pairs
+from gentext.training.pairs import train_pairs
 from gentext.training.records import tensorboard_writer
 from gentext.training.run import FINAL_EVAL_TOKENS
 

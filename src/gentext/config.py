@@ -312,7 +312,11 @@ class SampleConfig:
     stop: list[str] = opt(help="end a sample before this string; \\n, \\t escapes (repeatable)", factory=list)
     max_time: float | None = opt(None, "stop generating after this many seconds")
     num_beams: int = opt(0, "beam search with this many beams (deterministic; 1 is greedy, 0 samples)")
-    length_penalty: float = opt(1.0, "beam scores are log-probability / length ** this")
+    length_penalty: float | None = opt(
+        None,
+        "beam scores are log-probability / length ** this (not given: 0 for translations and captions, whose "
+        "length the source sets, so beams find the most likely output; 1 for text)",
+    )
     allow_unk: bool = opt(False, "word level: let <unk> be generated")
     num_samples: int = opt(1, "samples generated together as one batch")
     seed: int | None = opt(None, "same seed, same text")
@@ -347,7 +351,7 @@ class SampleConfig:
             f"--max-time must be a positive number, got {self.max_time}",
         )
         _check(
-            math.isfinite(self.length_penalty) and abs(self.length_penalty) <= 10,
+            self.length_penalty is None or (math.isfinite(self.length_penalty) and abs(self.length_penalty) <= 10),
             f"--length-penalty must be in [-10, 10], got {self.length_penalty}",
         )
         _check(self.num_beams >= 0, f"--num-beams must be >= 0, got {self.num_beams}")

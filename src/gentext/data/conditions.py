@@ -21,6 +21,8 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 
+import numpy as np
+
 from gentext.errors import GentextError
 
 LABEL_BASE = 0xF0000
@@ -142,3 +144,25 @@ def csv_as_tsv(text: str, columns: tuple[str, str], header: list[str]) -> str:
             label, body = (" ".join(row[i].split()) for i in at)  # tabs and newlines inside a cell become spaces
             lines.append(f"{label}\t{body}\n")
     return "".join(lines)
+
+
+Pair = tuple[np.ndarray, np.ndarray]  # (source ids, target ids)
+
+
+def pair_ids(tokenizer) -> tuple[int, int]:
+    """(SOURCE_END id, END id): the decoder's start token and the newline that ends a target."""
+    return int(tokenizer.encode(SOURCE_END)[0]), int(tokenizer.encode("\n")[0])
+
+
+def cut_pairs(ids, end_id: int, source_end_id: int) -> list[Pair]:
+    """(source ids, target ids) of every `source SOURCE_END target END` document in `ids`."""
+    ids = np.asarray(ids, dtype=np.int64)
+    ends = np.flatnonzero(ids == end_id)
+    pairs, start = [], 0
+    for end in ends:
+        doc = ids[start:end]
+        start = end + 1
+        cut = np.flatnonzero(doc == source_end_id)
+        if len(cut) and 0 < cut[0] < len(doc) - 1:
+            pairs.append((doc[: cut[0]], doc[cut[0] + 1 :]))
+    return pairs

@@ -81,3 +81,13 @@ def load_images(paths: list[Path], size: int = IMAGE_SIZE) -> torch.Tensor:
     if len(shapes) > 1:
         raise GentextError(f"pictures and feature files must all have one shape; found {sorted(shapes)[:3]}")
     return torch.stack(loaded)
+
+
+HOLD_OUT_EVERY = 10
+
+
+def held_out_pictures(pairs: list[tuple]) -> list:
+    """The pictures held out for validation: every 10th distinct picture in order of first
+    appearance, with all its captions (training and evaluation share this one rule)."""
+    names = list(dict.fromkeys(image for image, _ in pairs))
+    return [name for i, name in enumerate(names) if (i + 1) % HOLD_OUT_EVERY == 0]

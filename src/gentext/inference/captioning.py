@@ -55,12 +55,10 @@ def evaluate_captions(model, pairs: list[tuple[str, str]], max_images: int = 500
 
 def picture_pairs(model, paths: list[str] | None) -> list[tuple[str, str]]:
     """(picture, caption) of captions files, or the run's held-out pictures (every 10th)."""
-    from gentext.data.images import read_captions
-    from gentext.training.captions import HOLD_OUT_EVERY
+    from gentext.data.images import held_out_pictures, read_captions
 
     if paths:
         return [(str(p), c) for path in paths for p, c in read_captions(path)]
     pairs = read_captions(model.config["corpus"]["sources"][0])
-    names = list(dict.fromkeys(p for p, _ in pairs))
-    held = {n for i, n in enumerate(names) if (i + 1) % HOLD_OUT_EVERY == 0}
+    held = set(held_out_pictures(pairs))
     return [(str(p), c) for p, c in pairs if p in held]

@@ -14,7 +14,7 @@ import torch
 
 from gentext.config import SampleConfig
 from gentext.data.decoding import decode_with, primed
-from gentext.inference import sampling
+from gentext.inference import beams, sampling
 from gentext.models import model_device
 
 
@@ -146,7 +146,7 @@ def generate_texts(
     """`num_samples` texts, each the prompt followed by its continuation (up to `end_id`); from
     `start`, a one-row State, where a condition made it (a picture)."""
     if config.num_beams:
-        outputs = sampling.beam_search(
+        outputs = beams.beam_search(
             model, prompt_ids, config, end_id, suppress=suppressed(tokenizer, config), start=start
         )
         outputs = [ids[:-1] if ids and ids[-1] == end_id else ids for ids in outputs]

@@ -23,7 +23,6 @@ generator may be resumed on any thread (a web server's worker pool does exactly 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 
 import torch
@@ -174,7 +173,7 @@ def extend_history(history: torch.Tensor | None, ids: torch.Tensor) -> torch.Ten
     return None if history is None else torch.cat([history, ids.clamp(min=0)[:, None]], dim=1)
 
 
-def _prime(model: torch.nn.Module, prompt_ids: list[int], batch: int, start=None):
+def prime(model: torch.nn.Module, prompt_ids: list[int], batch: int, start=None):
     """Run the prompt through the network once, for one stream (from `start`, a one-row State a
     condition made, e.g. a picture's; else from the model's own start), and copy its state to
     `batch` rows."""
@@ -201,7 +200,7 @@ def generate_ids(
     """
     batch = config.num_samples
     with torch.inference_mode():
-        logits, state = _prime(model, prompt_ids, batch, start)  # (B, V)
+        logits, state = prime(model, prompt_ids, batch, start)  # (B, V)
         seed = history_ids if history_ids is not None else prompt_ids
         history = initial_history(seed, config, batch, logits.device)  # (B, L) or None
     warned = False
@@ -221,62 +220,6 @@ def generate_ids(
             history = extend_history(history, next_ids)
             logits, state = model(fed[:, None], state)
             logits = logits[:, -1]
-
-
-def beam_search(
-    model: torch.nn.Module,
-    prompt_ids: list[int],
-    config: SampleConfig,
-    end_id: int | None = None,
-    suppress: list[int] | None = None,
-    start=None,
-) -> list[list[int]]:
-    """Deterministic beam search; returns `num_samples` continuations, best first.
-
-    Hypotheses are ranked by total log-probability / length ** length_penalty (Wu et al. 2016),
-    so finished short ones compete fairly with long ones. One beam is exactly greedy decoding.
-    """
-    beams = config.num_beams
-    with torch.inference_mode():
-        logits, state = _prime(model, prompt_ids, 1, start)  # start from one hypothesis, not `beams` copies
-        device = logits.device
-        seqs = torch.empty(1, 0, dtype=torch.long, device=device)
-        scores = torch.zeros(1, device=device)
-        finished: list[tuple[float, list[int]]] = []
-        prompt = torch.tensor(prompt_ids, dtype=torch.long, device=device)
-        deadline = None if config.max_time is None else time.monotonic() + config.max_time
-        for step in range(config.max_new_tokens):
-            if deadline is not None and time.monotonic() > deadline:
-                break  # --max-time: the hypotheses so far are ranked as they stand
-            threads.tick()
-            history = torch.cat([prompt[None].expand(seqs.shape[0], -1), seqs], dim=1)
-            logits = apply_constraints(logits, config, history, suppress)
-            candidates = scores[:, None] + torch.log_softmax(logits, dim=-1)  # (K, V)
-            vocab = candidates.shape[1]
-            top_scores, flat = candidates.flatten().topk(min(beams, candidates.numel()))
-            origin, token = flat // vocab, flat % vocab
-            keep = torch.isfinite(top_scores)
-            origin, token, top_scores = origin[keep], token[keep], top_scores[keep]
-            seqs = torch.cat([seqs[origin], token[:, None]], dim=1)
-            state = state.select(origin)
-            scores = top_scores
-            if end_id is not None:
-                ended = token == end_id
-                for i in ended.nonzero().flatten().tolist():
-                    length = step + 1
-                    finished.append((scores[i].item() / length**config.length_penalty, seqs[i].tolist()))
-                scores = scores.masked_fill(ended, NEG_INF)
-                if len(finished) >= beams or not torch.isfinite(scores).any():
-                    break
-            if seqs.shape[0] == 0:
-                break
-            logits, state = model(token[:, None], state)
-            logits = logits[:, -1]
-        length = max(seqs.shape[1], 1)
-        for i in torch.isfinite(scores).nonzero().flatten().tolist():
-            finished.append((scores[i].item() / length**config.length_penalty, seqs[i].tolist()))
-    finished.sort(key=lambda item: -item[0])
-    return [ids for _, ids in finished[: config.num_samples]]
 
 
 def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:

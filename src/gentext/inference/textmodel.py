@@ -15,7 +15,7 @@ import torch
 
 from gentext import checkpoint
 from gentext.config import CorpusConfig, SampleConfig, from_dict
-from gentext.data.conditions import SOURCE_END, check_label, mark
+from gentext.data.conditions import SOURCE_END, check_label, mark, pair_ids
 from gentext.data.corpus import load_corpus, read_text
 from gentext.data.tokencache import held_out
 from gentext.errors import GentextError
@@ -23,9 +23,8 @@ from gentext.inference import captioning, conditioning, formats, generation, tra
 from gentext.inference.generation import unescape
 from gentext.inference.novelty import novelty
 from gentext.models import model_device
+from gentext.models.scoring import evaluate
 from gentext.models.spelling import SpellingModel
-from gentext.training.evaluation import evaluate
-from gentext.training.pairs import pair_ids
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +79,8 @@ class TextModel:
         cfg = from_dict(SampleConfig, overrides, "generate()")
         cfg.validate()
         cfg.stop = [unescape(s) for s in cfg.stop]  # "\\n\\n" typed in a shell or a form means two newlines
+        if cfg.length_penalty is None:  # the source sets a translation's length: rank beams by probability alone
+            cfg.length_penalty = 0.0 if self.pairs or self.captions else 1.0
         return cfg
 
     def _prompt_ids(self, prompt: str, label: str | None = None, source: str | None = None) -> list[int]:

@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gentext.data.conditions import SOURCE_END, is_reserved, read_pairs
+from gentext.data.conditions import SOURCE_END, cut_pairs, is_reserved, pair_ids, read_pairs
 from gentext.errors import GentextError
-from gentext.training.pairs import cut_pairs, pair_ids, pair_loss
+from gentext.models.scoring import pair_loss
 
 MAX_PAIRS = 1000  # decoding is one generation per pair: the first this many held-out pairs
 

@@ -1,7 +1,6 @@
 """HTTP adapter over the API: FastAPI app with JSON and Server-Sent-Events generation.
 
-(No `from __future__ import annotations` here: FastAPI reads the request models from the
-annotations of handlers defined inside `create_app`, which must be real classes, not strings.)
+(No `from __future__ import annotations`: FastAPI reads the handlers' annotations as classes.)
 
     gentext serve runs/book runs/markov --host 127.0.0.1 --port 8000
 
@@ -55,6 +54,7 @@ class Service:
         self.gate = Gate(limits.worker_threads, limits.max_concurrency + limits.max_queue)
         self.default = next(iter(models))
         self.metrics = Metrics()
+        self.metrics.in_flight.set_function(lambda: self.gate.count)  # read at each scrape
         # continuous batching: one engine per model, its batch holding up to max_batch_rows rows
         self.engines = {id(m): BatchEngine(m, limits.max_batch_rows) for m in models.values()} if batching else {}
 
@@ -79,7 +79,6 @@ class Service:
         slot = self.gate.enter()
         if slot is None:
             raise HTTPException(503, detail="server busy: too many requests in flight; retry later")
-        self.metrics.in_flight.set(self.gate.count)
         return slot
 
     async def run(self, slot: Slot, fn, *args, **kwargs):
@@ -115,7 +114,6 @@ class Service:
         self.metrics.tokens.labels(name).inc(tokens)
         if tokens:
             self.metrics.per_token.observe((time.perf_counter() - start) / max(tokens / len(texts), 1))
-        self.metrics.in_flight.set(self.gate.count)
         return texts
 
     def stream(self, model: TextModel, name: str, prompt: str, settings: dict[str, Any]):
@@ -134,9 +132,14 @@ class Service:
             self.metrics.first_token.observe(time.perf_counter() - began)
 
         def send_counted(send):
+            echoed = False  # the first text is the prompt, echoed; every later piece is one token
+
             def counted(kind, value):
+                nonlocal echoed
                 if kind == "text":
-                    self.metrics.tokens.labels(name).inc()
+                    if echoed:
+                        self.metrics.tokens.labels(name).inc()
+                    echoed = True
                 send(kind, value)
 
             return counted
@@ -169,10 +172,10 @@ def create_app(
 
     @app.get("/metrics")
     def metrics() -> Response:
-        for model in models.values():
+        for name, model in models.items():
             engine = service.engines.get(id(model))
             if engine is not None:
-                service.metrics.batch_rows.labels(_name(models, model)).set(engine.rows_last_step)
+                service.metrics.batch_rows.labels(name).set(engine.rows_last_step)
         body, media_type = service.metrics.render()
         return Response(body, media_type=media_type)
 
@@ -232,10 +235,6 @@ def create_app(
         return (Path(__file__).parent / "playground.html").read_text(encoding="utf-8")
 
     return app
-
-
-def _name(models: dict[str, TextModel], model: TextModel) -> str:
-    return next(name for name, m in models.items() if m is model)
 
 
 def _generated(model: TextModel, name: str, prompt: str, samples: list[str]) -> dict[str, Any]:

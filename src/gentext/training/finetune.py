@@ -21,7 +21,7 @@ from gentext.config import ModelConfig, TokenizerConfig, flag_of, from_dict
 from gentext.data.tokencache import held_out
 from gentext.errors import GentextError
 from gentext.models import fitted_by_counting
-from gentext.training.evaluation import evaluate
+from gentext.models.scoring import evaluate
 from gentext.training.run import FINAL_EVAL_TOKENS
 
 CHANGEABLE = ("dropout",)  # architecture options a fine-tuning run may still set

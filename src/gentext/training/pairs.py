@@ -20,74 +20,12 @@ from tqdm import tqdm
 
 from gentext import checkpoint
 from gentext.config import TrainConfig
-from gentext.data.conditions import SOURCE_END
+from gentext.data.conditions import Pair
 from gentext.errors import GentextError
+from gentext.models.scoring import batch, pair_loss, text_condition
 from gentext.training.defaults import DEFAULT_STEPS
 from gentext.training.run import _optimizer
 from gentext.training.trainer import TrainResult, lr_at
-
-Pair = tuple[np.ndarray, np.ndarray]
-
-
-def pair_ids(tokenizer) -> tuple[int, int]:
-    """(SOURCE_END id, END id): the decoder's start token and the newline that ends a target."""
-    return int(tokenizer.encode(SOURCE_END)[0]), int(tokenizer.encode("\n")[0])
-
-
-def cut_pairs(ids, end_id: int, source_end_id: int) -> list[Pair]:
-    """(source ids, target ids) of every `source SOURCE_END target END` document in `ids`."""
-    ids = np.asarray(ids, dtype=np.int64)
-    ends = np.flatnonzero(ids == end_id)
-    pairs, start = [], 0
-    for end in ends:
-        doc = ids[start:end]
-        start = end + 1
-        cut = np.flatnonzero(doc == source_end_id)
-        if len(cut) and 0 < cut[0] < len(doc) - 1:
-            pairs.append((doc[: cut[0]], doc[cut[0] + 1 :]))
-    return pairs
-
-
-def text_condition(sources: list[np.ndarray], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Source ids -> (padded ids (B, S), lengths (B,)): what the seq2seq encoder takes."""
-    padded = np.zeros((len(sources), max(len(s) for s in sources)), dtype=np.int64)
-    for row, s in enumerate(sources):
-        padded[row, : len(s)] = s
-    return torch.from_numpy(padded).to(device), torch.tensor([len(s) for s in sources], device=device)
-
-
-def batch(pairs: list[Pair], source_end_id: int, end_id: int, device, condition_of=text_condition):
-    """The encoder's condition (from the pairs' sources), decoder in/out (B, T), the targets' mask."""
-    t_len = max(len(t) for _, t in pairs) + 1
-    dec_in = np.zeros((len(pairs), t_len), dtype=np.int64)
-    dec_out = np.zeros((len(pairs), t_len), dtype=np.int64)
-    mask = np.zeros((len(pairs), t_len), dtype=bool)
-    for row, (_, t) in enumerate(pairs):
-        dec_in[row, : len(t) + 1] = [source_end_id, *t]
-        dec_out[row, : len(t) + 1] = [*t, end_id]
-        mask[row, : len(t) + 1] = True
-    as_tensor = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
-    condition = condition_of([s for s, _ in pairs], device)
-    return condition, as_tensor(dec_in), as_tensor(dec_out), as_tensor(mask)
-
-
-@torch.inference_mode()
-def pair_loss(
-    model, pairs: list[Pair], source_end_id: int, end_id: int, device, rows: int = 128, condition_of=text_condition
-) -> tuple[float, int]:
-    """Total nats and the number of predicted target tokens (END included) over `pairs`."""
-    was = model.training
-    model.eval()
-    total, count = 0.0, 0
-    ordered = sorted(pairs, key=lambda p: (np.size(p[0]), len(p[1])))  # similar lengths: little padding
-    for start in range(0, len(ordered), rows):
-        chunk = ordered[start : start + rows]
-        condition, dec_in, dec_out, mask = batch(chunk, source_end_id, end_id, device, condition_of)
-        logp = model.pair_log_probs(condition, dec_in, dec_out)
-        total -= logp[mask].double().sum().item()
-        count += int(mask.sum())
-    model.train(was)
-    return total, count
 
 
 def train_pairs(

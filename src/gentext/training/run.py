@@ -24,8 +24,8 @@ from gentext.data.dataset import BPTTBatches, content_hash
 from gentext.errors import GentextError
 from gentext.hardware import autocast, resolve_precision
 from gentext.models import State
+from gentext.models.scoring import evaluate, evaluate_sample
 from gentext.training import distributed
-from gentext.training.evaluation import evaluate, evaluate_sample
 from gentext.training.records import Recorder, truncate_metrics
 from gentext.training.train_state import Progress, load_train_state, read_train_state, save_train_state
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from gentext import threads
+from gentext.data.conditions import Pair
 
 ROW_TOKENS = 8192
 SAMPLE_ROW, SAMPLE_WARM = 1024, 256  # evaluate_sample's rows: scored tokens, and unscored warm-up before them
@@ -93,3 +94,46 @@ def evaluate_sample(
         SAMPLE_WARM + int(a + f * max(b - a - 1, 0)) for a, b, f in zip(edges[:-1], edges[1:], offsets, strict=True)
     ]
     return _scored(model, [(starts, SAMPLE_ROW)], ids, seq_len, device, SAMPLE_WARM), rows * SAMPLE_ROW
+
+
+# -- pairs (seq2seq, captions): a decoder scored on padded targets -----------------------------------
+def text_condition(sources: list[np.ndarray], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source ids -> (padded ids (B, S), lengths (B,)): what the seq2seq encoder takes."""
+    padded = np.zeros((len(sources), max(len(s) for s in sources)), dtype=np.int64)
+    for row, s in enumerate(sources):
+        padded[row, : len(s)] = s
+    return torch.from_numpy(padded).to(device), torch.tensor([len(s) for s in sources], device=device)
+
+
+def batch(pairs: list[Pair], source_end_id: int, end_id: int, device, condition_of=text_condition):
+    """The encoder's condition (from the pairs' sources), decoder in/out (B, T), the targets' mask."""
+    t_len = max(len(t) for _, t in pairs) + 1
+    dec_in = np.zeros((len(pairs), t_len), dtype=np.int64)
+    dec_out = np.zeros((len(pairs), t_len), dtype=np.int64)
+    mask = np.zeros((len(pairs), t_len), dtype=bool)
+    for row, (_, t) in enumerate(pairs):
+        dec_in[row, : len(t) + 1] = [source_end_id, *t]
+        dec_out[row, : len(t) + 1] = [*t, end_id]
+        mask[row, : len(t) + 1] = True
+    as_tensor = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    condition = condition_of([s for s, _ in pairs], device)
+    return condition, as_tensor(dec_in), as_tensor(dec_out), as_tensor(mask)
+
+
+@torch.inference_mode()
+def pair_loss(
+    model, pairs: list[Pair], source_end_id: int, end_id: int, device, rows: int = 128, condition_of=text_condition
+) -> tuple[float, int]:
+    """Total nats and the number of predicted target tokens (END included) over `pairs`."""
+    was = model.training
+    model.eval()
+    total, count = 0.0, 0
+    ordered = sorted(pairs, key=lambda p: (np.size(p[0]), len(p[1])))  # similar lengths: little padding
+    for start in range(0, len(ordered), rows):
+        chunk = ordered[start : start + rows]
+        condition, dec_in, dec_out, mask = batch(chunk, source_end_id, end_id, device, condition_of)
+        logp = model.pair_log_probs(condition, dec_in, dec_out)
+        total -= logp[mask].double().sum().item()
+        count += int(mask.sum())
+    model.train(was)
+    return total, count
