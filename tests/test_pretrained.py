@@ -1,8 +1,6 @@
 """A pretrained causal LM (Hugging Face format) as a gentext kind: a tiny GPT-2 made here, offline."""
 
 import json
-import os
-import signal
 
 import pytest
 import torch
@@ -15,7 +13,7 @@ from gentext.errors import GentextError  # noqa: E402
 from gentext.training.trainer import TrainingInterrupted  # noqa: E402
 
 from .conftest import TINY_SETTINGS, TINY_TEXT  # noqa: E402
-from .test_resume import latest_weights  # noqa: E402
+from .test_resume import ctrl_c_at, latest_weights  # noqa: E402
 
 CONTEXT = 48  # short, so that generation and scoring slide past it
 
@@ -87,13 +85,8 @@ def test_fine_tuning_resumes_bit_for_bit(gpt2_folder, tiny_corpus, tmp_path):
     straight = tmp_path / "straight"
     gentext.train(straight, paths=[str(tiny_corpus)], **settings)
     stopped = tmp_path / "stopped"
-
-    def ctrl_c_at_step_4(step, val_loss, model):
-        if step == 4:
-            os.kill(os.getpid(), signal.SIGINT)
-
     with pytest.raises(TrainingInterrupted):
-        gentext.train(stopped, paths=[str(tiny_corpus)], on_eval=ctrl_c_at_step_4, **settings)
+        gentext.train(stopped, paths=[str(tiny_corpus)], on_eval=ctrl_c_at(4), **settings)
     gentext.train(stopped, paths=[str(tiny_corpus)], resume=True)
     a, b = latest_weights(straight), latest_weights(stopped)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

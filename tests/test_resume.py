@@ -25,6 +25,16 @@ from .test_cli import TINY_FLAGS
 RESUME_SETTINGS = {**TINY_SETTINGS, "num_layers": 2, "dropout": 0.2, "save_every": 5, "steps": 24}
 
 
+def ctrl_c_at(at: int):
+    """An evaluation callback that sends this process SIGINT at step `at`, as Ctrl-C would."""
+
+    def callback(step, val_loss, model):
+        if step == at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    return callback
+
+
 def latest_weights(run):
     tensors = safetensors.torch.load_file(str(run / TRAIN_STATE))
     return {k: v for k, v in tensors.items() if k.startswith(("model.", "optim."))}
@@ -38,13 +48,8 @@ def test_interrupted_then_resumed_run_is_bitwise_identical(tiny_corpus, tmp_path
     gentext.train(straight, paths=[str(tiny_corpus)], **settings)
 
     stopped = tmp_path / "stopped"
-
-    def ctrl_c_at_step_10(step, val_loss, model):
-        if step == 10:
-            os.kill(os.getpid(), signal.SIGINT)
-
     with pytest.raises(TrainingInterrupted, match="--resume") as info:
-        gentext.train(stopped, paths=[str(tiny_corpus)], on_eval=ctrl_c_at_step_10, **settings)
+        gentext.train(stopped, paths=[str(tiny_corpus)], on_eval=ctrl_c_at(10), **settings)
     assert info.value.exit_code == 130
     assert gentext.load(stopped).generate("The", max_new_tokens=5, seed=0)  # loads while stopped
 

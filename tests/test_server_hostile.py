@@ -190,3 +190,27 @@ def test_separate_limits_for_rows_admission_and_threads(model):
         w.join()
     assert sorted(results).count(200) >= 3 and set(results) <= {200, 503}
     assert service.gate.count == 0
+
+
+@pytest.mark.parametrize(
+    "path, poison",
+    [
+        ("/v1/generate", {"prompt": "The ", "seed": 2**70}),
+        ("/v1/completions", {"prompt": "The ", "n": 10**9}),
+        ("/v1/completions", {"prompt": ["The "] * 1000}),
+        ("/v1/score", {"text": "The", "unknown": "maybe"}),
+        ("/v1/caption", {"image": "not base64!"}),
+        ("/v1/attention", {"source": "x" * 10**6}),
+    ],
+)
+def test_poison_then_good_on_every_endpoint(app, model, path, poison):
+    client = TestClient(app)
+    for _ in range(5):
+        status = client.post(path, json=poison).status_code
+        assert 400 <= status < 500, status
+    assert _in_flight(app) == 0
+    _good_answer(client, model)
+    completion = client.post("/v1/completions", json={"prompt": "The ", "max_tokens": 8, "seed": 1})
+    assert completion.status_code == 200
+    assert "The " + completion.json()["choices"][0]["text"] == model.generate("The ", max_new_tokens=8, seed=1,
+                                                                               temperature=1.0)[0]  # fmt: skip
