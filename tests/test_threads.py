@@ -57,8 +57,11 @@ def test_a_busy_machine_is_said_once_and_the_count_adapts(fresh, monkeypatch, ca
     monkeypatch.setattr(threads.Governor, "others", lambda self: 1.8)
     with caplog.at_level(logging.WARNING):
         governor = threads.configure()
+        assert governor.target == 1 and torch.get_num_threads() == 1
+        assert not caplog.records  # said when work starts, so a command refused at once says nothing more
         threads.configure()  # a second command in the same process: no second line
-    assert governor.target == 1 and torch.get_num_threads() == 1
+        threads.tick()
+        threads.tick()
     busy = [r for r in caplog.records if "other processes are using" in r.getMessage()]
     assert len(busy) == 1 and "--threads N" in busy[0].getMessage()
     monkeypatch.setattr(threads.Governor, "others", lambda self: 0.0)  # the other work ended

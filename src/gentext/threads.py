@@ -116,6 +116,7 @@ class Governor:
         self.lock = threading.Lock()
         self.cpus = _affinity()
         self.hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.pending: str | None = None  # the busy-at-start line, said once when work begins
         self.last = _start or (time.monotonic(), _busy_jiffies(self.cpus), _own_cpu_seconds())
 
     def others(self) -> float | None:
@@ -133,6 +134,9 @@ class Governor:
 
     def tick(self) -> None:
         """Re-measure every few seconds (adapting governors only); apply the count in this thread."""
+        if self.pending:
+            log.warning(self.pending)
+            self.pending = None
         if self.fixed is None and time.monotonic() - self.last[0] >= RECHECK_SECONDS and self.lock.acquire(False):
             try:
                 others = self.others()
@@ -140,6 +144,10 @@ class Governor:
                     self.target = self.choose(others)
             finally:
                 self.lock.release()
+        self.apply()
+
+    def apply(self) -> None:
+        """Set this OS thread's torch thread count to the current choice (torch keeps it per thread)."""
         if getattr(self.local, "applied", None) != self.target:
             import torch
 
@@ -161,7 +169,7 @@ def configure(threads: int | None = None) -> Governor:
 
         raise GentextError(f"--threads must be at least 1, got {threads}")
     if _governor is not None and threads is None:
-        _governor.tick()
+        _governor.apply()
         return _governor
     env = next((os.environ[v] for v in FIXING_VARIABLES if os.environ.get(v, "").isdigit()), None)
     fixed = threads or (int(env) if env and int(env) > 0 else None)
@@ -169,7 +177,7 @@ def configure(threads: int | None = None) -> Governor:
     if fixed is None:
         _start_busy(governor)
     _governor = governor
-    governor.tick()
+    governor.apply()
     return governor
 
 
@@ -179,12 +187,12 @@ def _start_busy(governor: Governor) -> None:
     if others is None:
         others = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     governor.target = governor.choose(others)
-    if governor.target < governor.usable:
-        log.warning(
-            "other processes are using %.1f of the %d usable cores: starting with %d thread%s and taking cores "
-            "back as they free up (--threads N fixes the number)",
-            others, governor.usable, governor.target, "" if governor.target == 1 else "s",
-        )  # fmt: skip
+    if governor.target < governor.usable:  # said at the first hot-loop tick: a command refused first says nothing
+        governor.pending = (
+            f"other processes are using {others:.1f} of the {governor.usable} usable cores: starting with "
+            f"{governor.target} thread{'' if governor.target == 1 else 's'} and taking cores back as they free up "
+            "(--threads N fixes the number)"
+        )
 
 
 def tick() -> None:

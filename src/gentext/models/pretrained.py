@@ -65,7 +65,10 @@ def cached(name: str) -> Path | None:
 
 
 def not_found(name: str) -> str:
-    """What to say when `name` is neither a run, a model folder, nor a cached model id."""
+    """What to say when `name` is neither a run, a model folder, nor a cached model id (a model id is
+    NAME or ORG/NAME; anything else was meant as a path)."""
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
+        return f"{name}: no such run directory"
     try:
         from huggingface_hub.constants import HF_HUB_CACHE
     except ImportError:
