@@ -199,3 +199,10 @@ def test_a_transformer_trains_on_windows_as_long_as_its_context(tiny_corpus, tmp
     gentext.train(tmp_path / "u", paths=[str(tiny_corpus)], model="transformer", num_heads=2, context=24, steps=2,
                   **{**summary_cfg, "seq_len": 8})  # fmt: skip
     assert json.loads((tmp_path / "u" / "config.json").read_text())["train"]["seq_len"] == 8  # given: kept
+
+
+def test_readme_names_the_extra_the_generated_corpora_need():
+    section = README[README.index("## Translate") :][:1500]
+    assert 'pip install -e ".[corpora]"' in section and "--corpus dates" in section
+    names = README.index("--corpus names --condition label")
+    assert '.[corpora]"' in README[names : names + 120]
