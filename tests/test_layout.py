@@ -6,7 +6,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "gentext"
 # Lower layers never import higher ones (DESIGN.md, "Data flows one way").
 LAYERS = [
-    {"errors", "config", "hardware", "threads"},
+    {"errors", "config", "useconfig", "hardware", "threads"},
     {"data"},
     {"models"},
     {"checkpoint"},

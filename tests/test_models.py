@@ -90,8 +90,8 @@ def test_single_token_fast_path_matches_the_sequence_kernel(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_generated_text_is_identical_with_and_without_the_fast_path(kind):
-    from gentext.config import SampleConfig
     from gentext.inference.sampling import generate_ids, make_generator
+    from gentext.useconfig import SampleConfig
 
     model = make(kind)
     cfg = SampleConfig(max_new_tokens=40, temperature=1.0, num_samples=3)

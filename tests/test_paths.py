@@ -175,9 +175,9 @@ def test_streaming_equals_generating_on_accents_cjk_and_emoji(unicode_runs, leve
     pieces = list(model.stream(PROMPT, **settings))
     assert "".join(pieces) == generated
     # ... and the incremental decoder gives what decoding the whole sequence at once gives
-    from gentext.config import SampleConfig
     from gentext.inference.generation import continuation
     from gentext.inference.sampling import generate_ids, make_generator
+    from gentext.useconfig import SampleConfig
 
     ids = model.tokenizer.encode(PROMPT).tolist()
     cfg = SampleConfig(max_new_tokens=60, temperature=1.5)

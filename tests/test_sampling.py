@@ -3,7 +3,6 @@ import math
 import pytest
 import torch
 
-from gentext.config import SampleConfig
 from gentext.inference.sampling import (
     apply_temperature,
     apply_top_k,
@@ -12,6 +11,7 @@ from gentext.inference.sampling import (
     make_generator,
     process_logits,
 )
+from gentext.useconfig import SampleConfig
 
 
 def test_neutral_values_are_identity_and_inputs_not_mutated():
@@ -147,8 +147,8 @@ class _Certain(torch.nn.Module):
 
 @pytest.mark.parametrize("penalty", [0.0, 1.0])
 def test_beams_find_the_answer_a_certain_model_gives_greedily(penalty):
-    from gentext.config import SampleConfig
     from gentext.inference.beams import beam_search
+    from gentext.useconfig import SampleConfig
 
     config = SampleConfig(num_beams=4, num_samples=4, max_new_tokens=20, length_penalty=penalty)
     best = beam_search(_Certain(), [1], config, end_id=0)[0]

@@ -132,8 +132,8 @@ def test_score_takes_unknown_skip_as_its_error_message_says(app):
 
 
 def test_beam_search_stops_at_max_time(model):
-    from gentext.config import SampleConfig
     from gentext.inference.beams import beam_search
+    from gentext.useconfig import SampleConfig
 
     ids = model.tokenizer.encode("The ").tolist()
     started = time.perf_counter()

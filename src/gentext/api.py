@@ -20,14 +20,7 @@ import numpy as np
 import torch
 
 from gentext import checkpoint
-from gentext.config import (
-    CorpusConfig,
-    LoadConfig,
-    ModelConfig,
-    TokenizerConfig,
-    TrainConfig,
-    to_dict,
-)
+from gentext.config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig, to_dict
 from gentext.data.conditions import cut_pairs, pair_ids
 from gentext.data.corpus import open_corpus
 from gentext.data.dataset import BPTTBatches
@@ -45,6 +38,7 @@ from gentext.training.defaults import auto_dropout
 from gentext.training.pairs import train_pairs
 from gentext.training.records import tensorboard_writer
 from gentext.training.run import FINAL_EVAL_TOKENS
+from gentext.useconfig import LoadConfig
 
 logger = logging.getLogger(__name__)
 

@@ -61,13 +61,13 @@ def parse_cutoffs(text: str) -> list[int]:
         raise ValueError(f"invalid cutoffs {text!r} (use e.g. 2000,6000)") from None
 
 
-def _check(condition: bool, message: str) -> None:
+def check(condition: bool, message: str) -> None:
     if not condition:
         raise GentextError(message)
 
 
-def _one_of(value: Any, choices: tuple, flag: str) -> None:
-    _check(value in choices, f"{flag} must be one of {', '.join(map(str, choices))}, got {value!r}")
+def one_of(value: Any, choices: tuple, flag: str) -> None:
+    check(value in choices, f"{flag} must be one of {', '.join(map(str, choices))}, got {value!r}")
 
 
 @dataclass
@@ -94,17 +94,17 @@ class CorpusConfig:
     text_column: str | None = opt(None, "--condition label from CSV: the column holding the texts")
 
     def validate(self) -> None:
-        _one_of(self.condition, ("none", "label", "source", "image"), "--condition")
-        _check(
+        one_of(self.condition, ("none", "label", "source", "image"), "--condition")
+        check(
             (self.label_column is None) == (self.text_column is None),
             "--label-column and --text-column go together (a CSV with a header row)",
         )
-        _check(self.label_column is None or self.condition == "label", "--label-column needs --condition label")
+        check(self.label_column is None or self.condition == "label", "--label-column needs --condition label")
         if self.condition != "none":
             self.mode = "lines"  # a labelled line is a document: it ends, and the next one starts from its label
-        _check(self.mode in ("stream", "lines"), f"--mode must be stream or lines, got {self.mode!r}")
-        _check(0.0 <= self.val_fraction < 1.0, f"--val-fraction must be in [0, 1), got {self.val_fraction}")
-        _check(
+        check(self.mode in ("stream", "lines"), f"--mode must be stream or lines, got {self.mode!r}")
+        check(0.0 <= self.val_fraction < 1.0, f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        check(
             self.encoding_errors in ("strict", "replace"),
             f"--encoding-errors must be 'strict' or 'replace', got {self.encoding_errors!r}",
         )
@@ -120,12 +120,12 @@ class TokenizerConfig:
     min_count: int = opt(1, "word level: rarer words become <unk>")
 
     def validate(self) -> None:
-        _check(self.level in LEVELS, f"--level must be one of {', '.join(LEVELS)}, got {self.level!r}")
-        _check(
+        check(self.level in LEVELS, f"--level must be one of {', '.join(LEVELS)}, got {self.level!r}")
+        check(
             self.tokenize in ("regex", "whitespace"), f"--tokenize must be regex or whitespace, got {self.tokenize!r}"
         )
-        _check(self.vocab_size is None or self.vocab_size >= 2, f"--vocab-size must be >= 2, got {self.vocab_size}")
-        _check(self.min_count >= 1, f"--min-count must be >= 1, got {self.min_count}")
+        check(self.vocab_size is None or self.vocab_size >= 2, f"--vocab-size must be >= 2, got {self.vocab_size}")
+        check(self.min_count >= 1, f"--min-count must be >= 1, got {self.min_count}")
 
 
 @dataclass
@@ -162,24 +162,24 @@ class ModelConfig:
 
     def validate(self) -> None:
         # the kind itself is checked against the registry by models.build_model / models.check_kind
-        _check(0 < self.vocab_size <= MAX_VOCAB, f"vocab_size must be in 1..{MAX_VOCAB}, got {self.vocab_size}")
-        _check(0 < self.embed_size <= MAX_HIDDEN, f"--embed-size must be in 1..{MAX_HIDDEN}, got {self.embed_size}")
-        _check(0 < self.hidden_size <= MAX_HIDDEN, f"--hidden-size must be in 1..{MAX_HIDDEN}, got {self.hidden_size}")
-        _check(0 < self.num_layers <= MAX_LAYERS, f"--num-layers must be in 1..{MAX_LAYERS}, got {self.num_layers}")
-        _check(self.dropout is None or 0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}")
-        _check(0 < self.order <= MAX_ORDER, f"--order must be in 1..{MAX_ORDER}, got {self.order}")
-        _check(0 < self.num_heads <= MAX_LAYERS, f"--num-heads must be in 1..{MAX_LAYERS}, got {self.num_heads}")
-        _check(1 < self.context <= MAX_VOCAB, f"--context must be in 2..{MAX_VOCAB}, got {self.context}")
+        check(0 < self.vocab_size <= MAX_VOCAB, f"vocab_size must be in 1..{MAX_VOCAB}, got {self.vocab_size}")
+        check(0 < self.embed_size <= MAX_HIDDEN, f"--embed-size must be in 1..{MAX_HIDDEN}, got {self.embed_size}")
+        check(0 < self.hidden_size <= MAX_HIDDEN, f"--hidden-size must be in 1..{MAX_HIDDEN}, got {self.hidden_size}")
+        check(0 < self.num_layers <= MAX_LAYERS, f"--num-layers must be in 1..{MAX_LAYERS}, got {self.num_layers}")
+        check(self.dropout is None or 0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}")
+        check(0 < self.order <= MAX_ORDER, f"--order must be in 1..{MAX_ORDER}, got {self.order}")
+        check(0 < self.num_heads <= MAX_LAYERS, f"--num-heads must be in 1..{MAX_LAYERS}, got {self.num_heads}")
+        check(1 < self.context <= MAX_VOCAB, f"--context must be in 2..{MAX_VOCAB}, got {self.context}")
         if self.adaptive_cutoffs:
             c = self.adaptive_cutoffs
-            _check(self.kind != "markov", "--adaptive-softmax is for networks, not --model markov")
-            _check(
+            check(self.kind != "markov", "--adaptive-softmax is for networks, not --model markov")
+            check(
                 all(a < b for a, b in zip([0, *c], [*c, self.vocab_size], strict=True)),
                 "--adaptive-softmax cutoffs must increase and lie between 0 and the vocabulary size "
                 f"({self.vocab_size}), got {','.join(map(str, c))}",
             )
         if self.tie_weights:
-            _check(
+            check(
                 self.embed_size == self.hidden_size,
                 "--tie-weights needs --embed-size equal to --hidden-size "
                 f"(got {self.embed_size} and {self.hidden_size})",
@@ -224,28 +224,28 @@ class TrainConfig:
     precision: str = opt("auto", "auto | fp32 | bf16 | fp16 (training steps; evaluation is always float32)")
 
     def validate(self) -> None:
-        _check(self.batch_size > 0, f"--batch-size must be positive, got {self.batch_size}")
-        _check(self.seq_len > 0, f"--seq-len must be positive, got {self.seq_len}")
-        _check(
+        check(self.batch_size > 0, f"--batch-size must be positive, got {self.batch_size}")
+        check(self.seq_len > 0, f"--seq-len must be positive, got {self.seq_len}")
+        check(
             self.learning_rate > 0 and math.isfinite(self.learning_rate),
             f"--lr must be a positive number, got {self.learning_rate}",
         )
-        _check(0.0 <= self.min_lr_ratio <= 1.0, f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
-        _check(self.warmup_steps >= 0, f"--warmup-steps must be >= 0, got {self.warmup_steps}")
-        _check(
+        check(0.0 <= self.min_lr_ratio <= 1.0, f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
+        check(self.warmup_steps >= 0, f"--warmup-steps must be >= 0, got {self.warmup_steps}")
+        check(
             self.weight_decay is None or self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"
         )
-        _check(self.optimizer in OPTIMIZERS, f"--optimizer must be adamw or sgd, got {self.optimizer!r}")
-        _check(self.grad_clip >= 0, f"--grad-clip must be >= 0, got {self.grad_clip}")
-        _check(self.steps is None or self.steps > 0, f"--steps must be positive, got {self.steps}")
-        _check(self.epochs is None or self.epochs > 0, f"--epochs must be positive, got {self.epochs}")
-        _check(self.time_limit is None or self.time_limit > 0, f"--time-limit must be positive, got {self.time_limit}")
-        _check(self.eval_every > 0, f"--eval-every must be positive, got {self.eval_every}")
-        _check(self.save_every > 0, f"--save-every must be positive, got {self.save_every}")
-        _check(0.0 <= self.state_reset <= 1.0, f"--state-reset must be in [0, 1], got {self.state_reset}")
-        _check(self.patience is None or self.patience > 0, f"--patience must be positive, got {self.patience}")
-        _check(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        _check(
+        check(self.optimizer in OPTIMIZERS, f"--optimizer must be adamw or sgd, got {self.optimizer!r}")
+        check(self.grad_clip >= 0, f"--grad-clip must be >= 0, got {self.grad_clip}")
+        check(self.steps is None or self.steps > 0, f"--steps must be positive, got {self.steps}")
+        check(self.epochs is None or self.epochs > 0, f"--epochs must be positive, got {self.epochs}")
+        check(self.time_limit is None or self.time_limit > 0, f"--time-limit must be positive, got {self.time_limit}")
+        check(self.eval_every > 0, f"--eval-every must be positive, got {self.eval_every}")
+        check(self.save_every > 0, f"--save-every must be positive, got {self.save_every}")
+        check(0.0 <= self.state_reset <= 1.0, f"--state-reset must be in [0, 1], got {self.state_reset}")
+        check(self.patience is None or self.patience > 0, f"--patience must be positive, got {self.patience}")
+        check(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        check(
             self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
         )
 
@@ -254,113 +254,6 @@ class TrainConfig:
         if self.steps is None and self.epochs is None and self.time_limit is None:
             return dataclasses.replace(self, steps=2000)
         return self
-
-
-WEIGHT_FORMATS = ("auto", "fp32", "bf16", "int8")
-SAMPLE_CAPS = {  # upper bounds of SampleConfig's integer and scale fields
-    "max_new_tokens": 1_000_000,
-    "temperature": 1e4,
-    "top_k": 2**31 - 1,
-    "repetition_penalty": 1e4,
-    "no_repeat_ngram_size": 1024,
-    "num_beams": 64,
-    "num_samples": 4096,
-}
-MAX_STOPS, MAX_STOP_CHARS = 16, 256
-
-
-@dataclass
-class RuntimeConfig:
-    """How this process uses the machine (every command; not saved in a run)."""
-
-    threads: int | None = opt(
-        None,
-        "CPU threads (not given: the cores this process may use, fewer while other processes keep some busy, "
-        "re-checked every few seconds; OMP_NUM_THREADS also fixes it; gentext/threads.py)",
-    )
-
-
-@dataclass
-class LoadConfig:
-    """How a saved run is loaded to generate, evaluate and serve."""
-
-    device: str = opt("cpu", "cpu | cuda | auto")
-    weights: str = opt(
-        "auto",
-        "generation step's weights: fp32, bf16 (native on AVX-512 BF16/AMX CPUs and GPUs), int8 (any x86 CPU), "
-        "or auto (the fastest native one within 0.01 nats/token of fp32, measured at load); eval, score and "
-        "compare measure fp32 unless a format is given, and then measure that format",
-    )
-
-    def validate(self) -> LoadConfig:
-        _one_of(self.device, DEVICES, "--device")
-        _one_of(self.weights, WEIGHT_FORMATS, "--weights")
-        return self
-
-
-@dataclass
-class SampleConfig:
-    """Generation settings; names follow Hugging Face `generate`. Each is a no-op at its default."""
-
-    max_new_tokens: int = opt(200, "tokens to generate per sample")
-    temperature: float = opt(0.8, "0 is greedy; below 1 sharper, above 1 flatter")
-    top_k: int = opt(0, "keep the k most likely tokens (0: all)")
-    top_p: float = opt(1.0, "nucleus: the smallest set of tokens reaching probability p (1: off)")
-    min_p: float = opt(0.0, "drop tokens below min-p times the top probability (0: off)")
-    repetition_penalty: float = opt(1.0, "above 1 discourages tokens already in the text (1: off)")
-    no_repeat_ngram_size: int = opt(0, "forbid repeating any n-gram of this many tokens (0: off)")
-    stop: list[str] = opt(help="end a sample before this string; \\n, \\t escapes (repeatable)", factory=list)
-    max_time: float | None = opt(None, "stop generating after this many seconds")
-    num_beams: int = opt(0, "beam search with this many beams (deterministic; 1 is greedy, 0 samples)")
-    length_penalty: float | None = opt(
-        None,
-        "beam scores are log-probability / length ** this (not given: 0 for translations and captions, whose "
-        "length the source sets, so beams find the most likely output; 1 for text)",
-    )
-    allow_unk: bool = opt(False, "word level: let <unk> be generated")
-    num_samples: int = opt(1, "samples generated together as one batch")
-    seed: int | None = opt(None, "same seed, same text")
-
-    def validate(self) -> None:
-        """Every field bounded: the CLI, the API and the server (a 422 quoting this) refuse alike.
-        The upper bounds are far past any use; they keep a request from asking for the impossible."""
-        _check(self.seed is None or 0 <= self.seed < 2**63, f"--seed must be in 0..2**63-1, got {self.seed}")
-        for name, most in SAMPLE_CAPS.items():
-            value = getattr(self, name)
-            _check(value <= most, f"{flag_of(SampleConfig, name)} must be <= {most:,}, got {value}")
-        _check(self.max_new_tokens >= 0, f"--max-new-tokens must be >= 0, got {self.max_new_tokens}")
-        _check(
-            self.temperature >= 0 and math.isfinite(self.temperature),
-            f"--temperature must be >= 0 (0 is greedy), got {self.temperature}",
-        )
-        _check(self.top_k >= 0, f"--top-k must be >= 0 (0 disables it), got {self.top_k}")
-        _check(0.0 < self.top_p <= 1.0, f"--top-p must be in (0, 1], got {self.top_p}")
-        _check(0.0 <= self.min_p < 1.0, f"--min-p must be in [0, 1), got {self.min_p}")
-        _check(
-            self.repetition_penalty > 0 and math.isfinite(self.repetition_penalty),
-            f"--repetition-penalty must be positive (1 disables it), got {self.repetition_penalty}",
-        )
-        _check(self.no_repeat_ngram_size >= 0, f"--no-repeat-ngram-size must be >= 0, got {self.no_repeat_ngram_size}")
-        _check(all(isinstance(s, str) and s for s in self.stop), "--stop strings must be non-empty")
-        _check(
-            len(self.stop) <= MAX_STOPS and all(len(s) <= MAX_STOP_CHARS for s in self.stop),
-            f"--stop: at most {MAX_STOPS} strings of at most {MAX_STOP_CHARS} characters",
-        )
-        _check(
-            self.max_time is None or 0 < self.max_time < math.inf,
-            f"--max-time must be a positive number, got {self.max_time}",
-        )
-        _check(
-            self.length_penalty is None or (math.isfinite(self.length_penalty) and abs(self.length_penalty) <= 10),
-            f"--length-penalty must be in [-10, 10], got {self.length_penalty}",
-        )
-        _check(self.num_beams >= 0, f"--num-beams must be >= 0, got {self.num_beams}")
-        _check(self.num_samples > 0, f"--num-samples must be positive, got {self.num_samples}")
-        if self.num_beams:
-            _check(
-                self.num_samples <= self.num_beams,
-                f"--num-samples ({self.num_samples}) cannot exceed --num-beams ({self.num_beams})",
-            )
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

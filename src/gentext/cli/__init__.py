@@ -19,13 +19,13 @@ from gentext.cli import generate as cli_generate
 from gentext.cli import train as cli_train
 from gentext.cli.options import add_options, given
 from gentext.cli.output import print_json
-from gentext.config import LoadConfig, RuntimeConfig
 from gentext.data.corpus import BUILTIN_CORPORA
 from gentext.data.download import NAMED_CORPORA, cache_dir
 from gentext.errors import GentextError
 from gentext.server.requests import ServerLimits
 from gentext.threads import configure as configure_threads
 from gentext.training.trainer import TrainingInterrupted
+from gentext.useconfig import LoadConfig, RuntimeConfig
 
 
 class _Parser(argparse.ArgumentParser):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from gentext.cli.options import add_options, load_run
 from gentext.cli.output import print_json
-from gentext.config import LoadConfig
 from gentext.data.corpus import read_text
 from gentext.errors import GentextError
+from gentext.useconfig import LoadConfig
 
 MEASURE_DEFAULTS = {"weights": "fp32"}  # a measurement reproduces training's figures unless a format is asked for
 

@@ -11,8 +11,8 @@ from gentext import api
 from gentext.cli.evaluate import UNKNOWN_FLAG
 from gentext.cli.options import add_options, convert, given, load_run
 from gentext.cli.output import print_json
-from gentext.config import LoadConfig, SampleConfig
 from gentext.errors import GentextError
+from gentext.useconfig import LoadConfig, SampleConfig
 
 
 def parse_temperatures(text: str) -> list[float]:

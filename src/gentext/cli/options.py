@@ -111,7 +111,7 @@ def load_run(args: argparse.Namespace, run: str, **defaults: Any):
     """A run loaded as the LoadConfig flags typed say (--device, --weights), else `defaults`, else
     LoadConfig's defaults."""
     from gentext import api
-    from gentext.config import LoadConfig
+    from gentext.useconfig import LoadConfig
 
     try:
         return api.load(run, **{**defaults, **given(args, LoadConfig)})

@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 import torch
 
 from gentext import threads
-from gentext.config import SampleConfig
 from gentext.errors import error_text
 from gentext.inference import sampling
 from gentext.inference.batchjobs import Collector, Job, choose_all
 from gentext.inference.generation import SampleTexts
 from gentext.models import State, model_device
+from gentext.useconfig import SampleConfig
 
 __all__ = ["BatchEngine", "Collector", "Job", "supports"]
 logger = logging.getLogger(__name__)

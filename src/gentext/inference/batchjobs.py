@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from gentext.config import SampleConfig
 from gentext.errors import error_text
 from gentext.inference import sampling
 from gentext.inference.generation import SampleTexts, suppressed
+from gentext.useconfig import SampleConfig
 
 logger = logging.getLogger(__name__)
 

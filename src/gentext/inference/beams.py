@@ -13,8 +13,8 @@ import time
 import torch
 
 from gentext import threads
-from gentext.config import SampleConfig
 from gentext.inference.sampling import NEG_INF, apply_constraints, prime
+from gentext.useconfig import SampleConfig
 
 
 def beam_search(

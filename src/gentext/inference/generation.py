@@ -12,10 +12,10 @@ from collections.abc import Iterator
 
 import torch
 
-from gentext.config import SampleConfig
 from gentext.data.decoding import decode_with, primed
 from gentext.inference import beams, sampling
 from gentext.models import model_device
+from gentext.useconfig import SampleConfig
 
 
 def suppressed(tokenizer, config: SampleConfig) -> list[int]:

@@ -28,8 +28,8 @@ from collections.abc import Iterator
 import torch
 
 from gentext import threads
-from gentext.config import SampleConfig
 from gentext.models import model_device
+from gentext.useconfig import SampleConfig
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from gentext import checkpoint
-from gentext.config import CorpusConfig, SampleConfig, from_dict
+from gentext.config import CorpusConfig, from_dict
 from gentext.data.conditions import SOURCE_END, check_label, mark, pair_ids
 from gentext.data.corpus import load_corpus, read_text
 from gentext.data.tokencache import held_out
@@ -25,6 +25,7 @@ from gentext.inference.novelty import novelty
 from gentext.models import model_device
 from gentext.models.scoring import evaluate
 from gentext.models.spelling import SpellingModel
+from gentext.useconfig import SampleConfig
 
 logger = logging.getLogger(__name__)
 

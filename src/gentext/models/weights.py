@@ -22,9 +22,9 @@ import warnings
 
 import torch
 
-from gentext.config import WEIGHT_FORMATS
 from gentext.errors import GentextError
 from gentext.hardware import cpu_native
+from gentext.useconfig import WEIGHT_FORMATS
 
 
 class Matmul:

@@ -22,7 +22,6 @@ once on every path (server/streams.py). SIGTERM: uvicorn stops accepting and giv
 requests `request_timeout` seconds to finish.
 """
 
-import ipaddress
 import logging
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any
 from gentext.errors import GentextError
 from gentext.inference.batching import BatchEngine, supports
 from gentext.inference.textmodel import TextModel
-from gentext.server.ops import Metrics, add_operations
+from gentext.server.ops import Metrics, add_operations, is_loopback
 from gentext.server.requests import (
     ServerLimits,
     conditions,
@@ -60,7 +59,7 @@ class Service:
 
     def engine(self, model: TextModel, settings: dict[str, Any]) -> BatchEngine | None:
         """The model's batch, if this request can join it (else: a thread of its own)."""
-        from gentext.config import SampleConfig
+        from gentext.useconfig import SampleConfig
 
         fields = SampleConfig.__dataclass_fields__
         engine = self.engines.get(id(model))
@@ -156,7 +155,6 @@ def create_app(
 ):
     from fastapi import FastAPI
     from fastapi.responses import HTMLResponse, Response
-    from sse_starlette import EventSourceResponse
 
     from gentext.server.openai import add_openai_routes
 
@@ -179,8 +177,23 @@ def create_app(
         body, media_type = service.metrics.render()
         return Response(body, media_type=media_type)
 
+    _add_text_routes(app, service, GenerateRequest, ScoreRequest)
+    _add_condition_routes(app, service, CaptionRequest, AttentionRequest)
+    add_openai_routes(app, service)
+
+    @app.get("/", response_class=HTMLResponse)
+    def playground() -> str:
+        return (Path(__file__).parent / "playground.html").read_text(encoding="utf-8")
+
+    return app
+
+
+def _add_text_routes(app, service: Service, generate_request, score_request) -> None:
+    """POST /v1/generate (JSON or SSE) and POST /v1/score."""
+    from sse_starlette import EventSourceResponse
+
     @app.post("/v1/generate")
-    async def generate(request: GenerateRequest):
+    async def generate(request: generate_request):
         model = service.pick(request.model)
         name = request.model or service.default
         settings = sample_settings(request, service.limits)
@@ -193,7 +206,7 @@ def create_app(
         return _generated(model, name, request.prompt, samples)
 
     @app.post("/v1/score")
-    async def score(request: ScoreRequest):
+    async def score(request: score_request):
         model = service.pick(request.model)
         conditions(model, request)  # an unknown label: 400 (the text's characters: model.score, as --unknown says)
         slot = service.admit()
@@ -201,8 +214,12 @@ def create_app(
         result.pop("per_token")
         return result
 
+
+def _add_condition_routes(app, service: Service, caption_request, attention_request) -> None:
+    """POST /v1/caption (a picture) and POST /v1/attention (a seq2seq run's attention matrix)."""
+
     @app.post("/v1/caption")
-    async def caption(request: CaptionRequest):
+    async def caption(request: caption_request):
         from fastapi import HTTPException
         from starlette.concurrency import run_in_threadpool
 
@@ -216,7 +233,7 @@ def create_app(
         return {"model": request.model or service.default, "captions": captions}
 
     @app.post("/v1/attention")
-    async def attention(request: AttentionRequest):
+    async def attention(request: attention_request):
         from fastapi import HTTPException
 
         from gentext.inference.translation import attention_matrix
@@ -227,14 +244,6 @@ def create_app(
         conditions(model, request)  # an empty source: 400
         slot = service.admit()
         return await service.run(slot, attention_matrix, model, request.source)
-
-    add_openai_routes(app, service)
-
-    @app.get("/", response_class=HTMLResponse)
-    def playground() -> str:
-        return (Path(__file__).parent / "playground.html").read_text(encoding="utf-8")
-
-    return app
 
 
 def _generated(model: TextModel, name: str, prompt: str, samples: list[str]) -> dict[str, Any]:
@@ -258,15 +267,6 @@ def describe(model: TextModel) -> dict[str, Any]:
     }
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def serve(
     runs: list[str],
     host: str,
@@ -285,7 +285,7 @@ def serve(
     from gentext.api import load as load_run
     from gentext.checkpoint import run_names
 
-    if not api_key and not _is_loopback(host):
+    if not api_key and not is_loopback(host):
         logger.warning("serving on %s without an API key: anyone who reaches it can use it (set --api-key)", host)
     models = {name: load_run(run, **(load or {})) for name, run in zip(run_names(runs), runs, strict=True)}
     app = create_app(models, limits, api_key=api_key, cors_origins=cors_origins, batching=batching)

@@ -16,8 +16,8 @@ import time
 import uuid
 from typing import Any, Literal
 
-from gentext.config import SampleConfig
 from gentext.server.requests import checked_settings, conditions, unprocessable
+from gentext.useconfig import SampleConfig
 
 CREATED = int(time.time())
 

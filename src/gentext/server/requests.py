@@ -10,9 +10,10 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from gentext.config import SampleConfig, flag_of, opt
+from gentext.config import flag_of, opt
 from gentext.errors import GentextError
 from gentext.inference.textmodel import TextModel
+from gentext.useconfig import SampleConfig
 
 MAX_BODY_BYTES = 12_000_000  # the largest request body (413 beyond): a picture of MAX_IMAGE_BYTES in base64 fits
 MAX_IMAGE_BYTES = 8_000_000

@@ -1,0 +1,118 @@
+"""Configs for using a run and the process: generation settings (SampleConfig), how a saved run is
+loaded (LoadConfig), the CPU threads (RuntimeConfig). Fields are options as in config.py: the CLI,
+chat's /settings and the server's request schema derive from them, and `validate()` bounds every
+one, so each surface refuses a bad value with the same words.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from gentext.config import DEVICES, check, flag_of, one_of, opt
+
+WEIGHT_FORMATS = ("auto", "fp32", "bf16", "int8")
+SAMPLE_CAPS = {  # upper bounds of SampleConfig's integer and scale fields
+    "max_new_tokens": 1_000_000,
+    "temperature": 1e4,
+    "top_k": 2**31 - 1,
+    "repetition_penalty": 1e4,
+    "no_repeat_ngram_size": 1024,
+    "num_beams": 64,
+    "num_samples": 4096,
+}
+MAX_STOPS, MAX_STOP_CHARS = 16, 256
+
+
+@dataclass
+class RuntimeConfig:
+    """How this process uses the machine (every command; not saved in a run)."""
+
+    threads: int | None = opt(
+        None,
+        "CPU threads (not given: the cores this process may use, fewer while other processes keep some busy, "
+        "re-checked every few seconds; OMP_NUM_THREADS also fixes it; gentext/threads.py)",
+    )
+
+
+@dataclass
+class LoadConfig:
+    """How a saved run is loaded to generate, evaluate and serve."""
+
+    device: str = opt("cpu", "cpu | cuda | auto")
+    weights: str = opt(
+        "auto",
+        "generation step's weights: fp32, bf16 (native on AVX-512 BF16/AMX CPUs and GPUs), int8 (any x86 CPU), "
+        "or auto (the fastest native one within 0.01 nats/token of fp32, measured at load); eval, score and "
+        "compare measure fp32 unless a format is given, and then measure that format",
+    )
+
+    def validate(self) -> LoadConfig:
+        one_of(self.device, DEVICES, "--device")
+        one_of(self.weights, WEIGHT_FORMATS, "--weights")
+        return self
+
+
+@dataclass
+class SampleConfig:
+    """Generation settings; names follow Hugging Face `generate`. Each is a no-op at its default."""
+
+    max_new_tokens: int = opt(200, "tokens to generate per sample")
+    temperature: float = opt(0.8, "0 is greedy; below 1 sharper, above 1 flatter")
+    top_k: int = opt(0, "keep the k most likely tokens (0: all)")
+    top_p: float = opt(1.0, "nucleus: the smallest set of tokens reaching probability p (1: off)")
+    min_p: float = opt(0.0, "drop tokens below min-p times the top probability (0: off)")
+    repetition_penalty: float = opt(1.0, "above 1 discourages tokens already in the text (1: off)")
+    no_repeat_ngram_size: int = opt(0, "forbid repeating any n-gram of this many tokens (0: off)")
+    stop: list[str] = opt(help="end a sample before this string; \\n, \\t escapes (repeatable)", factory=list)
+    max_time: float | None = opt(None, "stop generating after this many seconds")
+    num_beams: int = opt(0, "beam search with this many beams (deterministic; 1 is greedy, 0 samples)")
+    length_penalty: float | None = opt(
+        None,
+        "beam scores are log-probability / length ** this (not given: 0 for translations and captions, whose "
+        "length the source sets, so beams find the most likely output; 1 for text)",
+    )
+    allow_unk: bool = opt(False, "word level: let <unk> be generated")
+    num_samples: int = opt(1, "samples generated together as one batch")
+    seed: int | None = opt(None, "same seed, same text")
+
+    def validate(self) -> None:
+        """Every field bounded: the CLI, the API and the server (a 422 quoting this) refuse alike.
+        The upper bounds are far past any use; they keep a request from asking for the impossible."""
+        check(self.seed is None or 0 <= self.seed < 2**63, f"--seed must be in 0..2**63-1, got {self.seed}")
+        for name, most in SAMPLE_CAPS.items():
+            value = getattr(self, name)
+            check(value <= most, f"{flag_of(SampleConfig, name)} must be <= {most:,}, got {value}")
+        check(self.max_new_tokens >= 0, f"--max-new-tokens must be >= 0, got {self.max_new_tokens}")
+        check(
+            self.temperature >= 0 and math.isfinite(self.temperature),
+            f"--temperature must be >= 0 (0 is greedy), got {self.temperature}",
+        )
+        check(self.top_k >= 0, f"--top-k must be >= 0 (0 disables it), got {self.top_k}")
+        check(0.0 < self.top_p <= 1.0, f"--top-p must be in (0, 1], got {self.top_p}")
+        check(0.0 <= self.min_p < 1.0, f"--min-p must be in [0, 1), got {self.min_p}")
+        check(
+            self.repetition_penalty > 0 and math.isfinite(self.repetition_penalty),
+            f"--repetition-penalty must be positive (1 disables it), got {self.repetition_penalty}",
+        )
+        check(self.no_repeat_ngram_size >= 0, f"--no-repeat-ngram-size must be >= 0, got {self.no_repeat_ngram_size}")
+        check(all(isinstance(s, str) and s for s in self.stop), "--stop strings must be non-empty")
+        check(
+            len(self.stop) <= MAX_STOPS and all(len(s) <= MAX_STOP_CHARS for s in self.stop),
+            f"--stop: at most {MAX_STOPS} strings of at most {MAX_STOP_CHARS} characters",
+        )
+        check(
+            self.max_time is None or 0 < self.max_time < math.inf,
+            f"--max-time must be a positive number, got {self.max_time}",
+        )
+        check(
+            self.length_penalty is None or (math.isfinite(self.length_penalty) and abs(self.length_penalty) <= 10),
+            f"--length-penalty must be in [-10, 10], got {self.length_penalty}",
+        )
+        check(self.num_beams >= 0, f"--num-beams must be >= 0, got {self.num_beams}")
+        check(self.num_samples > 0, f"--num-samples must be positive, got {self.num_samples}")
+        if self.num_beams:
+            check(
+                self.num_samples <= self.num_beams,
+                f"--num-samples ({self.num_samples}) cannot exceed --num-beams ({self.num_beams})",
+            )
