@@ -104,9 +104,9 @@ def test_python_dash_m_runs_and_errors_have_no_traceback(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "gentext", "generate", str(tmp_path / "nope")], capture_output=True, text=True
     )
-    assert proc.returncode == 2
-    assert proc.stderr.startswith("error:") and "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error:") and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 def test_corpora_lists_the_builtin(capsys):
