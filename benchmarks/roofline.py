@@ -5,19 +5,15 @@ computes in the model's current weight format."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import torch
 
-FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-
 
 def cpu_features() -> str:
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return "unknown"
-    return " ".join(f for f in FEATURES if f in flags) or "none of " + "/".join(FEATURES)
+    """The CPU features gentext's choices depend on (gentext.hardware reads them for doctor too)."""
+    from gentext.hardware import cpu_report
+
+    return " ".join(cpu_report()["features"]) or "none of the AVX2/AVX-512/AMX features"
 
 
 def _best_seconds(fn, seconds: float = 0.3) -> tuple[float, int]:

@@ -14,6 +14,7 @@ gentext cannot honour (logprobs, presence/frequency penalties, best_of) are refu
 import json
 import time
 import uuid
+from types import SimpleNamespace
 from typing import Any, Literal
 
 from gentext.server.requests import checked_settings, conditions, unprocessable
@@ -91,7 +92,7 @@ def add_openai_routes(app, service) -> None:
             raise unprocessable("prompt", f"one to 64 prompts of at most {service.limits.max_prompt_chars} characters")
         settings = _settings(request, service.limits)
         for prompt in prompts:
-            conditions(model, _Prompt(prompt))
+            conditions(model, SimpleNamespace(prompt=prompt))
         ident = f"cmpl-{uuid.uuid4().hex[:24]}"
         if request.stream:
             if len(prompts) != 1 or request.n != 1:
@@ -117,11 +118,6 @@ def add_openai_routes(app, service) -> None:
                 "total_tokens": prompt_tokens + sum(used),
             },
         }
-
-
-class _Prompt:
-    def __init__(self, prompt: str):
-        self.prompt = prompt
 
 
 def _choice(model, prompt: str, sample: str, index: int, request, budget: int) -> dict[str, Any]:
