@@ -68,6 +68,7 @@ def train_plain(size: dict, ids: np.ndarray, vocab: int) -> float:
 def train_gentext(size: dict, ids: np.ndarray, vocab: int) -> float:
     from gentext.config import ModelConfig, TrainConfig
     from gentext.models import build_model
+    from gentext.training.feeds import WindowFeed
     from gentext.training.trainer import train
 
     torch.manual_seed(0)
@@ -78,7 +79,8 @@ def train_gentext(size: dict, ids: np.ndarray, vocab: int) -> float:
         batch_size=size["batch"], seq_len=size["seq"], steps=size["steps"] + 1, eval_every=10**6, save_every=10**6
     )
     with tempfile.TemporaryDirectory() as run_dir:
-        result = train(model, ids, None, config, Path(run_dir), torch.device("cpu"), progress=False)
+        feed = lambda rows: WindowFeed(ids, None, config, rows)  # noqa: E731
+        result = train(model, feed, config, Path(run_dir), torch.device("cpu"), progress=False)
     return result.tokens_per_second
 
 

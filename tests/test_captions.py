@@ -128,10 +128,18 @@ def test_precomputed_feature_vectors_train_and_caption(tmp_path):
         model.caption(tmp_path / "bad.npy")
 
 
-def test_eval_and_compare_print_a_captioners_figures_without_json(captioned, capsys):
+def test_eval_compare_and_chat_on_a_captioner_without_json(captioned, capsys, monkeypatch):
     run = str(captioned / "run")
     assert main(["eval", run]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^\d+ held-out pictures: BLEU \d+\.\d, chrF \d+\.\d, attribute accuracy", out, re.M)
     assert main(["compare", run, run]) == 0
     assert capsys.readouterr().out.startswith("| run | kind | bleu | chrf | attribute_accuracy |")
+    # chat: each line names a picture to caption
+    import io
+
+    picture = captioned / "shapes" / "images" / "00002.png"
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"/temperature 0\n{picture}\n"))
+    assert main(["chat", run]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].strip() == gentext.load(run).caption(picture, temperature=0)[0]

@@ -1,6 +1,7 @@
 """The model contract (models/__init__.py, models/state.py), checked for every kind, and a new kind
 added in a test with nothing but a class and a registry line."""
 
+import importlib.util
 import json
 
 import numpy as np
@@ -11,6 +12,7 @@ from torch import nn
 import gentext
 from gentext.cli import main
 from gentext.config import ModelConfig
+from gentext.errors import GentextError
 from gentext.models import REGISTRY, State, build_model
 
 from .conftest import TINY_SETTINGS
@@ -24,6 +26,18 @@ KINDS = {
     "adaptive": dict(kind="lstm", adaptive_cutoffs=[4, 8]),
     "transformer": dict(kind="transformer", num_heads=2, context=6),
 }
+CONDITIONAL = {  # kinds that generate from a condition, and a batch of conditions for each
+    "seq2seq": lambda b, g: torch.randint(1, VOCAB, (b, 5), generator=g),  # source ids (B, S)
+    "captioner": lambda b, g: torch.rand((b, 3, 64, 64), generator=g) * 2 - 1,  # pictures
+    "captioner-features": lambda b, g: torch.rand((b, 6), generator=g),  # a vision model's vectors
+}
+KINDS.update(
+    {
+        "seq2seq": dict(kind="seq2seq"),
+        "captioner": dict(kind="captioner"),
+        "captioner-features": dict(kind="captioner", feature_size=6),
+    }
+)
 try:  # a pretrained (Hugging Face) model on the same contract, where the hf extra is installed
     from transformers import GPT2Config
 
@@ -38,7 +52,21 @@ def make(name: str) -> nn.Module:
     model = build_model(ModelConfig(vocab_size=VOCAB, embed_size=8, hidden_size=12, num_layers=2, **KINDS[name]))
     if callable(getattr(model, "fit", None)):
         model.fit(np.random.default_rng(0).integers(0, VOCAB, 500))
+    model.test_name = name
     return model.eval()
+
+
+def test_every_registered_kind_is_checked_here():
+    missing = set(REGISTRY) - {spec["kind"] for spec in KINDS.values()}
+    assert missing <= {"pretrained"} and ("pretrained" in KINDS or importlib.util.find_spec("transformers") is None)
+
+
+def cold(model, batch: int, seed: int = 0):
+    """Where a call starts: the model's own start (None), or the state a condition makes."""
+    make_condition = CONDITIONAL.get(model.test_name)
+    if make_condition is None:
+        return None
+    return model.initial_state(batch, condition=make_condition(batch, torch.Generator().manual_seed(seed)))
 
 
 @pytest.fixture(params=list(KINDS))
@@ -56,6 +84,14 @@ def close(a, b):
 
 def test_the_initial_state_is_where_a_call_without_state_starts(model):
     x = ids()
+    if model.test_name in CONDITIONAL:  # no start without the condition: a clear error, not a guess
+        with pytest.raises(GentextError, match="generates from"):
+            model(x, None)
+        with pytest.raises(GentextError, match="generates from"):
+            model.initial_state(3)
+        state = cold(model, 3)
+        assert isinstance(state, State) and state.batch_size == 3
+        return
     state = model.initial_state(3)
     assert isinstance(state, State) and state.batch_size == 3
     assert close(model(x, state)[0], model(x, None)[0])
@@ -63,8 +99,8 @@ def test_the_initial_state_is_where_a_call_without_state_starts(model):
 
 def test_a_sequence_fed_in_chunks_with_the_state_carried_equals_one_pass(model):
     x = ids(length=12)
-    full, _ = model(x, None)
-    state, parts = None, []
+    full, _ = model(x, cold(model, 3))
+    state, parts = cold(model, 3), []
     for chunk in x.split([5, 1, 6], dim=1):
         logits, state = model(chunk, state)
         parts.append(logits)
@@ -73,7 +109,7 @@ def test_a_sequence_fed_in_chunks_with_the_state_carried_equals_one_pass(model):
 
 def test_selected_rows_continue_as_those_rows_would(model):
     x, more = ids(), ids(seed=2)
-    _, state = model(x, None)
+    _, state = model(x, cold(model, 3))
     rows = torch.tensor([2, 0, 2])
     picked, _ = model(more[rows], state.select(rows))
     assert close(picked, model(more, state)[0][rows])
@@ -91,19 +127,31 @@ def test_rows_put_back_to_their_start_continue_like_cold_rows(model):
 
 def test_the_state_survives_named_tensors_shards_and_a_join(model):
     x, more = ids(), ids(seed=2)
-    _, state = model(x, None)
+    _, state = model(x, cold(model, 3))
     restored = model.state_from_tensors({k: v.clone() for k, v in state.tensors.items()})
     assert close(model(more, restored)[0], model(more, state)[0])
-    assert all(t.dtype in (torch.float32, torch.long) for t in state.tensors.values())
+    assert all(t.dtype in (torch.float32, torch.long, torch.bool) for t in state.tensors.values())
     joined = State.cat([state.narrow(0, 1), state.narrow(1, 2)])
     assert all(torch.equal(joined.tensors[k], state.tensors[k]) for k in state.tensors)
     assert all(not t.requires_grad for t in state.detach().tensors.values())
 
 
+def test_rows_of_different_conditions_joined_continue_as_each_alone():
+    """Sources of different lengths share one batch (continuous batching): the ragged source
+    dimension is padded and masked, so each row's next logits are what it gets alone."""
+    model = make("seq2seq")
+    short = model.initial_state(1, condition=torch.tensor([[3, 4]]))
+    long = model.initial_state(1, condition=torch.tensor([[5, 6, 7, 8, 9, 2, 1]]))
+    joined = State.cat([short, long])
+    x = ids(batch=2, length=4)
+    both, _ = model(x, joined)
+    assert close(both[0], model(x[:1], short)[0][0]) and close(both[1], model(x[1:], long)[0][0])
+
+
 def test_the_targets_form_gives_the_log_probabilities_of_the_targets(model):
     x, y = ids(), ids(seed=3)
-    logits, _ = model(x, None)
-    target_logp, _ = model(x, None, targets=y)
+    logits, _ = model(x, cold(model, 3))
+    target_logp, _ = model(x, cold(model, 3), targets=y)
     expected = torch.log_softmax(logits.float(), dim=-1).gather(-1, y[..., None])[..., 0]
     assert close(target_logp, expected)
 

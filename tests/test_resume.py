@@ -192,10 +192,10 @@ def test_non_finite_losses_skip_then_stop(tiny_corpus, tmp_path, monkeypatch):
 
 
 def test_patience_stops_when_validation_stops_improving(tiny_corpus, tmp_path, monkeypatch):
-    import gentext.training.run as run_module
+    import gentext.training.feeds as feeds
 
     worse = iter(range(100))
-    monkeypatch.setattr(run_module, "evaluate_sample", lambda *a, **k: (1.0 + next(worse), 1))
+    monkeypatch.setattr(feeds, "evaluate_sample", lambda *a, **k: (1.0 + next(worse), 1))
     seen = []
     summary = gentext.train(
         tmp_path / "r",

@@ -85,7 +85,7 @@ def wide_run(tmp_path_factory):
 
 def test_auto_takes_a_format_only_when_its_measured_cost_is_within_bounds(wide_run, monkeypatch):
     model = gentext.load(wide_run, weights="fp32")
-    start = model._prompt_ids("")
+    start = model._prompt("").ids
     cost = formats.kl_cost(model.model, "int8", start)
     assert 0 < cost < formats.QUALITY_BOUND  # a tiny network barely notices int8
     assert formats.kl_cost(model.model, "fp32", start) == pytest.approx(0, abs=1e-9)

@@ -35,9 +35,8 @@ from gentext.settings import new_configs, prepare_out_dir, resume_configs
 from gentext.threads import configure as configure_threads
 from gentext.training import captions, distributed, finetune, trainer
 from gentext.training.defaults import auto_dropout
-from gentext.training.pairs import train_pairs
+from gentext.training.feeds import FINAL_EVAL_TOKENS, PairFeed, WindowFeed
 from gentext.training.records import tensorboard_writer
-from gentext.training.run import FINAL_EVAL_TOKENS
 from gentext.useconfig import LoadConfig
 
 logger = logging.getLogger(__name__)
@@ -72,7 +71,7 @@ def _prepare_data(corpus_cfg, tok_cfg, model_cfg, train_cfg, tok, progress: bool
     if fitted_by_counting(check_kind(model_cfg.kind)):  # an n-gram count needs n tokens
         if len(data.train) < model_cfg.order:
             raise GentextError(f"the training text is too short for --order {model_cfg.order}")
-    else:
+    elif corpus_cfg.condition != "source":  # pairs are not cut into windows
         BPTTBatches(data.train, train_cfg.batch_size, train_cfg.seq_len)  # a too-short corpus fails before any write
     return source, tok, data
 
@@ -115,29 +114,32 @@ def train(
             paths, corpus, tokenizer, model, train, overrides
         )
         tok = None
-        if corpus_cfg.condition == "image":  # pictures and captions: their own reader and model
-            return _train_captions(out, corpus_cfg, model_cfg, train_cfg, force, progress)
     for cfg in (corpus_cfg, tok_cfg, train_cfg):
         cfg.validate()
     device = resolve_device(train_cfg.device)
     resolve_precision(train_cfg.precision, device)  # a precision this machine lacks fails before any write
     if train_cfg.tensorboard:
         tensorboard_writer()  # ... and so does a missing package
-    source, tok, data = _prepare_data(corpus_cfg, tok_cfg, model_cfg, train_cfg, tok, progress, origin)
+    if corpus_cfg.condition == "image":  # pictures and captions: read whole, every picture checked
+        tok, data = captions.prepare(corpus_cfg, model_cfg, tok)
+        config = captions.run_config(corpus_cfg, model_cfg, train_cfg)
+    else:
+        source, tok, data = _prepare_data(corpus_cfg, tok_cfg, model_cfg, train_cfg, tok, progress, origin)
+        config = _run_config(corpus_cfg, tok_cfg, model_cfg, train_cfg, source, data)
     torch.manual_seed(train_cfg.seed)
     net = build_model(model_cfg)
     added = finetune.init_weights(net, origin) if origin is not None else 0
-    _check_resumable(net, model_cfg.kind, resume, info)
+    if resume and fitted_by_counting(net):
+        raise GentextError(f"a {model_cfg.kind} model is fitted in one pass; there is nothing to resume (retrain it)")
     if not resume and info.is_main:  # under torchrun only rank 0 touches the run directory
         prepare_out_dir(out, force)
-    config = _run_config(corpus_cfg, tok_cfg, model_cfg, train_cfg, source, data)
     if origin is not None:
         config["init_from"] = {"run": str(origin.run_dir), "tokens_added": added}
     if info.is_main and not resume:  # a resumed run's files change only when it has trained
         checkpoint.save_run_files(out, config, tok)
     callback = None if on_eval is None else (lambda step, val: on_eval(step, val, TextModel(net, tok, config, out)))
     try:
-        result = _fit(net, tok, data, train_cfg, out, device, callback, progress, resume)
+        result = _fit(net, tok, data, corpus_cfg.condition, train_cfg, out, device, callback, progress, resume)
         summary = _finish(result, net, tok, data, out, config, origin, train_cfg, device)
         distributed.barrier(info)  # everyone leaves together, once rank 0 has written
     finally:
@@ -145,53 +147,27 @@ def train(
     return summary
 
 
-def _train_captions(out: Path, corpus_cfg, model_cfg, train_cfg, force: bool, progress: bool) -> dict[str, Any]:
-    """--condition image: read every picture first (a broken one fails before any write), then
-    train a captioner (training/captions.py) and save the run like any other."""
-    corpus_cfg.validate()
-    train_cfg.validate()
-    if len(corpus_cfg.paths) != 1:
-        raise GentextError("--condition image takes one captions file or folder (picture<TAB>caption lines)")
-    data = captions.captions_data(corpus_cfg.paths[0])
-    tok = data["tokenizer"]
-    model_cfg = captions.caption_model_config(tok, model_cfg, data["features"])
-    model_cfg.dropout = model_cfg.dropout or 0.0
-    device = resolve_device(train_cfg.device)
-    torch.manual_seed(train_cfg.seed)
-    net = build_model(model_cfg)
-    prepare_out_dir(out, force)
-    corpus = {**to_dict(corpus_cfg), "mode": "lines", "sources": [str(corpus_cfg.paths[0])]}
-    config = {"model": to_dict(model_cfg), "train": to_dict(train_cfg), "corpus": corpus, **captions.IMAGE_CONFIG}
-    checkpoint.save_run_files(out, config, tok)
-    result = captions.train_captions(data, net, train_cfg, out, device, progress)
-    return _finish(result, net, tok, captions.NO_STREAM, out, config, None, train_cfg, device)
-
-
-def _check_resumable(net, kind: str, resume: bool, info) -> None:
-    if resume and fitted_by_counting(net):
-        raise GentextError(f"a {kind} model is fitted in one pass; there is nothing to resume (retrain it)")
-    if hasattr(net, "pair_log_probs") and (resume or info.world_size > 1):
-        raise GentextError("--model seq2seq trains in one process and from the start (no --resume, no torchrun yet)")
-
-
-def _fit(net, tok, data, train_cfg, out: Path, device, callback, progress: bool, resume: bool):
-    """Fit the model as its kind is fitted: by counting, on pairs, or by BPTT over the stream."""
+def _fit(net, tok, data, condition: str, train_cfg, out: Path, device, callback, progress: bool, resume: bool):
+    """Fit the model: by counting, or on the one training loop with the feed its data needs
+    (training/feeds.py: windows of a stream, source/target pairs, or captioned pictures)."""
     if fitted_by_counting(net):  # counted, not trained by gradient steps
         return _fit_by_counting(net, data.train, data.val, out, distributed.from_env().is_main)
-    if hasattr(net, "pair_log_probs"):  # sequence to sequence: trained on pairs
+    if condition == "image":
+        make_feed = captions.feed(data, train_cfg)
+    elif condition == "source":  # the stream holds `source SOURCE_END target END` documents
         ids = pair_ids(tok)
-        net.source_end_id = ids[0]
-        train = cut_pairs(data.train, ids[1], ids[0])
-        val = cut_pairs(data.val, ids[1], ids[0]) if data.val is not None else []
-        return train_pairs(net, train, val, train_cfg, out, device, ids, progress)
-    return trainer.train(net, data.train, data.val, train_cfg, out, device, callback, progress, resume, data.key)
+        train, val = (cut_pairs(part, ids[1], ids[0]) if part is not None else [] for part in (data.train, data.val))
+        make_feed = lambda rows: PairFeed(train, val, ids, train_cfg, rows, key=data.key)  # noqa: E731
+    else:
+        make_feed = lambda rows: WindowFeed(data.train, data.val, train_cfg, rows, data.key)  # noqa: E731
+    return trainer.train(net, make_feed, train_cfg, out, device, callback, progress, resume)
 
 
 def _finish(result, net, tok, data, out: Path, config: dict, origin, train_cfg, device) -> dict[str, Any]:
     """The summary (with what fine-tuning cost on the origin's text) and, on rank 0, the final
     config.json with the result."""
     main = distributed.from_env().is_main
-    summary = _summary(result, net, tok, data, out)
+    summary = _summary(result, net, tok, data if hasattr(data, "val_chars") else captions.NO_STREAM, out)
     if origin is not None and main:
         forgot = finetune.forgetting(net, origin, train_cfg.seq_len, device)
         summary["init_from"] = {**config["init_from"], **forgot}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 from typing import Any
 
 from gentext import api
@@ -134,14 +135,18 @@ def chat_loop(model: api.TextModel, args: argparse.Namespace) -> int:
         except EOFError:
             print(file=sys.stderr)
             return 0
-        if line.startswith("/"):
+        if line.startswith("/") and not (model.captions and Path(line.strip()).is_file()):  # a picture's path
             if not _chat_command(line, settings):
                 return 0
             continue
         prompt = line if line else last
         last = prompt
-        # a seq2seq run translates each line: the line is the source, not a prompt to continue
-        prompt, turn = ("", {**settings, "source": prompt}) if model.pairs else (prompt, settings)
+        # a seq2seq run translates each line and a captioner captions the picture a line names:
+        # the line is the condition, not a prompt to continue
+        if model.pairs or model.captions:
+            prompt, turn = "", {**settings, ("source" if model.pairs else "image"): prompt.strip()}
+        else:
+            turn = settings
         try:
             for piece in model.stream(prompt, **turn):
                 sys.stdout.write(piece)

@@ -103,7 +103,7 @@ def _print_eval(args: argparse.Namespace):
         if args.quiet or val_loss is None:
             return
         line = f"step {step}: val loss {val_loss:.4f} nats/token ({val_loss / math.log(2):.3f} bits/token)"
-        if args.sample_chars > 0:
+        if args.sample_chars > 0 and not (textmodel.pairs or textmodel.captions):  # those need a source or picture
             sample = textmodel.generate(
                 "", textmodel.default_label, max_new_tokens=args.sample_chars, temperature=0.8, seed=0
             )[0]

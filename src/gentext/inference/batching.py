@@ -34,6 +34,7 @@ from gentext.errors import error_text
 from gentext.inference import sampling
 from gentext.inference.batchjobs import Collector, Job, choose_all
 from gentext.inference.generation import SampleTexts
+from gentext.inference.sampling import Prompt
 from gentext.models import State, model_device
 from gentext.useconfig import SampleConfig
 
@@ -61,19 +62,12 @@ class Cohort:
     def fits(self, other: Cohort) -> bool:
         """Same per-row shapes: their rows can share one network call."""
         mine, theirs = self.state, other.state
-        return all(
-            _row_shape(t, mine.batch_dims[k]) == _row_shape(theirs.tensors[k], mine.batch_dims[k])
-            for k, t in mine.tensors.items()
-        )
+        return all(mine.row_shape(name) == theirs.row_shape(name) for name in mine.tensors)
 
     def merge(self, other: Cohort) -> None:
         self.jobs += other.jobs
         self.state = State.cat([self.state, other.state])
         self.logits = torch.cat([self.logits, other.logits])
-
-
-def _row_shape(t: torch.Tensor, dim: int) -> tuple[int, ...]:
-    return tuple(size for d, size in enumerate(t.shape) if d != dim)
 
 
 class BatchEngine:
@@ -89,11 +83,13 @@ class BatchEngine:
         self.lock = threading.Lock()
         self.rows_last_step = self.most_rows = 0  # rows of the last step and the most at once (metrics, tests)
 
-    def submit(self, prompt_ids: list[int], config: SampleConfig, emit, start: bool = True) -> Job:
-        """Queue a generation; with `start` the engine's thread runs it (else `run_until_idle`)."""
+    def submit(self, prompt: Prompt | list[int], config: SampleConfig, emit, start: bool = True) -> Job:
+        """Queue a generation (a Prompt, or bare ids); with `start` the engine's thread runs it
+        (else `run_until_idle`)."""
         if config.num_samples > self.max_rows:
             raise ValueError(f"num_samples {config.num_samples} exceeds the batch's {self.max_rows} rows")
-        job = Job(list(prompt_ids), config, emit)
+        prompt = prompt if isinstance(prompt, Prompt) else Prompt(list(prompt))
+        job = Job(list(prompt.ids), config, emit, condition=prompt.condition)
         self.inbox.put(job)
         if start:
             with self.lock:
@@ -150,9 +146,9 @@ class BatchEngine:
                 continue
             admitted.append(job)
             used += job.rows
-        by_length: dict[int, list[Job]] = {}
+        by_length: dict[tuple[int, bool], list[Job]] = {}  # prompts of one length, all with a condition or none
         for job in admitted:
-            by_length.setdefault(len(job.prompt_ids), []).append(job)
+            by_length.setdefault((len(job.prompt_ids), job.condition is None), []).append(job)
         for group in by_length.values():
             group = self._ready(group)
             if not group:
@@ -181,10 +177,13 @@ class BatchEngine:
         return ready
 
     def _prime(self, group: list[Job]) -> tuple[torch.Tensor, State]:
-        """Run the prompts (all of one length) once, side by side; each job's rows copy its row."""
+        """Run the prompts (all of one length) once, side by side, each from the state its
+        condition makes (rows of ragged sources padded: State.cat); each job's rows copy its row."""
         device = model_device(self.model)
         prompts = torch.tensor([job.prompt_ids for job in group], device=device)  # (G, T)
-        logits, state = self.model(prompts, None)  # (G, T, V)
+        starts = [sampling.start_state(self.model, job.condition, device) for job in group]
+        start = None if starts[0] is None else State.cat(starts)
+        logits, state = self.model(prompts, start)  # (G, T, V)
         rows = torch.cat([torch.full((job.rows,), g, dtype=torch.long) for g, job in enumerate(group)]).to(device)
         return logits[:, -1].index_select(0, rows), state.select(rows)
 

@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -29,6 +30,7 @@ class Job:
     prompt_ids: list[int]
     config: SampleConfig
     emit: Callable[[str, object], None]
+    condition: Any = None  # what the model's initial_state takes (a source, a picture), if anything
     texts: SampleTexts | None = None  # set when the job is primed
     generator: torch.Generator | None = None
     history: torch.Tensor | None = None

@@ -23,7 +23,7 @@ def beam_search(
     config: SampleConfig,
     end_id: int | None = None,
     suppress: list[int] | None = None,
-    start=None,
+    condition=None,
 ) -> list[list[int]]:
     """Deterministic beam search; returns `num_samples` continuations, best first.
 
@@ -34,7 +34,7 @@ def beam_search(
     if config.length_penalty is None:
         config = dataclasses.replace(config, length_penalty=1.0)
     with torch.inference_mode():
-        logits, state = prime(model, prompt_ids, 1, start)  # start from one hypothesis, not `beams` copies
+        logits, state = prime(model, prompt_ids, 1, condition)  # start from one hypothesis, not `beams` copies
         device = logits.device
         seqs = torch.empty(1, 0, dtype=torch.long, device=device)
         scores = torch.zeros(1, device=device)

@@ -8,25 +8,13 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-import torch
-
-from gentext.data.images import load_image
 from gentext.data.shapes import attributes
 from gentext.errors import GentextError
-from gentext.inference import generation
 
 
 def caption(model, image, **settings) -> list[str]:
-    """`num_samples` captions of one picture (a path or a PIL image), as `generate` samples."""
-    cfg = model._sample_config(settings)
-    picture = load_image(image, model.config.get("image_size", 64))[None].to(model.device)
-    with model._eval_mode():
-        with torch.inference_mode():
-            start = model.model.initial_state(1, condition=picture)
-        texts = generation.generate_texts(
-            model.model, model.tokenizer, "", [model.model.source_end_id], cfg, model.end_id, start
-        )
-    return [t.strip() for t in texts]  # a word decoder spaces the first word after the start token
+    """`num_samples` captions of one picture (a path, a PIL image or a tensor), as `generate` samples."""
+    return [t.strip() for t in model.generate("", image=image, **settings)]  # a word decoder spaces the first word
 
 
 def evaluate_captions(model, pairs: list[tuple[str, str]], max_images: int = 500) -> dict[str, Any]:

@@ -117,14 +117,14 @@ def _sample_pieces(
     config: SampleConfig,
     generator: torch.Generator,
     end_id: int | None = None,
-    start=None,
+    condition=None,
 ) -> Iterator[list[str]]:
     """Yield, after every step, the new text of each sample (cut before a stop string). Ends when
     every sample has stopped (end-of-text token or a stop string), at `max_new_tokens`, or after
     `max_time` seconds."""
     texts = SampleTexts(tokenizer, prompt_ids, config)
     steps = sampling.generate_ids(
-        model, prompt_ids, config, generator, suppress=suppressed(tokenizer, config), start=start
+        model, prompt_ids, config, generator, suppress=suppressed(tokenizer, config), condition=condition
     )
     for next_ids in steps:
         if texts.step(next_ids.tolist(), end_id):
@@ -141,19 +141,19 @@ def generate_texts(
     prompt_ids: list[int],
     config: SampleConfig,
     end_id: int | None = None,
-    start=None,
+    condition=None,
 ) -> list[str]:
     """`num_samples` texts, each the prompt followed by its continuation (up to `end_id`); from
-    `start`, a one-row State, where a condition made it (a picture)."""
+    the state `condition` makes for a conditional kind (a source, a picture)."""
     if config.num_beams:
         outputs = beams.beam_search(
-            model, prompt_ids, config, end_id, suppress=suppressed(tokenizer, config), start=start
+            model, prompt_ids, config, end_id, suppress=suppressed(tokenizer, config), condition=condition
         )
         outputs = [ids[:-1] if ids and ids[-1] == end_id else ids for ids in outputs]
         return [prompt + cut_at_stop(continuation(tokenizer, prompt_ids, ids), config.stop)[0] for ids in outputs]
     generator = sampling.make_generator(config.seed, model_device(model))
     texts: list[list[str]] = [[prompt] for _ in range(config.num_samples)]
-    for pieces in _sample_pieces(model, tokenizer, prompt_ids, config, generator, end_id, start):
+    for pieces in _sample_pieces(model, tokenizer, prompt_ids, config, generator, end_id, condition):
         for text, piece in zip(texts, pieces, strict=True):
             text.append(piece)
     return ["".join(text) for text in texts]
@@ -166,6 +166,7 @@ def stream_text(
     prompt_ids: list[int],
     config: SampleConfig,
     end_id: int | None = None,
+    condition=None,
 ) -> Iterator[str]:
     """One sample as pieces of text: the prompt, then new text as it is produced. Text that might
     be the start of a stop string, or part of a character not yet complete, is held back until it
@@ -173,10 +174,11 @@ def stream_text(
     yield prompt
     if config.num_beams:
         yield from (
-            text[len(prompt) :] for text in generate_texts(model, tokenizer, prompt, prompt_ids, config, end_id)
+            text[len(prompt) :]
+            for text in generate_texts(model, tokenizer, prompt, prompt_ids, config, end_id, condition)
         )
         return
     generator = sampling.make_generator(config.seed, model_device(model))
-    for (piece,) in _sample_pieces(model, tokenizer, prompt_ids, config, generator, end_id):
+    for (piece,) in _sample_pieces(model, tokenizer, prompt_ids, config, generator, end_id, condition):
         if piece:
             yield piece

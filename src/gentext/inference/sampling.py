@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -173,13 +175,29 @@ def extend_history(history: torch.Tensor | None, ids: torch.Tensor) -> torch.Ten
     return None if history is None else torch.cat([history, ids.clamp(min=0)[:, None]], dim=1)
 
 
-def prime(model: torch.nn.Module, prompt_ids: list[int], batch: int, start=None):
-    """Run the prompt through the network once, for one stream (from `start`, a one-row State a
-    condition made, e.g. a picture's; else from the model's own start), and copy its state to
-    `batch` rows."""
+@dataclass
+class Prompt:
+    """What a generation starts from: the ids to prime with and, for a conditional kind, the
+    condition its `initial_state` takes (source ids (1, S), a picture (1, 3, S, S)); a label is
+    a mark token among the ids, which every kind reads (data/conditions.py)."""
+
+    ids: list[int]
+    condition: Any = None
+
+
+def start_state(model: torch.nn.Module, condition, device=None):
+    """The one-row state a condition makes (None: the model's own start)."""
+    if condition is None:
+        return None
+    return model.initial_state(1, device or model_device(model), condition=condition)
+
+
+def prime(model: torch.nn.Module, prompt_ids: list[int], batch: int, condition=None):
+    """Run the prompt through the network once, for one stream (from the state `condition` makes,
+    else from the model's own start), and copy its state to `batch` rows."""
     device = model_device(model)
     prompt = torch.tensor([prompt_ids], dtype=torch.long, device=device)  # (1, T)
-    logits, state = model(prompt, start)  # (1, T, V)
+    logits, state = model(prompt, start_state(model, condition, device))  # (1, T, V)
     return logits[:, -1].expand(batch, -1), state.select(torch.zeros(batch, dtype=torch.long, device=device))
 
 
@@ -190,7 +208,7 @@ def generate_ids(
     generator: torch.Generator | None = None,
     history_ids: list[int] | None = None,
     suppress: list[int] | None = None,
-    start=None,
+    condition=None,
 ) -> Iterator[torch.Tensor]:
     """Yield the next ids (num_samples,) one step at a time, all samples as one batch; a row with
     no allowed token left gets NO_TOKEN.
@@ -200,7 +218,7 @@ def generate_ids(
     """
     batch = config.num_samples
     with torch.inference_mode():
-        logits, state = prime(model, prompt_ids, batch, start)  # (B, V)
+        logits, state = prime(model, prompt_ids, batch, condition)  # (B, V)
         seed = history_ids if history_ids is not None else prompt_ids
         history = initial_history(seed, config, batch, logits.device)  # (B, L) or None
     warned = False

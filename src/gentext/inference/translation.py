@@ -76,7 +76,7 @@ def attention_matrix(model, source: str, max_new_tokens: int = 100) -> dict[str,
     with model._eval_mode(), torch.inference_mode():
         encoded = torch.tensor([source_ids], device=model.device)
         lengths = torch.tensor([len(source_ids)], device=model.device)
-        decoder = torch.tensor([[model.model.source_end_id, *out_ids]], device=model.device)
+        decoder = torch.tensor([[model.decoder_start, *out_ids]], device=model.device)
         weights = model.model.attention((encoded, lengths), decoder)[: len(out_ids) + 1]  # (outputs + end, source)
     return {
         "output": output,

@@ -132,7 +132,7 @@ def pair_loss(
     for start in range(0, len(ordered), rows):
         chunk = ordered[start : start + rows]
         condition, dec_in, dec_out, mask = batch(chunk, source_end_id, end_id, device, condition_of)
-        logp = model.pair_log_probs(condition, dec_in, dec_out)
+        logp, _ = model(dec_in, model.initial_state(len(chunk), device, condition=condition), targets=dec_out)
         total -= logp[mask].double().sum().item()
         count += int(mask.sum())
     model.train(was)

@@ -5,17 +5,13 @@
     per target token: h = GRU(embed(y_prev), h); a = softmax(h . W_a memory, masked)
                       out = tanh(W_c [h; a . memory]); logits = W_o out
 
-Behind the one model interface: `forward(ids, None)` reads ids as `source SOURCE_END target...`
-(the prompt gentext builds from `--source` and an optional start of the target), encodes the
-source and runs the decoder over SOURCE_END and what follows it, so the last logits predict the next
-target token. With a state, `forward` only steps the decoder. The state holds the decoder's `h`,
-the encoder's `memory` and its projection `keys` and the source `mask`, all with the batch first,
-so the sampler, beam search (State.select), stop rules, streaming and the server work unchanged.
-Sources differ in length, so the state is not a fixed size per row: requests take the
-thread-per-request path, not the continuous batch (`carries_state = False`).
-
-Training reads pairs, not a stream (`training/pairs.py`): `pair_log_probs` scores padded targets
-given padded sources with teacher forcing, and padding never counts.
+On the one model contract: the source enters through `initial_state(batch, condition=source)`
+(encode it, h0 from the memory), and `forward(ids, state)` steps the decoder from that state, the
+first input being the decoder's start token (SOURCE_END). The state holds the decoder's `h`, the
+encoder's `memory`, its projection `keys` and the source `mask`, all with the batch first; the
+source length is a ragged dimension (`State.pad_dims`), so requests with sources of different
+lengths join one continuous batch, padded positions masked out of attention. The sampler, beam
+search, streaming, the server and the pair feed of the one training loop need nothing else.
 """
 
 from __future__ import annotations
@@ -29,6 +25,7 @@ from gentext.errors import GentextError
 from gentext.models.state import State
 
 BATCH_FIRST = {"h": 0, "memory": 0, "keys": 0, "mask": 0}
+SOURCE_DIMS = {"memory": 1, "keys": 1, "mask": 1}  # ragged: padded with zeros (mask False) to join rows
 
 
 class AttentionDecoder(nn.Module):
@@ -36,7 +33,6 @@ class AttentionDecoder(nn.Module):
     condition: the part seq2seq and captioning share. Subclasses define `encode(condition)`."""
 
     carries_state = False  # rows of a batch never continue across training windows
-    source_end_id: int | None = None  # the decoder's start token; set from the tokenizer
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -56,15 +52,12 @@ class AttentionDecoder(nn.Module):
     def encode(self, condition) -> State:
         raise NotImplementedError
 
-    def split_prompt(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise GentextError(f"a {self.config.kind} model generates from {self.needs}")
-
     def _state(self, memory: torch.Tensor, mask: torch.Tensor) -> State:
         """The decoder's first state: h0 from the mean of the memory (the feature vector), and the
         memory with its attention keys."""
         pooled = (memory * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)  # (B, H)
         h = torch.tanh(self.init(pooled))
-        return State({"h": h, "memory": memory, "keys": self.attend(memory), "mask": mask}, dict(BATCH_FIRST))
+        return _state(h, memory, self.attend(memory), mask)
 
     # -- the state contract (models/state.py) ----------------------------------------------------
     def initial_state(self, batch: int, device=None, condition=None) -> State:
@@ -76,7 +69,7 @@ class AttentionDecoder(nn.Module):
     def state_from_tensors(self, tensors: dict[str, torch.Tensor]) -> State:
         if set(tensors) != set(BATCH_FIRST):
             raise GentextError(f"a {self.config.kind} state has tensors {sorted(BATCH_FIRST)}, got {sorted(tensors)}")
-        return State(dict(tensors), dict(BATCH_FIRST))
+        return _state(**tensors)
 
     # -- decoding ---------------------------------------------------------------------------------
     def _decode(self, ids: torch.Tensor, state: State, keep_attention: bool = False):
@@ -94,28 +87,18 @@ class AttentionDecoder(nn.Module):
             if keep_attention:
                 weights.append(alpha)
         logits = self.head(self.drop(torch.stack(outputs, dim=1)))
-        state = State({"h": h, "memory": memory, "keys": keys, "mask": mask}, dict(BATCH_FIRST))
-        return logits, state, (torch.stack(weights, dim=1) if keep_attention else None)
+        return logits, _state(h, memory, keys, mask), (torch.stack(weights, dim=1) if keep_attention else None)
 
     def forward(
         self, ids: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, State]:
-        if state is None:  # a prompt: encode its source, decode from SOURCE_END on
-            source, ids = self.split_prompt(ids)
-            state = self.encode((source, torch.tensor([source.shape[1]], device=source.device)))
+        if state is None:  # the contract's cold start: there is none without a condition
+            raise GentextError(f"a {self.config.kind} model generates from {self.needs}")
         logits, state, _ = self._decode(ids, state)
         if targets is None:
             return logits, state
         logp = -F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
         return logp.view_as(targets), state
-
-    def pair_log_probs(self, condition, decoder_in, decoder_out) -> torch.Tensor:
-        """Teacher-forced log P(decoder_out | condition, decoder_in) per position (B, T) (padding
-        included: the caller masks it)."""
-        logits, _, _ = self._decode(decoder_in, self.encode(condition))
-        return -F.cross_entropy(logits.float().flatten(0, 1), decoder_out.flatten(), reduction="none").view(
-            decoder_out.shape
-        )
 
     def attention(self, condition, decoder_in: torch.Tensor) -> torch.Tensor:
         """The attention weights (T, S) of one example, decoder inputs given (for the picture)."""
@@ -135,8 +118,12 @@ class Seq2SeqModel(AttentionDecoder):
         self.encoder = nn.GRU(config.embed_size, config.hidden_size // 2, batch_first=True, bidirectional=True)
 
     def encode(self, condition) -> State:
-        """condition = source ids (B, S), 0-padded, and their lengths (B,)."""
-        source, lengths = condition
+        """condition = source ids (B, S), or 0-padded ids and their lengths (B,)."""
+        source, lengths = condition if isinstance(condition, tuple) else (condition, None)
+        if source.dim() != 2 or source.shape[1] == 0:
+            raise GentextError("a seq2seq source is a non-empty batch of token ids (B, S)")
+        if lengths is None:
+            lengths = torch.full((source.shape[0],), source.shape[1], device=source.device)
         mask = torch.arange(source.shape[1], device=source.device)[None, :] < lengths[:, None]  # (B, S)
         packed = nn.utils.rnn.pack_padded_sequence(
             self.drop(self.embedding(source)), lengths.cpu(), batch_first=True, enforce_sorted=False
@@ -145,12 +132,6 @@ class Seq2SeqModel(AttentionDecoder):
         memory, _ = nn.utils.rnn.pad_packed_sequence(memory, batch_first=True, total_length=source.shape[1])
         return self._state(memory, mask)
 
-    def split_prompt(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One prompt row `source SOURCE_END target...` -> source (1, S) and the decoder's input."""
-        row = ids[0].tolist()
-        if self.source_end_id is None or self.source_end_id not in row:
-            raise GentextError("a seq2seq model generates from a source: give --source")
-        cut = row.index(self.source_end_id)
-        if cut == 0:
-            raise GentextError("the source is empty")
-        return ids[:, :cut], ids[:, cut:]
+
+def _state(h, memory, keys, mask) -> State:
+    return State({"h": h, "memory": memory, "keys": keys, "mask": mask}, dict(BATCH_FIRST), dict(SOURCE_DIMS))

@@ -19,7 +19,7 @@ a name and a batch dimension for each of its tensors.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -28,6 +28,9 @@ import torch
 class State:
     tensors: dict[str, torch.Tensor]
     batch_dims: dict[str, int]
+    # Ragged dimensions (an encoder memory's source length): `cat` pads them with zeros, which the
+    # kind reads as "nothing here" (a False mask), so rows of different lengths share one batch.
+    pad_dims: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if set(self.tensors) != set(self.batch_dims):
@@ -39,7 +42,7 @@ class State:
         return self.tensors[name].shape[self.batch_dims[name]]
 
     def _with(self, fn: Callable[[torch.Tensor, int], torch.Tensor]) -> State:
-        return State({k: fn(t, self.batch_dims[k]) for k, t in self.tensors.items()}, self.batch_dims)
+        return State({k: fn(t, self.batch_dims[k]) for k, t in self.tensors.items()}, self.batch_dims, self.pad_dims)
 
     def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> State:
         """Apply `fn` to every tensor (device moves, dtype casts)."""
@@ -62,7 +65,9 @@ class State:
             shape[dim] = -1
             return torch.where(keep.to(t.device).view(shape), t, other.tensors[name].to(t.dtype))
 
-        return State({k: pick(t, self.batch_dims[k], k) for k, t in self.tensors.items()}, self.batch_dims)
+        return State(
+            {k: pick(t, self.batch_dims[k], k) for k, t in self.tensors.items()}, self.batch_dims, self.pad_dims
+        )
 
     def detach(self) -> State:
         """Cut the gradient into the past (truncated BPTT)."""
@@ -72,11 +77,31 @@ class State:
         """Floating tensors in float32: a state carried or saved never stays in an autocast dtype."""
         return self.map(lambda t: t.float() if t.is_floating_point() else t)
 
+    def row_shape(self, name: str) -> tuple[int, ...]:
+        """A tensor's shape per row, ragged dimensions left out: rows of states whose row shapes
+        match can be joined (continuous batching's cohorts)."""
+        skip = {self.batch_dims[name], self.pad_dims.get(name, -1)}
+        return tuple(size for d, size in enumerate(self.tensors[name].shape) if d not in skip)
+
     @staticmethod
     def cat(states: list[State]) -> State:
-        """Join the rows of several states of one kind (every process's rows, new requests)."""
+        """Join the rows of several states of one kind (every process's rows, new requests);
+        ragged dimensions are padded with zeros to the longest."""
         first = states[0]
-        return State(
-            {k: torch.cat([s.tensors[k] for s in states], dim=first.batch_dims[k]) for k in first.tensors},
-            first.batch_dims,
-        )
+        joined = {}
+        for name, dim in first.batch_dims.items():
+            parts = [s.tensors[name] for s in states]
+            pad = first.pad_dims.get(name)
+            if pad is not None:
+                longest = max(t.shape[pad] for t in parts)
+                parts = [_pad(t, pad, longest) for t in parts]
+            joined[name] = torch.cat(parts, dim=dim)
+        return State(joined, first.batch_dims, first.pad_dims)
+
+
+def _pad(t: torch.Tensor, dim: int, length: int) -> torch.Tensor:
+    if t.shape[dim] == length:
+        return t
+    shape = list(t.shape)
+    shape[dim] = length - t.shape[dim]
+    return torch.cat([t, t.new_zeros(shape)], dim=dim)

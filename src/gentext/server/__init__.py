@@ -228,9 +228,9 @@ def _add_condition_routes(app, service: Service, caption_request, attention_requ
         if not model.captions:
             raise HTTPException(400, detail="this model does not caption pictures (train one with --condition image)")
         image = await run_in_threadpool(picture, request.image)  # decoding is CPU work: off the event loop
-        slot = service.admit()
-        captions = await service.run(slot, model.caption, image, **settings)
-        return {"model": request.model or service.default, "captions": captions}
+        name = request.model or service.default
+        texts = await service.samples(model, name, "", {**settings, "image": image})  # batched like any text
+        return {"model": name, "captions": [t.strip() for t in texts]}
 
     @app.post("/v1/attention")
     async def attention(request: attention_request):

@@ -1,29 +1,43 @@
-"""Training a captioner (`--condition image`): pictures in, captions out, on the pair loop.
+"""Captioning data (`--condition image`): pictures in, captions out, on the one training loop.
 
 The captions file is read whole (captioning data is pictures plus short lines), every picture is
 loaded once before anything is written (a broken file is an error naming it), every 10th picture
-is held out with all its captions, a word tokenizer is fitted on the captions, and
-`training/pairs.py` trains on (picture index, caption ids) pairs with the picture batch as the
-encoder's condition.
+is held out with all its captions, a word tokenizer is fitted on the captions (or the run's own,
+on resume), and the pair feed (training/feeds.py) trains on (picture index, caption ids) pairs
+with the picture batch as the condition `initial_state` takes.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import hashlib
 from types import SimpleNamespace
 
 import numpy as np
 import torch
 
-from gentext.config import ModelConfig, TrainConfig
+from gentext.config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig, to_dict
 from gentext.data.conditions import SOURCE_END, pair_ids
 from gentext.data.images import IMAGE_SIZE, held_out_pictures, load_images, read_captions
 from gentext.data.tokenizers import WordTokenizer
 from gentext.errors import GentextError
-from gentext.training.pairs import train_pairs
+from gentext.training.feeds import PairFeed, pairs_hash
+
+NO_STREAM = SimpleNamespace(val=None)  # the summary's bits per character are for token streams
 
 
-def captions_data(path: str | Path) -> dict:
+def prepare(corpus_cfg: CorpusConfig, model_cfg: ModelConfig, tok=None) -> tuple[WordTokenizer, dict]:
+    """Read the captions and every picture; fit the tokenizer unless given; size the model."""
+    if len(corpus_cfg.paths) != 1:
+        raise GentextError("--condition image takes one captions file or folder (picture<TAB>caption lines)")
+    data = captions_data(corpus_cfg.paths[0], tok)
+    model_cfg.kind, model_cfg.feature_size = "captioner", data["features"]
+    model_cfg.vocab_size = data["tokenizer"].vocab_size
+    model_cfg.dropout = model_cfg.dropout or 0.0
+    model_cfg.validate()
+    return data["tokenizer"], data
+
+
+def captions_data(path, tok=None) -> dict:
     """Pictures (N, 3, S, S), the tokenizer, and (picture index, caption) lists per split."""
     pairs = read_captions(path)
     names = list(dict.fromkeys(image for image, _ in pairs))
@@ -33,38 +47,37 @@ def captions_data(path: str | Path) -> dict:
     # Words, not characters: a caption is ~15 words but ~80 characters, and the decoder steps once per
     # token, so words train ~5x more captions per minute (measured: characters reached 27% attribute
     # accuracy in 10 minutes, still improving).
-    tok = WordTokenizer.fit([caption + "\n" for _, caption in pairs] + ["\n" + SOURCE_END + "\n"])
+    tok = tok or WordTokenizer.fit([caption + "\n" for _, caption in pairs] + ["\n" + SOURCE_END + "\n"])
     split: dict[bool, list] = {False: [], True: []}
     for image, caption in pairs:
-        split[index[image] in held].append((index[image], caption))
+        split[index[image] in held].append((np.int64(index[image]), tok.encode(caption)))
     if not split[False]:
         raise GentextError(f"{path}: too few pictures to hold any out and still train")
     features = images.shape[-1] if images.dim() in (2, 3) else 0  # .npy features (N, D) or (N, S, D)
-    return {"images": images, "features": features, "tokenizer": tok, "train": split[False], "val": split[True]}
+    key = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]  # resume checks the pictures too
+    return {"images": images, "features": features, "tokenizer": tok, "train": split[False], "val": split[True]} | {
+        "key": key
+    }
 
 
-def train_captions(data: dict, model, cfg: TrainConfig, out: Path, device, progress: bool):
-    """Train `model` (a CaptionModel) on `data` (captions_data); returns TrainResult."""
-    tok, images = data["tokenizer"], data["images"].to(device)
-    ids = pair_ids(tok)
-    model.source_end_id = ids[0]
-
-    def encoded(split):
-        return [(np.int64(i), tok.encode(caption)) for i, caption in split]
+def feed(data: dict, cfg: TrainConfig):
+    """The pair feed's maker (rows -> PairFeed): picture indices become the picture batch."""
+    images = data["images"]
 
     def pictures(sources, device):  # picture indices -> the picture batch (B, 3, S, S)
-        return images[torch.as_tensor(np.asarray(sources, dtype=np.int64), device=device)]
+        return images[torch.as_tensor(np.asarray(sources, dtype=np.int64))].to(device)
 
-    return train_pairs(model, encoded(data["train"]), encoded(data["val"]), cfg, out, device, ids, progress, pictures)
+    ids = pair_ids(data["tokenizer"])
+    key = data["key"] + pairs_hash(data["train"])  # the pictures and the captions
+    return lambda rows: PairFeed(data["train"], data["val"], ids, cfg, rows, pictures, key)
 
 
-def caption_model_config(tok, model: ModelConfig, feature_size: int = 0) -> ModelConfig:
-    """The captioner's config: the caller's sizes, this tokenizer's vocabulary, the width of
-    precomputed features (0: pictures, read by the model's own CNN)."""
-    model.kind, model.vocab_size, model.feature_size = "captioner", tok.vocab_size, feature_size
-    model.validate()
-    return model
+def run_config(corpus_cfg: CorpusConfig, model_cfg: ModelConfig, train_cfg: TrainConfig) -> dict:
+    corpus = {**to_dict(corpus_cfg), "mode": "lines", "sources": [str(corpus_cfg.paths[0])]}
+    tokenizer = to_dict(TokenizerConfig(level="word"))  # captions are words (captions_data says why)
+    return {"model": to_dict(model_cfg), "tokenizer": tokenizer, "train": to_dict(train_cfg), "corpus": corpus} | {
+        **IMAGE_CONFIG
+    }
 
 
 IMAGE_CONFIG = {"condition": "image", "image_size": IMAGE_SIZE}
-NO_STREAM = SimpleNamespace(val=None)  # the summary's bits per character are for token streams

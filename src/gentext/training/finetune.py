@@ -22,7 +22,7 @@ from gentext.data.tokencache import held_out
 from gentext.errors import GentextError
 from gentext.models import fitted_by_counting
 from gentext.models.scoring import evaluate
-from gentext.training.run import FINAL_EVAL_TOKENS
+from gentext.training.feeds import FINAL_EVAL_TOKENS
 
 CHANGEABLE = ("dropout",)  # architecture options a fine-tuning run may still set
 VOCAB_ROWS = ("embedding.weight", "head.weight")  # (V, H) matrices: new rows = mean of the old ones

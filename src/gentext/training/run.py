@@ -20,12 +20,11 @@ from torch import nn
 
 from gentext import checkpoint
 from gentext.config import TrainConfig
-from gentext.data.dataset import BPTTBatches, content_hash
 from gentext.errors import GentextError
 from gentext.hardware import autocast, resolve_precision
 from gentext.models import State
-from gentext.models.scoring import evaluate, evaluate_sample
 from gentext.training import distributed
+from gentext.training.feeds import Batch, Objective
 from gentext.training.records import Recorder, truncate_metrics
 from gentext.training.train_state import Progress, load_train_state, read_train_state, save_train_state
 
@@ -33,9 +32,6 @@ logger = logging.getLogger(__name__)
 
 MAX_BAD_STEPS = 5  # consecutive non-finite losses before the run gives up
 RECOVERY_STEPS = 100  # good steps over which a halved learning rate grows back to full
-# The final report evaluates the whole validation text up to this many tokens (a 10% split of a
-# multi-GB corpus would take hours); PTB, WikiText and Tiny Shakespeare are far below it.
-FINAL_EVAL_TOKENS = 2_000_000
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -73,26 +69,26 @@ class _Budget:
 class Run:
     """One training run's moving parts; `train` drives it through its named steps."""
 
-    def __init__(self, model, train_ids, val_ids, config: TrainConfig, run_dir: Path, device, data_hash):
+    def __init__(self, model, make_feed, config: TrainConfig, run_dir: Path, device):
+        """`make_feed(rows)`: the feed (training/feeds.py) of this process's rows of each batch."""
         self.config, self.run_dir = config, Path(run_dir)
         self.dist = distributed.from_env()
         self.device = distributed.setup(self.dist, device)
         self.main = self.dist.is_main
-        rows = distributed.row_range(config.batch_size, self.dist)
-        self.batches = BPTTBatches(train_ids, config.batch_size, config.seq_len, rows=rows)
-        self.val_ids = val_ids if val_ids is not None and len(val_ids) >= 2 else None
+        self.feed = make_feed(distributed.row_range(config.batch_size, self.dist))
         self.dtype = resolve_precision(config.precision, self.device)
         self.model = model.to(self.device).train()
         self.optimizer = _optimizer(model, config, self.device)
         # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
-        self.net = nn.parallel.DistributedDataParallel(model) if self.dist.enabled else model
+        objective = Objective(model)  # the condition's encoder runs inside the (DDP) forward
+        self.net = nn.parallel.DistributedDataParallel(objective) if self.dist.enabled else objective
         if self.dist.enabled:
             torch.manual_seed(config.seed + 7919 * self.dist.rank)  # each rank its own dropout masks
         self.cold_rng = torch.Generator().manual_seed(config.seed)
-        self.carries = getattr(model, "carries_state", True)
+        self.carries = self.feed.carries and getattr(model, "carries_state", True)
         self.budget = _Budget(self._total_steps(), config.time_limit)
-        self.data_hash = data_hash or content_hash(train_ids)
+        self.data_hash = self.feed.data_hash
         self.prog = Progress(data_hash=self.data_hash)
         self.tokens_at_start = 0
         self.state: State | None = None
@@ -104,7 +100,7 @@ class Run:
     def _total_steps(self) -> int | None:
         total = self.config.steps
         if self.config.epochs is not None:
-            epoch_steps = math.ceil(self.config.epochs * self.batches.num_windows)
+            epoch_steps = math.ceil(self.config.epochs * self.feed.steps_per_epoch)
             total = epoch_steps if total is None else min(total, epoch_steps)
         return total
 
@@ -151,7 +147,7 @@ class Run:
         if restored.scaler:
             self.scaler.load_state_dict(restored.scaler)
         if restored.state is not None:
-            rows = self.batches.rows
+            rows = self.feed.rows
             self.state = restored.state.narrow(rows.start, len(rows))
         if self.main:
             truncate_metrics(self.run_dir, self.prog.step)
@@ -161,14 +157,14 @@ class Run:
         """Periodic validation on a fixed sample of `eval_tokens` held-out tokens spread over the
         whole split (comparable with each other, cheap, an estimate of the final figure); keeps
         the best weights."""
-        prog, config = self.prog, self.config
+        prog = self.prog
         self.last_eval_step = prog.step
-        if self.val_ids is not None:
-            nats, count = evaluate_sample(self.model, self.val_ids, config.seq_len, self.device, config.eval_tokens)
-            self.last_val = nats / count
+        scored = self.feed.validate(self.model, self.device)
+        if scored is not None:
+            self.last_val = scored[0] / max(scored[1], 1)
             if self.main:
                 self.recorder.evaluation({"step": prog.step, "tokens": prog.tokens, "val_loss": self.last_val})
-        if self.val_ids is None or prog.best_val is None or self.last_val < prog.best_val:
+        if scored is None or prog.best_val is None or self.last_val < prog.best_val:
             prog.best_val, prog.best_step, prog.evals_since_best = self.last_val, prog.step, 0
             if self.main:
                 checkpoint.save_weights(self.run_dir, self.model)
@@ -178,13 +174,14 @@ class Run:
     def final_evaluation(self) -> tuple[float | None, int]:
         """The best weights on the whole held-out text (up to FINAL_EVAL_TOKENS), on rank 0 alone:
         the other ranks have nothing to report and may not see the run directory."""
-        if self.val_ids is None or not self.main:
+        if not self.main:
             return None, 0
         if self.prog.best_step != self.prog.step:
             checkpoint.load_weights(self.run_dir, self.model)  # report the weights that were kept
-        nats, count = evaluate(
-            self.model, self.val_ids, self.config.seq_len, self.device, self.config.batch_size, FINAL_EVAL_TOKENS
-        )
+        scored = self.feed.final(self.model, self.device)
+        if scored is None or not scored[1]:
+            return None, 0
+        nats, count = scored
         self.recorder.log({"step": self.prog.best_step, "full_val_loss": nats / count, "val_tokens": count})
         return nats / count, count
 
@@ -197,7 +194,7 @@ class Run:
             return None  # the data wrapped (or the model never carries): rows restart
         state = self.state.detach()  # truncated BPTT: no gradient into the past
         if self.config.state_reset > 0:
-            rows = self.batches.rows
+            rows = self.feed.rows
             keep = (torch.rand(self.config.batch_size, generator=self.cold_rng) >= self.config.state_reset)[
                 rows.start : rows.stop
             ]
@@ -207,11 +204,12 @@ class Run:
     def step(self, lr: float) -> float | None:
         """One optimisation step on the next window; the global loss, or None if it was skipped."""
         prog, config = self.prog, self.config
-        k = prog.step % self.batches.num_windows
-        x, y = (t.to(self.device, non_blocking=True) for t in self.batches.window(k))
+        batch = self.feed.batch(prog.step)
+        x, y, condition = (_to_device(t, self.device) for t in (batch.inputs, batch.targets, batch.condition))
+        state = self._window_state(batch.window) if batch.condition is None else None
         with autocast(self.device, self.dtype):
-            target_logp, new_state = self.net(x, self._window_state(k), targets=y)  # (B, T)
-        loss = -target_logp.float().mean()
+            target_logp, new_state = self.net(x, state, targets=y, condition=condition)  # (B, T)
+        loss = _loss(target_logp.float(), batch, self.device)
         loss_value = distributed.mean(loss, self.dist)  # the global batch's loss on every rank
         prog.step += 1
         if not math.isfinite(loss_value):
@@ -219,7 +217,7 @@ class Run:
             return None
         prog.bad_steps = 0
         prog.lr_scale = min(1.0, prog.lr_scale * 2 ** (1 / RECOVERY_STEPS))
-        self.state = new_state
+        self.state = new_state if self.carries else None  # a state never carried is never saved
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if config.grad_clip > 0:
@@ -227,7 +225,7 @@ class Run:
             nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        prog.tokens += self.batches.tokens_per_window
+        prog.tokens += batch.tokens
         self.recent.append(loss_value)
         return loss_value
 
@@ -253,3 +251,18 @@ class Run:
     def close(self) -> None:
         if self.recorder is not None:
             self.recorder.close()
+
+
+def _to_device(value, device):
+    """A batch's tensors (a condition may be a tuple of them) on the training device."""
+    if isinstance(value, tuple):
+        return tuple(_to_device(v, device) for v in value)
+    return value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+
+
+def _loss(logp: torch.Tensor, batch: Batch, device) -> torch.Tensor:
+    """The mean negative log-likelihood of the window, or of a pair batch's real targets (padding
+    never counts), scaled by the global batch's token count (training/feeds.py)."""
+    if batch.mask is None:
+        return -logp.mean()
+    return -logp[batch.mask.to(device)].sum() * batch.scale

@@ -29,7 +29,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -38,6 +37,7 @@ from gentext import checkpoint, threads
 from gentext.config import TrainConfig
 from gentext.errors import GentextError
 from gentext.training import distributed
+from gentext.training.feeds import Feed
 from gentext.training.run import Run
 
 logger = logging.getLogger(__name__)
@@ -116,18 +116,18 @@ def _safe_callback(on_eval, step: int, val: float | None) -> None:
 
 def train(
     model: nn.Module,
-    train_ids: np.ndarray,
-    val_ids: np.ndarray | None,
+    make_feed: Callable[[range], Feed],
     config: TrainConfig,
     run_dir: Path,
     device: torch.device,
     on_eval: Callable[[int, float | None], None] | None = None,
     progress: bool = True,
     resume: bool = False,
-    data_hash: str | None = None,
 ) -> TrainResult:
-    """Train `model` in place, writing checkpoints to `run_dir` (rank 0 only under torchrun)."""
-    run = Run(model, train_ids, val_ids, config.with_default_stop(), run_dir, device, data_hash)
+    """Train `model` in place on the feed `make_feed(rows)` makes for this process's rows
+    (training/feeds.py: windows of a stream, or pairs), writing checkpoints to `run_dir` (rank 0
+    only under torchrun). Every kind but the counted ones trains here."""
+    run = Run(model, make_feed, config.with_default_stop(), run_dir, device)
     if resume:
         run.resume()
     elif run.main:

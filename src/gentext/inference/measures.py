@@ -1,0 +1,219 @@
+"""What a loaded model measures: loss, perplexity and honest bits per character on any text (or the
+run's held-out split), the log-probability of one text, label accuracy, novelty and speed. A mixin
+of `TextModel` (inference/textmodel.py), which holds the model, tokenizer and generation."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from gentext.config import CorpusConfig, from_dict
+from gentext.data.corpus import load_corpus, read_text
+from gentext.data.tokencache import held_out
+from gentext.errors import GentextError
+from gentext.inference import captioning, conditioning, translation
+from gentext.inference.novelty import novelty
+from gentext.models.scoring import evaluate
+from gentext.models.spelling import SpellingModel
+
+
+def characters(tok, text: str, ids: np.ndarray) -> int:
+    """Characters of `text` that evaluation predicts: all but those of the first token."""
+    return max(len(text) - len(tok.decode(ids[:1])), 1)
+
+
+class Measures:
+    """evaluate / score / novelty / speed for a TextModel (its model, tokenizer, config, labels)."""
+
+    def evaluate(
+        self,
+        paths: list[str] | None = None,
+        text: str | None = None,
+        seq_len: int = 256,
+        unknown: str = "error",
+        leave_out: set[str] | frozenset[str] = frozenset(),
+    ) -> dict[str, Any]:
+        """Loss (nats/token), perplexity and bits per character on `text`, the files in `paths`,
+        or (neither given) the run's held-out split, read from the token cache when it is there.
+        `unknown="skip"` leaves characters the model cannot represent (and `leave_out`) out of the
+        text, and says how many; the default refuses them."""
+        if self.captions:  # picture<TAB>caption lines (default: the held-out pictures): BLEU, chrF, attributes
+            return captioning.evaluate_captions(self, captioning.picture_pairs(self, paths))
+        if text is None and not paths:
+            held_out = None if self.labels or self.pairs else self._held_out_ids()  # conditions need the texts
+            if held_out is not None:
+                return self._honest(self._scores(*held_out, seq_len), self._unknown_word_text(held_out[0]))
+            text = self._held_out_text()
+        if text is None:
+            text = read_text(paths)
+        if self.pairs:  # source<TAB>target pairs: loss, exact match, chrF, BLEU (greedy and beams)
+            return translation.evaluate_pairs(self, translation.held_out_pairs(text))
+        if self.labels:  # label<TAB>text lines: scored after their label's mark, as trained
+            corpus = self.config.get("corpus", {})
+            columns = (corpus["label_column"], corpus["text_column"]) if corpus.get("label_column") else None
+            text = conditioning.marked(text, self.labels, columns)
+        text, skipped = self._representable(text, unknown, leave_out)
+        if not text:
+            raise GentextError("nothing to evaluate: the text is empty")
+        ids = self.tokenizer.encode(text)
+        if len(ids) < 2:
+            raise GentextError("the evaluation text needs at least two tokens")
+        result = {**self._honest(self._scores(ids, characters(self.tokenizer, text, ids), seq_len), text), **skipped}
+        if self.labels:
+            pairs = conditioning.pairs_from_marks(text, self.labels)
+            with self._eval_mode():
+                result.update(conditioning.label_accuracy(self.model, self.tokenizer, pairs, self.labels, self.device))
+        return result
+
+    def sample_label_accuracy(self, samples: int, max_new_tokens: int = 200, seed: int = 0) -> dict[str, Any]:
+        """The share of `samples` texts generated from each label that are classified as that label."""
+        return conditioning.sample_label_accuracy(self, samples, max_new_tokens, seed)
+
+    def _honest(self, result: dict[str, Any], text: str | None) -> dict[str, Any]:
+        """Bits per character that rank across levels: a word model's `<unk>` targets are also
+        charged the cost of spelling the word (models/spelling.py). The closed-vocabulary figure
+        is kept as `bpc_closed_vocab`. Without the text (a cache whose corpus moved) the closed
+        figure is all there is, and `unknown_words` is None to say so."""
+        if self.tokenizer.level != "word":
+            return result
+        words = [] if text == "" else None if text is None else self._unknown_words(text)
+        spelled = self._speller().cost(words) if words else 0.0
+        return {
+            **result,
+            "bpc": result["bpc"] + spelled / result["characters"] / math.log(2),
+            "bpc_closed_vocab": result["bpc"],
+            "unknown_words": None if words is None else len(words),
+            "spelling_nats": spelled,
+        }
+
+    def _unknown_words(self, text: str, first: int = 1) -> list[str]:
+        """The words of `text` from token `first` on (evaluation does not predict the first) that
+        the model predicts as `<unk>`."""
+        index = self.tokenizer.index
+        return [w for w in self.tokenizer.split(text)[first:] if w not in index]
+
+    def _speller(self) -> SpellingModel:
+        if getattr(self, "_spelling", None) is None:
+            tok = self.tokenizer
+            self._spelling = SpellingModel([w for w in [*tok.vocab, *tok.rare_words] if w != tok.vocab[tok.unk_id]])
+        return self._spelling
+
+    def _unknown_word_text(self, ids) -> str | None:
+        """The held-out text, needed only to price `<unk>`s at word level: "" when there is none."""
+        if self.tokenizer.level != "word" or not np.any(np.asarray(ids) == self.tokenizer.unk_id):
+            return ""
+        try:
+            return self._held_out_text()
+        except GentextError:
+            return None
+
+    def _representable(self, text: str, unknown: str, leave_out) -> tuple[str, dict[str, Any]]:
+        """The text without the characters to skip, and how many went (none: refuse them)."""
+        if unknown not in ("error", "skip"):
+            raise GentextError(f"--unknown must be error or skip, got {unknown!r}")
+        drop = self.tokenizer.unknown_chars(text)
+        if drop and unknown == "error":
+            shown = ", ".join(repr(c) for c in sorted(drop)[:20])
+            raise GentextError(
+                f"the text has {len(drop)} character(s) the model has never seen: {shown}; "
+                "pass --unknown skip to leave them out of the loss"
+            )
+        drop |= set(leave_out)
+        if not drop:
+            return text, {}
+        kept = text.translate({ord(c): None for c in drop})
+        skipped = len(text) - len(kept)
+        return kept, {"skipped_characters": skipped, "skipped_share": skipped / max(len(text), 1)}
+
+    def _scores(self, ids, chars: int, seq_len: int) -> dict[str, Any]:
+        nats, count = evaluate(self.model, ids, seq_len, self.device, batch_size=16)
+        loss = nats / count
+        return {
+            "loss": loss,
+            "perplexity": math.exp(min(loss, 700.0)),
+            "bpc": nats / chars / math.log(2),
+            "tokens": count,
+            "characters": chars,
+        }
+
+    def _held_out_ids(self) -> tuple[Any, int] | None:
+        """The held-out ids from the token cache (a memmap: memory stays flat) and the characters
+        they predict, or None when the cache no longer holds them."""
+        data = held_out(self.config)
+        if data is None:
+            return None
+        return data.val, max(data.val_chars - len(self.tokenizer.decode(data.val[:1])), 1)
+
+    def score(self, text: str, unknown: str = "error", label: str | None = None) -> dict[str, Any]:
+        """Log-probability of `text`: each token given the ones before it, the first given the start
+        (the same priming as an empty prompt; from `label` for a labelled run). Totals in nats, plus
+        per-token values. `unknown="skip"` scores the text without the characters the model cannot
+        represent."""
+        text, skipped = self._representable(text, unknown, frozenset())
+        if not text:
+            raise GentextError("nothing to score: the text is empty")
+        ids = self.tokenizer.encode(text).tolist()
+        primer = self._prompt("", label).ids
+        inputs = torch.tensor([primer + ids[:-1]], device=self.device)
+        with self._eval_mode(), torch.inference_mode():
+            logits, _ = self.model(inputs, None)  # (1, P + T - 1, V)
+            logp = torch.log_softmax(logits[0, len(primer) - 1 :].float(), dim=-1)  # (T, V)
+            token_logp = logp.gather(1, torch.tensor(ids, device=self.device)[:, None])[:, 0].tolist()
+        total = sum(token_logp)
+        loss = -total / len(ids)
+        spelled = self._speller().cost(self._unknown_words(text, 0)) if self.tokenizer.level == "word" else 0.0
+        return {
+            "log_prob": total,
+            "loss": loss,
+            "perplexity": math.exp(min(loss, 700.0)),
+            "bpc": (spelled - total) / len(text) / math.log(2),  # honest across levels, as evaluate's
+            "tokens": len(ids),
+            "characters": len(text),
+            **skipped,
+            "per_token": [
+                {"token": self.tokenizer.decode([i]), "log_prob": lp} for i, lp in zip(ids, token_logp, strict=True)
+            ],
+        }
+
+    def _corpus(self):
+        stored = dict(self.config.get("corpus", {}))
+        sources = stored.pop("sources", None) or stored.get("paths") or [stored.get("builtin", "?")]
+        try:
+            return load_corpus(from_dict(CorpusConfig, stored, "config.json 'corpus'"))
+        except GentextError as exc:
+            raise GentextError(
+                f"cannot re-read the training corpus ({exc}); this run needs {', '.join(map(str, sources))} "
+                "(or pass the text to evaluate)"
+            ) from None
+
+    def _held_out_text(self) -> str:
+        return self._corpus().val
+
+    def novelty(
+        self, samples: int = 5, max_new_tokens: int = 500, span: int = 20, training_text: str | None = None, **settings
+    ) -> dict[str, Any]:
+        """Generate `samples` texts and measure how much is copied verbatim from the training text:
+        the share of `span`-character windows found in it and the longest copied span."""
+        training = training_text if training_text is not None else self._corpus().train
+        texts = self.generate("", self.default_label, max_new_tokens=max_new_tokens, num_samples=samples, **settings)
+        result = novelty(texts, training, span)
+        return {
+            "samples": samples,
+            "span": span,
+            "windows": result.windows,
+            "copied_share": result.copied_share,
+            "longest_copy": result.longest_copy,
+            "longest_example": result.longest_example,
+        }
+
+    def generation_speed(self, max_new_tokens: int = 200, num_samples: int = 1) -> float:
+        """Generated tokens per second (all samples together), sampling at temperature 1."""
+        start = time.perf_counter()
+        self.generate(
+            "", self.default_label, max_new_tokens=max_new_tokens, num_samples=num_samples, temperature=1.0, seed=0
+        )
+        return max_new_tokens * num_samples / (time.perf_counter() - start)
