@@ -71,3 +71,14 @@ def test_sixteen_captions_share_the_batch_and_each_equals_its_caption_alone(runs
     together = [r["captions"][0] for r in _all_at_once(client, "/v1/caption", bodies)]
     assert together == alone
     assert engine.most_rows > 1
+
+
+def test_score_takes_a_source_or_a_picture_on_the_same_contract(runs):
+    pairs = gentext.load(runs / "pairs")
+    greedy = pairs.generate("", source="abcd", temperature=0, max_new_tokens=8)[0].strip("\n")
+    assert pairs.score(greedy, source="abcd")["log_prob"] > pairs.score("hhhhh", source="abcd")["log_prob"]
+    captioner = gentext.load(runs / "captions")
+    picture = sorted((runs / "shapes" / "images").glob("*.png"))[0]
+    said = captioner.caption(picture, temperature=0)[0]
+    scored = captioner.score(said, image=picture)
+    assert scored["tokens"] == len(said.split()) and scored["log_prob"] < 0

@@ -43,3 +43,25 @@ def test_eval_compare_and_chat_on_every_kind(name, tiny_corpus, tmp_path, capsys
     lines = capsys.readouterr().out.splitlines()
     expected = gentext.load(run).generate("The ", max_new_tokens=8, temperature=0)[0]
     assert lines[:2] == ["max_new_tokens = 8", "temperature = 0.0"] and lines[2] == expected
+
+
+def test_condition_marks_are_tokens_of_their_own_at_every_word_setting():
+    from gentext.data.conditions import SOURCE_END, mark
+    from gentext.data.tokenizers import WordTokenizer
+
+    text = f"{mark(0)}the cat\nle chien{SOURCE_END}the dog\n"
+    for tokenize in ("regex", "whitespace"):
+        tok = WordTokenizer.fit(text, tokenize=tokenize)
+        assert tok.split(text)[:3] == [mark(0), "the", "cat"]
+        assert SOURCE_END in tok.split(text) and "chien" in tok.split(text)
+        ids = tok.encode(f"{SOURCE_END}the dog").tolist()
+        decoder = tok.decoder()
+        assert "".join(decoder.step(i) for i in ids)[1:] == "the dog"  # no space after the start token
+
+
+def test_a_pair_corpus_without_pairs_fails_before_anything_is_written(tmp_path, capsys):
+    text = tmp_path / "notpairs.txt"
+    text.write_text("no tabs here\nnor here\n" * 20, encoding="utf-8")
+    out = tmp_path / "run"
+    code = main(["train", str(text), "--condition", "source", "--level", "word", "--out", str(out), "--steps", "2"])
+    assert code == 2 and not out.exists()

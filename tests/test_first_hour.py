@@ -158,9 +158,12 @@ def test_help_says_what_dropout_is_chosen_up_to():
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_the_readme_quickstart_runs_verbatim_in_a_fresh_environment(tmp_path):
-    """The README's first command, as written, in a fresh copy of the repository."""
+def test_the_readme_quickstart_runs_in_a_fresh_environment(tmp_path):
+    """The README's first command, as written but for a 10-second training budget (the suite's
+    time, not the command's, is what that changes), in a fresh copy of the repository."""
     block = re.search(r"## Quickstart.*?```bash\n(.*?)\n```", README, re.S).group(1)
+    assert "--time-limit 3m" in block
+    block = block.replace("--time-limit 3m", "--time-limit 10s")
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT,

@@ -31,7 +31,7 @@ from gentext.hardware import resolve_device, resolve_precision
 from gentext.inference.textmodel import TextModel
 from gentext.models import build_model, check_kind, fitted_by_counting
 from gentext.models.scoring import evaluate
-from gentext.settings import new_configs, prepare_out_dir, resume_configs
+from gentext.settings import new_configs, resume_configs
 from gentext.threads import configure as configure_threads
 from gentext.training import captions, distributed, finetune, trainer
 from gentext.training.defaults import auto_dropout
@@ -71,7 +71,11 @@ def _prepare_data(corpus_cfg, tok_cfg, model_cfg, train_cfg, tok, progress: bool
     if fitted_by_counting(check_kind(model_cfg.kind)):  # an n-gram count needs n tokens
         if len(data.train) < model_cfg.order:
             raise GentextError(f"the training text is too short for --order {model_cfg.order}")
-    elif corpus_cfg.condition != "source":  # pairs are not cut into windows
+    elif corpus_cfg.condition == "source":  # pairs are not cut into windows; none at all fails before any write
+        source_end, end = pair_ids(tok)
+        if not cut_pairs(data.train[: 1 << 20], end, source_end):
+            raise GentextError("no source<TAB>target pairs in the training text")
+    else:
         BPTTBatches(data.train, train_cfg.batch_size, train_cfg.seq_len)  # a too-short corpus fails before any write
     return source, tok, data
 
@@ -132,7 +136,7 @@ def train(
     if resume and fitted_by_counting(net):
         raise GentextError(f"a {model_cfg.kind} model is fitted in one pass; there is nothing to resume (retrain it)")
     if not resume and info.is_main:  # under torchrun only rank 0 touches the run directory
-        prepare_out_dir(out, force)
+        checkpoint.prepare_run_dir(out, force)
     if origin is not None:
         config["init_from"] = {"run": str(origin.run_dir), "tokens_added": added}
     if info.is_main and not resume:  # a resumed run's files change only when it has trained

@@ -1,10 +1,15 @@
-"""A run directory is the checkpoint: JSON config + JSON tokenizer + safetensors weights.
+"""A run directory is the checkpoint, and this module owns it: it names every file a run holds,
+writes each atomically, and clears a run for `--force`.
 
     runs/NAME/
-      config.json          {"format_version": 1, "model": {...}, "tokenizer": {...}, "train": {...}, ...}
-      tokenizer.json       the vocabulary
-      model.safetensors    weights of the best validation step (never a pickle)
-      metrics.jsonl        one JSON object per logged step / evaluation
+      config.json              {"format_version": 1, "model": {...}, "tokenizer": {...}, "train": {...}, ...}
+      tokenizer.json           the vocabulary
+      model.safetensors        weights of the best validation step (never a pickle)
+      metrics.jsonl            one JSON object per logged step / evaluation     (training/records.py)
+      train_state.safetensors  what --resume needs, bit for bit                  (training/train_state.py)
+      loss.png                 the loss curves                                   (training/records.py)
+      model.onnx               `gentext export`                                  (inference/export.py)
+      tensorboard/             --tensorboard's event files                       (training/records.py)
 
 Every file is written to a temporary name, fsynced and renamed over the old one, so a crash or a
 full disk leaves the previous good checkpoint in place. Loading never unpickles anything.
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +39,13 @@ CONFIG = "config.json"
 TOKENIZER = "tokenizer.json"
 WEIGHTS = "model.safetensors"
 METRICS = "metrics.jsonl"
+TRAIN_STATE = "train_state.safetensors"
+PLOT = "loss.png"
+ONNX = "model.onnx"
+TENSORBOARD = "tensorboard"
+# What a new run started with --force removes at once. The weights, config and tokenizer stay until
+# the new run replaces each atomically, so a failed start still leaves a directory that loads.
+RECORDS = (METRICS, TRAIN_STATE, PLOT, ONNX)
 
 
 _UMASK = os.umask(0)
@@ -204,3 +217,20 @@ def run_names(runs: list[str]) -> list[str]:
             depth += 1
         names.append(suffix(path, depth))
     return names
+
+
+def prepare_run_dir(out: Path, force: bool) -> None:
+    """Make `out` ready for a new run: created, or (with `force`) an old run's records cleared;
+    anything else already there is refused, so --force never deletes what is not a run."""
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise GentextError(
+                f"{out} already exists and is not empty; pass --force to overwrite it, --resume to continue it, "
+                "or choose another --out"
+            )
+        if not (out / CONFIG).exists():
+            raise GentextError(f"{out} is not empty and is not a gentext run; refusing to overwrite it with --force")
+        for name in RECORDS:
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / TENSORBOARD, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)

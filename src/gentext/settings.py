@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +15,6 @@ from gentext.config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConf
 from gentext.data.tokenizers import tokenizer_from_json
 from gentext.errors import GentextError
 from gentext.training import distributed, finetune
-from gentext.training.records import PLOT
-from gentext.training.train_state import TRAIN_STATE
 
 _CONFIG_CLASSES = (CorpusConfig, TokenizerConfig, ModelConfig, TrainConfig)
 
@@ -31,24 +28,6 @@ def _split_overrides(overrides: dict[str, Any]) -> dict[type, dict[str, Any]]:
             raise GentextError(f"train() got an unknown setting {key!r}")
         routed[owners[0]][key] = value
     return routed
-
-
-def prepare_out_dir(out: Path, force: bool) -> None:
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise GentextError(
-                f"{out} already exists and is not empty; pass --force to overwrite it, --resume to continue it, "
-                "or choose another --out"
-            )
-        if not (out / checkpoint.CONFIG).exists():
-            raise GentextError(f"{out} is not empty and is not a gentext run; refusing to overwrite it with --force")
-        # Replace the old run only now that the new one's input has been validated: its records,
-        # exports and TensorBoard logs go; its weights stay until the new run's first checkpoint
-        # replaces them atomically (a failed write then leaves a loadable directory).
-        for name in (checkpoint.METRICS, TRAIN_STATE, PLOT, "model.onnx"):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "tensorboard", ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
 
 
 RESUMABLE = ("steps", "epochs", "time_limit", "patience", "eval_every", "save_every", "device", "tensorboard")

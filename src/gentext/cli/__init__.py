@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-from gentext import api
+from gentext import api, checkpoint
 from gentext.cli import doctor as cli_doctor
 from gentext.cli import evaluate as cli_evaluate
 from gentext.cli import generate as cli_generate
@@ -112,7 +112,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.format != "onnx":
         raise GentextError(f"--format must be onnx, got {args.format!r}")
     model = api.load(args.run, weights="fp32")
-    exported = export_onnx(model, args.output or f"{args.run}/model.onnx", args.weights)
+    exported = export_onnx(model, args.output or f"{args.run}/{checkpoint.ONNX}", args.weights)
     print(f"wrote {exported.path}")
     check = exported.check
     if check:

@@ -21,6 +21,8 @@ import codecs
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
+from gentext.data.conditions import is_reserved
+
 
 class CharDecoder:
     def __init__(self, chars: Sequence[str]):
@@ -47,6 +49,8 @@ class WordDecoder:
 
     def _space(self, tok: str) -> bool:
         prev = self.prev
+        if len(prev) == 1 and is_reserved(prev):  # after a label mark or the decoder's start: a text begins
+            return False
         if self.whitespace:  # pre-tokenized text: one space between tokens, none around newlines
             return not (prev == "\n" or tok == "\n")
         if tok == '"':

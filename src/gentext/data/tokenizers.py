@@ -154,6 +154,7 @@ WORD_PATTERNS = {
     2: re.compile(r"\n|\w+(?:['’]\w+)*|-{2,}|\.{3}|[^\w\s]"),
 }
 UNK = "<unk>"
+RESERVED = re.compile("([\U000f0000-\U000ffffd])")  # data/conditions.py: label marks, SOURCE_END
 
 
 class WordTokenizer:
@@ -185,6 +186,8 @@ class WordTokenizer:
 
     def split(self, text: str) -> list[str]:
         if self.tokenize == "whitespace":
+            if RESERVED.search(text):  # a label mark or source end is a token of its own, never glued to a word
+                text = RESERVED.sub(r" \1 ", text)
             return [tok for line in text.split("\n") for tok in (*line.split(), "\n")][:-1]
         return WORD_PATTERNS[self.pattern].findall(text)
 

@@ -17,6 +17,7 @@ from gentext.data.tokencache import held_out
 from gentext.errors import GentextError
 from gentext.inference import captioning, conditioning, translation
 from gentext.inference.novelty import novelty
+from gentext.inference.sampling import start_state
 from gentext.models.scoring import evaluate
 from gentext.models.spelling import SpellingModel
 
@@ -148,21 +149,25 @@ class Measures:
             return None
         return data.val, max(data.val_chars - len(self.tokenizer.decode(data.val[:1])), 1)
 
-    def score(self, text: str, unknown: str = "error", label: str | None = None) -> dict[str, Any]:
+    def score(
+        self, text: str, unknown: str = "error", label: str | None = None, source: str | None = None, image=None
+    ) -> dict[str, Any]:
         """Log-probability of `text`: each token given the ones before it, the first given the start
-        (the same priming as an empty prompt; from `label` for a labelled run). Totals in nats, plus
-        per-token values. `unknown="skip"` scores the text without the characters the model cannot
-        represent."""
+        (the same priming as an empty prompt; from `label`, `source` or `image` for a conditional
+        run). Totals in nats, plus per-token values. `unknown="skip"` scores the text without the
+        characters the model cannot represent."""
         text, skipped = self._representable(text, unknown, frozenset())
         if not text:
             raise GentextError("nothing to score: the text is empty")
         ids = self.tokenizer.encode(text).tolist()
-        primer = self._prompt("", label).ids
+        start = self._prompt("", label, source, image)
+        primer = start.ids
         inputs = torch.tensor([primer + ids[:-1]], device=self.device)
+        targets = torch.tensor([primer[1:] + ids], device=self.device)
         with self._eval_mode(), torch.inference_mode():
-            logits, _ = self.model(inputs, None)  # (1, P + T - 1, V)
-            logp = torch.log_softmax(logits[0, len(primer) - 1 :].float(), dim=-1)  # (T, V)
-            token_logp = logp.gather(1, torch.tensor(ids, device=self.device)[:, None])[:, 0].tolist()
+            state = start_state(self.model, start.condition, self.device)
+            logp, _ = self.model(inputs, state, targets=targets)  # (1, P + T - 1): no (T, V) distributions
+            token_logp = logp[0, len(primer) - 1 :].double().tolist()
         total = sum(token_logp)
         loss = -total / len(ids)
         spelled = self._speller().cost(self._unknown_words(text, 0)) if self.tokenizer.level == "word" else 0.0

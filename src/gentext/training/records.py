@@ -8,7 +8,7 @@ from typing import Any
 from gentext import checkpoint
 from gentext.errors import GentextError
 
-PLOT = "loss.png"
+PLOT = checkpoint.PLOT
 
 
 def plot_losses(run_dir: Path) -> None:
@@ -56,7 +56,7 @@ class Recorder:
         self.plot = plot
         self.writer = None
         if tensorboard:
-            self.writer = tensorboard_writer()(log_dir=str(self.run_dir / "tensorboard"))
+            self.writer = tensorboard_writer()(log_dir=str(self.run_dir / checkpoint.TENSORBOARD))
 
     def log(self, record: dict[str, Any]) -> None:
         checkpoint.append_metrics(self.run_dir, record)

@@ -26,11 +26,12 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
+from gentext import checkpoint
 from gentext.checkpoint import atomic_write
 from gentext.errors import GentextError
 from gentext.models.state import State
 
-TRAIN_STATE = "train_state.safetensors"
+TRAIN_STATE = checkpoint.TRAIN_STATE
 
 
 @dataclass
