@@ -119,3 +119,18 @@ def test_pretrained_benchmark_compares_every_family_on_one_text():
     kinds = sorted(r.split("|")[2].strip().split("-")[0] for r in rows)
     assert kinds == ["lstm", "markov", "pretrained", "pretrained", "transformer"]
     assert all(float(r.split("|")[7]) > 0 for r in rows)  # bits per character for each
+
+
+def test_conditional_benchmark_prints_gentext_beside_the_baselines():
+    pytest.importorskip("sklearn")
+    _, rows = run_script("bench_conditional.py", "--tiny", "--tasks", "numbers", "digits")
+    methods = [(r.split("|")[1].strip(), r.split("|")[2].strip()) for r in rows]
+    assert [task for task, _ in methods] == ["numbers", "numbers", "digits", "digits", "digits"]
+    assert [m for _, m in methods][2:] == ["gentext captioner (greedy)", "logistic regression", "SVM"]
+    assert float(rows[-1].split("|")[3].strip().rstrip("%")) > 50  # an SVM on the pixels reads digits
+
+
+def test_pair_training_benchmark_runs_the_plain_loops_beside_gentext():
+    _, rows = run_script("bench_pairs.py", "--seconds", "1")
+    assert len(rows) == 3 and all(float(r.split("|")[2].replace(",", "")) > 0 for r in rows)
+    assert rows[0].split("|")[3].strip() == "1.0x"

@@ -65,3 +65,8 @@ def test_a_pair_corpus_without_pairs_fails_before_anything_is_written(tmp_path, 
     out = tmp_path / "run"
     code = main(["train", str(text), "--condition", "source", "--level", "word", "--out", str(out), "--steps", "2"])
     assert code == 2 and not out.exists()
+
+
+def test_a_tokenizer_flag_with_pictures_is_refused_naming_it(tmp_path, capsys):
+    code = main(["train", str(tmp_path), "--condition", "image", "--level", "bpe", "--out", str(tmp_path / "r")])
+    assert code == 2 and "drop --level" in capsys.readouterr().err

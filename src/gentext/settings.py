@@ -76,6 +76,9 @@ def new_configs(paths, corpus, tokenizer, model, train, overrides):
     train_cfg = dataclasses.replace(train or TrainConfig(), **routed[TrainConfig])
     kind_given = "kind" in routed[ModelConfig] or (model is not None and model.kind != ModelConfig.kind)
     _kind_for_condition(corpus_cfg.condition, model_cfg, kind_given)
+    if corpus_cfg.condition == "image" and routed[TokenizerConfig]:
+        flags = ", ".join(flag_of(TokenizerConfig, name) for name in routed[TokenizerConfig])
+        raise GentextError(f"--condition image reads captions as words itself; drop {flags}")
     origin = None
     if train_cfg.init_from:
         if routed[TokenizerConfig]:
