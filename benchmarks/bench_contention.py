@@ -91,7 +91,7 @@ def main() -> None:
         corpus = Path(tmp) / "corpus.txt"
         from gentext.data.corpus import load_builtin
 
-        corpus.write_text(load_builtin("python-docs")[: 300_000 if args.tiny else 2_000_000], encoding="utf-8")
+        corpus.write_text(load_builtin("python-docs")[: 40_000 if args.tiny else 2_000_000], encoding="utf-8")
         rows = {name: measure(corpus, Path(tmp), size, plain) for name, plain in (("gentext", False), ("plain", True))}
     print(f"CPU: {cpu_features()}; usable cores: {len(os.sched_getaffinity(0))}")
     print("| threads | train alone tok/s | two at once, A and B (share) | eval alone s | eval beside training s |")

@@ -32,7 +32,7 @@ def _text(tiny: bool) -> str:
         from gentext.data.corpus import load_builtin
 
         text = load_builtin("python-docs")
-    return text[:60_000] if tiny else text
+    return text[:30_000] if tiny else text
 
 
 def _tiny_gpt2(folder: Path, text: str) -> Path:

@@ -12,6 +12,7 @@ import torch
 
 import gentext
 from gentext import checkpoint
+from gentext.cli import main
 from gentext.training.trainer import TrainingInterrupted
 
 from .test_resume import ctrl_c_at, latest_weights
@@ -86,9 +87,7 @@ def test_conditional_runs_get_patience_epochs_tensorboard_and_the_guard(data, tm
 def test_torchrun_trains_a_conditional_run_as_one_process_does(data, tmp_path, condition):
     flags = ["--condition", condition, "--steps", "10", "--hidden-size", "32", "--embed-size", "16"]
     flags += ["--batch-size", "8", "--eval-every", "5", "--dropout", "0", "--precision", "fp32", "--quiet", "--json"]
-    base = [sys.executable, "-m", "gentext", "train", data[condition]]
-    single = subprocess.run([*base, "--out", str(tmp_path / "one"), *flags], capture_output=True, text=True)
-    assert single.returncode == 0, single.stderr
+    assert main(["train", data[condition], "--out", str(tmp_path / "one"), *flags]) == 0  # one process: in this one
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone", "-m", "gentext"]
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "OMP_NUM_THREADS": "1"}
     double = subprocess.run(

@@ -1,6 +1,7 @@
 """A pretrained causal LM (Hugging Face format) as a gentext kind: a tiny GPT-2 made here, offline."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -155,3 +156,16 @@ def test_eight_requests_are_batched_and_each_gets_its_text_alone(gpt2_folder):
     assert engine.most_rows == 8  # one cohort: the caches are as long, so every step is one call
     for seed, collector in enumerate(collectors):
         assert collector.texts("The ") == model.generate("The ", max_new_tokens=2 * CONTEXT, seed=seed)
+
+
+def test_eval_and_chat_on_a_pretrained_folder_with_and_without_json(gpt2_folder, tiny_corpus, capsys, monkeypatch):
+    import io
+
+    assert main(["eval", str(gpt2_folder), str(tiny_corpus)]) == 0
+    assert re.search(r"^loss \d+\.\d+ nats/token", capsys.readouterr().out, re.M)
+    assert main(["eval", str(gpt2_folder), str(tiny_corpus), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["bpc"] > 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("/max_new_tokens 6\n/temperature 0\nThe quick\n"))
+    assert main(["chat", str(gpt2_folder)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == gentext.load(gpt2_folder).generate("The quick", max_new_tokens=6, temperature=0)[0]
