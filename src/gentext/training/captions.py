@@ -55,8 +55,13 @@ def captions_data(path, tok=None) -> dict:
         raise GentextError(f"{path}: too few pictures to hold any out and still train")
     features = images.shape[-1] if images.dim() in (2, 3) else 0  # .npy features (N, D) or (N, S, D)
     key = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]  # resume checks the pictures too
-    return {"images": images, "features": features, "tokenizer": tok, "train": split[False], "val": split[True]} | {
-        "key": key
+    return {
+        "images": images,
+        "features": features,
+        "tokenizer": tok,
+        "train": split[False],
+        "val": split[True],
+        "key": key,
     }
 
 
@@ -75,9 +80,8 @@ def feed(data: dict, cfg: TrainConfig):
 def run_config(corpus_cfg: CorpusConfig, model_cfg: ModelConfig, train_cfg: TrainConfig) -> dict:
     corpus = {**to_dict(corpus_cfg), "mode": "lines", "sources": [str(corpus_cfg.paths[0])]}
     tokenizer = to_dict(TokenizerConfig(level="word"))  # captions are words (captions_data says why)
-    return {"model": to_dict(model_cfg), "tokenizer": tokenizer, "train": to_dict(train_cfg), "corpus": corpus} | {
-        **IMAGE_CONFIG
-    }
+    config = {"model": to_dict(model_cfg), "tokenizer": tokenizer, "train": to_dict(train_cfg), "corpus": corpus}
+    return {**config, **IMAGE_CONFIG}
 
 
 IMAGE_CONFIG = {"condition": "image", "image_size": IMAGE_SIZE}
