@@ -12,6 +12,12 @@ step path in each format (`evaluate` with the format named), its difference from
 much of a 300-token greedy continuation stays identical to float32's. Then a roofline: bytes each
 token reads, the measured bandwidth at that working set and matmul peaks, the bound they set on
 tokens/s and the share reached.
+
+Transformer row: nanoGPT's Shakespeare-char shape (6 layers, 6 heads, 384 wide, context 256,
+random weights), one stream continuing a 256-token prompt, so every step sees a full context.
+Baseline: nanoGPT's `generate` loop on the same module (crop to the last 256 tokens, run the whole
+window, keep the last position's logits, softmax + multinomial); gentext feeds one token a step
+through its sliding KV cache.
 """
 
 from __future__ import annotations
@@ -53,6 +59,34 @@ def plain_generate(model: PlainLSTM, tokens: int, batch: int, seed: int) -> None
         for _ in range(tokens):
             logits, state = model(ids, state)
             ids = torch.multinomial(torch.softmax(logits[:, -1], -1), 1, generator=generator)
+
+
+def recompute_generate(model: nn.Module, prompt: torch.Tensor, tokens: int, context: int, seed: int) -> None:
+    """nanoGPT's generation loop: the whole (cropped) window through the model for every token."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = prompt
+    with torch.inference_mode():
+        for _ in range(tokens):
+            logits, _ = model(ids[:, -context:])
+            probs = torch.softmax(logits[:, -1], -1)
+            ids = torch.cat([ids, torch.multinomial(probs, 1, generator=generator)], dim=1)
+
+
+def transformer_row(args) -> tuple[float, float, str]:
+    """(recompute tokens/s, gentext tokens/s, shape) for one stream at a full context."""
+    size = dict(hidden_size=64, num_layers=2, num_heads=2, context=32)
+    if not args.tiny:
+        size = dict(hidden_size=384, num_layers=6, num_heads=6, context=256)
+    cfg = ModelConfig(kind="transformer", vocab_size=65, **size)
+    torch.manual_seed(0)
+    model = TextModel(build_model(cfg).eval(), CharTokenizer([chr(32 + i) for i in range(65)]), {})
+    prompt_text = "".join(chr(32 + i % 65) for i in range(cfg.context))
+    prompt = torch.tensor([model.tokenizer.encode(prompt_text).tolist()])
+    plain = rate(lambda: recompute_generate(model.model, prompt, args.tokens, cfg.context, 0), args.tokens, 2)
+    ours = rate(
+        lambda: model.generate(prompt_text, max_new_tokens=args.tokens, temperature=1.0, seed=0), args.tokens, 2
+    )
+    return plain, ours, f"{cfg.num_layers} layers x {cfg.hidden_size}, {cfg.num_heads} heads, context {cfg.context}"
 
 
 def rate(fn, tokens: int, repeats: int = 3) -> float:
@@ -122,6 +156,11 @@ def main() -> None:
         + ("" if cpu_native(torch.bfloat16) else " (bf16 emulated: not measured)")
     )
     print_speed(rows, base_one, base_many, args)
+    plain_t, ours_t, shape = transformer_row(args)
+    print(f"\nTransformer ({shape}), 1 stream at a full context, {args.tokens} tokens:")
+    print("| path | tokens/s | vs full recompute |\n|---|---:|---:|")
+    print(f"| nanoGPT-style full recompute | {plain_t:,.0f} | 1.0x |")
+    print(f"| gentext (sliding KV cache) | {ours_t:,.0f} | {ours_t / plain_t:.1f}x |")
     print_roofline(rows, model, args)
 
 

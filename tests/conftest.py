@@ -19,8 +19,32 @@ TINY_TEXT = (
     "A stitch in time saves nine; the early bird catches the worm.\n"
 ) * 40
 
+QUICKSTART = pytest.StashKey()  # the README quickstart's process, started with the session
+
 # Small enough to train a few steps in well under a second.
 TINY_SETTINGS = dict(hidden_size=32, embed_size=16, num_layers=1, batch_size=4, seq_len=16, eval_every=5)
+
+
+def pytest_collection_finish(session):
+    """Start the README-quickstart test's command now if it is selected: it spends a minute
+    installing into a fresh environment, which then overlaps the rest of the suite."""
+    if any(item.name == "test_the_readme_quickstart_runs_in_a_fresh_environment" for item in session.items):
+        import tempfile
+
+        from tests.test_first_hour import start_quickstart
+
+        where = Path(tempfile.mkdtemp(prefix="gentext-quickstart-"))
+        session.config.stash[QUICKSTART] = start_quickstart(where)
+        session.config.add_cleanup(lambda: _end(session.config.stash[QUICKSTART], where))
+
+
+def _end(proc: subprocess.Popen, where: Path) -> None:
+    import shutil
+
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+    shutil.rmtree(where, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True, scope="session")

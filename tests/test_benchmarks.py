@@ -60,12 +60,15 @@ def test_softmax_benchmark_reports_the_head_share():
 
 def test_big_corpus_benchmark_measures_all_three_runs():
     out, rows = run_script("bench_bigcorpus.py", "--mb", "2", "--steps", "3")
-    assert [r.split("|")[1].strip().split(":")[0].split(",")[0] for r in rows] == [
+    runs, passes = rows[:3], [r for r in rows[3:] if not r.startswith("| pass over")]
+    assert [r.split("|")[1].strip().split(":")[0].split(",")[0] for r in runs] == [
         "plain",
         "gentext train",
         "gentext train",
     ]
-    assert all(float(r.split("|")[3].replace(",", "")) > 0 for r in rows)  # a peak RSS for each
+    assert all(float(r.split("|")[3].replace(",", "")) > 0 for r in runs)  # a peak RSS for each
+    assert [r.split("|")[1].strip().split(":")[0] for r in passes] == ["plain", "gentext", "gentext"]
+    assert all(float(r.split("|")[3].replace(",", "")) > 0 for r in passes)  # MB/s of each pass
     assert "tokenization (the encoding pass):" in out
 
 

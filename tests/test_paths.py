@@ -181,7 +181,7 @@ def test_streaming_equals_generating_on_accents_cjk_and_emoji(unicode_runs, leve
 
     ids = model.tokenizer.encode(PROMPT).tolist()
     cfg = SampleConfig(max_new_tokens=60, temperature=1.5)
-    new = [int(t) for t in generate_ids(model.model, ids, cfg, make_generator(seed))]
+    new = [t for (t,) in generate_ids(model.model, ids, cfg, make_generator(seed))]
     whole = model.tokenizer.decode(ids + new)
     assert continuation(model.tokenizer, ids, new) == whole[len(model.tokenizer.decode(ids)) :]
 

@@ -97,7 +97,7 @@ def test_a_failed_encoding_leaves_no_cache_entry(tmp_path, monkeypatch):
     path.write_text(TINY_TEXT, encoding="utf-8")
     source, cfg, tok, content = _prepared(path)
 
-    def broken(text):
+    def broken(text, dtype=None):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(tok, "encode", broken)

@@ -42,3 +42,17 @@ def test_json_round_trip_keeps_ids():
 def test_bad_tokenizer_json(data, message):
     with pytest.raises(GentextError, match=message):
         tokenizer_from_json(data)
+
+
+@pytest.mark.parametrize("extra", ["", "é—", "".join(chr(0x100 + i) for i in range(300))])
+@given(text=st.text(alphabet="abc \n\t.~XYZ", max_size=200), dtype=st.sampled_from(["int64", "uint8", "uint16"]))
+def test_every_encoding_path_gives_each_character_its_id(extra, text, dtype):
+    """ASCII text takes a byte table when the vocabulary is small (issue 27: tokenizing speed),
+    other text a code-point table; both give each character its own id, in the dtype asked."""
+    tok = CharTokenizer(list("~ZYX.\t\n cba") + list(extra))  # ids not in code-point order
+    for sample in (text, text + extra[:1]):
+        ids = tok.encode(sample, dtype=dtype)
+        assert ids.dtype == dtype and ids.tolist() == [tok.chars.index(c) for c in sample]
+        assert tok.decode(ids) == sample
+    with pytest.raises(GentextError, match="1 character.*'!'"):
+        tok.encode(text + "!")  # an unknown ASCII character is named, as any other is

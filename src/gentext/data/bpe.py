@@ -52,8 +52,8 @@ class BPETokenizer:
     def suppressed_ids(self) -> list[int]:
         return []
 
-    def encode(self, text: str) -> np.ndarray:
-        return np.array(self.hf.encode(text).ids, dtype=np.int64)
+    def encode(self, text: str, dtype=np.int64) -> np.ndarray:
+        return np.array(self.hf.encode(text).ids, dtype=dtype)
 
     def decode(self, ids: list[int] | np.ndarray) -> str:
         return self.hf.decode([int(i) for i in ids])

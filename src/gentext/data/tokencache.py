@@ -120,8 +120,8 @@ def _encode(source: CorpusSource, config: CorpusConfig, tok: Tokenizer, entry: P
             tqdm(desc="encoding", unit="char", unit_scale=True, disable=not progress, leave=False) as bar,
         ):
             for is_val, text in split_pieces(source, config):
-                ids = tok.encode(text)
-                (val_file if is_val else train_file).write(ids.astype(dtype).tobytes())
+                ids = tok.encode(text, dtype)
+                (val_file if is_val else train_file).write(ids.tobytes())
                 counts[is_val] += len(ids)
                 val_chars += len(text) if is_val else 0
                 bar.update(len(text))

@@ -127,7 +127,7 @@ def _sample_pieces(
         model, prompt_ids, config, generator, suppress=suppressed(tokenizer, config), condition=condition
     )
     for next_ids in steps:
-        if texts.step(next_ids.tolist(), end_id):
+        if texts.step(next_ids, end_id):
             break
         yield texts.take()
     texts.finish()

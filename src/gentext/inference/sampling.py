@@ -209,35 +209,40 @@ def generate_ids(
     history_ids: list[int] | None = None,
     suppress: list[int] | None = None,
     condition=None,
-) -> Iterator[torch.Tensor]:
-    """Yield the next ids (num_samples,) one step at a time, all samples as one batch; a row with
-    no allowed token left gets NO_TOKEN.
+) -> Iterator[list[int]]:
+    """Yield the next ids (one per sample) one step at a time, all samples as one batch; a row
+    with no allowed token left gets NO_TOKEN.
 
     The prompt runs through the network once; after that only the newest token is fed (the state
     carries the rest). `history_ids` (default: the prompt) seeds the repetition transforms.
+    Plain settings (only a temperature and suppressed ids) take `fastsample.PlainChooser`, which
+    picks the same ids with far fewer tensor operations per token.
     """
+    from gentext.inference.fastsample import PlainChooser, is_plain  # it builds on this module's ops
+
     batch = config.num_samples
     with torch.inference_mode():
         logits, state = prime(model, prompt_ids, batch, condition)  # (B, V)
         seed = history_ids if history_ids is not None else prompt_ids
         history = initial_history(seed, config, batch, logits.device)  # (B, L) or None
-    warned = False
+    plain = PlainChooser(config, suppress, logits.device) if is_plain(config) else None
+    warned, chosen = False, []
     for step in range(config.max_new_tokens):
         threads.tick()
         with torch.inference_mode():  # per step, never across the yield (see the module docstring)
-            processed = process_logits(logits, config, history, suppress)
-            next_ids = choose_next(processed, config.temperature, generator)  # (B,)
-        if not warned and bool((next_ids == NO_TOKEN).any()):
+            if step:  # feed the ids chosen last step; an ended row's (NO_TOKEN) is never read back
+                fed = torch.tensor([[max(i, 0)] for i in chosen], device=logits.device)
+                logits, state = model(fed, state)
+                logits = logits[:, -1]
+            if plain is not None:
+                chosen = plain(logits, generator)
+            else:
+                next_ids = choose_next(process_logits(logits, config, history, suppress), config.temperature, generator)
+                history, chosen = extend_history(history, next_ids), next_ids.tolist()
+        if not warned and NO_TOKEN in chosen:
             logger.warning("every token is forbidden by the sampling settings; a sample ended early")
             warned = True
-        yield next_ids
-        if step + 1 == config.max_new_tokens:
-            return  # no need to run the network for a token nobody reads
-        with torch.inference_mode():
-            fed = next_ids.clamp(min=0)  # an ended row's input is never read back
-            history = extend_history(history, next_ids)
-            logits, state = model(fed[:, None], state)
-            logits = logits[:, -1]
+        yield chosen
 
 
 def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:

@@ -143,7 +143,10 @@ class RNNLanguageModel(nn.Module):
         """The step's matrices in a format (default: the current one), rebuilt when any weight
         changed (training continues after a mid-run sample)."""
         fmt = fmt or self.weight_format
-        params = [self.embedding.weight, *self.rnn.parameters(), *self.head.parameters()]
+        # checked every token, so no module walk: nn.RNNBase keeps `_flat_weights` current when a
+        # weight is reassigned, and a linear head has just its two tensors
+        head = (self.head.weight, self.head.bias) if isinstance(self.head, nn.Linear) else self.head.parameters()
+        params = (self.embedding.weight, *self.rnn._flat_weights, *head)
         version = (*(p._version for p in params), *(p.data_ptr() for p in params))
         if fmt not in self._ops or self._ops[fmt][0] != version:
             self._ops[fmt] = (version, self._build_ops(MATMULS[fmt]))

@@ -29,13 +29,20 @@ from gentext.models.adaptive import AdaptiveSoftmax
 from gentext.models.state import State
 
 
-def _rotary(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs of channels of x (B, heads, T, D) by angles positions (B, T) * frequencies.
-    Angles are computed in float64: at position 10^6 a float32 angle is off by ~0.06 rad."""
-    half = x.shape[-1] // 2
-    freq = 10000.0 ** (-torch.arange(half, device=x.device, dtype=torch.float64) / half)  # (D/2,)
+def rotation(positions: torch.Tensor, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (B, 1, T, D/2), float64, of positions (B, T) times the frequencies: made once per
+    forward and shared by every layer's queries and keys (made per call they cost ~2 ms a token,
+    issue 27). Angles are computed in float64: at position 10^6 a float32 angle is off by ~0.06 rad."""
+    half = head_dim // 2
+    freq = 10000.0 ** (-torch.arange(half, device=positions.device, dtype=torch.float64) / half)  # (D/2,)
     angles = positions.to(torch.float64)[..., None] * freq  # (B, T, D/2)
-    cos, sin = angles.cos().to(x.dtype)[:, None], angles.sin().to(x.dtype)[:, None]  # (B, 1, T, D/2)
+    return angles.cos()[:, None], angles.sin()[:, None]
+
+
+def _rotary(x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotate pairs of channels of x (B, heads, T, D) by the angles `rotation` made."""
+    cos, sin = rot[0].to(x.dtype), rot[1].to(x.dtype)  # x's dtype (autocast's, in training)
+    half = x.shape[-1] // 2
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
@@ -50,16 +57,18 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Linear(4 * hidden, hidden))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, positions, cache_k, cache_v, mask):
-        """x (B, T, H); cache (B, heads, L, D); mask None (plain causal) or (T, L+T) bool."""
+    def forward(self, x, rot, cache_k, cache_v, mask):
+        """x (B, T, H); rot: `rotation` of the positions; cache (B, heads, L, D); mask None (plain
+        causal) or (T, L+T) bool."""
         batch, length, hidden = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(hidden, dim=-1)
         q, k, v = (t.view(batch, length, self.heads, -1).transpose(1, 2) for t in (q, k, v))  # (B, h, T, D)
-        q, k = _rotary(q, positions), _rotary(k, positions)
+        q, k = _rotary(q, rot), _rotary(k, rot)
         k = torch.cat([cache_k.to(k.dtype), k], dim=2)
         v = torch.cat([cache_v.to(v.dtype), v], dim=2)
         drop = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, is_causal=mask is None)
+        causal = mask is None and length > 1  # one query sees every cached key (the cache holds context-1)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, is_causal=causal)
         y = y.transpose(1, 2).reshape(batch, length, hidden)
         x = x + self.drop(self.proj(y))
         x = x + self.drop(self.mlp(self.ln2(x)))
@@ -122,8 +131,8 @@ class TransformerLanguageModel(nn.Module):
     # -- the model interface ----------------------------------------------------------------------
     def _mask(self, length: int, cached: int, device) -> torch.Tensor | None:
         """Query t (absolute index cached + t) sees keys j with cached + t - context < j <= cached + t."""
-        if cached == 0 and length <= self.config.context:
-            return None  # plain causal: the fused kernels' fast path
+        if (cached == 0 and length <= self.config.context) or length == 1:
+            return None  # plain causal, or one query seeing the whole cache: the fused kernels' fast path
         query = torch.arange(length, device=device)[:, None] + cached
         key = torch.arange(cached + length, device=device)[None, :]
         return (key <= query) & (key > query - self.config.context)  # (T, L + T)
@@ -140,8 +149,9 @@ class TransformerLanguageModel(nn.Module):
         x = self.drop(self.embedding(ids))  # (B, T, H)
         keep = self.config.context - 1  # what the next token may still see
         new = {"pos": state.tensors["pos"] + length}
+        rot = rotation(positions, self.config.hidden_size // self.config.num_heads)
         for i, block in enumerate(self.blocks):
-            x, k, v = block(x, positions, state.tensors[f"k{i}"], state.tensors[f"v{i}"], mask)
+            x, k, v = block(x, rot, state.tensors[f"k{i}"], state.tensors[f"v{i}"], mask)
             k, v = (k.detach(), v.detach()) if self.training else (k, v)  # windows are independent
             new[f"k{i}"], new[f"v{i}"] = k[:, :, -keep:].float(), v[:, :, -keep:].float()
         y = self.ln_f(x)
