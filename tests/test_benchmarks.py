@@ -22,13 +22,19 @@ def run_script(name: str, *args: str) -> tuple[str, list[str]]:
 def test_generation_benchmark_prints_speed_per_format_and_a_roofline():
     out, rows = run_script("bench_generation.py", "--tiny")
     assert "plain PyTorch nn.LSTM per token: 1 stream" in out and "CPU features:" in out
-    rows = [r for r in rows if not r.startswith("| weights ")]  # the second table's header
-    speed = [r for r in rows if "MB" not in r]
+    rows = [r for r in rows if not r.startswith(("| weights ", "| path "))]  # the later tables' headers
+    transformer = [r for r in rows if "recompute" in r or "KV cache" in r]
+    speed = [r for r in rows if "MB" not in r and r not in transformer]
     roofline = [r for r in rows if "MB" in r]
     formats = [r.split("|")[1].strip() for r in speed]
     assert formats[0] == "fp32" and "int8" in formats  # every CPU format, float32 first
     assert [r.split("|")[1].strip() for r in roofline] == formats
-    assert all(float(r.split("|")[2].replace(",", "")) > 0 for r in speed)
+    assert all(float(r.split("|")[2].replace(",", "")) > 0 for r in speed + transformer)
+    assert [r.split("|")[1].strip() for r in transformer] == [
+        "nanoGPT-style full recompute",
+        "gentext (sliding KV cache)",
+    ]
+    assert transformer[1].split("|")[3].strip().endswith("x")  # the ratio to the full recompute
 
 
 def test_speed_benchmark_runs_both_sides_and_prints_ratios():
@@ -113,13 +119,14 @@ def test_pair_training_benchmark_runs_the_plain_loops_beside_gentext():
     assert rows[0].split("|")[3].strip() == "1.0x"
 
 
-# The three slowest scripts (mostly process start-up and imports, one core each) start together, so
+# The slowest scripts (mostly process start-up and imports, one core each) start together, so
 # the suite waits for the longest of them, not their sum; the tests that read them run last, with
 # nothing else beside them. A script's table format is what they check, never its timings.
 HEAVY = {
     "gpu_check": ("gpu_check.py", "--device", "cpu", "--precisions", "fp32", "--tiny", "--models", "char-lstm"),
     "contention": ("bench_contention.py", "--tiny"),
     "pretrained": ("bench_pretrained.py", "--tiny"),
+    "quality": ("bench_quality.py", "--tiny"),
 }
 
 
@@ -173,3 +180,13 @@ def test_pretrained_benchmark_compares_every_family_on_one_text(launched):
     kinds = sorted(r.split("|")[2].strip().split("-")[0] for r in rows)
     assert kinds == ["lstm", "markov", "pretrained", "pretrained", "transformer"]
     assert all(float(r.split("|")[7]) > 0 for r in rows)  # bits per character for each
+
+
+def test_quality_benchmark_puts_gentext_its_chain_and_the_plain_loop_side_by_side(launched):
+    out, rows = launched["quality"]()
+    assert len(rows) == 1 and "CPUs (" in out
+    cells = [c.strip() for c in rows[0].split("|")[1:-1]]
+    losses = [float(c) for c in cells[3:7]]  # gentext, network alone, Markov, plain loop
+    assert all(0 < x < 10 for x in losses)
+    assert float(cells[7]) == pytest.approx(losses[0] - losses[2], abs=2e-3)
+    assert out.strip().splitlines()[-1].startswith("beats the Markov chain by >= 0.05 nats/char:")

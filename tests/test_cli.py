@@ -24,6 +24,8 @@ TINY_FLAGS = [
     "16",
     "--eval-every",
     "5",
+    "--mix-markov",
+    "0",
     "--quiet",
 ]
 

@@ -38,6 +38,9 @@ KINDS.update(
         "captioner-features": dict(kind="captioner", feature_size=6),
     }
 )
+# A network mixed with a Kneser-Ney chain (models/mixture.py): what a default run loads as.
+MIXED = {"mixture": dict(kind="lstm"), "mixture-transformer": dict(kind="transformer", num_heads=2, context=6)}
+KINDS.update(MIXED)
 try:  # a pretrained (Hugging Face) model on the same contract, where the hf extra is installed
     from transformers import GPT2Config
 
@@ -52,6 +55,12 @@ def make(name: str) -> nn.Module:
     model = build_model(ModelConfig(vocab_size=VOCAB, embed_size=8, hidden_size=12, num_layers=2, **KINDS[name]))
     if callable(getattr(model, "fit", None)):
         model.fit(np.random.default_rng(0).integers(0, VOCAB, 500))
+    if name in MIXED:
+        from gentext.models.markov import MarkovModel
+        from gentext.models.mixture import MixtureModel
+
+        chain = MarkovModel(ModelConfig(kind="markov", order=3, vocab_size=VOCAB))
+        model = MixtureModel(model, chain.fit(np.random.default_rng(1).integers(0, VOCAB, 500)), 0.6)
     model.test_name = name
     return model.eval()
 

@@ -90,3 +90,21 @@ def test_order_7_markov_on_tiny_shakespeare_reaches_the_kneser_ney_reference(tmp
         tmp_path / "ts", paths=[str(SHARED_DATA / "tinyshakespeare.txt")], model=ModelConfig(kind="markov", order=7)
     )
     assert summary["val_loss"] <= 1.56
+
+
+@pytest.mark.parametrize("rows", [1, 3, 40])  # one context at a time, and many at once
+def test_a_generation_step_reads_the_same_distribution_as_the_whole_sequence(rows):
+    """The step path (contexts kept, read one by one or together) gives the sequence pass's
+    log-probabilities bit for bit, contexts with unknown (-1) positions included."""
+    rng = np.random.default_rng(3)
+    text = rng.integers(0, 9, 3000)
+    text[::7] = 3  # some structure: frequent contexts, rare ones, unseen ones
+    model = MarkovModel(ModelConfig(kind="markov", order=5, vocab_size=12)).fit(text)
+    ids = torch.from_numpy(rng.integers(0, 12, (rows, 30)))
+    with torch.inference_mode():
+        whole, _ = model(ids)
+        state, steps = None, []
+        for t in range(ids.shape[1]):
+            logits, state = model(ids[:, t : t + 1], state)
+            steps.append(logits)
+    assert torch.equal(torch.cat(steps, dim=1), whole)

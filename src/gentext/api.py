@@ -33,7 +33,7 @@ from gentext.models import build_model, check_kind, fitted_by_counting
 from gentext.models.scoring import evaluate
 from gentext.settings import new_configs, resume_configs
 from gentext.threads import configure as configure_threads
-from gentext.training import captions, distributed, finetune, trainer
+from gentext.training import captions, distributed, finetune, mixing, trainer
 from gentext.training.defaults import auto_dropout
 from gentext.training.feeds import FINAL_EVAL_TOKENS, PairFeed, WindowFeed
 from gentext.training.records import tensorboard_writer
@@ -172,6 +172,9 @@ def _finish(result, net, tok, data, out: Path, config: dict, origin, train_cfg, 
     config.json with the result."""
     main = distributed.from_env().is_main
     summary = _summary(result, net, tok, data if hasattr(data, "val_chars") else captions.NO_STREAM, out)
+    config.pop("mixture", None)
+    if main and hasattr(data, "val_chars"):
+        _mix(net, data, config, train_cfg, out, device, summary)
     if origin is not None and main:
         forgot = finetune.forgetting(net, origin, train_cfg.seq_len, device)
         summary["init_from"] = {**config["init_from"], **forgot}
@@ -179,6 +182,18 @@ def _finish(result, net, tok, data, out: Path, config: dict, origin, train_cfg, 
     if main:
         checkpoint.save_run_files(out, config, tok)
     return summary
+
+
+def _mix(net, data, config: dict, train_cfg, out: Path, device, summary: dict) -> None:
+    """Mix the network with a Kneser-Ney chain where that is on (training/mixing.py)."""
+    val_tokens = 0 if data.val is None else len(data.val)
+    order = mixing.chosen_order(train_cfg, net, config["corpus"]["condition"], len(data.train), val_tokens)
+    if not order:
+        return
+    fitted = mixing.fit_mixture(net, data.train, data.val, order, train_cfg.seq_len, device)
+    checkpoint.save_chain(out, fitted.pop("chain"))
+    config["mixture"] = {"order": fitted["order"], "weight": fitted["weight"]}
+    summary["mixture"] = fitted
 
 
 def _run_config(corpus_cfg, tok_cfg, model_cfg, train_cfg, source, data) -> dict[str, Any]:

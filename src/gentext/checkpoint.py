@@ -5,6 +5,7 @@ writes each atomically, and clears a run for `--force`.
       config.json              {"format_version": 1, "model": {...}, "tokenizer": {...}, "train": {...}, ...}
       tokenizer.json           the vocabulary
       model.safetensors        weights of the best validation step (never a pickle)
+      markov.safetensors       the Kneser-Ney chain mixed with the network (models/mixture.py), if any
       metrics.jsonl            one JSON object per logged step / evaluation     (training/records.py)
       train_state.safetensors  what --resume needs, bit for bit                  (training/train_state.py)
       loss.png                 the loss curves                                   (training/records.py)
@@ -38,6 +39,7 @@ from gentext.models import build_model, pretrained
 CONFIG = "config.json"
 TOKENIZER = "tokenizer.json"
 WEIGHTS = "model.safetensors"
+CHAIN = "markov.safetensors"
 METRICS = "metrics.jsonl"
 TRAIN_STATE = "train_state.safetensors"
 PLOT = "loss.png"
@@ -45,7 +47,7 @@ ONNX = "model.onnx"
 TENSORBOARD = "tensorboard"
 # What a new run started with --force removes at once. The weights, config and tokenizer stay until
 # the new run replaces each atomically, so a failed start still leaves a directory that loads.
-RECORDS = (METRICS, TRAIN_STATE, PLOT, ONNX)
+RECORDS = (METRICS, TRAIN_STATE, PLOT, ONNX, CHAIN)
 
 
 _UMASK = os.umask(0)
@@ -156,9 +158,11 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     return config
 
 
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu", mix: bool = True) -> LoadedRun:
     """Load a run directory onto `device` (CPU by default, whatever device trained it), or a
-    pretrained model: a Hugging Face folder, or an id in the local Hugging Face cache."""
+    pretrained model: a Hugging Face folder, or an id in the local Hugging Face cache. A run that
+    mixed its network with a Kneser-Ney chain loads as the mixture unless `mix` is False (training
+    from it reads the network alone)."""
     name, run_dir = str(run_dir), Path(run_dir)
     if run_dir.is_dir() and pretrained.is_pretrained_folder(run_dir):
         return LoadedRun(*_pretrained(name, device))
@@ -188,8 +192,27 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
             f"{run_dir / WEIGHTS}: weights do not match config.json "
             f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
         )
+    if mix and config.get("mixture"):
+        model = _mixed(run_dir, model, config["mixture"])
     model.to(device).eval()
     return LoadedRun(run_dir, config, model_config, tokenizer, model)
+
+
+def save_chain(run_dir: Path, chain: nn.Module) -> None:
+    atomic_write(Path(run_dir) / CHAIN, lambda tmp: safetensors.torch.save_model(chain, str(tmp)))
+
+
+def _mixed(run_dir: Path, net: nn.Module, spec: dict) -> nn.Module:
+    """The network of a run and its chain (config.json's "mixture": order and weight)."""
+    from gentext.models.markov import MarkovModel
+    from gentext.models.mixture import MixtureModel
+
+    try:
+        chain = MarkovModel(ModelConfig(kind="markov", order=int(spec["order"]), vocab_size=net.config.vocab_size))
+        chain.load_state_dict(safetensors.torch.load_file(str(run_dir / CHAIN)))
+        return MixtureModel(net, chain, float(spec["weight"]))
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise GentextError(f"{run_dir / CHAIN}: the run's Kneser-Ney chain cannot be read ({exc})") from None
 
 
 def _pretrained(name: str, device) -> tuple:

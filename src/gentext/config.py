@@ -219,6 +219,12 @@ class TrainConfig:
     init_from: str | None = opt(
         None, "start from this run's weights (fine-tuning): its architecture, its vocabulary grown by the new text's"
     )
+    mix_order: int | None = opt(
+        None,
+        "mix the trained network with a Kneser-Ney chain of this order fitted on the same text, weighted on the "
+        "validation text (0: off; default: on for texts under 20M tokens)",
+        flag="--mix-markov",
+    )
     seed: int = opt(1337, "random seed (same seed, same run)")
     device: str = opt("auto", "auto | cpu | cuda")
     precision: str = opt("auto", "auto | fp32 | bf16 | fp16 (training steps; evaluation is always float32)")
@@ -244,6 +250,8 @@ class TrainConfig:
         check(self.save_every > 0, f"--save-every must be positive, got {self.save_every}")
         check(0.0 <= self.state_reset <= 1.0, f"--state-reset must be in [0, 1], got {self.state_reset}")
         check(self.patience is None or self.patience > 0, f"--patience must be positive, got {self.patience}")
+        mix = self.mix_order
+        check(mix is None or 0 <= mix <= MAX_ORDER, f"--mix-markov must be in 0..{MAX_ORDER}, got {mix}")
         check(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         check(
             self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"

@@ -166,6 +166,13 @@ def _summary_line(summary: dict[str, Any]) -> str:
         f"{done} at {summary['tokens_per_second']:,.0f} tokens/s; final validation {summary['eval_seconds']:.0f}s; "
         f"best val {val}; run saved to {summary['out']}"
     )
+    mix = summary.get("mixture")
+    if mix:  # a line of its own before the summary, which stays the last line
+        line = (
+            f"mixed with a Kneser-Ney chain of order {mix['order']} (weight {mix['weight']:.2f} on the network): "
+            f"{mix['val_loss']:.4f} nats/token on {mix['tokens']:,} validation tokens (network alone "
+            f"{mix['net_val_loss']:.4f}, chain alone {mix['chain_val_loss']:.4f}; --mix-markov 0 turns it off)\n"
+        ) + line
     origin = summary.get("init_from")
     if origin and origin.get("original_val_loss_after") is not None:
         before = origin["original_val_loss_before"]

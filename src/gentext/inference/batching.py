@@ -212,14 +212,14 @@ class BatchEngine:
             if ids is not None and not job.ended and self._advance_safely(job, ids):
                 keep_jobs.append(job)
                 keep_rows.extend(range(offset, offset + job.rows))
-                fed.append(ids.clamp(min=0))
+                fed.append(ids)
             offset += job.rows
         cohort.jobs = keep_jobs
         if not keep_jobs:
             return
         index = torch.tensor(keep_rows, device=cohort.logits.device)
         state = cohort.state.select(index) if len(keep_rows) < cohort.logits.shape[0] else cohort.state
-        logits, cohort.state = self.model(torch.cat(fed)[:, None], state)
+        logits, cohort.state = self.model(torch.cat(fed).clamp(min=0)[:, None], state)  # an ended row's: never read
         cohort.logits = logits[:, -1]
 
     def _advance_safely(self, job: Job, ids: torch.Tensor) -> bool:

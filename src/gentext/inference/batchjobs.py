@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from gentext.errors import error_text
-from gentext.inference import sampling
+from gentext.inference import fastsample, sampling
 from gentext.inference.generation import SampleTexts, suppressed
 from gentext.useconfig import SampleConfig
 
@@ -87,10 +87,15 @@ def choose_all(jobs: list[Job], logits: torch.Tensor, tokenizer) -> list[torch.T
 def _draw_group(members: list[Job], spans, logits: torch.Tensor, tokenizer) -> list[torch.Tensor]:
     """The next ids of jobs with the same sampling settings: one transform, each job's own draws."""
     cfg = members[0].config
-    rows = torch.cat([torch.arange(a, b) for a, b in spans]).to(logits.device)
-    processed = sampling.process_logits(logits[rows], cfg, None, suppressed(tokenizer, cfg))
-    draws = [torch.rand(job.rows, generator=job.generator, device=rows.device) for job in members]
-    ids = sampling.draw(sampling.cumulative(processed), torch.cat(draws))
+    rows = [i for a, b in spans for i in range(a, b)]
+    if rows != list(range(logits.shape[0])):  # not every row in order (the common case): pick them
+        logits = logits[torch.tensor(rows, device=logits.device)]
+    if fastsample.is_plain(cfg):  # the same cumulative probabilities with fewer operations (fastsample.py)
+        cdf = fastsample.plain_cdf(logits, cfg.temperature, suppressed(tokenizer, cfg))
+    else:
+        cdf = sampling.cumulative(sampling.process_logits(logits, cfg, None, suppressed(tokenizer, cfg)))
+    draws = [torch.rand(job.rows, generator=job.generator, device=logits.device) for job in members]
+    ids = sampling.draw(cdf, torch.cat(draws))
     return list(ids.split([job.rows for job in members]))
 
 

@@ -61,10 +61,8 @@ class PlainChooser:
         return [min(chosen, cdf.shape[0] - 1)]
 
     def _draw_rows(self, logits: torch.Tensor, generator: torch.Generator | None) -> list[int]:
-        if self.temperature != 1.0:
-            logits = logits / self.temperature
         uniform = torch.rand(logits.shape[0], generator=generator, device=logits.device)
-        return draw(torch.softmax(logits, dim=-1).double().cumsum(dim=-1), uniform).tolist()
+        return draw(plain_cdf(logits, self.temperature), uniform).tolist()
 
     @staticmethod
     def _argmax(logits: torch.Tensor) -> int:
@@ -72,3 +70,13 @@ class PlainChooser:
         if math.isfinite(logits[0, chosen].item()):
             return chosen
         return int(choose_next(logits, 0, None)[0])  # -inf everywhere or a NaN: the general rule
+
+
+def plain_cdf(logits: torch.Tensor, temperature: float, suppress: list[int] | None = None) -> torch.Tensor:
+    """`sampling.cumulative(process_logits(...))` under plain settings, for rows (B, V) with a
+    finite logit; a row without one comes out NaN instead of zeros, which `draw` ends alike."""
+    if suppress:
+        logits = logits.index_fill(-1, torch.tensor(suppress, device=logits.device), NEG_INF)
+    if temperature != 1.0:
+        logits = logits / temperature
+    return torch.softmax(logits.float(), dim=-1).double().cumsum(dim=-1)

@@ -26,6 +26,7 @@ def supports_formats(model) -> bool:
 @torch.inference_mode()
 def kl_cost(model, fmt: str, start: list[int], rows: int = ROWS, tokens: int = TOKENS, seed: int = 0) -> float:
     """Mean KL(fp32 || fmt) in nats per position over text the fp32 step samples from `start` ids."""
+    model = getattr(model, "net", model)  # a mixture's format is its network's (models/mixture.py)
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     ref = cand = model.initial_state(rows, device)

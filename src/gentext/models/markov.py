@@ -24,6 +24,9 @@ from gentext.config import ModelConfig
 from gentext.errors import GentextError
 from gentext.models.state import State
 
+STEP_CACHE_BYTES = 64 << 20  # the contexts generation keeps (_step): 250k rows of a 65-char vocabulary
+FEW_CONTEXTS = 8  # new contexts in one step up to which each is computed alone (_row), else together
+
 
 def _ngram_keys(ids: np.ndarray, n: int, vocab: int) -> np.ndarray:
     """Each n-gram of `ids` as one integer: sum of id_j * V^(n-1-j)."""
@@ -57,6 +60,8 @@ class MarkovModel(nn.Module):
             self.register_buffer(f"keys_{n}", torch.zeros(0, dtype=torch.int64))
             self.register_buffer(f"counts_{n}", torch.zeros(0, dtype=torch.int64))
         self._tables: list[dict[str, np.ndarray]] = []
+        self._step_cache: dict[tuple, torch.Tensor] = {}  # context -> log-probabilities (V,), see _step
+        self._unigram: np.ndarray | None = None  # P(w) of the lowest order, for _row
 
     # -- fitting -------------------------------------------------------------------------------
     def fit(self, ids: np.ndarray) -> MarkovModel:
@@ -87,7 +92,7 @@ class MarkovModel(nn.Module):
 
     def _prepare(self) -> None:
         """Per order: sorted keys and counts, plus per-context totals and back-off weights."""
-        self._tables = []
+        self._tables, self._step_cache, self._unigram = [], {}, None
         for n in range(1, self.order + 1):
             keys = getattr(self, f"keys_{n}").numpy()
             counts = getattr(self, f"counts_{n}").numpy().astype(np.float64)
@@ -99,7 +104,15 @@ class MarkovModel(nn.Module):
             total = np.add.reduceat(counts, start) if len(start) else np.zeros(0)
             discount_mass = np.add.reduceat(d[np.minimum(counts, 3).astype(int) - 1], start) if len(start) else total
             self._tables.append(
-                {"keys": keys, "counts": counts, "d": d, "ctx": ctx, "total": total, "gamma": discount_mass / total}
+                {
+                    "keys": keys,
+                    "counts": counts,
+                    "d": d,
+                    "ctx": ctx,
+                    "total": total,
+                    "gamma": discount_mass / total,
+                    "start": np.append(start, len(keys)),
+                }  # context i's successors: keys[start[i]:start[i + 1]]
             )
 
     # -- the model interface -------------------------------------------------------------------
@@ -189,11 +202,63 @@ class MarkovModel(nn.Module):
         `targets` (B, T), only their log-probabilities (B, T)."""
         if targets is not None:
             return self.target_log_probs(ids, targets, state)
+        if ids.shape[1] == 1 and not torch.is_grad_enabled():
+            return self._step(ids, state)
         batch, length = ids.shape
         contexts, history = self._contexts(ids, state)
         probs = self.distribution(contexts).reshape(batch, length, self.vocab)
         logits = torch.from_numpy(np.log(probs)).float().to(ids.device)  # (B, T, V)
         return logits, self._new_state(history, ids.device)
+
+    def _step(self, ids: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        """One token per row (generation): each context's log-probabilities are computed once and
+        kept, since the table walk costs ~0.5 ms a context and generated text revisits contexts
+        all the time (a network mixed with this chain would otherwise spend most of each token
+        here; models/mixture.py). The kept rows are bounded to STEP_CACHE_BYTES."""
+        if state is None:
+            state = self.initial_state(ids.shape[0], ids.device)
+        # the context the next token is read in: the last order-1 ids, which is also the new state
+        context = torch.cat([state.tensors["context"].to(ids.device).long(), ids], dim=1)[:, 1:]
+        keys = [tuple(row) for row in context.tolist()]
+        cache = self._step_cache
+        missing = [key for key in dict.fromkeys(keys) if key not in cache]
+        if missing:
+            if (len(cache) + len(missing)) * self.vocab * 4 > STEP_CACHE_BYTES:
+                cache.clear()
+            if len(missing) <= FEW_CONTEXTS:
+                rows = torch.from_numpy(np.log(np.stack([self._row(key) for key in missing])))
+            else:
+                rows = np.array(missing, dtype=np.int64).reshape(len(missing), self.order - 1)
+                rows = torch.from_numpy(np.log(self.distribution(rows)))
+            cache.update(zip(missing, rows.float().unbind(0), strict=True))
+        logits = torch.stack([cache[key] for key in keys])[:, None].to(ids.device)  # (B, 1, V)
+        return logits, State({"context": context}, {"context": 0})
+
+    def _row(self, context: tuple) -> np.ndarray:
+        """P(. | context) (V,) for one context: `distribution`'s recursion, bit for bit, reading only
+        the context's successors at each order (a slice of the sorted keys) instead of searching
+        every word: ~5x faster for the one new context a generation step usually meets."""
+        if self._unigram is None:
+            words = np.arange(self.vocab, dtype=np.int64)[None]
+            self._unigram = self._probabilities(np.full((1, self.order - 1), -1, dtype=np.int64), words)[0]
+        p = self._unigram
+        for n in range(2, self.order + 1):
+            table, ctx = self._tables[n - 1], context[len(context) - (n - 1) :]
+            if min(ctx) < 0 or len(table["ctx"]) == 0:
+                continue
+            key = 0
+            for token in ctx:
+                key = key * self.vocab + token
+            pos = int(np.searchsorted(table["ctx"], key))
+            if pos == len(table["ctx"]) or table["ctx"][pos] != key:
+                continue
+            a, b = table["start"][pos], table["start"][pos + 1]
+            counts = table["counts"][a:b]
+            discounted = np.maximum(counts - table["d"][np.clip(counts, 1, 3).astype(int) - 1], 0.0)
+            lower, p = p, table["gamma"][pos] * p
+            successors = table["keys"][a:b] % self.vocab
+            p[successors] = discounted / table["total"][pos] + table["gamma"][pos] * lower[successors]
+        return p
 
     def num_parameters(self) -> int:
         """Stored n-grams (the Markov model's size)."""

@@ -30,7 +30,7 @@ VOCAB_ROWS = ("embedding.weight", "head.weight")  # (V, H) matrices: new rows = 
 
 def source_configs(run_dir: str, model_overrides: dict[str, Any]):
     """The source run (on the CPU) and the tokenizer and model settings the new run inherits."""
-    source = checkpoint.load_run(run_dir)
+    source = checkpoint.load_run(run_dir, mix=False)  # the network alone is what trains on
     if fitted_by_counting(source.model):
         raise GentextError(f"--init-from {run_dir}: a {source.model_config.kind} model is refitted, not fine-tuned")
     refused = sorted(set(model_overrides) - set(CHANGEABLE))

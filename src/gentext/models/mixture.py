@@ -1,0 +1,96 @@
+"""A network mixed with a Kneser-Ney chain at the probability level, behind the one contract:
+
+    P(w | history) = lambda * P_net(w | history) + (1 - lambda) * P_chain(w | last order-1 tokens)
+
+On a small text the chain knows the exact phrases the network has not yet learned and the network
+generalises where the chain backs off, so the mixture beats both (issue 30; RESULTS.md,
+bench_quality.py). The chain is fitted on the run's training tokens after training and lambda on
+its validation tokens by EM (`fit_weight`), never on text a benchmark reports.
+
+The state is both states side by side, each tensor's name prefixed `net.` or `chain.`, so beams,
+batches, streams and the server carry it like any other. Inputs a network reads specially
+(a condition, a weight format) go to the network; the chain reads ids.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from gentext.models.markov import MarkovModel
+from gentext.models.state import State
+
+PARTS = ("net", "chain")
+
+
+def _joined(net: State, chain: State) -> State:
+    tensors, dims, pads = {}, {}, {}
+    for part, state in zip(PARTS, (net, chain), strict=True):
+        for name, tensor in state.tensors.items():
+            tensors[f"{part}.{name}"], dims[f"{part}.{name}"] = tensor, state.batch_dims[name]
+            if name in state.pad_dims:
+                pads[f"{part}.{name}"] = state.pad_dims[name]
+    return State(tensors, dims, pads)
+
+
+def _part(state: State | None, part: str) -> State | None:
+    if state is None:
+        return None
+    cut = len(part) + 1
+    names = [n for n in state.tensors if n.startswith(part + ".")]
+    return State(
+        {n[cut:]: state.tensors[n] for n in names},
+        {n[cut:]: state.batch_dims[n] for n in names},
+        {n[cut:]: state.pad_dims[n] for n in names if n in state.pad_dims},
+    )
+
+
+class MixtureModel(nn.Module):
+    """`net` (any network kind) and `chain` (a fitted MarkovModel) mixed with weight `weight`."""
+
+    def __init__(self, net: nn.Module, chain: MarkovModel, weight: float):
+        super().__init__()
+        self.net, self.chain = net, chain
+        self.config = net.config
+        self.carries_state = net.carries_state
+        self.weight = float(weight)
+        self._logs = (math.log(max(self.weight, 1e-12)), math.log(max(1.0 - self.weight, 1e-12)))
+        if hasattr(net, "set_weight_format"):  # a weight format (fp32/bf16/int8) is the network's alone
+            self.set_weight_format = net.set_weight_format
+
+    def initial_state(self, batch: int, device=None, condition=None) -> State:
+        net = self.net.initial_state(batch, device, condition=condition)
+        return _joined(net, self.chain.initial_state(batch, device))
+
+    def state_from_tensors(self, tensors: dict[str, torch.Tensor]) -> State:
+        net, chain = (_part(State(tensors, dict.fromkeys(tensors, 0)), part).tensors for part in PARTS)
+        return _joined(self.net.state_from_tensors(net), self.chain.state_from_tensors(chain))
+
+    def forward(self, ids: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None):
+        """As every kind's: log-probabilities of the mixture (B, T, V), or of `targets` (B, T)."""
+        net_out, net_state = self.net(ids, _part(state, "net"), targets=targets)
+        chain_out, chain_state = self.chain(ids.cpu(), _part(state, "chain"), targets=targets)
+        if targets is None:
+            net_out = torch.log_softmax(net_out.float(), dim=-1)
+        mixed = torch.logaddexp(net_out.float() + self._logs[0], chain_out.to(net_out.device) + self._logs[1])
+        return mixed, _joined(net_state, chain_state.map(lambda t: t.to(ids.device)))
+
+    def num_parameters(self) -> int:
+        return self.net.num_parameters()
+
+
+def fit_weight(net_logp: np.ndarray, chain_logp: np.ndarray, rounds: int = 100) -> float:
+    """The lambda that maximises the mean log-likelihood of lambda p_net + (1 - lambda) p_chain
+    over held-out tokens, by EM (each round cannot lower it; the objective is concave in lambda)."""
+    p_net, p_chain = np.exp(net_logp.astype(np.float64)), np.exp(chain_logp.astype(np.float64))
+    weight = 0.5
+    for _ in range(rounds):
+        share = weight * p_net / np.maximum(weight * p_net + (1 - weight) * p_chain, 1e-300)
+        new = float(share.mean())
+        if abs(new - weight) < 1e-7:
+            return new
+        weight = new
+    return weight

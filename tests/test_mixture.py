@@ -1,0 +1,104 @@
+"""A network mixed with a Kneser-Ney chain (models/mixture.py, training/mixing.py; issue 30)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import gentext
+from gentext import checkpoint
+from gentext.cli import main
+from gentext.inference.textmodel import TextModel
+from gentext.models.mixture import fit_weight
+
+from .conftest import TINY_SETTINGS
+
+# Two kinds of line: a chain learns the repeated phrases at once, a network their letters.
+WORDS = zip(["cat", "dog", "fox", "owl"] * 60, ["red", "old", "big"] * 80, strict=True)
+TEXT = "".join(f"the {w} sat on the {v} mat.\n" for w, v in WORDS)
+
+
+@pytest.fixture(scope="module")
+def mixed_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mix")
+    (root / "t.txt").write_text(TEXT, encoding="utf-8")
+    settings = {**TINY_SETTINGS, "mix_order": None}  # the default: mixed
+    summary = gentext.train(root / "run", paths=[str(root / "t.txt")], steps=40, **settings)
+    return root, summary
+
+
+def test_the_weight_is_the_best_mixing_weight_on_the_tokens_it_is_fitted_on():
+    rng = np.random.default_rng(0)
+    net, chain = np.log(rng.uniform(0.01, 1, 500)), np.log(rng.uniform(0.01, 1, 500))
+    weight = fit_weight(net, chain)
+
+    def loglik(w):
+        return np.log(w * np.exp(net) + (1 - w) * np.exp(chain)).mean()
+
+    grid = np.linspace(0, 1, 1001)
+    assert loglik(weight) >= max(loglik(w) for w in grid) - 1e-9
+    assert fit_weight(np.log(np.full(50, 0.9)), np.log(np.full(50, 0.1))) > 0.99  # the better model takes it all
+    assert fit_weight(np.log(np.full(50, 0.1)), np.log(np.full(50, 0.9))) < 0.01
+
+
+def test_a_default_run_is_mixed_and_scores_as_the_weighted_sum_of_its_parts(mixed_run):
+    root, summary = mixed_run
+    run = root / "run"
+    spec = json.loads((run / "config.json").read_text())["mixture"]
+    assert spec["order"] == 6 and 0.0 <= spec["weight"] <= 1.0 and (run / "markov.safetensors").exists()
+    mix = summary["mixture"]
+    assert mix["val_loss"] <= min(mix["net_val_loss"], mix["chain_val_loss"]) + 1e-6  # fitted on these tokens
+    mixed = gentext.load(run)
+    alone = checkpoint.load_run(run, mix=False)
+    net = TextModel(alone.model, alone.tokenizer, alone.config)
+    chain_lp = mixed.model.chain(torch.tensor([[0]]), None)  # the chain answers on the contract too
+    assert chain_lp[0].shape[-1] == mixed.tokenizer.vocab_size
+    text = "the owl sat on the red mat.\n"
+    p_mixed = np.array([t["log_prob"] for t in mixed.score(text)["per_token"]])
+    p_net = np.array([t["log_prob"] for t in net.score(text)["per_token"]])
+    ids = mixed.tokenizer.encode(text).tolist()
+    start = mixed._prompt("", None, None, None).ids
+    inputs, targets = torch.tensor([start + ids[:-1]]), torch.tensor([start[1:] + ids])
+    p_chain = mixed.model.chain(inputs, None, targets=targets)[0][0, len(start) - 1 :].double().numpy()
+    w = spec["weight"]
+    expected = np.log(w * np.exp(p_net) + (1 - w) * np.exp(p_chain))
+    assert np.allclose(p_mixed, expected, atol=1e-4)
+
+
+def test_the_mixture_generates_evaluates_and_batches_like_any_kind(mixed_run):
+    root, _ = mixed_run
+    model = gentext.load(root / "run")
+    prompts = ["the", "the cat", "a"]
+    alone = [model.generate(p, max_new_tokens=30, seed=4, temperature=0.9)[0] for p in prompts]
+    assert model.generate_many(prompts, max_new_tokens=30, seed=4, temperature=0.9) == alone  # one batch
+    beams = model.generate("the", max_new_tokens=12, num_beams=3)[0]
+    assert beams.startswith("the") and len(beams) > 3
+    assert math.isfinite(model.evaluate()["loss"])
+
+
+def test_mix_markov_zero_trains_the_network_alone_and_bad_values_are_refused(tmp_path, capsys):
+    corpus = tmp_path / "t.txt"
+    corpus.write_text(TEXT, encoding="utf-8")
+    summary = gentext.train(tmp_path / "plain", paths=[str(corpus)], steps=5, **TINY_SETTINGS)  # mix_order=0
+    assert "mixture" not in summary and not (tmp_path / "plain" / "markov.safetensors").exists()
+    assert type(gentext.load(tmp_path / "plain").model).__name__ == "RNNLanguageModel"
+    assert main(["train", str(corpus), "--out", str(tmp_path / "x"), "--mix-markov", "-1"]) == 2
+    assert "--mix-markov must be in 0..20" in capsys.readouterr().err
+
+
+def test_the_command_line_says_what_the_mixture_gave(tmp_path, capsys):
+    corpus = tmp_path / "t.txt"
+    corpus.write_text(TEXT, encoding="utf-8")
+    flags = ["--hidden-size", "32", "--embed-size", "16", "--num-layers", "1", "--batch-size", "4", "--seq-len", "16"]
+    assert main(["train", str(corpus), "--out", str(tmp_path / "r"), "--steps", "5", "--quiet", *flags]) == 0
+    out = capsys.readouterr().out
+    assert "mixed with a Kneser-Ney chain of order 6" in out and "--mix-markov 0 turns it off" in out
+
+
+def test_an_export_of_a_mixed_run_writes_the_network_and_says_so(mixed_run, caplog):
+    root, _ = mixed_run
+    path = root / "step.onnx"
+    assert main(["export", str(root / "run"), "--format", "onnx", "--output", str(path)]) == 0
+    assert path.stat().st_size > 0 and "the ONNX step is the network alone" in caplog.text
