@@ -117,7 +117,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.tiny:
         args.minutes, args.size, args.texts = 5 / 60, 20_000, args.texts[:1]
-    budget = f"{args.minutes:g} min"
+    budget = f"{args.minutes:g} min" if args.minutes >= 1 else f"{args.minutes * 60:.0f} s"
     with tempfile.TemporaryDirectory() as tmp:
         rows = [row(name, args.size, budget, args.minutes * 60, Path(tmp)) for name in args.texts]
     cpu = "avx512_bf16" if "avx512_bf16" in Path("/proc/cpuinfo").read_text() else "AVX2 only"

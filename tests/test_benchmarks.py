@@ -119,6 +119,13 @@ def test_pair_training_benchmark_runs_the_plain_loops_beside_gentext():
     assert rows[0].split("|")[3].strip() == "1.0x"
 
 
+def test_int8_kernel_benchmark_times_every_kernel_against_float32():
+    out, rows = run_script("bench_int8.py", "--tiny")
+    names = [r.split("|")[1].strip() for r in rows]
+    assert names[:2] == ["fp32 addmm (baseline)", "fbgemm int8 dynamic (gentext)"]
+    assert rows[0].split("|")[6].strip() == "1.00x" and all(r.split("|")[6].strip().endswith("x") for r in rows)
+
+
 # The slowest scripts (mostly process start-up and imports, one core each) start together, so
 # the suite waits for the longest of them, not their sum; the tests that read them run last, with
 # nothing else beside them. A script's table format is what they check, never its timings.
