@@ -102,3 +102,15 @@ def test_an_export_of_a_mixed_run_writes_the_network_and_says_so(mixed_run, capl
     path = root / "step.onnx"
     assert main(["export", str(root / "run"), "--format", "onnx", "--output", str(path)]) == 0
     assert path.stat().st_size > 0 and "the ONNX step is the network alone" in caplog.text
+
+
+def test_no_mix_loads_the_network_alone_everywhere_a_run_is_loaded(mixed_run, capsys):
+    root, summary = mixed_run
+    run = str(root / "run")
+    alone = gentext.load(run, network_only=True)
+    assert type(alone.model).__name__ == "RNNLanguageModel"
+    assert alone.evaluate()["loss"] != gentext.load(run).evaluate()["loss"]
+    assert main(["eval", run, "--no-mix", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["loss"] == alone.evaluate()["loss"]
+    assert main(["generate", run, "--no-mix", "--max-new-tokens", "5", "--seed", "1"]) == 0
+    assert capsys.readouterr().out.strip()

@@ -268,14 +268,18 @@ def _fit_by_counting(net, train_ids: np.ndarray, val_ids: np.ndarray | None, out
 
 
 def load(
-    run_dir: str | Path, device: str = LoadConfig.device, weights: str = LoadConfig.weights, threads: int | None = None
+    run_dir: str | Path,
+    device: str = LoadConfig.device,
+    weights: str = LoadConfig.weights,
+    threads: int | None = None,
+    network_only: bool = LoadConfig.network_only,
 ) -> TextModel:
     """Load a run directory (weights from safetensors, config and vocabulary from JSON).
     `weights` is the generation step's format (LoadConfig.weights, TextModel.set_weights);
-    `threads` as RuntimeConfig.threads."""
+    `threads` as RuntimeConfig.threads; `network_only` drops a mixed run's chain (LoadConfig)."""
     configure_threads(threads)
-    LoadConfig(device=device, weights=weights).validate()
-    run = checkpoint.load_run(run_dir, resolve_device(device))
+    LoadConfig(device=device, weights=weights, network_only=network_only).validate()
+    run = checkpoint.load_run(run_dir, resolve_device(device), mix=not network_only)
     model = TextModel(run.model, run.tokenizer, run.config, run.run_dir)
     model.set_weights(weights)
     return model

@@ -46,6 +46,12 @@ class LoadConfig:
         "or auto (the fastest native one within 0.01 nats/token of fp32, measured at load); eval, score and "
         "compare measure fp32 unless a format is given, and then measure that format",
     )
+    network_only: bool = opt(
+        False,
+        "a run mixed with a Kneser-Ney chain (--mix-markov) loads as its network alone: faster generation, "
+        "the network's own loss",
+        flag="--no-mix",
+    )
 
     def validate(self) -> LoadConfig:
         one_of(self.device, DEVICES, "--device")
