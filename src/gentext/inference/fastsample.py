@@ -6,7 +6,7 @@ temperature) they still pay for a dozen small tensor operations a token, several
 (comparisons with a Python number, `isfinite`) cost 10-20 µs each on a CPU, more than the
 arithmetic. `PlainChooser` does the same computation with the fewest operations and, for one
 stream, reads the draw back as Python numbers. It consumes the generator exactly as the general
-path does and picks the same ids bit for bit (tests/test_generation.py compares the two), so a
+path does and picks the same ids bit for bit (tests/test_sampling.py compares the two), so a
 seed's text does not depend on which path ran.
 """
 
@@ -48,12 +48,8 @@ class PlainChooser:
             return self._draw_rows(logits, generator)
         if self.temperature == 0:
             return [self._argmax(logits)]
-        if self.temperature != 1.0:
-            logits = logits / self.temperature
         uniform = torch.rand(1, generator=generator, device=logits.device)
-        # = sampling.cumulative for a row with a finite logit; a row without one (or with a NaN)
-        # has a NaN total here and a zero total there: NO_TOKEN either way.
-        cdf = torch.softmax(logits[0], dim=-1).double().cumsum(dim=-1)
+        cdf = plain_cdf(logits, self.temperature)[0]  # one row, its draw read back as Python numbers
         total = cdf[-1].item()
         if not total > 0:
             return [NO_TOKEN]
