@@ -18,9 +18,8 @@ from torch import nn
 
 from gentext import threads
 from gentext.config import ModelConfig, TrainConfig
-from gentext.models import fitted_by_counting
 from gentext.models.markov import MarkovModel
-from gentext.models.mixture import MixtureModel, fit_weight
+from gentext.models.mixture import fit_weight
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +34,7 @@ def chosen_order(config: TrainConfig, net: nn.Module, condition: str, train_toke
     # it would dilute the label's steering (tests/test_labels.py measures that steering).
     eligible = net.config.kind in ("lstm", "gru", "rnn", "transformer") and condition == "none"
     if config.mix_order is not None:
-        return config.mix_order if eligible and val_tokens >= 2 and not fitted_by_counting(net) else 0
+        return config.mix_order if eligible and val_tokens >= 2 else 0
     if not eligible or val_tokens < 2 or train_tokens > MAX_TRAIN_TOKENS:
         return 0
     return 6 if net.config.vocab_size <= SMALL_VOCAB else 3
@@ -89,7 +88,3 @@ def fit_mixture(net: nn.Module, train: np.ndarray, val: np.ndarray, order: int, 
         order, weight, result["val_loss"], result["tokens"], result["net_val_loss"], result["chain_val_loss"],
     )  # fmt: skip
     return result
-
-
-def mixed(net: nn.Module, fitted: dict) -> MixtureModel:
-    return MixtureModel(net, fitted["chain"], fitted["weight"])
