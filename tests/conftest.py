@@ -19,7 +19,7 @@ TINY_TEXT = (
     "A stitch in time saves nine; the early bird catches the worm.\n"
 ) * 40
 
-QUICKSTART = pytest.StashKey()  # the README quickstart's process, started with the session
+BACKGROUND = pytest.StashKey()  # the slow commands run one by one beside the suite (tests/background.py)
 
 # Small enough to train a few steps in well under a second. The network alone (mix_order=0): on these
 # repetitive texts a Kneser-Ney chain predicts almost every token, and a mixed run would test the
@@ -27,26 +27,35 @@ QUICKSTART = pytest.StashKey()  # the README quickstart's process, started with 
 TINY_SETTINGS = dict(hidden_size=32, embed_size=16, num_layers=1, batch_size=4, seq_len=16, eval_every=5, mix_order=0)
 
 
+def pytest_collection_modifyitems(items):
+    """Tests that read a background command run last, by when it is ready (tests/background.py)."""
+    items.sort(key=lambda item: item.get_closest_marker("background") is not None)  # stable: order kept
+
+
 def pytest_collection_finish(session):
-    """Start the README-quickstart test's command now if it is selected: it spends a minute
-    installing into a fresh environment, which then overlaps the rest of the suite."""
-    if any(item.name == "test_the_readme_quickstart_runs_in_a_fresh_environment" for item in session.items):
-        import tempfile
-
-        from tests.test_first_hour import start_quickstart
-
-        where = Path(tempfile.mkdtemp(prefix="gentext-quickstart-"))
-        session.config.stash[QUICKSTART] = start_quickstart(where)
-        session.config.add_cleanup(lambda: _end(session.config.stash[QUICKSTART], where))
-
-
-def _end(proc: subprocess.Popen, where: Path) -> None:
+    """Start the background commands the selected tests name, one after another, now: they then
+    overlap the rest of the suite (the README quickstart's fresh `pip install` first)."""
     import shutil
+    import tempfile
 
-    if proc.poll() is None:
-        proc.kill()
-        proc.communicate()
-    shutil.rmtree(where, ignore_errors=True)
+    keys = [m.args[0] for item in session.items for m in item.iter_markers("background")]
+    keys = sorted(dict.fromkeys(keys), key=lambda k: k != "quickstart")
+    if not keys:
+        return
+    from tests.background import Background
+    from tests.test_benchmarks import heavy_job
+    from tests.test_first_hour import quickstart_job
+
+    where = Path(tempfile.mkdtemp(prefix="gentext-background-"))
+    jobs = {key: quickstart_job(where) if key == "quickstart" else heavy_job(key) for key in keys}
+    runner = session.config.stash[BACKGROUND] = Background(jobs)
+    session.config.add_cleanup(lambda: (runner.stop(), shutil.rmtree(where, ignore_errors=True)))
+
+
+@pytest.fixture(scope="session")
+def background(request):
+    """The runner of the background commands (tests/background.py)."""
+    return request.config.stash[BACKGROUND]
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -113,7 +122,8 @@ def labelled_root(tmp_path_factory) -> Path:
     lines += [f"hard\t{_words(rng, 'kptgd')}" for _ in range(150)]
     path = root / "labelled.tsv"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    settings = {**TINY_SETTINGS, "eval_every": 100, "hidden_size": 64}
+    # mixed as a default run is (one chain per label); tests of the network alone load it with network_only
+    settings = {**TINY_SETTINGS, "eval_every": 100, "hidden_size": 64, "mix_order": None}
     gentext.train(root / "run", paths=[str(path)], condition="label", steps=150, **settings)
     return root
 

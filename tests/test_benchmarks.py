@@ -126,9 +126,9 @@ def test_int8_kernel_benchmark_times_every_kernel_against_float32():
     assert rows[0].split("|")[6].strip() == "1.00x" and all(r.split("|")[6].strip().endswith("x") for r in rows)
 
 
-# The slowest scripts (mostly process start-up and imports, one core each) start together, so
-# the suite waits for the longest of them, not their sum; the tests that read them run last, with
-# nothing else beside them. A script's table format is what they check, never its timings.
+# The slowest scripts (mostly process start-up and imports) run one after another beside the rest of
+# the suite (tests/background.py); the tests that read them run last. A script's table format is
+# what they check, never its timings.
 HEAVY = {
     "gpu_check": ("gpu_check.py", "--device", "cpu", "--precisions", "fp32", "--tiny", "--models", "char-lstm"),
     "contention": ("bench_contention.py", "--tiny"),
@@ -137,42 +137,39 @@ HEAVY = {
 }
 
 
-@pytest.fixture(scope="module")
-def launched():
+def heavy_job(key: str) -> tuple[list[str], dict] | None:
+    """The background job of HEAVY[key]: its command, or None where it cannot run here."""
     import importlib.util
 
-    procs = {}
-    for key, (name, *args) in HEAVY.items():
-        if key == "pretrained" and importlib.util.find_spec("transformers") is None:
-            continue
-        command = [sys.executable, str(ROOT / "benchmarks" / name), *args]
-        procs[key] = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def result(proc):
-        def wait():
-            out, err = proc.communicate(timeout=600)
-            assert proc.returncode == 0, err
-            return out, [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
-
-        return wait
-
-    yield {key: result(proc) for key, proc in procs.items()}
-    for proc in procs.values():
-        proc.kill()
-        proc.wait()
+    if key == "pretrained" and importlib.util.find_spec("transformers") is None:
+        return None
+    name, *args = HEAVY[key]
+    return [sys.executable, str(ROOT / "benchmarks" / name), *args], {}
 
 
-def test_gpu_check_script_runs_every_command_and_reports_each(launched):
+def heavy(background, key: str) -> tuple[str, list[str]]:
+    """The script's stdout and its table's data rows, once it has run."""
+    result = background.result(key)
+    if result is None:
+        pytest.skip(f"{HEAVY[key][0]} cannot run here (needs transformers)")
+    returncode, out, err = result
+    assert returncode == 0, err
+    return out, [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+
+
+@pytest.mark.background("gpu_check")
+def test_gpu_check_script_runs_every_command_and_reports_each(background):
     # On a CPU, in float32, tiny: the same script a GPU machine runs (README, benchmarks/RESULTS.md).
-    out, rows = launched["gpu_check"]()
+    out, rows = heavy(background, "gpu_check")
     checks = [r.split("|")[3].strip() for r in rows]
     assert checks[0] == "train + mid-run eval/sample" and "torchrun --nproc-per-node 1" in checks
     assert len(checks) == 9 and all(r.split("|")[4].strip() == "pass" for r in rows)
     assert out.rstrip().endswith("0 failed")
 
 
-def test_contention_benchmark_runs_both_thread_policies_side_by_side(launched):
-    out, rows = launched["contention"]()
+@pytest.mark.background("contention")
+def test_contention_benchmark_runs_both_thread_policies_side_by_side(background):
+    out, rows = heavy(background, "contention")
     assert "usable cores:" in out
     assert [r.split("|")[1].strip() for r in rows] == ["gentext", "plain"]
     for row in rows:
@@ -180,17 +177,17 @@ def test_contention_benchmark_runs_both_thread_policies_side_by_side(launched):
         assert float(cells[0].replace(",", "")) > 0 and cells[1].count("%") == 2 and cells[3].endswith("%)")
 
 
-def test_pretrained_benchmark_compares_every_family_on_one_text(launched):
-    if launched.get("pretrained") is None:
-        pytest.skip("needs transformers")
-    out, rows = launched["pretrained"]()
+@pytest.mark.background("pretrained")
+def test_pretrained_benchmark_compares_every_family_on_one_text(background):
+    out, rows = heavy(background, "pretrained")
     kinds = sorted(r.split("|")[2].strip().split("-")[0] for r in rows)
     assert kinds == ["lstm", "markov", "pretrained", "pretrained", "transformer"]
     assert all(float(r.split("|")[7]) > 0 for r in rows)  # bits per character for each
 
 
-def test_quality_benchmark_puts_gentext_its_chain_and_the_plain_loop_side_by_side(launched):
-    out, rows = launched["quality"]()
+@pytest.mark.background("quality")
+def test_quality_benchmark_puts_gentext_its_chain_and_the_plain_loop_side_by_side(background):
+    out, rows = heavy(background, "quality")
     assert len(rows) == 1 and "CPUs (" in out
     cells = [c.strip() for c in rows[0].split("|")[1:-1]]
     losses = [float(c) for c in cells[3:7]]  # gentext, network alone, Markov, plain loop

@@ -39,7 +39,12 @@ KINDS.update(
     }
 )
 # A network mixed with a Kneser-Ney chain (models/mixture.py): what a default run loads as.
-MIXED = {"mixture": dict(kind="lstm"), "mixture-transformer": dict(kind="transformer", num_heads=2, context=6)}
+# A labelled run's mixture has one chain per label (models/labelchain.py); ids 9 and 10 are its marks.
+MIXED = {
+    "mixture": dict(kind="lstm"),
+    "mixture-transformer": dict(kind="transformer", num_heads=2, context=6),
+    "mixture-labels": dict(kind="lstm"),
+}
 KINDS.update(MIXED)
 try:  # a pretrained (Hugging Face) model on the same contract, where the hf extra is installed
     from transformers import GPT2Config
@@ -56,10 +61,13 @@ def make(name: str) -> nn.Module:
     if callable(getattr(model, "fit", None)):
         model.fit(np.random.default_rng(0).integers(0, VOCAB, 500))
     if name in MIXED:
+        from gentext.models.labelchain import LabelChain
         from gentext.models.markov import MarkovModel
         from gentext.models.mixture import MixtureModel
 
         chain = MarkovModel(ModelConfig(kind="markov", order=3, vocab_size=VOCAB))
+        if name == "mixture-labels":
+            chain = LabelChain(3, VOCAB, marks=[9, 10])
         model = MixtureModel(model, chain.fit(np.random.default_rng(1).integers(0, VOCAB, 500)), 0.6)
     model.test_name = name
     return model.eval()

@@ -14,7 +14,7 @@ import gentext
 from gentext.cli import build_parser, main
 from gentext.errors import GentextError
 
-from .conftest import QUICKSTART, TINY_SETTINGS
+from .conftest import TINY_SETTINGS
 from .test_cli import TINY_FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,11 +157,11 @@ def test_help_says_what_dropout_is_chosen_up_to():
     assert f"0 to {MAX_DROPOUT}" in field.metadata["help"] and f"{MAX_DROPOUT} at most" in " ".join(README.split())
 
 
-def start_quickstart(where: Path) -> subprocess.Popen:
-    """Start the README's first command, as written but for a 10-second training budget (the
-    suite's time, not the command's, is what that changes), in a fresh copy of the repository at
-    `where`. conftest.py starts it when the suite starts: its fresh `pip install` is mostly
-    unpacking wheels on one core, which overlaps the rest of the suite instead of adding to it."""
+def quickstart_job(where: Path) -> tuple[list[str], dict]:
+    """The README's first command, as written but for a 10-second training budget (the suite's
+    time, not the command's, is what that changes), to run in a fresh copy of the repository at
+    `where` (a background job, tests/background.py: its fresh `pip install` is mostly unpacking
+    wheels on one core, which overlaps the rest of the suite instead of adding to it)."""
     block = re.search(r"## Quickstart.*?```bash\n(.*?)\n```", README, re.S).group(1)
     assert "--time-limit 3m" in block
     block = block.replace("--time-limit 3m", "--time-limit 10s")
@@ -176,17 +176,15 @@ def start_quickstart(where: Path) -> subprocess.Popen:
         (where / name).parent.mkdir(parents=True, exist_ok=True)
         (where / name).write_bytes((ROOT / name).read_bytes())
     env = {**os.environ, "GENTEXT_CACHE": str(where / ".gentext-cache")}  # never the user's ~/.cache
-    return subprocess.Popen(
-        ["bash", "-c", block], cwd=where, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    return ["bash", "-c", block], {"cwd": where, "env": env}
 
 
 @pytest.mark.slow
+@pytest.mark.background("quickstart")
 @pytest.mark.timeout(900)
-def test_the_readme_quickstart_runs_in_a_fresh_environment(request, tmp_path):
-    proc = request.config.stash.get(QUICKSTART, None) or start_quickstart(tmp_path)
-    out, err = proc.communicate(timeout=850)
-    assert proc.returncode == 0, err[-2000:]
+def test_the_readme_quickstart_runs_in_a_fresh_environment(background):
+    returncode, out, err = background.result("quickstart")
+    assert returncode == 0, err[-2000:]
     samples = out.strip()
     assert samples.count("The ") >= 3  # three samples from the prompt
     assert "Traceback" not in err and not re.search(r"^error:", err, re.M)

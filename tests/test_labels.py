@@ -38,9 +38,12 @@ def test_every_label_is_held_out_and_recorded(labelled):
     assert min(held_out.count(mark(0)), held_out.count(mark(1))) >= 8  # both labels, though grouped in the file
 
 
-@pytest.mark.parametrize("run", ["run", "markov"])
-def test_the_label_steers_generation_and_classifies_held_out_text(labelled, run):
-    model = gentext.load(labelled / run)
+@pytest.mark.parametrize("run, network_only", [("run", False), ("run", True), ("markov", False)])
+def test_the_label_steers_generation_and_classifies_held_out_text(labelled, run, network_only):
+    model = gentext.load(labelled / run, network_only=network_only)
+    if run == "run":  # a default labelled run is mixed with one chain per label; --no-mix reads the network
+        assert json.loads((labelled / run / "config.json").read_text())["mixture"]["labels"] == 2
+        assert hasattr(model.model, "chain") != network_only
     soft = "".join(model.generate("", "soft", max_new_tokens=60, num_samples=4, seed=1))
     hard = "".join(model.generate("", "hard", max_new_tokens=60, num_samples=4, seed=1))
     # a chain sees its label only within its order, and its smoothing can step into the other

@@ -28,6 +28,7 @@ from gentext.data.tokencache import fingerprint_and_fit, token_data
 from gentext.data.tokenizers import fit_tokenizer
 from gentext.errors import GentextError
 from gentext.hardware import resolve_device, resolve_precision
+from gentext.inference.conditioning import mark_ids
 from gentext.inference.textmodel import TextModel
 from gentext.models import build_model, check_kind, fitted_by_counting
 from gentext.models.scoring import evaluate
@@ -174,7 +175,7 @@ def _finish(result, net, tok, data, out: Path, config: dict, origin, train_cfg, 
     summary = _summary(result, net, tok, data if hasattr(data, "val_chars") else captions.NO_STREAM, out)
     config.pop("mixture", None)
     if main and hasattr(data, "val_chars"):
-        _mix(net, data, config, train_cfg, out, device, summary)
+        _mix(net, tok, data, config, train_cfg, out, device, summary)
     if origin is not None and main:
         forgot = finetune.forgetting(net, origin, train_cfg.seq_len, device)
         summary["init_from"] = {**config["init_from"], **forgot}
@@ -184,15 +185,20 @@ def _finish(result, net, tok, data, out: Path, config: dict, origin, train_cfg, 
     return summary
 
 
-def _mix(net, data, config: dict, train_cfg, out: Path, device, summary: dict) -> None:
+def _mix(net, tok, data, config: dict, train_cfg, out: Path, device, summary: dict) -> None:
     """Mix the network with a Kneser-Ney chain where that is on (training/mixing.py)."""
     val_tokens = 0 if data.val is None else len(data.val)
-    order = mixing.chosen_order(train_cfg, net, config["corpus"]["condition"], len(data.train), val_tokens)
+    condition, labels = config["corpus"]["condition"], config["labels"]
+    marks = mark_ids(tok, len(labels)) if condition == "label" else None
+    marks = marks if marks is None or len(marks) == len(labels) else None  # every mark one token
+    order = mixing.chosen_order(train_cfg, net, condition, len(data.train), val_tokens, marks)
     if not order:
         return
-    fitted = mixing.fit_mixture(net, data.train, data.val, order, train_cfg.seq_len, device)
+    fitted = mixing.fit_mixture(net, data.train, data.val, order, train_cfg.seq_len, device, marks)
     checkpoint.save_chain(out, fitted.pop("chain"))
     config["mixture"] = {"order": fitted["order"], "weight": fitted["weight"]}
+    if marks is not None:
+        config["mixture"]["labels"] = len(marks)  # one chain per label (models/labelchain.py)
     summary["mixture"] = fitted
 
 

@@ -3,8 +3,9 @@ that mixes the two on validation tokens (models/mixture.py; issue 30).
 
 On a 100 KB text the chain alone often beats a few minutes of network, and the mixture beats both
 (RESULTS.md, bench_quality.py), so it is on by default where it is cheap: a network language
-model (not a label, pair, picture or pretrained run) with validation text, trained on under
-MAX_TRAIN_TOKENS tokens (the counts of a bigger text take more memory than they are worth there).
+model or a labelled one (not a pair, picture or pretrained run) with validation text, trained on
+under MAX_TRAIN_TOKENS tokens (the counts of a bigger text take more memory than they are worth
+there). A labelled run gets one chain per label (models/labelchain.py), so the chain steers too.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import nn
 
 from gentext import threads
 from gentext.config import ModelConfig, TrainConfig
+from gentext.models.labelchain import LabelChain
 from gentext.models.markov import MarkovModel
 from gentext.models.mixture import fit_weight
 
@@ -28,11 +30,14 @@ FIT_TOKENS = 1 << 16  # validation tokens the weight is fitted on (one number: p
 SMALL_VOCAB = 256  # a vocabulary this small (characters) gets order 6; a larger one (words) order 3
 
 
-def chosen_order(config: TrainConfig, net: nn.Module, condition: str, train_tokens: int, val_tokens: int) -> int:
-    """The chain's order for this run, 0 for none."""
-    # Not for labelled runs: the chain sees a label mark only while it is among its last tokens, so
-    # it would dilute the label's steering (tests/test_labels.py measures that steering).
-    eligible = net.config.kind in ("lstm", "gru", "rnn", "transformer") and condition == "none"
+def chosen_order(
+    config: TrainConfig, net: nn.Module, condition: str, train_tokens: int, val_tokens: int, marks: list | None = None
+) -> int:
+    """The chain's order for this run, 0 for none. A labelled run needs each label's mark to be
+    one token (`marks`: their ids), which byte-level BPE does not give."""
+    eligible = net.config.kind in ("lstm", "gru", "rnn", "transformer") and (
+        condition == "none" or (condition == "label" and marks is not None)
+    )
     if config.mix_order is not None:
         return config.mix_order if eligible and val_tokens >= 2 else 0
     if not eligible or val_tokens < 2 or train_tokens > MAX_TRAIN_TOKENS:
@@ -59,13 +64,19 @@ def token_log_probs(model: nn.Module, ids: np.ndarray, seq_len: int, device) -> 
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def fit_mixture(net: nn.Module, train: np.ndarray, val: np.ndarray, order: int, seq_len: int, device) -> dict:
-    """Fit the chain and the weight; returns {"chain", "order", "weight", "val_loss", "net_val_loss",
-    "chain_val_loss", "tokens", "seconds"}: the losses on the FIT_TOKENS validation tokens used."""
+def fit_mixture(
+    net: nn.Module, train: np.ndarray, val: np.ndarray, order: int, seq_len: int, device, marks: list | None = None
+) -> dict:
+    """Fit the chain (one per label where `marks` are given) and the weight; returns {"chain",
+    "order", "weight", "val_loss", "net_val_loss", "chain_val_loss", "tokens", "seconds"}: the
+    losses on the FIT_TOKENS validation tokens used."""
     start = time.perf_counter()
     if float(net.config.vocab_size) ** order >= 2**62:  # the chain's keys must fit in int64
         order = max(1, int(62 * np.log(2) / np.log(net.config.vocab_size)) - 1)
-    chain = MarkovModel(ModelConfig(kind="markov", order=order, vocab_size=net.config.vocab_size))
+    if marks is None:
+        chain = MarkovModel(ModelConfig(kind="markov", order=order, vocab_size=net.config.vocab_size))
+    else:
+        chain = LabelChain(order, net.config.vocab_size, marks)
     chain.fit(np.asarray(train))
     held = np.asarray(val[: FIT_TOKENS + 1])
     net_lp = token_log_probs(net, held, seq_len, device)
