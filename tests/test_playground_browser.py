@@ -126,8 +126,9 @@ def test_a_labelled_run_offers_its_labels_and_generates_from_the_one_picked(brow
         picker.select_by_visible_text("hard")
         browser.execute_script("document.getElementById('temperature').value = 0")  # greedy: no luck involved
         browser.find_element(By.ID, "generate").click()
+        # a labelled document ends at its newline: greedy from "hard" writes one line of ~20 characters
         text = wait_for(
-            lambda: len(browser.find_element(By.ID, "output").text) > 30 and browser.find_element(By.ID, "output").text
+            lambda: len(browser.find_element(By.ID, "output").text) > 12 and browser.find_element(By.ID, "output").text
         )
         assert sum(c in "kptgd" for c in text) > sum(c in "aeiou" for c in text)
         assert browser.find_element(By.ID, "error").text == ""
