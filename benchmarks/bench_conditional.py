@@ -188,7 +188,8 @@ def main() -> None:
                 rows = pairs_task(root, path, options)
             else:
                 if task == "shapes":
-                    folder = make_shapes(root / "shapes", 120 if args.tiny else 1500, seed=3).parent
+                    # the count `gentext corpora --make shapes` draws by default
+                    folder = make_shapes(root / "shapes", 120 if args.tiny else 6000, seed=3).parent
                 else:
                     folder = digits_folder(root / "digits")
                 rows = captions_task(root, folder, options, task == "shapes")

@@ -143,3 +143,37 @@ def test_eval_compare_and_chat_on_a_captioner_without_json(captioned, capsys, mo
     assert main(["chat", run]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].strip() == gentext.load(run).caption(picture, temperature=0)[0]
+
+
+def test_image_norm_group_normalises_per_picture_and_runs_saved_before_load_their_cnn(captioned, tmp_path):
+    import safetensors.torch
+    import torch
+
+    from gentext import checkpoint
+    from gentext.config import ModelConfig
+    from gentext.models import build_model
+
+    config = json.loads((captioned / "run" / "config.json").read_text())
+    assert config["model"]["image_norm"] == "none"  # the default
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in gentext.load(captioned / "run").model.cnn)
+    torch.manual_seed(0)
+    grouped = build_model(ModelConfig(**{**config["model"], "image_norm": "group"})).eval()
+    assert sum(isinstance(m, torch.nn.GroupNorm) for m in grouped.cnn) == 3
+    pictures = torch.rand(3, 3, 64, 64) * 2 - 1  # normalised per picture: rows never mix
+    together = grouped.initial_state(3, condition=pictures).tensors["memory"]
+    alone = grouped.initial_state(1, condition=pictures[1:2]).tensors["memory"]
+    assert torch.allclose(together[1:2], alone, atol=1e-6)
+    # a run saved before the option existed: no image_norm in its config, and its CNN loads
+    old = {k: v for k, v in config["model"].items() if k != "image_norm"}
+    before = build_model(ModelConfig(**old)).eval()
+    (tmp_path / "old").mkdir()
+    for name in ("tokenizer.json", "vocab.json"):
+        if (captioned / "run" / name).exists():
+            (tmp_path / "old" / name).write_bytes((captioned / "run" / name).read_bytes())
+    (tmp_path / "old" / "config.json").write_text(json.dumps({**config, "model": old}))
+    safetensors.torch.save_model(before, str(tmp_path / "old" / "model.safetensors"))
+    loaded = checkpoint.load_run(tmp_path / "old").model
+    state = loaded.initial_state(3, condition=pictures).tensors["memory"]
+    assert torch.equal(state, before.initial_state(3, condition=pictures).tensors["memory"])
+    with pytest.raises(GentextError, match="--image-norm"):
+        ModelConfig(kind="captioner", vocab_size=10, image_norm="batch").validate()

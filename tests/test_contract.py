@@ -30,11 +30,13 @@ CONDITIONAL = {  # kinds that generate from a condition, and a batch of conditio
     "seq2seq": lambda b, g: torch.randint(1, VOCAB, (b, 5), generator=g),  # source ids (B, S)
     "captioner": lambda b, g: torch.rand((b, 3, 64, 64), generator=g) * 2 - 1,  # pictures
     "captioner-features": lambda b, g: torch.rand((b, 6), generator=g),  # a vision model's vectors
+    "captioner-group": lambda b, g: torch.rand((b, 3, 64, 64), generator=g) * 2 - 1,  # --image-norm group
 }
 KINDS.update(
     {
         "seq2seq": dict(kind="seq2seq"),
         "captioner": dict(kind="captioner"),
+        "captioner-group": dict(kind="captioner", image_norm="group"),
         "captioner-features": dict(kind="captioner", feature_size=6),
     }
 )

@@ -56,3 +56,11 @@ def test_rows_of_different_labels_step_together_as_each_alone():
             alone, _ = chain(torch.tensor([[[3], [8], [0]][row]]), state.select(torch.tensor([row])))
             assert torch.equal(together[row], alone[0])
     assert state.tensors["label"][:, 0].tolist() == [0, 1, -1]
+
+
+def test_a_label_without_training_text_reads_the_chain_of_all_text():
+    ids = np.array([MARKS[0], 1, 2, 3] * 20)  # label 1 never occurs
+    chain = LabelChain(3, V, MARKS).fit(ids)
+    after = torch.tensor([[MARKS[1], 1, 2]])
+    p = chain(after, None)[0].exp()[0, -1]
+    assert torch.allclose(p.sum(), torch.tensor(1.0)) and int(p.argmax()) == 3  # what all the text says

@@ -197,8 +197,8 @@ def _mix(net, tok, data, config: dict, train_cfg, out: Path, device, summary: di
     fitted = mixing.fit_mixture(net, data.train, data.val, order, train_cfg.seq_len, device, marks)
     checkpoint.save_chain(out, fitted.pop("chain"))
     config["mixture"] = {"order": fitted["order"], "weight": fitted["weight"]}
-    if marks is not None:
-        config["mixture"]["labels"] = len(marks)  # one chain per label (models/labelchain.py)
+    if marks is not None:  # one chain per label (models/labelchain.py)
+        config["mixture"]["labels"] = fitted["labels"] = len(marks)
     summary["mixture"] = fitted
 
 

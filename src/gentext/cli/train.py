@@ -169,7 +169,8 @@ def _summary_line(summary: dict[str, Any]) -> str:
     mix = summary.get("mixture")
     if mix:  # a line of its own before the summary, which stays the last line
         line = (
-            f"mixed with a Kneser-Ney chain of order {mix['order']} (weight {mix['weight']:.2f} on the network): "
+            f"mixed with {'one Kneser-Ney chain per label' if mix.get('labels') else 'a Kneser-Ney chain'} of order "
+            f"{mix['order']} (weight {mix['weight']:.2f} on the network): "
             f"{mix['val_loss']:.4f} nats/token on {mix['tokens']:,} validation tokens (network alone "
             f"{mix['net_val_loss']:.4f}, chain alone {mix['chain_val_loss']:.4f}; --mix-markov 0 turns it off)\n"
         ) + line

@@ -13,6 +13,8 @@ same as for every kind.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -21,6 +23,19 @@ from gentext.models.seq2seq import AttentionDecoder
 from gentext.models.state import State
 
 GRID = 8  # the feature map's side for 64-pixel pictures (three stride-2 convolutions)
+GROUPS = 8  # group norm's channel groups (--image-norm group; fewer where H is not a multiple)
+
+
+def _cnn(h: int, norm: str) -> nn.Sequential:
+    """Three stride-2 3x3 convolutions to H channels (64 -> 8 pixels a side). `--image-norm group`
+    follows each with group norm: per picture, so training under torchrun equals one process and a
+    picture's features never depend on the rest of its batch (batch norm broke both). RESULTS.md
+    has what it gains and costs; runs saved before the option read as "none", their CNN."""
+    layers: list[nn.Module] = []
+    for c_in, c_out in ((3, 32), (32, 64), (64, h)):
+        layers.append(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=norm == "none"))
+        layers += [nn.GroupNorm(math.gcd(GROUPS, c_out), c_out), nn.ReLU()] if norm == "group" else [nn.ReLU()]
+    return nn.Sequential(*layers)
 
 
 class CaptionModel(AttentionDecoder):
@@ -32,14 +47,7 @@ class CaptionModel(AttentionDecoder):
         if config.feature_size:  # features a vision model made (.npy): projected, no CNN of our own
             self.project = nn.Linear(config.feature_size, h)
             return
-        self.cnn = nn.Sequential(
-            nn.Conv2d(3, 32, 3, stride=2, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(32, 64, 3, stride=2, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(64, h, 3, stride=2, padding=1),
-            nn.ReLU(),
-        )
+        self.cnn = _cnn(h, config.image_norm)
         self.place = nn.Parameter(torch.zeros(1, GRID * GRID, h))
 
     def encode(self, condition) -> State:

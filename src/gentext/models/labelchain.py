@@ -48,13 +48,15 @@ class LabelChain(nn.Module):
 
     def fit(self, ids: np.ndarray) -> LabelChain:
         """Count chain 0 on the whole stream and chain 1+k on the documents of label k (each from
-        its mark to the next document's mark), each label's documents joined in their order."""
+        its mark to the next document's mark), each label's documents joined in their order; a
+        label with fewer tokens than the order gets chain 0's counts."""
         ids = np.asarray(ids, dtype=np.int64)
         labels = self._labels(ids[None], np.full((1, 1), -1, dtype=np.int64))[0]
         self.chains[0].fit(ids)
         for k in range(len(self.marks)):
             own = ids[labels == k]
-            self.chains[1 + k].fit(own if len(own) >= self.order else np.zeros(0, dtype=np.int64))
+            # a label with (almost) no training text reads the chain of all text, as before any mark
+            self.chains[1 + k].fit(own if len(own) >= self.order else ids)
         return self
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
