@@ -29,6 +29,10 @@ from gentext.models.markov import MarkovModel
 from gentext.models.state import State
 
 
+def _state(context: torch.Tensor, label: torch.Tensor) -> State:
+    return State({"context": context, "label": label}, {"context": 0, "label": 0})
+
+
 class LabelChain(nn.Module):
     """`chains[0]` for text before any mark, `chains[1 + k]` for label k; `marks[k]` is k's mark id."""
 
@@ -84,13 +88,12 @@ class LabelChain(nn.Module):
         if condition is not None:
             raise GentextError("the label chains read the label's mark, not a condition")
         context = self.chains[0].initial_state(batch, device).tensors["context"]
-        label = torch.full((batch, 1), -1, dtype=torch.long, device=device)
-        return State({"context": context, "label": label}, {"context": 0, "label": 0})
+        return _state(context, torch.full((batch, 1), -1, dtype=torch.long, device=device))
 
     def state_from_tensors(self, tensors: dict[str, torch.Tensor]) -> State:
         if set(tensors) != {"context", "label"}:
             raise GentextError(f"a label-chain state has tensors context and label; got {sorted(tensors)}")
-        return State(dict(tensors), {"context": 0, "label": 0})
+        return _state(tensors["context"], tensors["label"])
 
     def forward(
         self, ids: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None
@@ -117,8 +120,7 @@ class LabelChain(nn.Module):
                 p[rows] = self.chains[c]._probabilities(contexts[rows], words[rows])
             out = torch.from_numpy(np.log(p)).float().reshape(*ids.shape, -1).to(ids.device)
             out = out[..., 0] if targets is not None else out
-        label = torch.from_numpy(labels[:, -1:].copy()).to(ids.device)
-        return out, State({"context": inner.tensors["context"], "label": label}, {"context": 0, "label": 0})
+        return out, _state(inner.tensors["context"], torch.from_numpy(labels[:, -1:].copy()).to(ids.device))
 
     def _step(self, ids: torch.Tensor, inner: State, which: np.ndarray) -> tuple[torch.Tensor, State]:
         """One token per row: each chain's cached step (MarkovModel._step) on the rows it reads."""
