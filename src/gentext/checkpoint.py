@@ -205,15 +205,11 @@ def save_chain(run_dir: Path, chain: nn.Module) -> None:
 def _mixed(run_dir: Path, net: nn.Module, spec: dict) -> nn.Module:
     """The network of a run and its chain (config.json's "mixture": order, weight, and for a
     labelled run the number of labels)."""
-    from gentext.models.labelchain import LabelChain
-    from gentext.models.markov import MarkovModel
-    from gentext.models.mixture import MixtureModel
+    from gentext.models.mixture import MixtureModel, new_chain
 
     try:
-        if spec.get("labels"):  # a labelled run: one chain per label, their marks in the file
-            chain = LabelChain(int(spec["order"]), net.config.vocab_size, [0] * int(spec["labels"]))
-        else:
-            chain = MarkovModel(ModelConfig(kind="markov", order=int(spec["order"]), vocab_size=net.config.vocab_size))
+        labels = int(spec.get("labels") or 0)  # a labelled run: one chain per label, their marks in the file
+        chain = new_chain(int(spec["order"]), net.config.vocab_size, [0] * labels if labels else None)
         chain.load_state_dict(safetensors.torch.load_file(str(run_dir / CHAIN)))
         return MixtureModel(net, chain, float(spec["weight"]))
     except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from gentext.config import ModelConfig
+from gentext.models.labelchain import LabelChain
 from gentext.models.markov import MarkovModel
 from gentext.models.state import State
 
@@ -48,10 +50,18 @@ def _part(state: State | None, part: str) -> State | None:
     )
 
 
-class MixtureModel(nn.Module):
-    """`net` (any network kind) and `chain` (a fitted MarkovModel) mixed with weight `weight`."""
+def new_chain(order: int, vocab: int, marks: list[int] | None = None) -> nn.Module:
+    """An unfitted chain for a mixture: one Kneser-Ney chain, or one per label where the labels'
+    mark ids are given (models/labelchain.py). Training fits it; loading fills it from the file."""
+    if marks is None:
+        return MarkovModel(ModelConfig(kind="markov", order=order, vocab_size=vocab))
+    return LabelChain(order, vocab, marks)
 
-    def __init__(self, net: nn.Module, chain: MarkovModel, weight: float):
+
+class MixtureModel(nn.Module):
+    """`net` (any network kind) and `chain` (a fitted `new_chain`) mixed with weight `weight`."""
+
+    def __init__(self, net: nn.Module, chain: nn.Module, weight: float):
         super().__init__()
         self.net, self.chain = net, chain
         self.config = net.config

@@ -18,10 +18,8 @@ import torch
 from torch import nn
 
 from gentext import threads
-from gentext.config import ModelConfig, TrainConfig
-from gentext.models.labelchain import LabelChain
-from gentext.models.markov import MarkovModel
-from gentext.models.mixture import fit_weight
+from gentext.config import TrainConfig
+from gentext.models.mixture import fit_weight, new_chain
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +71,7 @@ def fit_mixture(
     start = time.perf_counter()
     if float(net.config.vocab_size) ** order >= 2**62:  # the chain's keys must fit in int64
         order = max(1, int(62 * np.log(2) / np.log(net.config.vocab_size)) - 1)
-    if marks is None:
-        chain = MarkovModel(ModelConfig(kind="markov", order=order, vocab_size=net.config.vocab_size))
-    else:
-        chain = LabelChain(order, net.config.vocab_size, marks)
-    chain.fit(np.asarray(train))
+    chain = new_chain(order, net.config.vocab_size, marks).fit(np.asarray(train))
     held = np.asarray(val[: FIT_TOKENS + 1])
     net_lp = token_log_probs(net, held, seq_len, device)
     chain_lp = token_log_probs(chain, held, max(seq_len, 4096), "cpu")
