@@ -1,5 +1,6 @@
 """The benchmark scripts keep working (tiny sizes; the real numbers live in benchmarks/RESULTS.md)."""
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
 
 
 def run_script(name: str, *args: str) -> tuple[str, list[str]]:
@@ -187,10 +189,22 @@ def test_pretrained_benchmark_compares_every_family_on_one_text(background):
 
 @pytest.mark.background("quality")
 def test_quality_benchmark_puts_gentext_its_chain_and_the_plain_loop_side_by_side(background):
-    out, rows = heavy(background, "quality")
+    out, _ = heavy(background, "quality")
+    small, recipes = out.split("\nthe README's recipes", 1) if "the README's recipes" in out else (out, "")
+    rows = [line for line in small.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert len(rows) == 1 and "CPUs (" in out
     cells = [c.strip() for c in rows[0].split("|")[1:-1]]
     losses = [float(c) for c in cells[3:7]]  # gentext, network alone, Markov, plain loop
     assert all(0 < x < 10 for x in losses)
     assert float(cells[7]) == pytest.approx(losses[0] - losses[2], abs=2e-3)
-    assert out.strip().splitlines()[-1].startswith("beats the Markov chain by >= 0.05 nats/char:")
+    assert small.strip().splitlines()[-1].startswith("beats the Markov chain by >= 0.05 nats/char:")
+    # the recipes (Tiny Shakespeare, PTB words): one row per corpus ../shared/data holds
+    present = [
+        name for name, path in (("tinyshakespeare", "tinyshakespeare.txt"), ("ptb", "ptb")) if (SHARED / path).exists()
+    ]
+    found = [line.split("|")[1:-1] for line in recipes.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [cells[0].strip() for cells in found] == present
+    for cells in found:
+        figures = [float(c.split()[0]) for c in cells[4:8]]  # gentext, network alone, chain, plain loop
+        assert all(x > 0 and math.isfinite(x) for x in figures)
+        assert cells[9].strip() == ("yes" if figures[0] <= float(cells[8]) else "no")
