@@ -24,7 +24,9 @@ BACKGROUND = pytest.StashKey()  # the slow commands run one by one beside the su
 # Small enough to train a few steps in well under a second. The network alone (mix_order=0): on these
 # repetitive texts a Kneser-Ney chain predicts almost every token, and a mixed run would test the
 # chain (tests/test_mixture.py tests the mixture).
-TINY_SETTINGS = dict(hidden_size=32, embed_size=16, num_layers=1, batch_size=4, seq_len=16, eval_every=5, mix_order=0)
+TINY_SETTINGS = dict(
+    hidden_size=32, embed_size=16, num_layers=1, batch_size=4, seq_len=16, eval_every=5, mix_order=0, cache_window=0
+)
 
 
 def pytest_collection_modifyitems(items):

@@ -48,6 +48,10 @@ MIXED = {
     "mixture-labels": dict(kind="lstm"),
 }
 KINDS.update(MIXED)
+# A recurrent network with its neural cache (models/cache.py), alone and inside a mixture; a window
+# of 4 slots is shorter than the sequences here, so the cache's oldest slots drop out.
+CACHED = {"cache": dict(kind="lstm"), "cache-mixture": dict(kind="gru")}
+KINDS.update(CACHED)
 try:  # a pretrained (Hugging Face) model on the same contract, where the hf extra is installed
     from transformers import GPT2Config
 
@@ -62,7 +66,11 @@ def make(name: str) -> nn.Module:
     model = build_model(ModelConfig(vocab_size=VOCAB, embed_size=8, hidden_size=12, num_layers=2, **KINDS[name]))
     if callable(getattr(model, "fit", None)):
         model.fit(np.random.default_rng(0).integers(0, VOCAB, 500))
-    if name in MIXED:
+    if name in CACHED:
+        from gentext.models.cache import CacheModel
+
+        model = CacheModel(model, window=4, theta=0.5, weight=0.3)
+    if name in MIXED or name == "cache-mixture":
         from gentext.models.labelchain import LabelChain
         from gentext.models.markov import MarkovModel
         from gentext.models.mixture import MixtureModel

@@ -173,9 +173,10 @@ def _finish(result, net, tok, data, out: Path, config: dict, origin, train_cfg, 
     config.json with the result."""
     main = distributed.from_env().is_main
     summary = _summary(result, net, tok, data if hasattr(data, "val_chars") else captions.NO_STREAM, out)
-    config.pop("mixture", None)
+    config.pop("mixture", None), config.pop("cache", None)
     if main and hasattr(data, "val_chars"):
-        _mix(net, tok, data, config, train_cfg, out, device, summary)
+        marks = mark_ids(tok, len(config["labels"])) if config["corpus"]["condition"] == "label" else None
+        mixing.mix_after_training(net, marks, data, config, train_cfg, out, device, summary)
     if origin is not None and main:
         forgot = finetune.forgetting(net, origin, train_cfg.seq_len, device)
         summary["init_from"] = {**config["init_from"], **forgot}
@@ -183,23 +184,6 @@ def _finish(result, net, tok, data, out: Path, config: dict, origin, train_cfg, 
     if main:
         checkpoint.save_run_files(out, config, tok)
     return summary
-
-
-def _mix(net, tok, data, config: dict, train_cfg, out: Path, device, summary: dict) -> None:
-    """Mix the network with a Kneser-Ney chain where that is on (training/mixing.py)."""
-    val_tokens = 0 if data.val is None else len(data.val)
-    condition, labels = config["corpus"]["condition"], config["labels"]
-    marks = mark_ids(tok, len(labels)) if condition == "label" else None
-    marks = marks if marks is None or len(marks) == len(labels) else None  # every mark one token
-    order = mixing.chosen_order(train_cfg, net, condition, len(data.train), val_tokens, marks)
-    if not order:
-        return
-    fitted = mixing.fit_mixture(net, data.train, data.val, order, train_cfg.seq_len, device, marks)
-    checkpoint.save_chain(out, fitted.pop("chain"))
-    config["mixture"] = {"order": fitted["order"], "weight": fitted["weight"]}
-    if marks is not None:  # one chain per label (models/labelchain.py)
-        config["mixture"]["labels"] = fitted["labels"] = len(marks)
-    summary["mixture"] = fitted
 
 
 def _run_config(corpus_cfg, tok_cfg, model_cfg, train_cfg, source, data) -> dict[str, Any]:

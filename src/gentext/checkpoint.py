@@ -3,6 +3,7 @@ writes each atomically, and clears a run for `--force`.
 
     runs/NAME/
       config.json              {"format_version": 1, "model": {...}, "tokenizer": {...}, "train": {...}, ...}
+                               (and "cache": the network's neural cache, models/cache.py, if any)
       tokenizer.json           the vocabulary
       model.safetensors        weights of the best validation step (never a pickle)
       markov.safetensors       the Kneser-Ney chain mixed with the network (models/mixture.py), if any
@@ -19,6 +20,7 @@ full disk leaves the previous good checkpoint in place. Loading never unpickles 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -161,8 +163,8 @@ def read_config(run_dir: Path) -> dict[str, Any]:
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu", mix: bool = True) -> LoadedRun:
     """Load a run directory onto `device` (CPU by default, whatever device trained it), or a
     pretrained model: a Hugging Face folder, or an id in the local Hugging Face cache. A run that
-    mixed its network with a Kneser-Ney chain loads as the mixture unless `mix` is False (training
-    from it reads the network alone)."""
+    mixed its network with a neural cache and a Kneser-Ney chain loads as the mixture unless `mix`
+    is False (training from it reads the network alone)."""
     name, run_dir = str(run_dir), Path(run_dir)
     if run_dir.is_dir() and pretrained.is_pretrained_folder(run_dir):
         return LoadedRun(*_pretrained(name, device))
@@ -192,6 +194,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", mix: bool 
             f"{run_dir / WEIGHTS}: weights do not match config.json "
             f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
         )
+    if mix and config.get("cache"):
+        model = _cached(run_dir, model, config["cache"])
     if mix and config.get("mixture"):
         model = _mixed(run_dir, model, config["mixture"])
     model.to(device).eval()
@@ -214,6 +218,20 @@ def _mixed(run_dir: Path, net: nn.Module, spec: dict) -> nn.Module:
         return MixtureModel(net, chain, float(spec["weight"]))
     except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise GentextError(f"{run_dir / CHAIN}: the run's Kneser-Ney chain cannot be read ({exc})") from None
+
+
+def _cached(run_dir: Path, net: nn.Module, spec: dict) -> nn.Module:
+    """The network with its neural cache (config.json's "cache": window, theta, weight)."""
+    from gentext.models.cache import CacheModel
+
+    try:
+        window, theta, weight = int(spec["window"]), float(spec["theta"]), float(spec["weight"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise GentextError(f'{run_dir}/config.json: unreadable "cache" ({exc!r})') from None
+    fits = callable(getattr(net, "features", None))
+    if window <= 0 or not 0.0 <= weight <= 1.0 or not math.isfinite(theta) or not fits:
+        raise GentextError(f'{run_dir}/config.json: "cache" {spec} does not fit this {net.config.kind} network')
+    return CacheModel(net, window, theta, weight)
 
 
 def _pretrained(name: str, device) -> tuple:

@@ -231,6 +231,12 @@ class TrainConfig:
         "validation text (0: off; default: on for texts under 20M tokens)",
         flag="--mix-markov",
     )
+    cache_window: int | None = opt(
+        None,
+        "a neural cache of the network's last N outputs (Grave et al. 2017), weighted on the validation text "
+        "(0: off; default: lstm/gru/rnn language models choose among 100, 500 and 2000 and keep it where it helps)",
+        flag="--neural-cache",
+    )
     seed: int = opt(1337, "random seed (same seed, same run)")
     device: str = opt("auto", "auto | cpu | cuda")
     precision: str = opt("auto", "auto | fp32 | bf16 | fp16 (training steps; evaluation is always float32)")
@@ -256,6 +262,9 @@ class TrainConfig:
         check(self.save_every > 0, f"--save-every must be positive, got {self.save_every}")
         check(0.0 <= self.state_reset <= 1.0, f"--state-reset must be in [0, 1], got {self.state_reset}")
         check(self.patience is None or self.patience > 0, f"--patience must be positive, got {self.patience}")
+        check(
+            self.cache_window is None or self.cache_window >= 0, f"--neural-cache must be >= 0, got {self.cache_window}"
+        )
         mix = self.mix_order
         check(mix is None or 0 <= mix <= MAX_ORDER, f"--mix-markov must be in 0..{MAX_ORDER}, got {mix}")
         check(self.device in DEVICES, f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")

@@ -174,6 +174,13 @@ def _summary_line(summary: dict[str, Any]) -> str:
             f"{mix['val_loss']:.4f} nats/token on {mix['tokens']:,} validation tokens (network alone "
             f"{mix['net_val_loss']:.4f}, chain alone {mix['chain_val_loss']:.4f}; --mix-markov 0 turns it off)\n"
         ) + line
+    cache = summary.get("cache")
+    if cache:
+        line = (
+            f"neural cache of the network's last {cache['window']} outputs (theta {cache['theta']:g}, weight "
+            f"{cache['weight']:.3f}): {cache['val_loss']:.4f} nats/token on {cache['tokens']:,} validation tokens "
+            f"(network alone {cache['net_val_loss']:.4f}; --neural-cache 0 turns it off)\n"
+        ) + line
     origin = summary.get("init_from")
     if origin and origin.get("original_val_loss_after") is not None:
         before = origin["original_val_loss_before"]

@@ -19,6 +19,7 @@ import torch
 
 from gentext.errors import GentextError
 from gentext.inference.textmodel import TextModel
+from gentext.models import network
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +41,9 @@ def export_onnx(textmodel: TextModel, path: str | Path, weights: str = "fp32") -
     if weights not in ("fp32", "int8"):
         raise GentextError(f"export --weights must be fp32 or int8, got {weights!r}")
     model = textmodel.model
-    if hasattr(model, "chain"):  # models/mixture.py: an ONNX step holds a network, not count tables
-        logger.warning("the run mixes its network with a Kneser-Ney chain; the ONNX step is the network alone")
-        model = model.net
+    if network(model) is not model:  # an ONNX step holds a network: not count tables, not a cache
+        logger.warning("the run mixes its network with a chain or a cache; the ONNX step is the network alone")
+        model = network(model)
     if not callable(getattr(model, "onnx_step", None)):
         raise GentextError(
             f"a {model.config.kind} model has no network to export; ONNX export is for lstm/gru/rnn runs"

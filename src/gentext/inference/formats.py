@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from gentext.errors import GentextError
+from gentext.models import network
 from gentext.models.weights import check_format, fast_formats
 
 QUALITY_BOUND = 0.01  # nats/token
@@ -26,7 +27,7 @@ def supports_formats(model) -> bool:
 @torch.inference_mode()
 def kl_cost(model, fmt: str, start: list[int], rows: int = ROWS, tokens: int = TOKENS, seed: int = 0) -> float:
     """Mean KL(fp32 || fmt) in nats per position over text the fp32 step samples from `start` ids."""
-    model = getattr(model, "net", model)  # a mixture's format is its network's (models/mixture.py)
+    model = network(model)  # a mixture's or a cache's format is its network's (models/mixture.py, cache.py)
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     ref = cand = model.initial_state(rows, device)

@@ -37,6 +37,7 @@ __all__ = [
     "build_model",
     "check_kind",
     "model_device",
+    "network",
 ]
 
 # kind -> the class that builds it from a ModelConfig
@@ -66,6 +67,14 @@ def build_model(config: ModelConfig) -> nn.Module:
 def fitted_by_counting(model: nn.Module) -> bool:
     """A model fitted in one counting pass (`fit(ids)`), not trained by gradient steps."""
     return callable(getattr(model, "fit", None))
+
+
+def network(model: nn.Module) -> nn.Module:
+    """The network inside a model made of models (a mixture's, a neural cache's): what weight
+    formats and ONNX export work on."""
+    while isinstance(getattr(model, "net", None), nn.Module):
+        model = model.net
+    return model
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -23,31 +23,7 @@ from torch import nn
 from gentext.config import ModelConfig
 from gentext.models.labelchain import LabelChain
 from gentext.models.markov import MarkovModel
-from gentext.models.state import State
-
-PARTS = ("net", "chain")
-
-
-def _joined(net: State, chain: State) -> State:
-    tensors, dims, pads = {}, {}, {}
-    for part, state in zip(PARTS, (net, chain), strict=True):
-        for name, tensor in state.tensors.items():
-            tensors[f"{part}.{name}"], dims[f"{part}.{name}"] = tensor, state.batch_dims[name]
-            if name in state.pad_dims:
-                pads[f"{part}.{name}"] = state.pad_dims[name]
-    return State(tensors, dims, pads)
-
-
-def _part(state: State | None, part: str) -> State | None:
-    if state is None:
-        return None
-    cut = len(part) + 1
-    names = [n for n in state.tensors if n.startswith(part + ".")]
-    return State(
-        {n[cut:]: state.tensors[n] for n in names},
-        {n[cut:]: state.batch_dims[n] for n in names},
-        {n[cut:]: state.pad_dims[n] for n in names if n in state.pad_dims},
-    )
+from gentext.models.state import State, nested, part, part_tensors
 
 
 def new_chain(order: int, vocab: int, marks: list[int] | None = None) -> nn.Module:
@@ -73,20 +49,20 @@ class MixtureModel(nn.Module):
 
     def initial_state(self, batch: int, device=None, condition=None) -> State:
         net = self.net.initial_state(batch, device, condition=condition)
-        return _joined(net, self.chain.initial_state(batch, device))
+        return nested({"net": net, "chain": self.chain.initial_state(batch, device)})
 
     def state_from_tensors(self, tensors: dict[str, torch.Tensor]) -> State:
-        net, chain = (_part(State(tensors, dict.fromkeys(tensors, 0)), part).tensors for part in PARTS)
-        return _joined(self.net.state_from_tensors(net), self.chain.state_from_tensors(chain))
+        net, chain = (part_tensors(tensors, prefix) for prefix in ("net", "chain"))
+        return nested({"net": self.net.state_from_tensors(net), "chain": self.chain.state_from_tensors(chain)})
 
     def forward(self, ids: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None):
         """As every kind's: log-probabilities of the mixture (B, T, V), or of `targets` (B, T)."""
-        net_out, net_state = self.net(ids, _part(state, "net"), targets=targets)
-        chain_out, chain_state = self.chain(ids.cpu(), _part(state, "chain"), targets=targets)
+        net_out, net_state = self.net(ids, part(state, "net"), targets=targets)
+        chain_out, chain_state = self.chain(ids.cpu(), part(state, "chain"), targets=targets)
         if targets is None:
             net_out = torch.log_softmax(net_out.float(), dim=-1)
         mixed = torch.logaddexp(net_out.float() + self._logs[0], chain_out.to(net_out.device) + self._logs[1])
-        return mixed, _joined(net_state, chain_state.map(lambda t: t.to(ids.device)))
+        return mixed, nested({"net": net_state, "chain": chain_state.map(lambda t: t.to(ids.device))})
 
     def num_parameters(self) -> int:
         return self.net.num_parameters()

@@ -103,6 +103,11 @@ class RNNLanguageModel(nn.Module):
             return self._step(ids[:, 0], state)
         if inference and self.stepped_sequences:
             return self._stepped(ids, state, targets)
+        y, state = self._sequence(ids, state)
+        return (self._output(y) if targets is None else self._target_log_probs(y, targets)), state
+
+    def _sequence(self, ids: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        """The recurrent stack over a sequence: the last layer's outputs (B, T, H), after dropout."""
         x = self.drop(self.embedding(ids))  # (B, T, E)
         hx = self._unwrap(state)
         if hx is not None and torch.is_autocast_enabled(x.device.type):
@@ -110,14 +115,39 @@ class RNNLanguageModel(nn.Module):
             dtype = torch.get_autocast_dtype(x.device.type)
             hx = tuple(t.to(dtype) for t in hx) if isinstance(hx, tuple) else hx.to(dtype)
         y, raw = self.rnn(x, hx)  # (B, T, H)
-        state = self._wrap(raw)
-        y = self.drop(y)
-        if targets is None:
-            return self._output(y), state  # (B, T, V)
+        return self.drop(y), self._wrap(raw)
+
+    def _target_log_probs(self, y: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if isinstance(self.head, AdaptiveSoftmax):
-            return self.head.target_log_probs(y, targets), state
+            return self.head.target_log_probs(y, targets)
         logits = self.head(y).float()
-        return -F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(targets), state
+        return -F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)
+
+    # -- what a neural cache reads (models/cache.py): forward split at the head ------------------
+    def _on_step_path(self, length: int) -> bool:
+        inference = not self.training and not torch.is_grad_enabled()
+        return inference and (self.stepped_sequences or (self.fast_step and length == 1))
+
+    def features(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """The outputs the head reads (B, T, H) and the state after them, by the path forward takes."""
+        if not self._on_step_path(ids.shape[1]):
+            return self._sequence(ids, state)
+        outputs = []
+        for t in range(ids.shape[1]):
+            y, state = self._step(ids[:, t], state, features=True)
+            outputs.append(y)
+        return torch.cat(outputs, dim=1), state
+
+    def readout(self, y: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """log P over the vocabulary (B, T, V) from `features`' outputs, or of `targets` (B, T)."""
+        if self._on_step_path(y.shape[1]):  # the head in the step's weight format
+            logits = self._step_ops()["head"](y.flatten(0, 1)).view(*y.shape[:2], -1)
+        elif targets is not None:
+            return self._target_log_probs(y, targets)
+        else:
+            logits = self._output(y)
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        return logp if targets is None else logp.gather(2, targets[..., None])[..., 0]
 
     def _output(self, y: torch.Tensor) -> torch.Tensor:
         """Hidden states (..., H) -> logits (..., V); an adaptive softmax gives log-probabilities,
@@ -171,9 +201,12 @@ class RNNLanguageModel(nn.Module):
         ops["head"] = self._output if adaptive else matmul(self.head.weight, self.head.bias)
         return ops
 
-    def _step(self, ids: torch.Tensor, state: State | None, fmt: str | None = None) -> tuple[torch.Tensor, State]:
-        """One token per row: ids (B,) -> logits (B, 1, V). Same numbers as forward, up to rounding
-        (and the weight format's error; `fmt` overrides the current format)."""
+    def _step(
+        self, ids: torch.Tensor, state: State | None, fmt: str | None = None, features: bool = False
+    ) -> tuple[torch.Tensor, State]:
+        """One token per row: ids (B,) -> logits (B, 1, V), or with `features` the last layer's
+        output (B, 1, H). Same numbers as forward, up to rounding (and the weight format's error;
+        `fmt` overrides the current format)."""
         cfg, ops = self.config, self._step_ops(fmt)
         if state is None:
             state = self.initial_state(ids.shape[0], ids.device)
@@ -199,9 +232,9 @@ class RNNLanguageModel(nn.Module):
                     h = torch.tanh(gates)
             new_h.append(h)
             x = h
-        logits = ops["head"](x)[:, None]  # (B, 1, V)
+        out = (x if features else ops["head"](x))[:, None]  # (B, 1, V) or (B, 1, H)
         h_out = torch.stack(new_h)
-        return logits, self._wrap((h_out, torch.stack(new_c)) if cfg.kind == "lstm" else h_out)
+        return out, self._wrap((h_out, torch.stack(new_c)) if cfg.kind == "lstm" else h_out)
 
     def _stepped(self, ids: torch.Tensor, state: State | None, targets: torch.Tensor | None):
         """forward() token by token through the step path: how evaluation measures a weight

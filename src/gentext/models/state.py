@@ -105,3 +105,36 @@ def _pad(t: torch.Tensor, dim: int, length: int) -> torch.Tensor:
     shape = list(t.shape)
     shape[dim] = length - t.shape[dim]
     return torch.cat([t, t.new_zeros(shape)], dim=dim)
+
+
+# -- a model made of models (a mixture, a cache around a network) carries its parts' states side by
+# side in one State, each tensor's name prefixed with its part's: `net.h`, `chain.context`.
+def nested(parts: dict[str, State]) -> State:
+    """One state holding each part's tensors under `part.name`."""
+    tensors, dims, pads = {}, {}, {}
+    for prefix, state in parts.items():
+        for name, tensor in state.tensors.items():
+            key = f"{prefix}.{name}"
+            tensors[key], dims[key] = tensor, state.batch_dims[name]
+            if name in state.pad_dims:
+                pads[key] = state.pad_dims[name]
+    return State(tensors, dims, pads)
+
+
+def part_tensors(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors of one part, their prefix taken off (`state_from_tensors` of a nested model)."""
+    cut = len(prefix) + 1
+    return {name[cut:]: t for name, t in tensors.items() if name.startswith(prefix + ".")}
+
+
+def part(state: State | None, prefix: str) -> State | None:
+    """One part's state out of a `nested` one (None stays None: a fresh start)."""
+    if state is None:
+        return None
+    cut = len(prefix) + 1
+    names = [n for n in state.tensors if n.startswith(prefix + ".")]
+    return State(
+        {n[cut:]: state.tensors[n] for n in names},
+        {n[cut:]: state.batch_dims[n] for n in names},
+        {n[cut:]: state.pad_dims[n] for n in names if n in state.pad_dims},
+    )

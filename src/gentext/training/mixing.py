@@ -1,5 +1,6 @@
 """After a network has trained: fit a Kneser-Ney chain on the same training tokens and the weight
-that mixes the two on validation tokens (models/mixture.py; issue 30).
+that mixes the two on validation tokens (models/mixture.py; issue 30). A recurrent network gets its
+neural cache first where that helps (training/caching.py), and the chain mixes with both.
 
 On a 100 KB text the chain alone often beats a few minutes of network, and the mixture beats both
 (RESULTS.md, bench_quality.py), so it is on by default where it is cheap: a network language
@@ -17,9 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from gentext import threads
+from gentext import checkpoint, threads
 from gentext.config import TrainConfig
+from gentext.models.cache import CacheModel
 from gentext.models.mixture import fit_weight, new_chain
+from gentext.training.caching import cacheable, fit_cache
 
 logger = logging.getLogger(__name__)
 
@@ -93,3 +96,26 @@ def fit_mixture(
         order, weight, result["val_loss"], result["tokens"], result["net_val_loss"], result["chain_val_loss"],
     )  # fmt: skip
     return result
+
+
+def mix_after_training(net: nn.Module, marks, data, config: dict, train: TrainConfig, out, device, summary: dict):
+    """Give the network its neural cache and its Kneser-Ney chain where those are on: written to
+    config.json ("cache", "mixture") and the chain's file, reported in the summary. `marks`: a
+    labelled run's mark ids (inference/conditioning.mark_ids)."""
+    val_tokens = 0 if data.val is None else len(data.val)
+    condition, labels = config["corpus"]["condition"], config["labels"]
+    if condition == "none" and val_tokens >= 2 and cacheable(net) and train.cache_window != 0:
+        fitted = fit_cache(net, data.val, train.seq_len, device, train.cache_window)
+        if fitted is not None:
+            config["cache"] = {key: fitted[key] for key in ("window", "theta", "weight")}
+            summary["cache"], net = fitted, CacheModel(net, **config["cache"])
+    marks = marks if marks is None or len(marks) == len(labels) else None  # every mark one token
+    order = chosen_order(train, net, condition, len(data.train), val_tokens, marks)
+    if not order:
+        return
+    fitted = fit_mixture(net, data.train, data.val, order, train.seq_len, device, marks)
+    checkpoint.save_chain(out, fitted.pop("chain"))
+    config["mixture"] = {"order": fitted["order"], "weight": fitted["weight"]}
+    if marks is not None:  # one chain per label (models/labelchain.py)
+        config["mixture"]["labels"] = fitted["labels"] = len(marks)
+    summary["mixture"] = fitted

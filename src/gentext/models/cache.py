@@ -1,0 +1,111 @@
+"""A neural cache (Grave, Joulin and Usunier, 2017) on a recurrent network, behind the one contract:
+
+    P(w | history) = (1 - lambda) P_net(w | h_t) + lambda P_cache(w | h_t)
+    P_cache(w | h_t) = sum over the last `window` positions i with x_{i+1} = w of softmax_i(theta h_t . h_i)
+
+Text repeats itself — a name, a rare word, a phrase met a hundred tokens ago — and the network's
+weights cannot learn a document's own words; its recent outputs can point at them. Nothing is
+trained: the window, theta and lambda are chosen on the run's validation text after training
+(training/caching.py), and the cache is kept only where it lowers that text's loss. It is cheap at
+inference: one (window x H) product per token.
+
+The state is the network's (names prefixed `net.`) and the cache's: `cache.keys` (B, window, H),
+the last outputs, and `cache.next` (B, window), the token that followed each (EMPTY before a slot
+holds an output; PENDING for the newest, whose follower comes with the next call). Beams, batches,
+streams and the server carry it as any other state.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from gentext.models.state import State, nested, part, part_tensors
+
+CHUNK = 512  # queries attended at once: a long text's (T, window + T) scores never exist whole
+DIMS = {"keys": 0, "next": 0}  # the cache's tensors: batch first
+EMPTY, PENDING = -2, -1  # a slot's "next" before any output filled it / for the newest output
+
+
+def empty_cache(batch: int, window: int, hidden: int, device) -> State:
+    keys = torch.zeros(batch, window, hidden, device=device)
+    return State({"keys": keys, "next": torch.full((batch, window), EMPTY, device=device)}, DIMS)
+
+
+def attend(queries: torch.Tensor, keys: torch.Tensor, nexts: torch.Tensor, theta: float):
+    """Cache weights of each query t over the `window` slots before it, keys[t .. t + window - 1]:
+    queries (B, T, H), keys (B, window + T - 1, H), nexts (B, window + T - 1) -> weights (B, T, K),
+    the slots' next tokens (B, T, K) (K = window; empty slots weigh 0) and whether any slot is
+    filled (B, T)."""
+    length, window = queries.shape[1], keys.shape[1] - queries.shape[1] + 1
+    band = torch.arange(length, device=queries.device)[:, None] + torch.arange(window, device=queries.device)
+    band = band.expand(queries.shape[0], -1, -1)  # (B, T, K) slot indices
+    scores = theta * torch.bmm(queries.float(), keys.float().transpose(1, 2)).gather(2, band)
+    slot_next = nexts[:, None, :].expand(-1, length, -1).gather(2, band)
+    valid = slot_next >= 0
+    filled = valid.any(-1)
+    weights = torch.softmax(scores.masked_fill(~valid, -math.inf).masked_fill(~filled[..., None], 0.0), dim=-1)
+    return weights * valid, slot_next.clamp(min=0), filled
+
+
+def cache_probs(y, ids, cache: State, theta: float, vocab: int, targets=None) -> tuple:
+    """The cache's distribution after each position (B, T, V), or its probability of `targets`
+    (B, T); whether the cache had anything (B, T); the cache after the last position."""
+    window = cache.tensors["keys"].shape[1]
+    # every output beside the token that followed it: the cached slots, then this window's (the
+    # newest output's follower is not known yet: PENDING until the next call fills it in)
+    keys = torch.cat([cache.tensors["keys"], y.float()], dim=1)  # (B, window + T, H)
+    old = cache.tensors["next"]
+    newest = torch.where(old[:, -1:] == EMPTY, EMPTY, ids[:, :1])  # the last output's follower, if it has one
+    nexts = torch.cat([old[:, :-1], newest, ids[:, 1:], ids.new_full((ids.shape[0], 1), PENDING)], dim=1)
+    probs, fills = [], []
+    for start in range(0, ids.shape[1], CHUNK):
+        end = min(start + CHUNK, ids.shape[1])
+        band = slice(start, end + window - 1)
+        weights, slot_next, filled = attend(y[:, start:end], keys[:, band], nexts[:, band], theta)
+        if targets is None:
+            probs.append(weights.new_zeros(*weights.shape[:2], vocab).scatter_add_(2, slot_next, weights))
+        else:
+            probs.append((weights * (slot_next == targets[:, start:end, None])).sum(-1))
+        fills.append(filled)
+    kept = State({"keys": keys[:, -window:], "next": nexts[:, -window:]}, DIMS)
+    return torch.cat(probs, dim=1), torch.cat(fills, dim=1), kept
+
+
+class CacheModel(nn.Module):
+    """`net` (a recurrent kind: it has `features` and `readout`) with a cache of its last `window`
+    outputs, sharpness `theta` and weight `weight` (lambda)."""
+
+    def __init__(self, net: nn.Module, window: int, theta: float, weight: float):
+        super().__init__()
+        self.net, self.window, self.theta, self.weight = net, int(window), float(theta), float(weight)
+        self.config, self.carries_state = net.config, net.carries_state
+        self._logs = (math.log(max(1.0 - self.weight, 1e-12)), math.log(max(self.weight, 1e-12)))
+        if hasattr(net, "set_weight_format"):  # a weight format is the network's alone
+            self.set_weight_format = net.set_weight_format
+
+    def _empty(self, batch: int, device) -> State:
+        return empty_cache(batch, self.window, self.config.hidden_size, device)
+
+    def initial_state(self, batch: int, device=None, condition=None) -> State:
+        net = self.net.initial_state(batch, device, condition=condition)
+        return nested({"net": net, "cache": self._empty(batch, next(iter(net.tensors.values())).device)})
+
+    def state_from_tensors(self, tensors: dict[str, torch.Tensor]) -> State:
+        net = self.net.state_from_tensors(part_tensors(tensors, "net"))
+        return nested({"net": net, "cache": State(part_tensors(tensors, "cache"), DIMS)})
+
+    def forward(self, ids: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None):
+        """As every kind's: log-probabilities of the mixture (B, T, V), or of `targets` (B, T)."""
+        cache = part(state, "cache") or self._empty(ids.shape[0], ids.device)
+        y, net_state = self.net.features(ids, part(state, "net"))
+        net_logp = self.net.readout(y, targets).float()
+        cache_p, filled, cache = cache_probs(y, ids, cache, self.theta, net_logp.shape[-1], targets)
+        with_cache = torch.logaddexp(net_logp + self._logs[0], cache_p.log() + self._logs[1])
+        filled = filled[..., None] if targets is None else filled  # a fresh stream: the network alone
+        return torch.where(filled, with_cache, net_logp), nested({"net": net_state, "cache": cache})
+
+    def num_parameters(self) -> int:
+        return self.net.num_parameters()

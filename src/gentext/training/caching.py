@@ -1,0 +1,87 @@
+"""After a recurrent network has trained: choose its neural cache (models/cache.py) on validation
+text — the window, the sharpness theta and the weight lambda — and keep it only where it helps.
+
+The network reads the validation tokens once as one stream; every (window, theta) on the grid is
+then scored from those outputs (the cache costs a product per token, the network far more), with
+lambda fitted by EM for each (the same concave fit as the chain's weight: models/mixture.py). The
+best is kept when it lowers the validation loss by MIN_GAIN nats per token; on text that does not
+repeat itself within a window (or a network that already knows) it is left off.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from gentext import threads
+from gentext.models.cache import cache_probs, empty_cache
+from gentext.models.mixture import fit_weight
+
+logger = logging.getLogger(__name__)
+
+WINDOWS = (100, 500, 2000)  # slots; each costs H floats a stream, and a copy per generated token
+THETAS = (0.1, 0.2, 0.3, 0.5, 1.0)
+FIT_TOKENS = 1 << 15  # validation tokens the three numbers are chosen on
+MIN_GAIN = 0.005  # nats per token on those tokens: less is noise, and the cache costs speed
+
+
+def cacheable(net: nn.Module) -> bool:
+    return callable(getattr(net, "features", None)) and callable(getattr(net, "readout", None))
+
+
+@torch.inference_mode()
+def _outputs(net: nn.Module, ids: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network's outputs (1, N, H) and log P of each next token (1, N) over one stream."""
+    ys, logps, state = [], [], None
+    for start in range(0, ids.shape[1] - 1, seq_len):
+        threads.tick()
+        x, y = ids[:, start : start + seq_len], ids[:, start + 1 : start + seq_len + 1]
+        out, state = net.features(x[:, : y.shape[1]], state)
+        ys.append(out.float())
+        logps.append(net.readout(out, y).float())
+    return torch.cat(ys, dim=1), torch.cat(logps, dim=1)
+
+
+@torch.inference_mode()
+def fit_cache(net: nn.Module, val: np.ndarray, seq_len: int, device, window: int | None = None) -> dict | None:
+    """{"window", "theta", "weight", "val_loss", "net_val_loss", "tokens", "seconds"}, or None
+    where no cache on the grid lowers the validation loss by MIN_GAIN. A `window` given (the
+    user's --neural-cache N) is the only one tried, and kept wherever it lowers the loss at all."""
+    start = time.perf_counter()
+    was_training = net.training
+    net.eval()
+    try:
+        ids = torch.from_numpy(np.asarray(val[: FIT_TOKENS + 1], dtype=np.int64)).to(device)[None]
+        outputs, net_logp = _outputs(net, ids, seq_len)
+    finally:
+        net.train(was_training)
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+    base = -float(net_logp.mean())
+    best = None
+    windows = (window,) if window else tuple(w for w in WINDOWS if w * 4 <= targets.shape[1])
+    for size in windows:
+        empty = empty_cache(1, size, outputs.shape[-1], device)
+        for theta in THETAS:
+            threads.tick()
+            cache_p, filled, _ = cache_probs(outputs, inputs, empty, theta, 0, targets)
+            lp_net, lp_cache = (x[filled].double().cpu().numpy() for x in (net_logp, cache_p.log()))
+            weight = 1.0 - fit_weight(lp_net, lp_cache)
+            mixed = np.logaddexp(math.log(max(1 - weight, 1e-12)) + lp_net, math.log(max(weight, 1e-12)) + lp_cache)
+            loss = -(mixed.sum() + float(net_logp[~filled].sum())) / targets.shape[1]
+            if best is None or loss < best["val_loss"]:
+                best = {"window": size, "theta": theta, "weight": round(weight, 6), "val_loss": loss}
+    seconds = round(time.perf_counter() - start, 2)
+    if best is None or base - best["val_loss"] < (MIN_GAIN if window is None else 1e-9):
+        logger.info("no neural cache: none lowers the validation loss %.4f by %.3f nats/token", base, MIN_GAIN)
+        return None
+    best.update(net_val_loss=base, tokens=int(targets.shape[1]), seconds=seconds)
+    logger.info(
+        "neural cache of the last %d outputs (theta %.2f, weight %.3f): %.4f nats/token on %d validation "
+        "tokens (network %.4f)", best["window"], best["theta"], best["weight"], best["val_loss"], best["tokens"], base,
+    )  # fmt: skip
+    return best

@@ -1,0 +1,122 @@
+"""A neural cache on a recurrent network (models/cache.py, training/caching.py; issue 30)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import gentext
+from gentext import checkpoint
+from gentext.cli import main
+from gentext.config import ModelConfig
+from gentext.models import build_model
+from gentext.models.cache import CacheModel
+from gentext.training.caching import fit_cache
+
+from .conftest import TINY_SETTINGS
+
+# A text that repeats itself at a distance: a random "name" of 12 letters recurs through the text,
+# which a cache copies after one sighting and a few steps of network training cannot know.
+RNG = np.random.default_rng(3)
+NAMES = ["".join(RNG.choice(list("abcdefghijklmnopqrstuvwxyz"), 12)) for _ in range(40)]
+TEXT = "".join(f"{name} said yes. {name} said no.\n" for name in NAMES for _ in range(3))
+
+
+def small_net(kind: str = "lstm", vocab: int = 9) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(ModelConfig(kind=kind, vocab_size=vocab, embed_size=8, hidden_size=12, num_layers=2)).eval()
+
+
+def test_the_cache_is_the_weighted_sum_of_the_network_and_a_softmax_over_its_recent_outputs():
+    net, window, theta, lam = small_net(), 5, 0.7, 0.25
+    ids = torch.randint(0, 9, (2, 14), generator=torch.Generator().manual_seed(1))
+    got, _ = CacheModel(net, window, theta, lam)(ids)
+    with torch.inference_mode():
+        h, _ = net.features(ids)
+        p_net = torch.softmax(net(ids)[0].double(), -1)
+    for b in range(2):
+        for t in range(14):
+            slots = range(max(0, t - window), t)  # outputs before t, each followed by ids[b, i + 1]
+            if not slots:  # nothing cached yet: the network alone
+                expected = p_net[b, t]
+            else:
+                weights = torch.softmax(torch.stack([theta * h[b, t].double() @ h[b, i].double() for i in slots]), 0)
+                p_cache = torch.zeros(9, dtype=torch.float64)
+                for w, i in zip(weights, slots, strict=True):
+                    p_cache[ids[b, i + 1]] += w
+                expected = (1 - lam) * p_net[b, t] + lam * p_cache
+            assert torch.allclose(got[b, t].exp().double(), expected, atol=1e-5)
+    assert torch.allclose(got.exp().sum(-1), torch.ones(2, 14), atol=1e-5)  # a distribution at every position
+
+
+def test_fitting_keeps_a_cache_where_text_repeats_and_none_where_it_cannot_help():
+    net = small_net(vocab=50)
+    motif = np.random.default_rng(0).integers(0, 50, 40)
+    repeated = np.tile(motif, 30)  # the same 40 tokens again and again: what a cache is for
+    fitted = fit_cache(net, repeated, 16, "cpu")
+    assert fitted is not None and fitted["val_loss"] < fitted["net_val_loss"] - 0.3  # a random net: flat outputs
+    assert fitted["window"] >= 40 and 0 < fitted["weight"] <= 1  # a window that reaches the last sighting
+    noise = np.random.default_rng(1).integers(0, 50, 1200)  # never repeats in order: nothing to copy
+    assert fit_cache(net, noise, 16, "cpu") is None
+
+
+@pytest.fixture(scope="module")
+def cached_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cache")
+    (root / "t.txt").write_text(TEXT, encoding="utf-8")
+    settings = {**TINY_SETTINGS, "cache_window": None}  # the default: chosen on validation text
+    summary = gentext.train(root / "run", paths=[str(root / "t.txt")], steps=30, val_fraction=0.3, **settings)
+    return root, summary
+
+
+def test_a_default_run_keeps_the_cache_it_chose_and_loads_with_it(cached_run):
+    root, summary = cached_run
+    spec = json.loads((root / "run" / "config.json").read_text())["cache"]
+    assert spec == {key: summary["cache"][key] for key in ("window", "theta", "weight")}
+    assert summary["cache"]["val_loss"] < summary["cache"]["net_val_loss"]
+    model = gentext.load(root / "run")
+    assert isinstance(model.model, CacheModel) and model.model.window == spec["window"]
+    alone = gentext.load(root / "run", network_only=True)
+    assert type(alone.model).__name__ == "RNNLanguageModel"
+    assert model.evaluate()["loss"] < alone.evaluate()["loss"]  # the held-out split, which repeats the names
+
+
+def test_a_cached_run_generates_in_batches_and_beams_like_any_kind(cached_run):
+    root, _ = cached_run
+    model = gentext.load(root / "run")
+    prompts = ["abc", "x", "said"]
+    alone = [model.generate(p, max_new_tokens=25, seed=4, temperature=0.9)[0] for p in prompts]
+    assert model.generate_many(prompts, max_new_tokens=25, seed=4, temperature=0.9) == alone  # one batch
+    assert model.generate("said", max_new_tokens=10, num_beams=3)[0].startswith("said")
+    for fmt in ("int8", "fp32"):  # the network's weight format, under the cache
+        model.model.set_weight_format(fmt, evaluate=True)
+        assert math.isfinite(model.evaluate()["loss"])
+
+
+def test_neural_cache_zero_leaves_it_off_and_bad_values_are_refused(tmp_path, capsys):
+    corpus = tmp_path / "t.txt"
+    corpus.write_text(TEXT, encoding="utf-8")
+    flags = ["--hidden-size", "32", "--embed-size", "16", "--num-layers", "1", "--batch-size", "4", "--seq-len", "16"]
+    base = ["train", str(corpus), "--steps", "20", "--quiet", "--val-fraction", "0.3", *flags]
+    assert main([*base, "--out", str(tmp_path / "on"), "--mix-markov", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "neural cache of the network's last" in out and "--neural-cache 0 turns it off" in out
+    assert main([*base, "--out", str(tmp_path / "off"), "--neural-cache", "0"]) == 0
+    assert "cache" not in checkpoint.read_config(tmp_path / "off") and "neural cache" not in capsys.readouterr().out
+    assert main([*base, "--out", str(tmp_path / "bad"), "--neural-cache", "-3"]) == 2
+    assert "--neural-cache must be >= 0" in capsys.readouterr().err
+
+
+def test_a_broken_cache_entry_in_config_json_is_a_clear_error(cached_run, tmp_path):
+    root, _ = cached_run
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("model.safetensors", "tokenizer.json", "markov.safetensors"):
+        if (root / "run" / name).exists():
+            (run / name).write_bytes((root / "run" / name).read_bytes())
+    config = json.loads((root / "run" / "config.json").read_text())
+    config["cache"]["window"] = -4
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["generate", str(run), "--max-new-tokens", "3"]) == 2
