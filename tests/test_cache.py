@@ -55,23 +55,23 @@ def test_fitting_keeps_a_cache_where_text_repeats_and_none_where_it_cannot_help(
     net = small_net(vocab=50)
     motif = np.random.default_rng(0).integers(0, 50, 40)
     repeated = np.tile(motif, 30)  # the same 40 tokens again and again: what a cache is for
-    fitted = fit_cache(net, repeated, 16, "cpu")
+    fitted = fit_cache(net, repeated, 16, "cpu", window=100)  # reaches back past the last sighting
     assert fitted is not None and fitted["val_loss"] < fitted["net_val_loss"] - 0.3  # a random net: flat outputs
-    assert fitted["window"] >= 40 and 0 < fitted["weight"] <= 1  # a window that reaches the last sighting
+    assert fitted["window"] == 100 and 0 < fitted["weight"] <= 1
     noise = np.random.default_rng(1).integers(0, 50, 1200)  # never repeats in order: nothing to copy
-    assert fit_cache(net, noise, 16, "cpu") is None
+    assert fit_cache(net, noise, 16, "cpu", window=100) is None
 
 
 @pytest.fixture(scope="module")
 def cached_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("cache")
     (root / "t.txt").write_text(TEXT, encoding="utf-8")
-    settings = {**TINY_SETTINGS, "cache_window": None}  # the default: chosen on validation text
+    settings = {**TINY_SETTINGS, "cache_window": 100}  # --neural-cache 100
     summary = gentext.train(root / "run", paths=[str(root / "t.txt")], steps=30, val_fraction=0.3, **settings)
     return root, summary
 
 
-def test_a_default_run_keeps_the_cache_it_chose_and_loads_with_it(cached_run):
+def test_a_run_keeps_the_cache_it_fitted_and_loads_with_it(cached_run):
     root, summary = cached_run
     spec = json.loads((root / "run" / "config.json").read_text())["cache"]
     assert spec == {key: summary["cache"][key] for key in ("window", "theta", "weight")}
@@ -95,15 +95,15 @@ def test_a_cached_run_generates_in_batches_and_beams_like_any_kind(cached_run):
         assert math.isfinite(model.evaluate()["loss"])
 
 
-def test_neural_cache_zero_leaves_it_off_and_bad_values_are_refused(tmp_path, capsys):
+def test_the_cache_is_opt_in_on_the_command_line_and_bad_values_are_refused(tmp_path, capsys):
     corpus = tmp_path / "t.txt"
     corpus.write_text(TEXT, encoding="utf-8")
     flags = ["--hidden-size", "32", "--embed-size", "16", "--num-layers", "1", "--batch-size", "4", "--seq-len", "16"]
     base = ["train", str(corpus), "--steps", "20", "--quiet", "--val-fraction", "0.3", *flags]
-    assert main([*base, "--out", str(tmp_path / "on"), "--mix-markov", "0"]) == 0
+    assert main([*base, "--out", str(tmp_path / "on"), "--mix-markov", "0", "--neural-cache", "100"]) == 0
     out = capsys.readouterr().out
-    assert "neural cache of the network's last" in out and "--neural-cache 0 turns it off" in out
-    assert main([*base, "--out", str(tmp_path / "off"), "--neural-cache", "0"]) == 0
+    assert "neural cache of the network's last 100 outputs" in out and "--neural-cache 0 turns it off" in out
+    assert main([*base, "--out", str(tmp_path / "off"), "--mix-markov", "0"]) == 0  # the default: no cache
     assert "cache" not in checkpoint.read_config(tmp_path / "off") and "neural cache" not in capsys.readouterr().out
     assert main([*base, "--out", str(tmp_path / "bad"), "--neural-cache", "-3"]) == 2
     assert "--neural-cache must be >= 0" in capsys.readouterr().err
@@ -120,3 +120,18 @@ def test_a_broken_cache_entry_in_config_json_is_a_clear_error(cached_run, tmp_pa
     config["cache"]["window"] = -4
     (run / "config.json").write_text(json.dumps(config))
     assert main(["generate", str(run), "--max-new-tokens", "3"]) == 2
+
+
+def test_the_server_batches_requests_to_a_cached_run_as_the_api_generates_them(cached_run):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from gentext.server import ServerLimits, create_app
+
+    root, _ = cached_run
+    model = gentext.load(root / "run")
+    client = TestClient(create_app({"run": model}, ServerLimits(max_new_tokens=50, max_num_samples=4)))
+    body = {"prompt": "said ", "max_new_tokens": 20, "seed": 3, "num_samples": 3}
+    response = client.post("/v1/generate", json=body)
+    assert response.status_code == 200
+    assert response.json()["samples"] == model.generate("said ", max_new_tokens=20, seed=3, num_samples=3)

@@ -266,7 +266,7 @@ def load(
 ) -> TextModel:
     """Load a run directory (weights from safetensors, config and vocabulary from JSON).
     `weights` is the generation step's format (LoadConfig.weights, TextModel.set_weights);
-    `threads` as RuntimeConfig.threads; `network_only` drops a mixed run's chain (LoadConfig)."""
+    `threads` as RuntimeConfig.threads; `network_only` drops a mixed run's cache and chain (LoadConfig)."""
     configure_threads(threads)
     LoadConfig(device=device, weights=weights, network_only=network_only).validate()
     run = checkpoint.load_run(run_dir, resolve_device(device), mix=not network_only)

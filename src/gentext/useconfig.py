@@ -48,7 +48,7 @@ class LoadConfig:
     )
     network_only: bool = opt(
         False,
-        "a run mixed with a Kneser-Ney chain (--mix-markov) loads as its network alone: faster generation, "
+        "a run mixed with a neural cache or a Kneser-Ney chain loads as its network alone: faster generation, "
         "the network's own loss",
         flag="--no-mix",
     )

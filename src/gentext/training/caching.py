@@ -1,11 +1,16 @@
-"""After a recurrent network has trained: choose its neural cache (models/cache.py) on validation
-text — the window, the sharpness theta and the weight lambda — and keep it only where it helps.
+"""After a recurrent network has trained with `--neural-cache N`: fit its cache of N outputs
+(models/cache.py) on validation text — the sharpness theta and the weight lambda — and keep it
+only where it helps.
 
-The network reads the validation tokens once as one stream; every (window, theta) on the grid is
-then scored from those outputs (the cache costs a product per token, the network far more), with
-lambda fitted by EM for each (the same concave fit as the chain's weight: models/mixture.py). The
-best is kept when it lowers the validation loss by MIN_GAIN nats per token; on text that does not
-repeat itself within a window (or a network that already knows) it is left off.
+The network reads the validation tokens once as one stream; every theta on the grid is then scored
+from those outputs (the cache costs a product per token, the network far more), with lambda fitted
+by EM for each (the same concave fit as the chain's weight: models/mixture.py). The best is kept
+when it lowers the validation loss by MIN_GAIN nats per token; on text that does not repeat itself
+within the window (or a network that already knows) it is left off.
+
+It is opt-in (the recipes turn it on) because generation pays for it: the state holds the window,
+copied at every token — one 2x512 int8 stream 1,242 -> 463 tokens/s, 64 streams 10,201 -> 322
+(window 2,000, AVX2; RESULTS.md).
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ from gentext.models.mixture import fit_weight
 
 logger = logging.getLogger(__name__)
 
-WINDOWS = (100, 500, 2000)  # slots; each costs H floats a stream, and a copy per generated token
 THETAS = (0.1, 0.2, 0.3, 0.5, 1.0)
 FIT_TOKENS = 1 << 15  # validation tokens the three numbers are chosen on
 MIN_GAIN = 0.005  # nats per token on those tokens: less is noise, and the cache costs speed
@@ -48,10 +52,9 @@ def _outputs(net: nn.Module, ids: torch.Tensor, seq_len: int) -> tuple[torch.Ten
 
 
 @torch.inference_mode()
-def fit_cache(net: nn.Module, val: np.ndarray, seq_len: int, device, window: int | None = None) -> dict | None:
+def fit_cache(net: nn.Module, val: np.ndarray, seq_len: int, device, window: int) -> dict | None:
     """{"window", "theta", "weight", "val_loss", "net_val_loss", "tokens", "seconds"}, or None
-    where no cache on the grid lowers the validation loss by MIN_GAIN. A `window` given (the
-    user's --neural-cache N) is the only one tried, and kept wherever it lowers the loss at all."""
+    where no theta on the grid lowers the validation loss by MIN_GAIN."""
     start = time.perf_counter()
     was_training = net.training
     net.eval()
@@ -63,8 +66,7 @@ def fit_cache(net: nn.Module, val: np.ndarray, seq_len: int, device, window: int
     inputs, targets = ids[:, :-1], ids[:, 1:]
     base = -float(net_logp.mean())
     best = None
-    windows = (window,) if window else tuple(w for w in WINDOWS if w * 4 <= targets.shape[1])
-    for size in windows:
+    for size in (window,):
         empty = empty_cache(1, size, outputs.shape[-1], device)
         for theta in THETAS:
             threads.tick()
@@ -76,7 +78,7 @@ def fit_cache(net: nn.Module, val: np.ndarray, seq_len: int, device, window: int
             if best is None or loss < best["val_loss"]:
                 best = {"window": size, "theta": theta, "weight": round(weight, 6), "val_loss": loss}
     seconds = round(time.perf_counter() - start, 2)
-    if best is None or base - best["val_loss"] < (MIN_GAIN if window is None else 1e-9):
+    if best is None or base - best["val_loss"] < MIN_GAIN:
         logger.info("no neural cache: none lowers the validation loss %.4f by %.3f nats/token", base, MIN_GAIN)
         return None
     best.update(net_val_loss=base, tokens=int(targets.shape[1]), seconds=seconds)

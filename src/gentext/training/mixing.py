@@ -104,7 +104,7 @@ def mix_after_training(net: nn.Module, marks, data, config: dict, train: TrainCo
     labelled run's mark ids (inference/conditioning.mark_ids)."""
     val_tokens = 0 if data.val is None else len(data.val)
     condition, labels = config["corpus"]["condition"], config["labels"]
-    if condition == "none" and val_tokens >= 2 and cacheable(net) and train.cache_window != 0:
+    if condition == "none" and val_tokens >= 2 and cacheable(net) and train.cache_window:
         fitted = fit_cache(net, data.val, train.seq_len, device, train.cache_window)
         if fitted is not None:
             config["cache"] = {key: fitted[key] for key in ("window", "theta", "weight")}
