@@ -16,7 +16,7 @@ commands for those corpora.
 
 gentext and the chain read train and validation (the validation text picks the best weights, the
 neural cache and the mixture weight); gentext's row is the model `gentext.load` gives (the network
-with its cache, models/cache.py, mixed with a chain, models/mixture.py), the network with its cache
+with its cache where it has one, models/cache.py, mixed with a chain, models/mixture.py), the network with its cache
 and alone beside it. Everything is scored as one stream, its state carried.
 
 Baselines: the loop a competent user writes (plain_lm.py): a 2 x 512 character LSTM with Adam, and
