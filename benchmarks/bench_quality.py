@@ -148,7 +148,7 @@ def recipe_row(recipe: Recipe, root: Path, tiny: bool) -> dict | None:
     texts = recipe_texts(recipe, (60_000, 4_000, 4_000) if tiny else None)
     if texts is None:
         return None
-    seconds = 4.0 if tiny else recipe.minutes * 60
+    seconds = 2.0 if tiny else recipe.minutes * 60
     files = write(root, recipe.name, texts[:2])
     preset = PRESETS[recipe.preset] | ({"time_limit": seconds} if tiny else {})
     if tiny and "adaptive_cutoffs" in preset:  # the smoke test's vocabulary is smaller than the clusters
@@ -223,7 +223,7 @@ def main() -> None:
     global REUSE
     REUSE = args.reuse and args.keep is not None
     if args.tiny:
-        args.minutes, args.size, args.texts = 5 / 60, 20_000, args.texts[:1]
+        args.minutes, args.size, args.texts = 3 / 60, 20_000, args.texts[:1]
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
