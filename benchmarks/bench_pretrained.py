@@ -35,7 +35,7 @@ def _text(tiny: bool) -> str:
     return text[:30_000] if tiny else text
 
 
-def _tiny_gpt2(folder: Path, text: str) -> Path:
+def _tiny_gpt2(folder: Path, text: str, tiny: bool) -> Path:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
@@ -44,7 +44,8 @@ def _tiny_gpt2(folder: Path, text: str) -> Path:
     tokenizer = BPETokenizer.fit(text, vocab_size=2000)
     PreTrainedTokenizerFast(tokenizer_object=tokenizer.hf).save_pretrained(folder)
     torch.manual_seed(0)
-    sizes = dict(n_layer=4, n_head=4, n_embd=128, n_positions=256, bos_token_id=0, eos_token_id=0)
+    width = dict(n_layer=2, n_head=2, n_embd=32) if tiny else dict(n_layer=4, n_head=4, n_embd=128)
+    sizes = dict(**width, n_positions=256, bos_token_id=0, eos_token_id=0)
     config = GPT2Config(vocab_size=tokenizer.vocab_size, **sizes)
     GPT2LMHeadModel(config).save_pretrained(folder)
     return folder
@@ -63,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     text = _text(args.tiny)
     cut = len(text) - len(text) // 10
-    budget = ["--steps", "20"] if args.tiny else ["--time-limit", f"{args.minutes * 60:.0f}"]
+    budget = ["--steps", "5"] if args.tiny else ["--time-limit", f"{args.minutes * 60:.0f}"]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "train.txt").write_text(text[:cut], encoding="utf-8")
@@ -77,7 +78,7 @@ def main() -> None:
         if args.pretrained:
             runs.append(Path(args.pretrained))
         else:
-            folder = _tiny_gpt2(tmp / "tiny-gpt2", text[:cut])
+            folder = _tiny_gpt2(tmp / "tiny-gpt2", text[:cut], args.tiny)
             _train(tmp / "gpt2-tuned", train, "--init-from", str(folder), *budget, "--seq-len", "128")
             runs += [folder, tmp / "gpt2-tuned"]
         name = "Tiny Shakespeare" if SHARED.is_file() else "built-in corpus"

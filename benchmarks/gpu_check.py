@@ -160,13 +160,13 @@ def main() -> int:
         ]
         models = {"char-lstm": small, "word-adaptive": ["--level", "word", "--adaptive-softmax", "50,200", *small]}
         args.steps = min(args.steps, 20)
-    os.environ.setdefault("GENTEXT_CACHE", tempfile.mkdtemp(prefix="gentext-gpu-cache-"))
     baseline = plain_baseline(args.device, args.tiny)
     print(f"plain PyTorch fp32 LSTM training loop: {baseline:,.0f} tokens/s\n")
     print("| model | precision | check | result | detail |")
     print("|---|---|---|---|---|")
     failures = 0
     with tempfile.TemporaryDirectory() as root:
+        os.environ.setdefault("GENTEXT_CACHE", str(Path(root) / "cache"))  # removed with the rest
         for precision in args.precisions.split(","):
             for name, flags in ((n, models[n]) for n in args.models.split(",")):
                 for label, ok, detail in check(name, flags, precision, args.device, args.steps, Path(root)):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 from concurrent.futures import Future
 
 
@@ -20,6 +21,7 @@ class Background:
     def __init__(self, jobs: dict[str, tuple[list[str], dict] | None]):
         """jobs: key -> (argv, Popen keyword arguments), or None for a job that cannot run here."""
         self.results: dict[str, Future] = {key: Future() for key in jobs}
+        self.seconds: dict[str, float] = {}  # each job's wall time, for the suite's summary (CI's budget)
         self._proc: subprocess.Popen | None = None
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(jobs,), daemon=True)
@@ -32,11 +34,13 @@ class Background:
                 future.set_result(None)
                 continue
             command, kwargs = job
+            start = time.perf_counter()
             try:
                 self._proc = subprocess.Popen(
                     command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
                 )
                 out, err = self._proc.communicate()
+                self.seconds[key] = time.perf_counter() - start
                 future.set_result((self._proc.returncode, out, err))
             except Exception as exc:  # handed to the test that reads this job
                 future.set_exception(exc)

@@ -54,6 +54,14 @@ def pytest_collection_finish(session):
     session.config.add_cleanup(lambda: (runner.stop(), shutil.rmtree(where, ignore_errors=True)))
 
 
+def pytest_terminal_summary(terminalreporter, config):
+    """One line of each background command's wall time: what to look at when CI nears its budget."""
+    runner = config.stash.get(BACKGROUND, None)
+    if runner is not None and runner.seconds:
+        times = ", ".join(f"{key} {seconds:.0f} s" for key, seconds in runner.seconds.items())
+        terminalreporter.write_line(f"background commands: {times}")
+
+
 @pytest.fixture(scope="session")
 def background(request):
     """The runner of the background commands (tests/background.py)."""

@@ -77,27 +77,6 @@ def test_softmax_benchmark_reports_the_head_share():
     assert share.startswith("output layer share of the step: full softmax") and share.endswith("x faster")
 
 
-def test_big_corpus_benchmark_measures_all_three_runs():
-    out, rows = run_script("bench_bigcorpus.py", "--mb", "2", "--steps", "3")
-    runs, passes = rows[:3], [r for r in rows[3:] if not r.startswith("| pass over")]
-    assert [r.split("|")[1].strip().split(":")[0].split(",")[0] for r in runs] == [
-        "plain",
-        "gentext train",
-        "gentext train",
-    ]
-    assert all(float(r.split("|")[3].replace(",", "")) > 0 for r in runs)  # a peak RSS for each
-    assert [r.split("|")[1].strip().split(":")[0] for r in passes] == ["plain", "gentext", "gentext"]
-    assert all(float(r.split("|")[3].replace(",", "")) > 0 for r in passes)  # MB/s of each pass
-    assert "tokenization (the encoding pass):" in out
-
-
-def test_families_benchmark_trains_each_family_and_prints_one_table():
-    _, rows = run_script("bench_families.py", "--tiny", "--corpora", "tinyshakespeare")
-    assert [r.split("|")[2].strip() for r in rows][1:] == ["lstm", "transformer"]
-    assert rows[0].split("|")[2].strip().startswith("markov-")
-    assert all(float(r.split("|")[3]) > 0 for r in rows)
-
-
 def test_streaming_load_test_compares_both_servers(trained_run):
     _, rows = run_script(
         "load_test.py", str(trained_run), "--stream", "--seconds", "1", "--clients", "2", "--tokens", "8"
@@ -147,6 +126,8 @@ HEAVY = {
     "contention": ("bench_contention.py", "--tiny"),
     "pretrained": ("bench_pretrained.py", "--tiny"),
     "quality": ("bench_quality.py", "--tiny"),
+    "bigcorpus": ("bench_bigcorpus.py", "--mb", "0.5", "--steps", "3"),
+    "families": ("bench_families.py", "--tiny", "--corpora", "tinyshakespeare"),
 }
 
 
@@ -219,3 +200,26 @@ def test_quality_benchmark_puts_gentext_its_chain_and_the_plain_loop_side_by_sid
         figures = [float(c.split()[0]) for c in cells[4:9] if c.strip() != "—"]  # gentext, cache, net, chain, plain
         assert len(figures) >= 4 and all(x > 0 and math.isfinite(x) for x in figures)
         assert cells[10].strip() == ("yes" if figures[0] <= float(cells[9]) else "no")
+
+
+@pytest.mark.background("bigcorpus")
+def test_big_corpus_benchmark_measures_all_three_runs(background):
+    out, rows = heavy(background, "bigcorpus")
+    runs, passes = rows[:3], [r for r in rows[3:] if not r.startswith("| pass over")]
+    assert [r.split("|")[1].strip().split(":")[0].split(",")[0] for r in runs] == [
+        "plain",
+        "gentext train",
+        "gentext train",
+    ]
+    assert all(float(r.split("|")[3].replace(",", "")) > 0 for r in runs)  # a peak RSS for each
+    assert [r.split("|")[1].strip().split(":")[0] for r in passes] == ["plain", "gentext", "gentext"]
+    assert all(float(r.split("|")[3].replace(",", "")) > 0 for r in passes)  # MB/s of each pass
+    assert "tokenization (the encoding pass):" in out
+
+
+@pytest.mark.background("families")
+def test_families_benchmark_trains_each_family_and_prints_one_table(background):
+    _, rows = heavy(background, "families")
+    assert [r.split("|")[2].strip() for r in rows][1:] == ["lstm", "transformer"]
+    assert rows[0].split("|")[2].strip().startswith("markov-")
+    assert all(float(r.split("|")[3]) > 0 for r in rows)
