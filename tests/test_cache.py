@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from gentext import checkpoint
 from gentext.cli import main
 from gentext.config import ModelConfig
 from gentext.models import build_model
-from gentext.models.cache import CacheModel
+from gentext.models.cache import CacheModel, cache_probs, empty_cache, fit_probs
 from gentext.training.caching import fit_cache
 
 from .conftest import TINY_SETTINGS
@@ -55,11 +56,23 @@ def test_fitting_keeps_a_cache_where_text_repeats_and_none_where_it_cannot_help(
     net = small_net(vocab=50)
     motif = np.random.default_rng(0).integers(0, 50, 40)
     repeated = np.tile(motif, 30)  # the same 40 tokens again and again: what a cache is for
-    fitted = fit_cache(net, repeated, 16, "cpu", window=100)  # reaches back past the last sighting
+    fitted = fit_cache(net, repeated, 16, "cpu", window=100)  # tries 25, 50, 100: 25 cannot reach back 40
     assert fitted is not None and fitted["val_loss"] < fitted["net_val_loss"] - 0.3  # a random net: flat outputs
-    assert fitted["window"] == 100 and 0 < fitted["weight"] <= 1
+    assert fitted["window"] in (50, 100) and 0 < fitted["weight"] <= 1
     noise = np.random.default_rng(1).integers(0, 50, 1200)  # never repeats in order: nothing to copy
     assert fit_cache(net, noise, 16, "cpu", window=100) is None
+
+
+def test_the_fit_scores_every_theta_as_the_running_cache_does():
+    # fit_probs computes a window's products once for all thetas; each row must be what the cache
+    # itself gives that theta (over more than one chunk of queries)
+    torch.manual_seed(0)
+    y, ids, targets = torch.randn(1, 700, 8), torch.randint(0, 9, (1, 700)), torch.randint(0, 9, (1, 700))
+    probs, filled = fit_probs(y, ids, targets, 50, (0.3, 2.0))
+    for theta, row in zip((0.3, 2.0), probs, strict=True):
+        expected, expected_filled, _ = cache_probs(y, ids, empty_cache(1, 50, 8, "cpu"), theta, 0, targets)
+        assert torch.allclose(row, expected, atol=1e-6) and torch.equal(filled, expected_filled)
+    assert not torch.allclose(probs[0], probs[1])  # the thetas differ
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +115,8 @@ def test_the_cache_is_opt_in_on_the_command_line_and_bad_values_are_refused(tmp_
     base = ["train", str(corpus), "--steps", "20", "--quiet", "--val-fraction", "0.3", *flags]
     assert main([*base, "--out", str(tmp_path / "on"), "--mix-markov", "0", "--neural-cache", "100"]) == 0
     out = capsys.readouterr().out
-    assert "neural cache of the network's last 100 outputs" in out and "--neural-cache 0 turns it off" in out
+    assert re.search(r"neural cache of the network's last (25|50|100) outputs", out)  # the window chosen
+    assert "--neural-cache 0 turns it off" in out
     assert main([*base, "--out", str(tmp_path / "off"), "--mix-markov", "0"]) == 0  # the default: no cache
     assert "cache" not in checkpoint.read_config(tmp_path / "off") and "neural cache" not in capsys.readouterr().out
     assert main([*base, "--out", str(tmp_path / "bad"), "--neural-cache", "-3"]) == 2

@@ -233,8 +233,9 @@ class TrainConfig:
     )
     cache_window: int | None = opt(
         None,
-        "give an lstm/gru/rnn network a neural cache of its last N outputs (Grave et al. 2017), fitted on the "
-        "validation text and kept where it helps: lower loss, slower generation (default off; the recipes use it)",
+        "give an lstm/gru/rnn network a neural cache of up to its last N outputs (Grave et al. 2017; window "
+        "N/4, N/2 or N), fitted on the validation text and kept where it helps: lower loss, slower generation "
+        "(default off; the recipes use it)",
         flag="--neural-cache",
     )
     seed: int = opt(1337, "random seed (same seed, same run)")

@@ -34,32 +34,48 @@ def empty_cache(batch: int, window: int, hidden: int, device) -> State:
     return State({"keys": keys, "next": torch.full((batch, window), EMPTY, device=device)}, DIMS)
 
 
-def attend(queries: torch.Tensor, keys: torch.Tensor, nexts: torch.Tensor, theta: float):
-    """Cache weights of each query t over the `window` slots before it, keys[t .. t + window - 1]:
-    queries (B, T, H), keys (B, window + T - 1, H), nexts (B, window + T - 1) -> weights (B, T, K),
-    the slots' next tokens (B, T, K) (K = window; empty slots weigh 0) and whether any slot is
-    filled (B, T)."""
+def _band(queries: torch.Tensor, keys: torch.Tensor, nexts: torch.Tensor):
+    """Each query t against the `window` slots before it, keys[t .. t + window - 1]: queries
+    (B, T, H), keys (B, window + T - 1, H), nexts (B, window + T - 1) -> the products (B, T, K)
+    (K = window), the slots' next tokens (B, T, K), which slots hold an output (B, T, K) and
+    whether any does (B, T)."""
     length, window = queries.shape[1], keys.shape[1] - queries.shape[1] + 1
     band = torch.arange(length, device=queries.device)[:, None] + torch.arange(window, device=queries.device)
     band = band.expand(queries.shape[0], -1, -1)  # (B, T, K) slot indices
-    scores = theta * torch.bmm(queries.float(), keys.float().transpose(1, 2)).gather(2, band)
+    dots = torch.bmm(queries.float(), keys.float().transpose(1, 2)).gather(2, band)
     slot_next = nexts[:, None, :].expand(-1, length, -1).gather(2, band)
     valid = slot_next >= 0
-    filled = valid.any(-1)
-    weights = torch.softmax(scores.masked_fill(~valid, -math.inf).masked_fill(~filled[..., None], 0.0), dim=-1)
-    return weights * valid, slot_next.clamp(min=0), filled
+    return dots, slot_next, valid, valid.any(-1)
+
+
+def _weights(dots: torch.Tensor, valid: torch.Tensor, filled: torch.Tensor, theta: float) -> torch.Tensor:
+    """softmax(theta * products) over the filled slots (empty ones weigh 0; all 0 where none is filled)."""
+    scores = (theta * dots).masked_fill(~valid, -math.inf).masked_fill(~filled[..., None], 0.0)
+    return torch.softmax(scores, dim=-1) * valid
+
+
+def attend(queries: torch.Tensor, keys: torch.Tensor, nexts: torch.Tensor, theta: float):
+    """Cache weights of each query over the `window` slots before it (shapes: `_band`) -> weights
+    (B, T, K), the slots' next tokens (B, T, K) and whether any slot is filled (B, T)."""
+    dots, slot_next, valid, filled = _band(queries, keys, nexts)
+    return _weights(dots, valid, filled, theta), slot_next.clamp(min=0), filled
+
+
+def _history(cache: State, y: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every output beside the token that followed it: the cached slots, then this call's (the
+    newest output's follower is not known yet: PENDING until the next call fills it in)."""
+    keys = torch.cat([cache.tensors["keys"], y.float()], dim=1)  # (B, window + T, H)
+    old = cache.tensors["next"]
+    newest = torch.where(old[:, -1:] == EMPTY, EMPTY, ids[:, :1])  # the last output's follower, if it has one
+    nexts = torch.cat([old[:, :-1], newest, ids[:, 1:], ids.new_full((ids.shape[0], 1), PENDING)], dim=1)
+    return keys, nexts
 
 
 def cache_probs(y, ids, cache: State, theta: float, vocab: int, targets=None) -> tuple:
     """The cache's distribution after each position (B, T, V), or its probability of `targets`
     (B, T); whether the cache had anything (B, T); the cache after the last position."""
     window = cache.tensors["keys"].shape[1]
-    # every output beside the token that followed it: the cached slots, then this window's (the
-    # newest output's follower is not known yet: PENDING until the next call fills it in)
-    keys = torch.cat([cache.tensors["keys"], y.float()], dim=1)  # (B, window + T, H)
-    old = cache.tensors["next"]
-    newest = torch.where(old[:, -1:] == EMPTY, EMPTY, ids[:, :1])  # the last output's follower, if it has one
-    nexts = torch.cat([old[:, :-1], newest, ids[:, 1:], ids.new_full((ids.shape[0], 1), PENDING)], dim=1)
+    keys, nexts = _history(cache, y, ids)
     probs, fills = [], []
     for start in range(0, ids.shape[1], CHUNK):
         end = min(start + CHUNK, ids.shape[1])
@@ -72,6 +88,22 @@ def cache_probs(y, ids, cache: State, theta: float, vocab: int, targets=None) ->
         fills.append(filled)
     kept = State({"keys": keys[:, -window:], "next": nexts[:, -window:]}, DIMS)
     return torch.cat(probs, dim=1), torch.cat(fills, dim=1), kept
+
+
+def fit_probs(y: torch.Tensor, ids: torch.Tensor, targets: torch.Tensor, window: int, thetas) -> tuple:
+    """For choosing theta (training/caching.py): an empty cache's probability of each target, one
+    row per theta (len(thetas), B, T), and whether the cache had anything (B, T). The products,
+    most of the cost, are computed once for all thetas."""
+    keys, nexts = _history(empty_cache(y.shape[0], window, y.shape[-1], y.device), y, ids)
+    probs, fills = [], []
+    for start in range(0, ids.shape[1], CHUNK):
+        end = min(start + CHUNK, ids.shape[1])
+        band = slice(start, end + window - 1)
+        dots, slot_next, valid, filled = _band(y[:, start:end], keys[:, band], nexts[:, band])
+        hit = valid & (slot_next == targets[:, start:end, None])
+        probs.append(torch.stack([(_weights(dots, valid, filled, theta) * hit).sum(-1) for theta in thetas]))
+        fills.append(filled)
+    return torch.cat(probs, dim=2), torch.cat(fills, dim=1)
 
 
 class CacheModel(nn.Module):

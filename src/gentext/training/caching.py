@@ -1,10 +1,11 @@
-"""After a recurrent network has trained with `--neural-cache N`: fit its cache of N outputs
-(models/cache.py) on validation text — the sharpness theta and the weight lambda — and keep it
-only where it helps.
+"""After a recurrent network has trained with `--neural-cache N`: fit its cache of up to N outputs
+(models/cache.py) on validation text — the window (N/4, N/2 or N), the sharpness theta and the
+weight lambda — and keep it only where it helps.
 
-The network reads the validation tokens once as one stream; every theta on the grid is then scored
-from those outputs (the cache costs a product per token, the network far more), with lambda fitted
-by EM for each (the same concave fit as the chain's weight: models/mixture.py). The best is kept
+The network reads the validation tokens once as one stream; every window and theta on the grid is
+then scored from those outputs (a window's products once for all thetas: the cache costs a product
+per token, the network far more), with lambda fitted by EM for each (the same concave fit as the
+chain's weight: models/mixture.py). The best is kept
 when it lowers the validation loss by MIN_GAIN nats per token; on text that does not repeat itself
 within the window (or a network that already knows) it is left off.
 
@@ -24,12 +25,13 @@ import torch
 from torch import nn
 
 from gentext import threads
-from gentext.models.cache import cache_probs, empty_cache
+from gentext.models.cache import fit_probs
 from gentext.models.mixture import fit_weight
 
 logger = logging.getLogger(__name__)
 
-THETAS = (0.1, 0.2, 0.3, 0.5, 1.0)
+THETAS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0)
+WINDOWS = (4, 2, 1)  # the windows tried for `--neural-cache N`: N/4, N/2 and N
 FIT_TOKENS = 1 << 15  # validation tokens the three numbers are chosen on
 MIN_GAIN = 0.005  # nats per token on those tokens: less is noise, and the cache costs speed
 
@@ -53,8 +55,9 @@ def _outputs(net: nn.Module, ids: torch.Tensor, seq_len: int) -> tuple[torch.Ten
 
 @torch.inference_mode()
 def fit_cache(net: nn.Module, val: np.ndarray, seq_len: int, device, window: int) -> dict | None:
-    """{"window", "theta", "weight", "val_loss", "net_val_loss", "tokens", "seconds"}, or None
-    where no theta on the grid lowers the validation loss by MIN_GAIN."""
+    """{"window", "theta", "weight", "val_loss", "net_val_loss", "tokens", "seconds"}: the best of
+    the windows N/4, N/2, N (N = `window`) and the thetas on the grid, or None where none lowers
+    the validation loss by MIN_GAIN."""
     start = time.perf_counter()
     was_training = net.training
     net.eval()
@@ -66,16 +69,16 @@ def fit_cache(net: nn.Module, val: np.ndarray, seq_len: int, device, window: int
     inputs, targets = ids[:, :-1], ids[:, 1:]
     base = -float(net_logp.mean())
     best = None
-    for size in (window,):
-        empty = empty_cache(1, size, outputs.shape[-1], device)
-        for theta in THETAS:
-            threads.tick()
-            cache_p, filled, _ = cache_probs(outputs, inputs, empty, theta, 0, targets)
-            lp_net, lp_cache = (x[filled].double().cpu().numpy() for x in (net_logp, cache_p.log()))
+    for size in sorted({max(1, window // part) for part in WINDOWS}):
+        threads.tick()
+        probs, filled = fit_probs(outputs, inputs, targets, size, THETAS)
+        lp_net = net_logp[filled].double().cpu().numpy()
+        for theta, cache_p in zip(THETAS, probs, strict=True):
+            lp_cache = cache_p[filled].log().double().cpu().numpy()
             weight = 1.0 - fit_weight(lp_net, lp_cache)
             mixed = np.logaddexp(math.log(max(1 - weight, 1e-12)) + lp_net, math.log(max(weight, 1e-12)) + lp_cache)
             loss = -(mixed.sum() + float(net_logp[~filled].sum())) / targets.shape[1]
-            if best is None or loss < best["val_loss"]:
+            if best is None or loss < best["val_loss"]:  # ascending sizes: a larger window must do better
                 best = {"window": size, "theta": theta, "weight": round(weight, 6), "val_loss": loss}
     seconds = round(time.perf_counter() - start, 2)
     if best is None or base - best["val_loss"] < MIN_GAIN:
