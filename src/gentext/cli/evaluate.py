@@ -16,7 +16,7 @@ MEASURE_DEFAULTS = {"weights": "fp32"}  # a measurement reproduces training's fi
 
 def cmd_eval(args: argparse.Namespace) -> int:
     model = load_run(args, args.run, weights="fp32")  # as score: fp32 unless --weights is typed
-    result = model.evaluate(paths=args.paths or None, unknown=args.unknown)
+    result = model.evaluate(paths=args.paths or None, unknown=args.unknown, dynamic_lr=args.dynamic_eval)
     if args.samples and model.labels:
         result.update(model.sample_label_accuracy(args.samples, max_new_tokens=args.sample_tokens, seed=args.seed))
     if args.samples:
@@ -33,6 +33,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         f"loss {result['loss']:.4f} nats/token | perplexity {result['perplexity']:.2f} | "
         f"{result['bpc']:.4f} bits/char | {result['tokens']:,} tokens, {result['characters']:,} characters"
     )
+    if "dynamic" in result:
+        d = result["dynamic"]
+        print(
+            f"dynamic evaluation (weights adapted to the text as it is read, lr {d['lr']:g}; Krause et al. 2018): "
+            f"loss {d['loss']:.4f} nats/token | perplexity {d['perplexity']:.2f} | {d['bpc']:.4f} bits/char"
+        )
     if result.get("skipped_characters"):
         print(_skipped_line(result))
     if "bpc_closed_vocab" in result:
@@ -179,6 +185,13 @@ def register(sub) -> None:
     p.add_argument("--sample-tokens", type=int, default=500, help="tokens per novelty sample")
     p.add_argument("--span", type=int, default=20, help="novelty window in characters")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--dynamic-eval",
+        type=float,
+        metavar="LR",
+        help="also report dynamic evaluation: the weights take an SGD step of this size after each 64 tokens they "
+        "scored (Krause et al. 2018; a separate figure, never mixed into the plain one)",
+    )
     add_options(p, LoadConfig, defaults=MEASURE_DEFAULTS)
     p.add_argument("--unknown", **UNKNOWN_FLAG)
     p.add_argument("--json", action="store_true")

@@ -18,7 +18,7 @@ from gentext.errors import GentextError
 from gentext.inference import captioning, conditioning, translation
 from gentext.inference.novelty import novelty
 from gentext.inference.sampling import start_state
-from gentext.models.scoring import evaluate
+from gentext.models.scoring import evaluate, evaluate_dynamic
 from gentext.models.spelling import SpellingModel
 
 
@@ -37,17 +37,22 @@ class Measures:
         seq_len: int = 256,
         unknown: str = "error",
         leave_out: set[str] | frozenset[str] = frozenset(),
+        dynamic_lr: float | None = None,
     ) -> dict[str, Any]:
         """Loss (nats/token), perplexity and bits per character on `text`, the files in `paths`,
         or (neither given) the run's held-out split, read from the token cache when it is there.
         `unknown="skip"` leaves characters the model cannot represent (and `leave_out`) out of the
-        text, and says how many; the default refuses them."""
+        text, and says how many; the default refuses them. `dynamic_lr` adds the figures of dynamic
+        evaluation at that learning rate under "dynamic" (models/scoring.py), beside the plain ones."""
+        if dynamic_lr is not None:
+            self._check_dynamic(dynamic_lr)
         if self.captions:  # picture<TAB>caption lines (default: the held-out pictures): BLEU, chrF, attributes
             return captioning.evaluate_captions(self, captioning.picture_pairs(self, paths))
         if text is None and not paths:
             held_out = None if self.labels or self.pairs else self._held_out_ids()  # conditions need the texts
             if held_out is not None:
-                return self._honest(self._scores(*held_out, seq_len), self._unknown_word_text(held_out[0]))
+                result = self._honest(self._scores(*held_out, seq_len), self._unknown_word_text(held_out[0]))
+                return self._dynamic(result, held_out[0], dynamic_lr)
             text = self._held_out_text()
         if text is None:
             text = read_text(paths)
@@ -64,6 +69,7 @@ class Measures:
         if len(ids) < 2:
             raise GentextError("the evaluation text needs at least two tokens")
         result = {**self._honest(self._scores(ids, characters(self.tokenizer, text, ids), seq_len), text), **skipped}
+        result = self._dynamic(result, ids, dynamic_lr)
         if self.labels:
             pairs = conditioning.pairs_from_marks(text, self.labels)
             with self._eval_mode():
@@ -140,6 +146,25 @@ class Measures:
             "tokens": count,
             "characters": chars,
         }
+
+    def _check_dynamic(self, lr: float) -> None:
+        if not lr > 0 or not math.isfinite(lr):
+            raise GentextError(f"--dynamic-eval needs a learning rate > 0, got {lr}")
+        if self.captions or self.pairs or self.labels:
+            raise GentextError("dynamic evaluation reads one stream of text: not for a conditional run")
+        if not any(p.is_floating_point() for p in self.model.parameters()):
+            raise GentextError("dynamic evaluation adapts a network's weights; a Markov chain has none")
+
+    def _dynamic(self, result: dict[str, Any], ids, lr: float | None) -> dict[str, Any]:
+        """`result` with the dynamic evaluation's figures on the same ids, charged the same spelling
+        cost (a word model's `<unk>`s), when `lr` is given."""
+        if lr is None:
+            return result
+        nats, count = evaluate_dynamic(self.model, ids, lr, self.device)
+        spelled = result.get("spelling_nats", 0.0)
+        loss = nats / count
+        dynamic = {"lr": lr, "loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": count}
+        return {**result, "dynamic": {**dynamic, "bpc": (nats + spelled) / result["characters"] / math.log(2)}}
 
     def _held_out_ids(self) -> tuple[Any, int] | None:
         """The held-out ids from the token cache (a memmap: memory stays flat) and the characters

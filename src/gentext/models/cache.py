@@ -135,7 +135,9 @@ class CacheModel(nn.Module):
         y, net_state = self.net.features(ids, part(state, "net"))
         net_logp = self.net.readout(y, targets).float()
         cache_p, filled, cache = cache_probs(y, ids, cache, self.theta, net_logp.shape[-1], targets)
-        with_cache = torch.logaddexp(net_logp + self._logs[0], cache_p.log() + self._logs[1])
+        # clamped: log(0) where the cache holds no such token would make the gradient NaN (0 * inf; dynamic
+        # evaluation takes one), and e^-69 is far below what float32 adds to the network's share
+        with_cache = torch.logaddexp(net_logp + self._logs[0], cache_p.clamp_min(1e-30).log() + self._logs[1])
         filled = filled[..., None] if targets is None else filled  # a fresh stream: the network alone
         return torch.where(filled, with_cache, net_logp), nested({"net": net_state, "cache": cache})
 

@@ -96,6 +96,47 @@ def evaluate_sample(
     return _scored(model, [(starts, SAMPLE_ROW)], ids, seq_len, device, SAMPLE_WARM), rows * SAMPLE_ROW
 
 
+DYNAMIC_SEGMENT = 64  # tokens scored between two updates of dynamic evaluation
+
+
+def evaluate_dynamic(model: nn.Module, ids: np.ndarray, lr: float, device) -> tuple[float, int]:
+    """Dynamic evaluation (Krause et al. 2018): total nats of predicting ids[1:] as one stream
+    whose weights adapt to the text as it is read — each segment of DYNAMIC_SEGMENT tokens is
+    scored first, then the weights take one SGD step (learning rate `lr`) on that segment's mean
+    loss, so a segment's figure never saw the segment. Text repeats its own names and turns of
+    phrase; the update carries them into the weights. The model's weights are put back after.
+    Another figure than `evaluate`'s (it changes the model as it reads), reported under its own
+    name."""
+    params = [p for p in model.parameters() if p.is_floating_point()]
+    saved = [(p.detach().clone(), p.requires_grad) for p in params]
+    block = torch.from_numpy(np.asarray(ids, dtype=np.int64)).to(device)[None]
+    was_training = model.training
+    model.eval()  # no dropout: the figure is the model's, not a noisy one
+    total, state = 0.0, None
+    try:
+        for p in params:
+            p.requires_grad_(True)
+        with torch.enable_grad():
+            for start in range(0, block.shape[1] - 1, DYNAMIC_SEGMENT):
+                threads.tick()
+                y = block[:, start + 1 : start + DYNAMIC_SEGMENT + 1]
+                logp, state = model(block[:, start : start + y.shape[1]], state, targets=y)
+                total -= logp.double().sum().item()
+                grads = torch.autograd.grad(-logp.mean(), params, allow_unused=True)
+                with torch.no_grad():
+                    for p, g in zip(params, grads, strict=True):
+                        if g is not None:
+                            p.sub_(lr * g)
+                state = model.state_from_tensors({k: v.detach() for k, v in state.tensors.items()})
+    finally:
+        with torch.no_grad():
+            for p, (value, grad) in zip(params, saved, strict=True):
+                p.copy_(value)
+                p.requires_grad_(grad)
+        model.train(was_training)
+    return total, block.shape[1] - 1
+
+
 # -- pairs (seq2seq, captions): a decoder scored on padded targets -----------------------------------
 def text_condition(sources: list[np.ndarray], device) -> tuple[torch.Tensor, torch.Tensor]:
     """Source ids -> (padded ids (B, S), lengths (B,)): what the seq2seq encoder takes."""
