@@ -80,6 +80,12 @@ def test_a_trained_captioner_captions_through_cli_api_and_eval(captioned, capsys
     scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert scores["images"] == 12 and {"bleu", "chrf", "attribute_accuracy"} <= set(scores)
     assert 0 < scores["chrf"] <= 100  # 60 steps learn the words, not yet the pictures: RESULTS.md has 10 minutes
+    caption = model.caption(picture, temperature=0)[0].strip()
+    assert main(["score", str(captioned / "run"), caption, "--image", str(picture), "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["log_prob"] == pytest.approx(model.score(caption, image=picture)["log_prob"]) and scored["tokens"] > 0
+    assert main(["score", str(captioned / "run"), caption, "--source", "a sentence"]) == 2  # not a seq2seq run
+    assert "not trained on pairs" in capsys.readouterr().err
 
 
 def test_the_server_captions_an_uploaded_picture(captioned, trained_run):

@@ -58,6 +58,13 @@ def test_pairs_through_the_cli_and_clear_errors(pairs_run, tmp_path, capsys):
     assert main(["eval", str(pairs_run), str(heldout), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["pairs"] == 20 and {"exact_match", "chrf", "bleu", "loss"} <= set(result)
+    # score: a target given its source, as the API scores it; a better target scores higher
+    target = gentext.load(pairs_run).generate("", source="7 mars 2021", temperature=0)[0].strip()
+    assert main(["score", str(pairs_run), target, "--source", "7 mars 2021", "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["log_prob"] == pytest.approx(gentext.load(pairs_run).score(target, source="7 mars 2021")["log_prob"])
+    assert main(["score", str(pairs_run), "1066-10-14", "--source", "7 mars 2021", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["log_prob"] < scored["log_prob"]
     assert main(["generate", str(pairs_run)]) == 2
     assert "--source" in capsys.readouterr().err
     with pytest.raises(GentextError, match="--condition source"):

@@ -171,7 +171,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     else:
         text = args.text
     # fp32 unless --weights is typed: a score reproduces training's numbers; --weights X measures X
-    result = load_run(args, args.run, weights="fp32").score(text, unknown=args.unknown, label=args.label)
+    model = load_run(args, args.run, weights="fp32")
+    result = model.score(text, unknown=args.unknown, label=args.label, source=args.source, image=args.image)
     if args.json:
         print_json(result)
     else:
@@ -226,6 +227,8 @@ def register(sub) -> None:
     p.add_argument("--file", help="score the text of this file instead")
     p.add_argument("--unknown", **UNKNOWN_FLAG)
     p.add_argument("--label", help="score the text as generated from this label (a labelled run)")
+    p.add_argument("--source", help="score the text as the translation of this source (a seq2seq run)")
+    p.add_argument("--image", help="score the text as a caption of this picture (a captioning run)")
     add_options(p, LoadConfig, defaults={"weights": "fp32"})  # score reproduces training's numbers
     p.add_argument("--json", action="store_true", help="with per-token values")
     p.set_defaults(func=cmd_score)
