@@ -96,6 +96,18 @@ def test_a_run_keeps_the_cache_it_fitted_and_loads_with_it(cached_run):
     assert model.evaluate()["loss"] < alone.evaluate()["loss"]  # the held-out split, which repeats the names
 
 
+def test_with_a_chain_the_cache_weight_is_fitted_again_with_the_chains(tmp_path):
+    (tmp_path / "t.txt").write_text(TEXT, encoding="utf-8")
+    settings = {**TINY_SETTINGS, "cache_window": 100, "mix_order": 3}
+    summary = gentext.train(tmp_path / "run", paths=[str(tmp_path / "t.txt")], steps=30, val_fraction=0.3, **settings)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    mix = summary["mixture"]
+    assert config["cache"]["weight"] == mix["cache_weight"] and 0 <= mix["cache_weight"] <= 1
+    assert mix["val_loss"] <= min(mix["net_val_loss"], mix["chain_val_loss"]) + 1e-9  # fitted on these tokens
+    model = gentext.load(tmp_path / "run")  # mixture -> cache -> network, the weights as fitted
+    assert model.model.net.weight == pytest.approx(mix["cache_weight"]) and model.model.weight == mix["weight"]
+
+
 def test_a_cached_run_generates_in_batches_and_beams_like_any_kind(cached_run):
     root, _ = cached_run
     model = gentext.load(root / "run")

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -10,8 +11,11 @@ import torch
 import gentext
 from gentext import checkpoint
 from gentext.cli import main
+from gentext.config import ModelConfig
 from gentext.inference.textmodel import TextModel
-from gentext.models.mixture import fit_weight
+from gentext.models import build_model
+from gentext.models.mixture import fit_weight, fit_weights
+from gentext.training.mixing import fit_mixture
 
 from .conftest import TINY_SETTINGS
 
@@ -43,11 +47,39 @@ def test_the_weight_is_the_best_mixing_weight_on_the_tokens_it_is_fitted_on():
     assert fit_weight(np.log(np.full(50, 0.1)), np.log(np.full(50, 0.9))) < 0.01
 
 
+def test_three_weights_are_the_best_mixture_of_three_models():
+    rng = np.random.default_rng(1)
+    columns = [np.log(rng.uniform(0.01, 1, 400)) for _ in range(3)]
+    weights = fit_weights(columns)
+    assert weights.shape == (3,) and abs(weights.sum() - 1) < 1e-9 and (weights >= 0).all()
+
+    def loglik(w):
+        return np.log(np.exp(np.stack(columns, 1)) @ w).mean()
+
+    grid = [np.array([a, b, 1 - a - b]) for a in np.linspace(0, 1, 101) for b in np.linspace(0, 1 - a, 101)]
+    assert loglik(weights) >= max(loglik(w) for w in grid) - 1e-9
+    assert fit_weights(columns[:2])[0] == pytest.approx(fit_weight(*columns[:2]))  # two: the same as fit_weight
+
+
+def test_the_chain_order_is_chosen_on_validation_text(tmp_path):
+    # 6, 7 or 8 for characters: the fit keeps the one whose mixture scores best on validation tokens
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(kind="lstm", vocab_size=6, embed_size=4, hidden_size=8, num_layers=1)).eval()
+    rng = np.random.default_rng(2)
+    motif = rng.integers(0, 6, 300)  # long contexts repeat exactly: the longest order predicts best
+    train, val = np.tile(motif, 20), np.tile(motif, 3)
+    fitted = fit_mixture(net, train, val, (6, 7, 8), 16, "cpu")
+    by_order = {o: fit_mixture(net, train, val, (o,), 16, "cpu")["val_loss"] for o in (6, 7, 8)}
+    assert by_order[fitted["order"]] <= min(by_order.values()) + 1e-4  # the best (a higher one: by more than 1e-4)
+    assert fitted["val_loss"] == pytest.approx(by_order[fitted["order"]])
+    assert fitted["order"] == 8 and by_order[8] < by_order[6] - 0.01  # here the longest context wins
+
+
 def test_a_default_run_is_mixed_and_scores_as_the_weighted_sum_of_its_parts(mixed_run):
     root, summary = mixed_run
     run = root / "run"
     spec = json.loads((run / "config.json").read_text())["mixture"]
-    assert spec["order"] == 6 and 0.0 <= spec["weight"] <= 1.0 and (run / "markov.safetensors").exists()
+    assert spec["order"] in (6, 7, 8) and 0.0 <= spec["weight"] <= 1.0 and (run / "markov.safetensors").exists()
     mix = summary["mixture"]
     assert mix["val_loss"] <= min(mix["net_val_loss"], mix["chain_val_loss"]) + 1e-6  # fitted on these tokens
     mixed = gentext.load(run)
@@ -94,7 +126,7 @@ def test_the_command_line_says_what_the_mixture_gave(tmp_path, capsys):
     flags = ["--hidden-size", "32", "--embed-size", "16", "--num-layers", "1", "--batch-size", "4", "--seq-len", "16"]
     assert main(["train", str(corpus), "--out", str(tmp_path / "r"), "--steps", "5", "--quiet", *flags]) == 0
     out = capsys.readouterr().out
-    assert "mixed with a Kneser-Ney chain of order 6" in out and "--mix-markov 0 turns it off" in out
+    assert re.search("mixed with a Kneser-Ney chain of order [678] ", out) and "--mix-markov 0 turns it off" in out
 
 
 def test_an_export_of_a_mixed_run_writes_the_network_and_says_so(mixed_run, caplog):

@@ -172,10 +172,11 @@ def _summary_line(summary: dict[str, Any]) -> str:
     )
     mix = summary.get("mixture")
     if mix:  # a line of its own before the summary, which stays the last line
+        cached = f" with its cache (weight {mix['cache_weight']:.3f})" if "cache_weight" in mix else " alone"
         line = (
             f"mixed with {'one Kneser-Ney chain per label' if mix.get('labels') else 'a Kneser-Ney chain'} of order "
             f"{mix['order']} (weight {mix['weight']:.2f} on the network): "
-            f"{mix['val_loss']:.4f} nats/token on {mix['tokens']:,} validation tokens (network alone "
+            f"{mix['val_loss']:.4f} nats/token on {mix['tokens']:,} validation tokens (network{cached} "
             f"{mix['net_val_loss']:.4f}, chain alone {mix['chain_val_loss']:.4f}; --mix-markov 0 turns it off)\n"
         ) + line
     cache = summary.get("cache")

@@ -129,17 +129,26 @@ class CacheModel(nn.Module):
         net = self.net.state_from_tensors(part_tensors(tensors, "net"))
         return nested({"net": net, "cache": State(part_tensors(tensors, "cache"), DIMS)})
 
-    def forward(self, ids: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None):
-        """As every kind's: log-probabilities of the mixture (B, T, V), or of `targets` (B, T)."""
+    def parts(self, ids: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None):
+        """The two components apart: the network's log-probabilities and the cache's (the
+        network's where the cache holds nothing yet), of the vocabulary (B, T, V) or of `targets`
+        (B, T); where the cache held something; the state after. Fitting the mixture's weights
+        reads them (training/mixing.py)."""
         cache = part(state, "cache") or self._empty(ids.shape[0], ids.device)
         y, net_state = self.net.features(ids, part(state, "net"))
         net_logp = self.net.readout(y, targets).float()
         cache_p, filled, cache = cache_probs(y, ids, cache, self.theta, net_logp.shape[-1], targets)
         # clamped: log(0) where the cache holds no such token would make the gradient NaN (0 * inf; dynamic
         # evaluation takes one), and e^-69 is far below what float32 adds to the network's share
-        with_cache = torch.logaddexp(net_logp + self._logs[0], cache_p.clamp_min(1e-30).log() + self._logs[1])
         filled = filled[..., None] if targets is None else filled  # a fresh stream: the network alone
-        return torch.where(filled, with_cache, net_logp), nested({"net": net_state, "cache": cache})
+        cache_logp = torch.where(filled, cache_p.clamp_min(1e-30).log(), net_logp)
+        return net_logp, cache_logp, filled, nested({"net": net_state, "cache": cache})
+
+    def forward(self, ids: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None):
+        """As every kind's: log-probabilities of the mixture (B, T, V), or of `targets` (B, T)."""
+        net_logp, cache_logp, filled, state = self.parts(ids, state, targets)
+        with_cache = torch.logaddexp(net_logp + self._logs[0], cache_logp + self._logs[1])
+        return torch.where(filled, with_cache, net_logp), state  # a fresh stream: the network alone
 
     def num_parameters(self) -> int:
         return self.net.num_parameters()

@@ -71,12 +71,18 @@ class MixtureModel(nn.Module):
 def fit_weight(net_logp: np.ndarray, chain_logp: np.ndarray, rounds: int = 100) -> float:
     """The lambda that maximises the mean log-likelihood of lambda p_net + (1 - lambda) p_chain
     over held-out tokens, by EM (each round cannot lower it; the objective is concave in lambda)."""
-    p_net, p_chain = np.exp(net_logp.astype(np.float64)), np.exp(chain_logp.astype(np.float64))
-    weight = 0.5
+    return float(fit_weights([net_logp, chain_logp], rounds)[0])
+
+
+def fit_weights(log_probs: list[np.ndarray], rounds: int = 100) -> np.ndarray:
+    """The weights (summing to 1) of the mixture of K models that maximise the mean log-likelihood
+    of held-out tokens, from each model's log P of each token: EM, from equal weights."""
+    p = np.exp(np.stack([np.asarray(lp, dtype=np.float64) for lp in log_probs], axis=1))  # (N, K)
+    weights = np.full(p.shape[1], 1.0 / p.shape[1])
     for _ in range(rounds):
-        share = weight * p_net / np.maximum(weight * p_net + (1 - weight) * p_chain, 1e-300)
-        new = float(share.mean())
-        if abs(new - weight) < 1e-7:
+        share = weights * p / np.maximum(p @ weights, 1e-300)[:, None]
+        new = share.mean(axis=0)
+        if np.abs(new - weights).max() < 1e-7:
             return new
-        weight = new
-    return weight
+        weights = new
+    return weights
