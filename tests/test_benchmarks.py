@@ -39,8 +39,9 @@ def test_generation_benchmark_prints_speed_per_format_and_a_roofline():
     assert transformer[1].split("|")[3].strip().endswith("x")  # the ratio to the full recompute
 
 
-def test_speed_benchmark_runs_both_sides_and_prints_ratios():
-    _, rows = run_script("bench_speed.py", "--tiny")
+@pytest.mark.background("speed")
+def test_speed_benchmark_runs_both_sides_and_prints_ratios(background):
+    _, rows = heavy(background, "speed")
     assert [r.split("|")[1].strip() for r in rows] == [
         "training tokens/s",
         "generation tokens/s, 1 stream",
@@ -111,8 +112,9 @@ def test_pair_training_benchmark_runs_the_plain_loops_beside_gentext():
     assert rows[0].split("|")[3].strip() == "1.0x"
 
 
-def test_int8_kernel_benchmark_times_every_kernel_against_float32():
-    out, rows = run_script("bench_int8.py", "--tiny")
+@pytest.mark.background("int8")
+def test_int8_kernel_benchmark_times_every_kernel_against_float32(background):
+    out, rows = heavy(background, "int8")
     names = [r.split("|")[1].strip() for r in rows]
     assert names[:2] == ["fp32 addmm (baseline)", "fbgemm int8 dynamic (gentext)"]
     assert rows[0].split("|")[6].strip() == "1.00x" and all(r.split("|")[6].strip().endswith("x") for r in rows)
@@ -128,6 +130,8 @@ HEAVY = {
     "quality": ("bench_quality.py", "--tiny"),
     "bigcorpus": ("bench_bigcorpus.py", "--mb", "0.5", "--steps", "3"),
     "families": ("bench_families.py", "--tiny", "--corpora", "tinyshakespeare"),
+    "speed": ("bench_speed.py", "--tiny"),
+    "int8": ("bench_int8.py", "--tiny"),
 }
 
 
