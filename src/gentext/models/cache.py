@@ -54,11 +54,18 @@ def _weights(dots: torch.Tensor, valid: torch.Tensor, filled: torch.Tensor, thet
     return torch.softmax(scores, dim=-1) * valid
 
 
-def attend(queries: torch.Tensor, keys: torch.Tensor, nexts: torch.Tensor, theta: float):
-    """Cache weights of each query over the `window` slots before it (shapes: `_band`) -> weights
-    (B, T, K), the slots' next tokens (B, T, K) and whether any slot is filled (B, T)."""
-    dots, slot_next, valid, filled = _band(queries, keys, nexts)
-    return _weights(dots, valid, filled, theta), slot_next.clamp(min=0), filled
+def _by_chunk(y: torch.Tensor, keys: torch.Tensor, nexts: torch.Tensor, window: int, reduce) -> tuple:
+    """Each CHUNK of queries against its band of slots (`_band`: bounded memory on long texts),
+    `reduce(dots, slot_next, valid, filled, targets_of_chunk)` -> its result per chunk, and the fills.
+    One loop for the running cache and for the fit over many thetas."""
+    results, fills = [], []
+    for start in range(0, y.shape[1], CHUNK):
+        end = min(start + CHUNK, y.shape[1])
+        band = slice(start, end + window - 1)
+        dots, slot_next, valid, filled = _band(y[:, start:end], keys[:, band], nexts[:, band])
+        results.append(reduce(dots, slot_next, valid, filled, slice(start, end)))
+        fills.append(filled)
+    return results, torch.cat(fills, dim=1)
 
 
 def _history(cache: State, y: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,18 +83,16 @@ def cache_probs(y, ids, cache: State, theta: float, vocab: int, targets=None) ->
     (B, T); whether the cache had anything (B, T); the cache after the last position."""
     window = cache.tensors["keys"].shape[1]
     keys, nexts = _history(cache, y, ids)
-    probs, fills = [], []
-    for start in range(0, ids.shape[1], CHUNK):
-        end = min(start + CHUNK, ids.shape[1])
-        band = slice(start, end + window - 1)
-        weights, slot_next, filled = attend(y[:, start:end], keys[:, band], nexts[:, band], theta)
+
+    def reduce(dots, slot_next, valid, filled, span):
+        weights, slot_next = _weights(dots, valid, filled, theta), slot_next.clamp(min=0)
         if targets is None:
-            probs.append(weights.new_zeros(*weights.shape[:2], vocab).scatter_add_(2, slot_next, weights))
-        else:
-            probs.append((weights * (slot_next == targets[:, start:end, None])).sum(-1))
-        fills.append(filled)
+            return weights.new_zeros(*weights.shape[:2], vocab).scatter_add_(2, slot_next, weights)
+        return (weights * (slot_next == targets[:, span, None])).sum(-1)
+
+    probs, filled = _by_chunk(y, keys, nexts, window, reduce)
     kept = State({"keys": keys[:, -window:], "next": nexts[:, -window:]}, DIMS)
-    return torch.cat(probs, dim=1), torch.cat(fills, dim=1), kept
+    return torch.cat(probs, dim=1), filled, kept
 
 
 def fit_probs(y: torch.Tensor, ids: torch.Tensor, targets: torch.Tensor, window: int, thetas) -> tuple:
@@ -95,15 +100,13 @@ def fit_probs(y: torch.Tensor, ids: torch.Tensor, targets: torch.Tensor, window:
     row per theta (len(thetas), B, T), and whether the cache had anything (B, T). The products,
     most of the cost, are computed once for all thetas."""
     keys, nexts = _history(empty_cache(y.shape[0], window, y.shape[-1], y.device), y, ids)
-    probs, fills = [], []
-    for start in range(0, ids.shape[1], CHUNK):
-        end = min(start + CHUNK, ids.shape[1])
-        band = slice(start, end + window - 1)
-        dots, slot_next, valid, filled = _band(y[:, start:end], keys[:, band], nexts[:, band])
-        hit = valid & (slot_next == targets[:, start:end, None])
-        probs.append(torch.stack([(_weights(dots, valid, filled, theta) * hit).sum(-1) for theta in thetas]))
-        fills.append(filled)
-    return torch.cat(probs, dim=2), torch.cat(fills, dim=1)
+
+    def reduce(dots, slot_next, valid, filled, span):
+        hit = valid & (slot_next == targets[:, span, None])
+        return torch.stack([(_weights(dots, valid, filled, theta) * hit).sum(-1) for theta in thetas])
+
+    probs, filled = _by_chunk(y, keys, nexts, window, reduce)
+    return torch.cat(probs, dim=2), filled
 
 
 class CacheModel(nn.Module):

@@ -86,3 +86,10 @@ def fit_weights(log_probs: list[np.ndarray], rounds: int = 100) -> np.ndarray:
             return new
         weights = new
     return weights
+
+
+def mixed_log_probs(log_probs: list[np.ndarray], weights) -> np.ndarray:
+    """log of the weighted sum of the components' probabilities, token by token (what the mixture
+    with these weights assigns to each held-out token)."""
+    logs = np.stack(log_probs, axis=1) + np.log(np.maximum(np.asarray(weights, dtype=np.float64), 1e-12))
+    return np.logaddexp.reduce(logs, axis=1)

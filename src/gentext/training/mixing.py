@@ -21,7 +21,7 @@ from torch import nn
 from gentext import checkpoint, threads
 from gentext.config import TrainConfig
 from gentext.models.cache import CacheModel
-from gentext.models.mixture import fit_weights, new_chain
+from gentext.models.mixture import fit_weights, mixed_log_probs, new_chain
 from gentext.training.caching import cacheable, fit_cache
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def fit_mixture(
         chain = new_chain(order, vocab, marks).fit(np.asarray(train))
         chain_lp = token_log_probs(chain, held, max(seq_len, 4096), "cpu")
         weights = fit_weights([*parts, chain_lp])
-        loss = -_mixed(parts + [chain_lp], weights).mean()
+        loss = -mixed_log_probs(parts + [chain_lp], weights).mean()
         if best is None or loss < best["val_loss"] - 1e-4:
             best = {"chain": chain, "order": order, "weights": weights, "val_loss": float(loss), "chain_lp": chain_lp}
     weights, chain_lp = best.pop("weights"), best.pop("chain_lp")
@@ -121,7 +121,7 @@ def fit_mixture(
     result = {
         **best,
         "weight": round(network, 6),
-        "net_val_loss": float(-_mixed(parts, weights[:-1] / max(network, 1e-12)).mean()),
+        "net_val_loss": float(-mixed_log_probs(parts, weights[:-1] / max(network, 1e-12)).mean()),
         "chain_val_loss": float(-chain_lp.mean()),
         "tokens": int(len(chain_lp)),
         "seconds": round(time.perf_counter() - start, 2),
@@ -133,12 +133,6 @@ def fit_mixture(
         result["net_val_loss"], result["chain_val_loss"],
     )  # fmt: skip
     return result
-
-
-def _mixed(log_probs: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
-    """log of the weighted sum of the components' probabilities, token by token."""
-    logs = np.stack(log_probs, axis=1) + np.log(np.maximum(weights, 1e-12))
-    return np.logaddexp.reduce(logs, axis=1)
 
 
 def mix_after_training(net: nn.Module, marks, data, config: dict, train: TrainConfig, out, device, summary: dict):
