@@ -17,7 +17,7 @@ Transformer row: nanoGPT's Shakespeare-char shape (6 layers, 6 heads, 384 wide, 
 random weights), one stream continuing a 256-token prompt, so every step sees a full context.
 Baseline: nanoGPT's `generate` loop on the same module (crop to the last 256 tokens, run the whole
 window, keep the last position's logits, softmax + multinomial); gentext feeds one token a step
-through its sliding KV cache.
+through its sliding KV cache, in each weight format this CPU runs natively.
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ def recompute_generate(model: nn.Module, prompt: torch.Tensor, tokens: int, cont
             ids = torch.cat([ids, torch.multinomial(probs, 1, generator=generator)], dim=1)
 
 
-def transformer_row(args) -> tuple[float, float, str]:
-    """(recompute tokens/s, gentext tokens/s, shape) for one stream at a full context."""
+def transformer_row(args) -> tuple[float, dict[str, float], str]:
+    """(recompute tokens/s, gentext tokens/s per weight format, shape) for one stream at a full context."""
     size = dict(hidden_size=64, num_layers=2, num_heads=2, context=32)
     if not args.tiny:
         size = dict(hidden_size=384, num_layers=6, num_heads=6, context=256)
@@ -83,9 +83,12 @@ def transformer_row(args) -> tuple[float, float, str]:
     prompt_text = "".join(chr(32 + i % 65) for i in range(cfg.context))
     prompt = torch.tensor([model.tokenizer.encode(prompt_text).tolist()])
     plain = rate(lambda: recompute_generate(model.model, prompt, args.tokens, cfg.context, 0), args.tokens, 2)
-    ours = rate(
-        lambda: model.generate(prompt_text, max_new_tokens=args.tokens, temperature=1.0, seed=0), args.tokens, 2
-    )
+    ours = {}
+    for fmt in ("fp32", *(f for f in fast_formats(model.device) if f != "fp32")):
+        model.set_weights(fmt)
+        ours[fmt] = rate(
+            lambda: model.generate(prompt_text, max_new_tokens=args.tokens, temperature=1.0, seed=0), args.tokens, 2
+        )
     return plain, ours, f"{cfg.num_layers} layers x {cfg.hidden_size}, {cfg.num_heads} heads, context {cfg.context}"
 
 
@@ -160,7 +163,8 @@ def main() -> None:
     print(f"\nTransformer ({shape}), 1 stream at a full context, {args.tokens} tokens:")
     print("| path | tokens/s | vs full recompute |\n|---|---:|---:|")
     print(f"| nanoGPT-style full recompute | {plain_t:,.0f} | 1.0x |")
-    print(f"| gentext (sliding KV cache) | {ours_t:,.0f} | {ours_t / plain_t:.1f}x |")
+    for fmt, rate_t in ours_t.items():
+        print(f"| gentext (sliding KV cache), {fmt} weights | {rate_t:,.0f} | {rate_t / plain_t:.1f}x |")
     print_roofline(rows, model, args)
 
 

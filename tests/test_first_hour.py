@@ -76,7 +76,7 @@ def test_a_format_error_names_the_run_it_is_about(trained_run, tmp_path, tiny_co
     gentext.train(tmp_path / "markov", paths=[str(tiny_corpus)], model="markov", order=3)
     assert main(["compare", str(trained_run), str(tmp_path / "markov"), "--weights", "int8"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: {tmp_path / 'markov'}: --weights int8 is for recurrent networks")
+    assert err.startswith(f"error: {tmp_path / 'markov'}: --weights int8 is for language networks")
 
 
 @pytest.mark.parametrize("command", ["eval", "score", "compare"])

@@ -36,6 +36,25 @@ def test_the_kv_cache_gives_the_full_pass_logits_for_300_tokens_past_the_context
     assert state.tensors["k0"].shape[2] == 23 and state.tensors["pos"].tolist() == [300, 300]
 
 
+def test_a_state_continued_twice_keeps_each_continuation_apart():
+    # generation appends keys and values in place into a buffer with room (models/transformer._Room);
+    # a second continuation of the same state (a shared prompt, beams) must not overwrite the first's
+    model = make(context=24)
+    prompt = torch.randint(0, 30, (1, 10), generator=torch.Generator().manual_seed(1))
+    first_tokens = [3, 4, 5, 6, 8]
+    with torch.inference_mode():
+        _, state = model(prompt, None)
+        _, first = model(torch.tensor([first_tokens[:1]]), state)
+        for token in first_tokens[1:4]:
+            _, first = model(torch.tensor([[token]]), first)
+        second, _ = model(torch.tensor([[7]]), state)  # the prompt's state again
+        last, _ = model(torch.tensor([first_tokens[4:]]), first)  # the first branch goes on
+        fresh_second, _ = model(torch.cat([prompt, torch.tensor([[7]])], dim=1), None)
+        fresh_first, _ = model(torch.cat([prompt, torch.tensor([first_tokens])], dim=1), None)
+    assert (second[:, -1] - fresh_second[:, -1]).abs().max() <= 1e-4
+    assert (last[:, -1] - fresh_first[:, -1]).abs().max() <= 1e-4
+
+
 def test_greedy_text_from_the_cache_equals_recomputing_the_window_each_step(tmp_path, tiny_corpus):
     gentext.train(tmp_path / "t", paths=[str(tiny_corpus)], steps=30, **SETTINGS)
     model = gentext.load(tmp_path / "t")

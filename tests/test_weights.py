@@ -39,6 +39,19 @@ def test_an_int8_row_gets_the_same_result_alone_or_in_any_batch():
     assert torch.equal(op(row), op(torch.cat([loud[:3], row, loud[3:]]))[3:4])
 
 
+def test_unbounded_int8_rows_are_scaled_each_by_itself():
+    # a Transformer's inputs have no [-1, 1] bound: each row is quantized on its own range, so a
+    # quiet row keeps its precision and its result beside loud rows
+    torch.manual_seed(0)
+    weight, bias = torch.randn(1024, 256) * 0.1, torch.randn(1024)
+    op = MATMULS["int8"](weight, bias, bounded=False)
+    row, loud = torch.randn(1, 256) * 0.01, torch.randn(7, 256) * 50
+    alone = op(row)
+    assert torch.equal(alone, op(torch.cat([loud[:3], row, loud[3:]]))[3:4])
+    exact = torch.addmm(bias, row, weight.t())
+    assert 0 < (alone - exact).abs().max().item() < 0.02 * (exact - bias).abs().max().item()
+
+
 def test_int8_is_per_channel_a_small_row_keeps_its_precision():
     weight = torch.randn(4, 64)
     weight[0] *= 1e-3  # one tiny row: a per-tensor scale would round it all to zero
@@ -46,7 +59,7 @@ def test_int8_is_per_channel_a_small_row_keeps_its_precision():
     assert torch.allclose(got[:, 0], weight[0], rtol=0.1, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn", "transformer"])
 @pytest.mark.parametrize("fmt", ["bf16", "int8"])
 def test_step_in_a_format_stays_close_to_fp32_and_evaluation_can_measure_it(kind, fmt):
     torch.manual_seed(0)
@@ -124,5 +137,5 @@ def test_formats_through_the_cli_and_clear_errors(wide_run, tmp_path, capsys):
     markov = tmp_path / "markov"
     gentext.train(markov, paths=[str(trained_run.parent / "tiny.txt")], model="markov", order=2)
     assert gentext.load(markov).weights == "fp32"  # auto: nothing to quantize
-    with pytest.raises(GentextError, match="recurrent networks"):
+    with pytest.raises(GentextError, match="language networks"):
         gentext.load(markov, weights="int8")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import os
 from pathlib import Path
 
@@ -96,3 +98,15 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+def release_memory() -> None:
+    """Hand freed heap memory back to the system between phases (the encoding pass's buffers, the
+    training steps' activations before the final evaluation). glibc keeps freed blocks for reuse,
+    so a 1 GB corpus's run held the encoding pass's ~40 MB to its end (benchmarks/RESULTS.md,
+    issue 27's 512 MB bound). A no-op where the C library has no malloc_trim."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

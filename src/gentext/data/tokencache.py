@@ -29,6 +29,7 @@ from gentext.data.dataset import id_dtype
 from gentext.data.download import cache_dir
 from gentext.data.tokenizers import Tokenizer
 from gentext.errors import GentextError
+from gentext.hardware import release_memory
 
 FORMAT = 1
 
@@ -75,6 +76,7 @@ def token_data(source: CorpusSource, config: CorpusConfig, tok: Tokenizer, conte
     entry = cache_dir() / "tokens" / key
     if not (entry / "meta.json").exists():
         _encode(source, config, tok, entry, progress)
+        release_memory()  # the pass's text and id buffers, freed but kept by the allocator
     return _mapped(entry, key)
 
 

@@ -51,14 +51,17 @@ def choose(model, name: str, device: torch.device, start: list[int]) -> tuple[st
     if not supports_formats(model):
         if name in ("auto", "fp32"):
             return "fp32", {}
-        raise GentextError(f"--weights {name} is for recurrent networks (lstm, gru, rnn); this run is float32 only")
+        raise GentextError(
+            f"--weights {name} is for language networks (lstm, gru, rnn, transformer); this run is float32 only"
+        )
     if name != "auto":
         return name, {}
     costs = {}
+    shape = getattr(network(model), "format_check", {})  # rows x tokens, where a kind needs its own
     for fmt in fast_formats(device):
         if fmt == "fp32":
             break
-        costs[fmt] = kl_cost(model, fmt, start)
+        costs[fmt] = kl_cost(model, fmt, start, **shape)
         if costs[fmt] <= QUALITY_BOUND:
             return fmt, costs
     return "fp32", costs

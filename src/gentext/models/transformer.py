@@ -27,16 +27,18 @@ from gentext.config import ModelConfig
 from gentext.errors import GentextError
 from gentext.models.adaptive import AdaptiveSoftmax
 from gentext.models.state import State
+from gentext.models.weights import MATMULS
 
 
 def rotation(positions: torch.Tensor, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin (B, 1, T, D/2), float64, of positions (B, T) times the frequencies: made once per
+    """cos and sin (B, 1, T, D/2), float32, of positions (B, T) times the frequencies: made once per
     forward and shared by every layer's queries and keys (made per call they cost ~2 ms a token,
-    issue 27). Angles are computed in float64: at position 10^6 a float32 angle is off by ~0.06 rad."""
+    issue 27; cast per call, 0.9 ms). Angles are computed in float64: at position 10^6 a float32
+    angle is off by ~0.06 rad; their cosines and sines are then as exact in float32 as anything."""
     half = head_dim // 2
     freq = 10000.0 ** (-torch.arange(half, device=positions.device, dtype=torch.float64) / half)  # (D/2,)
     angles = positions.to(torch.float64)[..., None] * freq  # (B, T, D/2)
-    return angles.cos()[:, None], angles.sin()[:, None]
+    return angles.cos().float()[:, None], angles.sin().float()[:, None]
 
 
 def _rotary(x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -47,25 +49,72 @@ def _rotary(x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Te
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
+class _Room:
+    """A key or value buffer with room to append, for inference: the state's cache tensors are
+    views of it that know their span. Appending to the view that ends where the buffer is filled
+    writes in place; any other view (a second continuation of one state, rows the server joined
+    into a new batch) is copied into a new buffer first, so no state ever sees another's writes.
+    torch.cat copied the whole cache every token: a third of an int8 token's time (issue 27)."""
+
+    __slots__ = ("buf", "filled")
+
+    def __init__(self, buf: torch.Tensor, filled: int):
+        self.buf, self.filled = buf, filled
+
+
+def _view(room: _Room, start: int, end: int) -> torch.Tensor:
+    view = room.buf[:, :, start:end]
+    view._room = (room, start, end)
+    return view
+
+
+def _append(cache: torch.Tensor, new: torch.Tensor, room_for: int) -> torch.Tensor:
+    """cache (B, heads, L, D) followed by new (B, heads, T, D) along the positions."""
+    if torch.is_grad_enabled():  # training: autograd needs fresh tensors
+        return torch.cat([cache.to(new.dtype), new], dim=2)
+    length, added = cache.shape[2], new.shape[2]
+    room, start, end = getattr(cache, "_room", (None, 0, 0))
+    writable = room is not None and (torch.is_inference_mode_enabled() or not room.buf.is_inference())
+    if writable and room.filled == end and end + added <= room.buf.shape[2] and room.buf.dtype == new.dtype:
+        room.buf[:, :, end : end + added] = new
+        room.filled = end + added
+        return _view(room, start, end + added)
+    buf = new.new_empty(*new.shape[:2], length + added + room_for, new.shape[3])
+    buf[:, :, :length], buf[:, :, length : length + added] = cache, new
+    return _view(_Room(buf, length + added), 0, length + added)
+
+
+def _tail(full: torch.Tensor, keep: int) -> torch.Tensor:
+    """The last `keep` positions (what the next token may still see), still knowing their buffer."""
+    room, start, end = getattr(full, "_room", (None, 0, 0))
+    return full[:, :, -keep:] if room is None else _view(room, max(start, end - keep), end)
+
+
 class Block(nn.Module):
-    def __init__(self, hidden: int, heads: int, dropout: float):
+    def __init__(self, hidden: int, heads: int, dropout: float, room: int = 256):
         super().__init__()
         self.heads, self.dropout = heads, dropout
+        self.room = room  # positions an inference cache buffer leaves free to append to (_Room)
         self.ln1, self.ln2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.proj = nn.Linear(hidden, hidden)
         self.mlp = nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Linear(4 * hidden, hidden))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, rot, cache_k, cache_v, mask):
+    def linears(self) -> dict[str, nn.Linear]:
+        return {"qkv": self.qkv, "proj": self.proj, "fc": self.mlp[0], "out": self.mlp[2]}
+
+    def forward(self, x, rot, cache_k, cache_v, mask, ops: dict | None = None):
         """x (B, T, H); rot: `rotation` of the positions; cache (B, heads, L, D); mask None (plain
-        causal) or (T, L+T) bool."""
+        causal) or (T, L+T) bool; `ops`: the four products in a weight format (models/weights.py)
+        instead of the float32 modules, for inference."""
         batch, length, hidden = x.shape
+        if ops is not None:
+            return self._formatted(x, rot, cache_k, cache_v, mask, ops)
         q, k, v = self.qkv(self.ln1(x)).split(hidden, dim=-1)
         q, k, v = (t.view(batch, length, self.heads, -1).transpose(1, 2) for t in (q, k, v))  # (B, h, T, D)
         q, k = _rotary(q, rot), _rotary(k, rot)
-        k = torch.cat([cache_k.to(k.dtype), k], dim=2)
-        v = torch.cat([cache_v.to(v.dtype), v], dim=2)
+        k, v = _append(cache_k, k, self.room), _append(cache_v, v, self.room)
         drop = self.dropout if self.training else 0.0
         causal = mask is None and length > 1  # one query sees every cached key (the cache holds context-1)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, is_causal=causal)
@@ -74,9 +123,26 @@ class Block(nn.Module):
         x = x + self.drop(self.mlp(self.ln2(x)))
         return x, k, v
 
+    def _formatted(self, x, rot, cache_k, cache_v, mask, ops: dict):
+        """forward's inference arithmetic with the products in `ops` (rows (B*T, K) in, float32 out)."""
+        batch, length, hidden = x.shape
+        rows = x.reshape(batch * length, hidden)
+        q, k, v = ops["qkv"](self.ln1(rows)).view(batch, length, 3 * hidden).split(hidden, dim=-1)
+        q, k, v = (t.reshape(batch, length, self.heads, -1).transpose(1, 2) for t in (q, k, v))
+        q, k = _rotary(q, rot), _rotary(k, rot)
+        k, v = _append(cache_k, k, self.room), _append(cache_v, v, self.room)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and length > 1)
+        rows = rows + ops["proj"](y.transpose(1, 2).reshape(batch * length, hidden))
+        rows = rows + ops["out"](F.gelu(ops["fc"](self.ln2(rows))))
+        return rows.view(batch, length, hidden), k, v
+
 
 class TransformerLanguageModel(nn.Module):
     carries_state = False  # training windows are independent; generation carries the KV cache
+    # `auto`'s quality check of a weight format (inference/formats.py) reads 512 positions: a step
+    # costs ~10 ms at nearly any batch (6 x 384), so 32 rows x 16 tokens instead of 4 x 128
+    # (loading a 6 x 384 run took 4.4 s with it, now 1.4 s; int8's cost there: 5e-5 nats/token)
+    format_check = {"rows": 32, "tokens": 16}
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -90,7 +156,8 @@ class TransformerLanguageModel(nn.Module):
         self.embedding = nn.Embedding(config.vocab_size, hidden)
         dropout = config.dropout or 0.0  # None (chosen at training time) is 0 outside it
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(hidden, config.num_heads, dropout) for _ in range(config.num_layers))
+        layers = range(config.num_layers)
+        self.blocks = nn.ModuleList(Block(hidden, config.num_heads, dropout, config.context) for _ in layers)
         self.ln_f = nn.LayerNorm(hidden)
         if config.adaptive_cutoffs:
             self.head = AdaptiveSoftmax(hidden, config.vocab_size, config.adaptive_cutoffs)
@@ -101,6 +168,8 @@ class TransformerLanguageModel(nn.Module):
             for linear in (block.proj, block.mlp[2]):
                 nn.init.normal_(linear.weight, std=0.02 / math.sqrt(2 * config.num_layers))
         self.head.weight = self.embedding.weight  # tied input/output embedding (Press & Wolf 2017)
+        self.weight_format, self.stepped_sequences = "fp32", False  # inference's products (models/weights.py)
+        self._ops: dict[str, tuple] = {}
 
     @staticmethod
     def _init(module: nn.Module) -> None:
@@ -128,6 +197,36 @@ class TransformerLanguageModel(nn.Module):
             raise GentextError(f"a transformer state has tensors {sorted(self._dims())}, got {sorted(tensors)}")
         return State(dict(tensors), self._dims())
 
+    # -- weight formats (models/weights.py), as the recurrent kinds have them ---------------------
+    def set_weight_format(self, name: str, evaluate: bool = False) -> None:
+        """fp32 | bf16 | int8: how inference stores the four products of each block (and a large
+        head). One token at a time always uses it; with `evaluate`, whole sequences too (so
+        evaluation measures the arithmetic generation uses), otherwise they stay float32."""
+        if name not in MATMULS:
+            raise GentextError(f"unknown weight format {name!r}; known: {', '.join(MATMULS)}")
+        self.weight_format, self.stepped_sequences = name, evaluate and name != "fp32"
+
+    def _step_ops(self, fmt: str | None = None) -> dict:
+        """Each block's products and the head in a format, rebuilt when any weight changed (a
+        mid-training sample comes between optimizer steps)."""
+        fmt = fmt or self.weight_format
+        params = [p for block in self.blocks for lin in block.linears().values() for p in lin.parameters()]
+        version = tuple(x for p in (*params, self.head.weight) for x in (p._version, p.data_ptr()))
+        if fmt not in self._ops or self._ops[fmt][0] != version:
+            make = MATMULS[fmt]
+            with torch.no_grad():
+                blocks = [
+                    {name: make(lin.weight, lin.bias, bounded=False) for name, lin in block.linears().items()}
+                    for block in self.blocks
+                ]
+                head = None if isinstance(self.head, AdaptiveSoftmax) else make(self.head.weight, None, bounded=False)
+            self._ops[fmt] = (version, {"blocks": blocks, "head": head})
+        return self._ops[fmt][1]
+
+    def _step(self, ids: torch.Tensor, state: State | None, fmt: str | None = None) -> tuple[torch.Tensor, State]:
+        """One token per row in a format: ids (B,) -> logits (B, 1, V) and the state after it."""
+        return self._forward(ids[:, None], state, self._step_ops(fmt))
+
     # -- the model interface ----------------------------------------------------------------------
     def _mask(self, length: int, cached: int, device) -> torch.Tensor | None:
         """Query t (absolute index cached + t) sees keys j with cached + t - context < j <= cached + t."""
@@ -141,6 +240,16 @@ class TransformerLanguageModel(nn.Module):
         self, ids: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, State]:
         """ids (B, T) -> logits (B, T, V) and the cache after them; with `targets`, log P(targets) (B, T)."""
+        formatted = not self.training and not torch.is_grad_enabled() and self.weight_format != "fp32"
+        if formatted and (ids.shape[1] == 1 or self.stepped_sequences):
+            logits, state = self._forward(ids, state, self._step_ops())
+            if targets is None:
+                return logits, state
+            return torch.log_softmax(logits.float(), -1).gather(2, targets[..., None])[..., 0], state
+        return self._forward(ids, state, None, targets)
+
+    def _forward(self, ids: torch.Tensor, state: State | None, ops: dict | None, targets=None):
+        """forward's work; `ops`: the products in a weight format (inference only)."""
         batch, length = ids.shape
         state = state if state is not None else self.initial_state(batch, ids.device)
         cached = state.tensors["k0"].shape[2]
@@ -151,11 +260,14 @@ class TransformerLanguageModel(nn.Module):
         new = {"pos": state.tensors["pos"] + length}
         rot = rotation(positions, self.config.hidden_size // self.config.num_heads)
         for i, block in enumerate(self.blocks):
-            x, k, v = block(x, rot, state.tensors[f"k{i}"], state.tensors[f"v{i}"], mask)
+            block_ops = None if ops is None else ops["blocks"][i]
+            x, k, v = block(x, rot, state.tensors[f"k{i}"], state.tensors[f"v{i}"], mask, block_ops)
             k, v = (k.detach(), v.detach()) if self.training else (k, v)  # windows are independent
-            new[f"k{i}"], new[f"v{i}"] = k[:, :, -keep:].float(), v[:, :, -keep:].float()
+            new[f"k{i}"], new[f"v{i}"] = _tail(k, keep).float(), _tail(v, keep).float()
         y = self.ln_f(x)
         new_state = State(new, self._dims())
+        if ops is not None and ops["head"] is not None:
+            return ops["head"](y.flatten(0, 1)).view(batch, length, -1), new_state
         if targets is None:
             logits = self.head.log_probs(y) if isinstance(self.head, AdaptiveSoftmax) else self.head(y)
             return logits, new_state

@@ -60,25 +60,33 @@ class Bf16Matmul(Matmul):
 class Int8Matmul(Matmul):
     bytes_per_weight = 1.0
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, bounded: bool = True):
         super().__init__(weight, bias)
+        self.bounded = bounded
         w = weight.detach().float().cpu()
         scales = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)  # one per output channel, symmetric
         zero = torch.zeros(w.shape[0], dtype=torch.long)
         with warnings.catch_warnings():  # quantized tensor constructors are marked for a future removal
             warnings.simplefilter("ignore", UserWarning)
             qweight = torch.quantize_per_channel(w, scales.double(), zero, 0, torch.qint8)
-        self.packed = torch.ops.quantized.linear_prepack(qweight, self.bias.float().cpu())
+        # unbounded inputs are scaled per row before the product, the bias added after it
+        self.packed = torch.ops.quantized.linear_prepack(qweight, self.bias.float().cpu() if bounded else None)
         # The activations' scale is chosen per call from the min and max of the whole batch, so a
         # row's result would depend on the other rows (a batched request's text would differ from
-        # the same request alone). Every input here is a recurrent state in [-1, 1] (tanh-bounded
-        # h): one extra row holding +1 and -1 pins the range, making each row's result its own.
+        # the same request alone). A recurrent state is in [-1, 1] (tanh-bounded h): one extra row
+        # holding +1 and -1 pins the range, making each row's result its own. A Transformer's
+        # inputs (layer-normed, GELU outputs) have no such bound: each row is divided by its own
+        # largest magnitude first and the product multiplied back (per-row dynamic quantization
+        # in one call; `bounded=False`).
         self.anchor = torch.zeros(1, weight.shape[1])
         self.anchor[0, 0], self.anchor[0, -1] = 1.0, -1.0
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        # reduce_range=True keeps fbgemm's AVX2 int16 accumulation from saturating
-        return torch.ops.quantized.linear_dynamic(torch.cat([x, self.anchor]), self.packed, True)[:-1]
+        if self.bounded:  # reduce_range=True keeps fbgemm's AVX2 int16 accumulation from saturating
+            return torch.ops.quantized.linear_dynamic(torch.cat([x, self.anchor]), self.packed, True)[:-1]
+        scale = x.abs().amax(dim=1, keepdim=True).clamp_min(1e-30)
+        y = torch.ops.quantized.linear_dynamic(torch.cat([x / scale, self.anchor]), self.packed, True)[:-1]
+        return torch.addcmul(self.bias, y, scale)
 
     def bytes(self) -> float:
         return self.shape[0] * (self.shape[1] + 4)  # int8 weights and a float32 scale per row
@@ -91,11 +99,13 @@ SMALL_MATRIX = 1 << 16  # weights below this many stay float32: their bytes do n
 def _matmul(fmt: str):
     """The constructor a format uses: weight (N, K), bias (N,) or None -> Matmul."""
 
-    def make(weight: torch.Tensor, bias: torch.Tensor | None) -> Matmul:
+    def make(weight: torch.Tensor, bias: torch.Tensor | None, bounded: bool = True) -> Matmul:
+        """`bounded`: every input is within [-1, 1] (a recurrent state); int8 needs to know."""
         # A quantized call costs ~40 us of fixed overhead: a 65-character head (33k weights) is
         # 10x faster in float32, and reads almost nothing either way.
-        cls = Matmul if fmt == "fp32" or weight.numel() < SMALL_MATRIX else FORMAT_CLASSES[fmt]
-        return cls(weight, bias)
+        if fmt == "fp32" or weight.numel() < SMALL_MATRIX:
+            return Matmul(weight, bias)
+        return Int8Matmul(weight, bias, bounded) if fmt == "int8" else FORMAT_CLASSES[fmt](weight, bias)
 
     return make
 

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from gentext import checkpoint, threads
 from gentext.config import TrainConfig
 from gentext.errors import GentextError
+from gentext.hardware import release_memory
 from gentext.training import distributed
 from gentext.training.feeds import Feed
 from gentext.training.run import Run
@@ -145,6 +146,7 @@ def train(
     resumed_at, elapsed_before = (run.prog.step if resume else None), run.prog.elapsed
     try:
         stopped_early, seconds = _loop(run, bar, on_eval)
+        release_memory()  # the steps' freed activations: the final evaluation should not add to them
         eval_start = time.perf_counter()
         final_val, val_count = run.final_evaluation()
         eval_seconds = time.perf_counter() - eval_start
