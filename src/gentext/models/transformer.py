@@ -124,12 +124,13 @@ class Block(nn.Module):
         return x, k, v
 
     def _formatted(self, x, rot, cache_k, cache_v, mask, ops: dict):
-        """forward's inference arithmetic with the products in `ops` (rows (B*T, K) in, float32 out)."""
+        """forward's inference arithmetic with the products in `ops` (rows (B*T, K) in, float32 out);
+        `rot` laid out for (B, T, 2, heads, D) queries and keys (TransformerLanguageModel._forward)."""
         batch, length, hidden = x.shape
         rows = x.reshape(batch * length, hidden)
-        q, k, v = ops["qkv"](self.ln1(rows)).view(batch, length, 3 * hidden).split(hidden, dim=-1)
-        q, k, v = (t.reshape(batch, length, self.heads, -1).transpose(1, 2) for t in (q, k, v))
-        q, k = _rotary(q, rot), _rotary(k, rot)
+        qkv = ops["qkv"](self.ln1(rows)).view(batch, length, 3, self.heads, -1)
+        qk = _rotary(qkv[:, :, :2], rot)  # queries and keys rotated in one go: rot is (B, T, 1, 1, D/2)
+        q, k, v = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
         k, v = _append(cache_k, k, self.room), _append(cache_v, v, self.room)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and length > 1)
         rows = rows + ops["proj"](y.transpose(1, 2).reshape(batch * length, hidden))
@@ -210,7 +211,8 @@ class TransformerLanguageModel(nn.Module):
         """Each block's products and the head in a format, rebuilt when any weight changed (a
         mid-training sample comes between optimizer steps)."""
         fmt = fmt or self.weight_format
-        params = [p for block in self.blocks for lin in block.linears().values() for p in lin.parameters()]
+        # checked every token: attributes read directly (Module.parameters() cost 0.5 ms a token)
+        params = [t for b in self.blocks for lin in (b.qkv, b.proj, b.mlp[0], b.mlp[2]) for t in (lin.weight, lin.bias)]
         version = tuple(x for p in (*params, self.head.weight) for x in (p._version, p.data_ptr()))
         if fmt not in self._ops or self._ops[fmt][0] != version:
             make = MATMULS[fmt]
@@ -240,8 +242,10 @@ class TransformerLanguageModel(nn.Module):
         self, ids: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, State]:
         """ids (B, T) -> logits (B, T, V) and the cache after them; with `targets`, log P(targets) (B, T)."""
-        formatted = not self.training and not torch.is_grad_enabled() and self.weight_format != "fp32"
-        if formatted and (ids.shape[1] == 1 or self.stepped_sequences):
+        # Inference steps (and sequences where a format is evaluated) take the products as ops: one
+        # token's Python and dispatch cost most of its time, and the ops path has fewer of both.
+        inference = not self.training and not torch.is_grad_enabled()
+        if inference and (ids.shape[1] == 1 or self.stepped_sequences):
             logits, state = self._forward(ids, state, self._step_ops())
             if targets is None:
                 return logits, state
@@ -259,6 +263,8 @@ class TransformerLanguageModel(nn.Module):
         keep = self.config.context - 1  # what the next token may still see
         new = {"pos": state.tensors["pos"] + length}
         rot = rotation(positions, self.config.hidden_size // self.config.num_heads)
+        if ops is not None:  # (B, 1, T, D/2) -> (B, T, 1, 1, D/2), for Block._formatted's layout
+            rot = tuple(r.transpose(1, 2)[:, :, :, None] for r in rot)
         for i, block in enumerate(self.blocks):
             block_ops = None if ops is None else ops["blocks"][i]
             x, k, v = block(x, rot, state.tensors[f"k{i}"], state.tensors[f"v{i}"], mask, block_ops)

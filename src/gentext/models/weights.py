@@ -18,6 +18,7 @@ the format (the same rule as training's autocast).
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -84,7 +85,7 @@ class Int8Matmul(Matmul):
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.bounded:  # reduce_range=True keeps fbgemm's AVX2 int16 accumulation from saturating
             return torch.ops.quantized.linear_dynamic(torch.cat([x, self.anchor]), self.packed, True)[:-1]
-        scale = x.abs().amax(dim=1, keepdim=True).clamp_min(1e-30)
+        scale = torch.linalg.vector_norm(x, math.inf, dim=1, keepdim=True).clamp_min_(1e-30)  # max |x| per row
         y = torch.ops.quantized.linear_dynamic(torch.cat([x / scale, self.anchor]), self.packed, True)[:-1]
         return torch.addcmul(self.bias, y, scale)
 
