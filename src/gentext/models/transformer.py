@@ -212,7 +212,7 @@ class TransformerLanguageModel(nn.Module):
         mid-training sample comes between optimizer steps)."""
         fmt = fmt or self.weight_format
         # checked every token: attributes read directly (Module.parameters() cost 0.5 ms a token)
-        params = [t for b in self.blocks for lin in (b.qkv, b.proj, b.mlp[0], b.mlp[2]) for t in (lin.weight, lin.bias)]
+        params = [t for b in self.blocks for lin in b.linears().values() for t in (lin.weight, lin.bias)]
         version = tuple(x for p in (*params, self.head.weight) for x in (p._version, p.data_ptr()))
         if fmt not in self._ops or self._ops[fmt][0] != version:
             make = MATMULS[fmt]
