@@ -88,6 +88,12 @@ def _streamed(call, model: nn.Module, ids: np.ndarray, seq_len: int, device) -> 
     return [np.concatenate(column) for column in zip(*out, strict=True)] if out else [np.zeros(0)]
 
 
+def _storable(order: int, vocab: int) -> int:
+    """`order`, lowered where the chain's keys would not fit in int64 (a near-256 character
+    vocabulary lowers 8 to an order already tried: fitting it twice was wasted work)."""
+    return order if float(vocab) ** order < 2**62 else max(1, int(62 * np.log(2) / np.log(vocab)) - 1)
+
+
 def fit_mixture(
     net: nn.Module, train: np.ndarray, val: np.ndarray, orders, seq_len: int, device, marks: list | None = None
 ) -> dict:
@@ -104,9 +110,7 @@ def fit_mixture(
     held = np.asarray(val[: FIT_TOKENS + 1])
     parts = components(net, held, seq_len, device)  # [network] or [network, cache]
     best = None
-    for order in orders:
-        if float(vocab) ** order >= 2**62:  # the chain's keys must fit in int64
-            order = max(1, int(62 * np.log(2) / np.log(vocab)) - 1)
+    for order in sorted({_storable(order, vocab) for order in orders}):  # each fitted once
         threads.tick()
         chain = new_chain(order, vocab, marks).fit(np.asarray(train))
         chain_lp = token_log_probs(chain, held, max(seq_len, 4096), "cpu")
