@@ -101,8 +101,9 @@ def test_conditional_benchmark_prints_gentext_beside_the_baselines():
     pytest.importorskip("sklearn")
     _, rows = run_script("bench_conditional.py", "--tiny", "--tasks", "digits")  # pairs: bench_pairs.py's test
     methods = [(r.split("|")[1].strip(), r.split("|")[2].strip()) for r in rows]
-    assert [task for task, _ in methods] == ["digits", "digits", "digits"]
-    assert [m for _, m in methods] == ["gentext captioner (greedy)", "logistic regression", "SVM"]
+    assert [task for task, _ in methods] == ["digits"] * 4
+    gentext_rows = ["gentext captioner, greedy, exact caption", "gentext captioner, 4 beams, exact caption"]
+    assert [m for _, m in methods] == [*gentext_rows, "logistic regression", "SVM"]
     assert float(rows[-1].split("|")[3].strip().rstrip("%")) > 50  # an SVM on the pixels reads digits
 
 

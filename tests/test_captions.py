@@ -78,7 +78,9 @@ def test_a_trained_captioner_captions_through_cli_api_and_eval(captioned, capsys
     make_shapes(other, 12, seed=77)  # pictures the tests never trained on
     assert main(["eval", str(captioned / "run"), str(other), "--json"]) == 0
     scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert scores["images"] == 12 and {"bleu", "chrf", "attribute_accuracy"} <= set(scores)
+    assert scores["images"] == 12 and {"bleu", "chrf", "exact_match", "attribute_accuracy"} <= set(scores)
+    assert {"bleu", "chrf", "exact_match", "attribute_accuracy"} <= set(scores["beam"])  # beams beside greedy
+    assert scores["greedy"]["chrf"] == scores["chrf"]  # the headline figures are greedy's
     assert 0 < scores["chrf"] <= 100  # 60 steps learn the words, not yet the pictures: RESULTS.md has 10 minutes
     caption = model.caption(picture, temperature=0)[0].strip()
     assert main(["score", str(captioned / "run"), caption, "--image", str(picture), "--json"]) == 0
@@ -138,9 +140,10 @@ def test_eval_compare_and_chat_on_a_captioner_without_json(captioned, capsys, mo
     run = str(captioned / "run")
     assert main(["eval", run]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^\d+ held-out pictures: BLEU \d+\.\d, chrF \d+\.\d, attribute accuracy", out, re.M)
+    figures = r"captions: exact match \d+\.\d%, BLEU \d+\.\d, chrF \d+\.\d, attribute accuracy"
+    assert re.search(rf"^greedy {figures}", out, re.M) and re.search(rf"^beam   {figures}", out, re.M)
     assert main(["compare", run, run]) == 0
-    assert capsys.readouterr().out.startswith("| run | kind | bleu | chrf | attribute_accuracy |")
+    assert capsys.readouterr().out.startswith("| run | kind | exact_match | bleu | chrf | attribute_accuracy |")
     # chat: each line names a picture to caption
     import io
 
@@ -183,3 +186,28 @@ def test_image_norm_group_normalises_per_picture_and_runs_saved_before_load_thei
     assert torch.equal(state, before.initial_state(3, condition=pictures).tensors["memory"])
     with pytest.raises(GentextError, match="--image-norm"):
         ModelConfig(kind="captioner", vocab_size=10, image_norm="batch").validate()
+
+
+def test_a_captioning_batch_takes_every_caption_of_a_picture_and_encodes_the_picture_once():
+    import numpy as np
+    import torch
+
+    from gentext.config import ModelConfig, TrainConfig
+    from gentext.models.captioner import CaptionModel
+    from gentext.training.feeds import PairFeed
+
+    train = [(np.int64(picture), [4, 5, 6 + k]) for picture in range(20) for k in range(3)]
+    drawn = []
+    condition_of = lambda sources, device: drawn.append([int(s) for s in sources])  # noqa: E731
+    for size in (12, 13):
+        feed = PairFeed(train, [], (1, 2), TrainConfig(batch_size=size), range(size), condition_of, "k", grouped=True)
+        feed.batch(7)
+        counts = sorted(np.unique(drawn[-1], return_counts=True)[1].tolist())
+        assert len(drawn[-1]) == size and counts[1:] == [3] * (len(counts) - 1)  # whole pictures; the last cut
+    model = CaptionModel(ModelConfig(kind="captioner", vocab_size=10, hidden_size=16, embed_size=8)).eval()
+    seen = []
+    model.cnn.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
+    pictures, rows = torch.randn(2, 3, 64, 64), torch.tensor([0, 1, 1, 0, 1])
+    once, each = model.encode((pictures, rows)), model.encode(pictures[rows])
+    assert seen == [2, 5]  # the pair form ran the CNN on the two pictures, not the five rows
+    assert all(torch.allclose(once.tensors[k], each.tensors[k], atol=1e-6) for k in each.tensors)

@@ -65,10 +65,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def conditional_lines(result: dict) -> list[str]:
     """What `gentext eval` prints for a seq2seq run (pairs) or a captioning run (pictures)."""
     if "images" in result:
-        lines = [
-            f"{result['images']:,} held-out pictures: BLEU {result['bleu']:.1f}, chrF {result['chrf']:.1f}, "
-            f"attribute accuracy {result['attribute_accuracy']:.1%} (greedy captions)"
-        ]
+        lines = [f"{result['images']:,} held-out pictures"]
+        for name in ("greedy", "beam"):
+            r = result[name]
+            named = f", attribute accuracy {r['attribute_accuracy']:.1%}" if "attribute_accuracy" in r else ""
+            figures = f"exact match {r['exact_match']:.1%}, BLEU {r['bleu']:.1f}, chrF {r['chrf']:.1f}{named}"
+            lines.append(f"{name:6s} captions: {figures}")
         return lines + [f"  {Path(e['image']).name}: {e['caption']}" for e in result.get("examples", [])]
     lines = [f"loss {result['loss']:.4f} nats/token on {result['pairs']:,} pairs ({result['tokens']:,} target tokens)"]
     for name in ("greedy", "beam"):
@@ -138,8 +140,9 @@ def compare_rows(args: argparse.Namespace) -> list[dict]:
 def conditional_row(run: str, model, data: str | None) -> dict:
     """A seq2seq or captioning run's headline figures on its held-out pairs (or `data`)."""
     result = model.evaluate(paths=[data] if data else None)
-    figures = ("loss", "exact_match", "chrf", "bleu") if model.pairs else ("bleu", "chrf", "attribute_accuracy")
-    return {"run": run, "kind": model.model.config.kind, **{k: result[k] for k in figures}}
+    pictures = ("exact_match", "bleu", "chrf", "attribute_accuracy")  # attribute accuracy: `shapes` captions only
+    figures = ("loss", "exact_match", "chrf", "bleu") if model.pairs else pictures
+    return {"run": run, "kind": model.model.config.kind, **{k: result[k] for k in figures if k in result}}
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -151,8 +154,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         names = [k for k in rows[0] if k not in ("run", "kind")]
         print("| run | kind | " + " | ".join(names) + " |")
         print("|---|---|" + "---:|" * len(names))
-        for r in sorted(rows, key=lambda r: -r[names[-1]]):
-            print(f"| {r['run']} | {r['kind']} | " + " | ".join(f"{r[k]:.4g}" for k in names) + " |")
+        for r in sorted(rows, key=lambda r: -r.get(names[-1], 0.0)):  # a figure one run lacks prints as "-"
+            print(f"| {r['run']} | {r['kind']} | " + " | ".join(f"{r[k]:.4g}" if k in r else "-" for k in names) + " |")
         return 0
     # Ranked by bits per character with every <unk> spelled out: the one scale all levels share.
     print("| run | kind | level | parameters | val loss/token | perplexity | bpc | gen tokens/s | sample |")

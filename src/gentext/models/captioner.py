@@ -51,7 +51,12 @@ class CaptionModel(AttentionDecoder):
         self.place = nn.Parameter(torch.zeros(1, GRID * GRID, h))
 
     def encode(self, condition) -> State:
-        """condition = pictures (B, 3, 64, 64) in [-1, 1], or precomputed features (B, D) / (B, S, D)."""
+        """condition = pictures (B, 3, 64, 64) in [-1, 1], or precomputed features (B, D) / (B, S, D);
+        or a pair (those, rows (B,)): each distinct picture once and which one each row reads, so a
+        training batch holding several captions of a picture runs the CNN once for it."""
+        if isinstance(condition, tuple):
+            pictures, rows = condition
+            return self.encode(pictures).select(rows)
         if self.config.feature_size:
             features = condition[:, None, :] if condition.dim() == 2 else condition
             memory = self.drop(torch.tanh(self.project(features)))  # (B, S, H): S = 1 for a vector

@@ -69,12 +69,13 @@ def feed(data: dict, cfg: TrainConfig):
     """The pair feed's maker (rows -> PairFeed): picture indices become the picture batch."""
     images = data["images"]
 
-    def pictures(sources, device):  # picture indices -> the picture batch (B, 3, S, S)
-        return images[torch.as_tensor(np.asarray(sources, dtype=np.int64))].to(device)
+    def pictures(sources, device):  # picture indices -> each picture once (P, 3, S, S) and each row's (B,)
+        unique, rows = np.unique(np.asarray(sources, dtype=np.int64), return_inverse=True)
+        return images[torch.from_numpy(unique)].to(device), torch.from_numpy(rows.reshape(-1)).to(device)
 
     ids = pair_ids(data["tokenizer"])
     key = data["key"] + pairs_hash(data["train"])  # the pictures and the captions
-    return lambda rows: PairFeed(data["train"], data["val"], ids, cfg, rows, pictures, key)
+    return lambda rows: PairFeed(data["train"], data["val"], ids, cfg, rows, pictures, key, grouped=True)
 
 
 def run_config(corpus_cfg: CorpusConfig, model_cfg: ModelConfig, train_cfg: TrainConfig) -> dict:

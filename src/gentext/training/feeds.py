@@ -105,18 +105,24 @@ class PairFeed:
         rows: range,
         condition_of: Callable | None = None,
         key: str | None = None,
+        grouped: bool = False,
     ):
         if not train:
             raise GentextError("no source<TAB>target pairs in the training text")
         self.train, self.val, self.ids, self.config, self.rows = train, val, ids, config, rows
         self.condition_of = condition_of or text_condition
+        # `grouped` (captioning: a source is a picture index): a batch draws pictures and takes all
+        # of each one's captions, so the picture is encoded once for them (captions.py): the CNN is
+        # half a captioner's step. With one caption a picture the draw is the ungrouped one.
+        self.groups = _groups(train) if grouped else [[i] for i in range(len(train))]
         self.steps_per_epoch = math.ceil(len(train) / config.batch_size)
         self.data_hash = key or pairs_hash(train)
         self.sample = _first_tokens(val, config.eval_tokens)  # periodic validation: a fixed share
 
     def batch(self, step: int) -> Batch:
         rng = np.random.default_rng([self.config.seed, step])  # a function of the step: resumes exactly
-        chosen = [self.train[i] for i in rng.integers(0, len(self.train), self.config.batch_size)]
+        picks = rng.integers(0, len(self.groups), self.config.batch_size)  # groups: enough to fill the batch
+        chosen = [self.train[i] for g in picks for i in self.groups[g]][: self.config.batch_size]
         tokens = sum(len(t) + 1 for _, t in chosen)  # the global batch's targets (END included)
         mine = chosen[self.rows.start : self.rows.stop]
         condition, dec_in, dec_out, mask = pair_batch(mine, *self.ids, "cpu", self.condition_of)
@@ -139,6 +145,14 @@ def pairs_hash(pairs: list[Pair]) -> str:
         digest.update(np.ascontiguousarray(np.asarray(source, dtype=np.int64)).tobytes() + b"|")
         digest.update(np.ascontiguousarray(np.asarray(target, dtype=np.int64)).tobytes() + b"\n")
     return digest.hexdigest()[:16]
+
+
+def _groups(pairs: list[Pair]) -> list[list[int]]:
+    """The indices of the pairs sharing each source (an int: a picture's index), in first-seen order."""
+    groups: dict[int, list[int]] = {}
+    for i, (source, _) in enumerate(pairs):
+        groups.setdefault(int(source), []).append(i)
+    return list(groups.values())
 
 
 def _first_tokens(pairs: list[Pair], tokens: int) -> list[Pair]:
