@@ -37,9 +37,9 @@ def bandwidth_gbs(nbytes: int) -> float:
 
 def matmul_peaks(tiny: bool = False) -> dict[str, float]:
     """GFLOP/s of a large square matmul per format this CPU runs natively (int8: the quantized
-    kernel the int8 format calls)."""
+    and fp16: the kernels those formats call)."""
     from gentext.hardware import cpu_native
-    from gentext.models.weights import Int8Matmul
+    from gentext.models.weights import Fp16Matmul, Int8Matmul, fp16_weights_native
 
     n = 256 if tiny else 1024
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -47,6 +47,9 @@ def matmul_peaks(tiny: bool = False) -> dict[str, float]:
     if cpu_native(torch.bfloat16):
         ab, bb = a.bfloat16(), b.bfloat16()
         peaks["bf16"] = 2 * n**3 / _best_seconds(lambda: ab @ bb)[0] / 1e9
+    if fp16_weights_native():
+        half = Fp16Matmul(b, None)
+        peaks["fp16"] = 2 * n**3 / _best_seconds(lambda: half(a))[0] / 1e9
     op = Int8Matmul(b, None)
     peaks["int8"] = 2 * n**3 / _best_seconds(lambda: op(a))[0] / 1e9
     return peaks

@@ -1,4 +1,4 @@
-"""Weight formats for the generation step (issue 16): fp32, bf16, int8 and auto."""
+"""Weight formats for the generation step (issue 16): fp32, bf16, fp16, int8 and auto."""
 
 import json
 
@@ -18,7 +18,7 @@ from .conftest import TINY_SETTINGS, TINY_TEXT
 pytestmark = pytest.mark.isa  # CPU features: int8 kernels (VNNI or not), bf16 (AVX-512 BF16 or not)
 
 
-@pytest.mark.parametrize("fmt", ["bf16", "int8"])
+@pytest.mark.parametrize("fmt", ["bf16", "fp16", "int8"])
 def test_each_format_multiplies_like_float32_within_its_rounding(fmt):
     torch.manual_seed(0)
     weight, bias, x = torch.randn(1024, 80) * 0.1, torch.randn(1024), torch.randn(5, 80)
@@ -60,7 +60,7 @@ def test_int8_is_per_channel_a_small_row_keeps_its_precision():
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn", "transformer"])
-@pytest.mark.parametrize("fmt", ["bf16", "int8"])
+@pytest.mark.parametrize("fmt", ["bf16", "fp16", "int8"])
 def test_step_in_a_format_stays_close_to_fp32_and_evaluation_can_measure_it(kind, fmt):
     torch.manual_seed(0)
     net = build_model(ModelConfig(kind=kind, vocab_size=30, embed_size=16, hidden_size=256, num_layers=2)).eval()
@@ -123,6 +123,19 @@ def test_emulated_bf16_is_never_chosen_and_refused_when_asked(monkeypatch):
     assert "bf16" in fast_formats(torch.device("cpu"))
 
 
+def test_fp16_weights_keep_float32_precision_and_are_refused_where_fbgemm_cannot_run_them(monkeypatch):
+    torch.manual_seed(0)
+    weight, bias, rows = torch.randn(1024, 256) * 0.1, torch.randn(1024), torch.randn(8, 256)
+    exact, got = torch.addmm(bias, rows, weight.t()), MATMULS["fp16"](weight, bias)(rows)
+    assert 0 < (got - exact).abs().max().item() < 1e-3 * exact.abs().max().item()  # float16's 11 bits, no more
+    monkeypatch.setattr("gentext.models.weights.fp16_weights_native", lambda: True)
+    assert fast_formats(torch.device("cpu"))[-2:] == ["fp16", "fp32"]  # after int8 (and bf16), before fp32
+    monkeypatch.setattr("gentext.models.weights.fp16_weights_native", lambda: False)
+    assert "fp16" not in fast_formats(torch.device("cpu"))
+    with pytest.raises(GentextError, match="fp16 needs an x86 CPU with AVX2"):
+        check_format("fp16", torch.device("cpu"))
+
+
 def test_formats_through_the_cli_and_clear_errors(wide_run, tmp_path, capsys):
     trained_run = wide_run
     assert main(["generate", str(trained_run), "--weights", "int8", "--max-new-tokens", "20", "--json"]) == 0
@@ -132,7 +145,7 @@ def test_formats_through_the_cli_and_clear_errors(wide_run, tmp_path, capsys):
     assert main(["eval", str(trained_run), "--weights", "int8", "--json"]) == 0
     int8 = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["loss"]
     assert int8 != fp32 and abs(int8 - fp32) < 0.05
-    assert main(["generate", str(trained_run), "--weights", "fp16"]) == 2
+    assert main(["generate", str(trained_run), "--weights", "fp8"]) == 2
     assert "--weights" in capsys.readouterr().err
     markov = tmp_path / "markov"
     gentext.train(markov, paths=[str(trained_run.parent / "tiny.txt")], model="markov", order=2)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from gentext.config import DEVICES, check, flag_of, one_of, opt
 
-WEIGHT_FORMATS = ("auto", "fp32", "bf16", "int8")
+WEIGHT_FORMATS = ("auto", "fp32", "bf16", "fp16", "int8")
 SAMPLE_CAPS = {  # upper bounds of SampleConfig's integer and scale fields
     "max_new_tokens": 1_000_000,
     "temperature": 1e4,
@@ -42,7 +42,8 @@ class LoadConfig:
     device: str = opt("cpu", "cpu | cuda | auto")
     weights: str = opt(
         "auto",
-        "generation step's weights: fp32, bf16 (native on AVX-512 BF16/AMX CPUs and GPUs), int8 (any x86 CPU), "
+        "generation step's weights: fp32, bf16 (native on AVX-512 BF16/AMX CPUs and GPUs), fp16 (16-bit weights "
+        "multiplied in fp32: x86 CPUs with AVX2, GPUs), int8 (any x86 CPU), "
         "or auto (the fastest native one within 0.01 nats/token of fp32, measured at load); eval, score and "
         "compare measure fp32 unless a format is given, and then measure that format",
     )

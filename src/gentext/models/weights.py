@@ -9,6 +9,10 @@ the format (the same rule as training's autocast).
 - fp32: `torch.addmm`, the reference.
 - bf16: weights stored in bfloat16, activations cast per call; oneDNN runs it natively on CPUs with
   AVX-512 BF16 / AMX and on GPUs, and emulates it (slowly) elsewhere, so `auto` only picks it there.
+- fp16: weights stored in float16 and widened to float32 inside the kernel, activations and sums
+  float32 (fbgemm's fp16 GEMM, any x86 CPU with AVX2; half-precision addmm on a GPU). Half the
+  bytes of float32 at almost none of its precision, nothing quantized per call, so every row's
+  result is its own; on a Transformer's small products it is as fast as int8 here (RESULTS.md).
 - int8: per-output-channel symmetric int8 weights with dynamically quantized activations, through
   PyTorch's quantized engine (`quantized::linear_dynamic`, fbgemm/x86: AVX2 and AVX-512 VNNI; the
   weight-only `_weight_int8pack_mm` measured 5x slower than float32 here). Its
@@ -58,6 +62,25 @@ class Bf16Matmul(Matmul):
         return torch.addmm(self.bias, x.to(torch.bfloat16), self.weight_t).float()
 
 
+class Fp16Matmul(Matmul):
+    bytes_per_weight = 2.0
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__(weight, bias)
+        self.packed = None
+        if weight.device.type == "cpu":
+            with warnings.catch_warnings():  # fbgemm warns about weights it saturates to float16's range
+                warnings.simplefilter("ignore", UserWarning)
+                self.packed = torch.ops.quantized.linear_prepack_fp16(weight.detach().float(), self.bias.float())
+        else:
+            self.weight_t, self.bias = weight.detach().half().contiguous().t(), self.bias.half()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed is None:
+            return torch.addmm(self.bias, x.half(), self.weight_t).float()
+        return torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
+
+
 class Int8Matmul(Matmul):
     bytes_per_weight = 1.0
 
@@ -93,7 +116,7 @@ class Int8Matmul(Matmul):
         return self.shape[0] * (self.shape[1] + 4)  # int8 weights and a float32 scale per row
 
 
-FORMAT_CLASSES = {"fp32": Matmul, "bf16": Bf16Matmul, "int8": Int8Matmul}
+FORMAT_CLASSES = {"fp32": Matmul, "bf16": Bf16Matmul, "fp16": Fp16Matmul, "int8": Int8Matmul}
 SMALL_MATRIX = 1 << 16  # weights below this many stay float32: their bytes do not matter, a call's overhead does
 
 
@@ -118,6 +141,8 @@ def check_format(name: str, device: torch.device) -> str:
     """A format this device can run; anything else is a one-line error."""
     if name not in WEIGHT_FORMATS:
         raise GentextError(f"--weights must be one of {', '.join(WEIGHT_FORMATS)}, got {name!r}")
+    if name == "fp16" and device.type == "cpu" and not fp16_weights_native():
+        raise GentextError("--weights fp16 needs an x86 CPU with AVX2 (fbgemm's fp16 kernels); use int8 or fp32")
     if name == "int8" and device.type != "cpu":
         raise GentextError("--weights int8 runs on the CPU only (PyTorch's quantized kernels); use bf16 on a GPU")
     if name == "bf16" and device.type == "cpu" and not cpu_native(torch.bfloat16):
@@ -134,6 +159,15 @@ def fast_formats(device: torch.device) -> list[str]:
     oneDNN's bf16 no faster than float32 for one stream and 2.4x for 64."""
     if device.type != "cpu":
         return ["bf16", "fp32"]
+    # fp16 after int8: as fast on a Transformer, slower for 64 RNN streams; where int8 costs too
+    # much quality, fp16 still halves float32's bytes at almost no cost
+    half = ["fp16"] if fp16_weights_native() else []
     if cpu_native(torch.bfloat16):
-        return ["int8", "bf16", "fp32"]
-    return ["int8", "fp32"]  # emulated bf16 is ~100x slower: never picked
+        return ["int8", "bf16", *half, "fp32"]
+    return ["int8", *half, "fp32"]  # emulated bf16 is ~100x slower: never picked
+
+
+def fp16_weights_native() -> bool:
+    """fbgemm's fp16 GEMM: an x86 CPU with AVX2 (F16C comes with it), as ATen sees it."""
+    avx2 = torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+    return avx2 and "fbgemm" in torch.backends.quantized.supported_engines
