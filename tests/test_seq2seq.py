@@ -22,7 +22,7 @@ def pairs_run(tmp_path_factory):
     path = root / "dates.tsv"
     path.write_text(dates(800, seed=5), encoding="utf-8")
     settings = dict(hidden_size=96, embed_size=32, batch_size=32, eval_every=100, learning_rate=1e-2)
-    gentext.train(root / "run", paths=[str(path)], condition="source", model="seq2seq", steps=300, **settings)
+    gentext.train(root / "run", paths=[str(path)], condition="source", model="seq2seq", steps=200, **settings)
     return root / "run"
 
 

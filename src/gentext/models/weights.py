@@ -11,8 +11,9 @@ the format (the same rule as training's autocast).
   AVX-512 BF16 / AMX and on GPUs, and emulates it (slowly) elsewhere, so `auto` only picks it there.
 - fp16: weights stored in float16 and widened to float32 inside the kernel, activations and sums
   float32 (fbgemm's fp16 GEMM, any x86 CPU with AVX2; half-precision addmm on a GPU). Half the
-  bytes of float32 at almost none of its precision, nothing quantized per call, so every row's
-  result is its own; on a Transformer's small products it is as fast as int8 here (RESULTS.md).
+  bytes of float32 at almost none of its precision, nothing quantized per call (a row's result
+  depends on its batch only by float32's own last-bit blocking); on a Transformer's small products
+  it is as fast as int8 here (RESULTS.md).
 - int8: per-output-channel symmetric int8 weights with dynamically quantized activations, through
   PyTorch's quantized engine (`quantized::linear_dynamic`, fbgemm/x86: AVX2 and AVX-512 VNNI; the
   weight-only `_weight_int8pack_mm` measured 5x slower than float32 here). Its
