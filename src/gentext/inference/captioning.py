@@ -11,6 +11,7 @@ from typing import Any
 
 from gentext.data.shapes import attributes
 from gentext.errors import GentextError
+from gentext.inference.translation import decodings
 
 
 def caption(model, image, **settings) -> list[str]:
@@ -37,7 +38,7 @@ def evaluate_captions(model, pairs: list[tuple[str, str]], max_images: int = 500
     streams = [[references[i][min(k, len(references[i]) - 1)] for i in images] for k in range(depth)]
     shapes = all(attributes(references[i][0]) for i in images)  # other captions name no (colour, kind)
     result: dict[str, Any] = {"images": len(images)}
-    for name, settings in (("greedy", {"temperature": 0}), ("beam", {"num_beams": beams})):
+    for name, settings in decodings(beams):
         hypotheses = [caption(model, image, max_new_tokens=120, **settings)[0] for image in images]
         scores = {
             "bleu": sacrebleu.corpus_bleu(hypotheses, streams).score,

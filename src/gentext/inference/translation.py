@@ -40,6 +40,11 @@ def scores(hypotheses: list[str], references: list[str]) -> dict[str, float]:
     }
 
 
+def decodings(beams: int) -> tuple[tuple[str, dict], ...]:
+    """How conditional outputs are scored, side by side: greedy, and beam search with `beams` beams."""
+    return (("greedy", {"temperature": 0}), ("beam", {"num_beams": beams}))
+
+
 def evaluate_pairs(model, pairs: list[tuple[str, str]], beams: int = 4, max_pairs: int = MAX_PAIRS) -> dict[str, Any]:
     """Loss per target token on every pair; greedy and beam-search scores on the first `max_pairs`."""
     tok = model.tokenizer
@@ -56,7 +61,7 @@ def evaluate_pairs(model, pairs: list[tuple[str, str]], beams: int = 4, max_pair
         "scored_pairs": len(shown),
     }
     references = [t for _, t in shown]
-    for name, settings in (("greedy", {"temperature": 0}), ("beam", {"num_beams": beams})):
+    for name, settings in decodings(beams):
         outputs = [model.generate("", source=s, max_new_tokens=longest, **settings)[0].strip("\n") for s, _ in shown]
         result[name] = scores(outputs, references)
     result.update(result["greedy"])  # the headline figures: greedy decoding

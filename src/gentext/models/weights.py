@@ -52,33 +52,37 @@ class Matmul:
 
 class Bf16Matmul(Matmul):
     bytes_per_weight = 2.0
+    dtype = torch.bfloat16
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         super().__init__(weight, bias)
         # contiguous (N, K) then transposed: the layout oneDNN's bf16 kernels read fastest
-        self.weight_t = weight.detach().to(torch.bfloat16).contiguous().t()
-        self.bias = self.bias.to(torch.bfloat16)
+        self.weight_t = weight.detach().to(self.dtype).contiguous().t()
+        self.bias = self.bias.to(self.dtype)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addmm(self.bias, x.to(torch.bfloat16), self.weight_t).float()
+        return torch.addmm(self.bias, x.to(self.dtype), self.weight_t).float()
 
 
-class Fp16Matmul(Matmul):
-    bytes_per_weight = 2.0
+class Fp16Matmul(Bf16Matmul):
+    """On a CPU fbgemm's fp16 GEMM (float16 weights, float32 activations and sums); on a GPU the
+    16-bit addmm of Bf16Matmul in float16."""
+
+    dtype = torch.float16
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
-        super().__init__(weight, bias)
         self.packed = None
-        if weight.device.type == "cpu":
-            with warnings.catch_warnings():  # fbgemm warns about weights it saturates to float16's range
-                warnings.simplefilter("ignore", UserWarning)
-                self.packed = torch.ops.quantized.linear_prepack_fp16(weight.detach().float(), self.bias.float())
-        else:
-            self.weight_t, self.bias = weight.detach().half().contiguous().t(), self.bias.half()
+        if weight.device.type != "cpu":
+            super().__init__(weight, bias)
+            return
+        Matmul.__init__(self, weight, bias)
+        with warnings.catch_warnings():  # fbgemm warns about weights it saturates to float16's range
+            warnings.simplefilter("ignore", UserWarning)
+            self.packed = torch.ops.quantized.linear_prepack_fp16(weight.detach().float(), self.bias.float())
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.packed is None:
-            return torch.addmm(self.bias, x.half(), self.weight_t).float()
+            return super().__call__(x)
         return torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
 
 

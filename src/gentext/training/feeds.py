@@ -114,15 +114,18 @@ class PairFeed:
         # `grouped` (captioning: a source is a picture index): a batch draws pictures and takes all
         # of each one's captions, so the picture is encoded once for them (captions.py): the CNN is
         # half a captioner's step. With one caption a picture the draw is the ungrouped one.
-        self.groups = _groups(train) if grouped else [[i] for i in range(len(train))]
+        self.groups = _groups(train) if grouped else None
         self.steps_per_epoch = math.ceil(len(train) / config.batch_size)
         self.data_hash = key or pairs_hash(train)
         self.sample = _first_tokens(val, config.eval_tokens)  # periodic validation: a fixed share
 
     def batch(self, step: int) -> Batch:
         rng = np.random.default_rng([self.config.seed, step])  # a function of the step: resumes exactly
-        picks = rng.integers(0, len(self.groups), self.config.batch_size)  # groups: enough to fill the batch
-        chosen = [self.train[i] for g in picks for i in self.groups[g]][: self.config.batch_size]
+        if self.groups is None:
+            chosen = [self.train[i] for i in rng.integers(0, len(self.train), self.config.batch_size)]
+        else:  # as many pictures as fill the batch with their captions (the last one's may be cut)
+            picks = rng.integers(0, len(self.groups), self.config.batch_size)
+            chosen = [self.train[i] for g in picks for i in self.groups[g]][: self.config.batch_size]
         tokens = sum(len(t) + 1 for _, t in chosen)  # the global batch's targets (END included)
         mine = chosen[self.rows.start : self.rows.stop]
         condition, dec_in, dec_out, mask = pair_batch(mine, *self.ids, "cpu", self.condition_of)
