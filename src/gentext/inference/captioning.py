@@ -36,7 +36,8 @@ def evaluate_captions(model, pairs: list[tuple[str, str]], max_images: int = 500
         raise GentextError("no pictures to evaluate: the captions list is empty")
     depth = max(len(references[i]) for i in images)
     streams = [[references[i][min(k, len(references[i]) - 1)] for i in images] for k in range(depth)]
-    shapes = all(attributes(references[i][0]) for i in images)  # other captions name no (colour, kind)
+    named_truth = [attributes(references[i][0]) for i in images]  # read once, for both decodings
+    shapes = all(named_truth)  # other captions name no (colour, kind)
     result: dict[str, Any] = {"images": len(images)}
     for name, settings in decodings(beams):
         hypotheses = [caption(model, image, max_new_tokens=120, **settings)[0] for image in images]
@@ -46,7 +47,7 @@ def evaluate_captions(model, pairs: list[tuple[str, str]], max_images: int = 500
             "exact_match": sum(h in references[i] for h, i in zip(hypotheses, images, strict=True)) / len(images),
         }
         if shapes:
-            named = [attributes(h) == attributes(references[i][0]) for h, i in zip(hypotheses, images, strict=True)]
+            named = [attributes(h) == truth for h, truth in zip(hypotheses, named_truth, strict=True)]
             scores["attribute_accuracy"] = sum(named) / len(named)
         result[name] = scores
         if name == "greedy":
