@@ -154,11 +154,31 @@ def test_eval_compare_and_chat_on_a_captioner_without_json(captioned, capsys, mo
     assert lines[1].strip() == gentext.load(run).caption(picture, temperature=0)[0]
 
 
-def test_image_norm_group_normalises_per_picture_and_runs_saved_before_load_their_cnn(captioned, tmp_path):
+def _saved_without(key: str, captioned, tmp_path):
+    """A run as gentext saved it before the model option `key` existed: the fixture's run with the key
+    dropped from config.json and fresh weights of that configuration. Returns (those weights' model,
+    the model gentext loads from the folder)."""
     import safetensors.torch
-    import torch
 
     from gentext import checkpoint
+    from gentext.config import ModelConfig
+    from gentext.models import build_model
+
+    config = json.loads((captioned / "run" / "config.json").read_text())
+    old = {k: v for k, v in config["model"].items() if k != key}
+    before = build_model(ModelConfig(**{**ModelConfig.SAVED_BEFORE, **old})).eval()
+    (tmp_path / "old").mkdir()
+    for name in ("tokenizer.json", "vocab.json"):
+        if (captioned / "run" / name).exists():
+            (tmp_path / "old" / name).write_bytes((captioned / "run" / name).read_bytes())
+    (tmp_path / "old" / "config.json").write_text(json.dumps({**config, "model": old}))
+    safetensors.torch.save_model(before, str(tmp_path / "old" / "model.safetensors"))
+    return before, checkpoint.load_run(tmp_path / "old").model
+
+
+def test_image_norm_group_normalises_per_picture_and_runs_saved_before_load_their_cnn(captioned, tmp_path):
+    import torch
+
     from gentext.config import ModelConfig
     from gentext.models import build_model
 
@@ -173,15 +193,7 @@ def test_image_norm_group_normalises_per_picture_and_runs_saved_before_load_thei
     alone = grouped.initial_state(1, condition=pictures[1:2]).tensors["memory"]
     assert torch.allclose(together[1:2], alone, atol=1e-6)
     # a run saved before the option existed: no image_norm in its config, and its CNN loads
-    old = {k: v for k, v in config["model"].items() if k != "image_norm"}
-    before = build_model(ModelConfig(**old)).eval()
-    (tmp_path / "old").mkdir()
-    for name in ("tokenizer.json", "vocab.json"):
-        if (captioned / "run" / name).exists():
-            (tmp_path / "old" / name).write_bytes((captioned / "run" / name).read_bytes())
-    (tmp_path / "old" / "config.json").write_text(json.dumps({**config, "model": old}))
-    safetensors.torch.save_model(before, str(tmp_path / "old" / "model.safetensors"))
-    loaded = checkpoint.load_run(tmp_path / "old").model
+    before, loaded = _saved_without("image_norm", captioned, tmp_path)
     state = loaded.initial_state(3, condition=pictures).tensors["memory"]
     assert torch.equal(state, before.initial_state(3, condition=pictures).tensors["memory"])
     with pytest.raises(GentextError, match="--image-norm"):
@@ -211,3 +223,30 @@ def test_a_captioning_batch_takes_every_caption_of_a_picture_and_encodes_the_pic
     once, each = model.encode((pictures, rows)), model.encode(pictures[rows])
     assert seen == [2, 5]  # the pair form ran the CNN on the two pictures, not the five rows
     assert all(torch.allclose(once.tensors[k], each.tensors[k], atol=1e-6) for k in each.tensors)
+
+
+def test_attention_stays_spread_early_and_runs_saved_before_keep_unscaled_scores(captioned, tmp_path):
+    """Luong's unscaled scores collapsed a captioner's attention onto one 8x8 cell within steps (here
+    0.7 nats of entropy after 60 steps; a uniform read is log 64 = 4.16): the CNN then learned from
+    one cell, and shapes stayed at 34% in 90 s where scores scaled by 1/sqrt(H) reached 98%
+    (RESULTS.md). New runs scale; a run saved before keeps the scores it was trained with."""
+    import torch
+
+    from gentext.data.conditions import pair_ids
+
+    model = gentext.load(captioned / "run")
+    assert model.model.config.scaled_attention and model.model.scale == 64**-0.5
+    start, _ = pair_ids(model.tokenizer)
+    entropies = []
+    for image, caption in read_captions(captioned / "shapes")[:20]:
+        ids = torch.tensor([[start, *model.tokenizer.encode(caption)]])
+        with torch.no_grad():
+            alpha = model.model.attention(load_image(image)[None], ids)  # (T, 64 cells)
+        entropies.append(float(-(alpha * alpha.clamp_min(1e-12).log()).sum(-1).mean()))
+    assert min(entropies) > 2.0
+    before, loaded = _saved_without("scaled_attention", captioned, tmp_path)
+    assert not loaded.config.scaled_attention and loaded.scale == 1.0
+    pictures, ids = torch.rand(2, 3, 64, 64) * 2 - 1, torch.tensor([[start, 4, 5], [start, 6, 7]])
+    with torch.no_grad():
+        expected = before(ids, before.initial_state(2, condition=pictures))[0]
+        assert torch.equal(loaded(ids, loaded.initial_state(2, condition=pictures))[0], expected)

@@ -13,7 +13,7 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from gentext.errors import GentextError
 
@@ -140,6 +140,8 @@ class ModelConfig:
     )
     vocab_size: int = 0  # from the tokenizer, not an option
     feature_size: int = 0  # captioner on precomputed .npy features: their width (from the data, not an option)
+    scaled_attention: bool = True  # seq2seq/captioner: scores / sqrt(hidden), not an option (DESIGN.md)
+    SAVED_BEFORE: ClassVar[dict] = {"scaled_attention": False}  # what a saved config without the key meant
     image_norm: str = opt(
         "none",
         "captioner: normalise each CNN convolution per picture: none, or group (group norm; learned the shapes "
@@ -293,6 +295,6 @@ def from_dict(cls: type, data: dict[str, Any], what: str) -> Any:
     if unknown:
         raise GentextError(f"{what}: unknown keys {unknown} (written by a newer gentext?)")
     try:
-        return cls(**data)
+        return cls(**{**getattr(cls, "SAVED_BEFORE", {}), **data})  # a key added later: what its absence meant
     except TypeError as exc:
         raise GentextError(f"{what}: {exc}") from None

@@ -2,7 +2,7 @@
 
     source (B, S) -> embedding -> bi-GRU -> memory (B, S, H)          (H/2 per direction)
     h0 = tanh(W_init . mean of memory over the source)               (the encoder's feature vector)
-    per target token: h = GRU(embed(y_prev), h); a = softmax(h . W_a memory, masked)  (all steps at once)
+    per target token: h = GRU(embed(y_prev), h); a = softmax(h . W_a memory / sqrt(H), masked)  (all at once)
                       out = tanh(W_c [h; a . memory]); logits = W_o out
 
 On the one model contract: the source enters through `initial_state(batch, condition=source)`
@@ -47,6 +47,7 @@ class AttentionDecoder(nn.Module):
         # bench_pairs.py). Runs saved with the GRUCell load unchanged (_load_from_state_dict).
         self.decoder = nn.GRU(e, h, batch_first=True)
         self.attend = nn.Linear(h, h, bias=False)  # Luong's "general" score: h . W_a m
+        self.scale = h**-0.5 if config.scaled_attention else 1.0  # config.py says why (keys carry it)
         self.combine = nn.Linear(2 * h, h)
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(h, config.vocab_size)
@@ -61,7 +62,7 @@ class AttentionDecoder(nn.Module):
         memory with its attention keys."""
         pooled = (memory * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1)  # (B, H)
         h = torch.tanh(self.init(pooled))
-        return _state(h, memory, self.attend(memory), mask)
+        return _state(h, memory, self.attend(memory) * self.scale, mask)
 
     # -- the state contract (models/state.py) ----------------------------------------------------
     def initial_state(self, batch: int, device=None, condition=None) -> State:
