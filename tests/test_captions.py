@@ -155,7 +155,7 @@ def test_eval_compare_and_chat_on_a_captioner_without_json(captioned, capsys, mo
 
 
 def _saved_without(key: str, captioned, tmp_path):
-    """A run as gentext saved it before the model option `key` existed: the fixture's run with the key
+    """A run as gentext saved it before the model setting `key` existed: the fixture's run with the key
     dropped from config.json and fresh weights of that configuration. Returns (those weights' model,
     the model gentext loads from the folder)."""
     import safetensors.torch
