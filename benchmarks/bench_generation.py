@@ -82,24 +82,37 @@ def transformer_row(args) -> tuple[float, dict[str, float], str]:
     model = TextModel(build_model(cfg).eval(), CharTokenizer([chr(32 + i) for i in range(65)]), {})
     prompt_text = "".join(chr(32 + i % 65) for i in range(cfg.context))
     prompt = torch.tensor([model.tokenizer.encode(prompt_text).tolist()])
-    plain = rate(lambda: recompute_generate(model.model, prompt, args.tokens, cfg.context, 0), args.tokens, 2)
-    ours = {}
-    for fmt in ("fp32", *(f for f in fast_formats(model.device) if f != "fp32")):
-        model.set_weights(fmt)
-        ours[fmt] = rate(
-            lambda: model.generate(prompt_text, max_new_tokens=args.tokens, temperature=1.0, seed=0), args.tokens, 2
-        )
+
+    def cached(fmt: str):
+        def run():
+            model.set_weights(fmt)
+            model.generate(prompt_text, max_new_tokens=args.tokens, temperature=1.0, seed=0)
+
+        return run
+
+    fns = {"plain": lambda: recompute_generate(model.model, prompt, args.tokens, cfg.context, 0)}
+    fns.update({fmt: cached(fmt) for fmt in ("fp32", *(f for f in fast_formats(model.device) if f != "fp32"))})
+    ours = interleaved(fns, args.tokens, 2)
+    plain = ours.pop("plain")
     return plain, ours, f"{cfg.num_layers} layers x {cfg.hidden_size}, {cfg.num_heads} heads, context {cfg.context}"
 
 
 def rate(fn, tokens: int, repeats: int = 3) -> float:
     """Tokens per second, the best of `repeats` (the least disturbed by the rest of the machine)."""
-    best = float("inf")
+    return interleaved({"": fn}, tokens, repeats)[""]
+
+
+def interleaved(fns: dict, tokens: int, repeats: int) -> dict[str, float]:
+    """Tokens per second of each function, the best of `repeats` rounds that run every function
+    once in turn: a shared machine's speed drifts by tens of percent within a minute, and taking
+    the baseline and gentext in the same rounds keeps the drift out of their ratio."""
+    best = dict.fromkeys(fns, float("inf"))
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return tokens / best
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: tokens / seconds for name, seconds in best.items()}
 
 
 def models(args) -> tuple[TextModel, PlainLSTM]:
@@ -117,16 +130,27 @@ def models(args) -> tuple[TextModel, PlainLSTM]:
     return model, baseline
 
 
-def measure(model: TextModel, fmt: str, args, reference: dict) -> dict:
+def speeds(model: TextModel, baseline: PlainLSTM, formats: list[str], args) -> dict[str, tuple[float, float]]:
+    """(1-stream, many-stream) tokens/s of the baseline ("plain") and each weight format, timed in
+    interleaved rounds."""
+
+    def ours(fmt: str, streams: int):
+        def run():
+            model.set_weights(fmt)
+            model.generate(" ", max_new_tokens=args.tokens, temperature=1.0, seed=0, num_samples=streams)
+
+        return run
+
+    one = {"plain": lambda: plain_generate(baseline, args.tokens, 1, 0), **{f: ours(f, 1) for f in formats}}
+    many = {"plain": lambda: plain_generate(baseline, args.tokens, args.streams, 0)}
+    many.update({f: ours(f, args.streams) for f in formats})
+    one, many = interleaved(one, args.tokens, 3), interleaved(many, args.tokens * args.streams, 2)
+    return {name: (one[name], many[name]) for name in one}
+
+
+def measure(model: TextModel, fmt: str, args, reference: dict, speed: tuple[float, float]) -> dict:
     model.set_weights(fmt)
-    row = {"format": fmt, "bytes": step_bytes(model.model)}
-    gen = dict(temperature=1.0, seed=0)
-    row["one"] = rate(lambda: model.generate(" ", max_new_tokens=args.tokens, **gen), args.tokens)
-    row["many"] = rate(
-        lambda: model.generate(" ", max_new_tokens=args.tokens, num_samples=args.streams, **gen),
-        args.tokens * args.streams,
-        repeats=2,
-    )
+    row = {"format": fmt, "bytes": step_bytes(model.model), "one": speed[0], "many": speed[1]}
     if args.run:
         row["loss"] = model.evaluate(seq_len=64)["loss"]
         greedy = model.generate(" ", max_new_tokens=300, temperature=0)[0]
@@ -147,11 +171,10 @@ def main() -> None:
         args.tokens, args.streams = 20, 4
     model, baseline = models(args)
     cfg = model.model.config
-    base_one = rate(lambda: plain_generate(baseline, args.tokens, 1, 0), args.tokens)
-    base_many = rate(lambda: plain_generate(baseline, args.tokens, args.streams, 0), args.tokens * args.streams, 2)
     formats = ["fp32", *(f for f in fast_formats(model.device) if f != "fp32")]
-    reference: dict = {}
-    rows = [measure(model, fmt, args, reference) for fmt in formats]
+    timed = speeds(model, baseline, formats, args)
+    (base_one, base_many), reference = timed["plain"], {}
+    rows = [measure(model, fmt, args, reference, timed[fmt]) for fmt in formats]
     print(
         f"generation, {cfg.num_layers}x{cfg.hidden_size} {cfg.kind}, vocab {cfg.vocab_size}, {args.tokens} tokens per "
         f"stream, torch {torch.__version__}, {torch.get_num_threads()} threads, "

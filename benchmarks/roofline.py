@@ -57,7 +57,8 @@ def matmul_peaks(tiny: bool = False) -> dict[str, float]:
 
 def _matrices(model) -> list:
     ops = model._step_ops()
-    return [m for layer in ops["layers"] for m in layer.values() if m is not None] + (
+    layers = [layer.values() if isinstance(layer, dict) else layer for layer in ops["layers"]]  # RNN: (x, h) pairs
+    return [m for layer in layers for m in layer if m is not None] + (
         [ops["head"]] if hasattr(ops["head"], "bytes") else []
     )
 

@@ -102,3 +102,21 @@ def test_generated_text_is_identical_with_and_without_the_fast_path(kind):
     fast = run()
     model.fast_step = False
     assert run() == fast
+
+
+@pytest.mark.parametrize("width", [12, 100, 512])
+def test_step_cells_activate_the_same_slices_as_the_chunked_formula_bit_for_bit(width):
+    """The step slices gates by `narrow` for speed; every width, even one that is not a multiple
+    of the vector length, gives exactly the numbers of nn.LSTM/GRU's chunked formulas."""
+    from gentext.models.rnnstep import _gru, _lstm
+
+    torch.manual_seed(width)
+    gates, c, h = torch.randn(3, 4 * width), torch.randn(3, width), torch.randn(3, width)
+    i, f, g, o = gates.chunk(4, dim=1)
+    c_ref = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    h_new, c_new = _lstm(gates, c)
+    assert torch.equal(c_new, c_ref) and torch.equal(h_new, torch.sigmoid(o) * torch.tanh(c_ref))
+    xw, hw = torch.randn(3, 3 * width), torch.randn(3, 3 * width)
+    (xr, xz, xn), (hr, hz, hn) = xw.chunk(3, dim=1), hw.chunk(3, dim=1)
+    r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+    assert torch.equal(_gru(xw, hw, h), torch.lerp(torch.tanh(xn + r * hn), h, z))  # (1 - z) * n + z * h

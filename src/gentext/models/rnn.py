@@ -17,6 +17,7 @@ from torch import nn
 
 from gentext.config import ModelConfig
 from gentext.errors import GentextError
+from gentext.models import rnnstep
 from gentext.models.adaptive import AdaptiveSoftmax
 from gentext.models.state import State
 from gentext.models.weights import MATMULS
@@ -154,13 +155,7 @@ class RNNLanguageModel(nn.Module):
         which are logits too (softmax(log p) = p), so samplers need not know the difference."""
         return self.head.log_probs(y) if isinstance(self.head, AdaptiveSoftmax) else self.head(y)
 
-    # -- the single-token path used by generation ------------------------------------------------
-    # Calling nn.LSTM for one token re-dispatches the whole fused sequence kernel each time; a cell
-    # step written as one matrix product per layer ([x, h] @ [W_ih, W_hh]^T) is several times
-    # faster, and for layer 0 the input product is a lookup: embedding @ W_ih0^T + biases is
-    # precomputed as a (V, gates*H) table. The products run in the weight format chosen with
-    # `set_weight_format` (models/weights.py); the cell arithmetic and the state stay float32.
-
+    # -- the single-token path used by generation (models/rnnstep.py) ----------------------------
     def set_weight_format(self, name: str, evaluate: bool = False) -> None:
         """fp32 | bf16 | int8: how the step stores its matrices. With `evaluate`, sequences
         (evaluation, scoring) also run token by token in that format, so its loss is measured on
@@ -179,27 +174,8 @@ class RNNLanguageModel(nn.Module):
         params = (self.embedding.weight, *self.rnn._flat_weights, *head)
         version = (*(p._version for p in params), *(p.data_ptr() for p in params))
         if fmt not in self._ops or self._ops[fmt][0] != version:
-            self._ops[fmt] = (version, self._build_ops(MATMULS[fmt]))
+            self._ops[fmt] = (version, rnnstep.build_ops(self, MATMULS[fmt]))
         return self._ops[fmt][1]
-
-    @torch.no_grad()
-    def _build_ops(self, matmul) -> dict:
-        cfg, rnn = self.config, self.rnn
-        gru = cfg.kind == "gru"
-        bias0 = rnn.bias_ih_l0 + (0 if gru else rnn.bias_hh_l0)
-        ops = {"table": torch.addmm(bias0, self.embedding.weight, rnn.weight_ih_l0.t()), "layers": []}  # (V, G*H)
-        for layer in range(cfg.num_layers):
-            w_ih, w_hh = getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"weight_hh_l{layer}")
-            b_ih, b_hh = getattr(rnn, f"bias_ih_l{layer}"), getattr(rnn, f"bias_hh_l{layer}")
-            if gru:  # r gates the hidden product alone: the two products stay apart
-                ops["layers"].append({"x": None if layer == 0 else matmul(w_ih, b_ih), "h": matmul(w_hh, b_hh)})
-            elif layer == 0:
-                ops["layers"].append({"h": matmul(w_hh, None)})
-            else:
-                ops["layers"].append({"xh": matmul(torch.cat([w_ih, w_hh], dim=1), b_ih + b_hh)})
-        adaptive = isinstance(self.head, AdaptiveSoftmax)
-        ops["head"] = self._output if adaptive else matmul(self.head.weight, self.head.bias)
-        return ops
 
     def _step(
         self, ids: torch.Tensor, state: State | None, fmt: str | None = None, features: bool = False
@@ -207,34 +183,12 @@ class RNNLanguageModel(nn.Module):
         """One token per row: ids (B,) -> logits (B, 1, V), or with `features` the last layer's
         output (B, 1, H). Same numbers as forward, up to rounding (and the weight format's error;
         `fmt` overrides the current format)."""
-        cfg, ops = self.config, self._step_ops(fmt)
+        ops = self._step_ops(fmt)
         if state is None:
             state = self.initial_state(ids.shape[0], ids.device)
-        h_all, c_all = state.tensors["h"], state.tensors.get("c")
-        new_h, new_c = [], []
-        x = None
-        for layer, op in enumerate(ops["layers"]):
-            h = h_all[layer]
-            if cfg.kind == "gru":
-                xw = ops["table"][ids] if layer == 0 else op["x"](x)
-                xr, xz, xn = xw.chunk(3, dim=1)
-                hr, hz, hn = op["h"](h).chunk(3, dim=1)  # (B, 3H): r, z, n
-                r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
-                h = torch.lerp(torch.tanh(xn + r * hn), h, z)  # (1 - z) * n + z * h
-            else:
-                gates = ops["table"][ids] + op["h"](h) if layer == 0 else op["xh"](torch.cat([x, h], dim=1))
-                if cfg.kind == "lstm":
-                    i, f, g, o = gates.chunk(4, dim=1)  # (B, 4H)
-                    c = torch.sigmoid(f) * c_all[layer] + torch.sigmoid(i) * torch.tanh(g)
-                    h = torch.sigmoid(o) * torch.tanh(c)
-                    new_c.append(c)
-                else:
-                    h = torch.tanh(gates)
-            new_h.append(h)
-            x = h
+        x, h, c = rnnstep.step(self.config.kind, ops, ids, state.tensors["h"], state.tensors.get("c"))
         out = (x if features else ops["head"](x))[:, None]  # (B, 1, V) or (B, 1, H)
-        h_out = torch.stack(new_h)
-        return out, self._wrap((h_out, torch.stack(new_c)) if cfg.kind == "lstm" else h_out)
+        return out, State({"h": h} if c is None else {"h": h, "c": c}, state.batch_dims)
 
     def _stepped(self, ids: torch.Tensor, state: State | None, targets: torch.Tensor | None):
         """forward() token by token through the step path: how evaluation measures a weight
