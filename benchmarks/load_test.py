@@ -158,7 +158,7 @@ def start_server(run: str, *flags: str) -> tuple[subprocess.Popen, int]:
     return server, port
 
 
-def streaming(run: str, client_counts: list[int], seconds: float, tokens: int, weights: str) -> None:
+def streaming(run: str, client_counts: list[int], seconds: float, tokens: int, weights: str, every: bool) -> None:
     import gentext
 
     model = gentext.load(run, weights=weights)  # the format the servers load too: same texts
@@ -174,7 +174,10 @@ def streaming(run: str, client_counts: list[int], seconds: float, tokens: int, w
     print("| server | clients | streams | tokens/s | TTFT p50 ms | TTFT p99 ms | inter-token p99 ms | errors "
           "| texts differing |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, flags in (("thread per request", ["--no-batching"]), ("continuous batching", [])):
+    servers = [("thread per request", ["--no-batching"]), ("continuous batching", [])]
+    if every:  # the same server sending one event per token (before issue 27's --stream-interval)
+        servers.append(("continuous batching, an event per token", ["--stream-interval", "0"]))
+    for name, flags in servers:
         limits = ["--max-concurrency", most, "--max-queue", most, "--max-batch-rows", most, "--worker-threads", most]
         server, port = start_server(run, *limits, "--weights", weights, *flags)
         try:
@@ -198,6 +201,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--stream", action="store_true", help="streaming clients, batching vs thread per request")
     parser.add_argument("--weights", default="auto", help="the servers' --weights (fp32, bf16, int8, auto)")
+    parser.add_argument("--every-token", action="store_true", help="--stream: add a --stream-interval 0 server")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         run = args.run
@@ -207,7 +211,7 @@ def main() -> None:
                 [sys.executable, "-m", "gentext", "train", "--out", run, "--steps", "150", "--quiet"], check=True
             )
         if args.stream:
-            streaming(run, args.clients or [1, 8, 32, 64], args.seconds, args.tokens, args.weights)
+            streaming(run, args.clients or [1, 8, 32, 64], args.seconds, args.tokens, args.weights, args.every_token)
             return
         client_counts = args.clients or [2, 14]
         server, port = start_server(run, "--max-concurrency", "2", "--max-queue", "8")

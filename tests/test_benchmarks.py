@@ -80,9 +80,19 @@ def test_softmax_benchmark_reports_the_head_share():
 
 def test_streaming_load_test_compares_both_servers(trained_run):
     _, rows = run_script(
-        "load_test.py", str(trained_run), "--stream", "--seconds", "1", "--clients", "2", "--tokens", "8"
+        "load_test.py",
+        str(trained_run),
+        "--stream",
+        "--seconds",
+        "1",
+        "--clients",
+        "2",
+        "--tokens",
+        "8",
+        "--every-token",
     )
-    assert [r.split("|")[1].strip() for r in rows] == ["thread per request", "continuous batching"]
+    names = ["thread per request", "continuous batching", "continuous batching, an event per token"]
+    assert [r.split("|")[1].strip() for r in rows] == names
     for row in rows:
         cells = [c.strip() for c in row.split("|")]
         assert int(cells[3]) > 0 and float(cells[4].replace(",", "")) > 0  # streams done, tokens/s

@@ -101,6 +101,23 @@ def test_gentext_serve_answers_on_loopback(trained_run):
     assert data["samples"][0].startswith("The ") and len(data["samples"][0]) == 14
 
 
+def test_each_request_gets_one_access_line_with_its_route_and_status_streamed_or_not(client, caplog):
+    with caplog.at_level("INFO", logger="gentext.access"):
+        with client.stream("POST", "/v1/generate", json={"prompt": "A ", "max_new_tokens": 5, "stream": True}) as r:
+            r.read()
+        client.post("/v1/generate", json={"prompt": "A ", "max_new_tokens": -1})
+        client.get("/no/such/path")
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gentext.access"]
+    assert [(line["path"], line["status"]) for line in lines] == [
+        ("/v1/generate", 200),
+        ("/v1/generate", 422),
+        ("/no/such/path", 404),
+    ]
+    assert all(line["method"] in ("GET", "POST") and line["ms"] >= 0 for line in lines)
+    metrics = client.get("/metrics").text
+    assert 'gentext_requests_total{path="other",status="404"}' in metrics
+
+
 def test_a_client_that_disconnects_mid_stream_stops_its_generation(trained_run):
     import http.client
 
@@ -251,3 +268,45 @@ def test_without_batching_each_request_runs_on_its_own_thread(trained_run):
     assert last == "event: done" and text == model.generate("A ", max_new_tokens=15, seed=1)[0]
     plain = client.post("/v1/generate", json={**body, "stream": False, "num_samples": 2}).json()["samples"]
     assert plain == model.generate("A ", max_new_tokens=15, seed=1, num_samples=2)
+
+
+def _timed_events(pieces: list[str], interval: float) -> list[tuple[float, str]]:
+    """(time, text) of each token event `events` makes from pieces sent 2 ms apart by a thread
+    (the echoed prompt 50 ms before the rest, so that it goes out alone)."""
+    import asyncio
+
+    from gentext.server.streams import events
+
+    def start(send, cancelled):
+        def work():
+            for i, piece in enumerate(pieces):
+                send("text", piece)
+                time.sleep(0.002 if i else 0.05)
+            send("done", None)
+
+        threading.Thread(target=work, daemon=True).start()
+
+    async def collect():
+        out = []
+        async for event in events(start, skip=len(pieces[0]), interval=interval):
+            out.append((time.monotonic(), event))
+        return out
+
+    out = asyncio.run(collect())
+    assert out[-1][1]["event"] == "done"
+    return [(t, json.loads(e["data"])["text"]) for t, e in out if e["event"] == "token"]
+
+
+def test_streamed_text_waits_at_most_the_interval_and_joins_to_the_same_text():
+    pieces = ["The "] + [chr(97 + i % 26) for i in range(60)]
+    texts = _timed_events(pieces, 0.05)
+    assert "".join(text for _, text in texts) == "".join(pieces)
+    assert texts[0][1] == "The " and len(texts) < len(pieces) / 2  # far fewer events than tokens
+    gaps = [b[0] - a[0] for a, b in zip(texts[1:], texts[2:], strict=False)]  # after the first token
+    assert gaps and min(gaps) >= 0.045
+
+
+def test_the_first_token_is_never_held_back_by_the_interval():
+    texts = _timed_events(["The ", "a", "b", "c", "d"], 1.0)
+    assert [text for _, text in texts] == ["The ", "a", "bcd"]
+    assert texts[1][0] - texts[0][0] < 0.5 and texts[2][0] - texts[1][0] >= 0.95

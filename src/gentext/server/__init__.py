@@ -143,7 +143,8 @@ class Service:
 
             return counted
 
-        return events(lambda send, cancelled: start(send_counted(send), cancelled), first, len(prompt))
+        start_counted = lambda send, cancelled: start(send_counted(send), cancelled)  # noqa: E731
+        return events(start_counted, first, len(prompt), self.limits.stream_interval)
 
 
 def create_app(

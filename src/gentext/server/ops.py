@@ -46,9 +46,12 @@ class Metrics:
 
 
 def add_operations(app, metrics: Metrics, api_key: str | None, cors_origins: list[str]) -> None:
-    """Middleware, outermost first: the body limit, the access log with metrics, then auth and CORS."""
-    from fastapi.responses import JSONResponse
+    """Middleware, outermost first: the body limit, the access log with metrics, then auth and CORS.
 
+    All pure ASGI, none `@app.middleware("http")`: Starlette's BaseHTTPMiddleware relays every
+    chunk of a streamed response through a memory stream and a task of its own, and with one
+    event per token that relay was a seventh of the server's CPU at 32 streams
+    (benchmarks/RESULTS.md, issue 27)."""
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -56,46 +59,69 @@ def add_operations(app, metrics: Metrics, api_key: str | None, cors_origins: lis
             CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]
         )
     if api_key:
-        expected = f"Bearer {api_key}".encode()
+        app.add_middleware(RequireKey, expected=f"Bearer {api_key}".encode())
+    app.add_middleware(AccessLog, metrics=metrics)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
-        @app.middleware("http")
-        async def require_key(request, call_next):
-            if request.url.path in OPEN_PATHS or request.method == "OPTIONS":
-                return await call_next(request)
-            given = request.headers.get("authorization", "").encode()
-            if not hmac.compare_digest(given, expected):  # constant time
-                return JSONResponse(
-                    {"detail": "missing or wrong API key: send Authorization: Bearer KEY"},
-                    status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-            return await call_next(request)
 
-    @app.middleware("http")
-    async def record(request, call_next):
-        start = time.perf_counter()
-        status = 500
+class RequireKey:
+    """ASGI middleware: 401 unless the request carries `Authorization: Bearer KEY` (compared in
+    constant time); health, the playground page and metrics stay open, as do CORS preflights."""
+
+    def __init__(self, app, expected: bytes):
+        self.app, self.expected = app, expected
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["method"] == "OPTIONS":
+            return await self.app(scope, receive, send)
+        given = dict(scope.get("headers") or []).get(b"authorization", b"")
+        if hmac.compare_digest(given, self.expected):
+            return await self.app(scope, receive, send)
+        from fastapi.responses import JSONResponse
+
+        refusal = JSONResponse(
+            {"detail": "missing or wrong API key: send Authorization: Bearer KEY"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+        await refusal(scope, receive, send)
+
+
+class AccessLog:
+    """ASGI middleware: each request counted by route pattern and status, and one JSON line in the
+    access log when its response has been sent (a stream's, when the stream ends)."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), 500  # an exception escaping the app is answered 500 outside
+
+        async def sent(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
+            await self.app(scope, receive, sent)
         finally:
-            route = request.scope.get("route")
-            path = getattr(route, "path", "other")  # the route's pattern: bounded label values
-            metrics.requests.labels(path, str(status)).inc()
+            path = getattr(scope.get("route"), "path", "other")  # the route's pattern: bounded label values
+            self.metrics.requests.labels(path, str(status)).inc()
+            client = scope.get("client")
             access_log.info(
                 json.dumps(
                     {
-                        "method": request.method,
-                        "path": request.url.path,
+                        "method": scope["method"],
+                        "path": scope["path"],
                         "status": status,
                         "ms": round((time.perf_counter() - start) * 1000, 1),
-                        "client": request.client.host if request.client else None,
+                        "client": client[0] if client else None,
                     }
                 )
             )
-
-    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
 
 class _TooLarge(Exception):

@@ -36,11 +36,14 @@ class ServerLimits:
         2, "generations on a thread of their own at once: beam search, Transformer runs, everything with --no-batching"
     )
     request_timeout: float = opt(60.0, "seconds of generation per request (and the grace period on SIGTERM)")
+    stream_interval: float = opt(
+        0.02, "seconds a streamed token may wait to go out with the ones after it: fewer events (0: one per token)"
+    )
 
     def validate(self) -> "ServerLimits":
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if not (value >= 0 if f.name == "max_queue" else value > 0):
+            if not (value >= 0 if f.name in ("max_queue", "stream_interval") else value > 0):
                 raise GentextError(f"{flag_of(ServerLimits, f.name)} must be positive, got {value}")
         return self
 
