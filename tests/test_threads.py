@@ -90,6 +90,22 @@ def test_each_thread_gets_the_count_where_it_runs(fresh):
     assert seen == [1] and governor.local.applied == 1
 
 
+def test_a_small_generation_step_runs_on_one_thread_unless_the_count_is_fixed(fresh, monkeypatch):
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(threads.Governor, "others", lambda self: 0.0)  # an idle machine: two threads
+    governor = threads.configure()
+    threads.tick(rows=1)
+    assert governor.target == 2 and torch.get_num_threads() == 1
+    threads.tick(rows=threads.PARALLEL_ROWS)
+    assert torch.get_num_threads() == 2
+    threads.tick()  # training and evaluation loops pass no rows
+    assert torch.get_num_threads() == 2
+    monkeypatch.setattr(threads, "_governor", None)
+    threads.configure(2)  # --threads 2: the user's count, whatever the step
+    threads.tick(rows=1)
+    assert torch.get_num_threads() == 2
+
+
 def test_bad_thread_counts_are_one_line_errors(capsys):
     from gentext.cli import main
 

@@ -36,6 +36,11 @@ log = logging.getLogger(__name__)
 SPIN_DEFAULTS = {"GOMP_SPINCOUNT": "10000", "KMP_BLOCKTIME": "1"}
 FIXING_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 RECHECK_SECONDS = 2.0
+# Generation steps of fewer rows run on one thread (measured, 2x512 int8 LSTM step on the 2-core
+# EPYC, idle: 1 row 258 us on one thread vs 271 on two, 4 rows 281 vs 335, 32 rows 1,676 vs 1,271):
+# a one-row product gains nothing from a second thread, and a barrier that waits for a thread the
+# OS gave to an event loop or a client costs milliseconds (a server's one stream ran 2.5x slower).
+PARALLEL_ROWS = 8
 
 
 _start: tuple | None = None  # the first look at the machine, taken before torch loads
@@ -132,8 +137,9 @@ class Governor:
         """Cores left by the others (rounded: 0.6 of a core counts as taken), at least one."""
         return max(1, min(self.usable, self.usable - int(others + 0.4)))
 
-    def tick(self) -> None:
-        """Re-measure every few seconds (adapting governors only); apply the count in this thread."""
+    def tick(self, rows: int | None = None) -> None:
+        """Re-measure every few seconds (adapting governors only); apply the count in this thread
+        (one thread for a generation step of fewer than PARALLEL_ROWS rows, unless fixed)."""
         if self.pending:
             log.warning(self.pending)
             self.pending = None
@@ -144,15 +150,17 @@ class Governor:
                     self.target = self.choose(others)
             finally:
                 self.lock.release()
-        self.apply()
+        self.apply(1 if self.fixed is None and rows is not None and rows < PARALLEL_ROWS else self.target)
 
-    def apply(self) -> None:
-        """Set this OS thread's torch thread count to the current choice (torch keeps it per thread)."""
-        if getattr(self.local, "applied", None) != self.target:
+    def apply(self, target: int | None = None) -> None:
+        """Set this OS thread's torch thread count to `target` (default: the current choice; torch
+        keeps it per thread)."""
+        target = target or self.target
+        if getattr(self.local, "applied", None) != target:
             import torch
 
-            torch.set_num_threads(self.target)
-            self.local.applied = self.target
+            torch.set_num_threads(target)
+            self.local.applied = target
 
 
 _governor: Governor | None = None
@@ -195,10 +203,11 @@ def _start_busy(governor: Governor) -> None:
         )
 
 
-def tick() -> None:
-    """Called in hot loops: adapt to other processes (a few microseconds between re-measurements)."""
+def tick(rows: int | None = None) -> None:
+    """Called in hot loops: adapt to other processes (a few microseconds between re-measurements);
+    generation passes its step's `rows`."""
     if _governor is not None:
-        _governor.tick()
+        _governor.tick(rows)
 
 
 def describe() -> dict:

@@ -112,7 +112,7 @@ class BatchEngine:
                     return
                 self._admit()
                 if self.cohorts:
-                    threads.tick()
+                    threads.tick(sum(cohort.rows for cohort in self.cohorts))
                     for cohort in list(self.cohorts):
                         self._step_safely(cohort)
                     self.cohorts = [c for c in self.cohorts if c.jobs]

@@ -228,7 +228,7 @@ def generate_ids(
     plain = PlainChooser(config, suppress, logits.device) if is_plain(config) else None
     warned, chosen = False, []
     for step in range(config.max_new_tokens):
-        threads.tick()
+        threads.tick(batch)
         with torch.inference_mode():  # per step, never across the yield (see the module docstring)
             if step:  # feed the ids chosen last step; an ended row's (NO_TOKEN) is never read back
                 fed = torch.tensor([[max(i, 0)] for i in chosen], device=logits.device)
