@@ -30,12 +30,15 @@ import torch
 from roofline import bandwidth_gbs, cpu_features, matmul_peaks, step_bytes, step_flops  # noqa: I001
 from torch import nn
 
+from gentext import threads
 from gentext.api import TextModel, load
 from gentext.config import ModelConfig
 from gentext.data.tokenizers import CharTokenizer
 from gentext.hardware import cpu_native
 from gentext.models import build_model
 from gentext.models.weights import fast_formats
+
+DEFAULT_THREADS = torch.get_num_threads()  # before gentext chooses any
 
 
 class PlainLSTM(nn.Module):
@@ -90,11 +93,27 @@ def transformer_row(args) -> tuple[float, dict[str, float], str]:
 
         return run
 
-    fns = {"plain": lambda: recompute_generate(model.model, prompt, args.tokens, cfg.context, 0)}
+    fns = {"plain": at_default_threads(lambda: recompute_generate(model.model, prompt, args.tokens, cfg.context, 0))}
     fns.update({fmt: cached(fmt) for fmt in ("fp32", *(f for f in fast_formats(model.device) if f != "fp32"))})
     ours = interleaved(fns, args.tokens, 2)
     plain = ours.pop("plain")
     return plain, ours, f"{cfg.num_layers} layers x {cfg.hidden_size}, {cfg.num_heads} heads, context {cfg.context}"
+
+
+def at_default_threads(fn):
+    """`fn` run at torch's own thread count (returning its result): gentext's governor (threads.py)
+    sets a count per OS thread, one for a one-row step, which a plain program or the machine's
+    peaks would not inherit."""
+
+    def run():
+        before = torch.get_num_threads()
+        torch.set_num_threads(DEFAULT_THREADS)
+        try:
+            return fn()
+        finally:
+            torch.set_num_threads(before)
+
+    return run
 
 
 def rate(fn, tokens: int, repeats: int = 3) -> float:
@@ -141,8 +160,9 @@ def speeds(model: TextModel, baseline: PlainLSTM, formats: list[str], args) -> d
 
         return run
 
-    one = {"plain": lambda: plain_generate(baseline, args.tokens, 1, 0), **{f: ours(f, 1) for f in formats}}
-    many = {"plain": lambda: plain_generate(baseline, args.tokens, args.streams, 0)}
+    one = {"plain": at_default_threads(lambda: plain_generate(baseline, args.tokens, 1, 0))}
+    one.update({f: ours(f, 1) for f in formats})
+    many = {"plain": at_default_threads(lambda: plain_generate(baseline, args.tokens, args.streams, 0))}
     many.update({f: ours(f, args.streams) for f in formats})
     one, many = interleaved(one, args.tokens, 3), interleaved(many, args.tokens * args.streams, 2)
     return {name: (one[name], many[name]) for name in one}
@@ -167,6 +187,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=300)
     parser.add_argument("--streams", type=int, default=64)
     args = parser.parse_args()
+    threads.configure()  # as gentext.load and the CLI do: gentext's rows run with its thread choices
     if args.tiny:
         args.tokens, args.streams = 20, 4
     model, baseline = models(args)
@@ -212,7 +233,7 @@ def print_speed(rows: list[dict], base_one: float, base_many: float, args) -> No
 
 
 def print_roofline(rows: list[dict], model: TextModel, args) -> None:
-    peaks = matmul_peaks(tiny=args.tiny)
+    peaks = at_default_threads(lambda: matmul_peaks(tiny=args.tiny))()  # the machine's: all its cores
     flops = step_flops(model.model)
     print(
         f"\nroofline: {flops / 1e6:.2f} MFLOP per token; matmul peaks (GFLOP/s): "
@@ -224,7 +245,7 @@ def print_roofline(rows: list[dict], model: TextModel, args) -> None:
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        bw = bandwidth_gbs(int(r["bytes"]))
+        bw = at_default_threads(lambda: bandwidth_gbs(int(r["bytes"])))()  # noqa: B023 -- called at once
         peak = peaks.get(r["format"], peaks["fp32"])
         one = min(bw * 1e9 / r["bytes"], peak * 1e9 / flops)
         many = min(bw * 1e9 / r["bytes"] * args.streams, peak * 1e9 / flops)
