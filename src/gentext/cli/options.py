@@ -76,6 +76,7 @@ def add_options(
         help_text = (
             f"{field.metadata['help']} [{default}]" if default not in (None, [], False) else field.metadata["help"]
         )
+        help_text = help_text.replace("%", "%%")  # argparse %-formats help: "97.4%" would break --help
         kwargs: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS, "help": help_text}
         base = _base(hints[field.name])
         if base is bool:
