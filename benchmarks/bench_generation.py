@@ -116,11 +116,6 @@ def at_default_threads(fn):
     return run
 
 
-def rate(fn, tokens: int, repeats: int = 3) -> float:
-    """Tokens per second, the best of `repeats` (the least disturbed by the rest of the machine)."""
-    return interleaved({"": fn}, tokens, repeats)[""]
-
-
 def interleaved(fns: dict, tokens: int, repeats: int) -> dict[str, float]:
     """Tokens per second of each function, the best of `repeats` rounds that run every function
     once in turn: a shared machine's speed drifts by tens of percent within a minute, and taking

@@ -130,7 +130,7 @@ class Service:
         def first() -> None:
             self.metrics.first_token.observe(time.perf_counter() - began)
 
-        def send_counted(send):
+        def counted_start(send, cancelled) -> None:
             echoed = False  # the first text is the prompt, echoed; every later piece is one token
 
             def counted(kind, value):
@@ -141,10 +141,9 @@ class Service:
                     echoed = True
                 send(kind, value)
 
-            return counted
+            start(counted, cancelled)
 
-        start_counted = lambda send, cancelled: start(send_counted(send), cancelled)  # noqa: E731
-        return events(start_counted, first, len(prompt), self.limits.stream_interval)
+        return events(counted_start, first, len(prompt), self.limits.stream_interval)
 
 
 def create_app(
