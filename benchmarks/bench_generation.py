@@ -85,19 +85,22 @@ def transformer_row(args) -> tuple[float, dict[str, float], str]:
     model = TextModel(build_model(cfg).eval(), CharTokenizer([chr(32 + i) for i in range(65)]), {})
     prompt_text = "".join(chr(32 + i % 65) for i in range(cfg.context))
     prompt = torch.tensor([model.tokenizer.encode(prompt_text).tolist()])
-
-    def cached(fmt: str):
-        def run():
-            model.set_weights(fmt)
-            model.generate(prompt_text, max_new_tokens=args.tokens, temperature=1.0, seed=0)
-
-        return run
-
     fns = {"plain": at_default_threads(lambda: recompute_generate(model.model, prompt, args.tokens, cfg.context, 0))}
-    fns.update({fmt: cached(fmt) for fmt in ("fp32", *(f for f in fast_formats(model.device) if f != "fp32"))})
+    formats = ("fp32", *(f for f in fast_formats(model.device) if f != "fp32"))
+    fns.update({fmt: generating(model, fmt, prompt_text, args.tokens) for fmt in formats})
     ours = interleaved(fns, args.tokens, 2)
     plain = ours.pop("plain")
     return plain, ours, f"{cfg.num_layers} layers x {cfg.hidden_size}, {cfg.num_heads} heads, context {cfg.context}"
+
+
+def generating(model: TextModel, fmt: str, prompt: str, tokens: int, streams: int = 1):
+    """gentext's run for one timing: the step's weights in `fmt`, then `streams` samples of `tokens`."""
+
+    def run():
+        model.set_weights(fmt)
+        model.generate(prompt, max_new_tokens=tokens, temperature=1.0, seed=0, num_samples=streams)
+
+    return run
 
 
 def at_default_threads(fn):
@@ -147,18 +150,10 @@ def models(args) -> tuple[TextModel, PlainLSTM]:
 def speeds(model: TextModel, baseline: PlainLSTM, formats: list[str], args) -> dict[str, tuple[float, float]]:
     """(1-stream, many-stream) tokens/s of the baseline ("plain") and each weight format, timed in
     interleaved rounds."""
-
-    def ours(fmt: str, streams: int):
-        def run():
-            model.set_weights(fmt)
-            model.generate(" ", max_new_tokens=args.tokens, temperature=1.0, seed=0, num_samples=streams)
-
-        return run
-
     one = {"plain": at_default_threads(lambda: plain_generate(baseline, args.tokens, 1, 0))}
-    one.update({f: ours(f, 1) for f in formats})
+    one.update({f: generating(model, f, " ", args.tokens) for f in formats})
     many = {"plain": at_default_threads(lambda: plain_generate(baseline, args.tokens, args.streams, 0))}
-    many.update({f: ours(f, args.streams) for f in formats})
+    many.update({f: generating(model, f, " ", args.tokens, args.streams) for f in formats})
     one, many = interleaved(one, args.tokens, 3), interleaved(many, args.tokens * args.streams, 2)
     return {name: (one[name], many[name]) for name in one}
 

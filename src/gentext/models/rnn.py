@@ -188,7 +188,7 @@ class RNNLanguageModel(nn.Module):
             state = self.initial_state(ids.shape[0], ids.device)
         x, h, c = rnnstep.step(self.config.kind, ops, ids, state.tensors["h"], state.tensors.get("c"))
         out = (x if features else ops["head"](x))[:, None]  # (B, 1, V) or (B, 1, H)
-        return out, State({"h": h} if c is None else {"h": h, "c": c}, state.batch_dims)
+        return out, self._wrap(h if c is None else (h, c))
 
     def _stepped(self, ids: torch.Tensor, state: State | None, targets: torch.Tensor | None):
         """forward() token by token through the step path: how evaluation measures a weight
