@@ -11,17 +11,51 @@ read as B contiguous streams of length L = n // B, each a column of the batch:
 
 Window k+1 continues every row exactly where window k stopped, so the hidden state of row b is
 carried from window to window (truncated BPTT); when the rows run out the data wraps and the state
-is reset. Only the rows of one window are ever read, so a memmap never loads the whole corpus.
+is reset. Only the rows of one window are ever read, so a memmap never loads the whole corpus,
+and the pages read are handed back as the rows move on (`read_rows`, `release_pages`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import mmap
 
 import numpy as np
 import torch
 
 from gentext.errors import GentextError
+
+# Windows between two releases of a memmap's pages while training: a release costs a re-fault of
+# each row's page run (~1 ms for 32 rows, measured), so it is spread out; what is held meanwhile is
+# one run of pages per row.
+RELEASE_EVERY = 64
+
+
+def release_pages(ids: np.ndarray) -> None:
+    """Unmap the pages of a read-only memmap this process has read (a no-op for other arrays).
+
+    Why: a read maps not just its bytes but the page cache's whole folio around them (up to 2 MB on
+    ext4 with large folios; neither MADV_RANDOM nor MADV_SEQUENTIAL changes that), and mapped pages
+    count in the process's resident set until unmapped. A 1 GB corpus's validation sample (48 rows
+    spread over the split) held 49 MB of val.bin and the training windows 22 MB, and over a long
+    run every page read stays counted (benchmarks/RESULTS.md, the 512 MB bound). The pages stay in
+    the page cache: a later read of them is a minor fault, not disk I/O. Never done to a writable
+    or copy-on-write map, where dropping pages could drop data."""
+    handle = getattr(ids, "_mmap", None)  # numpy keeps the mmap object (views share it); no public accessor
+    if handle is not None and getattr(ids, "mode", None) == "r" and hasattr(mmap, "MADV_DONTNEED"):
+        handle.madvise(mmap.MADV_DONTNEED)
+
+
+def read_rows(ids: np.ndarray, spans: list[tuple[int, int]], release: bool = True) -> np.ndarray:
+    """ids[a:b] for each (a, b) span (all the same length), stacked as int64 (rows, b - a); with
+    `release`, a memmap's pages are released after each row, so reading many rows spread over a
+    file holds one row's pages at a time."""
+    rows = []
+    for start, stop in spans:
+        rows.append(np.array(ids[start:stop], dtype=np.int64))
+        if release:
+            release_pages(ids)
+    return np.stack(rows)
 
 
 def id_dtype(vocab_size: int) -> np.dtype:
@@ -64,8 +98,9 @@ class BPTTBatches:
     def window(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and next-token targets of window k for this process's rows, LongTensors (rows, T)."""
         start = k * self.seq_len
-        rows = np.stack(
-            [self.ids[b * self.row_len + start : b * self.row_len + start + self.seq_len + 1] for b in self.rows]
-        ).astype(np.int64)  # (rows, T+1)
+        spans = [(b * self.row_len + start, b * self.row_len + start + self.seq_len + 1) for b in self.rows]
+        rows = read_rows(self.ids, spans, release=False)  # (rows, T+1)
+        if k % RELEASE_EVERY == 0:
+            release_pages(self.ids)
         tensor = torch.from_numpy(rows)
         return tensor[:, :-1], tensor[:, 1:]

@@ -15,6 +15,7 @@ from torch import nn
 
 from gentext import threads
 from gentext.data.conditions import Pair
+from gentext.data.dataset import read_rows
 
 ROW_TOKENS = 8192
 SAMPLE_ROW, SAMPLE_WARM = 1024, 256  # evaluate_sample's rows: scored tokens, and unscored warm-up before them
@@ -25,7 +26,7 @@ def _score_rows(
 ) -> float:
     """Total nats of predicting ids[s+1 : s+length+1] for each start s, rows side by side; with
     `warm`, each row first reads the `warm` tokens before s unscored, so it starts warm."""
-    block = np.stack([np.asarray(ids[s - warm : s + length + 1]) for s in starts]).astype(np.int64)
+    block = read_rows(ids, [(s - warm, s + length + 1) for s in starts])  # one row's pages held at a time
     block = torch.from_numpy(block).to(device)  # (rows, warm + length + 1)
     total, state = 0.0, None
     for start in range(0, warm + length, seq_len):
