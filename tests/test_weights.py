@@ -39,6 +39,22 @@ def test_an_int8_row_gets_the_same_result_alone_or_in_any_batch():
     assert torch.equal(op(row), op(torch.cat([loud[:3], row, loud[3:]]))[3:4])
 
 
+@pytest.mark.parametrize("fmt", ["int8", "fp16"])
+def test_packed_products_skip_the_dispatch_checks_but_not_the_kernel(fmt):
+    """The products call the quantized operators' builtins with torch-function checks off
+    (weights._packed_op): the numbers are the public operator's, bit for bit, and a tensor
+    subclass given as input comes back as a plain result."""
+    torch.manual_seed(0)
+    w, b, x = torch.randn(400, 200), torch.randn(400), torch.rand(5, 200) * 2 - 1  # above SMALL_MATRIX
+    m = MATMULS[fmt](w, b)
+    if fmt == "int8":
+        expected = torch.ops.quantized.linear_dynamic(torch.cat([x, m.anchor]), m.packed, True)[:-1]
+    else:
+        expected = torch.ops.quantized.linear_dynamic_fp16(x, m.packed)
+    assert torch.equal(m(x), expected)
+    assert torch.equal(m(torch.nn.Parameter(x, requires_grad=False)), expected)
+
+
 def test_unbounded_int8_rows_are_scaled_each_by_itself():
     # a Transformer's inputs have no [-1, 1] bound: each row is quantized on its own range, so a
     # quiet row keeps its precision and its result beside loud rows
