@@ -35,7 +35,7 @@ def release_pages(ids: np.ndarray) -> None:
     """Unmap the pages of a read-only memmap this process has read (a no-op for other arrays).
 
     Why: a read maps not just its bytes but the page cache's whole folio around them (up to 2 MB on
-    ext4 with large folios; neither MADV_RANDOM nor MADV_SEQUENTIAL changes that), and mapped pages
+    ext4 with large folios; MADV_RANDOM was tried and changes nothing), and mapped pages
     count in the process's resident set until unmapped. A 1 GB corpus's validation sample (48 rows
     spread over the split) held 49 MB of val.bin and the training windows 22 MB, and over a long
     run every page read stays counted (benchmarks/RESULTS.md, the 512 MB bound). The pages stay in
