@@ -3,6 +3,7 @@
     python benchmarks/load_test.py [RUN] --seconds 10 --clients 2 --clients 14
     python benchmarks/load_test.py [RUN] --stream --seconds 10      # 1, 8, 32, 64 streaming clients,
                                                                     # batching server vs --no-batching
+    python benchmarks/load_test.py [RUN] --stream --workers 2       # + the batching server in 2 processes
 
 Streaming mode starts the server twice, with one thread per request (`--no-batching`) and with
 continuous batching, both allowed as many generations as there are clients, and for each client
@@ -158,7 +159,7 @@ def start_server(run: str, *flags: str) -> tuple[subprocess.Popen, int]:
     return server, port
 
 
-def streaming(run: str, client_counts: list[int], seconds: float, tokens: int, weights: str, every: bool) -> None:
+def streaming(run: str, client_counts: list[int], seconds: float, tokens: int, weights: str, every: bool, workers: int):
     import gentext
 
     model = gentext.load(run, weights=weights)  # the format the servers load too: same texts
@@ -177,6 +178,8 @@ def streaming(run: str, client_counts: list[int], seconds: float, tokens: int, w
     servers = [("thread per request", ["--no-batching"]), ("continuous batching", [])]
     if every:  # the same server sending one event per token (before issue 27's --stream-interval)
         servers.append(("continuous batching, an event per token", ["--stream-interval", "0"]))
+    if workers > 1:  # the same server in several processes (one is held to about a core by the GIL)
+        servers.append((f"continuous batching, {workers} workers", ["--workers", str(workers)]))
     for name, flags in servers:
         limits = ["--max-concurrency", most, "--max-queue", most, "--max-batch-rows", most, "--worker-threads", most]
         server, port = start_server(run, *limits, "--weights", weights, *flags)
@@ -202,6 +205,7 @@ def main() -> None:
     parser.add_argument("--stream", action="store_true", help="streaming clients, batching vs thread per request")
     parser.add_argument("--weights", default="auto", help="the servers' --weights (fp32, bf16, int8, auto)")
     parser.add_argument("--every-token", action="store_true", help="--stream: add a --stream-interval 0 server")
+    parser.add_argument("--workers", type=int, default=1, help="--stream: add a server with this many --workers")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         run = args.run
@@ -211,7 +215,8 @@ def main() -> None:
                 [sys.executable, "-m", "gentext", "train", "--out", run, "--steps", "150", "--quiet"], check=True
             )
         if args.stream:
-            streaming(run, args.clients or [1, 8, 32, 64], args.seconds, args.tokens, args.weights, args.every_token)
+            counts = args.clients or [1, 8, 32, 64]
+            streaming(run, counts, args.seconds, args.tokens, args.weights, args.every_token, args.workers)
             return
         client_counts = args.clients or [2, 14]
         server, port = start_server(run, "--max-concurrency", "2", "--max-queue", "8")

@@ -102,6 +102,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cors_origins=args.cors_origin,
         batching=not args.no_batching,
         load=given(args, LoadConfig),
+        threads=getattr(args, "threads", None),
     )
     return 0
 

@@ -30,7 +30,7 @@ from typing import Any
 from gentext.errors import GentextError
 from gentext.inference.batching import BatchEngine, supports
 from gentext.inference.textmodel import TextModel
-from gentext.server.ops import Metrics, add_operations, is_loopback
+from gentext.server.ops import Metrics, add_operations
 from gentext.server.requests import (
     ServerLimits,
     conditions,
@@ -39,6 +39,7 @@ from gentext.server.requests import (
     sample_settings,
     unprocessable,
 )
+from gentext.server.running import serve  # noqa: F401 -- the CLI's entry point, here since before running.py
 from gentext.server.streams import Gate, Slot, batched_samples, batched_source, events, thread_source
 
 __all__ = ["ServerLimits", "create_app", "serve"]
@@ -265,36 +266,3 @@ def describe(model: TextModel) -> dict[str, Any]:
         "needs_source": model.pairs,  # a seq2seq run: "source" in every request
         "captions": model.captions,  # a captioner: POST /v1/caption with a picture
     }
-
-
-def serve(
-    runs: list[str],
-    host: str,
-    port: int,
-    limits: ServerLimits,
-    api_key: str | None = None,
-    cors_origins: list[str] | None = None,
-    batching: bool = True,
-    load: dict | None = None,
-) -> None:
-    """Load every run once (`load`: LoadConfig's device and weights), then serve until interrupted."""
-    try:
-        import uvicorn
-    except ImportError:
-        raise GentextError("gentext serve needs FastAPI and uvicorn: pip install 'gentext[serve]'") from None
-    from gentext.api import load as load_run
-    from gentext.checkpoint import run_names
-
-    if not api_key and not is_loopback(host):
-        logger.warning("serving on %s without an API key: anyone who reaches it can use it (set --api-key)", host)
-    models = {name: load_run(run, **(load or {})) for name, run in zip(run_names(runs), runs, strict=True)}
-    app = create_app(models, limits, api_key=api_key, cors_origins=cors_origins, batching=batching)
-    logging.getLogger("gentext.access").setLevel(logging.INFO)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level="info",
-        access_log=False,  # gentext.access writes one structured line per request instead
-        timeout_graceful_shutdown=max(1, int(limits.request_timeout)),
-    )

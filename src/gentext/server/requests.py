@@ -39,6 +39,11 @@ class ServerLimits:
     stream_interval: float = opt(
         0.02, "seconds a streamed token may wait to go out with the ones after it: fewer events (0: one per token)"
     )
+    workers: int = opt(
+        1,
+        "server processes sharing the port, each with its own copy of the models, batch, limits and /metrics: more "
+        "use more cores (one process is held to about one by Python's interpreter lock)",
+    )
 
     def validate(self) -> "ServerLimits":
         for f in dataclasses.fields(self):

@@ -1,0 +1,88 @@
+"""Running the server: one process, or `--workers N` processes sharing the port.
+
+Why workers: one server process is held to about one core by Python's interpreter lock (its event
+loop, writing every SSE event, and its batch thread take turns), so on two cores 32 streaming
+clients left the second core mostly idle; two processes served 6,838 tokens/s where one served
+3,400-4,600 (benchmarks/RESULTS.md, issue 27). uvicorn's supervisor starts the workers (spawned
+processes that build the app with `worker_app`), restarts one that dies and stops them all on
+SIGINT/SIGTERM; the kernel spreads the connections over them.
+
+Each worker loads its own copy of the models (memory x N), runs its own batch and keeps its own
+limits and metrics: --max-concurrency and the other limits are per worker, and /metrics answers
+for the worker that took the scrape. The cores are split: each worker gets the usable cores divided
+by N (at least one) unless --threads fixes the count. The runs are loaded once in the supervisor
+first, so a bad run is a one-line error before any worker starts.
+"""
+
+import dataclasses
+import gc
+import json
+import logging
+import os
+
+from gentext.errors import GentextError
+from gentext.server.ops import is_loopback
+from gentext.server.requests import ServerLimits
+
+logger = logging.getLogger("gentext.server")
+SPEC_VARIABLE = "GENTEXT_SERVE_SPEC"  # the workers' settings, passed through the environment
+
+
+def serve(
+    runs: list[str],
+    host: str,
+    port: int,
+    limits: ServerLimits,
+    api_key: str | None = None,
+    cors_origins: list[str] | None = None,
+    batching: bool = True,
+    load: dict | None = None,
+    threads: int | None = None,
+) -> None:
+    """Load every run once (`load`: LoadConfig's device and weights), then serve until interrupted,
+    in this process or in `limits.workers` processes (`threads`: --threads, else the cores split)."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise GentextError("gentext serve needs FastAPI and uvicorn: pip install 'gentext[serve]'") from None
+    workers = limits.validate().workers
+    if not api_key and not is_loopback(host):
+        logger.warning("serving on %s without an API key: anyone who reaches it can use it (set --api-key)", host)
+    spec = {"runs": runs, "limits": dataclasses.asdict(limits), "api_key": api_key, "cors_origins": cors_origins}
+    spec.update(batching=batching, load=load or {}, threads=threads)
+    logging.getLogger("gentext.access").setLevel(logging.INFO)
+    options = dict(host=host, port=port, log_level="info", access_log=False)  # gentext.access logs instead
+    options["timeout_graceful_shutdown"] = max(1, int(limits.request_timeout))
+    if workers == 1:
+        uvicorn.run(_app(spec), **options)
+        return
+    _app(spec)  # the runs load here first, and are dropped: a bad one is refused before any worker starts
+    gc.collect()
+    if threads is None:  # each worker a share of the cores, unless --threads fixes it
+        from gentext.threads import usable_cpus
+
+        spec["threads"] = max(1, usable_cpus() // workers)
+    os.environ[SPEC_VARIABLE] = json.dumps(spec)
+    uvicorn.run("gentext.server.running:worker_app", factory=True, workers=workers, **options)
+
+
+def worker_app():
+    """One worker's app, built from the supervisor's settings (uvicorn calls this in each worker)."""
+    spec = json.loads(os.environ[SPEC_VARIABLE])
+    from gentext.threads import configure
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")  # as the CLI's main
+    logging.getLogger("gentext.access").setLevel(logging.INFO)
+    configure(spec["threads"])
+    return _app(spec)
+
+
+def _app(spec: dict):
+    from gentext.api import load as load_run
+    from gentext.checkpoint import run_names
+    from gentext.server import create_app
+
+    runs = spec["runs"]
+    models = {name: load_run(run, **spec["load"]) for name, run in zip(run_names(runs), runs, strict=True)}
+    settings = {key: spec[key] for key in ("api_key", "cors_origins", "batching")}
+    return create_app(models, ServerLimits(**spec["limits"]), **settings)
