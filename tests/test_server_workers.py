@@ -2,14 +2,14 @@
 
 import json
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import gentext
+
+from .conftest import start_server
 
 
 def _post(url: str, body: dict) -> dict:
@@ -23,21 +23,10 @@ def _children(pid: int) -> set[int]:
 
 
 def test_workers_serve_the_same_texts_log_each_request_and_stop_together(trained_run, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     log = tmp_path / "serve.log"
-    command = [sys.executable, "-m", "gentext", "serve", str(trained_run), "--port", str(port), "--workers", "2"]
     with open(log, "w") as err:
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
+        proc, url = start_server(trained_run, "--workers", "2", stderr=err, wait=60)
         try:
-            url = f"http://127.0.0.1:{port}"
-            for _ in range(300):
-                try:
-                    urllib.request.urlopen(url + "/healthz", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.2)
             alone = gentext.load(trained_run).generate("the ", max_new_tokens=20, seed=3)[0]
             body = {"prompt": "the ", "max_new_tokens": 20, "seed": 3}
             assert {_post(url + "/v1/generate", body)["samples"][0] for _ in range(6)} == {alone}
