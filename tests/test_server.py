@@ -239,13 +239,13 @@ def test_cors_is_opt_in_per_origin(trained_run):
 def test_serving_beyond_loopback_without_a_key_warns(caplog, monkeypatch, trained_run):
     import uvicorn
 
-    from gentext import server
+    from gentext.server import running
 
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
     with caplog.at_level("WARNING"):
-        server.serve([str(trained_run)], "127.0.0.1", 0, ServerLimits())
+        running.serve([str(trained_run)], "127.0.0.1", 0, ServerLimits())
         assert "without an API key" not in caplog.text
-        server.serve([str(trained_run)], "0.0.0.0", 0, ServerLimits())
+        running.serve([str(trained_run)], "0.0.0.0", 0, ServerLimits())
     assert "serving on 0.0.0.0 without an API key" in caplog.text
 
 

@@ -89,7 +89,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from gentext.server import serve
+    from gentext.server.running import serve
 
     limits = ServerLimits(**given(args, ServerLimits)).validate()
     api_key = args.api_key or os.environ.get("GENTEXT_API_KEY") or None

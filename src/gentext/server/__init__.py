@@ -39,7 +39,6 @@ from gentext.server.requests import (
     sample_settings,
     unprocessable,
 )
-from gentext.server.running import serve  # noqa: F401 -- the CLI's entry point, here since before running.py
 from gentext.server.streams import Gate, Slot, batched_samples, batched_source, events, thread_source
 
 __all__ = ["ServerLimits", "create_app", "serve"]
