@@ -4,11 +4,13 @@
     python benchmarks/load_test.py [RUN] --stream --seconds 10      # 1, 8, 32, 64 streaming clients,
                                                                     # batching server vs --no-batching
     python benchmarks/load_test.py [RUN] --stream --workers 2       # + the batching server in 2 processes
+    python benchmarks/load_test.py [RUN] --beams 4 --clients 16     # beam requests, batched vs one at a time
 
-Streaming mode starts the server twice, with one thread per request (`--no-batching`) and with
-continuous batching, both allowed as many generations as there are clients, and for each client
-count reports aggregate generated tokens/s, time to first token p50/p99, the p99 gap between
-tokens, errors, and how many texts differ from the same request made alone (same seed).
+Streaming mode starts the server twice, one request at a time (`--no-batching`: a batch of one row)
+and with continuous batching, both admitting as many requests as there are clients, and for each
+client count reports aggregate generated tokens/s, time to first token p50/p99, the p99 gap
+between tokens, errors, and how many texts differ from the same request made alone (same seed).
+Beam mode does the same with JSON beam-search requests (each request `num_beams` rows).
 
 Starts the server (limits: 2 generations at once, 8 queued), then for each client count runs
 that many threads posting /v1/generate (64 new tokens) until the time is up, and prints
@@ -20,6 +22,7 @@ model on the built-in corpus first (about 20 seconds). Traffic goes to 127.0.0.1
 from __future__ import annotations
 
 import argparse
+import functools
 import http.client
 import itertools
 import json
@@ -169,19 +172,19 @@ def streaming(run: str, client_counts: list[int], seconds: float, tokens: int, w
     most = str(max(client_counts))
     print(
         f"streaming, {tokens} new tokens per request, {seconds:g} s per row; both servers: --max-concurrency {most} "
-        f"(batch rows and worker threads as many) "
+        f"(and as many batch rows) "
         f"--weights {weights} (took {model.weights})"
     )
     print("| server | clients | streams | tokens/s | TTFT p50 ms | TTFT p99 ms | inter-token p99 ms | errors "
           "| texts differing |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    servers = [("thread per request", ["--no-batching"]), ("continuous batching", [])]
+    servers = [("one request at a time", ["--no-batching"]), ("continuous batching", [])]
     if every:  # the same server sending one event per token (before issue 27's --stream-interval)
         servers.append(("continuous batching, an event per token", ["--stream-interval", "0"]))
     if workers > 1:  # the same server in several processes (one is held to about a core by the GIL)
         servers.append((f"continuous batching, {workers} workers", ["--workers", str(workers)]))
     for name, flags in servers:
-        limits = ["--max-concurrency", most, "--max-queue", most, "--max-batch-rows", most, "--worker-threads", most]
+        limits = ["--max-concurrency", most, "--max-queue", most, "--max-batch-rows", most]
         server, port = start_server(run, *limits, "--weights", weights, *flags)
         try:
             for clients in client_counts:
@@ -196,6 +199,60 @@ def streaming(run: str, client_counts: list[int], seconds: float, tokens: int, w
             server.wait(timeout=30)
 
 
+def beams(run: str, client_counts: list[int], seconds: float, tokens: int, weights: str, width: int) -> None:
+    """JSON beam-search requests from N clients: batched (a request is `width` rows of the batch)
+    against one request at a time, every result compared with the same search made alone."""
+    import gentext
+
+    model = gentext.load(run, weights=weights)
+    prompts = ["The ", "A ", "the ", "a "]
+    expected = {p: model.generate(p, max_new_tokens=tokens, num_beams=width)[0] for p in prompts}
+    most = max(client_counts)
+    print(f"beam search, {width} beams, {tokens} new tokens, {seconds:g} s per row, --weights {weights} "
+          f"(took {model.weights})")  # fmt: skip
+    print("| server | clients | requests | requests/s | p50 ms | p99 ms | most rows in a step | errors | differing |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, flags in [("one request at a time", ["--no-batching"]), ("continuous batching", [])]:
+        rows = str(most * width)
+        limits = ["--max-concurrency", str(most), "--max-queue", str(most), "--max-batch-rows", rows]
+        server, port = start_server(run, *limits, "--max-num-beams", str(width), "--weights", weights, *flags)
+        ask = functools.partial(_beam_request, f"http://127.0.0.1:{port}/v1/generate", tokens=tokens, width=width)
+        try:
+            for clients in client_counts:
+                results, elapsed = drive(clients, seconds, lambda i: ask(prompts[i % 4]))  # noqa: B023 -- called at once
+                ok = sorted(r[1] for r in results if r[0] is not None)
+                differ = sum(r[0] is not None and r[0] != expected[r[2]] for r in results)
+                rows_seen = _most_rows(port)
+                print(
+                    f"| {name} | {clients} | {len(results)} | {len(results) / elapsed:.1f} | "
+                    f"{ok[len(ok) // 2] * 1000:.0f} | {ok[min(int(0.99 * len(ok)), len(ok) - 1)] * 1000:.0f} | "
+                    f"{rows_seen} | {len(results) - len(ok)} | {differ} |",
+                    flush=True,
+                )
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def _beam_request(url: str, prompt: str, tokens: int, width: int):
+    start = time.perf_counter()
+    body = {"prompt": prompt, "max_new_tokens": tokens, "num_beams": width}
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=300) as response:
+            text = json.loads(response.read())["samples"][0]
+    except (urllib.error.HTTPError, OSError):
+        text = None
+    return text, time.perf_counter() - start, prompt
+
+
+def _most_rows(port: int) -> str:
+    """The most rows one batched step has held so far, from /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    values = [line.rsplit(" ", 1)[1] for line in text.splitlines() if line.startswith("gentext_batch_rows_most{")]
+    return f"{float(values[0]):.0f}" if values else "?"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", nargs="?")
@@ -206,6 +263,7 @@ def main() -> None:
     parser.add_argument("--weights", default="auto", help="the servers' --weights (fp32, bf16, int8, auto)")
     parser.add_argument("--every-token", action="store_true", help="--stream: add a --stream-interval 0 server")
     parser.add_argument("--workers", type=int, default=1, help="--stream: add a server with this many --workers")
+    parser.add_argument("--beams", type=int, default=0, help="beam-search requests of this many beams")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         run = args.run
@@ -214,6 +272,9 @@ def main() -> None:
             subprocess.run(
                 [sys.executable, "-m", "gentext", "train", "--out", run, "--steps", "150", "--quiet"], check=True
             )
+        if args.beams:
+            beams(run, args.clients or [1, 16], args.seconds, args.tokens, args.weights, args.beams)
+            return
         if args.stream:
             counts = args.clients or [1, 8, 32, 64]
             streaming(run, counts, args.seconds, args.tokens, args.weights, args.every_token, args.workers)

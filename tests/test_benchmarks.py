@@ -91,12 +91,23 @@ def test_streaming_load_test_compares_both_servers(trained_run):
         "8",
         "--every-token",
     )
-    names = ["thread per request", "continuous batching", "continuous batching, an event per token"]
+    names = ["one request at a time", "continuous batching", "continuous batching, an event per token"]
     assert [r.split("|")[1].strip() for r in rows] == names
     for row in rows:
         cells = [c.strip() for c in row.split("|")]
         assert int(cells[3]) > 0 and float(cells[4].replace(",", "")) > 0  # streams done, tokens/s
         assert cells[8:10] == ["0", "0"]  # no errors, every text as alone
+
+
+def test_beam_load_test_batches_beam_requests_each_as_alone(trained_run):
+    _, rows = run_script("load_test.py", str(trained_run), "--beams", "3", "--seconds", "1", "--clients", "4",
+                         "--tokens", "8")  # fmt: skip
+    assert [r.split("|")[1].strip() for r in rows] == ["one request at a time", "continuous batching"]
+    for row in rows:
+        cells = [c.strip() for c in row.split("|")]
+        assert int(cells[3]) > 0 and cells[8:10] == ["0", "0"]  # requests done; no errors, every text as alone
+    most = [int(r.split("|")[7]) for r in rows]
+    assert most[0] == 3 and most[1] > 3  # a beam request's rows alone, then several requests' rows in a step
 
 
 def test_hostile_load_refuses_every_hostile_request_and_keeps_good_streams(trained_run):

@@ -6,7 +6,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "gentext"
 # Lower layers never import higher ones (DESIGN.md, "Data flows one way").
 LAYERS = [
-    {"errors", "config", "useconfig", "hardware", "threads"},
+    {"errors", "config", "useconfig", "hardware", "threads", "paths", "native"},
     {"data"},
     {"models"},
     {"checkpoint"},
@@ -58,3 +58,42 @@ def test_inference_never_imports_training():
         if "training" in imported(ast.parse(path.read_text(encoding="utf-8")))
     ]
     assert offenders == []
+
+
+def _module_names() -> dict[str, Path]:
+    names = (".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts) for p in PACKAGE.rglob("*.py"))
+    return {name.removesuffix(".__init__"): path for name, path in zip(names, PACKAGE.rglob("*.py"), strict=True)}
+
+
+def test_no_two_modules_import_each_other_in_any_cycle():
+    """Modules form no import cycle of any length (imports anywhere in a file, function-level too).
+    `from package import name` depends on the package's __init__ unless the name is a submodule;
+    the parent packages Python runs on the way to a submodule are not counted."""
+    modules = _module_names()
+    edges: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                submodules = [f"{node.module}.{a.name}" for a in node.names]
+                targets = [t for t in submodules if t in modules]
+                if len(targets) < len(submodules):  # a name defined in the module (or package) itself
+                    targets.append(node.module)
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            edges[name] |= {t for t in targets if t in modules and t != name}
+    cycles, state = [], {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == "open":
+                cycles.append(" -> ".join(path[path.index(nxt) :] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = "done"
+
+    for name in sorted(modules):
+        if name not in state:
+            visit(name, [name])
+    assert cycles == []

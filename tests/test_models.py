@@ -90,14 +90,12 @@ def test_single_token_fast_path_matches_the_sequence_kernel(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_generated_text_is_identical_with_and_without_the_fast_path(kind):
-    from gentext.inference.sampling import generate_ids, make_generator
-    from gentext.useconfig import SampleConfig
+    from .conftest import generated_ids
 
     model = make(kind)
-    cfg = SampleConfig(max_new_tokens=40, temperature=1.0, num_samples=3)
 
     def run():
-        return list(generate_ids(model, [1, 2, 3], cfg, make_generator(5)))
+        return generated_ids(model, [1, 2, 3], max_new_tokens=40, temperature=1.0, num_samples=3, seed=5)
 
     fast = run()
     model.fast_step = False

@@ -65,7 +65,7 @@ def test_eval_without_text_reads_the_held_out_ids_from_the_token_cache(tiny_corp
     assert from_cache == pytest.approx(model.evaluate(text=model._held_out_text()))
     tiny_corpus.unlink()  # the training text moved: the cache still has the held-out ids
     assert gentext.load(run).evaluate() == pytest.approx(from_cache)
-    from gentext.data.tokencache import cache_dir
+    from gentext.paths import cache_dir
 
     key = json.loads((run / "config.json").read_text())["data"]["cache_key"]
     import shutil

@@ -176,12 +176,11 @@ def test_streaming_equals_generating_on_accents_cjk_and_emoji(unicode_runs, leve
     assert "".join(pieces) == generated
     # ... and the incremental decoder gives what decoding the whole sequence at once gives
     from gentext.inference.generation import continuation
-    from gentext.inference.sampling import generate_ids, make_generator
-    from gentext.useconfig import SampleConfig
+
+    from .conftest import generated_ids
 
     ids = model.tokenizer.encode(PROMPT).tolist()
-    cfg = SampleConfig(max_new_tokens=60, temperature=1.5)
-    new = [t for (t,) in generate_ids(model.model, ids, cfg, make_generator(seed))]
+    new = generated_ids(model.model, ids, max_new_tokens=60, temperature=1.5, seed=seed)[0]
     whole = model.tokenizer.decode(ids + new)
     assert continuation(model.tokenizer, ids, new) == whole[len(model.tokenizer.decode(ids)) :]
 

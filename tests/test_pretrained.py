@@ -143,15 +143,16 @@ def test_pickled_weights_are_refused(gpt2_folder, tmp_path):
 
 
 def test_eight_requests_are_batched_and_each_gets_its_text_alone(gpt2_folder):
-    from gentext.inference.batching import BatchEngine, Collector
+    from gentext.inference.engine import Engine
+    from gentext.inference.textmodel import Collector
 
     model = gentext.load(gpt2_folder)
-    engine = BatchEngine(model, max_rows=16)
+    engine = Engine(model, max_rows=16)
     collectors = []
     for seed in range(8):
         ids, config = model.request("The ", max_new_tokens=2 * CONTEXT, seed=seed)  # slides past the context
-        collectors.append(Collector(1))
-        engine.submit(ids, config, collectors[-1], start=False)
+        collectors.append(Collector())
+        engine.submit(ids, config, collectors[-1])
     engine.run_until_idle()
     assert engine.most_rows == 8  # one cohort: the caches are as long, so every step is one call
     for seed, collector in enumerate(collectors):

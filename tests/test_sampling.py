@@ -3,15 +3,22 @@ import math
 import pytest
 import torch
 
-from gentext.inference.sampling import (
+from gentext.inference.processors import (
+    History,
+    apply_min_p,
+    apply_no_repeat_ngram,
+    apply_repetition_penalty,
     apply_temperature,
     apply_top_k,
     apply_top_p,
-    choose_next,
-    make_generator,
-    process_logits,
 )
+from gentext.inference.sampler import Sampler, choose_next, make_generator
 from gentext.useconfig import SampleConfig
+
+
+def process_logits(logits, config, history=None, suppress=None):
+    """Every processor the settings ask for, in order (what a request's sampler applies)."""
+    return Sampler(config, suppress).process(logits, None if history is None else History(history))
 
 
 def test_neutral_values_are_identity_and_inputs_not_mutated():
@@ -86,8 +93,6 @@ def test_temperature_sharpens_or_flattens(temperature):
 
 
 def test_more_knobs_are_identity_at_neutral_values():
-    from gentext.inference.sampling import apply_min_p, apply_no_repeat_ngram, apply_repetition_penalty
-
     logits, history = torch.randn(2, 9), torch.randint(0, 9, (2, 6))
     before = logits.clone()
     assert torch.equal(apply_repetition_penalty(logits, history, 1.0), before)
@@ -99,16 +104,12 @@ def test_more_knobs_are_identity_at_neutral_values():
 
 
 def test_repetition_penalty_divides_positive_and_multiplies_negative_logits():
-    from gentext.inference.sampling import apply_repetition_penalty
-
     logits = torch.tensor([[2.0, -1.0, 3.0, 0.5]])
     out = apply_repetition_penalty(logits, torch.tensor([[0, 1, 1]]), 2.0)
     assert out.tolist() == [[1.0, -2.0, 3.0, 0.5]]
 
 
 def test_no_repeat_ngram_bans_the_token_that_would_repeat_an_ngram():
-    from gentext.inference.sampling import apply_no_repeat_ngram
-
     history = torch.tensor([[1, 2, 3, 1, 2], [4, 4, 4, 0, 1]])
     out = apply_no_repeat_ngram(torch.zeros(2, 5), history, 3)
     # Row 0 ends with (1, 2), which was followed by 3 before: 3 is banned. Row 1's (0, 1) is new.
@@ -118,8 +119,6 @@ def test_no_repeat_ngram_bans_the_token_that_would_repeat_an_ngram():
 
 
 def test_min_p_keeps_tokens_near_the_top():
-    from gentext.inference.sampling import apply_min_p
-
     probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
     assert torch.isfinite(apply_min_p(probs.log(), 0.25)).tolist() == [[True, True, True, False]]
 
@@ -147,12 +146,21 @@ class _Certain(torch.nn.Module):
 
 @pytest.mark.parametrize("penalty", [0.0, 1.0])
 def test_beams_find_the_answer_a_certain_model_gives_greedily(penalty):
-    from gentext.inference.beams import beam_search
-    from gentext.useconfig import SampleConfig
+    from types import SimpleNamespace
 
+    from gentext.data.tokenizers import CharTokenizer
+    from gentext.inference.engine import Engine
+    from gentext.inference.jobs import Prompt
+    from gentext.inference.textmodel import Collector
+
+    tokenizer = CharTokenizer(["\n", "a", "b"])
+    certain = SimpleNamespace(model=_Certain(), tokenizer=tokenizer, end_id=0, suppressed=lambda config: [])
     config = SampleConfig(num_beams=4, num_samples=4, max_new_tokens=20, length_penalty=penalty)
-    best = beam_search(_Certain(), [1], config, end_id=0)[0]
-    assert best == [1, 1, 1, 1, 1, 0]  # what greedy decoding gives; before, a truncated [1, 1, 1, 1] won
+    engine, collector = Engine(certain, max_rows=4), Collector()
+    engine.submit(Prompt([1]), config, collector)
+    engine.run_until_idle()
+    assert collector.texts("")[0] == "aaaaa"  # what greedy decoding gives; before, a truncated "aaaa" won
+    assert collector.end.reasons[0] == "stop" and collector.end.tokens[0] == 5
 
 
 def _general(logits, config, generator, suppress):
@@ -172,24 +180,40 @@ ROWS = [
 @pytest.mark.parametrize("suppress", [None, [3]])
 def test_the_plain_fast_path_picks_what_the_general_path_picks(temperature, suppress):
     """Same ids, draw for draw, on awkward rows alone and together, from the same seed."""
-    from gentext.inference.fastsample import PlainChooser
-
     config = SampleConfig(temperature=temperature)
-    plain = PlainChooser(config, suppress, "cpu")
+    plain = Sampler(config, suppress)
+    assert plain.plain
     cases = [torch.tensor([row]) for row in ROWS] + [torch.tensor(ROWS), torch.randn(7, 300) * 4]
     for logits in cases:
         fast_gen, general_gen = make_generator(11), make_generator(11)
         for _ in range(20):
-            assert plain(logits, fast_gen) == _general(logits, config, general_gen, suppress)
+            fast = plain.choose(logits, fast_gen)
+            fast = fast if isinstance(fast, list) else fast.tolist()
+            assert fast == _general(logits, config, general_gen, suppress)
 
 
 def test_generation_ids_and_text_are_the_same_on_either_path(trained_run, monkeypatch):
-    """A seed's text does not depend on which path sampled it (issue 27: outputs identical)."""
+    """A seed's text does not depend on which path sampled it."""
     import gentext
-    from gentext.inference import fastsample
 
     model = gentext.load(trained_run)
     settings = [dict(temperature=t, num_samples=n, seed=3) for t in (0.0, 0.8, 1.0) for n in (1, 4)]
     fast = [model.generate("The", max_new_tokens=60, **s) for s in settings]
-    monkeypatch.setattr(fastsample, "is_plain", lambda config: False)
+    general = Sampler.__init__
+
+    def not_plain(self, *args, **kwargs):
+        general(self, *args, **kwargs)
+        self.plain = False
+
+    monkeypatch.setattr(Sampler, "__init__", not_plain)
     assert [model.generate("The", max_new_tokens=60, **s) for s in settings] == fast
+
+
+def test_presence_and_frequency_penalties_follow_openais_definition():
+    from gentext.inference.processors import apply_presence_frequency
+
+    logits, counts = torch.zeros(1, 4), torch.tensor([[0.0, 1.0, 3.0, 0.0]])
+    out = apply_presence_frequency(logits, counts, presence=0.5, frequency=0.25)
+    assert out.tolist() == [[0.0, -0.75, -1.25, 0.0]]
+    history = History.start([2], rows=1, vocab=4, device="cpu").extend(torch.tensor([1])).extend(torch.tensor([1]))
+    assert history.counts.tolist() == [[0.0, 2.0, 0.0, 0.0]] and history.ids.tolist() == [[2, 1, 1]]

@@ -250,19 +250,21 @@ def test_serving_beyond_loopback_without_a_key_warns(caplog, monkeypatch, traine
 
 
 def test_a_bad_setting_never_reaches_the_batch(trained_run, monkeypatch):
-    from gentext.inference.batching import BatchEngine
+    from gentext.inference.engine import Engine
 
     calls = []
-    monkeypatch.setattr(BatchEngine, "submit", lambda self, *a, **k: calls.append(a))
+    monkeypatch.setattr(Engine, "submit", lambda self, *a, **k: calls.append(a))
     client = TestClient(create_app({"tiny": gentext.load(trained_run)}, ServerLimits(max_concurrency=8)))
     assert client.post("/v1/generate", json={"prompt": "The ", "top_k": -1}).status_code == 422
     assert client.post("/v1/generate", json={"prompt": "#"}).status_code == 400
     assert calls == []
 
 
-def test_without_batching_each_request_runs_on_its_own_thread(trained_run):
+def test_without_batching_each_request_runs_alone_in_turn(trained_run):
     model = gentext.load(trained_run)
-    client = TestClient(create_app({"tiny": model}, ServerLimits(), batching=False))
+    app = create_app({"tiny": model}, ServerLimits(), batching=False)
+    assert next(iter(app.state.service.engines.values())).max_rows == 1
+    client = TestClient(app)
     body = {"prompt": "A ", "max_new_tokens": 15, "seed": 1, "stream": True}
     text, last = _stream_text(client.post("/v1/generate", json=body).text)
     assert last == "event: done" and text == model.generate("A ", max_new_tokens=15, seed=1)[0]
@@ -271,30 +273,32 @@ def test_without_batching_each_request_runs_on_its_own_thread(trained_run):
 
 
 def _timed_events(pieces: list[str], interval: float) -> list[tuple[float, str]]:
-    """(time, text) of each token event `events` makes from pieces sent 2 ms apart by a thread
-    (the echoed prompt 50 ms before the rest, so that it goes out alone)."""
+    """(seconds since the start, text) of each event `request_events` makes from pieces a thread sends 2 ms apart
+    (the first 50 ms before the rest, so that it goes out alone), as an engine's listener hears them."""
     import asyncio
 
-    from gentext.server.streams import events
+    from gentext.inference.events import Done, Text
+    from gentext.server.streams import Gate, request_events
 
-    def start(send, cancelled):
-        def work():
-            for i, piece in enumerate(pieces):
-                send("text", piece)
-                time.sleep(0.002 if i else 0.05)
-            send("done", None)
+    class Engine:
+        def submit(self, prompt, config, listener, cancelled, **_):
+            def work():
+                for i, piece in enumerate(pieces):
+                    listener(Text([piece]))
+                    time.sleep(0.002 if i else 0.05)
+                listener(Done(["length"], [len(pieces)]))
 
-        threading.Thread(target=work, daemon=True).start()
+            threading.Thread(target=work, daemon=True).start()
 
     async def collect():
-        out = []
-        async for event in events(start, skip=len(pieces[0]), interval=interval):
-            out.append((time.monotonic(), event))
+        out, began = [], time.monotonic()
+        async for event in request_events(Engine(), None, None, Gate(1, 1).enter(), interval):
+            out.append((time.monotonic() - began, event))
         return out
 
     out = asyncio.run(collect())
-    assert out[-1][1]["event"] == "done"
-    return [(t, json.loads(e["data"])["text"]) for t, e in out if e["event"] == "token"]
+    assert isinstance(out[-1][1], Done)
+    return [(t, event.pieces[0]) for t, event in out if isinstance(event, Text)]
 
 
 def test_streamed_text_waits_at_most_the_interval_and_joins_to_the_same_text():
@@ -307,6 +311,6 @@ def test_streamed_text_waits_at_most_the_interval_and_joins_to_the_same_text():
 
 
 def test_the_first_token_is_never_held_back_by_the_interval():
-    texts = _timed_events(["The ", "a", "b", "c", "d"], 1.0)
-    assert [text for _, text in texts] == ["The ", "a", "bcd"]
-    assert texts[1][0] - texts[0][0] < 0.5 and texts[2][0] - texts[1][0] >= 0.95
+    texts = _timed_events(["a", "b", "c", "d"], 1.0)
+    assert [text for _, text in texts] == ["a", "bcd"]
+    assert texts[0][0] < 0.5 and texts[1][0] - texts[0][0] >= 0.95

@@ -73,26 +73,28 @@ def test_forty_huge_seeds_then_a_good_request_is_answered(app, model):
 
 
 def test_a_job_that_fails_while_priming_ends_alone(model, monkeypatch):
-    from gentext.inference import sampling
-    from gentext.inference.batching import BatchEngine, Collector
+    from gentext.inference import jobs
+    from gentext.inference.engine import Engine
+    from gentext.inference.events import Done, Failed
+    from gentext.inference.textmodel import Collector
 
-    real = sampling.make_generator
+    real = jobs.make_generator
 
     def fails_for_seed_13(seed, device="cpu"):
         if seed == 13:
             raise OverflowError("seed out of range")
         return real(seed, device)
 
-    monkeypatch.setattr(sampling, "make_generator", fails_for_seed_13)
-    engine = BatchEngine(model, max_rows=8)
+    monkeypatch.setattr(jobs, "make_generator", fails_for_seed_13)
+    engine = Engine(model, max_rows=8)
     ids, good = model.request("The ", max_new_tokens=6, seed=1)
     _, bad = model.request("The ", max_new_tokens=6, seed=13)
-    collectors = [Collector(1), Collector(1), Collector(1)]
+    collectors = [Collector(), Collector(), Collector()]
     for config, collector in zip([good, bad, good], collectors, strict=True):
-        engine.submit(ids, config, collector, start=False)
+        engine.submit(ids, config, collector)
     engine.run_until_idle()
-    ends = [c.end[0] for c in collectors]
-    assert ends == ["done", "error", "done"]
+    assert [type(c.end) for c in collectors] == [Done, Failed, Done]
+    assert collectors[1].end.status == 500 and collectors[1].end.message == "internal error: OverflowError"
     assert collectors[0].texts("The ") == model.generate("The ", max_new_tokens=6, seed=1)
 
 
@@ -132,13 +134,8 @@ def test_score_takes_unknown_skip_as_its_error_message_says(app):
 
 
 def test_beam_search_stops_at_max_time(model):
-    from gentext.inference.beams import beam_search
-    from gentext.useconfig import SampleConfig
-
-    ids = model.tokenizer.encode("The ").tolist()
     started = time.perf_counter()
-    config = SampleConfig(num_beams=4, max_new_tokens=100_000, max_time=0.3)
-    results = beam_search(model.model, ids, config)
+    results = model.generate("The ", num_beams=4, max_new_tokens=100_000, max_time=0.3)
     assert time.perf_counter() - started < 5 and results and len(results[0]) < 100_000
 
 

@@ -10,6 +10,7 @@ from gentext.data import corpus, tokencache
 from gentext.data.corpus import at_newlines, load_corpus, open_corpus, split_pieces
 from gentext.data.tokenizers import fit_tokenizer
 from gentext.errors import GentextError
+from gentext.paths import cache_dir
 
 from .conftest import TINY_TEXT
 
@@ -103,7 +104,7 @@ def test_a_failed_encoding_leaves_no_cache_entry(tmp_path, monkeypatch):
     monkeypatch.setattr(tok, "encode", broken)
     with pytest.raises(GentextError, match="cannot write the token cache.*No space left"):
         tokencache.token_data(source, cfg, tok, content, progress=False)
-    entries = list(tokencache.cache_dir().glob("tokens/*"))
+    entries = list(cache_dir().glob("tokens/*"))
     assert entries == []  # nothing half-written, no temporary left
 
 

@@ -144,16 +144,17 @@ def test_a_transformer_trains_under_torchrun_with_two_processes(tmp_path, tiny_c
 
 
 def test_requests_that_arrive_together_are_batched_with_their_own_text(tmp_path, tiny_corpus):
-    from gentext.inference.batching import BatchEngine, Collector
+    from gentext.inference.engine import Engine
+    from gentext.inference.textmodel import Collector
 
     gentext.train(tmp_path / "run", paths=[str(tiny_corpus)], steps=10, **SETTINGS)
     model = gentext.load(tmp_path / "run")
-    engine = BatchEngine(model, max_rows=8)
+    engine = Engine(model, max_rows=8)
     collectors = {}
     for prompt, seed in [("The ", 1), ("The ", 2), ("A stitch", 3), ("The ", 4)]:
         ids, config = model.request(prompt, max_new_tokens=40, seed=seed)
-        collectors[(prompt, seed)] = Collector(1)
-        engine.submit(ids, config, collectors[(prompt, seed)], start=False)
+        collectors[(prompt, seed)] = Collector()
+        engine.submit(ids, config, collectors[(prompt, seed)])
     engine.run_until_idle()
     assert engine.most_rows >= 3  # the three "The " requests stepped as one batch
     for (prompt, seed), collector in collectors.items():

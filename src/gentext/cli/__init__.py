@@ -18,10 +18,11 @@ from gentext.cli import evaluate as cli_evaluate
 from gentext.cli import generate as cli_generate
 from gentext.cli import train as cli_train
 from gentext.cli.options import add_options, given
-from gentext.cli.output import print_json
+from gentext.cli.output import print_json, version_text
 from gentext.data.corpus import BUILTIN_CORPORA
-from gentext.data.download import NAMED_CORPORA, cache_dir
+from gentext.data.download import NAMED_CORPORA
 from gentext.errors import GentextError
+from gentext.paths import cache_dir
 from gentext.server.requests import ServerLimits
 from gentext.threads import configure as configure_threads
 from gentext.training.trainer import TrainingInterrupted
@@ -48,17 +49,6 @@ def _did_you_mean(parser: argparse.ArgumentParser, message: str) -> str:
             close = difflib.get_close_matches(word.split("=")[0], flags, n=1, cutoff=0.6)
             hints += [f"{word} -> {close[0]}"] if close else []
     return f"; did you mean {', '.join(hints)}?" if hints else ""
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("gentext")
-    except PackageNotFoundError:
-        import gentext
-
-        return gentext.__version__
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -175,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"gentext {_version()}")
+    parser.add_argument("--version", action="version", version=f"gentext {version_text()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     cli_train.register(sub)
@@ -198,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-batching",
         action="store_true",
-        help="one thread per generation (--worker-threads of them) instead of one batched step for all",
+        help="each generation alone, in turn (a batch of one row: --max-batch-rows 1) instead of one batched step",
     )
     p.add_argument(
         "--api-key", help="require 'Authorization: Bearer KEY' on every endpoint but /healthz (or GENTEXT_API_KEY)"

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from gentext import hardware, threads
-from gentext.cli.output import print_json
+from gentext import hardware, native, threads
+from gentext.cli.output import print_json, version_text
 
 EXTRAS = {  # module -> the extra that brings it
     "fastapi": "serve",
@@ -36,14 +36,14 @@ def _cpu_name() -> str:
 
 
 def report() -> dict[str, Any]:
-    from gentext.cli import _version
     from gentext.models.weights import fast_formats
 
     cpu = hardware.cpu_report()
+    native.prepare(build_now=False)  # loads the compiled kernels if built; builds nothing
     cuda = torch.cuda.is_available()
     auto = hardware.resolve_precision("auto", torch.device("cpu"))
     return {
-        "gentext": _version(),
+        "gentext": version_text(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_build": f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU only",
@@ -55,6 +55,7 @@ def report() -> dict[str, Any]:
         "precision_auto_cpu": "bf16" if auto == torch.bfloat16 else "fp32",
         "native_bf16": cpu["native_bf16"],
         "weights_cpu": fast_formats(torch.device("cpu")),
+        "kernels": native.status(),
         "extras": {module: importlib.util.find_spec(module) is not None for module in EXTRAS},
     }
 
@@ -74,6 +75,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         f"{' (fixed)' if t['fixed'] else ', adapting to other work'}; load average {t['load_average']:.1f}"
     )
     print(f"gpu         {info['gpu'] or 'none usable (training and generation run on the CPU)'}")
+    print(f"kernels     the per-token step runs {info['kernels']}")
     print(
         f"native      training --precision auto = {info['precision_auto_cpu']}; generation --weights: "
         f"{', '.join(info['weights_cpu'])} (bf16 {'native' if info['native_bf16'] else 'not native here'})"

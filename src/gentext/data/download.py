@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gentext.errors import GentextError
+from gentext.paths import cache_dir
 
 
 @dataclass(frozen=True)
@@ -78,10 +79,6 @@ NAMED_CORPORA: dict[str, NamedCorpus] = {
         ),
     ),
 }
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("GENTEXT_CACHE") or Path.home() / ".cache" / "gentext")
 
 
 def _sha256(path: Path) -> str:

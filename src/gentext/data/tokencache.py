@@ -26,10 +26,10 @@ from tqdm.auto import tqdm
 from gentext.config import CorpusConfig
 from gentext.data.corpus import CorpusSource, split_pieces
 from gentext.data.dataset import id_dtype
-from gentext.data.download import cache_dir
 from gentext.data.tokenizers import Tokenizer
 from gentext.errors import GentextError
 from gentext.hardware import release_memory
+from gentext.paths import cache_dir
 
 FORMAT = 1
 

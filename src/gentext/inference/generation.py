@@ -1,20 +1,18 @@
-"""From token ids to text: stop strings, time limits, streaming and beam search over a tokenizer.
+"""From token ids to text: stop strings, time limits and what a streaming client may see so far.
 
-`sampling` works on ids and logits; this module knows about text, so it decides where a sample
-ends (a stop string, `max_time`, the token budget) and what a streaming client may see so far.
+The sampler works on ids and logits; this module knows about text, so it decides where a sample
+ends (a stop string, the end of text, `max_time`) and releases text that can no longer start a
+stop string, so streamed pieces join to exactly the text a whole request returns.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
-
-import torch
 
 from gentext.data.decoding import decode_with, primed
-from gentext.inference import beams, sampling
-from gentext.models import model_device
+from gentext.inference.events import Done
+from gentext.inference.sampler import NO_TOKEN
 from gentext.useconfig import SampleConfig
 
 
@@ -53,29 +51,33 @@ class _Sample:
         self.decoder = primed(tokenizer.decoder(), prompt_ids)
         self.stops, self.hold = stops, max((len(s) for s in stops), default=1) - 1
         self.pending, self.released, self.done = "", [], False
+        self.reason = ""  # why it ended (events.Done): stop, length, time, cancelled
+        self.tokens = 0  # tokens generated (the end of text not counted)
 
     def _add(self, piece: str) -> None:
         text = self.pending + piece
         cut, found = cut_at_stop(text, self.stops) if self.stops else (text, False)
         if found:  # a stop string can only end in the new piece: earlier text was searched before
             self.released.append(cut)
-            self.pending, self.done = "", True
+            self.pending, self.done, self.reason = "", True, self.reason or "stop"
             return
         keep = min(self.hold, len(text))
         self.released.append(text[: len(text) - keep])
         self.pending = text[len(text) - keep :]
 
     def step(self, token: int, end_id: int | None) -> None:
-        if token == end_id or token == sampling.NO_TOKEN:
-            self.finish()
+        if token == end_id or token == NO_TOKEN:
+            self.finish("stop")
         else:
+            self.tokens += 1
             self._add(self.decoder.step(token))
 
-    def finish(self) -> None:
+    def finish(self, reason: str) -> None:
         if not self.done:
             self._add(self.decoder.flush())  # e.g. the bytes of a character cut short
             if not self.done:
                 self.released.append(self.pending)
+                self.reason = reason
             self.pending, self.done = "", True
 
     def take(self) -> str:
@@ -87,8 +89,7 @@ class _Sample:
 
 class SampleTexts:
     """The texts of one request's samples, one token per sample per step: done when every sample
-    has stopped (end of text, no allowed token, a stop string) or `max_time` is up. Shared by the
-    one-request loop below and the continuous-batching engine, so both end samples alike."""
+    has stopped (end of text, no allowed token, a stop string) or `max_time` is up."""
 
     def __init__(self, tokenizer, prompt_ids: list[int], config: SampleConfig):
         self.samples = [_Sample(tokenizer, prompt_ids, config.stop) for _ in range(config.num_samples)]
@@ -99,86 +100,21 @@ class SampleTexts:
         for sample, token in zip(self.samples, ids, strict=True):
             if not sample.done:
                 sample.step(token, end_id)
-        return all(s.done for s in self.samples) or (self.deadline is not None and time.monotonic() > self.deadline)
+        return all(s.done for s in self.samples) or self.timed_out
 
-    def finish(self) -> None:
+    @property
+    def timed_out(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+    def finish(self, reason: str) -> None:
+        """End every sample still going, for `reason` (length, time, cancelled)."""
         for sample in self.samples:
-            sample.finish()
+            sample.finish(reason)
 
     def take(self) -> list[str]:
         """Each sample's text released since the last call."""
         return [s.take() for s in self.samples]
 
-
-def _sample_pieces(
-    model: torch.nn.Module,
-    tokenizer,
-    prompt_ids: list[int],
-    config: SampleConfig,
-    generator: torch.Generator,
-    end_id: int | None = None,
-    condition=None,
-) -> Iterator[list[str]]:
-    """Yield, after every step, the new text of each sample (cut before a stop string). Ends when
-    every sample has stopped (end-of-text token or a stop string), at `max_new_tokens`, or after
-    `max_time` seconds."""
-    texts = SampleTexts(tokenizer, prompt_ids, config)
-    steps = sampling.generate_ids(
-        model, prompt_ids, config, generator, suppress=suppressed(tokenizer, config), condition=condition
-    )
-    for next_ids in steps:
-        if texts.step(next_ids, end_id):
-            break
-        yield texts.take()
-    texts.finish()
-    yield texts.take()
-
-
-def generate_texts(
-    model: torch.nn.Module,
-    tokenizer,
-    prompt: str,
-    prompt_ids: list[int],
-    config: SampleConfig,
-    end_id: int | None = None,
-    condition=None,
-) -> list[str]:
-    """`num_samples` texts, each the prompt followed by its continuation (up to `end_id`); from
-    the state `condition` makes for a conditional kind (a source, a picture)."""
-    if config.num_beams:
-        outputs = beams.beam_search(
-            model, prompt_ids, config, end_id, suppress=suppressed(tokenizer, config), condition=condition
-        )
-        outputs = [ids[:-1] if ids and ids[-1] == end_id else ids for ids in outputs]
-        return [prompt + cut_at_stop(continuation(tokenizer, prompt_ids, ids), config.stop)[0] for ids in outputs]
-    generator = sampling.make_generator(config.seed, model_device(model))
-    texts: list[list[str]] = [[prompt] for _ in range(config.num_samples)]
-    for pieces in _sample_pieces(model, tokenizer, prompt_ids, config, generator, end_id, condition):
-        for text, piece in zip(texts, pieces, strict=True):
-            text.append(piece)
-    return ["".join(text) for text in texts]
-
-
-def stream_text(
-    model: torch.nn.Module,
-    tokenizer,
-    prompt: str,
-    prompt_ids: list[int],
-    config: SampleConfig,
-    end_id: int | None = None,
-    condition=None,
-) -> Iterator[str]:
-    """One sample as pieces of text: the prompt, then new text as it is produced. Text that might
-    be the start of a stop string, or part of a character not yet complete, is held back until it
-    is known; the pieces join to exactly what `generate_texts` returns."""
-    yield prompt
-    if config.num_beams:
-        yield from (
-            text[len(prompt) :]
-            for text in generate_texts(model, tokenizer, prompt, prompt_ids, config, end_id, condition)
-        )
-        return
-    generator = sampling.make_generator(config.seed, model_device(model))
-    for (piece,) in _sample_pieces(model, tokenizer, prompt_ids, config, generator, end_id, condition):
-        if piece:
-            yield piece
+    def done(self) -> Done:
+        """The request's end: each sample's reason and token count."""
+        return Done([s.reason for s in self.samples], [s.tokens for s in self.samples])

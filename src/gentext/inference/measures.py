@@ -17,7 +17,7 @@ from gentext.data.tokencache import held_out
 from gentext.errors import GentextError
 from gentext.inference import captioning, conditioning, translation
 from gentext.inference.novelty import novelty
-from gentext.inference.sampling import start_state
+from gentext.models import start_state
 from gentext.models.scoring import evaluate, evaluate_dynamic
 from gentext.models.spelling import SpellingModel
 

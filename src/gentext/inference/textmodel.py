@@ -10,15 +10,17 @@ from typing import Any
 
 import torch
 
-from gentext import checkpoint
+from gentext import checkpoint, native
 from gentext.config import from_dict
 from gentext.data.conditions import check_label, mark, pair_ids
 from gentext.data.images import load_image
 from gentext.errors import GentextError
-from gentext.inference import captioning, conditioning, formats, generation
+from gentext.inference import captioning, conditioning, formats
+from gentext.inference.engine import Engine
+from gentext.inference.events import Done, Failed, Text
 from gentext.inference.generation import unescape
+from gentext.inference.jobs import Prompt
 from gentext.inference.measures import Measures
-from gentext.inference.sampling import Prompt
 from gentext.models import model_device
 from gentext.useconfig import SampleConfig
 
@@ -36,21 +38,26 @@ class TextModel(Measures):
         self.weights = "fp32"  # the generation step's weight format (set_weights)
         self.weight_costs: dict[str, float] = {}
         self.labels: list[str] = list(config.get("labels") or [])  # --condition label (data/conditions.py)
-        # label marks and the end of a source are never sampled (inference/generation.suppressed)
-        tokenizer.condition_ids = conditioning.mark_ids(tokenizer, len(self.labels))
         kind = getattr(getattr(model, "config", None), "kind", None)
         self.pairs = kind == "seq2seq"  # generates from a source
         self.captions = kind == "captioner"  # generates from a picture (caption())
         # the attention decoder's first input: SOURCE_END, an id the saved tokenizer holds
         self.decoder_start = pair_ids(tokenizer)[0] if self.pairs or self.captions else None
+        # label marks and the end of a source are never sampled (suppressed())
+        self.condition_ids = conditioning.mark_ids(tokenizer, len(self.labels))
         if self.pairs:
-            tokenizer.condition_ids = [*tokenizer.condition_ids, self.decoder_start]
+            self.condition_ids.append(self.decoder_start)
+
+    def suppressed(self, config: SampleConfig) -> list[int]:
+        """Ids never sampled: <unk> (unless allowed) and the condition marks."""
+        return self.condition_ids if config.allow_unk else [*self.tokenizer.suppressed_ids, *self.condition_ids]
 
     def set_weights(self, name: str = "auto") -> str:
         """Store the generation step's matrices as fp32, bf16 or int8 (auto: the fastest format
         native here whose KL cost from fp32 is within 0.01 nats/token; inference/formats.py).
         A format named explicitly is also what evaluate() and score() measure; with auto they
         stay float32, so they reproduce the figures training reported. Returns the format taken."""
+        native.prepare()  # the compiled step, where it is built (or being built: gentext/native)
         start = self._prompt("", self.default_label).ids if formats.supports_formats(self.model) else []
         self.weights, self.weight_costs = formats.choose(self.model, name, self.device, start)
         if formats.supports_formats(self.model):
@@ -146,52 +153,52 @@ class TextModel(Measures):
         """`num_samples` texts (one batch), each starting with the prompt; from `label` for a run
         trained with --condition label, from `source` for a seq2seq run, from `image` (a path, a
         PIL image or a (3, S, S) tensor) for a captioner. Settings are SampleConfig fields."""
-        cfg = self._sample_config(settings)
-        start = self._prompt(prompt, label, source, image)  # unknown characters and labels fail before any work
-        with self._eval_mode():
-            return generation.generate_texts(
-                self.model, self.tokenizer, prompt, start.ids, cfg, self.end_id, start.condition
-            )
+        start, cfg = self.request(prompt, label, source, image, **settings)  # bad input fails before any work
+        return self._run([(prompt, start)], cfg, rows=cfg.num_samples)[0]
 
     def request(
         self, prompt: str = "", label: str | None = None, source: str | None = None, image=None, **settings: Any
     ) -> tuple[Prompt, SampleConfig]:
-        """A generation's Prompt and checked settings (what a batch engine is given)."""
-        return self._prompt(prompt, label, source, image), self._sample_config(settings)
+        """A generation's Prompt and checked settings (what the engine is given)."""
+        cfg = self._sample_config(settings)
+        return self._prompt(prompt, label, source, image), cfg
 
     def generate_many(self, prompts: list[str], **settings: Any) -> list[str]:
         """One sample per prompt, every prompt advancing in one batch (continuous batching): the
         texts `generate(prompt, **settings)` gives one by one, many times faster together."""
-        from gentext.inference.batching import BatchEngine, Collector, supports
-
         cfg = self._sample_config(settings)
-        if cfg.num_samples != 1 or not supports(self, cfg):
-            raise GentextError(
-                "generate_many takes one sample per prompt, no beams, and a model with a fixed-size state "
-                f"(lstm, gru, rnn, markov); use generate() for this {self.model.config.kind} model or setting"
-            )
-        ids = [self._prompt(prompt) for prompt in prompts]  # unknown characters fail before any work
-        engine = BatchEngine(self, max_rows=max(len(prompts), 1))
-        collectors = [Collector(rows=1) for _ in prompts]
+        if cfg.num_samples != 1:
+            raise GentextError("generate_many takes one sample per prompt; use generate() for several samples")
+        starts = [(prompt, self._prompt(prompt)) for prompt in prompts]  # unknown characters fail before any work
+        return [texts[0] for texts in self._run(starts, cfg, rows=len(prompts) * max(cfg.num_beams, 1))]
+
+    def _run(self, starts: list[tuple[str, Prompt]], cfg: SampleConfig, rows: int) -> list[list[str]]:
+        """Each prompt's samples, every prompt a request of one engine run on this thread."""
+        engine = Engine(self, max_rows=max(rows, 1))
+        collectors = [Collector() for _ in starts]
         with self._eval_mode():
-            for prompt_ids, collector in zip(ids, collectors, strict=True):
-                engine.submit(prompt_ids, cfg, collector, start=False)
+            for (_, start), collector in zip(starts, collectors, strict=True):
+                engine.submit(start, cfg, collector)
             engine.run_until_idle()
-        errors = [c.end[1] for c in collectors if c.end is not None and c.end[0] == "error"]
-        if errors:
-            raise GentextError(errors[0])
-        return [c.texts(prompt)[0] for prompt, c in zip(prompts, collectors, strict=True)]
+        for collector in collectors:
+            collector.raise_failure()
+        return [collector.texts(prompt) for (prompt, _), collector in zip(starts, collectors, strict=True)]
 
     def stream(
         self, prompt: str = "", label: str | None = None, source: str | None = None, image=None, **settings: Any
     ) -> Iterator[str]:
         """One sample as it is produced: the prompt, then each new piece of text."""
-        cfg = self._sample_config({**settings, "num_samples": 1})
-        start = self._prompt(prompt, label, source, image)
+        start, cfg = self.request(prompt, label, source, image, **{**settings, "num_samples": 1})
+        engine, collector = Engine(self, max_rows=max(cfg.num_beams, 1)), Collector()
+        job = engine.submit(start, cfg, collector)
+        yield prompt
         with self._eval_mode():
-            yield from generation.stream_text(
-                self.model, self.tokenizer, prompt, start.ids, cfg, self.end_id, start.condition
-            )
+            while not job.ended:
+                engine.step()  # inference mode per step, never held across the yield
+                collector.raise_failure()
+                piece = collector.take()
+                if piece:
+                    yield piece
 
     def caption(self, image, **settings: Any) -> list[str]:
         """Captions of a picture (a path or a PIL image) from a run trained with --condition image;
@@ -213,3 +220,36 @@ class TextModel(Measures):
             "best_val_loss": min(evals) if evals else None,
             "evaluations": len(evals),
         }
+
+
+class Collector:
+    """A listener that gathers each sample's text and how the request ended."""
+
+    def __init__(self):
+        self.pieces: list[list[str]] = []
+        self.end: Done | Failed | None = None
+        self.taken = 0
+
+    def __call__(self, event) -> None:
+        if isinstance(event, Text):
+            if not self.pieces:
+                self.pieces = [[] for _ in event.pieces]
+            for pieces, piece in zip(self.pieces, event.pieces, strict=True):
+                pieces.append(piece)
+        else:
+            self.end = event
+
+    def texts(self, prompt: str) -> list[str]:
+        return [prompt + "".join(pieces) for pieces in self.pieces]
+
+    def take(self) -> str:
+        """The first sample's text since the last call (streaming)."""
+        if not self.pieces:
+            return ""
+        new = self.pieces[0][self.taken :]
+        self.taken += len(new)
+        return "".join(new)
+
+    def raise_failure(self) -> None:
+        if isinstance(self.end, Failed):
+            raise self.end.error or GentextError(self.end.message)

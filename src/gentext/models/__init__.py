@@ -82,3 +82,10 @@ def model_device(model: nn.Module) -> torch.device:
     for tensor in (*model.parameters(), *model.buffers()):
         return tensor.device
     return torch.device("cpu")
+
+
+def start_state(model: nn.Module, condition, device=None) -> State | None:
+    """The one-row state a condition makes (None: no condition, the model's own start)."""
+    if condition is None:
+        return None
+    return model.initial_state(1, device or model_device(model), condition=condition)

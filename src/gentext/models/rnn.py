@@ -186,6 +186,12 @@ class RNNLanguageModel(nn.Module):
         ops = self._step_ops(fmt)
         if state is None:
             state = self.initial_state(ids.shape[0], ids.device)
+        kernel = rnnstep.compiled(self.config.kind, ops) if ids.device.type == "cpu" else None
+        if kernel is not None:
+            out, *hc = kernel(ids, state.tensors["h"], state.tensors.get("c"), features)
+            if not features and not ops["native_head"]:
+                out = ops["head"](out[:, 0])[:, None]
+            return out, self._wrap(hc[0] if len(hc) == 1 else tuple(hc))
         x, h, c = rnnstep.step(self.config.kind, ops, ids, state.tensors["h"], state.tensors.get("c"))
         out = (x if features else ops["head"](x))[:, None]  # (B, 1, V) or (B, 1, H)
         return out, self._wrap(h if c is None else (h, c))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from gentext import native
 from gentext.models.adaptive import AdaptiveSoftmax
 
 
@@ -42,6 +43,22 @@ def build_ops(model, matmul) -> dict:
     adaptive = isinstance(model.head, AdaptiveSoftmax)
     ops["head"] = model._output if adaptive else matmul(model.head.weight, model.head.bias)
     return ops
+
+
+def compiled(kind: str, ops: dict):
+    """The compiled step for these matrices (gentext/native), made once per set of ops and only
+    when the kernels are loaded; None: the Python step below runs. Same numbers either way."""
+    kernels = native.kernels()
+    if kernels is None:
+        return None
+    if "native" not in ops:
+        layers = [tuple(None if op is None else op.native() for op in pair) for pair in ops["layers"]]
+        made = [op is not None for pair in ops["layers"] for op in pair]
+        usable = made == [spec is not None for pair in layers for spec in pair]  # every product has a kernel
+        head = ops["head"].native() if hasattr(ops["head"], "native") else None  # an adaptive head: Python
+        ops["native"] = kernels.RnnStep(kind, ops["table"], layers, head) if usable else None
+        ops["native_head"] = head is not None
+    return ops["native"]
 
 
 def step(kind: str, ops: dict, ids: torch.Tensor, h_all: torch.Tensor, c_all: torch.Tensor | None):

@@ -75,6 +75,10 @@ class Matmul:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return torch.addmm(self.bias, x, self.weight_t)
 
+    def native(self) -> tuple:
+        """What the compiled step (gentext/native/kernels.cpp) needs to make this product itself."""
+        return (1, self.weight_t, self.bias)
+
     def bytes(self) -> float:
         return self.shape[0] * self.shape[1] * self.bytes_per_weight
 
@@ -91,6 +95,9 @@ class Bf16Matmul(Matmul):
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return torch.addmm(self.bias, x.to(self.dtype), self.weight_t).float()
+
+    def native(self) -> tuple:
+        return (2, self.weight_t, self.bias)
 
 
 class Fp16Matmul(Bf16Matmul):
@@ -113,6 +120,9 @@ class Fp16Matmul(Bf16Matmul):
         if self.packed is None:
             return super().__call__(x)
         return _LINEAR_FP16(x, self.packed)
+
+    def native(self) -> tuple:
+        return super().native() if self.packed is None else (3, None, None, self.packed)
 
 
 class Int8Matmul(Matmul):
@@ -145,6 +155,9 @@ class Int8Matmul(Matmul):
         scale = torch.linalg.vector_norm(x, math.inf, dim=1, keepdim=True).clamp_min_(1e-30)  # max |x| per row
         y = _LINEAR_INT8(torch.cat([x / scale, self.anchor]), self.packed, True)[:-1]
         return torch.addcmul(self.bias, y, scale)
+
+    def native(self) -> tuple | None:
+        return (4, None, None, self.packed, self.anchor) if self.bounded else None  # per-row scaling: Python
 
     def bytes(self) -> float:
         return self.shape[0] * (self.shape[1] + 4)  # int8 weights and a float32 scale per row

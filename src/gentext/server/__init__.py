@@ -15,11 +15,11 @@
 
 Models load once at start. Every request is checked at the edge (server/requests.py: 4xx naming
 the field, before any work is queued), then admitted or refused at once (503) by the gate:
-`max_concurrency` requests in progress and `max_queue` waiting. Sampling requests join the model's
-continuous batch (`max_batch_rows` rows a step); beams and Transformer runs take one of
-`worker_threads` threads of their own. Each admitted request holds a `Slot` released exactly
-once on every path (server/streams.py). SIGTERM: uvicorn stops accepting and gives in-flight
-requests `request_timeout` seconds to finish.
+`max_concurrency` requests in progress and `max_queue` waiting. Every generation (samples, beams,
+captions, completions) joins its model's engine (inference/engine.py: one continuous batch of
+`max_batch_rows` rows a step); scoring and attention run on one of `worker_threads` threads.
+Each admitted request holds a `Slot` released exactly once on every path (server/streams.py).
+SIGTERM: uvicorn stops accepting and gives in-flight requests `request_timeout` seconds to finish.
 """
 
 import logging
@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from gentext.errors import GentextError
-from gentext.inference.batching import BatchEngine, supports
+from gentext.inference.engine import Engine
+from gentext.inference.events import Done, Failed, Text
 from gentext.inference.textmodel import TextModel
 from gentext.server.ops import Metrics, add_operations
 from gentext.server.requests import (
@@ -39,9 +40,9 @@ from gentext.server.requests import (
     sample_settings,
     unprocessable,
 )
-from gentext.server.streams import Gate, Slot, batched_samples, batched_source, events, thread_source
+from gentext.server.streams import Gate, Slot, request_events
 
-__all__ = ["ServerLimits", "create_app", "serve"]
+__all__ = ["ServerLimits", "create_app"]
 logger = logging.getLogger(__name__)
 
 
@@ -54,18 +55,9 @@ class Service:
         self.default = next(iter(models))
         self.metrics = Metrics()
         self.metrics.in_flight.set_function(lambda: self.gate.count)  # read at each scrape
-        # continuous batching: one engine per model, its batch holding up to max_batch_rows rows
-        self.engines = {id(m): BatchEngine(m, limits.max_batch_rows) for m in models.values()} if batching else {}
-
-    def engine(self, model: TextModel, settings: dict[str, Any]) -> BatchEngine | None:
-        """The model's batch, if this request can join it (else: a thread of its own)."""
-        from gentext.useconfig import SampleConfig
-
-        fields = SampleConfig.__dataclass_fields__
-        engine = self.engines.get(id(model))
-        config = SampleConfig(**{k: v for k, v in settings.items() if k in fields})  # less label / source
-        fits = engine is not None and config.num_samples <= engine.max_rows
-        return engine if fits and supports(model, config) else None
+        # one engine per model; without batching a batch of one row: each request runs alone, in turn
+        rows = limits.max_batch_rows if batching else 1
+        self.engines = {id(m): Engine(m, rows) for m in models.values()}
 
     def pick(self, name: str | None) -> TextModel:
         if name is not None and name not in self.models:
@@ -81,12 +73,12 @@ class Service:
         return slot
 
     async def run(self, slot: Slot, fn, *args, **kwargs):
-        """`fn` on a worker thread once a thread slot is free; GentextError -> 400."""
+        """`fn` on a worker thread once a thread slot is free (scoring, attention); GentextError -> 400."""
         from fastapi import HTTPException
         from starlette.concurrency import run_in_threadpool
 
         def limited():
-            with self.gate.running:  # in the worker thread: waits for a generation thread
+            with self.gate.running:  # in the worker thread: waits for a thread slot
                 return fn(*args, **kwargs)
 
         try:
@@ -96,54 +88,52 @@ class Service:
         finally:
             slot.release()
 
-    async def samples(self, model: TextModel, name: str, prompt: str, settings: dict[str, Any]) -> list[str]:
-        """A JSON request's samples, on the batch or a thread; the slot is freed on every path."""
+    def events(self, model: TextModel, name: str, prompt: str, settings: dict[str, Any]):
+        """A request's typed events from the model's engine (server/streams.py), counted in the
+        metrics; bad input raises here (400), before anything is queued."""
+        start, config = self._checked(model, prompt, settings)
         slot = self.admit()
-        try:
-            engine = self.engine(model, settings)
-            start = time.perf_counter()
-            if engine is None:
-                texts = await self.run(slot, model.generate, prompt, **settings)
-            else:
-                texts = await batched_samples(engine, model, prompt, settings, slot)
-        except BaseException:
-            slot.release()
-            raise
-        tokens = sum(len(model.tokenizer.encode(t[len(prompt) :])) for t in texts)
-        self.metrics.tokens.labels(name).inc(tokens)
-        if tokens:
-            self.metrics.per_token.observe((time.perf_counter() - start) / max(tokens / len(texts), 1))
-        return texts
-
-    def stream(self, model: TextModel, name: str, prompt: str, settings: dict[str, Any]):
-        """A streamed request's events (see streams.events); the slot is freed on every path."""
-        slot = self.admit()
-        try:
-            engine = self.engine(model, settings)
-            source = thread_source if engine is None else batched_source(engine)
-            start = source(model, prompt, settings, slot, self.gate)
-        except BaseException:
-            slot.release()
-            raise
         began = time.perf_counter()
 
         def first() -> None:
             self.metrics.first_token.observe(time.perf_counter() - began)
 
-        def counted_start(send, cancelled) -> None:
-            echoed = False  # the first text is the prompt, echoed; every later piece is one token
+        async def counted():
+            async for event in request_events(
+                self.engines[id(model)], start, config, slot, self.limits.stream_interval, first
+            ):
+                if isinstance(event, Done) and sum(event.tokens):
+                    tokens = sum(event.tokens)
+                    self.metrics.tokens.labels(name).inc(tokens)
+                    self.metrics.per_token.observe((time.perf_counter() - began) / max(tokens / len(event.tokens), 1))
+                yield event
 
-            def counted(kind, value):
-                nonlocal echoed
-                if kind == "text":
-                    if echoed:
-                        self.metrics.tokens.labels(name).inc()
-                    echoed = True
-                send(kind, value)
+        return counted()
 
-            start(counted, cancelled)
+    @staticmethod
+    def _checked(model: TextModel, prompt: str, settings: dict[str, Any]):
+        from fastapi import HTTPException
 
-        return events(counted_start, first, len(prompt), self.limits.stream_interval)
+        try:
+            return model.request(prompt, **settings)
+        except GentextError as exc:
+            raise HTTPException(400, detail=str(exc)) from None
+
+    async def samples(self, model: TextModel, name: str, prompt: str, settings: dict[str, Any]):
+        """A JSON request's samples (the prompt, then each sample's text) and its Done event."""
+        from fastapi import HTTPException
+
+        pieces, done = None, None
+        async for event in self.events(model, name, prompt, settings):
+            if isinstance(event, Text):
+                pieces = [[] for _ in event.pieces] if pieces is None else pieces
+                for sample, piece in zip(pieces, event.pieces, strict=True):
+                    sample.append(piece)
+            elif isinstance(event, Failed):
+                raise HTTPException(event.status, detail=event.message)
+            else:
+                done = event
+        return [prompt + "".join(sample) for sample in pieces or [[] for _ in done.reasons]], done
 
 
 def create_app(
@@ -171,9 +161,9 @@ def create_app(
     @app.get("/metrics")
     def metrics() -> Response:
         for name, model in models.items():
-            engine = service.engines.get(id(model))
-            if engine is not None:
-                service.metrics.batch_rows.labels(name).set(engine.rows_last_step)
+            engine = service.engines[id(model)]
+            service.metrics.batch_rows.labels(name).set(engine.rows_last_step)
+            service.metrics.most_rows.labels(name).set(engine.most_rows)
         body, media_type = service.metrics.render()
         return Response(body, media_type=media_type)
 
@@ -201,9 +191,10 @@ def _add_text_routes(app, service: Service, generate_request, score_request) -> 
         if request.stream and request.num_samples != 1:
             raise unprocessable("num_samples", "streaming sends one sample")
         if request.stream:
-            return EventSourceResponse(service.stream(model, name, request.prompt, settings), sep="\n", ping=15)
-        samples = await service.samples(model, name, request.prompt, settings)
-        return _generated(model, name, request.prompt, samples)
+            events = service.events(model, name, request.prompt, settings)
+            return EventSourceResponse(_sse(events, request.prompt), sep="\n", ping=15)
+        samples, done = await service.samples(model, name, request.prompt, settings)
+        return _generated(model, name, request.prompt, samples, done)
 
     @app.post("/v1/score")
     async def score(request: score_request):
@@ -229,7 +220,7 @@ def _add_condition_routes(app, service: Service, caption_request, attention_requ
             raise HTTPException(400, detail="this model does not caption pictures (train one with --condition image)")
         image = await run_in_threadpool(picture, request.image)  # decoding is CPU work: off the event loop
         name = request.model or service.default
-        texts = await service.samples(model, name, "", {**settings, "image": image})  # batched like any text
+        texts, _ = await service.samples(model, name, "", {**settings, "image": image})  # batched like any text
         return {"model": name, "captions": [t.strip() for t in texts]}
 
     @app.post("/v1/attention")
@@ -246,22 +237,27 @@ def _add_condition_routes(app, service: Service, caption_request, attention_requ
         return await service.run(slot, attention_matrix, model, request.source)
 
 
-def _generated(model: TextModel, name: str, prompt: str, samples: list[str]) -> dict[str, Any]:
+async def _sse(events, prompt: str):
+    """gentext's own stream: `token` events with the text (the prompt first), then `done` or `error`."""
+    from gentext.server.streams import sse_event
+
+    count = 1
+    yield sse_event("token", {"text": prompt})
+    async for event in events:
+        if isinstance(event, Text):
+            if event.pieces[0]:
+                count += 1
+                yield sse_event("token", {"text": event.pieces[0]})
+        elif isinstance(event, Done):
+            yield sse_event("done", {"pieces": count})
+        else:
+            yield sse_event("error", {"detail": event.message})
+
+
+def _generated(model: TextModel, name: str, prompt: str, samples: list[str], done: Done) -> dict[str, Any]:
     return {
         "model": name,
         "samples": samples,
         "prompt_tokens": len(model.tokenizer.encode(prompt)) if prompt else 0,
-        "completion_tokens": [len(model.tokenizer.encode(s[len(prompt) :])) for s in samples],
-    }
-
-
-def describe(model: TextModel) -> dict[str, Any]:
-    info = model.info()
-    return {
-        "kind": info["model"]["kind"],
-        "level": info["tokenizer"]["level"],
-        "parameters": info["parameters"],
-        "labels": model.labels,  # generation from a label: one of these in "label"
-        "needs_source": model.pairs,  # a seq2seq run: "source" in every request
-        "captions": model.captions,  # a captioner: POST /v1/caption with a picture
+        "completion_tokens": done.tokens,
     }

@@ -17,6 +17,8 @@ import uuid
 from types import SimpleNamespace
 from typing import Any, Literal
 
+from gentext.inference.events import Failed, Text
+from gentext.inference.textmodel import TextModel
 from gentext.server.requests import checked_settings, conditions, unprocessable
 from gentext.useconfig import SampleConfig
 
@@ -73,8 +75,6 @@ def _settings(request, limits) -> dict[str, Any]:
 def add_openai_routes(app, service) -> None:
     from sse_starlette import EventSourceResponse
 
-    from gentext.server import describe
-
     CompletionRequest = completion_request(service.limits)  # noqa: N806 -- a class
 
     @app.get("/v1/models")
@@ -97,14 +97,16 @@ def add_openai_routes(app, service) -> None:
         if request.stream:
             if len(prompts) != 1 or request.n != 1:
                 raise unprocessable("stream", "streaming sends one completion: one prompt and n = 1")
-            chunks = _chunks(service.stream(model, name, prompts[0], settings), ident, name, prompts[0], request, model)
-            return EventSourceResponse(chunks, sep="\n", ping=15)
-        choices = []
+            events = service.events(model, name, prompts[0], settings)
+            return EventSourceResponse(_chunks(events, ident, name, prompts[0], request), sep="\n", ping=15)
+        choices, used = [], 0
         for prompt in prompts:
-            samples = await service.samples(model, name, prompt, settings)
-            for sample in samples:
-                choices.append(_choice(model, prompt, sample, len(choices), request, settings["max_new_tokens"]))
-        used = [c.pop("_tokens") for c in choices]
+            samples, done = await service.samples(model, name, prompt, settings)
+            for sample, reason, tokens in zip(samples, done.reasons, done.tokens, strict=True):
+                text = sample if request.echo else sample[len(prompt) :]
+                choice = {"text": text, "index": len(choices), "logprobs": None, "finish_reason": _finish(reason)}
+                choices.append(choice)
+                used += tokens
         prompt_tokens = sum(len(model.tokenizer.encode(p)) for p in prompts)
         return {
             "id": ident,
@@ -112,52 +114,44 @@ def add_openai_routes(app, service) -> None:
             "created": int(time.time()),
             "model": name,
             "choices": choices,
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": sum(used),
-                "total_tokens": prompt_tokens + sum(used),
-            },
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": used, "total_tokens": prompt_tokens + used},
         }
 
 
-def _choice(model, prompt: str, sample: str, index: int, request, budget: int) -> dict[str, Any]:
-    text = sample[len(prompt) :]
-    tokens = len(model.tokenizer.encode(text)) if text else 0
-    return {
-        "text": sample if request.echo else text,
-        "index": index,
-        "logprobs": None,
-        "finish_reason": "length" if tokens >= budget else "stop",
-        "_tokens": tokens,
-    }
+def _finish(reason: str) -> str:
+    """OpenAI's finish_reason: "stop" (a stop string or the end of text), else "length"."""
+    return "stop" if reason == "stop" else "length"
 
 
-async def _chunks(events, ident: str, name: str, prompt: str, request, model):
-    """gentext's stream events as OpenAI completion chunks, ending with finish_reason and [DONE]."""
-    prompt_left = len(prompt)  # the stream starts by echoing the prompt
-    generated = []
+async def _chunks(events, ident: str, name: str, prompt: str, request):
+    """The engine's events as OpenAI completion chunks, ending with finish_reason and [DONE]."""
 
     def chunk(piece: str, finish: str | None) -> dict[str, str]:
         choice = {"text": piece, "index": 0, "logprobs": None, "finish_reason": finish}
         body = {"id": ident, "object": "text_completion", "created": int(time.time()), "model": name}
         return {"data": json.dumps({**body, "choices": [choice]})}
 
+    if request.echo and prompt:
+        yield chunk(prompt, None)
     async for event in events:
-        data = json.loads(event["data"])
-        if event["event"] == "token":
-            piece = data["text"]
-            cut = min(prompt_left, len(piece))
-            prompt_left -= cut
-            generated.append(piece[cut:])
-            shown = piece if request.echo else piece[cut:]
-            if shown:
-                yield chunk(shown, None)
-        elif event["event"] == "error":
-            yield {"data": json.dumps({"error": {"message": data["detail"], "type": "server_error"}})}
+        if isinstance(event, Text):
+            if event.pieces[0]:
+                yield chunk(event.pieces[0], None)
+        elif isinstance(event, Failed):
+            yield {"data": json.dumps({"error": {"message": event.message, "type": "server_error"}})}
             return
         else:
-            text = "".join(generated)
-            tokens = len(model.tokenizer.encode(text)) if text else 0
-            budget = 16 if request.max_tokens is None else request.max_tokens
-            yield chunk("", "length" if tokens >= budget else "stop")
+            yield chunk("", _finish(event.reasons[0]))
     yield {"data": "[DONE]"}
+
+
+def describe(model: TextModel) -> dict[str, Any]:
+    info = model.info()
+    return {
+        "kind": info["model"]["kind"],
+        "level": info["tokenizer"]["level"],
+        "parameters": info["parameters"],
+        "labels": model.labels,  # generation from a label: one of these in "label"
+        "needs_source": model.pairs,  # a seq2seq run: "source" in every request
+        "captions": model.captions,  # a captioner: POST /v1/caption with a picture
+    }

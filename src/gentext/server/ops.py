@@ -30,6 +30,9 @@ class Metrics:
         self.batch_rows = Gauge(
             "gentext_batch_rows", "rows in the last batched step", ["model"], registry=self.registry
         )
+        self.most_rows = Gauge(
+            "gentext_batch_rows_most", "the most rows one batched step has held", ["model"], registry=self.registry
+        )
         self.first_token = Histogram(
             "gentext_time_to_first_token_seconds", "streamed requests: time to the first generated text",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5), registry=self.registry,

@@ -2,7 +2,7 @@
 rules, the CLI's messages in the 422), the server's own caps, conditions and pictures.
 
 Every refusal is a 4xx naming the field, before any work is queued: a request that gets past this
-module can only fail in the model itself, and that ends that request alone (inference/batching.py).
+module can only fail in the model itself, and that ends that request alone (inference/engine.py).
 """
 
 import dataclasses
@@ -32,9 +32,7 @@ class ServerLimits:
     max_concurrency: int = opt(32, "requests in progress at once; more wait (--max-queue), beyond that 503")
     max_queue: int = opt(8, "requests waiting for a place; more get 503 at once")
     max_batch_rows: int = opt(32, "rows of one batched step (continuous batching): samples advancing together")
-    worker_threads: int = opt(
-        2, "generations on a thread of their own at once: beam search, Transformer runs, everything with --no-batching"
-    )
+    worker_threads: int = opt(2, "requests computed on a thread of their own at once: scoring and attention")
     request_timeout: float = opt(60.0, "seconds of generation per request (and the grace period on SIGTERM)")
     stream_interval: float = opt(
         0.02, "seconds a streamed token may wait to go out with the ones after it: fewer events (0: one per token)"

@@ -1,0 +1,185 @@
+"""Optional compiled kernels for the per-token path (kernels.cpp), with the Python path as fallback.
+
+One generated token of a small recurrent model is a few dozen tensor operations around two matrix
+products, and from Python each operation costs more than its arithmetic. `kernels.cpp` makes the
+same ATen calls in C++ (the recurrent step, one row's plain draw), so the numbers are identical
+and only the interpreter's share goes. It is built with `torch.utils.cpp_extension` where a C++
+compiler and ninja exist, once per (source, torch, Python) into `$GENTEXT_CACHE/native/KEY/`, and
+loaded from there by every later process.
+
+GENTEXT_NATIVE chooses:
+- `auto` (default): load the built kernels if they are there; else `prepare()` (called when a run
+  is loaded to generate) starts the build in a background process at the lowest CPU priority and
+  the Python path runs meanwhile; the kernels are taken up as soon as the build lands.
+- `wait`: `prepare()` builds in the foreground (benchmarks, tests).
+- `off` (or `0`): never; the Python path alone.
+A failed build is recorded beside the cache entry (`failed.log`) and not retried until that file is
+deleted; `gentext doctor` says which path runs and why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from gentext.paths import cache_dir
+
+logger = logging.getLogger(__name__)
+SOURCE = Path(__file__).with_name("kernels.cpp")
+POLL_SECONDS = 2.0  # how often a pending background build is checked for
+
+
+class _Loader:
+    def __init__(self):
+        self.module = None
+        self.builder: subprocess.Popen | None = None
+        self.next_poll = 0.0
+        self.reason = "not asked for yet"
+
+
+_LOADER = _Loader()
+
+
+def mode() -> str:
+    value = os.environ.get("GENTEXT_NATIVE", "auto").strip().lower()
+    return "off" if value in ("0", "off", "no", "false") else value if value in ("auto", "wait") else "auto"
+
+
+def entry(source: Path | None = None) -> Path:
+    """Where the module built from `source` (default: kernels.cpp) lives: a key of what it depends
+    on (its source, torch's version and ABI, Python, the machine)."""
+    source = source or SOURCE
+    parts = [source.read_bytes(), torch.__version__.encode(), sys.version.encode(), platform.machine().encode()]
+    return cache_dir() / "native" / hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+
+
+def kernels():
+    """The compiled module, or None (the Python path runs). Cheap: called once or twice a token."""
+    loader = _LOADER
+    if loader.module is None and loader.builder is not None and time.monotonic() >= loader.next_poll:
+        loader.next_poll = time.monotonic() + POLL_SECONDS
+        if loader.builder.poll() is not None:
+            loader.builder = None
+            _load()
+    return loader.module
+
+
+def status() -> str:
+    """One line for `gentext doctor`: which path runs and why."""
+    if kernels() is not None:
+        return f"compiled ({entry()})"
+    return f"Python ({_LOADER.reason})"
+
+
+def prepare(wait: bool | None = None, build_now: bool = True) -> None:
+    """Make the kernels available: load them if built; else build them in the background (or, with
+    `wait` or GENTEXT_NATIVE=wait, now; not at all without `build_now`). Never raises: any failure
+    leaves the Python path."""
+    chosen = mode()
+    if chosen == "off":
+        _LOADER.reason = "GENTEXT_NATIVE=off"
+        return
+    if _LOADER.module is not None or _load() or _failed():
+        return
+    missing = _missing_tools()
+    if missing:
+        _LOADER.reason = f"no {missing} to build the compiled kernels"
+        return
+    if not build_now:
+        return
+    if wait or (wait is None and chosen == "wait"):
+        _start_builder(nice=False).wait()  # in a process of its own: this one imports only the result
+        _load() or _failed()
+    elif _LOADER.builder is None:
+        _LOADER.reason = "being built in the background"
+        _LOADER.builder = _start_builder()
+
+
+def _start_builder(nice: bool = True) -> subprocess.Popen:
+    """`python -m gentext.native` (at the lowest priority, in a session of its own so that it
+    finishes and caches its work even when the command that started it has ended)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "gentext.native", str(SOURCE)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=nice, preexec_fn=(lambda: os.nice(19)) if nice else None,
+    )  # fmt: skip
+
+
+def _failed() -> bool:
+    log = entry() / "failed.log"
+    if log.exists():
+        _LOADER.reason = f"the build failed; see {log} (delete it to retry)"
+    return log.exists()
+
+
+def _missing_tools() -> str | None:
+    from torch.utils import cpp_extension
+
+    if shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is None:
+        return "C++ compiler"
+    return None if cpp_extension.is_ninja_available() else "ninja"
+
+
+def _load() -> bool:
+    built = sorted(entry().glob("*.so"))
+    if not built:
+        _LOADER.reason = "not built yet"
+        return False
+    try:
+        spec = importlib.util.spec_from_file_location(built[0].stem, built[0])
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 -- a stale or broken build: the Python path runs
+        _LOADER.reason = f"the built module would not load ({type(exc).__name__}: {exc})"
+        return False
+    _LOADER.module, _LOADER.reason = module, "loaded"
+    return True
+
+
+def build(source: Path | None = None) -> Path | None:
+    """Compile `source` (kernels.cpp) into its cache entry (atomically: a temporary folder renamed
+    into place; one build at a time through a lock file). Returns the entry, or None if it failed."""
+    import fcntl
+
+    from torch.utils import cpp_extension
+
+    source = source or SOURCE
+    target = entry(source)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f"{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second builder waits, then finds the entry built
+        if any(target.glob("*.so")):
+            return target
+        work = Path(tempfile.mkdtemp(prefix=f"{target.name}-", dir=target.parent))
+        try:
+            name = f"gentext_kernels_{target.name}"
+            cpp_extension.load(name, [str(source)], extra_cflags=["-O2"], build_directory=str(work), verbose=False)
+            kept = work / "kept"
+            kept.mkdir()
+            shutil.move(str(work / f"{name}.so"), kept / f"{name}.so")
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(kept, target)
+            return target
+        except Exception as exc:  # noqa: BLE001 -- recorded; the Python path runs
+            target.mkdir(exist_ok=True)
+            (target / "failed.log").write_text(f"{type(exc).__name__}: {exc}\n", encoding="utf-8")
+            logger.info("building the compiled kernels failed: %s", exc)
+            return None
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def use(module) -> None:
+    """Set the module the hot paths take (None: the Python path) — for tests comparing the two."""
+    _LOADER.module = module

@@ -1,0 +1,168 @@
+"""The compiled kernels (gentext/native): built once, the same numbers as the Python path bit for
+bit, taken up when a background build lands, and the Python path whenever they are not there."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import gentext
+from gentext import native
+from gentext.config import ModelConfig
+from gentext.inference.sampler import Sampler, make_generator
+from gentext.models import build_model
+from gentext.models.weights import fast_formats
+from gentext.useconfig import SampleConfig
+
+ROWS = [
+    [2.0, -1.0, 0.5, 3.0, 3.0],  # a tie at the top
+    [float("-inf")] * 5,  # no allowed token
+    [float("nan"), 1.0, 2.0, 0.0, -1.0],  # a NaN among finite logits
+    [1e30, -1e30, 0.0, 1e30, 5.0],  # huge logits
+    [float("-inf"), float("-inf"), -3.0, float("-inf"), float("-inf")],  # one token left
+]
+
+
+@pytest.fixture(scope="module")
+def kernels(tmp_path_factory):
+    """The module, built into a cache of its own (the suite runs with GENTEXT_NATIVE=off)."""
+    if native._missing_tools():
+        pytest.skip(f"no {native._missing_tools()} here: the Python path is what runs")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GENTEXT_CACHE", str(tmp_path_factory.mktemp("native-cache")))
+    mp.setenv("GENTEXT_NATIVE", "wait")
+    native.prepare()
+    module = native.kernels()
+    assert module is not None, native.status()
+    module.built = next(native.entry().glob("*.so"))
+    yield module
+    native.use(None)
+    mp.undo()
+
+
+@pytest.fixture
+def compiled(kernels):
+    """The compiled path on for one test."""
+    native.use(kernels)
+    yield kernels
+    native.use(None)
+
+
+def _model(kind: str, fmt: str, width: int = 100):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind=kind, vocab_size=30, embed_size=16, hidden_size=width, num_layers=2)).eval()
+    model.set_weight_format(fmt)
+    return model
+
+
+def _steps(model, rows: int = 3, count: int = 12):
+    """Logits and states of `count` greedy steps from cold rows."""
+    out, state, ids = [], model.initial_state(rows), torch.arange(rows) + 1
+    with torch.inference_mode():
+        for _ in range(count):
+            logits, state = model(ids[:, None], state)
+            out.append((logits, *state.tensors.values()))
+            ids = logits[:, 0].argmax(-1)
+    return out
+
+
+@pytest.mark.isa
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_the_compiled_step_gives_the_python_steps_numbers_bit_for_bit(kind, kernels):
+    for fmt in ["fp32", *(f for f in fast_formats(torch.device("cpu")) if f != "fp32")]:
+        for width in (100, 512):  # 512: every product in its format; 100: a width off the vector length
+            python = _steps(_model(kind, fmt, width))
+            native.use(kernels)
+            try:
+                model = _model(kind, fmt, width)
+                compiled = _steps(model)
+                assert model._step_ops()["native"] is not None  # the kernel ran, not the fallback
+            finally:
+                native.use(None)
+            for a, b in zip(python, compiled, strict=True):
+                assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True)), (kind, fmt, width)
+
+
+@pytest.mark.parametrize("temperature", [0.05, 0.7, 1.0, 1.6])
+@pytest.mark.parametrize("suppress", [None, [3]])
+def test_the_compiled_draw_picks_the_python_draws_ids(temperature, suppress, kernels):
+    sampler = Sampler(SampleConfig(temperature=temperature), suppress)
+    for row in [*ROWS, torch.randn(300).mul(4).tolist()]:
+        logits = torch.tensor([row])
+        python_gen, native_gen = make_generator(5), make_generator(5)
+        python = [sampler.choose(logits, python_gen) for _ in range(20)]
+        native.use(kernels)
+        try:
+            compiled = [sampler.choose(logits, native_gen) for _ in range(20)]
+        finally:
+            native.use(None)
+        assert compiled == python
+
+
+def test_a_trained_run_writes_the_same_text_on_either_path(trained_run, kernels):
+    model = gentext.load(trained_run, weights="int8")
+    settings = [dict(seed=3), dict(temperature=0), dict(num_samples=3, seed=4), dict(num_beams=3)]
+    python = [model.generate("The ", max_new_tokens=40, **s) for s in settings]
+    streamed = "".join(model.stream("The ", max_new_tokens=40, seed=3))
+    native.use(kernels)
+    try:
+        assert [model.generate("The ", max_new_tokens=40, **s) for s in settings] == python
+        assert "".join(model.stream("The ", max_new_tokens=40, seed=3)) == streamed
+        assert native.status().startswith("compiled")
+    finally:
+        native.use(None)
+
+
+def test_a_build_that_lands_in_the_background_is_taken_up(kernels, tmp_path, monkeypatch):
+    monkeypatch.setenv("GENTEXT_CACHE", str(tmp_path))
+    monkeypatch.setenv("GENTEXT_NATIVE", "auto")
+    monkeypatch.setattr(native, "POLL_SECONDS", 0.0)
+    builder = _Builder()
+    monkeypatch.setattr(native, "_start_builder", lambda: builder)
+    native.prepare()  # nothing built here: a background build starts, the Python path runs meanwhile
+    assert native.kernels() is None and "background" in native.status()
+    built = native.entry()
+    built.mkdir(parents=True)
+    shutil.copy(kernels.built, built)
+    builder.done = True
+    assert native.kernels() is not None  # the builder ended and its module is loaded
+    native.use(None)
+    native._LOADER.builder = None
+
+
+class _Builder:
+    """A stand-in for the builder process: running until `done`."""
+
+    done = False
+
+    def poll(self):
+        return 0 if self.done else None
+
+
+def test_a_failed_build_is_recorded_and_the_python_path_runs(tmp_path, monkeypatch):
+    if native._missing_tools():
+        pytest.skip("no compiler: nothing to fail")
+    broken = tmp_path / "kernels.cpp"
+    broken.write_text("this is not C++\n")
+    monkeypatch.setattr(native, "SOURCE", broken)
+    monkeypatch.setenv("GENTEXT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("GENTEXT_NATIVE", "wait")
+    native.prepare()
+    assert native.kernels() is None and (native.entry() / "failed.log").exists()
+    assert "failed" in native.status()
+    native.prepare()  # recorded: not tried again
+    assert "failed" in native.status()
+
+
+def test_off_means_the_python_path(monkeypatch):
+    monkeypatch.setenv("GENTEXT_NATIVE", "off")
+    native.prepare()
+    assert native.kernels() is None and native.status() == "Python (GENTEXT_NATIVE=off)"
+
+
+def test_python_m_gentext_native_builds_into_the_cache(kernels, tmp_path):
+    """What the background build runs; here the entry is already built, so it returns at once."""
+    done = subprocess.run([sys.executable, "-m", "gentext.native"], capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
