@@ -7,7 +7,9 @@
 Baseline: plain PyTorch, `nn.LSTM` called once per token on the (B, 1) input with the state
 carried, softmax + multinomial (B = 1, and B = 64 for the batched row). gentext: the same weights
 through `TextModel.generate` with the step's weights in each format (models/weights.py), one
-stream and `num_samples=64`. Quality, with --run: the held-out loss teacher-forced through the
+stream and `num_samples=64`, with the compiled per-token kernels (gentext/native, built first if
+they are not; the header says which path ran) and, for the fastest format, the Python path too.
+Quality, with --run: the held-out loss teacher-forced through the
 step path in each format (`evaluate` with the format named), its difference from float32, and how
 much of a 300-token greedy continuation stays identical to float32's. Then a roofline: bytes each
 token reads, the measured bandwidth at that working set and matmul peaks, the bound they set on
@@ -30,7 +32,7 @@ import torch
 from roofline import bandwidth_gbs, cpu_features, matmul_peaks, step_bytes, step_flops  # noqa: I001
 from torch import nn
 
-from gentext import threads
+from gentext import native, threads
 from gentext.api import TextModel, load
 from gentext.config import ModelConfig
 from gentext.data.tokenizers import CharTokenizer
@@ -87,18 +89,22 @@ def transformer_row(args) -> tuple[float, dict[str, float], str]:
     prompt = torch.tensor([model.tokenizer.encode(prompt_text).tolist()])
     fns = {"plain": at_default_threads(lambda: recompute_generate(model.model, prompt, args.tokens, cfg.context, 0))}
     formats = ("fp32", *(f for f in fast_formats(model.device) if f != "fp32"))
-    fns.update({fmt: generating(model, fmt, prompt_text, args.tokens) for fmt in formats})
+    fns.update({fmt: generating(model, fmt, prompt_text, args.tokens, kernels=native.kernels()) for fmt in formats})
     ours = interleaved(fns, args.tokens, 2)
     plain = ours.pop("plain")
     return plain, ours, f"{cfg.num_layers} layers x {cfg.hidden_size}, {cfg.num_heads} heads, context {cfg.context}"
 
 
-def generating(model: TextModel, fmt: str, prompt: str, tokens: int, streams: int = 1):
-    """gentext's run for one timing: the step's weights in `fmt`, then `streams` samples of `tokens`."""
+def generating(model: TextModel, fmt: str, prompt: str, tokens: int, streams: int = 1, kernels=None):
+    """gentext's run for one timing: the step's weights in `fmt` (a format name; "int8 (Python)":
+    int8 without the compiled kernels), then `streams` samples of `tokens`."""
+    python = fmt.endswith(" (Python)")
 
     def run():
-        model.set_weights(fmt)
+        model.set_weights(fmt.removesuffix(" (Python)"))
+        native.use(None if python else kernels)
         model.generate(prompt, max_new_tokens=tokens, temperature=1.0, seed=0, num_samples=streams)
+        native.use(kernels)
 
     return run
 
@@ -150,16 +156,17 @@ def models(args) -> tuple[TextModel, PlainLSTM]:
 def speeds(model: TextModel, baseline: PlainLSTM, formats: list[str], args) -> dict[str, tuple[float, float]]:
     """(1-stream, many-stream) tokens/s of the baseline ("plain") and each weight format, timed in
     interleaved rounds."""
+    kernels = native.kernels()
     one = {"plain": at_default_threads(lambda: plain_generate(baseline, args.tokens, 1, 0))}
-    one.update({f: generating(model, f, " ", args.tokens) for f in formats})
+    one.update({f: generating(model, f, " ", args.tokens, kernels=kernels) for f in formats})
     many = {"plain": at_default_threads(lambda: plain_generate(baseline, args.tokens, args.streams, 0))}
-    many.update({f: generating(model, f, " ", args.tokens, args.streams) for f in formats})
+    many.update({f: generating(model, f, " ", args.tokens, args.streams, kernels) for f in formats})
     one, many = interleaved(one, args.tokens, 3), interleaved(many, args.tokens * args.streams, 2)
     return {name: (one[name], many[name]) for name in one}
 
 
 def measure(model: TextModel, fmt: str, args, reference: dict, speed: tuple[float, float]) -> dict:
-    model.set_weights(fmt)
+    model.set_weights(fmt.removesuffix(" (Python)"))
     row = {"format": fmt, "bytes": step_bytes(model.model), "one": speed[0], "many": speed[1]}
     if args.run:
         row["loss"] = model.evaluate(seq_len=64)["loss"]
@@ -176,13 +183,18 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="a small model and few tokens (smoke test)")
     parser.add_argument("--tokens", type=int, default=300)
     parser.add_argument("--streams", type=int, default=64)
+    parser.add_argument("--python", action="store_true", help="the Python per-token path only (no compiled kernels)")
     args = parser.parse_args()
     threads.configure()  # as gentext.load and the CLI do: gentext's rows run with its thread choices
     if args.tiny:
         args.tokens, args.streams = 20, 4
+    if not args.python:
+        native.prepare(wait=True)  # the compiled kernels, built now if they are not yet
     model, baseline = models(args)
     cfg = model.model.config
     formats = ["fp32", *(f for f in fast_formats(model.device) if f != "fp32")]
+    if native.kernels() is not None:
+        formats.append(f"{formats[1] if len(formats) > 1 else 'fp32'} (Python)")
     timed = speeds(model, baseline, formats, args)
     (base_one, base_many), reference = timed["plain"], {}
     rows = [measure(model, fmt, args, reference, timed[fmt]) for fmt in formats]
@@ -191,6 +203,7 @@ def main() -> None:
         f"stream, torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{platform.processor() or platform.machine()}, CPU features: {cpu_features()}"
         + ("" if cpu_native(torch.bfloat16) else " (bf16 emulated: not measured)")
+        + f"; per-token kernels: {native.status()}"
     )
     print_speed(rows, base_one, base_many, args)
     plain_t, ours_t, shape = transformer_row(args)
@@ -236,7 +249,7 @@ def print_roofline(rows: list[dict], model: TextModel, args) -> None:
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         bw = at_default_threads(lambda: bandwidth_gbs(int(r["bytes"])))()  # noqa: B023 -- called at once
-        peak = peaks.get(r["format"], peaks["fp32"])
+        peak = peaks.get(r["format"].removesuffix(" (Python)"), peaks["fp32"])
         one = min(bw * 1e9 / r["bytes"], peak * 1e9 / flops)
         many = min(bw * 1e9 / r["bytes"] * args.streams, peak * 1e9 / flops)
         print(

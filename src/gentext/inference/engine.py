@@ -101,28 +101,36 @@ class Engine:
         return not self.cohorts and not self.waiting and self.inbox.empty()
 
     def _serve(self) -> None:
-        while True:
-            self._collect(block=not self.cohorts and not self.waiting)
-            self.step()
+        with torch.inference_mode():  # this thread runs nothing else
+            while True:
+                self._collect(block=not self.cohorts and not self.waiting)
+                self._round()
 
     def run_until_idle(self) -> None:
         """Run every submitted job to its end on the calling thread."""
-        while not self.idle:
-            self.step()
+        with torch.inference_mode():
+            while not self.idle:
+                self._round()
 
     def step(self) -> None:
-        """One round: admit what waits and fits, then advance every cohort by one token."""
-        self._collect(block=False)
+        """One round (for a caller that yields between rounds: inference mode is entered here,
+        never held across the caller's yield)."""
         with torch.inference_mode():
-            self._admit()
-            if not self.cohorts:
-                return
-            threads.tick(sum(c.rows for c in self.cohorts))
-            for cohort in self.cohorts:
-                self._step_safely(cohort)
+            self._round()
+
+    def _round(self) -> None:
+        """Admit what waits and fits, then advance every cohort by one token."""
+        self._collect(block=False)
+        self._admit()
+        if not self.cohorts:
+            return
+        threads.tick(sum(c.rows for c in self.cohorts))
+        for cohort in self.cohorts:
+            self._step_safely(cohort)
+        if len(self.cohorts) > 1 or not self.cohorts[0].jobs:
             self.cohorts = [c for c in self.cohorts if c.jobs]
-            self.rows_last_step = sum(c.rows for c in self.cohorts)
-            self.most_rows = max(self.most_rows, self.rows_last_step)
+        self.rows_last_step = sum(c.rows for c in self.cohorts)
+        self.most_rows = max(self.most_rows, self.rows_last_step)
 
     # -- the scheduler ----------------------------------------------------------------------------
     def _collect(self, block: bool) -> None:
@@ -229,7 +237,9 @@ class Engine:
 
     def _run(self, cohort: Cohort, fed: list, state: State) -> None:
         """One network call: each row reads its chosen token (an ended row's NO_TOKEN as 0: never read)."""
-        if all(isinstance(ids, list) for ids in fed):
+        if len(fed) == 1 and isinstance(fed[0], list):  # one request's ids read back as numbers
+            tokens = torch.tensor([max(i, 0) for i in fed[0]], device=self.device)
+        elif all(isinstance(ids, list) for ids in fed):
             tokens = torch.tensor([max(i, 0) for ids in fed for i in ids], device=self.device)
         else:
             tokens = torch.cat([torch.as_tensor(ids, device=self.device) for ids in fed]).clamp(min=0)

@@ -50,6 +50,8 @@ class RNNLanguageModel(nn.Module):
         self.fast_step = True  # generation takes the single-token path (see _step)
         self.weight_format, self.stepped_sequences = "fp32", False  # the step's matrices (models/weights.py)
         self._ops: dict[str, tuple[tuple, dict]] = {}  # format -> (weights' version, matrices)
+        self._checked: str | None = None  # the format whose matrices this run of steps found current
+        self.register_load_state_dict_post_hook(lambda module, keys: module._forget_check())
         if config.tie_weights:
             # Press & Wolf 2017: one matrix for input and output embeddings; fewer parameters,
             # lower perplexity, and a cheaper softmax layer to learn for big vocabularies.
@@ -85,8 +87,9 @@ class RNNLanguageModel(nn.Module):
 
     def _wrap(self, raw: Raw) -> State:
         parts = raw if self.config.kind == "lstm" else (raw,)
+        names = self._names()
         # float32 whatever the autocast: the carried and saved state never drifts in bf16/fp16
-        return State({n: t.float() for n, t in zip(self._names(), parts, strict=True)}, dict.fromkeys(self._names(), 1))
+        return State({n: t.float() for n, t in zip(names, parts, strict=True)}, dict.fromkeys(names, 1))
 
     def _unwrap(self, state: State | None) -> Raw | None:
         if state is None:
@@ -109,6 +112,7 @@ class RNNLanguageModel(nn.Module):
 
     def _sequence(self, ids: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         """The recurrent stack over a sequence: the last layer's outputs (B, T, H), after dropout."""
+        self._forget_check()  # training (or anything between two runs of steps) may change the weights
         x = self.drop(self.embedding(ids))  # (B, T, E)
         hx = self._unwrap(state)
         if hx is not None and torch.is_autocast_enabled(x.device.type):
@@ -133,6 +137,8 @@ class RNNLanguageModel(nn.Module):
         """The outputs the head reads (B, T, H) and the state after them, by the path forward takes."""
         if not self._on_step_path(ids.shape[1]):
             return self._sequence(ids, state)
+        if ids.shape[1] > 1:
+            self._forget_check()
         outputs = []
         for t in range(ids.shape[1]):
             y, state = self._step(ids[:, t], state, features=True)
@@ -163,11 +169,25 @@ class RNNLanguageModel(nn.Module):
         if name not in MATMULS:
             raise GentextError(f"unknown weight format {name!r}; known: {', '.join(MATMULS)}")
         self.weight_format, self.stepped_sequences = name, evaluate and name != "fp32"
+        self._forget_check()
 
-    def _step_ops(self, fmt: str | None = None) -> dict:
+    def _forget_check(self) -> None:
+        self._checked = None
+
+    def _apply(self, fn, *args, **kwargs):
+        self._forget_check()  # a move or a cast: new tensors
+        return super()._apply(fn, *args, **kwargs)
+
+    def _step_ops(self, fmt: str | None = None, run: bool = False) -> dict:
         """The step's matrices in a format (default: the current one), rebuilt when any weight
-        changed (training continues after a mid-run sample)."""
+        changed (training continues after a mid-run sample). With `run` (the one-token step) the
+        check is made once per run of steps: the weights do not change between the tokens of a
+        generation, and anything that changes them (training, a sequence, loading, a move, a new
+        format) starts a new run (`_forget_check`). The check read 22 tensor attributes a token,
+        with the caches cold after the products: about a tenth of a compiled int8 step."""
         fmt = fmt or self.weight_format
+        if run and self._checked == fmt:
+            return self._ops[fmt][1]
         # checked every token, so no module walk: nn.RNNBase keeps `_flat_weights` current when a
         # weight is reassigned, and a linear head has just its two tensors
         head = (self.head.weight, self.head.bias) if isinstance(self.head, nn.Linear) else self.head.parameters()
@@ -175,6 +195,7 @@ class RNNLanguageModel(nn.Module):
         version = (*(p._version for p in params), *(p.data_ptr() for p in params))
         if fmt not in self._ops or self._ops[fmt][0] != version:
             self._ops[fmt] = (version, rnnstep.build_ops(self, MATMULS[fmt]))
+        self._checked = fmt
         return self._ops[fmt][1]
 
     def _step(
@@ -183,7 +204,7 @@ class RNNLanguageModel(nn.Module):
         """One token per row: ids (B,) -> logits (B, 1, V), or with `features` the last layer's
         output (B, 1, H). Same numbers as forward, up to rounding (and the weight format's error;
         `fmt` overrides the current format)."""
-        ops = self._step_ops(fmt)
+        ops = self._step_ops(fmt, run=True)
         if state is None:
             state = self.initial_state(ids.shape[0], ids.device)
         kernel = rnnstep.compiled(self.config.kind, ops) if ids.device.type == "cpu" else None
@@ -199,6 +220,7 @@ class RNNLanguageModel(nn.Module):
     def _stepped(self, ids: torch.Tensor, state: State | None, targets: torch.Tensor | None):
         """forward() token by token through the step path: how evaluation measures a weight
         format other than fp32 on the arithmetic generation uses."""
+        self._forget_check()
         outputs = []
         for t in range(ids.shape[1]):
             logits, state = self._step(ids[:, t], state)

@@ -15,7 +15,6 @@
 #include <ATen/ops/lerp.h>
 #include <ATen/ops/mul.h>
 #include <ATen/ops/rand.h>
-#include <ATen/ops/searchsorted.h>
 #include <ATen/ops/sigmoid.h>
 #include <ATen/ops/softmax.h>
 #include <ATen/ops/stack.h>
@@ -24,6 +23,7 @@
 #include <torch/csrc/jit/api/object.h>
 #include <torch/csrc/utils/pybind.h>
 
+#include <algorithm>
 #include <limits>
 
 namespace py = pybind11;
@@ -142,12 +142,15 @@ static int64_t plain_draw(const at::Tensor& logits_in, double temperature, const
   auto generator = reinterpret_cast<THPGenerator*>(generator_object.ptr())->cdata;
   auto uniform = at::rand({1}, generator, at::kFloat);
   if (temperature != 1.0) logits = logits / temperature;
-  auto cdf = at::softmax(logits.to(at::kFloat), -1).to(at::kDouble).cumsum(-1).select(0, 0);
-  double total = cdf[-1].item<double>();
+  auto cdf = at::softmax(logits.to(at::kFloat), -1).to(at::kDouble).cumsum(-1).contiguous();
+  const double* p = cdf.data_ptr<double>();  // read in place: no tensor per number
+  const int64_t vocab = cdf.size(-1);
+  const double total = p[vocab - 1];
   if (!(total > 0)) return -1;
-  double target = static_cast<double>(uniform.item<float>()) * total;
-  int64_t chosen = at::searchsorted(cdf, c10::Scalar(target), false, true).item<int64_t>();
-  return std::min<int64_t>(chosen, cdf.size(0) - 1);
+  const double target = static_cast<double>(*uniform.data_ptr<float>()) * total;
+  // torch.searchsorted(right=True) on a non-decreasing row: the first entry above the target
+  const int64_t chosen = std::upper_bound(p, p + vocab, target) - p;
+  return std::min<int64_t>(chosen, vocab - 1);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
