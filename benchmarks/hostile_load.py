@@ -66,8 +66,14 @@ def hostile_requests() -> dict[str, tuple[str, bytes]]:
         "20 MB body": ("/v1/generate", b'{"prompt": "' + b"a" * 20_000_000 + b'"}'),
         "decompression bomb": ("/v1/caption", json.dumps({"image": _bomb()}).encode()),
         "score: empty text": ("/v1/score", raw(text="")),
-        "completions: presence_penalty": ("/v1/completions", raw(prompt="The ", presence_penalty=2)),
+        "completions: presence_penalty 1e9": ("/v1/completions", raw(prompt="The ", presence_penalty=1e9)),
         "completions: n 10^6": ("/v1/completions", raw(prompt="The ", n=10**6)),
+        "completions: logprobs 1000": ("/v1/completions", raw(prompt="The ", logprobs=1000)),
+        "lone surrogate": ("/v1/generate", b'{"prompt": "\\ud800abc"}'),
+        "regex of a million states": ("/v1/generate", body(regex="a{1000000}")),
+        "regex that does not compile": ("/v1/generate", body(regex="(((")),
+        "chat: 10,000 messages": ("/v1/chat/completions", raw(messages=[{"role": "user", "content": "a"}] * 10_000)),
+        "chat: unknown role": ("/v1/chat/completions", raw(messages=[{"role": "wizard", "content": "a"}])),
     }  # fmt: skip
 
 

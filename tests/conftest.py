@@ -194,3 +194,29 @@ def _python_path():
         os.environ.pop("GENTEXT_NATIVE", None)
     else:
         os.environ["GENTEXT_NATIVE"] = old
+
+
+@pytest.fixture(scope="session")
+def records_runs(tmp_path_factory) -> dict[str, Path]:
+    """A char and a byte-level BPE run on a text of dated JSON records (digits, braces, quotes):
+    what constrained output is tested on."""
+    import json
+    import random
+
+    import gentext
+
+    rng = random.Random(0)
+    root = tmp_path_factory.mktemp("records")
+    names = ["ada", "bob", "cy", "dana", "eve", "finn"]
+    lines = [
+        json.dumps({"name": rng.choice(names), "age": rng.randint(1, 99)})
+        + f" born {rng.randint(1900, 2020)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+        for _ in range(600)
+    ]
+    corpus = root / "records.txt"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    runs = {}
+    for level, extra in (("char", {}), ("bpe", {"vocab_size": 300})):
+        runs[level] = root / level
+        gentext.train(runs[level], paths=[str(corpus)], steps=40, level=level, **{**TINY_SETTINGS, **extra})
+    return runs

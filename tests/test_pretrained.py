@@ -144,7 +144,7 @@ def test_pickled_weights_are_refused(gpt2_folder, tmp_path):
 
 def test_eight_requests_are_batched_and_each_gets_its_text_alone(gpt2_folder):
     from gentext.inference.engine import Engine
-    from gentext.inference.textmodel import Collector
+    from gentext.inference.results import Collector
 
     model = gentext.load(gpt2_folder)
     engine = Engine(model, max_rows=16)

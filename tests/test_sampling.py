@@ -151,7 +151,7 @@ def test_beams_find_the_answer_a_certain_model_gives_greedily(penalty):
     from gentext.data.tokenizers import CharTokenizer
     from gentext.inference.engine import Engine
     from gentext.inference.jobs import Prompt
-    from gentext.inference.textmodel import Collector
+    from gentext.inference.results import Collector
 
     tokenizer = CharTokenizer(["\n", "a", "b"])
     certain = SimpleNamespace(model=_Certain(), tokenizer=tokenizer, end_id=0, suppressed=lambda config: [])

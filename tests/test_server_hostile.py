@@ -76,7 +76,7 @@ def test_a_job_that_fails_while_priming_ends_alone(model, monkeypatch):
     from gentext.inference import jobs
     from gentext.inference.engine import Engine
     from gentext.inference.events import Done, Failed
-    from gentext.inference.textmodel import Collector
+    from gentext.inference.results import Collector
 
     real = jobs.make_generator
 

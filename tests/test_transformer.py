@@ -145,7 +145,7 @@ def test_a_transformer_trains_under_torchrun_with_two_processes(tmp_path, tiny_c
 
 def test_requests_that_arrive_together_are_batched_with_their_own_text(tmp_path, tiny_corpus):
     from gentext.inference.engine import Engine
-    from gentext.inference.textmodel import Collector
+    from gentext.inference.results import Collector
 
     gentext.train(tmp_path / "run", paths=[str(tiny_corpus)], steps=10, **SETTINGS)
     model = gentext.load(tmp_path / "run")

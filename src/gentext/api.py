@@ -263,13 +263,15 @@ def load(
     weights: str = LoadConfig.weights,
     threads: int | None = None,
     network_only: bool = LoadConfig.network_only,
+    prefix_cache_mb: int = LoadConfig.prefix_cache_mb,
 ) -> TextModel:
     """Load a run directory (weights from safetensors, config and vocabulary from JSON).
     `weights` is the generation step's format (LoadConfig.weights, TextModel.set_weights);
-    `threads` as RuntimeConfig.threads; `network_only` drops a mixed run's cache and chain (LoadConfig)."""
+    `threads` as RuntimeConfig.threads; `network_only` drops a mixed run's cache and chain;
+    `prefix_cache_mb` bounds the states kept after shared prompt prefixes (LoadConfig)."""
     configure_threads(threads)
-    LoadConfig(device=device, weights=weights, network_only=network_only).validate()
+    LoadConfig(device=device, weights=weights, network_only=network_only, prefix_cache_mb=prefix_cache_mb).validate()
     run = checkpoint.load_run(run_dir, resolve_device(device), mix=not network_only)
-    model = TextModel(run.model, run.tokenizer, run.config, run.run_dir)
+    model = TextModel(run.model, run.tokenizer, run.config, run.run_dir, prefix_cache_mb=prefix_cache_mb)
     model.set_weights(weights)
     return model

@@ -22,6 +22,20 @@ SAMPLE_CAPS = {  # upper bounds of SampleConfig's integer and scale fields
     "num_samples": 4096,
 }
 MAX_STOPS, MAX_STOP_CHARS = 16, 256
+MAX_LOGPROBS = 20  # alternatives reported per token (OpenAI's completions allow 5)
+MAX_PATTERN_CHARS = 65_536  # a regular expression or a JSON schema
+
+
+def _schema_text(value: str) -> str:
+    """--json-schema takes the schema itself or @FILE."""
+    if value.startswith("@"):
+        from pathlib import Path
+
+        try:
+            return Path(value[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"cannot read {value[1:]}: {exc.strerror}") from None
+    return value
 
 
 @dataclass
@@ -53,10 +67,15 @@ class LoadConfig:
         "the network's own loss",
         flag="--no-mix",
     )
+    prefix_cache_mb: int = opt(
+        64, "memory for the states after prompt prefixes that later prompts share (recurrent and Markov runs; 0: off)"
+    )
 
     def validate(self) -> LoadConfig:
         one_of(self.device, DEVICES, "--device")
         one_of(self.weights, WEIGHT_FORMATS, "--weights")
+        most = 1 << 20
+        check(0 <= self.prefix_cache_mb <= most, f"--prefix-cache-mb must be in 0..{most}, got {self.prefix_cache_mb}")
         return self
 
 
@@ -70,6 +89,8 @@ class SampleConfig:
     top_p: float = opt(1.0, "nucleus: the smallest set of tokens reaching probability p (1: off)")
     min_p: float = opt(0.0, "drop tokens below min-p times the top probability (0: off)")
     repetition_penalty: float = opt(1.0, "above 1 discourages tokens already in the text (1: off)")
+    presence_penalty: float = opt(0.0, "subtract this from the logit of each token already generated (OpenAI's; -2..2)")
+    frequency_penalty: float = opt(0.0, "subtract this times how often each token was generated so far (-2..2)")
     no_repeat_ngram_size: int = opt(0, "forbid repeating any n-gram of this many tokens (0: off)")
     stop: list[str] = opt(help="end a sample before this string; \\n, \\t escapes (repeatable)", factory=list)
     max_time: float | None = opt(None, "stop generating after this many seconds")
@@ -80,6 +101,13 @@ class SampleConfig:
         "length the source sets, so beams find the most likely output; 1 for text)",
     )
     allow_unk: bool = opt(False, "word level: let <unk> be generated")
+    regex: str | None = opt(None, "generate only text matching this regular expression (character and BPE runs)")
+    json_schema: str | None = opt(
+        None, "generate only JSON matching this schema (the schema or @FILE; char and BPE runs)", parse=_schema_text
+    )
+    logprobs: int | None = opt(
+        None, f"report each generated token's log-probability and its N most likely alternatives (0..{MAX_LOGPROBS})"
+    )
     num_samples: int = opt(1, "samples generated together as one batch")
     seed: int | None = opt(None, "same seed, same text")
 
@@ -103,6 +131,21 @@ class SampleConfig:
             f"--repetition-penalty must be positive (1 disables it), got {self.repetition_penalty}",
         )
         check(self.no_repeat_ngram_size >= 0, f"--no-repeat-ngram-size must be >= 0, got {self.no_repeat_ngram_size}")
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            flag = flag_of(SampleConfig, name)
+            check(math.isfinite(value) and -2 <= value <= 2, f"{flag} must be in [-2, 2], got {value}")
+        check(
+            self.logprobs is None or 0 <= self.logprobs <= MAX_LOGPROBS,
+            f"--logprobs must be in 0..{MAX_LOGPROBS}, got {self.logprobs}",
+        )
+        for name in ("regex", "json_schema"):
+            value = getattr(self, name)
+            check(
+                value is None or (isinstance(value, str) and 0 < len(value) <= MAX_PATTERN_CHARS),
+                f"{flag_of(SampleConfig, name)} must be 1 to {MAX_PATTERN_CHARS:,} characters",
+            )
+        check(self.regex is None or self.json_schema is None, "give --regex or --json-schema, not both")
         check(all(isinstance(s, str) and s for s in self.stop), "--stop strings must be non-empty")
         check(
             len(self.stop) <= MAX_STOPS and all(len(s) <= MAX_STOP_CHARS for s in self.stop),

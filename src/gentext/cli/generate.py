@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from gentext.cli.evaluate import UNKNOWN_FLAG
 from gentext.cli.options import add_options, convert, given, load_run
 from gentext.cli.output import print_json
 from gentext.errors import GentextError
+from gentext.inference.results import readable
 from gentext.useconfig import LoadConfig, SampleConfig
 
 
@@ -61,21 +63,41 @@ def cmd_generate(args: argparse.Namespace) -> int:
             sys.stdout.flush()
         sys.stdout.write("\n")
         return 0
-    samples, labels = [], []
+    done, labels = [], []
     for temperature in temperatures:
-        batch = model.generate(args.prompt, **sample_settings(args, temperature))
-        samples += batch
+        batch = model.complete(args.prompt, **sample_settings(args, temperature))
+        done += batch
         labels += [temperature] * len(batch)
+    _warn_incomplete(args, done)
     if args.json:
-        print_json({"samples": samples, "temperatures": labels})
+        out = {"samples": [c.text for c in done], "temperatures": labels}
+        out["finish_reasons"] = [c.finish_reason for c in done]
+        if getattr(args, "logprobs", None) is not None:
+            out["logprobs"] = [readable(c.logprobs or [], model.tokenizer) for c in done]
+        print_json(out)
         return 0
-    for i, (sample, temperature) in enumerate(zip(samples, labels, strict=True)):
+    for i, (completion, temperature) in enumerate(zip(done, labels, strict=True)):
         if len(temperatures) > 1:
             print(f"--- temperature {temperature:g} ---")
-        elif len(samples) > 1:
+        elif len(done) > 1:
             print(f"--- sample {i + 1} ---")
-        print(sample)
+        print(completion.text)
+        if completion.logprobs:  # --logprobs without --json: the sample's mean, the rest is in --json
+            mean = sum(r["logprob"] for r in completion.logprobs) / len(completion.logprobs)
+            print(f"(log-probability {mean:.3f} a token over {len(completion.logprobs)} tokens; --json lists each)")
     return 0
+
+
+def _warn_incomplete(args: argparse.Namespace, done: list) -> None:
+    """A constrained sample that ran out of tokens does not match the pattern: say so."""
+    if getattr(args, "regex", None) is None and getattr(args, "json_schema", None) is None:
+        return
+    short = [i + 1 for i, c in enumerate(done) if c.finish_reason != "stop"]
+    if short:
+        logging.getLogger("gentext").warning(
+            "sample %s reached --max-new-tokens before completing the pattern: raise --max-new-tokens",
+            ", ".join(map(str, short)),
+        )
 
 
 def _each_source(model, args: argparse.Namespace) -> int:

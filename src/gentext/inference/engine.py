@@ -32,6 +32,7 @@ import torch
 from gentext import threads
 from gentext.inference.events import Done, Text
 from gentext.inference.jobs import Job, Prompt, SampleJob, job_for
+from gentext.inference.prefixcache import BLOCK, prime_blocks
 from gentext.inference.sampler import draw
 from gentext.models import State, model_device, start_state
 from gentext.useconfig import SampleConfig
@@ -153,9 +154,12 @@ class Engine:
                 continue
             admitted.append(job)
             used += job.most_rows
-        groups: dict[tuple[int, bool], list[Job]] = {}  # prompts of one length, all with a condition or none
+        groups: dict[tuple, list[Job]] = {}  # prompts of one length, all with a condition or none
         for job in admitted:
-            groups.setdefault((len(job.prompt_ids), job.condition is None), []).append(job)
+            if self._in_blocks(job):
+                groups[("alone", id(job))] = [job]  # from the longest cached prefix on
+            else:
+                groups.setdefault((len(job.prompt_ids), job.condition is None), []).append(job)
         for group in groups.values():
             group = [job for job in group if self._setup_safely(job)]
             if group:
@@ -188,12 +192,23 @@ class Engine:
 
     def _prime(self, group: list[Job]) -> tuple[torch.Tensor, State]:
         """Run the prompts (all of one length) once, side by side, each from the state its
-        condition makes (rows of ragged sources padded: State.cat); each job's rows copy its row."""
-        prompts = torch.tensor([job.prompt_ids for job in group], device=self.device)  # (G, T)
-        starts = [start_state(self.model, job.condition, self.device) for job in group]
-        logits, state = self.model(prompts, None if starts[0] is None else State.cat(starts))  # (G, T, V)
+        condition makes (rows of ragged sources padded: State.cat); each job's rows copy its row.
+        A long unconditioned prompt is read alone, from its longest cached prefix on."""
+        if len(group) == 1 and self._in_blocks(group[0]):
+            cache = getattr(self.textmodel, "prefix_cache", None)
+            last, state = prime_blocks(self.model, cache, group[0].prompt_ids, self.device)
+        else:
+            prompts = torch.tensor([job.prompt_ids for job in group], device=self.device)  # (G, T)
+            starts = [start_state(self.model, job.condition, self.device) for job in group]
+            logits, state = self.model(prompts, None if starts[0] is None else State.cat(starts))  # (G, T, V)
+            last = logits[:, -1]
         rows = torch.cat([torch.full((job.rows,), g, dtype=torch.long) for g, job in enumerate(group)]).to(self.device)
-        return logits[:, -1].index_select(0, rows), state.select(rows)
+        return last.index_select(0, rows), state.select(rows)
+
+    @staticmethod
+    def _in_blocks(job: Job) -> bool:
+        """Is this job's prompt read in blocks through the prefix cache? (Long, and no condition.)"""
+        return job.condition is None and len(job.prompt_ids) >= BLOCK
 
     def _step_safely(self, cohort: Cohort) -> None:
         try:

@@ -24,9 +24,10 @@ from typing import Any
 
 import torch
 
+from gentext.inference.constraints import compile_for
 from gentext.inference.events import Done, Event, Failed, Text
 from gentext.inference.generation import SampleTexts, continuation, cut_at_stop
-from gentext.inference.processors import NEG_INF, History
+from gentext.inference.processors import NEG_INF
 from gentext.inference.sampler import NO_TOKEN, Sampler, make_generator
 from gentext.useconfig import SampleConfig
 
@@ -59,10 +60,13 @@ class Job:
 
     def setup(self, engine) -> None:
         """Made when admitted (a failure here ends this job alone): sampler, generator, texts."""
-        model = engine.textmodel
+        model, cfg = engine.textmodel, self.config
         self.end_id = model.end_id
-        self.sampler = Sampler(self.config, model.suppressed(self.config), engine.device, model.tokenizer.vocab_size)
-        self.generator = make_generator(self.config.seed, engine.device)
+        suppressed = model.suppressed(cfg)
+        constraint = compile_for(model.tokenizer, suppressed, cfg.regex, cfg.json_schema)  # cached per pattern
+        self.sampler = Sampler(cfg, suppressed, engine.device, model.tokenizer.vocab_size, constraint)
+        self.generator = make_generator(cfg.seed, engine.device)
+        self.history = self.sampler.history(self.prompt_ids, self.rows, engine.device)
 
     def end(self, event: Event) -> None:
         """Tell the listener how the job ended, exactly once, whatever path gets here first: its
@@ -87,22 +91,25 @@ class SampleJob(Job):
         super().setup(engine)
         self.texts = SampleTexts(engine.textmodel.tokenizer, self.prompt_ids, self.config)
         self.warned = False  # about a row left without an allowed token
-        self.history = self.sampler.history(self.prompt_ids, self.rows, engine.device)
+        self.scored: list[list[dict]] = []  # this step's log-probabilities per row (config.logprobs)
 
     def choose(self, logits: torch.Tensor):
         """This job's next ids (a tensor, or a list on the one-row fast path)."""
         ids = self.sampler.choose(logits, self.generator, self.history)
         if self.history is not None:
             self.history = self.history.extend(ids if isinstance(ids, torch.Tensor) else torch.tensor(ids))
+        if self.config.logprobs is not None:
+            self.scored = token_logprobs(logits, torch.as_tensor(ids), self.config.logprobs)
         return ids
 
     def advance(self, ids) -> Any:
         """Decode the new ids and send the text; the ids to feed, or None once the job ended."""
         self.steps += 1
         listed = ids if isinstance(ids, list) else ids.tolist()
-        if NO_TOKEN in listed and not self.warned:
+        if NO_TOKEN in listed and not self.warned and self._stuck(listed):
             logger.warning("every token is forbidden by the sampling settings; a sample ended early")
             self.warned = True
+        going = [not sample.done for sample in self.texts.samples]  # before this step's tokens
         reason = ""
         if self.texts.step(listed, self.end_id):
             reason = "time"
@@ -112,11 +119,23 @@ class SampleJob(Job):
             reason = "cancelled"
         if reason:
             self.texts.finish(reason)
-        self.listener(Text(self.texts.take()))
+        if self.scored:  # each row's token and its log-probabilities, for rows that were still going
+            kept = [[s] if alive and s["id"] >= 0 else [] for s, alive in zip(self.scored, going, strict=True)]
+            self.listener(Text(self.texts.take(), [[s["id"] for s in k] for k in kept], kept))
+        else:
+            self.listener(Text(self.texts.take()))
         if reason:
             self.end(self.texts.done())
             return None
         return ids
+
+    def _stuck(self, listed: list[int]) -> bool:
+        """Is a row without a token for want of one (not because its pattern is complete)?"""
+        constraint, states = self.sampler.constraint, self.history.states if self.history is not None else None
+        return any(
+            token == NO_TOKEN and (constraint is None or not constraint.complete(states[row]))
+            for row, token in enumerate(listed)
+        )
 
 
 class BeamJob(Job):
@@ -131,7 +150,6 @@ class BeamJob(Job):
         self.tokenizer, device = engine.textmodel.tokenizer, engine.device
         self.seqs = torch.empty(1, 0, dtype=torch.long, device=device)
         self.scores = torch.zeros(1, device=device)
-        self.prompt = torch.tensor(self.prompt_ids, dtype=torch.long, device=device)
         self.finished: list[tuple[float, list[int]]] = []
         self.deadline = None if self.config.max_time is None else time.monotonic() + self.config.max_time
 
@@ -143,8 +161,9 @@ class BeamJob(Job):
             return None
         if self.deadline is not None and time.monotonic() > self.deadline:
             return None  # max_time: the hypotheses so far are ranked as they stand
-        history = History(torch.cat([self.prompt[None].expand(self.seqs.shape[0], -1), self.seqs], dim=1))
-        logits = self.sampler.constrain(logits, history if self.sampler.uses_history else None)
+        logits = self.sampler.constrain(logits, self.history)
+        if self.sampler.constraint is not None:
+            self._close_complete(logits)
         candidates = self.scores[:, None] + torch.log_softmax(logits, dim=-1)  # (K, V)
         vocab = candidates.shape[1]
         top_scores, flat = candidates.flatten().topk(min(cfg.num_beams, candidates.numel()))
@@ -152,6 +171,8 @@ class BeamJob(Job):
         keep = torch.isfinite(top_scores)
         origin, token, self.scores = origin[keep], token[keep], top_scores[keep]
         self.seqs = torch.cat([self.seqs[origin], token[:, None]], dim=1)
+        if self.history is not None:  # each hypothesis's own past: its row's, then its token
+            self.history = self.history.select(origin).extend(token)
         return origin, token
 
     def advance(self, choice) -> Any:
@@ -166,12 +187,22 @@ class BeamJob(Job):
                 score = self.scores[i].item() / self.steps**self.config.length_penalty
                 self.finished.append((score, self.seqs[i].tolist()))
             self.scores = self.scores.masked_fill(ended, NEG_INF)
-            if not torch.isfinite(self.scores).any() or self._settled():
-                return self._finish()
+        if self.finished and (not torch.isfinite(self.scores).any() or self._settled()):
+            return self._finish()
         if self.seqs.shape[0] == 0:
             return self._finish()
         self.origin, self.rows = origin, int(origin.shape[0])
         return token
+
+    def _close_complete(self, logits: torch.Tensor) -> None:
+        """Hypotheses whose pattern is complete with nothing allowed after it have finished."""
+        closed = ~torch.isfinite(logits).any(dim=-1)
+        length = max(self.seqs.shape[1], 1)
+        for row in closed.nonzero().flatten().tolist():
+            if self.sampler.constraint.complete(self.history.states[row]):
+                score = self.scores[row].item() / length**self.config.length_penalty
+                self.finished.append((score, self.seqs[row].tolist()))
+        self.scores = self.scores.masked_fill(closed, NEG_INF)
 
     def _settled(self) -> bool:
         """Can no live hypothesis still beat the `num_beams` best finished ones? (Stopping once that
@@ -207,3 +238,15 @@ def job_for(prompt: Prompt, config: SampleConfig, listener, cancelled=None) -> J
     """The request type its settings ask for."""
     kind = BeamJob if config.num_beams else SampleJob
     return kind(prompt, config, listener, cancelled)
+
+
+def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, top: int) -> list[dict]:
+    """Per row: the chosen id, its log-probability under the model's distribution (before any
+    sampling setting reshaped it) and the `top` most likely ids with theirs."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    chosen = logp.gather(1, ids.clamp(min=0).to(logp.device)[:, None])[:, 0].tolist()
+    best = logp.topk(min(top, logp.shape[-1])) if top else None
+    tops = [[]] * len(chosen) if best is None else [list(zip(*pair, strict=True)) for pair in zip(
+        best.indices.tolist(), best.values.tolist(), strict=True)]  # fmt: skip
+    return [{"id": t, "logprob": v, "top": top} for t, v, top in zip(ids.tolist(), chosen, tops, strict=True)]
+

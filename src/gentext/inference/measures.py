@@ -184,15 +184,7 @@ class Measures:
         text, skipped = self._representable(text, unknown, frozenset())
         if not text:
             raise GentextError("nothing to score: the text is empty")
-        ids = self.tokenizer.encode(text).tolist()
-        start = self._prompt("", label, source, image)
-        primer = start.ids
-        inputs = torch.tensor([primer + ids[:-1]], device=self.device)
-        targets = torch.tensor([primer[1:] + ids], device=self.device)
-        with self._eval_mode(), torch.inference_mode():
-            state = start_state(self.model, start.condition, self.device)
-            logp, _ = self.model(inputs, state, targets=targets)  # (1, P + T - 1): no (T, V) distributions
-            token_logp = logp[0, len(primer) - 1 :].double().tolist()
+        ids, token_logp = self._token_scores(text, label, source, image)
         total = sum(token_logp)
         loss = -total / len(ids)
         spelled = self._speller().cost(self._unknown_words(text, 0)) if self.tokenizer.level == "word" else 0.0
@@ -208,6 +200,43 @@ class Measures:
                 {"token": self.tokenizer.decode([i]), "log_prob": lp} for i, lp in zip(ids, token_logp, strict=True)
             ],
         }
+
+    def _token_scores(self, text: str, label=None, source=None, image=None, top: int = 0, primed: bool = True):
+        """The ids of `text` and each one's log-probability given the ones before it (the first given
+        the start an empty prompt primes with; without `primed`, the first is the start and is not
+        scored); with `top`, also each position's `top` most likely ids and theirs. The one scoring
+        path of `score`, `eval` and the OpenAI echo."""
+        ids = self.tokenizer.encode(text).tolist()
+        start = self._prompt("", label, source, image)
+        primer = start.ids if primed else ids[:1]
+        ids = ids if primed else ids[1:]
+        inputs = torch.tensor([primer + ids[:-1]], device=self.device)
+        targets = torch.tensor([primer[1:] + ids], device=self.device)
+        with self._eval_mode(), torch.inference_mode():
+            state = start_state(self.model, start.condition, self.device)
+            logp, _ = self.model(inputs, state, targets=targets)  # (1, P + T - 1): no (T, V) distributions
+            token_logp = logp[0, len(primer) - 1 :].double().tolist()
+            if not top:
+                return ids, token_logp
+            logits, _ = self.model(inputs, start_state(self.model, start.condition, self.device))
+            best = torch.log_softmax(logits[0, len(primer) - 1 :].float(), -1).topk(min(top, logits.shape[-1]))
+        pairs = zip(best.indices.tolist(), best.values.tolist(), strict=True)
+        return ids, token_logp, [list(zip(i, v, strict=True)) for i, v in pairs]
+
+    def prompt_logprobs(self, text: str, top: int = 0) -> list[dict]:
+        """Each token of `text` as OpenAI's echo reports it: its id, its log-probability given the
+        tokens before it and the `top` most likely alternatives; the first token's are None (nothing
+        comes before it: it is the start the rest is read from). So the echo of the start token an
+        empty prompt primes with ("\n", /tokenizer_info's eos_token) followed by a text sums to
+        `score(text)`'s log-probability: the same numbers, by the same path."""
+        first = self.tokenizer.encode(text).tolist()[:1]
+        if len(self.tokenizer.encode(text)) < 2:
+            return [{"id": i, "logprob": None, "top": None} for i in first]
+        scored = self._token_scores(text, top=top, primed=False)
+        ids, values = scored[0], scored[1]
+        alternatives = scored[2] if top else [[] for _ in ids]
+        rest = [{"id": i, "logprob": lp, "top": alt} for i, lp, alt in zip(ids, values, alternatives, strict=True)]
+        return [{"id": first[0], "logprob": None, "top": None}, *rest]
 
     def _corpus(self):
         stored = dict(self.config.get("corpus", {}))

@@ -4,8 +4,8 @@ request from its settings (Hugging Face's `LogitsProcessorList` is the model).
 Constraints come first and apply to beams as well (they say what may follow); warpers come after
 and shape the distribution a sample is drawn from:
 
-    suppressed ids -> repetition penalty -> presence/frequency penalties -> no-repeat-ngram
-    -> temperature -> top-k -> top-p -> min-p
+    constraint -> suppressed ids -> repetition penalty -> presence/frequency penalties
+    -> no-repeat-ngram -> temperature -> top-k -> top-p -> min-p
 
 (suppressed ids: tokens never generated, such as <unk> at word level unless allowed, and label
 marks). Every processor is the identity at its neutral value, is left out of the list there, and
@@ -93,32 +93,33 @@ def apply_presence_frequency(logits: torch.Tensor, counts: torch.Tensor, presenc
 
 
 class History:
-    """The ids the repetition processors look back on, (rows, L), and (for the presence and
-    frequency penalties) each row's count of every generated token, (rows, V). Kept only when a
-    processor reads it; beams reorder it with their rows (`select`)."""
+    """What the processors look back on, per row: the ids so far (rows, L); for the presence and
+    frequency penalties the count of every generated token (rows, V); for a constraint its state
+    (constraints.py). Kept only when a processor reads it; beams reorder it with their rows."""
 
-    def __init__(self, ids: torch.Tensor, counts: torch.Tensor | None = None):
-        self.ids, self.counts = ids, counts
+    def __init__(self, ids: torch.Tensor, counts: torch.Tensor | None = None, states=None, constraint=None):
+        self.ids, self.counts, self.states, self.constraint = ids, counts, states, constraint
 
     @classmethod
-    def start(cls, prompt_ids: list[int], rows: int, vocab: int | None, device) -> History:
+    def start(cls, prompt_ids: list[int], rows: int, vocab: int | None, device, constraint=None) -> History:
         ids = torch.tensor(prompt_ids, dtype=torch.long, device=device)[None].expand(rows, -1).contiguous()
         counts = None if vocab is None else torch.zeros(rows, vocab, device=device)
-        return cls(ids, counts)
+        states = None if constraint is None else [constraint.initial] * rows
+        return cls(ids, counts, states, constraint)
 
     def extend(self, new: torch.Tensor) -> History:
-        """With the new ids (rows,) appended (an ended row's NO_TOKEN as 0: never read)."""
+        """With the new ids (rows,) appended (an ended row's NO_TOKEN as 0 in the ids: never read)."""
+        states = None if self.states is None else self.constraint.advance(self.states, new.tolist())
         new = new.clamp(min=0)
-        counts = (
-            None
-            if self.counts is None
-            else self.counts.scatter_add(1, new[:, None], torch.ones_like(new[:, None], dtype=self.counts.dtype))
-        )
-        return History(torch.cat([self.ids, new[:, None]], dim=1), counts)
+        counts = self.counts
+        if counts is not None:
+            counts = counts.scatter_add(1, new[:, None], torch.ones_like(new[:, None], dtype=counts.dtype))
+        return History(torch.cat([self.ids, new[:, None]], dim=1), counts, states, self.constraint)
 
     def select(self, rows: torch.Tensor) -> History:
         counts = None if self.counts is None else self.counts.index_select(0, rows)
-        return History(self.ids.index_select(0, rows), counts)
+        states = None if self.states is None else [self.states[i] for i in rows.tolist()]
+        return History(self.ids.index_select(0, rows), counts, states, self.constraint)
 
 
 class Suppress:
@@ -207,10 +208,11 @@ class MinP:
         return apply_min_p(logits, self.p)
 
 
-def build(config, suppress: list[int] | None, device) -> list:
+def build(config, suppress: list[int] | None, device, constraint=None) -> list:
     """The processors a request's settings (a SampleConfig) ask for, in the documented order;
-    each neutral setting is left out, so plain settings give a short list."""
-    processors: list = []
+    each neutral setting is left out, so plain settings give a short list. `constraint`: the
+    compiled pattern of --regex / --json-schema (constraints.py), which goes first."""
+    processors: list = [] if constraint is None else [constraint]
     if suppress:
         processors.append(Suppress(suppress, device))
     if config.repetition_penalty != 1.0:

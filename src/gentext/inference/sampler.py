@@ -85,9 +85,12 @@ def choose_next(logits: torch.Tensor, temperature: float, generator: torch.Gener
 class Sampler:
     """A request's processors and its rule for picking the next id of each of its rows."""
 
-    def __init__(self, config, suppress: list[int] | None = None, device="cpu", vocab: int | None = None):
+    def __init__(
+        self, config, suppress: list[int] | None = None, device="cpu", vocab: int | None = None, constraint=None
+    ):
         self.temperature = config.temperature
-        self.processors = processors.build(config, suppress, device)
+        self.constraint = constraint
+        self.processors = processors.build(config, suppress, device, constraint)
         self.constraints = [p for p in self.processors if p.constraint]
         self.uses_history = any(not isinstance(p, processors.Suppress) for p in self.constraints)
         self.counts = any(getattr(p, "counts", False) for p in self.processors)
@@ -104,7 +107,7 @@ class Sampler:
         """What this request's processors look back on (None when none does)."""
         if not self.uses_history:
             return None
-        return History.start(prompt_ids, rows, self.vocab if self.counts else None, device)
+        return History.start(prompt_ids, rows, self.vocab if self.counts else None, device, self.constraint)
 
     def constrain(self, logits: torch.Tensor, history: History | None) -> torch.Tensor:
         """The constraints alone (what beams apply before ranking), on float32 logits."""

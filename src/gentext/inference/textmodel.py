@@ -16,13 +16,15 @@ from gentext.data.conditions import check_label, mark, pair_ids
 from gentext.data.images import load_image
 from gentext.errors import GentextError
 from gentext.inference import captioning, conditioning, formats
+from gentext.inference.constraints import compile_for
 from gentext.inference.engine import Engine
-from gentext.inference.events import Done, Failed, Text
 from gentext.inference.generation import unescape
 from gentext.inference.jobs import Prompt
 from gentext.inference.measures import Measures
+from gentext.inference.prefixcache import PrefixCache
+from gentext.inference.results import Collector, Completion
 from gentext.models import model_device
-from gentext.useconfig import SampleConfig
+from gentext.useconfig import LoadConfig, SampleConfig
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +32,13 @@ logger = logging.getLogger(__name__)
 class TextModel(Measures):
     """A trained model with its tokenizer: generate, stream, evaluate, describe."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer, config: dict[str, Any], run_dir: Path | None = None):
+    def __init__(
+        self, model: torch.nn.Module, tokenizer, config: dict[str, Any], run_dir: Path | None = None,
+        prefix_cache_mb: int = LoadConfig.prefix_cache_mb,
+    ):  # fmt: skip
         self.model = model
+        # states after shared prompt prefixes, for every engine of this model (inference/prefixcache.py)
+        self.prefix_cache = PrefixCache(prefix_cache_mb << 20) if prefix_cache_mb else None
         self.tokenizer = tokenizer
         self.config = config
         self.run_dir = run_dir
@@ -153,15 +160,25 @@ class TextModel(Measures):
         """`num_samples` texts (one batch), each starting with the prompt; from `label` for a run
         trained with --condition label, from `source` for a seq2seq run, from `image` (a path, a
         PIL image or a (3, S, S) tensor) for a captioner. Settings are SampleConfig fields."""
+        return [c.text for c in self.complete(prompt, label, source, image, **settings)]
+
+    def complete(
+        self, prompt: str = "", label: str | None = None, source: str | None = None, image=None, **settings: Any
+    ) -> list[Completion]:
+        """`generate` with each sample's details: its text, why it ended, how many tokens it took
+        and (with `logprobs=N`) each token's log-probability and N alternatives."""
         start, cfg = self.request(prompt, label, source, image, **settings)  # bad input fails before any work
-        return self._run([(prompt, start)], cfg, rows=cfg.num_samples)[0]
+        collector = self._run([(prompt, start)], cfg, rows=cfg.num_samples)[0]
+        return collector.completions(prompt)
 
     def request(
         self, prompt: str = "", label: str | None = None, source: str | None = None, image=None, **settings: Any
     ) -> tuple[Prompt, SampleConfig]:
         """A generation's Prompt and checked settings (what the engine is given)."""
         cfg = self._sample_config(settings)
-        return self._prompt(prompt, label, source, image), cfg
+        start = self._prompt(prompt, label, source, image)
+        compile_for(self.tokenizer, self.suppressed(cfg), cfg.regex, cfg.json_schema)  # a bad pattern: now
+        return start, cfg
 
     def generate_many(self, prompts: list[str], **settings: Any) -> list[str]:
         """One sample per prompt, every prompt advancing in one batch (continuous batching): the
@@ -170,10 +187,11 @@ class TextModel(Measures):
         if cfg.num_samples != 1:
             raise GentextError("generate_many takes one sample per prompt; use generate() for several samples")
         starts = [(prompt, self._prompt(prompt)) for prompt in prompts]  # unknown characters fail before any work
-        return [texts[0] for texts in self._run(starts, cfg, rows=len(prompts) * max(cfg.num_beams, 1))]
+        done = self._run(starts, cfg, rows=len(prompts) * max(cfg.num_beams, 1))
+        return [collector.texts(prompt)[0] for (prompt, _), collector in zip(starts, done, strict=True)]
 
-    def _run(self, starts: list[tuple[str, Prompt]], cfg: SampleConfig, rows: int) -> list[list[str]]:
-        """Each prompt's samples, every prompt a request of one engine run on this thread."""
+    def _run(self, starts: list[tuple[str, Prompt]], cfg: SampleConfig, rows: int) -> list[Collector]:
+        """Each prompt's request, every one on one engine run on this thread."""
         engine = Engine(self, max_rows=max(rows, 1))
         collectors = [Collector() for _ in starts]
         with self._eval_mode():
@@ -182,7 +200,7 @@ class TextModel(Measures):
             engine.run_until_idle()
         for collector in collectors:
             collector.raise_failure()
-        return [collector.texts(prompt) for (prompt, _), collector in zip(starts, collectors, strict=True)]
+        return collectors
 
     def stream(
         self, prompt: str = "", label: str | None = None, source: str | None = None, image=None, **settings: Any
@@ -220,36 +238,3 @@ class TextModel(Measures):
             "best_val_loss": min(evals) if evals else None,
             "evaluations": len(evals),
         }
-
-
-class Collector:
-    """A listener that gathers each sample's text and how the request ended."""
-
-    def __init__(self):
-        self.pieces: list[list[str]] = []
-        self.end: Done | Failed | None = None
-        self.taken = 0
-
-    def __call__(self, event) -> None:
-        if isinstance(event, Text):
-            if not self.pieces:
-                self.pieces = [[] for _ in event.pieces]
-            for pieces, piece in zip(self.pieces, event.pieces, strict=True):
-                pieces.append(piece)
-        else:
-            self.end = event
-
-    def texts(self, prompt: str) -> list[str]:
-        return [prompt + "".join(pieces) for pieces in self.pieces]
-
-    def take(self) -> str:
-        """The first sample's text since the last call (streaming)."""
-        if not self.pieces:
-            return ""
-        new = self.pieces[0][self.taken :]
-        self.taken += len(new)
-        return "".join(new)
-
-    def raise_failure(self) -> None:
-        if isinstance(self.end, Failed):
-            raise self.end.error or GentextError(self.end.message)

@@ -7,6 +7,7 @@
     POST /v1/generate     {"prompt", "model", "stream", and every SampleConfig field} -> JSON, or SSE
                           with "stream": true; "label" for a labelled run, "source" for a seq2seq run
     POST /v1/completions  the OpenAI completions API on the same engine (server/openai.py)
+    POST /v1/chat/completions  OpenAI's chat API: messages as a transcript the run continues (server/chat.py)
     POST /v1/score        {"text", "model", "label", "unknown"} -> log-probability, loss, perplexity, bpc
     POST /v1/caption      {"image": base64 PNG/JPEG or a data: URL, "model", sampling fields} -> captions
     POST /v1/attention    {"source", "model"} -> a seq2seq translation and its attention matrix
@@ -30,6 +31,7 @@ from typing import Any
 from gentext.errors import GentextError
 from gentext.inference.engine import Engine
 from gentext.inference.events import Done, Failed, Text
+from gentext.inference.results import readable
 from gentext.inference.textmodel import TextModel
 from gentext.server.ops import Metrics, add_operations
 from gentext.server.requests import (
@@ -120,20 +122,25 @@ class Service:
             raise HTTPException(400, detail=str(exc)) from None
 
     async def samples(self, model: TextModel, name: str, prompt: str, settings: dict[str, Any]):
-        """A JSON request's samples (the prompt, then each sample's text) and its Done event."""
+        """A JSON request's samples (the prompt, then each sample's text), its Done event and, when
+        it asked for log-probabilities, each sample's token records."""
         from fastapi import HTTPException
 
-        pieces, done = None, None
+        pieces, scored, done = None, None, None
         async for event in self.events(model, name, prompt, settings):
             if isinstance(event, Text):
                 pieces = [[] for _ in event.pieces] if pieces is None else pieces
+                scored = [[] for _ in event.pieces] if scored is None else scored
                 for sample, piece in zip(pieces, event.pieces, strict=True):
                     sample.append(piece)
+                for records, new in zip(scored, event.logprobs, strict=False):
+                    records.extend(new)
             elif isinstance(event, Failed):
                 raise HTTPException(event.status, detail=event.message)
             else:
                 done = event
-        return [prompt + "".join(sample) for sample in pieces or [[] for _ in done.reasons]], done
+        texts = [prompt + "".join(sample) for sample in pieces or [[] for _ in done.reasons]]
+        return texts, done, scored
 
 
 def create_app(
@@ -146,6 +153,7 @@ def create_app(
     from fastapi import FastAPI
     from fastapi.responses import HTMLResponse, Response
 
+    from gentext.server.chat import add_chat_route
     from gentext.server.openai import add_openai_routes
 
     service = Service(models, limits or ServerLimits(), batching)
@@ -170,6 +178,7 @@ def create_app(
     _add_text_routes(app, service, GenerateRequest, ScoreRequest)
     _add_condition_routes(app, service, CaptionRequest, AttentionRequest)
     add_openai_routes(app, service)
+    add_chat_route(app, service)
 
     @app.get("/", response_class=HTMLResponse)
     def playground() -> str:
@@ -193,8 +202,8 @@ def _add_text_routes(app, service: Service, generate_request, score_request) -> 
         if request.stream:
             events = service.events(model, name, request.prompt, settings)
             return EventSourceResponse(_sse(events, request.prompt), sep="\n", ping=15)
-        samples, done = await service.samples(model, name, request.prompt, settings)
-        return _generated(model, name, request.prompt, samples, done)
+        samples, done, scored = await service.samples(model, name, request.prompt, settings)
+        return _generated(model, name, request.prompt, samples, done, scored)
 
     @app.post("/v1/score")
     async def score(request: score_request):
@@ -220,7 +229,7 @@ def _add_condition_routes(app, service: Service, caption_request, attention_requ
             raise HTTPException(400, detail="this model does not caption pictures (train one with --condition image)")
         image = await run_in_threadpool(picture, request.image)  # decoding is CPU work: off the event loop
         name = request.model or service.default
-        texts, _ = await service.samples(model, name, "", {**settings, "image": image})  # batched like any text
+        texts, _, _ = await service.samples(model, name, "", {**settings, "image": image})  # batched like any text
         return {"model": name, "captions": [t.strip() for t in texts]}
 
     @app.post("/v1/attention")
@@ -254,10 +263,14 @@ async def _sse(events, prompt: str):
             yield sse_event("error", {"detail": event.message})
 
 
-def _generated(model: TextModel, name: str, prompt: str, samples: list[str], done: Done) -> dict[str, Any]:
-    return {
+def _generated(model: TextModel, name: str, prompt: str, samples: list[str], done: Done, scored) -> dict[str, Any]:
+    out = {
         "model": name,
         "samples": samples,
         "prompt_tokens": len(model.tokenizer.encode(prompt)) if prompt else 0,
         "completion_tokens": done.tokens,
+        "finish_reasons": done.reasons,
     }
+    if scored is not None and any(scored):  # "logprobs": N asked: each token, its value, its alternatives
+        out["logprobs"] = [readable(records, model.tokenizer) for records in scored]
+    return out

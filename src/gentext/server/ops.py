@@ -65,6 +65,42 @@ def add_operations(app, metrics: Metrics, api_key: str | None, cors_origins: lis
         app.add_middleware(RequireKey, expected=f"Bearer {api_key}".encode())
     app.add_middleware(AccessLog, metrics=metrics)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    _refusals_in_ascii(app)
+
+
+OPENAI_PATHS = ("/v1/completions", "/v1/chat/completions")
+
+
+def _refusals_in_ascii(app) -> None:
+    """Refusals as ASCII JSON: FastAPI's 422s echo the refused input, and input that is not valid
+    Unicode (a lone surrogate) would fail to encode, turning the refusal into a 500. On OpenAI's
+    routes the body also carries OpenAI's `error` object, which its clients show."""
+    import json
+
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import HTTPException, RequestValidationError
+    from fastapi.responses import Response
+
+    def refusal(request, status: int, detail) -> Response:
+        body = {"detail": detail}
+        if request.url.path in OPENAI_PATHS:
+            items = detail if isinstance(detail, list) else [{"msg": str(detail)}]
+            message = "; ".join(str(item.get("msg", item)) for item in items)
+            where = next((item["loc"][-1] for item in items if isinstance(item.get("loc"), list | tuple)), None)
+            kind = "invalid_request_error" if status < 500 else "server_error"
+            body["error"] = {"message": message, "type": kind, "param": where, "code": None}
+        return Response(json.dumps(body, ensure_ascii=True), status_code=status, media_type="application/json")
+
+    @app.exception_handler(RequestValidationError)
+    async def refused(request, exc: RequestValidationError) -> Response:
+        return refusal(request, 422, jsonable_encoder(exc.errors()))
+
+    @app.exception_handler(HTTPException)
+    async def answered(request, exc: HTTPException) -> Response:
+        response = refusal(request, exc.status_code, exc.detail)
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
 
 
 class RequireKey:

@@ -100,16 +100,52 @@ def checked_settings(settings: dict[str, Any], limits: ServerLimits) -> dict[str
     return settings
 
 
-def request_models(limits: ServerLimits):
-    """The request schemas: generation from SampleConfig's fields, scoring, captions, attention;
-    unknown fields refused (a misspelled field is a 422 naming it, never ignored)."""
-    from pydantic import BaseModel, ConfigDict, Field, create_model
+def lone_surrogate(value: Any, path: str = "body") -> str | None:
+    """Where a JSON value holds a lone UTF-16 surrogate (JSON's "\\ud800" escapes decode to one,
+    and no text can be encoded with it), or None."""
+    if isinstance(value, str):
+        return path if any(0xD800 <= ord(c) <= 0xDFFF for c in value) else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return next((found for key, item in items if (found := lone_surrogate(item, f"{path}.{key}"))), None)
 
-    strict = ConfigDict(extra="forbid")
+
+def strict_base():
+    """The base of every request schema: unknown fields refused (a misspelled field is a 422 naming
+    it, never ignored) and text that is not valid Unicode refused, naming where it is."""
+    from pydantic import BaseModel, ConfigDict, model_validator
+
+    class Strict(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        @model_validator(mode="before")
+        @classmethod
+        def _unicode(cls, data: Any) -> Any:
+            where = lone_surrogate(data)
+            if where is not None:
+                raise ValueError(f"{where} holds a lone UTF-16 surrogate (not valid Unicode text)")
+            return data
+
+    return Strict
+
+
+def free_text(max_length: int):
+    """A string field of at most `max_length` characters."""
+    from typing import Annotated
+
+    from pydantic import Field
+
+    return Annotated[str, Field(max_length=max_length)]
+
+
+def request_models(limits: ServerLimits):
+    """The request schemas: generation from SampleConfig's fields, scoring, captions, attention."""
+    from pydantic import Field, create_model
+
+    strict = strict_base()
     prompt_field = Field("", max_length=limits.max_prompt_chars)
     generate = create_model(
         "GenerateRequest",
-        __config__=strict,
+        __base__=strict,
         prompt=(str, prompt_field),
         label=(str | None, Field(None, max_length=MAX_LABEL_CHARS)),  # a labelled run's label (--condition label)
         source=(str | None, Field(None, max_length=limits.max_prompt_chars)),  # a seq2seq run's source
@@ -118,8 +154,7 @@ def request_models(limits: ServerLimits):
         **sample_request_fields(limits),
     )
 
-    class ScoreRequest(BaseModel):
-        model_config = strict
+    class ScoreRequest(strict):
         text: str = Field(..., min_length=1, max_length=limits.max_prompt_chars * 4)
         label: str | None = Field(None, max_length=MAX_LABEL_CHARS)
         model: str | None = None
@@ -127,14 +162,14 @@ def request_models(limits: ServerLimits):
 
     caption = create_model(
         "CaptionRequest",
-        __config__=strict,
+        __base__=strict,
         image=(str, Field(..., min_length=1, max_length=MAX_IMAGE_BYTES * 4 // 3 + 64)),  # base64 or a data: URL
         model=(str | None, None),
         **sample_request_fields(limits),
     )
     attention = create_model(
         "AttentionRequest",
-        __config__=strict,
+        __base__=strict,
         source=(str, Field(..., min_length=1, max_length=limits.max_prompt_chars)),
         model=(str | None, None),
     )
