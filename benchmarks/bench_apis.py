@@ -71,6 +71,7 @@ def train_runs(where: Path, seconds: int) -> dict[str, str]:
     for i in range(len(paragraphs) - 1, 0, -max(len(paragraphs) // 300, 1)):
         record = json.dumps({"name": f"speaker{i % 50}", "line": i})
         paragraphs.insert(i, f"Recorded 19{i % 100:02d}-{i % 12 + 1:02d}-{i % 28 + 1:02d} {record}")
+    where.mkdir(parents=True, exist_ok=True)
     source = where / "text.txt"
     source.write_text("\n\n".join(paragraphs), encoding="utf-8")
     runs = {}
@@ -89,18 +90,22 @@ def held_out_docs(run: str, count: int) -> list[str]:
     return docs[:count]
 
 
-def lm_eval_row(run: str, docs: list[str], work: Path) -> dict:
+def lm_eval_row(run: str, docs: list[str], work: Path, max_length: int = 1024) -> dict:
     (work / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
     (work / "bench_docs.yaml").write_text(TASK.format(docs=work / "docs.jsonl"))
+    for old in (work / "out").rglob("*.json"):
+        old.unlink()
     server, port = start_server(run)
     try:
-        args = f"model=m,base_url=http://127.0.0.1:{port}/v1/completions,tokenized_requests=False,"
-        args += "tokenizer_backend=remote,num_concurrent=1,max_retries=1,max_length=1024"
+        args = f"model={Path(run).name},base_url=http://127.0.0.1:{port}/v1/completions,tokenized_requests=False,"
+        args += f"tokenizer_backend=remote,num_concurrent=1,max_retries=1,max_length={max_length}"
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "lm_eval", "--model", "local-completions", "--model_args", args,
-                        "--tasks", "bench_docs", "--include_path", str(work), "--output_path", str(work / "out")],
-                       check=True, capture_output=True, text=True)  # fmt: skip
+        done = subprocess.run([sys.executable, "-m", "lm_eval", "--model", "local-completions", "--model_args", args,
+                               "--tasks", "bench_docs", "--include_path", str(work), "--output_path",
+                               str(work / "out")], capture_output=True, text=True)  # fmt: skip
         seconds = time.perf_counter() - started
+        if done.returncode:
+            raise SystemExit(f"lm_eval failed:\n{done.stderr[-3000:]}")
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -108,11 +113,12 @@ def lm_eval_row(run: str, docs: list[str], work: Path) -> dict:
     model = gentext.load(run)
     nbytes = sum(len(d.encode()) for d in docs)
     scored = -sum(model.score(d)["log_prob"] for d in docs) / nbytes / math.log(2)
-    joined = model.evaluate(text="".join(docs))
+    joined = "\n\n".join(docs)
+    evaluated = model.evaluate(text=joined)  # one stream: what `gentext eval RUN FILE` prints
     return {
         "lm_eval": result["results"]["bench_docs"]["bits_per_byte,none"],
         "score": scored,
-        "eval": joined["bpc"] * joined["characters"] / len("".join(docs).encode()),
+        "eval": evaluated["bpc"] * evaluated["characters"] / len(joined.encode()),
         "seconds": seconds,
     }
 
@@ -193,19 +199,24 @@ def main() -> None:
     parser.add_argument("--char", help="a character-level run")
     parser.add_argument("--bpe", help="a byte-level BPE run")
     parser.add_argument("--tiny", action="store_true", help="small runs and counts (smoke test)")
+    parser.add_argument("--keep", help="train the runs into this folder and keep them")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         runs = {"char": args.char, "bpe": args.bpe}
         if not all(runs.values()):
-            runs = train_runs(work, 10 if args.tiny else 60)
+            runs = train_runs(Path(args.keep) if args.keep else work, 10 if args.tiny else 60)
         docs, tokens, requests, samples = (5, 300, 3, 10) if args.tiny else (100, 2000, 9, 100)
-        row = lm_eval_row(runs["char"], held_out_docs(runs["char"], docs), work)
-        print(f"lm-evaluation-harness (local-completions, loglikelihood_rolling) on {docs} held-out documents:")
-        print("| figure | bits per byte |\n|---|---:|")
-        print(f"| lm-eval against gentext serve ({row['seconds']:.0f} s) | {row['lm_eval']:.4f} |")
-        print(f"| gentext score, document by document | {row['score']:.4f} |")
-        print(f"| gentext eval, the documents joined | {row['eval']:.4f} |")
+        paragraphs = held_out_docs(runs["char"], docs)
+        whole = "\n\n".join(held_out_docs(runs["char"], 10_000))[: 2000 if args.tiny else 60_000]
+        print("lm-evaluation-harness (local-completions, loglikelihood_rolling) on `gentext serve`, bits per byte:")
+        print("| text | lm-eval | gentext score, document by document | gentext eval (one stream) | lm-eval's time |")
+        print("|---|---:|---:|---:|---:|")
+        for name, texts, length in ((f"{len(paragraphs)} held-out paragraphs", paragraphs, 1024),
+                                    (f"one held-out document, {len(whole):,} characters", [whole], 2048)):
+            row = lm_eval_row(runs["char"], texts, work, length)
+            figures = f"{row['lm_eval']:.4f} | {row['score']:.4f} | {row['eval']:.4f}"
+            print(f"| {name} | {figures} | {row['seconds']:.0f} s |")
         print(f"\nprefix cache: streamed requests sharing a {tokens}-token prefix, {requests} of them:")
         print("| server | first request TTFT ms | later requests TTFT median ms | max ms | texts equal |")
         print("|---|---:|---:|---:|---|")

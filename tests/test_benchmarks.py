@@ -154,6 +154,7 @@ HEAVY = {
     "families": ("bench_families.py", "--tiny", "--corpora", "tinyshakespeare"),
     "speed": ("bench_speed.py", "--tiny"),
     "int8": ("bench_int8.py", "--tiny"),
+    "apis": ("bench_apis.py", "--tiny"),
 }
 
 
@@ -249,3 +250,16 @@ def test_families_benchmark_trains_each_family_and_prints_one_table(background):
     assert [r.split("|")[2].strip() for r in rows][1:] == ["lstm", "transformer"]
     assert rows[0].split("|")[2].strip().startswith("markov-")
     assert all(float(r.split("|")[3]) > 0 for r in rows)
+
+
+@pytest.mark.background("apis")
+def test_apis_benchmark_reports_lm_eval_prefix_cache_and_constraints(background):
+    pytest.importorskip("lm_eval")
+    _, rows = heavy(background, "apis")
+    cells = [[c.strip() for c in row.split("|")[1:-1]] for row in rows]
+    scored = [c for c in cells if "held-out" in c[0]]
+    assert len(scored) == 2 and all(abs(float(c[1]) - float(c[2])) < 1e-3 for c in scored)  # lm-eval = gentext
+    cached = [c for c in cells if c[0].startswith(("no cache", "prefix cache"))]
+    assert len(cached) == 2 and all(c[4] == "True" for c in cached)  # the same texts with and without
+    matched = [c for c in cells if c[0] in ("char", "bpe")]
+    assert len(matched) == 6 and all(c[2] == "10/10" for c in matched)

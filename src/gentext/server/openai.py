@@ -32,6 +32,7 @@ from gentext.server.requests import checked_settings, conditions, free_text, str
 from gentext.useconfig import MAX_LOGPROBS, SampleConfig
 
 CREATED = int(time.time())
+TOKENIZE_CHARS = 2_000_000  # the longest text /tokenize takes (the body limit allows ~12 MB)
 
 
 def completion_request(limits):
@@ -234,13 +235,13 @@ def add_tokenizer_routes(app, service) -> None:
     from fastapi import HTTPException
     from pydantic import Field
 
-    class TokenizeRequest(strict_base()):
-        prompt: free_text(service.limits.max_prompt_chars * 4)
+    class TokenizeRequest(strict_base()):  # whole documents: a harness cuts them into windows itself
+        prompt: free_text(TOKENIZE_CHARS)
         model: str | None = None
         add_special_tokens: bool = False
 
     class DetokenizeRequest(strict_base()):
-        tokens: Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=service.limits.max_prompt_chars * 4)]
+        tokens: Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=TOKENIZE_CHARS)]
         model: str | None = None
 
     @app.get("/tokenizer_info")
