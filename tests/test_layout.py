@@ -9,7 +9,7 @@ LAYERS = [
     {"errors", "config", "useconfig", "hardware", "threads", "paths", "native"},
     {"data"},
     {"models"},
-    {"checkpoint"},
+    {"checkpoint", "claim"},
     {"training"},
     {"inference"},
     {"api", "settings"},

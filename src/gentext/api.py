@@ -9,6 +9,7 @@ print(model.evaluate(paths=["test.txt"]))
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gentext import checkpoint
+from gentext import checkpoint, claim
 from gentext.config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig, to_dict
 from gentext.data.conditions import cut_pairs, pair_ids
 from gentext.data.corpus import open_corpus
@@ -136,16 +137,17 @@ def train(
     added = finetune.init_weights(net, origin) if origin is not None else 0
     if resume and fitted_by_counting(net):
         raise GentextError(f"a {model_cfg.kind} model is fitted in one pass; there is nothing to resume (retrain it)")
-    if not resume and info.is_main:  # under torchrun only rank 0 touches the run directory
-        checkpoint.prepare_run_dir(out, force)
     if origin is not None:
         config["init_from"] = {"run": str(origin.run_dir), "tokens_added": added}
-    if info.is_main and not resume:  # a resumed run's files change only when it has trained
-        checkpoint.save_run_files(out, config, tok)
     callback = None if on_eval is None else (lambda step, val: on_eval(step, val, TextModel(net, tok, config, out)))
+    owned = claim.claimed(out, checkpoint.WEIGHTS) if info.is_main else contextlib.nullcontext()
     try:
-        result = _fit(net, tok, data, corpus_cfg.condition, train_cfg, out, device, callback, progress, resume)
-        summary = _finish(result, net, tok, data, out, config, origin, train_cfg, device)
+        with owned:  # no other process writes this run meanwhile; a failed new run leaves no folder
+            if info.is_main and not resume:  # under torchrun only rank 0 touches the run directory
+                checkpoint.prepare_run_dir(out, force)  # --force clears a run only once it is ours
+                checkpoint.save_run_files(out, config, tok)
+            result = _fit(net, tok, data, corpus_cfg.condition, train_cfg, out, device, callback, progress, resume)
+            summary = _finish(result, net, tok, data, out, config, origin, train_cfg, device)
         distributed.barrier(info)  # everyone leaves together, once rank 0 has written
     finally:
         distributed.teardown(info)
@@ -174,15 +176,16 @@ def _finish(result, net, tok, data, out: Path, config: dict, origin, train_cfg, 
     main = distributed.from_env().is_main
     summary = _summary(result, net, tok, data if hasattr(data, "val_chars") else captions.NO_STREAM, out)
     config.pop("mixture", None), config.pop("cache", None)
-    if main and hasattr(data, "val_chars"):
-        marks = mark_ids(tok, len(config["labels"])) if config["corpus"]["condition"] == "label" else None
-        mixing.mix_after_training(net, marks, data, config, train_cfg, out, device, summary)
-    if origin is not None and main:
-        forgot = finetune.forgetting(net, origin, train_cfg.seq_len, device)
-        summary["init_from"] = {**config["init_from"], **forgot}
-    config["result"] = {k: v for k, v in summary.items() if k != "out"}
-    if main:
-        checkpoint.save_run_files(out, config, tok)
+    with claim.saving(out) if main else contextlib.nullcontext():  # the chain and the config as one save
+        if main and hasattr(data, "val_chars"):
+            marks = mark_ids(tok, len(config["labels"])) if config["corpus"]["condition"] == "label" else None
+            mixing.mix_after_training(net, marks, data, config, train_cfg, out, device, summary)
+        if origin is not None and main:
+            forgot = finetune.forgetting(net, origin, train_cfg.seq_len, device)
+            summary["init_from"] = {**config["init_from"], **forgot}
+        config["result"] = {k: v for k, v in summary.items() if k != "out"}
+        if main:
+            checkpoint.save_run_files(out, config, tok)
     return summary
 
 

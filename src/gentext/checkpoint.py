@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
+from gentext import claim
 from gentext.config import FORMAT_VERSION, ModelConfig, from_dict
 from gentext.data.tokenizers import Tokenizer, tokenizer_from_json
 from gentext.errors import GentextError
@@ -70,7 +72,11 @@ def _fsync_dir(directory: Path) -> None:
 def atomic_write(path: Path, write) -> None:
     """Call `write(tmp_path)`, fsync, then rename over `path`; on failure the old file stays."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    kept = "; the previous version is intact" if path.exists() else ""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise GentextError(f"could not write {path} ({exc.strerror}){kept}") from None
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a run directory is shared like any file
     try:
@@ -80,10 +86,23 @@ def atomic_write(path: Path, write) -> None:
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise GentextError(f"could not write {path} ({exc.strerror}); the previous version is intact") from None
+        cause = write_failure(exc)
+        if cause is not None:
+            raise GentextError(f"could not write {path} ({cause}){kept}") from None
         raise
     _fsync_dir(path.parent)
+
+
+def write_failure(exc: BaseException) -> str | None:
+    """What a failed write's exception says went wrong on the disk, or None if it was no I/O
+    failure: an OSError's reason, or the operating system's error inside a library's own
+    exception (safetensors reports a full disk as "... (os error 28)")."""
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    found = re.search(r"os error (\d+)", str(exc))
+    if isinstance(exc, SafetensorError | RuntimeError) and found:
+        return os.strerror(int(found.group(1)))
+    return None
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -172,6 +191,11 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", mix: bool 
         if pretrained.cached(name) is None:
             raise GentextError(pretrained.not_found(name))
         return LoadedRun(*_pretrained(name, device))
+    with claim.reading(run_dir):  # never the files of two different saves
+        return _load_saved(run_dir, device, mix)
+
+
+def _load_saved(run_dir: Path, device, mix: bool) -> LoadedRun:
     config = read_config(run_dir)
     model_config = from_dict(ModelConfig, config.get("model"), f"{run_dir / CONFIG} 'model'")
     model_config.validate()
@@ -264,7 +288,7 @@ def run_names(runs: list[str]) -> list[str]:
 def prepare_run_dir(out: Path, force: bool) -> None:
     """Make `out` ready for a new run: created, or (with `force`) an old run's records cleared;
     anything else already there is refused, so --force never deletes what is not a run."""
-    if out.exists() and any(out.iterdir()):
+    if not claim.is_empty(out):
         if not force:
             raise GentextError(
                 f"{out} already exists and is not empty; pass --force to overwrite it, --resume to continue it, "

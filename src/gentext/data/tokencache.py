@@ -7,12 +7,19 @@ larger than memory trains with flat memory: training reads only the windows it n
 memmap. KEY hashes the text itself (with its train/validation split) and the tokenizer, so the
 same data with the same tokenizer is encoded once and reused, by later runs and by --resume;
 edited data gets a new key. Ids are stored as uint8/uint16/uint32, the smallest that fits.
+
+An entry checks itself when opened: meta.json records each file's length and a digest of its
+first and last 64 KiB, so a file cut short (a crash or a full disk while copying, an interrupted
+sync) or overwritten is found at once; it is then encoded again from the text, with one line saying
+so, instead of failing every later run. Entries are written into a temporary folder and renamed
+into place, so a half-written one is never found under its key.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -31,7 +38,9 @@ from gentext.errors import GentextError
 from gentext.hardware import release_memory
 from gentext.paths import cache_dir
 
-FORMAT = 1
+FORMAT = 2  # 2: meta.json records each file's length and digest
+EDGE = 1 << 16  # bytes at each end of a file that its digest reads
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -74,6 +83,8 @@ def token_data(source: CorpusSource, config: CorpusConfig, tok: Tokenizer, conte
     """The corpus' ids as memmaps, encoding it into the cache first if this data and tokenizer are new."""
     key = _key(content, tok)
     entry = cache_dir() / "tokens" / key
+    if entry.exists() and _damaged(entry, warn=True):
+        shutil.rmtree(entry, ignore_errors=True)
     if not (entry / "meta.json").exists():
         _encode(source, config, tok, entry, progress)
         release_memory()  # the pass's text and id buffers, freed but kept by the allocator
@@ -85,10 +96,43 @@ def held_out(run_config: dict) -> TokenData | None:
     held-out split to score (at least two tokens); never re-encodes."""
     key = run_config.get("data", {}).get("cache_key", "")
     entry = cache_dir() / "tokens" / key
-    if not key or not (entry / "meta.json").exists():
+    if not key or not entry.exists() or _damaged(entry, warn=True):
         return None
     data = _mapped(entry, key)
     return data if data.val is not None and len(data.val) >= 2 else None
+
+
+def _digest(path: Path) -> str:
+    """A cheap fingerprint of a file: its length and its first and last EDGE bytes."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as handle:
+        digest.update(handle.read(EDGE))
+        if size > EDGE:
+            handle.seek(max(size - EDGE, EDGE))
+            digest.update(handle.read())
+    return digest.hexdigest()[:32]
+
+
+def _damaged(entry: Path, warn: bool) -> str | None:
+    """Why a cache entry cannot be used as it is (None: it is whole), said in one line if `warn`."""
+    reason = None
+    try:
+        meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
+        itemsize = np.dtype(meta["dtype"]).itemsize
+        for name, count in (("train.bin", meta["train_tokens"]), ("val.bin", meta["val_tokens"])):
+            size = (entry / name).stat().st_size
+            if size != count * itemsize:
+                reason = f"{name} is {size:,} bytes, {count * itemsize:,} expected"
+            elif _digest(entry / name) != meta["digests"][name]:
+                reason = f"{name} does not match its digest"
+            if reason:
+                break
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        reason = f"unreadable ({type(exc).__name__}: {exc})"
+    if reason and warn:
+        logger.warning("the token cache entry %s was damaged (%s); encoding the text again", entry, reason)
+    return reason
 
 
 def _mapped(entry: Path, key: str) -> TokenData:
@@ -137,6 +181,7 @@ def _encode(source: CorpusSource, config: CorpusConfig, tok: Tokenizer, entry: P
             "val_tokens": counts[True],
             "val_chars": val_chars,
             "sources": source.sources,
+            "digests": {name: _digest(tmp / name) for name in ("train.bin", "val.bin")},
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         try:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gentext.checkpoint import atomic_write
 from gentext.errors import GentextError
 from gentext.inference.textmodel import TextModel
 from gentext.models import network
@@ -54,21 +55,27 @@ def export_onnx(textmodel: TextModel, path: str | Path, weights: str = "fp32") -
         raise GentextError("ONNX export needs the onnx package: pip install 'gentext[onnx]'") from None
     model.eval()
     step = model.onnx_step(batch=2)
+    check = _check_ids(textmodel) if weights == "int8" else None
+    losses = {}
+
+    def write(tmp: Path) -> None:  # into a temporary file renamed over `path`: a killed export leaves none
+        with torch.no_grad():
+            torch.onnx.export(
+                step.module,
+                step.inputs,
+                str(tmp),
+                input_names=step.input_names,
+                output_names=step.output_names,
+                dynamic_axes=step.batch_axes,
+                opset_version=17,
+                dynamo=False,
+            )
+        if weights == "int8":
+            losses["int8"] = _quantize(tmp, check)
+
     path = Path(path)
-    with torch.no_grad():
-        torch.onnx.export(
-            step.module,
-            step.inputs,
-            str(path),
-            input_names=step.input_names,
-            output_names=step.output_names,
-            dynamic_axes=step.batch_axes,
-            opset_version=17,
-            dynamo=False,
-        )
-    if weights == "int8":
-        return Exported(path, _quantize(path, _check_ids(textmodel)))
-    return Exported(path)
+    atomic_write(path, write)
+    return Exported(path, losses.get("int8"))
 
 
 def _check_ids(textmodel: TextModel) -> np.ndarray | None:

@@ -139,8 +139,10 @@ def _load() -> bool:
         spec = importlib.util.spec_from_file_location(built[0].stem, built[0])
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 -- a stale or broken build: the Python path runs
-        _LOADER.reason = f"the built module would not load ({type(exc).__name__}: {exc})"
+    except Exception as exc:  # noqa: BLE001 -- a damaged build: dropped, so the next prepare builds it again
+        _LOADER.reason = f"the built module would not load ({type(exc).__name__}); removed, to be built again"
+        logger.warning("the compiled kernels in %s would not load (%s); removed, to be built again", entry(), exc)
+        shutil.rmtree(entry(), ignore_errors=True)
         return False
     _LOADER.module, _LOADER.reason = module, "loaded"
     return True

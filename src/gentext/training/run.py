@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gentext import checkpoint
+from gentext import checkpoint, claim
 from gentext.config import TrainConfig
 from gentext.errors import GentextError
 from gentext.hardware import autocast, resolve_precision
@@ -121,7 +121,9 @@ class Run:
         rng = self._rng()
         self.prog.elapsed = elapsed
         if self.main:
-            save_train_state(self.run_dir, self.model, self.optimizer, self.prog, full, rng, self.scaler.state_dict())
+            scaler = self.scaler.state_dict()
+            with claim.saving(self.run_dir):
+                save_train_state(self.run_dir, self.model, self.optimizer, self.prog, full, rng, scaler)
 
     def resume(self) -> None:
         what = f"{self.run_dir}/train_state.safetensors"
@@ -167,7 +169,8 @@ class Run:
         if scored is None or prog.best_val is None or self.last_val < prog.best_val:
             prog.best_val, prog.best_step, prog.evals_since_best = self.last_val, prog.step, 0
             if self.main:
-                checkpoint.save_weights(self.run_dir, self.model)
+                with claim.saving(self.run_dir):
+                    checkpoint.save_weights(self.run_dir, self.model)
         else:
             prog.evals_since_best += 1
 
