@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from gentext import threads
+
+threads.prepare()  # as the `gentext` command does before torch loads: the suite's own process runs alike
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 TINY_TEXT = (

@@ -19,6 +19,8 @@ from .test_cli import TINY_FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+# what a user reads: the README and the pages it links to
+DOCS = README + "".join(page.read_text(encoding="utf-8") for page in sorted((ROOT / "docs").glob("*.md")))
 
 
 def test_version_and_bare_gentext_answer_instead_of_erroring(capsys):
@@ -116,9 +118,9 @@ def test_doctor_says_what_a_bug_report_needs(capsys):
 
 
 def _readme_commands() -> list[list[str]]:
-    """Every `gentext COMMAND ...` line in the README's code blocks, split as a shell would."""
+    """Every `gentext COMMAND ...` line in the documentation's code blocks, split as a shell would."""
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", README, re.S):
+    for block in re.findall(r"```bash\n(.*?)```", DOCS, re.S):
         for line in block.replace("\\\n", " ").splitlines():
             for part in re.split(r"&&|\|", line.split("  #")[0]):
                 words = shlex.split(part.strip(), comments=True) if part.strip() else []
@@ -137,9 +139,9 @@ def test_every_flag_the_readme_shows_exists_in_that_commands_help():
         flags = {f for action in commands[words[0]]._actions for f in action.option_strings}
         for word in words[1:]:
             if word.startswith("--"):
-                assert word.split("=")[0] in flags, f"README: gentext {' '.join(words)}: no {word}"
+                assert word.split("=")[0] in flags, f"docs: gentext {' '.join(words)}: no {word}"
                 seen += 1
-    assert seen > 50  # the README's examples were found
+    assert seen > 50  # the documentation's examples were found
 
 
 def test_every_commands_help_prints(capsys):
@@ -155,7 +157,7 @@ def test_every_commands_help_prints(capsys):
 def test_readme_tells_the_flags_resume_may_change_as_the_error_does():
     from gentext.settings import _resumable_flags
 
-    sentence = re.search(r"On resume only (.*?) may change", README, re.S).group(1)
+    sentence = re.search(r"On resume only (.*?) may change", DOCS, re.S).group(1)
     assert set(re.findall(r"`(--[a-z-]+)`", sentence)) == set(_resumable_flags())
 
 
@@ -164,7 +166,7 @@ def test_help_says_what_dropout_is_chosen_up_to():
     from gentext.training.defaults import MAX_DROPOUT
 
     field = next(f for f in ModelConfig.__dataclass_fields__.values() if f.name == "dropout")
-    assert f"0 to {MAX_DROPOUT}" in field.metadata["help"] and f"{MAX_DROPOUT} at most" in " ".join(README.split())
+    assert f"0 to {MAX_DROPOUT}" in field.metadata["help"] and f"{MAX_DROPOUT} at most" in " ".join(DOCS.split())
 
 
 def quickstart_job(where: Path) -> tuple[list[str], dict]:
@@ -224,7 +226,7 @@ def test_a_transformer_trains_on_windows_as_long_as_its_context(tiny_corpus, tmp
 
 
 def test_readme_names_the_extra_the_generated_corpora_need():
-    section = README[README.index("## Translate") :][:1500]
+    section = DOCS[DOCS.index("## Translate") :][:1500]
     assert 'pip install -e ".[corpora]"' in section and "--corpus dates" in section
-    names = README.index("--corpus names --condition label")
-    assert '.[corpora]"' in README[names : names + 120]
+    names = DOCS.index("--corpus names --condition label")
+    assert '.[corpora]"' in DOCS[names : names + 120]

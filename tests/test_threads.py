@@ -113,14 +113,18 @@ def test_bad_thread_counts_are_one_line_errors(capsys):
     assert capsys.readouterr().err.strip() == "error: --threads must be at least 1, got 0"
 
 
-def test_idle_openmp_workers_spin_briefly_unless_the_user_chose(tmp_path):
-    code = "import os, gentext; print(os.environ['GOMP_SPINCOUNT'], os.environ['KMP_BLOCKTIME'])"
+def test_the_command_sets_openmp_idle_waiting_and_importing_the_library_changes_nothing(tmp_path):
+    code = (
+        "import os, sys, gentext; gentext.load; before = os.environ.get('GOMP_SPINCOUNT'); "
+        "import gentext.__main__ as entry; entry.prepare_process(); "
+        "print(before, os.environ['GOMP_SPINCOUNT'], os.environ['KMP_BLOCKTIME'], 'torch' in sys.modules)"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
-    assert out.split() == ["10000", "1"]
+    assert out.split() == ["None", "10000", "1", "True"]  # the library imported torch and left the environment
     env["GOMP_SPINCOUNT"] = "777"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
-    assert out.split()[0] == "777"
+    assert out.split()[:2] == ["777", "777"]  # what the user set stays
 
 
 @pytest.mark.parametrize(

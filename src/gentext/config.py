@@ -144,8 +144,8 @@ class ModelConfig:
     SAVED_BEFORE: ClassVar[dict] = {"scaled_attention": False}  # what a saved config without the key meant
     image_norm: str = opt(
         "none",
-        "captioner: normalise each CNN convolution per picture: none, or group (group norm; on shapes in 3 minutes "
-        "97.4% against the default's 99.2%, benchmarks/RESULTS.md)",
+        "captioner: normalise each CNN convolution per picture: none, or group (group norm; measured against "
+        "none in benchmarks/RESULTS.md)",
     )
     embed_size: int = opt(64, "embedding width")
     hidden_size: int = opt(256, "recurrent state width")

@@ -53,7 +53,7 @@ def _capped_below(isa: str) -> bool:
 
 def cpu_native(dtype: torch.dtype) -> bool:
     """Does this CPU multiply in `dtype` natively, as the libraries are allowed to use it? Emulated
-    bf16/fp16 matmuls are ~100x slower than float32 (and oneDNN has no emulated bf16 LSTM at
+    bf16/fp16 matmuls are orders of magnitude slower than float32 (and oneDNN has no emulated bf16 LSTM at
     all), so neither "auto" nor an explicit flag may pick them on such a CPU."""
     if dtype not in NEEDS:
         return True
@@ -86,7 +86,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if device.type == "cpu" and not cpu_native(dtype):
         need = "AVX-512 BF16 or AMX" if dtype == torch.bfloat16 else "AVX-512 FP16 or AMX-FP16"
         raise GentextError(
-            f"--precision {precision}: this CPU has no native {precision} ({need}); emulated it is ~100x slower "
+            f"--precision {precision}: this CPU has no native {precision} ({need}); emulated it is far slower "
             "than float32. Use --precision fp32 or auto"
         )
     if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
@@ -103,8 +103,8 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 def release_memory() -> None:
     """Hand freed heap memory back to the system between phases (the encoding pass's buffers, the
     training steps' activations before the final evaluation). glibc keeps freed blocks for reuse,
-    so a 1 GB corpus's run held the encoding pass's ~40 MB to its end (benchmarks/RESULTS.md,
-    issue 27's 512 MB bound). A no-op where the C library has no malloc_trim."""
+    so a big corpus's run held the encoding pass's buffers to its end (benchmarks/RESULTS.md, "A 1 GB
+    corpus"). A no-op where the C library has no malloc_trim."""
     gc.collect()
     try:
         ctypes.CDLL(None).malloc_trim(0)

@@ -5,8 +5,9 @@ needs both of a process's threads on a core at once, and a waiting thread spins 
 slice, so each side ran at 2-20% of its speed alone (measured: `benchmarks/bench_contention.py`).
 One thread each runs at ~90% of one thread alone. So:
 
-- `prepare()` runs before torch is imported (gentext/__init__): idle OpenMP workers spin for a
-  short while, then sleep (GOMP_SPINCOUNT, KMP_BLOCKTIME), unless the user has set them.
+- `prepare()` runs before torch is imported (the `gentext` command's entry, __main__.py; a library
+  user may call it first thing): idle OpenMP workers spin for a short while, then sleep
+  (GOMP_SPINCOUNT, KMP_BLOCKTIME), unless the user has set them.
   Passive waiting (OMP_WAIT_POLICY=passive) was measured too: it halved training speed alone.
 - The thread count starts from the CPUs this process may use (affinity and cgroup quota), not the
   host's count, and from the load average at start (one line says what was chosen and why).
@@ -31,15 +32,14 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-# Measured on the 2-core EPYC (RESULTS.md, contention): libgomp's default spin (300k) and 30k let a
-# waiting worker burn the slice another process needed; 10k kept the speed alone.
+# libgomp's default spin (300k), and 30k, let a waiting worker burn the time slice another process
+# needed; 10k kept the speed alone (RESULTS.md, "Both CPUs and a shared machine").
 SPIN_DEFAULTS = {"GOMP_SPINCOUNT": "10000", "KMP_BLOCKTIME": "1"}
 FIXING_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 RECHECK_SECONDS = 2.0
-# Generation steps of fewer rows run on one thread (measured, 2x512 int8 LSTM step on the 2-core
-# EPYC, idle: 1 row 258 us on one thread vs 271 on two, 4 rows 281 vs 335, 32 rows 1,676 vs 1,271):
-# a one-row product gains nothing from a second thread, and a barrier that waits for a thread the
-# OS gave to an event loop or a client costs milliseconds (a server's one stream ran 2.5x slower).
+# Generation steps of fewer rows run on one thread: a one-row product gains little from a second
+# thread, and a barrier that waits for a thread the OS gave to an event loop or a client costs
+# milliseconds, which made a server's one stream several times slower (RESULTS.md, "Small steps").
 PARALLEL_ROWS = 8
 
 
@@ -221,5 +221,3 @@ def describe() -> dict:
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
 
-
-prepare()  # at import, which gentext/__init__ does before anything imports torch

@@ -66,7 +66,7 @@ class BPETokenizer:
         return self
 
     def decoder(self) -> ByteDecoder:
-        if self._token_bytes is None:  # built on first use: a 50k vocabulary takes ~50 ms
+        if self._token_bytes is None:  # built on first use: a big vocabulary takes a moment
             self._token_bytes = byte_level_tokens(self.hf.id_to_token(i) for i in range(self.vocab_size))
         return ByteDecoder(self._token_bytes)
 

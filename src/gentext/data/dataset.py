@@ -26,8 +26,7 @@ import torch
 from gentext.errors import GentextError
 
 # Windows between two releases of a memmap's pages while training: a release costs a re-fault of
-# each row's page run (~1 ms for 32 rows, measured), so it is spread out; what is held meanwhile is
-# one run of pages per row.
+# each row's page run, so it is spread out; what is held meanwhile is one run of pages per row.
 RELEASE_EVERY = 64
 
 

@@ -1,5 +1,5 @@
 """The `shapes` captioning corpus: pictures drawn with Pillow from a seed, captions written from what
-was drawn (issue 18). Nothing is downloaded.
+was drawn. Nothing is downloaded.
 
 Each picture holds one to three shapes (circle, square, triangle), each of a colour, a size and a
 place, on a varied background colour with pixel noise. Captions say what is there in several

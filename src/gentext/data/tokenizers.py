@@ -59,7 +59,7 @@ class CharTokenizer:
         self.chars = list(chars)  # id order
         codepoints = np.array([ord(c) for c in self.chars], dtype=np.int64)
         # code point -> id, -1 where no character: encoding is one gather (a binary search per
-        # character ran at ~40 MB/s; this at ~300, issue 27)
+        # character was several times slower: RESULTS.md, "A corpus larger than memory")
         self._ids = np.full(int(codepoints.max()) + 1, -1, dtype=np.int64)
         self._ids[codepoints] = np.arange(len(codepoints))
         # ASCII text through `bytes.translate` (GB/s): each byte -> its id, 255 = no such character

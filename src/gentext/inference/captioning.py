@@ -1,4 +1,4 @@
-"""Captioning a picture, and measuring captions (issue 18): BLEU and chrF against every reference
+"""Captioning a picture, and measuring captions: BLEU and chrF against every reference
 of a held-out picture (`sacrebleu`), exact match, and for the `shapes` corpus the attribute accuracy:
 the share of pictures whose caption names the colour and kind of every shape, and no other. Greedy
 captions and beam search side by side, as translations are measured.

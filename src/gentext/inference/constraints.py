@@ -2,10 +2,10 @@
 
 outlines-core compiles the pattern (a JSON schema first into its regular expression) into an index
 over the run's vocabulary: from each state of the pattern's automaton, which token ids may come
-next and the state each leads to. Chosen over xgrammar and llguidance by measurement
-(benchmarks/RESULTS.md): on a 103-character and a 1,000-token byte-level BPE vocabulary it built
-a date and a small JSON schema in 0.2-3.4 ms and wrote valid text on both, where xgrammar, given
-the same raw token bytes, let a BPE sample run past the end of the pattern.
+next and the state each leads to. Chosen over xgrammar by measurement (benchmarks/RESULTS.md,
+"Which library"): on a character and a byte-level BPE vocabulary it compiled in milliseconds and
+wrote valid text on both, where xgrammar, given the same raw token bytes, let samples run past the
+end of the pattern.
 
 `Constraint` is one more logits processor (processors.py): each row's state lives in the request's
 `History` (so beams carry theirs when rows are re-selected), every token the state does not allow

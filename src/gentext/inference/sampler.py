@@ -7,7 +7,7 @@ batch engine and a one-off call all go through it, so a setting means the same e
 
 **Plain settings** (only suppressed ids and a temperature: what most generations use) take a fast
 path inside the sampler: the same arithmetic with the fewest tensor operations (a comparison of a
-tensor with a Python number or `isfinite` costs 10-20 µs on a CPU, more than the arithmetic), and
+tensor with a Python number or `isfinite` costs more on a CPU than the arithmetic), and
 one stream's draw read back as Python numbers, or made by the compiled kernel (gentext/native)
 where it is built. Every path consumes the generator alike and picks the same ids bit for bit
 (tests/inference/test_sampler.py compares them on rows of ties, -inf, NaN and huge logits), so a

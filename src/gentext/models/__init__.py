@@ -22,6 +22,7 @@ from gentext.config import ModelConfig
 from gentext.errors import GentextError
 from gentext.models.captioner import CaptionModel
 from gentext.models.markov import MarkovModel
+from gentext.models.mingru import MinGRULanguageModel
 from gentext.models.pretrained import PretrainedLM
 from gentext.models.rnn import RNNLanguageModel
 from gentext.models.seq2seq import Seq2SeqModel
@@ -45,6 +46,7 @@ REGISTRY: dict[str, type[nn.Module]] = {
     "lstm": RNNLanguageModel,
     "gru": RNNLanguageModel,
     "rnn": RNNLanguageModel,
+    "mingru": MinGRULanguageModel,  # minGRU: trained in parallel over time, a fixed-size state (models/mingru.py)
     "transformer": TransformerLanguageModel,
     "markov": MarkovModel,
     "seq2seq": Seq2SeqModel,  # pairs (--condition source): an encoder and a decoder with attention

@@ -1,4 +1,4 @@
-"""Image captioning: a small CNN encoder whose feature map the attention decoder reads (issue 18).
+"""Image captioning: a small CNN encoder whose feature map the attention decoder reads.
 
     picture (B, 3, 64, 64) -> 3 strided convolutions -> feature map (B, H, 8, 8)
     memory = the 64 cells as a sequence (B, 64, H) + a learned embedding of each cell's place

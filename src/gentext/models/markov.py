@@ -212,7 +212,7 @@ class MarkovModel(nn.Module):
 
     def _step(self, ids: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         """One token per row (generation): each context's log-probabilities are computed once and
-        kept, since the table walk costs ~0.5 ms a context and generated text revisits contexts
+        kept, since the table walk is costly per context and generated text revisits contexts
         all the time (a network mixed with this chain would otherwise spend most of each token
         here; models/mixture.py). The kept rows are bounded to STEP_CACHE_BYTES."""
         if state is None:
@@ -237,7 +237,7 @@ class MarkovModel(nn.Module):
     def _row(self, context: tuple) -> np.ndarray:
         """P(. | context) (V,) for one context: `distribution`'s recursion, bit for bit, reading only
         the context's successors at each order (a slice of the sorted keys) instead of searching
-        every word: ~5x faster for the one new context a generation step usually meets."""
+        every word: much faster for the one new context a generation step usually meets."""
         if self._unigram is None:
             words = np.arange(self.vocab, dtype=np.int64)[None]
             self._unigram = self._probabilities(np.full((1, self.order - 1), -1, dtype=np.int64), words)[0]

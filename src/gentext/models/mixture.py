@@ -3,7 +3,7 @@
     P(w | history) = lambda * P_net(w | history) + (1 - lambda) * P_chain(w | last order-1 tokens)
 
 On a small text the chain knows the exact phrases the network has not yet learned and the network
-generalises where the chain backs off, so the mixture beats both (issue 30; RESULTS.md,
+generalises where the chain backs off, so the mixture beats both (RESULTS.md,
 bench_quality.py). The chain is fitted on the run's training tokens after training and lambda on
 its validation tokens by EM (`fit_weight`), never on text a benchmark reports.
 

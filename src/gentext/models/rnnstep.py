@@ -6,14 +6,15 @@ and for layer 0 the input product is a lookup: embedding @ W_ih0^T + biases is p
 (V, gates*H) table. The products run in the weight format the model was given (models/weights.py);
 the cell arithmetic and the state stay float32.
 
-For one stream the int8 products take ~35 µs each and the rest is dispatch: a step is bound by
-how many tensor operations it makes and how much Python runs between them, not by their
-arithmetic (issue 27's profile in benchmarks/RESULTS.md). So the step walks a tuple per layer,
-fills the layer-0 row in place, slices with one `chunk` (four `narrow`s cost twice as much) and
-wraps the state once. The activations run on the same views in the same order as before, so the
-numbers are the same bit for bit whatever the width (tests/test_models.py). One sigmoid over all
-four gates would be cheaper, but at a width that is not a multiple of the vector length a few
-elements would round differently: a tail runs scalar code.
+On the Python path the int8 products are a minority of a step: it is bound by how many tensor
+operations it makes and how much Python runs between them, not by their arithmetic (the profile is
+in benchmarks/RESULTS.md; gentext/native makes the same calls from C++ where it is built). So the
+step walks a tuple per layer, fills the layer-0 row in place, slices with one `chunk` (four
+`narrow`s cost twice as much) and wraps the state once. The activations run on the same views in
+the same order as before, so the numbers are the same bit for bit whatever the width
+(tests/test_models.py). One sigmoid over all four gates would be cheaper, but at a width that is
+not a multiple of the vector length a few elements would round differently: a tail runs scalar
+code.
 """
 
 from __future__ import annotations

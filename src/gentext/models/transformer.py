@@ -32,8 +32,8 @@ from gentext.models.weights import MATMULS
 
 def rotation(positions: torch.Tensor, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin (B, 1, T, D/2), float32, of positions (B, T) times the frequencies: made once per
-    forward and shared by every layer's queries and keys (made per call they cost ~2 ms a token,
-    issue 27; cast per call, 0.9 ms). Angles are computed in float64: at position 10^6 a float32
+    forward and shared by every layer's queries and keys (made per call, or cast per call, they were
+    a large share of a token: RESULTS.md). Angles are computed in float64: at position 10^6 a float32
     angle is off by ~0.06 rad; their cosines and sines are then as exact in float32 as anything."""
     half = head_dim // 2
     freq = 10000.0 ** (-torch.arange(half, device=positions.device, dtype=torch.float64) / half)  # (D/2,)
@@ -54,7 +54,7 @@ class _Room:
     views of it that know their span. Appending to the view that ends where the buffer is filled
     writes in place; any other view (a second continuation of one state, rows the server joined
     into a new batch) is copied into a new buffer first, so no state ever sees another's writes.
-    torch.cat copied the whole cache every token: a third of an int8 token's time (issue 27)."""
+    (torch.cat copied the whole cache every token, a large share of a token's time.)"""
 
     __slots__ = ("buf", "filled")
 
@@ -140,9 +140,9 @@ class Block(nn.Module):
 
 class TransformerLanguageModel(nn.Module):
     carries_state = False  # training windows are independent; generation carries the KV cache
-    # `auto`'s quality check of a weight format (inference/formats.py) reads 512 positions: a step
-    # costs ~10 ms at nearly any batch (6 x 384), so 32 rows x 16 tokens instead of 4 x 128
-    # (loading a 6 x 384 run took 4.4 s with it, now 1.4 s; int8's cost there: 5e-5 nats/token)
+    # `auto`'s quality check of a weight format (inference/formats.py) reads 512 positions; a step
+    # costs about the same at nearly any batch, so 32 rows x 16 tokens instead of 4 x 128: a quarter
+    # of the steps, and so of the load time, with the same positions checked
     format_check = {"rows": 32, "tokens": 16}
 
     def __init__(self, config: ModelConfig):
@@ -211,7 +211,7 @@ class TransformerLanguageModel(nn.Module):
         """Each block's products and the head in a format, rebuilt when any weight changed (a
         mid-training sample comes between optimizer steps)."""
         fmt = fmt or self.weight_format
-        # checked every token: attributes read directly (Module.parameters() cost 0.5 ms a token)
+        # checked every token: attributes read directly (walking Module.parameters() is slow)
         params = [t for b in self.blocks for lin in b.linears().values() for t in (lin.weight, lin.bias)]
         version = tuple(x for p in (*params, self.head.weight) for x in (p._version, p.data_ptr()))
         if fmt not in self._ops or self._ops[fmt][0] != version:

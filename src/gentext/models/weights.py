@@ -16,7 +16,7 @@ the format (the same rule as training's autocast).
   it is as fast as int8 here (RESULTS.md).
 - int8: per-output-channel symmetric int8 weights with dynamically quantized activations, through
   PyTorch's quantized engine (`quantized::linear_dynamic`, fbgemm/x86: AVX2 and AVX-512 VNNI; the
-  weight-only `_weight_int8pack_mm` measured 5x slower than float32 here). Its
+  weight-only `_weight_int8pack_mm` measured slower than float32 itself: RESULTS.md). Its
   error is measured, not assumed: `benchmarks/bench_generation.py` reports the held-out loss per
   format, and `choose` checks a candidate against float32 before `auto` takes it.
 """
@@ -38,16 +38,16 @@ def _packed_op(overload):
     """`overload` (an operator taking packed weights, a TorchBind ScriptObject) as a function that
     skips two costs of the Python call path, with the same kernel and the same numbers:
     - `__torch_function__` checks: for every argument torch asks whether it overrides torch
-      functions, and for a ScriptObject that lookup raises and catches a C++ exception (~16 µs a
-      call; py-spy --native on a 64x64 product: 79% of the call was dispatch, 21% the kernel).
+      functions, and for a ScriptObject that lookup raises and catches a C++ exception (py-spy
+      --native on a small product: most of the call was this dispatch, not the kernel).
       Our arguments are plain tensors and packed weights, which override nothing, so the check is
       switched off around the call (`DisableTorchFunctionSubclass`).
     - `TorchBindOpOverload.__call__`'s check for the fake script objects of torch.compile tracing
-      (a pytree walk of the arguments, ~4 µs); nothing here is traced. The underlying builtin
-      (`_op`, where this torch has it) is called instead.
-    Measured (2-core EPYC, one thread): a 64x64 int8 product 22.1 -> 6.0 µs, 2048x1024 66.8 ->
-    ~41 µs; fp16 64x64 21.2 -> 5.3 µs. Before this, calling the overload object itself rather than
-    `torch.ops.quantized.<name>` saved the per-call overload resolution (~5 µs)."""
+      (a pytree walk of the arguments); nothing here is traced. The underlying builtin (`_op`,
+      where this torch has it) is called instead.
+    The figures (a small product's call several times faster, a large one's by a third) are in
+    RESULTS.md, "The quantized products' dispatch". Calling the overload object itself rather than
+    `torch.ops.quantized.<name>` also skips the per-call overload resolution."""
     builtin = getattr(overload, "_op", overload)
     no_torch_function = getattr(torch._C, "DisableTorchFunctionSubclass", contextlib.nullcontext)
 
@@ -172,8 +172,8 @@ def _matmul(fmt: str):
 
     def make(weight: torch.Tensor, bias: torch.Tensor | None, bounded: bool = True) -> Matmul:
         """`bounded`: every input is within [-1, 1] (a recurrent state); int8 needs to know."""
-        # A quantized call costs ~40 us of fixed overhead: a 65-character head (33k weights) is
-        # 10x faster in float32, and reads almost nothing either way.
+        # A quantized call has a fixed overhead larger than a small product: a 65-character head
+        # (33k weights) is much faster in float32, and reads almost nothing either way.
         if fmt == "fp32" or weight.numel() < SMALL_MATRIX:
             return Matmul(weight, bias)
         return Int8Matmul(weight, bias, bounded) if fmt == "int8" else FORMAT_CLASSES[fmt](weight, bias)
@@ -194,16 +194,16 @@ def check_format(name: str, device: torch.device) -> str:
         raise GentextError("--weights int8 runs on the CPU only (PyTorch's quantized kernels); use bf16 on a GPU")
     if name == "bf16" and device.type == "cpu" and not cpu_native(torch.bfloat16):
         raise GentextError(
-            "--weights bf16: this CPU has no native bf16 (AVX-512 BF16 or AMX); emulated it is ~100x slower. "
+            "--weights bf16: this CPU has no native bf16 (AVX-512 BF16 or AMX); emulated it is far slower. "
             "Use --weights int8, fp32 or auto"
         )
     return name
 
 
 def fast_formats(device: torch.device) -> list[str]:
-    """The formats worth trying on this device, fastest first. Measured on a 2-core AVX-512 BF16
-    CPU (RESULTS.md, issue 16): fbgemm's int8 step is 4x float32 for one stream and 5x for 64,
-    oneDNN's bf16 no faster than float32 for one stream and 2.4x for 64."""
+    """The formats worth trying on this device, fastest first, by measurement (RESULTS.md, "Weight
+    formats"): fbgemm's int8 step is several times float32's, oneDNN's bf16 helps many streams
+    and not one."""
     if device.type != "cpu":
         return ["bf16", "fp32"]
     # fp16 after int8: as fast on a Transformer, slower for 64 RNN streams; where int8 costs too
@@ -211,7 +211,7 @@ def fast_formats(device: torch.device) -> list[str]:
     half = ["fp16"] if fp16_weights_native() else []
     if cpu_native(torch.bfloat16):
         return ["int8", "bf16", *half, "fp32"]
-    return ["int8", *half, "fp32"]  # emulated bf16 is ~100x slower: never picked
+    return ["int8", *half, "fp32"]  # emulated bf16 is orders of magnitude slower: never picked
 
 
 def fp16_weights_native() -> bool:

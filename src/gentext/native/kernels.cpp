@@ -1,7 +1,7 @@
 // Compiled per-token kernels: the recurrent step and one row's plain draw, as the same ATen
 // operations the Python path makes, in the same order on the same shapes, so every number is the
 // same bit for bit (tests/native/test_kernels.py compares them). What they save is the Python
-// between the operations: for one stream that was about half of a token (benchmarks/RESULTS.md).
+// between the operations, a large share of one stream's token (benchmarks/RESULTS.md).
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>

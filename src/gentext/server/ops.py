@@ -52,9 +52,8 @@ def add_operations(app, metrics: Metrics, api_key: str | None, cors_origins: lis
     """Middleware, outermost first: the body limit, the access log with metrics, then auth and CORS.
 
     All pure ASGI, none `@app.middleware("http")`: Starlette's BaseHTTPMiddleware relays every
-    chunk of a streamed response through a memory stream and a task of its own, and with one
-    event per token that relay was a seventh of the server's CPU at 32 streams
-    (benchmarks/RESULTS.md, issue 27)."""
+    chunk of a streamed response through a memory stream and a task of its own, a cost paid per
+    event that showed as a large share of the server's CPU under many streams (benchmarks/RESULTS.md)."""
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

@@ -1,9 +1,9 @@
 """Running the server: one process, or `--workers N` processes sharing the port.
 
 Why workers: one server process is held to about one core by Python's interpreter lock (its event
-loop, writing every SSE event, and its batch thread take turns), so on two cores 32 streaming
-clients left the second core mostly idle; two processes served 6,838 tokens/s where one served
-3,400-4,600 (benchmarks/RESULTS.md, issue 27). uvicorn's supervisor starts the workers (spawned
+loop, writing every SSE event, and its engine thread take turns), so under many streaming clients
+a second core stays mostly idle, and two processes serve far more (benchmarks/RESULTS.md, "More
+cores"). uvicorn's supervisor starts the workers (spawned
 processes that build the app with `worker_app`), restarts one that dies and stops them all on
 SIGINT/SIGTERM; the kernel spreads the connections over them.
 

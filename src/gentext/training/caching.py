@@ -10,8 +10,8 @@ when it lowers the validation loss by MIN_GAIN nats per token; on text that does
 within the window (or a network that already knows) it is left off.
 
 It is opt-in (the recipes turn it on) because generation pays for it: the state holds the window,
-copied at every token — one 2x512 int8 stream 1,242 -> 463 tokens/s, 64 streams 10,201 -> 322
-(window 2,000, AVX2; RESULTS.md).
+copied at every token, which costs one stream more than half its speed and many streams most of
+theirs (RESULTS.md, "The neural cache").
 """
 
 from __future__ import annotations

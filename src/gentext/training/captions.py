@@ -45,8 +45,7 @@ def captions_data(path, tok=None) -> dict:
     images = load_images(names)
     held = {index[name] for name in held_out_pictures(pairs)}
     # Words, not characters: a caption is ~15 words but ~80 characters, and the decoder steps once per
-    # token, so words train ~5x more captions per minute (measured: characters reached 27% attribute
-    # accuracy in 10 minutes, still improving).
+    # token, so words train several times more captions per minute (RESULTS.md, "Captioning").
     tok = tok or WordTokenizer.fit([caption + "\n" for _, caption in pairs] + ["\n" + SOURCE_END + "\n"])
     split: dict[bool, list] = {False: [], True: []}
     for image, caption in pairs:

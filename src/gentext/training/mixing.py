@@ -1,5 +1,5 @@
 """After a network has trained: fit a Kneser-Ney chain on the same training tokens and the weight
-that mixes the two on validation tokens (models/mixture.py; issue 30). A recurrent network gets its
+that mixes the two on validation tokens (models/mixture.py). A recurrent network gets its
 neural cache first where that helps (training/caching.py), and the chain mixes with both.
 
 On a 100 KB text the chain alone often beats a few minutes of network, and the mixture beats both

@@ -1,0 +1,168 @@
+"""minGRU (Feng et al. 2024, "Were RNNs All We Needed?"): a recurrent network that trains in
+parallel over time and generates with a fixed-size state.
+
+A minGRU's gates read the input alone, never the previous state:
+
+    z_t = sigmoid(W_z x_t)        h~_t = g(W_h x_t)        h_t = (1 - z_t) h_(t-1) + z_t h~_t
+
+so h_t is a linear recurrence h_t = a_t h_(t-1) + b_t whose coefficients are known for every
+position at once. Training computes it for a whole window in log space (h stays positive: g is
+x + 0.5 above 0 and sigmoid(x) below), with one cumulative sum and one `logcumsumexp` over time
+(Heinsen 2023): a window of T tokens is a few large matrix products over all B x T positions, not T
+small ones as an LSTM's sequential steps are, which is what a CPU's cores want. Generation takes one
+step at a time with h carried, like any recurrent kind.
+
+Each layer is a pre-norm residual block (as the paper's language models): x + minGRU(norm(x)),
+then x + MLP(norm(x)) with a GELU expansion of `MLP` times; the embedding and the head share their
+matrix. The state is h, (layers, B, H) — a few KB a row — carried across training windows as an
+LSTM's is, so truncated back-propagation, --resume, torchrun, batching and serving need nothing of
+their own. Weight formats apply to the step's products (the inputs are layer-normed, not bounded,
+so int8 scales each row by itself, as the Transformer's does).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gentext.config import ModelConfig
+from gentext.errors import GentextError
+from gentext.models.state import State
+from gentext.models.weights import MATMULS
+
+MLP = 2  # the feed-forward expansion: measured against 4 at equal minutes (benchmarks/RESULTS.md)
+FLOOR = 1e-30  # a cold row's h is 0: its log is taken of this instead (no -inf through the scan's gradient)
+
+
+def g(x: torch.Tensor) -> torch.Tensor:
+    """The candidate's activation: positive everywhere, continuous, and linear above 0."""
+    return torch.where(x >= 0, x + 0.5, torch.sigmoid(x))
+
+
+def log_g(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x >= 0, (F.relu(x) + 0.5).log(), -F.softplus(-x))
+
+
+class MinGRULayer(nn.Module):
+    def __init__(self, width: int, dropout: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.gates = nn.Linear(width, 2 * width)  # z and the candidate h~
+        self.mlp_norm = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, MLP * width), nn.GELU(), nn.Linear(MLP * width, width))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, D), h0 (B, D) -> outputs (B, T, D), the last h (B, D): the scan in log space."""
+        k, candidate = self.gates(self.norm(x)).float().chunk(2, dim=-1)
+        log_coeffs = -F.softplus(k)  # log(1 - z)
+        log_values = -F.softplus(-k) + log_g(candidate)  # log(z h~)
+        log_values = torch.cat([h0.clamp_min(FLOOR).log()[:, None], log_values], dim=1)
+        a_star = F.pad(log_coeffs.cumsum(dim=1), (0, 0, 1, 0))
+        h = (a_star + (log_values - a_star).logcumsumexp(dim=1)).exp()[:, 1:]
+        x = x + self.drop(h.to(x.dtype))
+        return x + self.drop(self.mlp(self.mlp_norm(x))), h[:, -1]
+
+    def step(self, x: torch.Tensor, h: torch.Tensor, ops: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """One token: x (B, D), h (B, D) -> output (B, D), new h, the products in `ops`' format."""
+        k, candidate = ops["gates"](self.norm(x)).chunk(2, dim=-1)
+        z = torch.sigmoid(k)
+        h = torch.lerp(h, g(candidate), z)  # (1 - z) h + z h~
+        x = x + h
+        return x + ops["down"](F.gelu(ops["up"](self.mlp_norm(x)))), h
+
+
+class MinGRULanguageModel(nn.Module):
+    carries_state = True  # training windows continue the rows of the last one, as an LSTM's do
+    mixable = True  # mixed with a Kneser-Ney chain after training (training/mixing.py)
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        config.validate()
+        if config.adaptive_cutoffs:
+            raise GentextError("--adaptive-softmax is for lstm/gru/rnn/transformer runs, not --model mingru")
+        self.config = config
+        width, dropout = config.hidden_size, config.dropout or 0.0
+        self.embedding = nn.Embedding(config.vocab_size, width)
+        self.drop = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(MinGRULayer(width, dropout) for _ in range(config.num_layers))
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, config.vocab_size, bias=False)
+        nn.init.normal_(self.embedding.weight, std=0.02)
+        self.head.weight = self.embedding.weight  # tied (Press & Wolf 2017)
+        self.weight_format, self.stepped_sequences = "fp32", False
+        self._ops: dict[str, tuple] = {}
+
+    @staticmethod
+    def weights_per_token(config: ModelConfig) -> int:
+        """What a training step multiplies by per token, roughly (for the planned-passes estimate)."""
+        h = config.hidden_size
+        return config.num_layers * (2 * h * h + 2 * MLP * h * h) + h * config.vocab_size
+
+    # -- the state contract -------------------------------------------------------------------------
+    def initial_state(self, batch: int, device=None, condition=None) -> State:
+        if condition is not None:
+            raise GentextError("this model was not trained with a condition")
+        device = device if device is not None else self.embedding.weight.device
+        zeros = torch.zeros(self.config.num_layers, batch, self.config.hidden_size, device=device)
+        return State({"h": zeros}, {"h": 1})
+
+    def state_from_tensors(self, tensors: dict[str, torch.Tensor]) -> State:
+        if set(tensors) != {"h"}:
+            raise GentextError(f"a mingru state has the tensor h, got {sorted(tensors)}")
+        return State(dict(tensors), {"h": 1})
+
+    def forward(self, ids: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None):
+        """ids (B, T) -> logits (B, T, V) (or log P(targets) (B, T)) and the state after them."""
+        inference = not self.training and not torch.is_grad_enabled()
+        if state is None:
+            state = self.initial_state(ids.shape[0], ids.device)
+        if inference and (ids.shape[1] == 1 or self.stepped_sequences):
+            return self._stepped(ids, state, targets)
+        x, carried = self.drop(self.embedding(ids)), []
+        for layer, h0 in zip(self.layers, state.tensors["h"].float(), strict=True):
+            x, h = layer(x, h0)
+            carried.append(h)
+        logits = self.head(self.norm(x))
+        out = logits if targets is None else -F.cross_entropy(
+            logits.float().flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)  # fmt: skip
+        return out, State({"h": torch.stack(carried).float()}, {"h": 1})
+
+    def _stepped(self, ids: torch.Tensor, state: State, targets: torch.Tensor | None):
+        """Token by token through the step (generation; evaluation in a named weight format)."""
+        ops, hs, outputs = self._step_ops(), list(state.tensors["h"]), []
+        for t in range(ids.shape[1]):
+            x = self.embedding(ids[:, t])
+            for i, layer in enumerate(self.layers):
+                x, hs[i] = layer.step(x, hs[i], ops["layers"][i])
+            logits = ops["head"](self.norm(x))
+            if targets is not None:
+                logits = torch.log_softmax(logits.float(), -1).gather(1, targets[:, t, None])[:, 0]
+            outputs.append(logits[:, None])
+        return torch.cat(outputs, dim=1), State({"h": torch.stack(hs)}, {"h": 1})
+
+    # -- weight formats for the step (models/weights.py) ---------------------------------------------
+    def set_weight_format(self, name: str, evaluate: bool = False) -> None:
+        if name not in MATMULS:
+            raise GentextError(f"unknown weight format {name!r}; known: {', '.join(MATMULS)}")
+        self.weight_format, self.stepped_sequences = name, evaluate and name != "fp32"
+
+    @torch.no_grad()
+    def _step_ops(self) -> dict:
+        """The step's products in the current format, rebuilt when a weight changed."""
+        fmt = self.weight_format
+        params = list(self.parameters())
+        version = tuple(x for p in params for x in (p._version, p.data_ptr()))
+        if fmt not in self._ops or self._ops[fmt][0] != version:
+            make = MATMULS[fmt]
+            layers = [
+                {name: make(linear.weight, linear.bias, bounded=False)
+                 for name, linear in (("gates", layer.gates), ("up", layer.mlp[0]), ("down", layer.mlp[2]))}
+                for layer in self.layers
+            ]  # fmt: skip
+            self._ops[fmt] = (version, {"layers": layers, "head": make(self.head.weight, None, bounded=False)})
+        return self._ops[fmt][1]
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
