@@ -212,8 +212,10 @@ def main() -> None:
         print("lm-evaluation-harness (local-completions, loglikelihood_rolling) on `gentext serve`, bits per byte:")
         print("| text | lm-eval | gentext score, document by document | gentext eval (one stream) | lm-eval's time |")
         print("|---|---:|---:|---:|---:|")
-        for name, texts, length in ((f"{len(paragraphs)} held-out paragraphs", paragraphs, 1024),
-                                    (f"one held-out document, {len(whole):,} characters", [whole], 2048)):
+        for name, texts, length in (
+            (f"{len(paragraphs)} held-out paragraphs", paragraphs, 1024),
+            (f"one held-out document, {len(whole):,} characters", [whole], 2048),
+        ):
             row = lm_eval_row(runs["char"], texts, work, length)
             figures = f"{row['lm_eval']:.4f} | {row['score']:.4f} | {row['eval']:.4f}"
             print(f"| {name} | {figures} | {row['seconds']:.0f} s |")

@@ -165,9 +165,13 @@ def full_disk(corpus: Path, where: Path, env: dict) -> list[tuple]:
         later = run(["train", str(corpus), "--out", str(good), *RESUME, "--steps", "200"], env, limit=cap)
         intact = run(["generate", str(good), "--max-new-tokens", "5"], env).returncode == 0
         kept = (good / "model.safetensors").read_bytes() == before or intact
-        rows.append((f"full disk while a run saves its next checkpoint ({how})",
-                     f"exit {later.returncode}: {last_line(later.stderr)}",
-                     "nothing (the last good checkpoint loads)" if later.returncode == 2 and kept else "the run"))
+        rows.append(
+            (
+                f"full disk while a run saves its next checkpoint ({how})",
+                f"exit {later.returncode}: {last_line(later.stderr)}",
+                "nothing (the last good checkpoint loads)" if later.returncode == 2 and kept else "the run",
+            )
+        )
     finally:
         if limit is None:
             subprocess.run(["umount", str(small)], capture_output=True)

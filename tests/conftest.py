@@ -48,9 +48,7 @@ def pytest_collection_finish(session):
     keys = sorted(dict.fromkeys(keys), key=lambda k: k != "quickstart")
     if not keys:
         return
-    from tests.background import Background
-    from tests.test_benchmarks import heavy_job
-    from tests.test_first_hour import quickstart_job
+    from tests.background import Background, heavy_job, quickstart_job
 
     where = Path(tempfile.mkdtemp(prefix="gentext-background-"))
     jobs = {key: quickstart_job(where) if key == "quickstart" else heavy_job(key) for key in keys}
@@ -224,3 +222,54 @@ def records_runs(tmp_path_factory) -> dict[str, Path]:
         runs[level] = root / level
         gentext.train(runs[level], paths=[str(corpus)], steps=40, level=level, **{**TINY_SETTINGS, **extra})
     return runs
+
+
+TINY_FLAGS = [  # the CLI flags of TINY_SETTINGS
+    "--hidden-size",
+    str(TINY_SETTINGS["hidden_size"]),
+    "--embed-size",
+    str(TINY_SETTINGS["embed_size"]),
+    "--num-layers",
+    "1",
+    "--batch-size",
+    "4",
+    "--seq-len",
+    "16",
+    "--eval-every",
+    "5",
+    "--mix-markov",
+    "0",
+    "--quiet",
+]
+
+
+def ctrl_c_at(at: int):
+    """An evaluation callback that sends this process SIGINT at step `at`, as Ctrl-C would."""
+    import os
+    import signal
+
+    def callback(step, val_loss, model):
+        if step == at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    return callback
+
+
+def latest_weights(run):
+    """A run's latest model and optimizer tensors (its train_state.safetensors)."""
+    import safetensors.torch
+
+    from gentext.checkpoint import TRAIN_STATE
+
+    tensors = safetensors.torch.load_file(str(run / TRAIN_STATE))
+    return {k: v for k, v in tensors.items() if k.startswith(("model.", "optim."))}
+
+
+def reversals(path, count=300, seed=0):
+    """`word<TAB>drow` pairs: a task a source must be read for."""
+    import random
+
+    rng = random.Random(seed)
+    words = ["".join(rng.choice("abcdefgh") for _ in range(rng.randint(2, 7))) for _ in range(count)]
+    path.write_text("".join(f"{w}\t{w[::-1]}\n" for w in words), encoding="utf-8")
+    return path

@@ -7,8 +7,7 @@ import torch
 import gentext
 from gentext import checkpoint
 from gentext.errors import GentextError
-
-from .conftest import TINY_SETTINGS, TINY_TEXT
+from tests.conftest import TINY_SETTINGS, TINY_TEXT
 
 
 def test_train_writes_a_self_describing_run(trained_run):

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.background import HEAVY
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -140,32 +142,6 @@ def test_int8_kernel_benchmark_times_every_kernel_against_float32(background):
     names = [r.split("|")[1].strip() for r in rows]
     assert names[:2] == ["fp32 addmm (baseline)", "fbgemm int8 dynamic (gentext)"]
     assert rows[0].split("|")[6].strip() == "1.00x" and all(r.split("|")[6].strip().endswith("x") for r in rows)
-
-
-# The slowest scripts (mostly process start-up and imports) run one after another beside the rest of
-# the suite (tests/background.py); the tests that read them run last. A script's table format is
-# what they check, never its timings.
-HEAVY = {
-    "gpu_check": ("gpu_check.py", "--device", "cpu", "--precisions", "fp32", "--tiny", "--models", "char-lstm"),
-    "contention": ("bench_contention.py", "--tiny"),
-    "pretrained": ("bench_pretrained.py", "--tiny"),
-    "quality": ("bench_quality.py", "--tiny"),
-    "bigcorpus": ("bench_bigcorpus.py", "--mb", "0.5", "--steps", "3"),
-    "families": ("bench_families.py", "--tiny", "--corpora", "tinyshakespeare"),
-    "speed": ("bench_speed.py", "--tiny"),
-    "int8": ("bench_int8.py", "--tiny"),
-    "apis": ("bench_apis.py", "--tiny"),
-}
-
-
-def heavy_job(key: str) -> tuple[list[str], dict] | None:
-    """The background job of HEAVY[key]: its command, or None where it cannot run here."""
-    import importlib.util
-
-    if key == "pretrained" and importlib.util.find_spec("transformers") is None:
-        return None
-    name, *args = HEAVY[key]
-    return [sys.executable, str(ROOT / "benchmarks" / name), *args], {}
 
 
 def heavy(background, key: str) -> tuple[str, list[str]]:

@@ -80,7 +80,7 @@ class CorpusConfig:
     )
     offline: bool = opt(False, "never download a named corpus (use the cache only)")
     glob: str = opt("*.txt", "files to take from directories")
-    val_fraction: float = opt(0.1, "the last fraction of the text is held out for validation")
+    val_fraction: float = opt(0.1, "the last fraction of the text is held out for validation (0.1: the last 10%)")
     val_path: str | None = opt(None, "a separate validation file instead of the split", flag="--val")
     encoding_errors: str = opt("strict", "invalid UTF-8: strict (an error naming the byte) or replace")
     mode: str = opt("stream", "stream: one long text; lines: each non-empty line is a document that ends")
@@ -134,7 +134,8 @@ class ModelConfig:
 
     kind: str = opt(
         "lstm",
-        "lstm | gru | rnn | transformer | markov (Kneser-Ney n-gram) | seq2seq | captioner; a pretrained model: "
+        "lstm | gru | rnn | mingru (parallel-trainable) | transformer | markov (Kneser-Ney n-gram) | seq2seq | "
+        "captioner; a pretrained model: "
         "--init-from its folder",
         flag="--model",
     )

@@ -220,4 +220,3 @@ def describe() -> dict:
         "cgroup_quota": _cgroup_cpus(),
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
-

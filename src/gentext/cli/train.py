@@ -172,18 +172,20 @@ def _summary_line(summary: dict[str, Any]) -> str:
     )
     mix = summary.get("mixture")
     if mix:  # a line of its own before the summary, which stays the last line
-        cached = f" with its cache (weight {mix['cache_weight']:.3f})" if "cache_weight" in mix else " alone"
+        cached = f" (cache weight {mix['cache_weight']:.3f})" if "cache_weight" in mix else ""
         line = (
             f"mixed with {'one Kneser-Ney chain per label' if mix.get('labels') else 'a Kneser-Ney chain'} of order "
             f"{mix['order']} (weight {mix['weight']:.2f} on the network): "
-            f"{mix['val_loss']:.4f} nats/token on {mix['tokens']:,} validation tokens (network{cached} "
-            f"{mix['net_val_loss']:.4f}, chain alone {mix['chain_val_loss']:.4f}; --mix-markov 0 turns it off)\n"
+            f"{mix['val_loss']:.4f} nats/token as sampled{cached}, on {mix['tokens']:,} held-out tokens no weight or "
+            f"order was chosen on (network alone {mix['net_val_loss']:.4f}, chain alone {mix['chain_val_loss']:.4f}; "
+            f"--mix-markov 0 turns it off)\n"
         ) + line
     cache = summary.get("cache")
     if cache:
         line = (
             f"neural cache of the network's last {cache['window']} outputs (theta {cache['theta']:g}, weight "
-            f"{cache['weight']:.3f}): {cache['val_loss']:.4f} nats/token on {cache['tokens']:,} validation tokens "
+            f"{cache['weight']:.3f}): {cache['val_loss']:.4f} nats/token on the {cache['tokens']:,} validation "
+            f"tokens it was fitted on "
             f"(network alone {cache['net_val_loss']:.4f}; --neural-cache 0 turns it off)\n"
         ) + line
     origin = summary.get("init_from")

@@ -47,7 +47,7 @@ def export_onnx(textmodel: TextModel, path: str | Path, weights: str = "fp32") -
         model = network(model)
     if not callable(getattr(model, "onnx_step", None)):
         raise GentextError(
-            f"a {model.config.kind} model has no network to export; ONNX export is for lstm/gru/rnn runs"
+            f"a {model.config.kind} model has no network to export; ONNX export is for lstm/gru/rnn/mingru runs"
         )
     try:
         import onnx  # noqa: F401  (the exporter needs it)

@@ -249,4 +249,3 @@ def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, top: int) -> list[di
     tops = [[]] * len(chosen) if best is None else [list(zip(*pair, strict=True)) for pair in zip(
         best.indices.tolist(), best.values.tolist(), strict=True)]  # fmt: skip
     return [{"id": t, "logprob": v, "top": top} for t, v, top in zip(ids.tolist(), chosen, tops, strict=True)]
-

@@ -6,6 +6,12 @@
     state_from_tensors({name: tensor}) -> State                     # train_state.safetensors
     carries_state: bool                                             # across training windows
 
+and may declare traits the pipeline reads instead of the kind's name: `mixable` (a Kneser-Ney
+chain is mixed in after training), `weights_per_token(config)` (a static estimate of a training
+step's multiplies per token, for planning a time-limited run). A kind with weight formats
+(`set_weight_format(name, evaluate)`) also steps one token in a named format:
+`_step(ids (B,), state, fmt) -> (logits (B, 1, V), state)`, which the format choice measures.
+
 so that the trainer and the sampler never branch on the kind, and never look inside a state
 (`models/state.py`). The targets form lets a model score without building (B, T, V)
 distributions (an adaptive softmax, a Kneser-Ney table lookup). A model with a `fit(ids)` method

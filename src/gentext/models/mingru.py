@@ -5,19 +5,20 @@ A minGRU's gates read the input alone, never the previous state:
 
     z_t = sigmoid(W_z x_t)        h~_t = g(W_h x_t)        h_t = (1 - z_t) h_(t-1) + z_t h~_t
 
-so h_t is a linear recurrence h_t = a_t h_(t-1) + b_t whose coefficients are known for every
-position at once. Training computes it for a whole window in log space (h stays positive: g is
-x + 0.5 above 0 and sigmoid(x) below), with one cumulative sum and one `logcumsumexp` over time
-(Heinsen 2023): a window of T tokens is a few large matrix products over all B x T positions, not T
-small ones as an LSTM's sequential steps are, which is what a CPU's cores want. Generation takes one
-step at a time with h carried, like any recurrent kind.
+so h_t is a linear recurrence h_t = a_t h_(t-1) + b_t (a = 1 - z, b = z h~) whose coefficients
+come from one matrix product over all B x T positions of a window: nearly all the arithmetic is
+large products, not T small ones inside a sequential loop as an LSTM's W_hh h_(t-1) is, which is
+what a CPU's cores want. What is left in time order is two elementwise operations per position,
+run as a loop with its own backward (`LinearScan`): the paper's log-space parallel scan
+(`logcumsumexp`, Heinsen 2023) is for GPUs, and on a 2-core CPU it was most of a training step
+(benchmarks/RESULTS.md, "minGRU"). Generation takes one step at a time with h carried.
 
 Each layer is a pre-norm residual block (as the paper's language models): x + minGRU(norm(x)),
 then x + MLP(norm(x)) with a GELU expansion of `MLP` times; the embedding and the head share their
 matrix. The state is h, (layers, B, H) — a few KB a row — carried across training windows as an
 LSTM's is, so truncated back-propagation, --resume, torchrun, batching and serving need nothing of
 their own. Weight formats apply to the step's products (the inputs are layer-normed, not bounded,
-so int8 scales each row by itself, as the Transformer's does).
+so int8 scales each row by itself, as the Transformer's does); ONNX export writes the step.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ from torch import nn
 
 from gentext.config import ModelConfig
 from gentext.errors import GentextError
+from gentext.models.rnn import OnnxStep
 from gentext.models.state import State
 from gentext.models.weights import MATMULS
 
-MLP = 2  # the feed-forward expansion: measured against 4 at equal minutes (benchmarks/RESULTS.md)
-FLOOR = 1e-30  # a cold row's h is 0: its log is taken of this instead (no -inf through the scan's gradient)
+MLP = 2  # the feed-forward expansion
 
 
 def g(x: torch.Tensor) -> torch.Tensor:
@@ -40,8 +41,30 @@ def g(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= 0, x + 0.5, torch.sigmoid(x))
 
 
-def log_g(x: torch.Tensor) -> torch.Tensor:
-    return torch.where(x >= 0, (F.relu(x) + 0.5).log(), -F.softplus(-x))
+class LinearScan(torch.autograd.Function):
+    """h_t = a_t h_(t-1) + b_t over time (a, b: (B, T, H); h0: (B, H)) -> h (B, T, H), with the
+    adjoint recurrence as its backward: lambda_t = grad_t + a_(t+1) lambda_(t+1); then
+    d a_t = lambda_t h_(t-1), d b_t = lambda_t, d h0 = a_1 lambda_1."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+        h = torch.empty_like(b)
+        prev = h0
+        for t in range(b.shape[1]):
+            prev = torch.addcmul(b[:, t], a[:, t], prev, out=h[:, t])
+        ctx.save_for_backward(a, h, h0)
+        return h
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        a, h, h0 = ctx.saved_tensors
+        lam = torch.empty_like(grad)
+        nxt = torch.zeros_like(h0)
+        for t in range(grad.shape[1] - 1, -1, -1):
+            nxt = torch.addcmul(grad[:, t], a[:, t + 1], nxt, out=lam[:, t]) if t + 1 < grad.shape[1] else (
+                lam[:, t].copy_(grad[:, t]))  # fmt: skip
+        before = torch.cat([h0[:, None], h[:, :-1]], dim=1)
+        return lam * before, lam, a[:, 0] * lam[:, 0]
 
 
 class MinGRULayer(nn.Module):
@@ -54,13 +77,10 @@ class MinGRULayer(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, T, D), h0 (B, D) -> outputs (B, T, D), the last h (B, D): the scan in log space."""
+        """x (B, T, D), h0 (B, D) -> outputs (B, T, D), the last h (B, D)."""
         k, candidate = self.gates(self.norm(x)).float().chunk(2, dim=-1)
-        log_coeffs = -F.softplus(k)  # log(1 - z)
-        log_values = -F.softplus(-k) + log_g(candidate)  # log(z h~)
-        log_values = torch.cat([h0.clamp_min(FLOOR).log()[:, None], log_values], dim=1)
-        a_star = F.pad(log_coeffs.cumsum(dim=1), (0, 0, 1, 0))
-        h = (a_star + (log_values - a_star).logcumsumexp(dim=1)).exp()[:, 1:]
+        z = torch.sigmoid(k)
+        h = LinearScan.apply((1 - z).contiguous(), (z * g(candidate)).contiguous(), h0.float())
         x = x + self.drop(h.to(x.dtype))
         return x + self.drop(self.mlp(self.mlp_norm(x))), h[:, -1]
 
@@ -119,7 +139,7 @@ class MinGRULanguageModel(nn.Module):
         if state is None:
             state = self.initial_state(ids.shape[0], ids.device)
         if inference and (ids.shape[1] == 1 or self.stepped_sequences):
-            return self._stepped(ids, state, targets)
+            return self._stepped(ids, state, targets, self._step_ops())
         x, carried = self.drop(self.embedding(ids)), []
         for layer, h0 in zip(self.layers, state.tensors["h"].float(), strict=True):
             x, h = layer(x, h0)
@@ -129,9 +149,15 @@ class MinGRULanguageModel(nn.Module):
             logits.float().flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)  # fmt: skip
         return out, State({"h": torch.stack(carried).float()}, {"h": 1})
 
-    def _stepped(self, ids: torch.Tensor, state: State, targets: torch.Tensor | None):
+    def _step(self, ids: torch.Tensor, state: State | None, fmt: str | None = None) -> tuple[torch.Tensor, State]:
+        """One token per row in a format (default: the current one): ids (B,) -> logits (B, 1, V)."""
+        if state is None:
+            state = self.initial_state(ids.shape[0], ids.device)
+        return self._stepped(ids[:, None], state, None, self._step_ops(fmt))
+
+    def _stepped(self, ids: torch.Tensor, state: State, targets: torch.Tensor | None, ops: dict):
         """Token by token through the step (generation; evaluation in a named weight format)."""
-        ops, hs, outputs = self._step_ops(), list(state.tensors["h"]), []
+        hs, outputs = list(state.tensors["h"]), []
         for t in range(ids.shape[1]):
             x = self.embedding(ids[:, t])
             for i, layer in enumerate(self.layers):
@@ -149,9 +175,9 @@ class MinGRULanguageModel(nn.Module):
         self.weight_format, self.stepped_sequences = name, evaluate and name != "fp32"
 
     @torch.no_grad()
-    def _step_ops(self) -> dict:
-        """The step's products in the current format, rebuilt when a weight changed."""
-        fmt = self.weight_format
+    def _step_ops(self, fmt: str | None = None) -> dict:
+        """The step's products in a format (default: the current one), rebuilt when a weight changed."""
+        fmt = fmt or self.weight_format
         params = list(self.parameters())
         version = tuple(x for p in params for x in (p._version, p.data_ptr()))
         if fmt not in self._ops or self._ops[fmt][0] != version:
@@ -164,5 +190,25 @@ class MinGRULanguageModel(nn.Module):
             self._ops[fmt] = (version, {"layers": layers, "head": make(self.head.weight, None, bounded=False)})
         return self._ops[fmt][1]
 
+    def onnx_step(self, batch: int) -> OnnxStep:
+        """One token as a graph for ONNX export (inference/export.py): ids (B,), h (L, B, H) ->
+        logits (B, V), h_out, in float32 whatever the weight format."""
+        inputs = (torch.zeros(batch, dtype=torch.long), self.initial_state(batch).tensors["h"])
+        axes = {"ids": {0: "batch"}, "logits": {0: "batch"}, "h": {1: "batch"}, "h_out": {1: "batch"}}
+        return OnnxStep(_FloatStep(self), inputs, ["ids", "h"], ["logits", "h_out"], axes)
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+class _FloatStep(nn.Module):
+    def __init__(self, model: MinGRULanguageModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor, h: torch.Tensor):
+        x, carried = self.model.embedding(ids), []
+        for layer, h0 in zip(self.model.layers, h, strict=True):
+            x, new = layer.step(x, h0, {"gates": layer.gates, "up": layer.mlp[0], "down": layer.mlp[2]})
+            carried.append(new)
+        return self.model.head(self.model.norm(x)), torch.stack(carried)

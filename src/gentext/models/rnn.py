@@ -28,6 +28,7 @@ Raw = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # what torch's recurrent
 
 class RNNLanguageModel(nn.Module):
     carries_state = True  # training windows continue the rows of the last one (truncated BPTT)
+    mixable = True  # mixed with a Kneser-Ney chain after training (training/mixing.py)
 
     def __init__(self, config: ModelConfig):
         super().__init__()

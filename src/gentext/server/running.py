@@ -2,10 +2,10 @@
 
 Why workers: one server process is held to about one core by Python's interpreter lock (its event
 loop, writing every SSE event, and its engine thread take turns), so under many streaming clients
-a second core stays mostly idle, and two processes serve far more (benchmarks/RESULTS.md, "More
-cores"). uvicorn's supervisor starts the workers (spawned
-processes that build the app with `worker_app`), restarts one that dies and stops them all on
-SIGINT/SIGTERM; the kernel spreads the connections over them.
+a second core stays mostly idle, and two processes serve far more (benchmarks/RESULTS.md, "The
+quantized products' dispatch": `gentext serve --workers 2`). uvicorn's supervisor starts the
+workers (spawned processes that build the app with `worker_app`), restarts one that dies and stops
+them all on SIGINT/SIGTERM; the kernel spreads the connections over them.
 
 Each worker loads its own copy of the models (memory x N), runs its own batch and keeps its own
 limits and metrics: --max-concurrency and the other limits are per worker, and /metrics answers

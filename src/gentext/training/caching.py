@@ -11,7 +11,7 @@ within the window (or a network that already knows) it is left off.
 
 It is opt-in (the recipes turn it on) because generation pays for it: the state holds the window,
 copied at every token, which costs one stream more than half its speed and many streams most of
-theirs (RESULTS.md, "The neural cache").
+theirs (RESULTS.md, "With the neural cache").
 """
 
 from __future__ import annotations

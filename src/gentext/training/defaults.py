@@ -24,6 +24,7 @@ import logging
 import math
 
 from gentext.config import ModelConfig, TrainConfig
+from gentext.models import REGISTRY
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,11 @@ REFERENCE_WEIGHTS = 850_000  # its recurrent weights
 
 
 def recurrent_weights(model: ModelConfig) -> int:
-    """The weights a training step multiplies by per token, roughly (gates x layers)."""
+    """The weights a training step multiplies by per token, roughly (gates x layers); a kind that
+    declares `weights_per_token` says its own."""
+    declared = getattr(REGISTRY.get(model.kind), "weights_per_token", None)
+    if declared is not None:
+        return declared(model)
     gates = {"lstm": 4, "gru": 3, "rnn": 1}.get(model.kind, 12)  # a transformer block: ~12 H^2
     first = model.embed_size if model.kind in ("lstm", "gru", "rnn") else model.hidden_size
     h = model.hidden_size

@@ -27,7 +27,8 @@ from gentext.training.caching import cacheable, fit_cache
 logger = logging.getLogger(__name__)
 
 MAX_TRAIN_TOKENS = 20_000_000  # default on below this many training tokens
-FIT_TOKENS = 1 << 16  # validation tokens the weight is fitted on (one number: plenty)
+FIT_TOKENS = 1 << 16  # validation tokens the weights and the order are chosen on (a few numbers: plenty)
+REPORT_TOKENS = 1 << 16  # the validation tokens after those that the mixture is reported on
 SMALL_VOCAB = 256  # a vocabulary this small (characters) gets orders 6-8; a larger one (words) order 3
 SEARCH_TOKENS = 5_000_000  # up to this many training characters, orders 6, 7 and 8 are tried (the counts' memory)
 
@@ -39,7 +40,7 @@ def chosen_orders(
     needs each label's mark to be one token (`marks`: their ids), which byte-level BPE does not
     give. Characters: 6, 7 or 8 on texts of up to SEARCH_TOKENS (Tiny Shakespeare chose 8: 0.01
     nats/char on validation and test over 6), else 6; words: 3."""
-    eligible = net.config.kind in ("lstm", "gru", "rnn", "transformer") and (
+    eligible = getattr(network_of(net), "mixable", False) and (
         condition == "none" or (condition == "label" and marks is not None)
     )
     if config.mix_order is not None:
@@ -94,20 +95,29 @@ def _storable(order: int, vocab: int) -> int:
     return order if float(vocab) ** order < 2**62 else max(1, int(62 * np.log(2) / np.log(vocab)) - 1)
 
 
+def held_out_parts(val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The validation ids the mixing is fitted on and those it is reported on, apart: the first
+    FIT_TOKENS and the REPORT_TOKENS after them (a shorter text: its halves), so the reported figure
+    is on text no weight, window or order was chosen on."""
+    fit = min(FIT_TOKENS, len(val) // 2)
+    return np.asarray(val[: fit + 1]), np.asarray(val[fit : fit + REPORT_TOKENS + 1])
+
+
 def fit_mixture(
     net: nn.Module, train: np.ndarray, val: np.ndarray, orders, seq_len: int, device, marks: list | None = None
 ) -> dict:
     """Fit a chain of each order in `orders` (one per label where `marks` are given) and the
-    weights that mix it with the network on the FIT_TOKENS validation tokens, and keep the order
-    whose mixture scores best (a higher one only where it does better). A cached network enters as
-    its two components (`components`), so the cache's weight is fitted with the chain's: fitted
-    alone first, it left 0.002 nats/char on validation and 0.008 on test (Tiny Shakespeare,
-    RESULTS.md). Returns {"chain", "order", "weight" (the network's, cache included),
-    "cache_weight" (cached networks), "val_loss", "net_val_loss", "chain_val_loss", "tokens",
-    "seconds"}."""
+    weights that mix it with the network on the first part of the validation ids (held_out_parts),
+    and keep the order whose mixture scores best there (a higher one only where it does better); then
+    report it on the other part. A cached network enters as its two components (`components`), so
+    the cache's weight is fitted with the chain's: fitted alone first, it left 0.002 nats/char on
+    validation and 0.008 on test (Tiny Shakespeare, RESULTS.md). Returns {"chain", "order",
+    "weight" (the network's, cache included), "cache_weight" (cached networks), "val_loss",
+    "net_val_loss", "chain_val_loss", "tokens" (all four on the reported part), "fit_loss",
+    "fit_tokens", "seconds"}."""
     start = time.perf_counter()
     vocab = net.config.vocab_size
-    held = np.asarray(val[: FIT_TOKENS + 1])
+    held, report = held_out_parts(val)
     parts = components(net, held, seq_len, device)  # [network] or [network, cache]
     best = None
     for order in sorted({_storable(order, vocab) for order in orders}):  # each fitted once
@@ -118,25 +128,37 @@ def fit_mixture(
         loss = -mixed_log_probs(parts + [chain_lp], weights).mean()
         if best is None or loss < best["val_loss"] - 1e-4:
             best = {"chain": chain, "order": order, "weights": weights, "val_loss": float(loss), "chain_lp": chain_lp}
-    weights, chain_lp = best.pop("weights"), best.pop("chain_lp")
+    weights, fit_loss = best.pop("weights"), best.pop("val_loss")
+    best.pop("chain_lp")
     network = float(weights[:-1].sum())
     if len(parts) == 2:
         best["cache_weight"] = round(float(weights[1]) / max(network, 1e-12), 6)
+    parts = components(net, report, seq_len, device)  # the part nothing was chosen on
+    chain_lp = token_log_probs(best["chain"], report, max(seq_len, 4096), "cpu")
+    net_alone = -token_log_probs(network_of(net), report, seq_len, device).mean()
     result = {
         **best,
         "weight": round(network, 6),
-        "net_val_loss": float(-mixed_log_probs(parts, weights[:-1] / max(network, 1e-12)).mean()),
+        "val_loss": float(-mixed_log_probs([*parts, chain_lp], weights).mean()),
+        "net_val_loss": float(net_alone),
         "chain_val_loss": float(-chain_lp.mean()),
         "tokens": int(len(chain_lp)),
+        "fit_loss": float(fit_loss),
+        "fit_tokens": int(len(held) - 1),
         "seconds": round(time.perf_counter() - start, 2),
     }
     logger.info(
-        "mixed with a Kneser-Ney chain of order %d (weight %.3f): %.4f nats/token on %d validation tokens "
-        "(network %.4f, chain %.4f)",
+        "mixed with a Kneser-Ney chain of order %d (weight %.3f): %.4f nats/token on %d held-out tokens that no "
+        "weight or order was chosen on (network alone %.4f, chain alone %.4f)",
         result["order"], network, result["val_loss"], result["tokens"],
         result["net_val_loss"], result["chain_val_loss"],
     )  # fmt: skip
     return result
+
+
+def network_of(model: nn.Module) -> nn.Module:
+    """The network inside a cached network (its own loss is the network's alone)."""
+    return model.net if isinstance(model, CacheModel) else model
 
 
 def mix_after_training(net: nn.Module, marks, data, config: dict, train: TrainConfig, out, device, summary: dict):
@@ -145,14 +167,14 @@ def mix_after_training(net: nn.Module, marks, data, config: dict, train: TrainCo
     labelled run's mark ids (inference/conditioning.mark_ids)."""
     val_tokens = 0 if data.val is None else len(data.val)
     condition, labels = config["corpus"]["condition"], config["labels"]
-    if condition == "none" and val_tokens >= 2 and cacheable(net) and train.cache_window:
-        fitted = fit_cache(net, data.val, train.seq_len, device, train.cache_window)
+    if condition == "none" and val_tokens >= 4 and cacheable(net) and train.cache_window:  # chosen on the fit part
+        fitted = fit_cache(net, held_out_parts(data.val)[0], train.seq_len, device, train.cache_window)
         if fitted is not None:
             config["cache"] = {key: fitted[key] for key in ("window", "theta", "weight")}
             summary["cache"], net = fitted, CacheModel(net, **config["cache"])
     marks = marks if marks is None or len(marks) == len(labels) else None  # every mark one token
     orders = chosen_orders(train, net, condition, len(data.train), val_tokens, marks)
-    if not orders:
+    if not orders or val_tokens < 4:  # two parts of at least two tokens each
         return
     fitted = fit_mixture(net, data.train, data.val, orders, train.seq_len, device, marks)
     checkpoint.save_chain(out, fitted.pop("chain"))
@@ -162,3 +184,4 @@ def mix_after_training(net: nn.Module, marks, data, config: dict, train: TrainCo
     if marks is not None:  # one chain per label (models/labelchain.py)
         config["mixture"]["labels"] = fitted["labels"] = len(marks)
     summary["mixture"] = fitted
+    summary["sampled_val_loss"] = fitted["val_loss"]  # the model a user samples, on text nothing was fitted on

@@ -1,0 +1,162 @@
+"""A neural cache on a recurrent network (models/cache.py, training/caching.py; issue 30)."""
+
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import gentext
+from gentext import checkpoint
+from gentext.cli import main
+from gentext.config import ModelConfig
+from gentext.models import build_model
+from gentext.models.cache import CacheModel, cache_probs, empty_cache, fit_probs
+from gentext.training.caching import fit_cache
+from tests.conftest import TINY_SETTINGS
+
+# A text that repeats itself at a distance: a random "name" of 12 letters recurs through the text,
+# which a cache copies after one sighting and a few steps of network training cannot know.
+RNG = np.random.default_rng(3)
+NAMES = ["".join(RNG.choice(list("abcdefghijklmnopqrstuvwxyz"), 12)) for _ in range(40)]
+TEXT = "".join(f"{name} said yes. {name} said no.\n" for name in NAMES for _ in range(3))
+
+
+def small_net(kind: str = "lstm", vocab: int = 9) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(ModelConfig(kind=kind, vocab_size=vocab, embed_size=8, hidden_size=12, num_layers=2)).eval()
+
+
+def test_the_cache_is_the_weighted_sum_of_the_network_and_a_softmax_over_its_recent_outputs():
+    net, window, theta, lam = small_net(), 5, 0.7, 0.25
+    ids = torch.randint(0, 9, (2, 14), generator=torch.Generator().manual_seed(1))
+    got, _ = CacheModel(net, window, theta, lam)(ids)
+    with torch.inference_mode():
+        h, _ = net.features(ids)
+        p_net = torch.softmax(net(ids)[0].double(), -1)
+    for b in range(2):
+        for t in range(14):
+            slots = range(max(0, t - window), t)  # outputs before t, each followed by ids[b, i + 1]
+            if not slots:  # nothing cached yet: the network alone
+                expected = p_net[b, t]
+            else:
+                weights = torch.softmax(torch.stack([theta * h[b, t].double() @ h[b, i].double() for i in slots]), 0)
+                p_cache = torch.zeros(9, dtype=torch.float64)
+                for w, i in zip(weights, slots, strict=True):
+                    p_cache[ids[b, i + 1]] += w
+                expected = (1 - lam) * p_net[b, t] + lam * p_cache
+            assert torch.allclose(got[b, t].exp().double(), expected, atol=1e-5)
+    assert torch.allclose(got.exp().sum(-1), torch.ones(2, 14), atol=1e-5)  # a distribution at every position
+
+
+def test_fitting_keeps_a_cache_where_text_repeats_and_none_where_it_cannot_help():
+    net = small_net(vocab=50)
+    motif = np.random.default_rng(0).integers(0, 50, 40)
+    repeated = np.tile(motif, 30)  # the same 40 tokens again and again: what a cache is for
+    fitted = fit_cache(net, repeated, 16, "cpu", window=100)  # tries 25, 50, 100: 25 cannot reach back 40
+    assert fitted is not None and fitted["val_loss"] < fitted["net_val_loss"] - 0.3  # a random net: flat outputs
+    assert fitted["window"] in (50, 100) and 0 < fitted["weight"] <= 1
+    noise = np.random.default_rng(1).integers(0, 50, 1200)  # never repeats in order: nothing to copy
+    assert fit_cache(net, noise, 16, "cpu", window=100) is None
+
+
+def test_the_fit_scores_every_theta_as_the_running_cache_does():
+    # fit_probs computes a window's products once for all thetas; each row must be what the cache
+    # itself gives that theta (over more than one chunk of queries)
+    torch.manual_seed(0)
+    y, ids, targets = torch.randn(1, 700, 8), torch.randint(0, 9, (1, 700)), torch.randint(0, 9, (1, 700))
+    probs, filled = fit_probs(y, ids, targets, 50, (0.3, 2.0))
+    for theta, row in zip((0.3, 2.0), probs, strict=True):
+        expected, expected_filled, _ = cache_probs(y, ids, empty_cache(1, 50, 8, "cpu"), theta, 0, targets)
+        assert torch.allclose(row, expected, atol=1e-6) and torch.equal(filled, expected_filled)
+    assert not torch.allclose(probs[0], probs[1])  # the thetas differ
+
+
+@pytest.fixture(scope="module")
+def cached_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cache")
+    (root / "t.txt").write_text(TEXT, encoding="utf-8")
+    settings = {**TINY_SETTINGS, "cache_window": 100}  # --neural-cache 100
+    summary = gentext.train(root / "run", paths=[str(root / "t.txt")], steps=30, val_fraction=0.3, **settings)
+    return root, summary
+
+
+def test_a_run_keeps_the_cache_it_fitted_and_loads_with_it(cached_run):
+    root, summary = cached_run
+    spec = json.loads((root / "run" / "config.json").read_text())["cache"]
+    assert spec == {key: summary["cache"][key] for key in ("window", "theta", "weight")}
+    assert summary["cache"]["val_loss"] < summary["cache"]["net_val_loss"]
+    model = gentext.load(root / "run")
+    assert isinstance(model.model, CacheModel) and model.model.window == spec["window"]
+    alone = gentext.load(root / "run", network_only=True)
+    assert type(alone.model).__name__ == "RNNLanguageModel"
+    assert model.evaluate()["loss"] < alone.evaluate()["loss"]  # the held-out split, which repeats the names
+
+
+def test_with_a_chain_the_cache_weight_is_fitted_again_with_the_chains(tmp_path):
+    (tmp_path / "t.txt").write_text(TEXT, encoding="utf-8")
+    settings = {**TINY_SETTINGS, "cache_window": 100, "mix_order": 3}
+    summary = gentext.train(tmp_path / "run", paths=[str(tmp_path / "t.txt")], steps=30, val_fraction=0.3, **settings)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    mix = summary["mixture"]
+    assert config["cache"]["weight"] == mix["cache_weight"] and 0 <= mix["cache_weight"] <= 1
+    assert 0 < mix["fit_loss"] and math.isfinite(mix["val_loss"]) and mix["tokens"] > 0  # fitted, then reported
+    model = gentext.load(tmp_path / "run")  # mixture -> cache -> network, the weights as fitted
+    assert model.model.net.weight == pytest.approx(mix["cache_weight"]) and model.model.weight == mix["weight"]
+
+
+def test_a_cached_run_generates_in_batches_and_beams_like_any_kind(cached_run):
+    root, _ = cached_run
+    model = gentext.load(root / "run")
+    prompts = ["abc", "x", "said"]
+    alone = [model.generate(p, max_new_tokens=25, seed=4, temperature=0.9)[0] for p in prompts]
+    assert model.generate_many(prompts, max_new_tokens=25, seed=4, temperature=0.9) == alone  # one batch
+    assert model.generate("said", max_new_tokens=10, num_beams=3)[0].startswith("said")
+    for fmt in ("int8", "fp32"):  # the network's weight format, under the cache
+        model.model.set_weight_format(fmt, evaluate=True)
+        assert math.isfinite(model.evaluate()["loss"])
+
+
+def test_the_cache_is_opt_in_on_the_command_line_and_bad_values_are_refused(tmp_path, capsys):
+    corpus = tmp_path / "t.txt"
+    corpus.write_text(TEXT, encoding="utf-8")
+    flags = ["--hidden-size", "32", "--embed-size", "16", "--num-layers", "1", "--batch-size", "4", "--seq-len", "16"]
+    base = ["train", str(corpus), "--steps", "20", "--quiet", "--val-fraction", "0.3", *flags]
+    assert main([*base, "--out", str(tmp_path / "on"), "--mix-markov", "0", "--neural-cache", "100"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"neural cache of the network's last (25|50|100) outputs", out)  # the window chosen
+    assert "--neural-cache 0 turns it off" in out
+    assert main([*base, "--out", str(tmp_path / "off"), "--mix-markov", "0"]) == 0  # the default: no cache
+    assert "cache" not in checkpoint.read_config(tmp_path / "off") and "neural cache" not in capsys.readouterr().out
+    assert main([*base, "--out", str(tmp_path / "bad"), "--neural-cache", "-3"]) == 2
+    assert "--neural-cache must be >= 0" in capsys.readouterr().err
+
+
+def test_a_broken_cache_entry_in_config_json_is_a_clear_error(cached_run, tmp_path):
+    root, _ = cached_run
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("model.safetensors", "tokenizer.json", "markov.safetensors"):
+        if (root / "run" / name).exists():
+            (run / name).write_bytes((root / "run" / name).read_bytes())
+    config = json.loads((root / "run" / "config.json").read_text())
+    config["cache"]["window"] = -4
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["generate", str(run), "--max-new-tokens", "3"]) == 2
+
+
+def test_the_server_batches_requests_to_a_cached_run_as_the_api_generates_them(cached_run):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from gentext.server import ServerLimits, create_app
+
+    root, _ = cached_run
+    model = gentext.load(root / "run")
+    client = TestClient(create_app({"run": model}, ServerLimits(max_new_tokens=50, max_num_samples=4)))
+    body = {"prompt": "said ", "max_new_tokens": 20, "seed": 3, "num_samples": 3}
+    response = client.post("/v1/generate", json=body)
+    assert response.status_code == 200
+    assert response.json()["samples"] == model.generate("said ", max_new_tokens=20, seed=3, num_samples=3)

@@ -1,0 +1,52 @@
+"""`gentext serve --workers N`: N processes behind one port (server/running.py)."""
+
+import json
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import gentext
+from tests.conftest import start_server
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def _children(pid: int) -> set[int]:
+    return {int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()}
+
+
+def test_workers_serve_the_same_texts_log_each_request_and_stop_together(trained_run, tmp_path):
+    log = tmp_path / "serve.log"
+    with open(log, "w") as err:
+        proc, url = start_server(trained_run, "--workers", "2", stderr=err, wait=60)
+        try:
+            alone = gentext.load(trained_run).generate("the ", max_new_tokens=20, seed=3)[0]
+            body = {"prompt": "the ", "max_new_tokens": 20, "seed": 3}
+            assert {_post(url + "/v1/generate", body)["samples"][0] for _ in range(6)} == {alone}
+            workers = [c for c in _children(proc.pid) if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
+            assert len(workers) == 2  # beside them, multiprocessing's resource tracker
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=60)
+    text = log.read_text()
+    assert code == 0
+    assert text.count('"path": "/v1/generate"') == 6  # every worker writes its access lines
+    assert text.count("Finished server process") == 2
+
+
+def test_workers_refuse_a_bad_run_before_starting(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "gentext", "serve", str(tmp_path / "missing"), "--workers", "2", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error:") and "missing" in result.stderr
+    assert "Started" not in result.stderr

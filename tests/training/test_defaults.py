@@ -1,0 +1,42 @@
+"""Defaults that fit the corpus (issue 15): dropout from how often the run reads the text."""
+
+import json
+
+import pytest
+
+import gentext
+from gentext.config import ModelConfig, TrainConfig
+from gentext.training.defaults import auto_dropout, planned_passes
+from tests.conftest import TINY_SETTINGS
+
+
+def test_passes_come_from_steps_epochs_or_an_estimated_speed():
+    model = ModelConfig(vocab_size=65)
+    assert planned_passes(10_000, model, TrainConfig(steps=100, batch_size=10, seq_len=10)) == 1.0
+    assert planned_passes(10_000, model, TrainConfig(epochs=3.5)) == 3.5
+    assert planned_passes(10_000, model, TrainConfig()) == 2000 * 16 * 64 / 10_000  # the default 2000 steps
+    short, long = (planned_passes(10_000, model, TrainConfig(time_limit=t)) for t in (60, 600))
+    assert long == pytest.approx(10 * short)
+    big = ModelConfig(vocab_size=65, hidden_size=1024)
+    assert planned_passes(10_000, big, TrainConfig(time_limit=60)) < short  # a bigger model reads less per minute
+
+
+def test_a_book_read_fifty_times_gets_dropout_and_a_big_corpus_read_twice_none():
+    model = ModelConfig(vocab_size=65)
+    book = auto_dropout(90_000, model, TrainConfig(epochs=50))
+    assert 0.25 <= book <= 0.4
+    assert auto_dropout(10_000_000, model, TrainConfig(epochs=2)) == 0.0
+    values = [auto_dropout(90_000, model, TrainConfig(epochs=e)) for e in (1, 4, 16, 64, 1000)]
+    assert values == sorted(values) and values[-1] == 0.4
+
+
+def test_training_records_the_chosen_dropout_and_a_given_one_wins(tiny_corpus, tmp_path):
+    settings = {**TINY_SETTINGS, "eval_every": 100}
+    gentext.train(tmp_path / "auto", paths=[str(tiny_corpus)], steps=200, **settings)
+    chosen = json.loads((tmp_path / "auto" / "config.json").read_text())["model"]["dropout"]
+    train_tokens = len(tiny_corpus.read_text()) * 9 // 10
+    passes = 200 * TINY_SETTINGS["batch_size"] * TINY_SETTINGS["seq_len"] / train_tokens
+    assert passes > 2 and chosen > 0
+    assert gentext.load(tmp_path / "auto").model.drop.p == chosen
+    gentext.train(tmp_path / "given", paths=[str(tiny_corpus)], steps=5, dropout=0.05, **TINY_SETTINGS)
+    assert json.loads((tmp_path / "given" / "config.json").read_text())["model"]["dropout"] == 0.05
