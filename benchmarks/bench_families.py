@@ -1,4 +1,5 @@
-"""The lesson's comparison, measured: a Markov chain, an LSTM and a Transformer, the same minutes each.
+"""The lesson's comparison, measured: a Markov chain, an LSTM, a GRU, a minGRU, a Transformer and the
+default command, the same minutes each.
 
     python benchmarks/bench_families.py                  # 10 minutes per network, Tiny Shakespeare + PTB
     python benchmarks/bench_families.py --minutes 3 --corpora tinyshakespeare
@@ -7,8 +8,12 @@
 Per corpus (Tiny Shakespeare at character level, last 10% held out; Penn Treebank at word level
 with its own validation split): the Kneser-Ney chain of the order that scores best on the held-out
 text (orders are tried in turn; say so when quoting it), the LSTM recipe (`--preset
-shakespeare-cpu` / `ptb-cpu`) and the Transformer recipe (`--preset transformer-shakespeare-cpu` /
-`transformer-ptb-cpu`), each network given the same `--minutes` of training. One table: held-out
+shakespeare-cpu` / `ptb-cpu`), the same recipe with a GRU, a 3 x 256 minGRU (the size that did best
+at 3 minutes on Tiny Shakespeare, batch 32, RESULTS.md "minGRU"; AdamW at the corpus's level: the
+PTB recipe's SGD at lr 20 is the LSTM's), the Transformer recipe (`--preset
+transformer-shakespeare-cpu` / `transformer-ptb-cpu`) and the default command (`--model auto`, which
+picks a kind from the text's size and the minutes), each network given the same `--minutes` of
+training. One table: held-out
 loss (nats/token) and bits per character, parameters, training tokens/s, generation tokens/s for
 1 stream and 64 streams, the share of 20-character spans of 5 samples copied from the training
 text, and a sample. Every row is computed by gentext itself; `bench_speed.py` and
@@ -22,8 +27,8 @@ import tempfile
 from pathlib import Path
 
 import gentext
-from gentext.cli.train import PRESETS
 from gentext.data.corpus import read_text
+from gentext.presets import PRESETS
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CORPORA = {
@@ -85,19 +90,28 @@ def run_corpus(name: str, corpus: dict, minutes: float, tiny: bool, root: Path) 
     lstm, transformer = PRESETS[corpus["lstm"]], PRESETS[corpus["transformer"]]
     level = {k: v for k, v in lstm.items() if k in ("level", "tokenize")}
     budget = {"time_limit": minutes * 60}
+    families = {
+        "lstm": lstm,
+        "gru": {**lstm, "kind": "gru"},
+        "mingru": {**level, "kind": "mingru", "hidden_size": 256, "num_layers": 3, "batch_size": 32},
+        "transformer": transformer,
+        "default": dict(level),
+    }
     if tiny:
-        lstm = {**lstm, **TINY, "adaptive_cutoffs": [], "tie_weights": False, "time_limit": None, "steps": 20}
-        transformer = {**transformer, **TINY, "adaptive_cutoffs": [], "time_limit": None, "steps": 20}
+        small = {**TINY, "adaptive_cutoffs": [], "tie_weights": False, "time_limit": None, "steps": 20}
+        families = {family: {**options, **small} for family, options in families.items()}
         budget = {}
-    rows = []
     markov_run, markov_summary = _markov(root, corpus, level)
     runs = [(f"markov-{markov_run.name.split('-')[1]}", markov_run, markov_summary)]
-    for family, options in (("lstm", lstm), ("transformer", transformer)):
+    for family, options in families.items():
         out = root / family
         runs.append((family, out, _train(out, corpus, {**options, **budget})))
     held_out = read_text([str(corpus["val"])]) if corpus.get("val") else gentext.load(markov_run)._held_out_text()
     training = gentext.load(markov_run)._corpus().train
+    rows = []
     for family, run, summary in runs:
+        if family == "default":  # the kind it chose
+            family = f"default ({gentext.load(run).info()['model']['kind']})"
         rows.append({"corpus": name, **_row(family, run, summary, held_out, training, tiny)})
     return rows
 

@@ -145,7 +145,7 @@ def models(args) -> tuple[TextModel, PlainLSTM]:
         cfg = model.model.config
     else:
         size = dict(embed_size=16, hidden_size=64, num_layers=1) if args.tiny else dict(hidden_size=512, num_layers=2)
-        cfg = ModelConfig(vocab_size=65, **size)
+        cfg = ModelConfig(kind="lstm", vocab_size=65, **size)
         torch.manual_seed(0)
         model = TextModel(build_model(cfg).eval(), CharTokenizer([chr(32 + i) for i in range(65)]), {})
     baseline = PlainLSTM(cfg.vocab_size, cfg.embed_size, cfg.hidden_size, cfg.num_layers).eval()

@@ -72,7 +72,7 @@ def main() -> None:
         train = tmp / "train.txt"
         _train(tmp / "markov", train, "--model", "markov", "--order", "7")
         small = ["--hidden-size", "64", "--num-layers", "1", "--num-heads", "4"] if args.tiny else []
-        _train(tmp / "lstm", train, *budget, *small[:4])
+        _train(tmp / "lstm", train, "--model", "lstm", *budget, *small[:4])
         _train(tmp / "transformer", train, "--preset", "transformer-shakespeare-cpu", *budget, *small)
         runs = [tmp / "markov", tmp / "lstm", tmp / "transformer"]
         if args.pretrained:

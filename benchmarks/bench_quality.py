@@ -40,10 +40,10 @@ from plain_lm import CHAR, WORD, Plain, plain_loss
 from torch import nn
 
 import gentext
-from gentext.cli.train import PRESETS
 from gentext.data.corpus import load_builtin
 from gentext.inference.textmodel import TextModel
 from gentext.models.cache import CacheModel
+from gentext.presets import PRESETS
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TEXTS = {"tinyshakespeare": DATA / "tinyshakespeare.txt", "wikitext-2": DATA / "wikitext-2" / "train.txt"}

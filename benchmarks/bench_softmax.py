@@ -53,7 +53,7 @@ def main() -> None:
     else:
         vocab, hidden, batch, seq, repeats, cutoffs = 33_278, 650, 20, 35, 7, [2000, 10000]
     torch.manual_seed(0)
-    config = ModelConfig(vocab_size=vocab, embed_size=hidden, hidden_size=hidden, tie_weights=True)
+    config = ModelConfig(kind="lstm", vocab_size=vocab, embed_size=hidden, hidden_size=hidden, tie_weights=True)
     model = build_model(config)
     adaptive = build_model(dataclasses.replace(config, adaptive_cutoffs=cutoffs))
     zipf = 1.0 / torch.arange(1, vocab + 1, dtype=torch.float64)

@@ -73,7 +73,13 @@ def train_gentext(size: dict, ids: np.ndarray, vocab: int) -> float:
 
     torch.manual_seed(0)
     model = build_model(
-        ModelConfig(vocab_size=vocab, embed_size=size["embed"], hidden_size=size["hidden"], num_layers=size["layers"])
+        ModelConfig(
+            kind="lstm",
+            vocab_size=vocab,
+            embed_size=size["embed"],
+            hidden_size=size["hidden"],
+            num_layers=size["layers"],
+        )
     )
     config = TrainConfig(
         batch_size=size["batch"], seq_len=size["seq"], steps=size["steps"] + 1, eval_every=10**6, save_every=10**6
@@ -101,7 +107,11 @@ def generate(size: dict, vocab: int, streams: int, which: str) -> float:
     else:
         net = build_model(
             ModelConfig(
-                vocab_size=vocab, embed_size=size["embed"], hidden_size=size["hidden"], num_layers=size["layers"]
+                kind="lstm",
+                vocab_size=vocab,
+                embed_size=size["embed"],
+                hidden_size=size["hidden"],
+                num_layers=size["layers"],
             )
         )
         net.load_state_dict(baseline.state_dict())

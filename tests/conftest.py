@@ -27,14 +27,28 @@ BACKGROUND = pytest.StashKey()  # the slow commands run one by one beside the su
 
 # Small enough to train a few steps in well under a second. The network alone (mix_order=0): on these
 # repetitive texts a Kneser-Ney chain predicts almost every token, and a mixed run would test the
-# chain (tests/test_mixture.py tests the mixture).
+# chain (tests/models/test_mixture.py tests the mixture). An LSTM, named: the default (--model auto)
+# chooses by the text and budget (tests/training/test_defaults.py), and these runs test everything else.
 TINY_SETTINGS = dict(
-    hidden_size=32, embed_size=16, num_layers=1, batch_size=4, seq_len=16, eval_every=5, mix_order=0, cache_window=0
+    kind="lstm",
+    hidden_size=32,
+    embed_size=16,
+    num_layers=1,
+    batch_size=4,
+    seq_len=16,
+    eval_every=5,
+    mix_order=0,
+    cache_window=0,
 )
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(items):
-    """Tests that read a background command run last, by when it is ready (tests/background.py)."""
+    """Tests that read a background command run last, by when it is ready (tests/background.py),
+    and are slow by definition: each waits on a command that runs for minutes."""
+    for item in items:
+        if item.get_closest_marker("background") is not None:
+            item.add_marker(pytest.mark.slow)
     items.sort(key=lambda item: item.get_closest_marker("background") is not None)  # stable: order kept
 
 
@@ -225,6 +239,8 @@ def records_runs(tmp_path_factory) -> dict[str, Path]:
 
 
 TINY_FLAGS = [  # the CLI flags of TINY_SETTINGS
+    "--model",
+    "lstm",
     "--hidden-size",
     str(TINY_SETTINGS["hidden_size"]),
     "--embed-size",

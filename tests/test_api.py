@@ -20,6 +20,7 @@ def test_train_writes_a_self_describing_run(trained_run):
     assert any("val_loss" in r for r in records) and any("train_loss" in r for r in records)
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss(tiny_corpus, tmp_path):
     summary = gentext.train(tmp_path / "r", paths=[str(tiny_corpus)], steps=80, learning_rate=1e-2, **TINY_SETTINGS)
     records = checkpoint.read_metrics(tmp_path / "r")
@@ -28,6 +29,7 @@ def test_training_lowers_the_loss(tiny_corpus, tmp_path):
     assert summary["steps"] == 80 and summary["tokens"] == 80 * 4 * 16
 
 
+@pytest.mark.slow
 def test_same_seed_same_run(tiny_corpus, tmp_path):
     a = gentext.train(tmp_path / "a", paths=[str(tiny_corpus)], steps=5, **TINY_SETTINGS)
     b = gentext.train(tmp_path / "b", paths=[str(tiny_corpus)], steps=5, **TINY_SETTINGS)
@@ -95,3 +97,14 @@ def test_info_describes_the_run(trained_run):
 def test_unknown_setting_is_rejected(tmp_path):
     with pytest.raises(GentextError, match="unknown setting 'hiddn_size'"):
         gentext.train(tmp_path / "x", hiddn_size=3)
+
+
+def test_a_preset_is_a_keyword_of_train_and_the_other_keywords_win(tiny_corpus, tmp_path):
+    small = {"hidden_size": 16, "embed_size": 8, "num_layers": 1, "cache_window": 0, "mix_order": 0}
+    gentext.train(tmp_path / "r", paths=[str(tiny_corpus)], preset="shakespeare-cpu", time_limit=None, steps=2, **small)
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["model"]["kind"] == "lstm" and config["model"]["hidden_size"] == 16  # the keyword won
+    assert config["train"]["learning_rate"] == 4e-3 and config["model"]["dropout"] == 0.0  # the preset's
+    with pytest.raises(GentextError, match="unknown preset 'nope'; known: ptb-cpu, shakespeare-cpu"):
+        gentext.train(tmp_path / "x", paths=[str(tiny_corpus)], preset="nope")
+    assert not (tmp_path / "x").exists()

@@ -23,6 +23,7 @@ def run_script(name: str, *args: str) -> tuple[str, list[str]]:
     return proc.stdout, rows
 
 
+@pytest.mark.slow
 def test_generation_benchmark_prints_speed_per_format_and_a_roofline():
     out, rows = run_script("bench_generation.py", "--tiny")
     assert "plain PyTorch nn.LSTM per token: 1 stream" in out and "CPU features:" in out
@@ -52,6 +53,7 @@ def test_speed_benchmark_runs_both_sides_and_prints_ratios(background):
     assert all(r.split("|")[4].strip().endswith("x") for r in rows)
 
 
+@pytest.mark.slow
 def test_load_test_reports_latency_and_statuses(trained_run):
     out, rows = run_script(
         # 32 clients against 2 running + 8 queued: overloaded even when a busy CPU slows the clients
@@ -72,6 +74,7 @@ def test_load_test_reports_latency_and_statuses(trained_run):
     assert out.strip().endswith("/healthz after the load: 200")
 
 
+@pytest.mark.slow
 def test_softmax_benchmark_reports_the_head_share():
     out, rows = run_script("bench_softmax.py", "--tiny")
     assert len(rows) == 4
@@ -80,6 +83,7 @@ def test_softmax_benchmark_reports_the_head_share():
     assert share.startswith("output layer share of the step: full softmax") and share.endswith("x faster")
 
 
+@pytest.mark.slow
 def test_streaming_load_test_compares_both_servers(trained_run):
     _, rows = run_script(
         "load_test.py",
@@ -101,6 +105,7 @@ def test_streaming_load_test_compares_both_servers(trained_run):
         assert cells[8:10] == ["0", "0"]  # no errors, every text as alone
 
 
+@pytest.mark.slow
 def test_beam_load_test_batches_beam_requests_each_as_alone(trained_run):
     _, rows = run_script("load_test.py", str(trained_run), "--beams", "3", "--seconds", "1", "--clients", "4",
                          "--tokens", "8")  # fmt: skip
@@ -112,6 +117,7 @@ def test_beam_load_test_batches_beam_requests_each_as_alone(trained_run):
     assert most[0] == 3 and most[1] > 3  # a beam request's rows alone, then several requests' rows in a step
 
 
+@pytest.mark.slow
 def test_hostile_load_refuses_every_hostile_request_and_keeps_good_streams(trained_run):
     out, rows = run_script("hostile_load.py", str(trained_run), "--streams", "3", "--rounds", "1", "--tokens", "10")
     assert len(rows) >= 15 and all(r.split("|")[3].strip().startswith("{4") for r in rows)
@@ -120,6 +126,7 @@ def test_hostile_load_refuses_every_hostile_request_and_keeps_good_streams(train
     assert "/healthz during the load: {200:" in out and out.strip().endswith("}")
 
 
+@pytest.mark.slow
 def test_conditional_benchmark_prints_gentext_beside_the_baselines():
     pytest.importorskip("sklearn")
     _, rows = run_script("bench_conditional.py", "--tiny", "--tasks", "digits")  # pairs: bench_pairs.py's test
@@ -130,6 +137,7 @@ def test_conditional_benchmark_prints_gentext_beside_the_baselines():
     assert float(rows[-1].split("|")[3].strip().rstrip("%")) > 50  # an SVM on the pixels reads digits
 
 
+@pytest.mark.slow
 def test_pair_training_benchmark_runs_the_plain_loops_beside_gentext():
     _, rows = run_script("bench_pairs.py", "--seconds", "1")
     assert len(rows) == 3 and all(float(r.split("|")[2].replace(",", "")) > 0 for r in rows)
@@ -223,7 +231,9 @@ def test_big_corpus_benchmark_measures_all_three_runs(background):
 @pytest.mark.background("families")
 def test_families_benchmark_trains_each_family_and_prints_one_table(background):
     _, rows = heavy(background, "families")
-    assert [r.split("|")[2].strip() for r in rows][1:] == ["lstm", "transformer"]
+    families = [r.split("|")[2].strip() for r in rows][1:]
+    assert families[:4] == ["lstm", "gru", "mingru", "transformer"]
+    assert families[4] in ("default (mingru)", "default (lstm)")  # --model auto names the kind it chose
     assert rows[0].split("|")[2].strip().startswith("markov-")
     assert all(float(r.split("|")[3]) > 0 for r in rows)
 
@@ -239,3 +249,11 @@ def test_apis_benchmark_reports_lm_eval_prefix_cache_and_constraints(background)
     assert len(cached) == 2 and all(c[4] == "True" for c in cached)  # the same texts with and without
     matched = [c for c in cells if c[0] in ("char", "bpe")]
     assert len(matched) == 6 and all(c[2] == "10/10" for c in matched)
+
+
+def test_scan_benchmark_times_both_scans_and_they_agree():
+    out, rows = run_script("bench_scan.py", "--tiny")
+    cells = [[c.strip() for c in row.split("|")[1:-1]] for row in rows]
+    assert [c[0] for c in cells] == ["4 x 16 x 32"] and "CPUs (" in out
+    assert all(float(c[1]) > 0 and float(c[2]) > 0 and c[3].endswith("x") for c in cells)
+    assert all(float(c[4]) < 1e-4 for c in cells)  # the same h from both

@@ -76,6 +76,7 @@ def test_a_folder_that_refuses_writes_is_one_line_naming_it(tiny_corpus, tmp_pat
     assert not out.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["cut short", "overwritten", "meta lost"])
 def test_a_damaged_token_cache_entry_is_found_rebuilt_and_said(tiny_corpus, tmp_path, damage, caplog):
     gentext.train(tmp_path / "a", paths=[str(tiny_corpus)], steps=2, **TINY_SETTINGS)
@@ -104,6 +105,7 @@ def test_eval_of_a_run_whose_cache_entry_is_damaged_reads_the_text_again(trained
     assert "was damaged" in caplog.text
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_while_the_first_holds_the_run(tiny_corpus, tmp_path, capsys):
     out = tmp_path / "busy"
     assert main(["train", str(tiny_corpus), "--out", str(out), *FLAGS]) == 0
@@ -129,6 +131,7 @@ def test_a_reader_waits_for_a_save_under_way(trained_run):
     assert loaded.is_set()
 
 
+@pytest.mark.slow
 def test_a_run_killed_after_a_checkpoint_resumes(tiny_corpus, tmp_path):
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "gentext", "train", str(tiny_corpus), "--out", str(out), "--hidden-size", "32",
@@ -190,6 +193,7 @@ def test_broken_compiled_kernels_are_dropped_to_be_built_again(tmp_path, monkeyp
     assert native.kernels() is None and not entry.exists() and "removed" in native.status()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 def test_a_real_full_disk_on_a_small_tmpfs(tiny_corpus, tmp_path):
     small = tmp_path / "small"

@@ -6,13 +6,13 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "gentext"
 # Lower layers never import higher ones (DESIGN.md, "Data flows one way").
 LAYERS = [
-    {"errors", "config", "useconfig", "hardware", "threads", "paths", "native"},
+    {"errors", "config", "useconfig", "hardware", "threads", "paths", "native", "presets"},
     {"data"},
     {"models"},
     {"checkpoint", "claim"},
     {"training"},
     {"inference"},
-    {"api", "settings"},
+    {"api", "settings", "pipeline"},
     {"cli", "server", "__init__", "__main__"},
 ]
 

@@ -113,6 +113,7 @@ def test_bad_thread_counts_are_one_line_errors(capsys):
     assert capsys.readouterr().err.strip() == "error: --threads must be at least 1, got 0"
 
 
+@pytest.mark.slow
 def test_the_command_sets_openmp_idle_waiting_and_importing_the_library_changes_nothing(tmp_path):
     code = (
         "import os, sys, gentext; gentext.load; before = os.environ.get('GOMP_SPINCOUNT'); "

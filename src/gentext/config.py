@@ -133,10 +133,10 @@ class ModelConfig:
     """The network. `vocab_size` is filled in from the tokenizer."""
 
     kind: str = opt(
-        "lstm",
-        "lstm | gru | rnn | mingru (parallel-trainable) | transformer | markov (Kneser-Ney n-gram) | seq2seq | "
-        "captioner; a pretrained model: "
-        "--init-from its folder",
+        "auto",
+        "auto (chosen from the text's size and the time limit: mingru or lstm; training/defaults.py) | lstm | "
+        "gru | rnn | mingru (parallel-trainable) | transformer | markov (Kneser-Ney n-gram) | seq2seq | "
+        "captioner; a pretrained model: --init-from its folder",
         flag="--model",
     )
     vocab_size: int = 0  # from the tokenizer, not an option
@@ -236,9 +236,9 @@ class TrainConfig:
     )
     cache_window: int | None = opt(
         None,
-        "give an lstm/gru/rnn network a neural cache of up to its last N outputs (Grave et al. 2017; window "
-        "N/4, N/2 or N), fitted on the validation text and kept where it helps: lower loss, slower generation "
-        "(default off; the recipes use it)",
+        "give a recurrent network (lstm/gru/rnn/mingru) a neural cache of up to its last N outputs "
+        "(Grave et al. 2017; window N/4, N/2 or N), fitted on the validation text and kept where it "
+        "helps: lower loss, slower generation (default off; the recipes use it)",
         flag="--neural-cache",
     )
     seed: int = opt(1337, "random seed (same seed, same run)")

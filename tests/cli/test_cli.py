@@ -21,6 +21,7 @@ def last_json(out: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_train_generate_eval_info_through_the_cli(capsys, tiny_corpus, tmp_path):
     run = tmp_path / "run"
     code, out, _ = run_cli(capsys, "train", tiny_corpus, "--out", run, "--steps", "6", "--json", *TINY_FLAGS)
@@ -83,6 +84,7 @@ def test_train_generate_eval_info_through_the_cli(capsys, tiny_corpus, tmp_path)
     assert code == 0 and "lstm 1x32" in out
 
 
+@pytest.mark.slow
 def test_python_dash_m_runs_and_errors_have_no_traceback(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "gentext", "generate", str(tmp_path / "nope")], capture_output=True, text=True
@@ -136,6 +138,7 @@ def test_bad_corpus(capsys, tmp_path, bad_inputs, case, message):
     assert not (tmp_path / "out").exists()  # nothing written for bad input
 
 
+@pytest.mark.slow
 def test_encoding_errors_replace_accepts_bad_bytes(capsys, tmp_path, bad_inputs):
     big = tmp_path / "big.txt"
     big.write_bytes(bad_inputs["latin1"].read_bytes() * 20)
@@ -145,6 +148,7 @@ def test_encoding_errors_replace_accepts_bad_bytes(capsys, tmp_path, bad_inputs)
     assert code == 0, err
 
 
+@pytest.mark.slow
 def test_existing_run_is_not_overwritten_without_force(capsys, trained_run, tiny_corpus):
     before = (trained_run / "model.safetensors").read_bytes()
     code, _, err = run_cli(capsys, "train", tiny_corpus, "--out", trained_run, "--steps", "1", *TINY_FLAGS)
@@ -152,6 +156,7 @@ def test_existing_run_is_not_overwritten_without_force(capsys, trained_run, tiny
     assert (trained_run / "model.safetensors").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_force_overwrites_a_run(capsys, tiny_corpus, tmp_path):
     run = tmp_path / "run"
     assert run_cli(capsys, "train", tiny_corpus, "--out", run, "--steps", "2", *TINY_FLAGS)[0] == 0
@@ -216,6 +221,7 @@ def test_broken_run_directory(capsys, trained_run, tmp_path, damage, message):
         assert code == 2 and err.startswith("error:") and message in err, err
 
 
+@pytest.mark.slow
 def test_train_reads_stdin_and_directories(tmp_path, tiny_corpus):
     proc = subprocess.run(
         [
@@ -247,6 +253,7 @@ def test_train_reads_stdin_and_directories(tmp_path, tiny_corpus):
     assert code == 0
 
 
+@pytest.mark.slow
 def test_preset_supplies_defaults_and_explicit_flags_win(capsys, tiny_corpus, tmp_path):
     run = tmp_path / "preset"
     code, _, err = run_cli(
@@ -286,6 +293,7 @@ def test_ptb_preset_is_the_recorded_word_level_recipe():
     assert options["batch_size"] == 16  # even when it is the flag's default value
 
 
+@pytest.mark.slow
 def test_min_lr_ratio_sets_where_the_schedule_ends(capsys, tiny_corpus, tmp_path):
     run = tmp_path / "r"
     flags = [*TINY_FLAGS, "--steps", "21", "--warmup-steps", "0", "--lr", "0.01", "--quiet"]

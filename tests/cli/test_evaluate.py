@@ -22,6 +22,7 @@ KINDS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(KINDS))
 def test_eval_compare_and_chat_on_every_kind(name, tiny_corpus, tmp_path, capsys, monkeypatch):
     run = str(tmp_path / name)

@@ -40,7 +40,8 @@ def test_a_mistyped_flag_gets_the_closest_flag_of_its_command(trained_run, capsy
 def test_a_condition_only_one_kind_takes_picks_that_kind(tmp_path):
     pairs = tmp_path / "pairs.tsv"
     pairs.write_text("".join(f"{n}\t{n * 2}\n" for n in range(60)), encoding="utf-8")
-    summary = gentext.train(tmp_path / "run", paths=[str(pairs)], condition="source", steps=2, **TINY_SETTINGS)
+    settings = {k: v for k, v in TINY_SETTINGS.items() if k != "kind"}  # the condition picks the kind
+    summary = gentext.train(tmp_path / "run", paths=[str(pairs)], condition="source", steps=2, **settings)
     assert summary["steps"] == 2
     assert gentext.load(tmp_path / "run").model.config.kind == "seq2seq"
     with pytest.raises(GentextError, match="--condition source trains --model seq2seq only; drop --model lstm"):
@@ -93,6 +94,7 @@ def test_a_missing_tensorboard_leaves_no_run_folder(tiny_corpus, tmp_path, capsy
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_a_resumed_runs_summary_tells_its_part_from_the_whole(tiny_corpus, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", str(tiny_corpus), "--out", str(out), "--steps", "4", *TINY_FLAGS]) == 0
@@ -181,6 +183,7 @@ def test_the_readme_quickstart_runs_in_a_fresh_environment(background):
     assert "Traceback" not in err and not re.search(r"^error:", err, re.M)
 
 
+@pytest.mark.slow
 def test_force_leaves_nothing_of_the_old_run(tiny_corpus, tmp_path):
     out = tmp_path / "run"
     gentext.train(out, paths=[str(tiny_corpus)], steps=4, **TINY_SETTINGS)
@@ -193,6 +196,7 @@ def test_force_leaves_nothing_of_the_old_run(tiny_corpus, tmp_path):
     assert gentext.load(out).model.config.hidden_size == 48
 
 
+@pytest.mark.slow
 def test_a_transformer_trains_on_windows_as_long_as_its_context(tiny_corpus, tmp_path):
     summary_cfg = {k: v for k, v in TINY_SETTINGS.items() if k != "seq_len"}
     gentext.train(tmp_path / "t", paths=[str(tiny_corpus)], model="transformer", num_heads=2, context=24, steps=2,

@@ -35,6 +35,7 @@ def test_bpe_json_round_trip(bpe):
     assert bpe.to_json()["type"] == "bpe" and "model" in bpe.to_json()["tokenizers"]
 
 
+@pytest.mark.slow
 def test_bpe_model_trains_generates_and_reports_bpc(tiny_corpus, tmp_path):
     run = tmp_path / "bpe"
     summary = gentext.train(

@@ -103,6 +103,7 @@ def test_no_network_is_a_clear_error(cache):
         fetch("local", RemoteFile("x.txt", "http://127.0.0.1:9/x.txt", "0" * 64), timeout=5)
 
 
+@pytest.mark.slow
 def test_train_on_a_named_corpus_uses_its_own_split(server, tmp_path, monkeypatch):
     corpus = NamedCorpus("a test corpus", remote(server, "/good.txt"), remote(server, "/valid.txt", VALID))
     monkeypatch.setitem(download.NAMED_CORPORA, "local-test", corpus)

@@ -96,6 +96,7 @@ def test_word_models_generate_real_words_and_never_unk_unless_allowed(word_corpu
     assert result["tokens"] == 7
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_DATA / "wikitext-2").exists(), reason="needs ../shared/data")
 def test_word_markov_on_wikitext2_trains_and_generates(tmp_path):
     run = tmp_path / "wt2"

@@ -30,6 +30,7 @@ def test_lines_become_documents_led_by_their_label_mark():
         split_line(f"a\tsneaky {mark(3)}")
 
 
+@pytest.mark.slow
 def test_every_label_is_held_out_and_recorded(labelled):
     config = json.loads((labelled / "run" / "config.json").read_text())
     assert config["labels"] == ["soft", "hard"] and config["corpus"]["mode"] == "lines"
@@ -38,6 +39,7 @@ def test_every_label_is_held_out_and_recorded(labelled):
     assert min(held_out.count(mark(0)), held_out.count(mark(1))) >= 8  # both labels, though grouped in the file
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run, network_only", [("run", False), ("run", True), ("markov", False)])
 def test_the_label_steers_generation_and_classifies_held_out_text(labelled, run, network_only):
     model = gentext.load(labelled / run, network_only=network_only)

@@ -18,6 +18,7 @@ SCHEMA = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("level", ["char", "bpe"])
 def test_a_hundred_samples_under_a_date_regex_all_match(records_runs, level):
     model = gentext.load(records_runs[level])
@@ -68,6 +69,7 @@ def test_patterns_that_cannot_be_followed_are_one_line_errors(records_runs, sett
         gentext.load(records_runs["char"]).generate("", **settings)
 
 
+@pytest.mark.slow
 def test_a_word_level_run_refuses_constraints(tmp_path, tiny_corpus):
     from tests.conftest import TINY_SETTINGS
 

@@ -79,6 +79,7 @@ def test_score_sums_per_token_values(model):
     assert result["log_prob"] < 0
 
 
+@pytest.mark.slow
 def test_cli_temperature_sweep_and_score_json(trained_run):
     run = [sys.executable, "-m", "gentext"]
     out = subprocess.run(
@@ -108,6 +109,7 @@ def test_cli_temperature_sweep_and_score_json(trained_run):
     assert score.returncode == 0 and '"per_token"' in score.stdout
 
 
+@pytest.mark.slow
 def test_chat_streams_and_changes_settings(trained_run):
     session = "The \n/max_new_tokens 5\nThe \n/temperature -1\n/top_k abc\n/top-p 2\n/nope\n"
     proc = subprocess.run(

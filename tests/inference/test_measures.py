@@ -39,6 +39,7 @@ def test_eval_and_score_with_skip_leave_unseen_characters_out_and_say_how_many(t
         model.score(NEW_TEXT)
 
 
+@pytest.mark.slow
 def test_compare_with_skip_scores_every_run_on_the_same_characters(trained_run, tiny_corpus, tmp_path, capsys):
     wide = tmp_path / "wide.txt"
     wide.write_text(tiny_corpus.read_text() + "()", encoding="utf-8")  # knows two characters more

@@ -27,6 +27,7 @@ def test_requests_sharing_a_prefix_start_from_its_state_and_write_the_same_text(
     ]  # batched requests go through it too
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["gru", "mingru", "markov", "transformer"])
 def test_every_kind_writes_the_same_text_cached_or_not(tmp_path, tiny_corpus, kind):
     extra = dict(num_heads=2, context=64) if kind == "transformer" else {}

@@ -15,6 +15,7 @@ VOCAB = 23
 
 def make(**kw) -> torch.nn.Module:
     torch.manual_seed(0)
+    kw.setdefault("kind", "lstm")
     cfg = ModelConfig(vocab_size=VOCAB, embed_size=12, hidden_size=12, num_layers=2, adaptive_cutoffs=[5, 14], **kw)
     return build_model(cfg).eval()
 
@@ -74,9 +75,10 @@ def test_save_load_keeps_the_clusters_and_the_tie(tmp_path):
 @pytest.mark.parametrize("cutoffs", [[0], [5, 5], [9, 4], [VOCAB]])
 def test_bad_cutoffs_are_refused_with_a_clear_message(cutoffs):
     with pytest.raises(GentextError, match="--adaptive-softmax cutoffs must increase"):
-        build_model(ModelConfig(vocab_size=VOCAB, adaptive_cutoffs=cutoffs))
+        build_model(ModelConfig(kind="lstm", vocab_size=VOCAB, adaptive_cutoffs=cutoffs))
 
 
+@pytest.mark.slow
 def test_training_with_an_adaptive_softmax_lowers_the_loss():
     model = make()
     model.train()

@@ -29,8 +29,9 @@ def small_net(kind: str = "lstm", vocab: int = 9) -> torch.nn.Module:
     return build_model(ModelConfig(kind=kind, vocab_size=vocab, embed_size=8, hidden_size=12, num_layers=2)).eval()
 
 
-def test_the_cache_is_the_weighted_sum_of_the_network_and_a_softmax_over_its_recent_outputs():
-    net, window, theta, lam = small_net(), 5, 0.7, 0.25
+@pytest.mark.parametrize("kind", ["lstm", "mingru"])
+def test_the_cache_is_the_weighted_sum_of_the_network_and_a_softmax_over_its_recent_outputs(kind):
+    net, window, theta, lam = small_net(kind), 5, 0.7, 0.25
     ids = torch.randint(0, 9, (2, 14), generator=torch.Generator().manual_seed(1))
     got, _ = CacheModel(net, window, theta, lam)(ids)
     with torch.inference_mode():
@@ -83,6 +84,7 @@ def cached_run(tmp_path_factory):
     return root, summary
 
 
+@pytest.mark.slow
 def test_a_run_keeps_the_cache_it_fitted_and_loads_with_it(cached_run):
     root, summary = cached_run
     spec = json.loads((root / "run" / "config.json").read_text())["cache"]
@@ -95,6 +97,7 @@ def test_a_run_keeps_the_cache_it_fitted_and_loads_with_it(cached_run):
     assert model.evaluate()["loss"] < alone.evaluate()["loss"]  # the held-out split, which repeats the names
 
 
+@pytest.mark.slow
 def test_with_a_chain_the_cache_weight_is_fitted_again_with_the_chains(tmp_path):
     (tmp_path / "t.txt").write_text(TEXT, encoding="utf-8")
     settings = {**TINY_SETTINGS, "cache_window": 100, "mix_order": 3}
@@ -119,6 +122,7 @@ def test_a_cached_run_generates_in_batches_and_beams_like_any_kind(cached_run):
         assert math.isfinite(model.evaluate()["loss"])
 
 
+@pytest.mark.slow
 def test_the_cache_is_opt_in_on_the_command_line_and_bad_values_are_refused(tmp_path, capsys):
     corpus = tmp_path / "t.txt"
     corpus.write_text(TEXT, encoding="utf-8")

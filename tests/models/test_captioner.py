@@ -62,6 +62,7 @@ def test_a_broken_picture_stops_training_before_anything_is_written(tmp_path, ca
     assert code == 2 and "00004.png" in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_a_trained_captioner_captions_through_cli_api_and_eval(captioned, capsys):
     from PIL import Image
 
@@ -114,6 +115,7 @@ def test_corpora_make_shapes_writes_a_folder_to_train_on(tmp_path, capsys):
     assert main(["corpora", "--make", "circles", str(tmp_path / "x")]) == 2
 
 
+@pytest.mark.slow
 def test_precomputed_feature_vectors_train_and_caption(tmp_path):
     import numpy as np
 

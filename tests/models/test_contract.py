@@ -51,7 +51,7 @@ MIXED = {
 KINDS.update(MIXED)
 # A recurrent network with its neural cache (models/cache.py), alone and inside a mixture; a window
 # of 4 slots is shorter than the sequences here, so the cache's oldest slots drop out.
-CACHED = {"cache": dict(kind="lstm"), "cache-mixture": dict(kind="gru")}
+CACHED = {"cache": dict(kind="lstm"), "cache-mingru": dict(kind="mingru"), "cache-mixture": dict(kind="gru")}
 KINDS.update(CACHED)
 try:  # a pretrained (Hugging Face) model on the same contract, where the hf extra is installed
     from transformers import GPT2Config
@@ -223,8 +223,8 @@ def bigram(monkeypatch):
 
 def test_a_kind_added_with_a_class_and_a_registry_line_does_everything(bigram, tiny_corpus, tmp_path, capsys):
     run = tmp_path / "bigram"
-    settings = {**TINY_SETTINGS, "learning_rate": 0.05}
-    first = gentext.train(run, paths=[str(tiny_corpus)], kind="bigram", steps=20, **settings)
+    settings = {**TINY_SETTINGS, "learning_rate": 0.05, "kind": "bigram"}
+    first = gentext.train(run, paths=[str(tiny_corpus)], steps=20, **settings)
     resumed = gentext.train(run, resume=True, steps=40)
     assert resumed["steps"] == 40 and resumed["val_loss"] < first["val_loss"]
     model = gentext.load(run)

@@ -77,6 +77,7 @@ def mingru_run(tmp_path_factory):
     return root, summary
 
 
+@pytest.mark.slow
 def test_a_mingru_run_learns_is_mixed_and_generates_from_its_state(mingru_run):
     root, summary = mingru_run
     config = json.loads((root / "run" / "config.json").read_text())

@@ -88,6 +88,7 @@ def test_the_reported_figure_is_on_tokens_nothing_was_fitted_on():
     assert fitted["chain_val_loss"] > fitted["fit_loss"] + 0.5
 
 
+@pytest.mark.slow
 def test_a_default_run_is_mixed_and_scores_as_the_weighted_sum_of_its_parts(mixed_run):
     root, summary = mixed_run
     run = root / "run"

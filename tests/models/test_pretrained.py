@@ -65,6 +65,7 @@ def test_generation_and_scoring_go_on_past_the_context(gpt2_folder):
     assert 0 < result["bpc"] < 20 and result["tokens"] > 3 * CONTEXT
 
 
+@pytest.mark.slow
 def test_compare_prints_markov_lstm_and_pretrained_in_one_table(gpt2_folder, tiny_corpus, tmp_path, capsys):
     gentext.train(tmp_path / "markov", paths=[str(tiny_corpus)], model="markov", order=4)
     gentext.train(tmp_path / "lstm", paths=[str(tiny_corpus)], steps=10, **TINY_SETTINGS)
@@ -78,6 +79,7 @@ def test_compare_prints_markov_lstm_and_pretrained_in_one_table(gpt2_folder, tin
     assert "pretrained" in table and "markov" in table and "lstm" in table
 
 
+@pytest.mark.slow
 def test_fine_tuning_resumes_bit_for_bit(gpt2_folder, tiny_corpus, tmp_path):
     settings = {"init_from": str(gpt2_folder), "steps": 12, "save_every": 4, "eval_every": 4, "seq_len": 16,
                 "batch_size": 4, "precision": "fp32", "threads": 2}  # fmt: skip

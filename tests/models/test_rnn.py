@@ -50,7 +50,7 @@ def test_save_load_gives_identical_logits(kind, tmp_path):
 
 def test_tied_weights_share_one_matrix_and_survive_save_load(tmp_path):
     torch.manual_seed(0)
-    model = build_model(ModelConfig(vocab_size=11, embed_size=12, hidden_size=12, tie_weights=True)).eval()
+    model = build_model(ModelConfig(kind="lstm", vocab_size=11, embed_size=12, hidden_size=12, tie_weights=True)).eval()
     assert model.head.weight is model.embedding.weight
     tok = CharTokenizer([chr(ord("a") + i) for i in range(11)])
     checkpoint.save_run_files(tmp_path, {"model": vars(model.config)}, tok)
@@ -65,7 +65,7 @@ def test_tie_weights_needs_equal_sizes():
     from gentext.errors import GentextError
 
     with pytest.raises(GentextError, match="--tie-weights needs --embed-size equal"):
-        build_model(ModelConfig(vocab_size=5, embed_size=4, hidden_size=8, tie_weights=True))
+        build_model(ModelConfig(kind="lstm", vocab_size=5, embed_size=4, hidden_size=8, tie_weights=True))
 
 
 @pytest.mark.parametrize("kind", KINDS)

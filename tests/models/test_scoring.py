@@ -32,6 +32,7 @@ def weights(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.model.state_dict().items() if v.is_floating_point()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run, gain", [("net", 0.05), ("mixed", 0.0)])  # mixed: the chain carries most of it
 def test_dynamic_evaluation_learns_the_text_as_it_reads_and_puts_the_weights_back(runs, run, gain):
     model = gentext.load(runs / run)

@@ -33,6 +33,7 @@ def test_dates_are_deterministic_and_name_their_month():
         assert ISO.fullmatch(iso) and not re.fullmatch(r"[\d./ -]+", written)  # never an ambiguous 07/03/21
 
 
+@pytest.mark.slow
 def test_a_trained_pair_model_translates_through_every_decoder(pairs_run):
     model = gentext.load(pairs_run)
     greedy = model.generate("", source="7 mars 2021", temperature=0)[0]
@@ -47,6 +48,7 @@ def test_a_trained_pair_model_translates_through_every_decoder(pairs_run):
     assert result["chrf"] > 50  # the shape is learned in 300 steps; exact dates take minutes (RESULTS.md)
 
 
+@pytest.mark.slow
 def test_pairs_through_the_cli_and_clear_errors(pairs_run, tmp_path, capsys):
     sources = tmp_path / "sources.txt"
     sources.write_text("7 mars 2021\n\n12. juni 1935\n", encoding="utf-8")
@@ -71,6 +73,7 @@ def test_pairs_through_the_cli_and_clear_errors(pairs_run, tmp_path, capsys):
         gentext.train(tmp_path / "bad", paths=[str(heldout)], model="seq2seq", steps=1)
 
 
+@pytest.mark.slow
 def test_the_server_translates_json_and_streams(pairs_run):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
@@ -90,6 +93,7 @@ def test_the_server_translates_json_and_streams(pairs_run):
     assert missing.status_code == 400 and "--source" in missing.json()["detail"]
 
 
+@pytest.mark.slow
 def test_the_attention_picture_is_drawn_for_a_pair(pairs_run, tmp_path, capsys, trained_run):
     picture = tmp_path / "attention.png"
     assert main(["attention", str(pairs_run), "--source", "7 mars 2021", "--out", str(picture)]) == 0
@@ -98,6 +102,7 @@ def test_the_attention_picture_is_drawn_for_a_pair(pairs_run, tmp_path, capsys, 
     assert "not a seq2seq run" in capsys.readouterr().err and not (tmp_path / "no.png").exists()
 
 
+@pytest.mark.slow
 def test_the_server_returns_the_attention_matrix(pairs_run, trained_run):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
@@ -113,6 +118,7 @@ def test_the_server_returns_the_attention_matrix(pairs_run, trained_run):
     assert client.post("/v1/attention", json={"source": ""}).status_code == 422
 
 
+@pytest.mark.slow
 def test_eval_compare_and_chat_work_without_json_on_a_pair_run(pairs_run, trained_run, capsys, monkeypatch):
     import io
 

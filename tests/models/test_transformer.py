@@ -54,6 +54,7 @@ def test_a_state_continued_twice_keeps_each_continuation_apart():
     assert (last[:, -1] - fresh_first[:, -1]).abs().max() <= 1e-4
 
 
+@pytest.mark.slow
 def test_greedy_text_from_the_cache_equals_recomputing_the_window_each_step(tmp_path, tiny_corpus):
     gentext.train(tmp_path / "t", paths=[str(tiny_corpus)], steps=30, **SETTINGS)
     model = gentext.load(tmp_path / "t")
@@ -66,6 +67,7 @@ def test_greedy_text_from_the_cache_equals_recomputing_the_window_each_step(tmp_
     assert cached == model.tokenizer.decode(ids)
 
 
+@pytest.mark.slow
 def test_held_out_loss_holds_past_the_context(tmp_path, tiny_corpus):
     gentext.train(tmp_path / "t", paths=[str(tiny_corpus)], steps=60, **SETTINGS)
     model = gentext.load(tmp_path / "t")
@@ -77,6 +79,7 @@ def test_held_out_loss_holds_past_the_context(tmp_path, tiny_corpus):
     assert torch.isfinite(nll).all() and beyond < inside + 0.5  # no cliff after `context` tokens
 
 
+@pytest.mark.slow
 def test_a_transformer_run_generates_serves_compares_and_refuses_onnx(tmp_path, tiny_corpus, capsys):
     run = tmp_path / "t"
     gentext.train(run, paths=[str(tiny_corpus)], steps=20, **SETTINGS)
@@ -111,6 +114,7 @@ def test_heads_must_divide_the_width():
         build_model(ModelConfig(kind="transformer", vocab_size=9, hidden_size=30, num_heads=4))
 
 
+@pytest.mark.slow
 def test_a_transformer_trains_under_torchrun_with_two_processes(tmp_path, tiny_corpus):
     import os
     import subprocess

@@ -111,6 +111,7 @@ def wide_run(tmp_path_factory):
     return root / "run"
 
 
+@pytest.mark.slow
 def test_auto_takes_a_format_only_when_its_measured_cost_is_within_bounds(wide_run, monkeypatch):
     model = gentext.load(wide_run, weights="fp32")
     start = model._prompt("").ids

@@ -68,6 +68,7 @@ def _steps(model, rows: int = 3, count: int = 12):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.isa
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
 def test_the_compiled_step_gives_the_python_steps_numbers_bit_for_bit(kind, kernels):
@@ -85,6 +86,7 @@ def test_the_compiled_step_gives_the_python_steps_numbers_bit_for_bit(kind, kern
                 assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True)), (kind, fmt, width)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("temperature", [0.05, 0.7, 1.0, 1.6])
 @pytest.mark.parametrize("suppress", [None, [3]])
 def test_the_compiled_draw_picks_the_python_draws_ids(temperature, suppress, kernels):
@@ -101,6 +103,7 @@ def test_the_compiled_draw_picks_the_python_draws_ids(temperature, suppress, ker
         assert compiled == python
 
 
+@pytest.mark.slow
 def test_a_trained_run_writes_the_same_text_on_either_path(trained_run, kernels):
     model = gentext.load(trained_run, weights="int8")
     settings = [dict(seed=3), dict(temperature=0), dict(num_samples=3, seed=4), dict(num_beams=3)]
@@ -115,6 +118,7 @@ def test_a_trained_run_writes_the_same_text_on_either_path(trained_run, kernels)
         native.use(None)
 
 
+@pytest.mark.slow
 def test_a_build_that_lands_in_the_background_is_taken_up(kernels, tmp_path, monkeypatch):
     monkeypatch.setenv("GENTEXT_CACHE", str(tmp_path))
     monkeypatch.setenv("GENTEXT_NATIVE", "auto")
@@ -141,6 +145,7 @@ class _Builder:
         return 0 if self.done else None
 
 
+@pytest.mark.slow
 def test_a_failed_build_is_recorded_and_the_python_path_runs(tmp_path, monkeypatch):
     if native._missing_tools():
         pytest.skip("no compiler: nothing to fail")
@@ -162,6 +167,7 @@ def test_off_means_the_python_path(monkeypatch):
     assert native.kernels() is None and native.status() == "Python (GENTEXT_NATIVE=off)"
 
 
+@pytest.mark.slow
 def test_python_m_gentext_native_builds_into_the_cache(kernels, tmp_path):
     """What the background build runs; here the entry is already built, so it returns at once."""
     done = subprocess.run([sys.executable, "-m", "gentext.native"], capture_output=True, timeout=300)

@@ -42,6 +42,7 @@ def _all_at_once(client, path: str, bodies: list[dict]) -> list:
     return [r.json() for r in responses]
 
 
+@pytest.mark.slow
 def test_sixteen_translations_share_the_batch_and_each_equals_its_text_alone(runs):
     model = gentext.load(runs / "pairs")
     sources = ["ab", "cdefgh", "hgf", "abcdefg", "ba", "ddd", "efgab", "h"] * 2  # sources of many lengths

@@ -28,6 +28,7 @@ def _operations(app) -> list:
     return [result.ok() for result in schema.get_all_operations()]
 
 
+@pytest.mark.slow
 def test_no_generated_request_gets_a_server_error(fuzzed):
     # schemathesis's own pytest plugin does not load under pytest 9: its strategies, driven here
     app, _ = fuzzed

@@ -118,6 +118,7 @@ def _png(width: int, height: int) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+@pytest.mark.slow
 def test_a_decompression_bomb_is_refused_from_its_header(app):
     client = TestClient(app)
     response = client.post("/v1/caption", json={"image": _png(20_000, 20_000)})  # 400M pixels in ~1 MB

@@ -29,6 +29,7 @@ def served(trained_run):
     proc.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_the_openai_client_gets_the_text_generate_gives(served):
     url, client, name = served
     assert [m.id for m in client.models.list().data] == [name]
@@ -88,6 +89,7 @@ def test_generated_log_probabilities_and_penalties(served):
     assert plain != varied and len(set(varied)) >= len(set(plain))  # repeating costs: more different characters
 
 
+@pytest.mark.slow
 def test_chat_completions_stream_and_not_stop_at_the_next_turn(trained_run, tmp_path):
     import shutil
 
@@ -121,6 +123,7 @@ def test_a_transcript_in_characters_the_run_never_saw_is_a_400(served):
         client.chat.completions.create(model=name, messages=[{"role": "user", "content": "The"}])
 
 
+@pytest.mark.slow
 def test_response_format_constrains_completions_and_chat(records_runs, tmp_path):
     import shutil
 

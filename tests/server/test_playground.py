@@ -54,6 +54,7 @@ def wait_for(condition, seconds=30):
     raise AssertionError("timed out waiting in the browser")
 
 
+@pytest.mark.slow
 def test_type_a_prompt_click_generate_and_see_text_stream_in(browser, server_url):
     from selenium.webdriver.common.by import By
 
@@ -85,6 +86,7 @@ def test_three_temperatures_side_by_side(browser, server_url):
     assert all(p.text.startswith("A ") for p in browser.find_elements(By.CSS_SELECTOR, "#sweep pre"))
 
 
+@pytest.mark.slow
 def test_the_playground_asks_once_for_the_key_of_a_guarded_server(browser, trained_run):
     from selenium.webdriver.common.by import By
 
@@ -113,6 +115,7 @@ def _alert(browser):
         return None
 
 
+@pytest.mark.slow
 def test_a_labelled_run_offers_its_labels_and_generates_from_the_one_picked(browser, labelled_root):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
@@ -134,6 +137,7 @@ def test_a_labelled_run_offers_its_labels_and_generates_from_the_one_picked(brow
         assert browser.find_element(By.ID, "error").text == ""
 
 
+@pytest.mark.slow
 def test_a_picture_chosen_in_the_caption_panel_gets_captions(browser, tmp_path_factory):
     from selenium.webdriver.common.by import By
 
@@ -155,6 +159,7 @@ def test_a_picture_chosen_in_the_caption_panel_gets_captions(browser, tmp_path_f
         assert browser.find_element(By.ID, "error").text == ""
 
 
+@pytest.mark.slow
 def test_a_seq2seq_run_takes_a_source_and_shows_its_attention(browser, tmp_path_factory):
     pytest.importorskip("babel")
     from selenium.webdriver.common.by import By

@@ -7,6 +7,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 import gentext
 from tests.conftest import start_server
 
@@ -21,6 +23,7 @@ def _children(pid: int) -> set[int]:
     return {int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()}
 
 
+@pytest.mark.slow
 def test_workers_serve_the_same_texts_log_each_request_and_stop_together(trained_run, tmp_path):
     log = tmp_path / "serve.log"
     with open(log, "w") as err:

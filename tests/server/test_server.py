@@ -89,6 +89,7 @@ def test_requests_beyond_the_queue_get_503_at_once(trained_run):
     assert client.post("/v1/generate", json={"prompt": "The ", "max_new_tokens": 5}).status_code == 200
 
 
+@pytest.mark.slow
 def test_gentext_serve_answers_on_loopback(trained_run):
     with running_server(trained_run) as url:
         request = urllib.request.Request(
@@ -117,6 +118,7 @@ def test_each_request_gets_one_access_line_with_its_route_and_status_streamed_or
     assert 'gentext_requests_total{path="other",status="404"}' in metrics
 
 
+@pytest.mark.slow
 def test_a_client_that_disconnects_mid_stream_stops_its_generation(trained_run):
     import http.client
 
@@ -169,6 +171,7 @@ def _stream_text(raw: str) -> tuple[str, str]:
     return text, events[-1].split("\n", 1)[0]
 
 
+@pytest.mark.slow
 def test_concurrent_streams_and_requests_all_complete_with_the_text_each_gets_alone(trained_run):
     from concurrent.futures import ThreadPoolExecutor
 

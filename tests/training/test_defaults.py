@@ -1,4 +1,4 @@
-"""Defaults that fit the corpus (issue 15): dropout from how often the run reads the text."""
+"""Defaults that fit the corpus: the kind and the dropout from how often the run reads the text."""
 
 import json
 
@@ -6,23 +6,25 @@ import pytest
 
 import gentext
 from gentext.config import ModelConfig, TrainConfig
-from gentext.training.defaults import auto_dropout, planned_passes
+from gentext.errors import GentextError
+from gentext.models import build_model
+from gentext.training.defaults import AUTO_MINGRU_PASSES, auto_dropout, auto_kind, planned_passes
 from tests.conftest import TINY_SETTINGS
 
 
 def test_passes_come_from_steps_epochs_or_an_estimated_speed():
-    model = ModelConfig(vocab_size=65)
+    model = ModelConfig(kind="lstm", vocab_size=65)
     assert planned_passes(10_000, model, TrainConfig(steps=100, batch_size=10, seq_len=10)) == 1.0
     assert planned_passes(10_000, model, TrainConfig(epochs=3.5)) == 3.5
     assert planned_passes(10_000, model, TrainConfig()) == 2000 * 16 * 64 / 10_000  # the default 2000 steps
     short, long = (planned_passes(10_000, model, TrainConfig(time_limit=t)) for t in (60, 600))
     assert long == pytest.approx(10 * short)
-    big = ModelConfig(vocab_size=65, hidden_size=1024)
+    big = ModelConfig(kind="lstm", vocab_size=65, hidden_size=1024)
     assert planned_passes(10_000, big, TrainConfig(time_limit=60)) < short  # a bigger model reads less per minute
 
 
 def test_a_book_read_fifty_times_gets_dropout_and_a_big_corpus_read_twice_none():
-    model = ModelConfig(vocab_size=65)
+    model = ModelConfig(kind="lstm", vocab_size=65)
     book = auto_dropout(90_000, model, TrainConfig(epochs=50))
     assert 0.25 <= book <= 0.4
     assert auto_dropout(10_000_000, model, TrainConfig(epochs=2)) == 0.0
@@ -30,6 +32,7 @@ def test_a_book_read_fifty_times_gets_dropout_and_a_big_corpus_read_twice_none()
     assert values == sorted(values) and values[-1] == 0.4
 
 
+@pytest.mark.slow
 def test_training_records_the_chosen_dropout_and_a_given_one_wins(tiny_corpus, tmp_path):
     settings = {**TINY_SETTINGS, "eval_every": 100}
     gentext.train(tmp_path / "auto", paths=[str(tiny_corpus)], steps=200, **settings)
@@ -40,3 +43,28 @@ def test_training_records_the_chosen_dropout_and_a_given_one_wins(tiny_corpus, t
     assert gentext.load(tmp_path / "auto").model.drop.p == chosen
     gentext.train(tmp_path / "given", paths=[str(tiny_corpus)], steps=5, dropout=0.05, **TINY_SETTINGS)
     assert json.loads((tmp_path / "given" / "config.json").read_text())["model"]["dropout"] == 0.05
+
+
+def test_auto_picks_a_mingru_for_a_few_passes_over_characters_and_an_lstm_beyond():
+    model = ModelConfig(vocab_size=65)  # kind "auto"
+    few, many = TrainConfig(epochs=AUTO_MINGRU_PASSES / 2), TrainConfig(epochs=AUTO_MINGRU_PASSES * 2)
+    assert auto_kind(1_000_000, "char", model, few) == "mingru"
+    assert auto_kind(1_000_000, "char", model, many) == "lstm"
+    assert auto_kind(1_000_000, "word", model, few) == "lstm"  # words and subwords: the LSTM's recipe
+    adaptive = ModelConfig(vocab_size=65, adaptive_cutoffs=[20])
+    assert auto_kind(1_000_000, "char", adaptive, few) == "lstm"  # a mingru has no adaptive softmax
+    budget = [auto_kind(1_000_000, "char", model, TrainConfig(time_limit=t)) for t in (60, 6000)]
+    assert budget == ["mingru", "lstm"]  # the same text: a minute, then a long run
+    with pytest.raises(GentextError, match="chosen when a training starts"):
+        build_model(ModelConfig(vocab_size=65))
+
+
+@pytest.mark.slow
+def test_a_default_run_records_the_kind_it_chose(tiny_corpus, tmp_path):
+    settings = {k: v for k, v in TINY_SETTINGS.items() if k != "kind"}
+    gentext.train(tmp_path / "few", paths=[str(tiny_corpus)], steps=5, **settings)
+    assert json.loads((tmp_path / "few" / "config.json").read_text())["model"]["kind"] == "mingru"
+    assert gentext.load(tmp_path / "few").generate("The", max_new_tokens=5, seed=0)
+    many = {**settings, "batch_size": 32, "seq_len": 32}  # 25 steps read the text about five times
+    gentext.train(tmp_path / "many", paths=[str(tiny_corpus)], steps=25, **many)
+    assert json.loads((tmp_path / "many" / "config.json").read_text())["model"]["kind"] == "lstm"

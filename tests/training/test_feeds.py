@@ -29,6 +29,7 @@ def data(tmp_path_factory):
     return {"source": str(reversals(root / "pairs.tsv")), "image": str(root / "shapes")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("condition", ["source", "image"])
 def test_an_interrupted_conditional_run_resumes_bit_for_bit(data, tmp_path, condition):
     settings = {**SMALL, "condition": condition, "steps": 20}
@@ -45,6 +46,7 @@ def test_an_interrupted_conditional_run_resumes_bit_for_bit(data, tmp_path, cond
     assert (straight / "model.safetensors").read_bytes() == (stopped / "model.safetensors").read_bytes()
 
 
+@pytest.mark.slow
 def test_conditional_runs_get_patience_epochs_tensorboard_and_the_guard(data, tmp_path, monkeypatch):
     pytest.importorskip("tensorboard")
     import torch.nn.functional as functional
@@ -73,6 +75,7 @@ def test_conditional_runs_get_patience_epochs_tensorboard_and_the_guard(data, tm
     assert stop["stopped_early"] and stop["steps"] == 15  # evaluations at 5 (best), 10, 15 -> stop
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("condition", ["source", "image"])
 def test_torchrun_trains_a_conditional_run_as_one_process_does(data, tmp_path, condition):
     flags = ["--condition", condition, "--steps", "10", "--hidden-size", "32", "--embed-size", "16"]

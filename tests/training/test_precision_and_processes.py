@@ -56,11 +56,12 @@ def native(monkeypatch):
     monkeypatch.setattr(hardware, "cpu_native", lambda dtype: True)
 
 
+@pytest.mark.slow
 @pytest.mark.isa
 def test_fp16_training_scales_the_loss_and_saves_the_scaler(tiny_corpus, tmp_path, native):
     # a plain RNN: oneDNN has no fp16 LSTM kernel for a CPU, which this test pretends to be native
     run = tmp_path / "run"
-    gentext.train(run, paths=[str(tiny_corpus)], steps=6, precision="fp16", kind="rnn", **TINY_SETTINGS)
+    gentext.train(run, paths=[str(tiny_corpus)], steps=6, precision="fp16", **{**TINY_SETTINGS, "kind": "rnn"})
     scaler = json.loads(_train_state(run)[1]["scaler"])
     assert scaler["scale"] > 0 and "_growth_tracker" in scaler
     fp32 = tmp_path / "fp32"
@@ -77,7 +78,7 @@ def test_bf16_keeps_the_carried_state_float32_and_reports_what_eval_reproduces(t
     )
     monkeypatch.setattr(hardware, "cpu_native", lambda dtype: True)
     run = tmp_path / "run"
-    summary = gentext.train(run, paths=[str(tiny_corpus)], steps=8, precision="bf16", kind=kind, **TINY_SETTINGS)
+    summary = gentext.train(run, paths=[str(tiny_corpus)], steps=8, precision="bf16", **{**TINY_SETTINGS, "kind": kind})
     tensors, _ = _train_state(run)
     state = {k: v for k, v in tensors.items() if k.startswith("state.")}
     assert set(state) == state_names and all(v.dtype == torch.float32 for v in state.values())
@@ -164,6 +165,7 @@ def unicode_runs(tmp_path_factory):
     return runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("level", ["char", "word", "bpe"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_streaming_equals_generating_on_accents_cjk_and_emoji(unicode_runs, level, seed):
@@ -214,6 +216,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_torchrun_with_a_run_directory_only_rank_0_can_see(tiny_corpus, tmp_path):
     """Each rank works in its own directory with a relative --out, as on separate machines: only
     rank 0 has the run directory. Training, a resume, and the result must match one process (two

@@ -23,6 +23,7 @@ from tests.conftest import TINY_FLAGS, TINY_SETTINGS, ctrl_c_at, latest_weights
 RESUME_SETTINGS = {**TINY_SETTINGS, "num_layers": 2, "dropout": 0.2, "save_every": 5, "steps": 24}
 
 
+@pytest.mark.slow
 @pytest.mark.isa  # the default precision is bf16 where the CPU has it, float32 elsewhere
 @pytest.mark.parametrize("kind", ["lstm", "transformer"])
 def test_interrupted_then_resumed_run_is_bitwise_identical(tiny_corpus, tmp_path, kind):
@@ -46,6 +47,7 @@ def test_interrupted_then_resumed_run_is_bitwise_identical(tiny_corpus, tmp_path
     assert steps == sorted(steps) and len(steps) == len(set(steps))  # no duplicated records after resume
 
 
+@pytest.mark.slow
 def test_resume_refuses_changed_settings_and_changed_data(tiny_corpus, tmp_path):
     run = tmp_path / "run"
     gentext.train(run, paths=[str(tiny_corpus)], **{**RESUME_SETTINGS, "steps": 6})
@@ -58,6 +60,7 @@ def test_resume_refuses_changed_settings_and_changed_data(tiny_corpus, tmp_path)
     assert gentext.train(run, resume=True, steps=12)["steps"] == 12  # a finished run can be extended
 
 
+@pytest.mark.slow
 def test_resume_from_the_cli_names_the_flag_and_never_goes_backwards(tiny_corpus, tmp_path, capsys):
     from gentext.cli import main
 
@@ -108,6 +111,7 @@ SLOW_FLAGS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGKILL, -9), (signal.SIGTERM, 143)])
 def test_killed_run_loads_and_resumes(tiny_corpus, tmp_path, sig, code):
     run = tmp_path / "run"
@@ -199,6 +203,7 @@ def test_loss_plot_and_tensorboard(tiny_corpus, tmp_path):
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_torchrun_two_gloo_processes_match_one_process(tiny_corpus, tmp_path):
     flags = ["--steps", "20", *TINY_FLAGS, "--json"]
     single = subprocess.run(_cli(tiny_corpus, "--out", tmp_path / "one", *flags), capture_output=True, text=True)

@@ -28,7 +28,7 @@ def test_periodic_validation_reads_a_fixed_sample_spread_over_the_whole_split(mo
     monkeypatch.setattr(
         evaluation, "_score_rows", lambda m, ids, starts, *a: scored.append(starts) or real(m, ids, starts, *a)
     )
-    model = build_model(ModelConfig(vocab_size=7, embed_size=4, hidden_size=4, num_layers=1))
+    model = build_model(ModelConfig(kind="lstm", vocab_size=7, embed_size=4, hidden_size=4, num_layers=1))
     row = evaluation.SAMPLE_ROW
     ids = np.random.default_rng(0).integers(0, 7, 40 * row + 1)
     device = torch.device("cpu")

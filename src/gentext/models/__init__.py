@@ -41,6 +41,7 @@ __all__ = [
     "RNNLanguageModel",
     "State",
     "TransformerLanguageModel",
+    "AUTO",
     "build_model",
     "check_kind",
     "model_device",
@@ -61,10 +62,15 @@ REGISTRY: dict[str, type[nn.Module]] = {
 }
 
 
+AUTO = "auto"  # --model's default: a kind chosen when training starts (training/defaults.auto_kind)
+
+
 def check_kind(kind: str) -> type[nn.Module]:
     """The class of a registered kind, or an error listing the kinds."""
+    if kind == AUTO:
+        raise GentextError("--model auto is chosen when a training starts, from its text and budget")
     if kind not in REGISTRY:
-        raise GentextError(f"--model must be one of {', '.join(REGISTRY)}, got {kind!r}")
+        raise GentextError(f"--model must be one of {', '.join([AUTO, *REGISTRY])}, got {kind!r}")
     return REGISTRY[kind]
 
 

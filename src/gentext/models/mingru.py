@@ -18,7 +18,8 @@ then x + MLP(norm(x)) with a GELU expansion of `MLP` times; the embedding and th
 matrix. The state is h, (layers, B, H) — a few KB a row — carried across training windows as an
 LSTM's is, so truncated back-propagation, --resume, torchrun, batching and serving need nothing of
 their own. Weight formats apply to the step's products (the inputs are layer-normed, not bounded,
-so int8 scales each row by itself, as the Transformer's does); ONNX export writes the step.
+so int8 scales each row by itself, as the Transformer's does); ONNX export writes the step; a
+neural cache reads `features` and `readout`, forward split at the head, as an LSTM's.
 """
 
 from __future__ import annotations
@@ -135,37 +136,56 @@ class MinGRULanguageModel(nn.Module):
 
     def forward(self, ids: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None):
         """ids (B, T) -> logits (B, T, V) (or log P(targets) (B, T)) and the state after them."""
+        if self._on_step_path(ids.shape[1]):
+            return self._stepped(ids, self._state(ids, state), targets, self._step_ops())
+        y, state = self.features(ids, state)
+        logits = self.head(y)
+        out = logits if targets is None else -F.cross_entropy(
+            logits.float().flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)  # fmt: skip
+        return out, state
+
+    # -- what a neural cache reads (models/cache.py): forward split at the head ---------------------
+    def _on_step_path(self, length: int) -> bool:
         inference = not self.training and not torch.is_grad_enabled()
-        if state is None:
-            state = self.initial_state(ids.shape[0], ids.device)
-        if inference and (ids.shape[1] == 1 or self.stepped_sequences):
-            return self._stepped(ids, state, targets, self._step_ops())
+        return inference and (length == 1 or self.stepped_sequences)
+
+    def _state(self, ids: torch.Tensor, state: State | None) -> State:
+        return state if state is not None else self.initial_state(ids.shape[0], ids.device)
+
+    def features(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """The outputs the head reads (B, T, H) and the state after them, by the path forward takes."""
+        state = self._state(ids, state)
+        if self._on_step_path(ids.shape[1]):
+            return self._stepped(ids, state, None, self._step_ops(), features=True)
         x, carried = self.drop(self.embedding(ids)), []
         for layer, h0 in zip(self.layers, state.tensors["h"].float(), strict=True):
             x, h = layer(x, h0)
             carried.append(h)
-        logits = self.head(self.norm(x))
-        out = logits if targets is None else -F.cross_entropy(
-            logits.float().flatten(0, 1), targets.flatten(), reduction="none").view_as(targets)  # fmt: skip
-        return out, State({"h": torch.stack(carried).float()}, {"h": 1})
+        return self.norm(x), State({"h": torch.stack(carried).float()}, {"h": 1})
+
+    def readout(self, y: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """log P over the vocabulary (B, T, V) from `features`' outputs, or of `targets` (B, T)."""
+        head = self._step_ops()["head"] if self._on_step_path(y.shape[1]) else self.head
+        logp = torch.log_softmax(head(y.flatten(0, 1)).view(*y.shape[:2], -1).float(), dim=-1)
+        return logp if targets is None else logp.gather(2, targets[..., None])[..., 0]
 
     def _step(self, ids: torch.Tensor, state: State | None, fmt: str | None = None) -> tuple[torch.Tensor, State]:
         """One token per row in a format (default: the current one): ids (B,) -> logits (B, 1, V)."""
-        if state is None:
-            state = self.initial_state(ids.shape[0], ids.device)
-        return self._stepped(ids[:, None], state, None, self._step_ops(fmt))
+        return self._stepped(ids[:, None], self._state(ids[:, None], state), None, self._step_ops(fmt))
 
-    def _stepped(self, ids: torch.Tensor, state: State, targets: torch.Tensor | None, ops: dict):
-        """Token by token through the step (generation; evaluation in a named weight format)."""
+    def _stepped(self, ids: torch.Tensor, state: State, targets: torch.Tensor | None, ops: dict, features=False):
+        """Token by token through the step (generation; evaluation in a named weight format): the
+        logits, log P(targets) or, with `features`, the outputs the head reads."""
         hs, outputs = list(state.tensors["h"]), []
         for t in range(ids.shape[1]):
             x = self.embedding(ids[:, t])
             for i, layer in enumerate(self.layers):
                 x, hs[i] = layer.step(x, hs[i], ops["layers"][i])
-            logits = ops["head"](self.norm(x))
+            y = self.norm(x)
+            out = y if features else ops["head"](y)
             if targets is not None:
-                logits = torch.log_softmax(logits.float(), -1).gather(1, targets[:, t, None])[:, 0]
-            outputs.append(logits[:, None])
+                out = torch.log_softmax(out.float(), -1).gather(1, targets[:, t, None])[:, 0]
+            outputs.append(out[:, None])
         return torch.cat(outputs, dim=1), State({"h": torch.stack(hs)}, {"h": 1})
 
     # -- weight formats for the step (models/weights.py) ---------------------------------------------

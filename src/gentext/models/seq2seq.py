@@ -43,8 +43,8 @@ class AttentionDecoder(nn.Module):
         self.init = nn.Linear(h, h)
         # One GRU call runs every target step: no input feeding (the attention output is not fed
         # back), so teacher-forced training needs no Python loop over the steps (a GRUCell stepped
-        # per token trained at 0.73x of a plain batched loop, this at 0.93x: RESULTS.md,
-        # bench_pairs.py). Runs saved with the GRUCell load unchanged (_load_from_state_dict).
+        # per token trained measurably slower than a plain batched loop: RESULTS.md, bench_pairs.py).
+        # Runs saved with the GRUCell load unchanged (_load_from_state_dict).
         self.decoder = nn.GRU(e, h, batch_first=True)
         self.attend = nn.Linear(h, h, bias=False)  # Luong's "general" score: h . W_a m
         self.scale = h**-0.5 if config.scaled_attention else 1.0  # config.py says why (keys carry it)

@@ -20,6 +20,7 @@ and its reason are logged and saved in config.json; the best validation weights 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 
@@ -54,6 +55,26 @@ def planned_passes(train_tokens: int, model: ModelConfig, train: TrainConfig) ->
         return (train.steps or DEFAULT_STEPS) * per_step / max(train_tokens, 1)
     speed = REFERENCE_TOKENS_PER_S * min(1.0, REFERENCE_WEIGHTS / recurrent_weights(model)) ** 0.75
     return train.time_limit * speed / max(train_tokens, 1)
+
+
+AUTO_MINGRU_PASSES = 4.0  # --model auto: a minGRU up to this many planned passes, an LSTM beyond
+
+
+def auto_kind(train_tokens: int, level: str, model: ModelConfig, train: TrainConfig) -> str:
+    """--model auto: the kind that reached the lower held-out loss at equal minutes on a text of
+    this size (RESULTS.md, "minGRU"). A minGRU learns more per minute (each window is a few large
+    products, not T small ones), so it wins while the run reads its text a few times; it also
+    memorises sooner, and on Tiny Shakespeare at 10 minutes (about ten passes) the LSTM, with its
+    dropout, held out better. Word and subword runs keep the LSTM, their recipe's kind."""
+    trial = dataclasses.replace(model, kind="mingru")
+    passes = planned_passes(train_tokens, trial, train)
+    fits = level == "char" and not model.adaptive_cutoffs  # a character vocabulary needs no adaptive softmax
+    kind = "mingru" if fits and passes <= AUTO_MINGRU_PASSES else "lstm"
+    logger.info(
+        "--model auto: %s (%s-level, the run will read its %s training tokens about %.3g times)",
+        kind, level, f"{train_tokens:,}", passes,
+    )  # fmt: skip
+    return kind
 
 
 MAX_DROPOUT = 0.4  # the help of --dropout and the README say this number
