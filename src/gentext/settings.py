@@ -14,6 +14,7 @@ from gentext import checkpoint
 from gentext.config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig, flag_of, from_dict
 from gentext.data.tokenizers import tokenizer_from_json
 from gentext.errors import GentextError
+from gentext.models import REGISTRY
 from gentext.training import distributed, finetune
 
 _CONFIG_CLASSES = (CorpusConfig, TokenizerConfig, ModelConfig, TrainConfig)
@@ -93,14 +94,14 @@ def new_configs(paths, corpus, tokenizer, model, train, overrides):
 
 
 def _default_window(model_cfg: ModelConfig, seq_len: int) -> int:
-    """A Transformer trains on windows as long as its context, so every distance its cache holds at
-    generation was trained (a pretrained model: up to 128 tokens, a CPU's share of its context)."""
-    if model_cfg.kind == "transformer":
-        return model_cfg.context
-    return min(model_cfg.context, 128) if model_cfg.kind == "pretrained" else seq_len
+    """The training window a kind declares (`default_window`: a Transformer's context, so every
+    distance its cache holds at generation was trained), else --seq-len's default."""
+    declared = getattr(REGISTRY.get(model_cfg.kind), "default_window", None)
+    return seq_len if declared is None else declared(model_cfg, seq_len)
 
 
-CONDITION_KINDS = {"source": "seq2seq", "image": "captioner"}  # conditions only one kind can take
+# conditions only one kind can take, as the kinds declare them (`condition`)
+CONDITION_KINDS = {cls.condition: kind for kind, cls in REGISTRY.items() if getattr(cls, "condition", None)}
 
 
 def _kind_for_condition(condition: str, model_cfg: ModelConfig, kind_given: bool) -> None:

@@ -1,4 +1,4 @@
-"""A network mixed with a Kneser-Ney chain (models/mixture.py, training/mixing.py; issue 30)."""
+"""A network mixed with a Kneser-Ney chain (models/mixture.py, training/mixing.py)."""
 
 import json
 import math
@@ -122,6 +122,21 @@ def test_the_mixture_generates_evaluates_and_batches_like_any_kind(mixed_run):
     beams = model.generate("the", max_new_tokens=12, num_beams=3)[0]
     assert beams.startswith("the") and len(beams) > 3
     assert math.isfinite(model.evaluate()["loss"])
+
+
+def test_eval_of_a_mixed_runs_own_split_leaves_out_what_the_mixture_was_fitted_on(mixed_run, capsys):
+    root, summary = mixed_run
+    run, mix = root / "run", summary["mixture"]
+    result = gentext.load(run).evaluate()
+    val_tokens = json.loads((run / "config.json").read_text())["data"]["val_tokens"]
+    assert result["fitted_tokens_left_out"] == mix["fit_tokens"] == val_tokens // 2  # a short split: its half
+    assert result["tokens"] == val_tokens - 1 - mix["fit_tokens"] == mix["tokens"]  # the part training reported
+    assert result["loss"] == pytest.approx(mix["val_loss"], abs=1e-4)  # so the same figure
+    assert summary["sampled_val_loss"] == mix["val_loss"]
+    alone = gentext.load(run, network_only=True).evaluate()  # the network was not fitted there: the whole split
+    assert "fitted_tokens_left_out" not in alone and alone["tokens"] == val_tokens - 1
+    assert main(["eval", str(run)]) == 0
+    assert f"after its first {mix['fit_tokens']:,} tokens" in capsys.readouterr().out
 
 
 def test_mix_markov_zero_trains_the_network_alone_and_bad_values_are_refused(tmp_path, capsys):

@@ -33,6 +33,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         f"loss {result['loss']:.4f} nats/token | perplexity {result['perplexity']:.2f} | "
         f"{result['bpc']:.4f} bits/char | {result['tokens']:,} tokens, {result['characters']:,} characters"
     )
+    if result.get("fitted_tokens_left_out"):
+        print(
+            f"on the held-out split after its first {result['fitted_tokens_left_out']:,} tokens, which the "
+            "mixture's and cache's weights were chosen on (--no-mix: the network alone, on the whole split)"
+        )
     if "dynamic" in result:
         d = result["dynamic"]
         print(

@@ -18,6 +18,8 @@ from gentext.errors import GentextError
 from gentext.inference import captioning, conditioning, translation
 from gentext.inference.novelty import novelty
 from gentext.models import start_state
+from gentext.models.cache import CacheModel
+from gentext.models.mixture import MixtureModel, fitted_part
 from gentext.models.scoring import evaluate, evaluate_dynamic
 from gentext.models.spelling import SpellingModel
 
@@ -51,8 +53,8 @@ class Measures:
         if text is None and not paths:
             held_out = None if self.labels or self.pairs else self._held_out_ids()  # conditions need the texts
             if held_out is not None:
-                result = self._honest(self._scores(*held_out, seq_len), self._unknown_word_text(held_out[0]))
-                return self._dynamic(result, held_out[0], dynamic_lr)
+                result = self._honest(self._scores(*held_out[:2], seq_len), self._unknown_word_text(held_out[0]))
+                return self._dynamic({**result, **held_out[2]}, held_out[0], dynamic_lr)
             text = self._held_out_text()
         if text is None:
             text = read_text(paths)
@@ -166,13 +168,18 @@ class Measures:
         dynamic = {"lr": lr, "loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": count}
         return {**result, "dynamic": {**dynamic, "bpc": (nats + spelled) / result["characters"] / math.log(2)}}
 
-    def _held_out_ids(self) -> tuple[Any, int] | None:
-        """The held-out ids from the token cache (a memmap: memory stays flat) and the characters
-        they predict, or None when the cache no longer holds them."""
+    def _held_out_ids(self) -> tuple[Any, int, dict] | None:
+        """The held-out ids from the token cache (a memmap: memory stays flat), the characters they
+        predict and what was left out, or None when the cache no longer holds them. A mixed or
+        cached model was fitted on the split's first tokens (models/mixture.fitted_part): those
+        are left out, so the figure is on text nothing was chosen on, as training reports it."""
         data = held_out(self.config)
         if data is None:
             return None
-        return data.val, max(data.val_chars - len(self.tokenizer.decode(data.val[:1])), 1)
+        fitted = fitted_part(len(data.val)) if isinstance(self.model, (MixtureModel, CacheModel)) else 0
+        ids = data.val[fitted:]
+        chars = max(data.val_chars - len(self.tokenizer.decode(data.val[: fitted + 1])), 1)
+        return ids, chars, {"fitted_tokens_left_out": fitted} if fitted else {}
 
     def score(
         self, text: str, unknown: str = "error", label: str | None = None, source: str | None = None, image=None

@@ -8,7 +8,9 @@
 
 and may declare traits the pipeline reads instead of the kind's name: `mixable` (a Kneser-Ney
 chain is mixed in after training), `weights_per_token(config)` (a static estimate of a training
-step's multiplies per token, for planning a time-limited run). A kind with weight formats
+step's multiplies per token, for planning a time-limited run), `default_window(config, seq_len)`
+(the training window when --seq-len is not given), `condition` (the one condition the kind takes,
+which then picks it: "source", "image"). A kind with weight formats
 (`set_weight_format(name, evaluate)`) also steps one token in a named format:
 `_step(ids (B,), state, fmt) -> (logits (B, 1, V), state)`, which the format choice measures.
 

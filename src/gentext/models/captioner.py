@@ -40,6 +40,7 @@ def _cnn(h: int, norm: str) -> nn.Sequential:
 
 class CaptionModel(AttentionDecoder):
     needs = "an image"
+    condition = "image"  # the one condition this kind takes, and the kind that condition trains
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)

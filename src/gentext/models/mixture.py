@@ -25,6 +25,24 @@ from gentext.models.labelchain import LabelChain
 from gentext.models.markov import MarkovModel
 from gentext.models.state import State, nested, part, part_tensors
 
+FIT_TOKENS = 1 << 16  # validation tokens the weights and the order are chosen on (a few numbers: plenty)
+REPORT_TOKENS = 1 << 16  # the validation tokens after those that training reports the mixture on
+
+
+def fitted_part(val_tokens: int) -> int:
+    """How many of a run's first validation tokens its mixture and cache were chosen on: FIT_TOKENS,
+    or half of a shorter text. Training reports the model on the tokens after them, and `gentext
+    eval` of the run's own held-out split leaves them out."""
+    return min(FIT_TOKENS, val_tokens // 2)
+
+
+def held_out_parts(val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The validation ids the mixing is fitted on and those it is reported on, apart: the first
+    `fitted_part` and the REPORT_TOKENS after them, so the reported figure is on text no weight,
+    window or order was chosen on."""
+    fit = fitted_part(len(val))
+    return np.asarray(val[: fit + 1]), np.asarray(val[fit : fit + REPORT_TOKENS + 1])
+
 
 def new_chain(order: int, vocab: int, marks: list[int] | None = None) -> nn.Module:
     """An unfitted chain for a mixture: one Kneser-Ney chain, or one per label where the labels'

@@ -96,6 +96,11 @@ def locate(name: str) -> Path:
 class PretrainedLM(nn.Module):
     carries_state = False  # fine-tuning reads independent windows, as the Transformer kind does
 
+    @staticmethod
+    def default_window(config: ModelConfig, seq_len: int) -> int:
+        """Fine-tuning windows: up to 128 tokens, a CPU's share of the model's context."""
+        return min(config.context, 128)
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         if not config.hf_config:

@@ -30,6 +30,12 @@ class RNNLanguageModel(nn.Module):
     carries_state = True  # training windows continue the rows of the last one (truncated BPTT)
     mixable = True  # mixed with a Kneser-Ney chain after training (training/mixing.py)
 
+    @staticmethod
+    def weights_per_token(config: ModelConfig) -> int:
+        """What a training step multiplies by per token, roughly (gates x layers, and the head)."""
+        gates, h = {"lstm": 4, "gru": 3, "rnn": 1}[config.kind], config.hidden_size
+        return gates * h * (config.embed_size + h) + (config.num_layers - 1) * gates * h * 2 * h + h * config.vocab_size
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         config.validate()

@@ -118,6 +118,7 @@ class AttentionDecoder(nn.Module):
 
 class Seq2SeqModel(AttentionDecoder):
     needs = "--source"
+    condition = "source"  # the one condition this kind takes, and the kind that condition trains
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)

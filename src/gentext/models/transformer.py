@@ -141,6 +141,12 @@ class Block(nn.Module):
 class TransformerLanguageModel(nn.Module):
     carries_state = False  # training windows are independent; generation carries the KV cache
     mixable = True  # mixed with a Kneser-Ney chain after training (training/mixing.py)
+
+    @staticmethod
+    def default_window(config: ModelConfig, seq_len: int) -> int:
+        """Windows as long as the context, so every distance the cache holds at generation was trained."""
+        return config.context
+
     # `auto`'s quality check of a weight format (inference/formats.py) reads 512 positions; a step
     # costs about the same at nearly any batch, so 32 rows x 16 tokens instead of 4 x 128: a quarter
     # of the steps, and so of the load time, with the same positions checked

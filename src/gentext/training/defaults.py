@@ -35,15 +35,13 @@ REFERENCE_WEIGHTS = 850_000  # its recurrent weights
 
 
 def recurrent_weights(model: ModelConfig) -> int:
-    """The weights a training step multiplies by per token, roughly (gates x layers); a kind that
-    declares `weights_per_token` says its own."""
+    """The weights a training step multiplies by per token, roughly, as the kind declares them
+    (`weights_per_token`); for a kind that does not, 24 H^2 a layer (a Transformer block's
+    attention and MLP) and the head."""
     declared = getattr(REGISTRY.get(model.kind), "weights_per_token", None)
     if declared is not None:
         return declared(model)
-    gates = {"lstm": 4, "gru": 3, "rnn": 1}.get(model.kind, 12)  # a transformer block: ~12 H^2
-    first = model.embed_size if model.kind in ("lstm", "gru", "rnn") else model.hidden_size
-    h = model.hidden_size
-    return gates * h * (first + h) + (model.num_layers - 1) * gates * h * 2 * h + h * model.vocab_size
+    return model.num_layers * 24 * model.hidden_size**2 + model.hidden_size * model.vocab_size
 
 
 def planned_passes(train_tokens: int, model: ModelConfig, train: TrainConfig) -> float:

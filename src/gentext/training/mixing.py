@@ -21,14 +21,12 @@ from torch import nn
 from gentext import checkpoint, threads
 from gentext.config import TrainConfig
 from gentext.models.cache import CacheModel
-from gentext.models.mixture import fit_weights, mixed_log_probs, new_chain
+from gentext.models.mixture import fit_weights, held_out_parts, mixed_log_probs, new_chain
 from gentext.training.caching import cacheable, fit_cache
 
 logger = logging.getLogger(__name__)
 
 MAX_TRAIN_TOKENS = 20_000_000  # default on below this many training tokens
-FIT_TOKENS = 1 << 16  # validation tokens the weights and the order are chosen on (a few numbers: plenty)
-REPORT_TOKENS = 1 << 16  # the validation tokens after those that the mixture is reported on
 SMALL_VOCAB = 256  # a vocabulary this small (characters) gets orders 6-8; a larger one (words) order 3
 SEARCH_TOKENS = 5_000_000  # up to this many training characters, orders 6, 7 and 8 are tried (the counts' memory)
 
@@ -93,14 +91,6 @@ def _storable(order: int, vocab: int) -> int:
     """`order`, lowered where the chain's keys would not fit in int64 (a near-256 character
     vocabulary lowers 8 to an order already tried: fitting it twice was wasted work)."""
     return order if float(vocab) ** order < 2**62 else max(1, int(62 * np.log(2) / np.log(vocab)) - 1)
-
-
-def held_out_parts(val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The validation ids the mixing is fitted on and those it is reported on, apart: the first
-    FIT_TOKENS and the REPORT_TOKENS after them (a shorter text: its halves), so the reported figure
-    is on text no weight, window or order was chosen on."""
-    fit = min(FIT_TOKENS, len(val) // 2)
-    return np.asarray(val[: fit + 1]), np.asarray(val[fit : fit + REPORT_TOKENS + 1])
 
 
 def fit_mixture(
