@@ -4,7 +4,7 @@
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2 \\
         python benchmarks/isa_tolerances.py                      # as an AVX2-only CPU runs them
 
-Same data and seeds as tests/test_weights.py and tests/test_export.py, so a bound's margin on
+Same data and seeds as tests/models/test_weights.py and tests/inference/test_export.py, so a bound's margin on
 each CPU variant is on record (benchmarks/RESULTS.md) rather than guessed.
 """
 

@@ -12,7 +12,7 @@ in benchmarks/RESULTS.md; gentext/native makes the same calls from C++ where it 
 step walks a tuple per layer, fills the layer-0 row in place, slices with one `chunk` (four
 `narrow`s cost twice as much) and wraps the state once. The activations run on the same views in
 the same order as before, so the numbers are the same bit for bit whatever the width
-(tests/test_models.py). One sigmoid over all four gates would be cheaper, but at a width that is
+(tests/models/test_rnn.py). One sigmoid over all four gates would be cheaper, but at a width that is
 not a multiple of the vector length a few elements would round differently: a tail runs scalar
 code.
 """
