@@ -263,28 +263,6 @@ def _pretrained(name: str, device) -> tuple:
     return folder, config, model_config, tokenizer, model
 
 
-def run_names(runs: list[str]) -> list[str]:
-    """A distinct short name per run directory: its folder name, with as many parent folders as it
-    takes to tell it from the others (a/run and b/run stay "a/run" and "b/run", not two "run"s).
-    The same directory twice is an error."""
-    resolved = [Path(run).resolve() for run in runs]
-    if len(set(resolved)) < len(resolved):
-        twice = next(str(r) for r in resolved if resolved.count(r) > 1)
-        raise GentextError(f"{twice} is given twice")
-
-    def suffix(path: Path, depth: int) -> str:
-        return "/".join(path.parts[-depth:])
-
-    names = []
-    for path in resolved:
-        others = [p for p in resolved if p != path]
-        depth = 1
-        while depth < len(path.parts) and any(suffix(p, depth) == suffix(path, depth) for p in others):
-            depth += 1
-        names.append(suffix(path, depth))
-    return names
-
-
 def prepare_run_dir(out: Path, force: bool) -> None:
     """Make `out` ready for a new run: created, or (with `force`) an old run's records cleared;
     anything else already there is refused, so --force never deletes what is not a run."""

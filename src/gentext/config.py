@@ -134,9 +134,8 @@ class ModelConfig:
 
     kind: str = opt(
         "auto",
-        "auto (chosen from the text's size and the time limit: mingru or lstm; training/defaults.py) | lstm | "
-        "gru | rnn | mingru (parallel-trainable) | transformer | markov (Kneser-Ney n-gram) | seq2seq | "
-        "captioner; a pretrained model: --init-from its folder",
+        "auto (mingru or lstm, chosen from the text's size and the time limit) | lstm | gru | rnn | mingru | "
+        "transformer | markov (Kneser-Ney n-gram) | seq2seq | captioner; pretrained: --init-from its folder",
         flag="--model",
     )
     vocab_size: int = 0  # from the tokenizer, not an option

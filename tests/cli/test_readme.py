@@ -63,7 +63,7 @@ def test_a_tsv_line_without_a_tab_names_the_file_and_the_line(tmp_path, capsys):
 
 
 def test_runs_with_the_same_folder_name_get_distinct_names():
-    from gentext.checkpoint import run_names
+    from gentext.server.running import run_names
 
     assert run_names(["a/run", "b/run", "c/other"]) == ["a/run", "b/run", "other"]
     assert run_names(["x/a/run", "y/a/run"]) == ["x/a/run", "y/a/run"]

@@ -25,11 +25,11 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from dataclasses import dataclass, field
 
 import torch
 
 from gentext import threads
+from gentext.inference.cohort import Cohort
 from gentext.inference.events import Done, Text
 from gentext.inference.jobs import Job, Prompt, SampleJob, job_for
 from gentext.inference.prefixcache import BLOCK, prime_blocks
@@ -38,29 +38,6 @@ from gentext.models import State, model_device, start_state
 from gentext.useconfig import SampleConfig
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Cohort:
-    """Jobs whose rows step together: one state, one logits row per row."""
-
-    jobs: list[Job] = field(default_factory=list)
-    state: State | None = None
-    logits: torch.Tensor | None = None  # (rows, V): the next token's logits of every row
-
-    @property
-    def rows(self) -> int:
-        return sum(job.rows for job in self.jobs)
-
-    def fits(self, other: Cohort) -> bool:
-        """Same per-row shapes: their rows can share one network call."""
-        mine, theirs = self.state, other.state
-        return all(mine.row_shape(name) == theirs.row_shape(name) for name in mine.tensors)
-
-    def merge(self, other: Cohort) -> None:
-        self.jobs += other.jobs
-        self.state = State.cat([self.state, other.state])
-        self.logits = torch.cat([self.logits, other.logits])
 
 
 class Engine:

@@ -19,6 +19,7 @@ import gc
 import json
 import logging
 import os
+from pathlib import Path
 
 from gentext.errors import GentextError
 from gentext.server.ops import is_loopback
@@ -79,10 +80,31 @@ def worker_app():
 
 def _app(spec: dict):
     from gentext.api import load as load_run
-    from gentext.checkpoint import run_names
     from gentext.server import create_app
 
     runs = spec["runs"]
     models = {name: load_run(run, **spec["load"]) for name, run in zip(run_names(runs), runs, strict=True)}
     settings = {key: spec[key] for key in ("api_key", "cors_origins", "batching")}
     return create_app(models, ServerLimits(**spec["limits"]), **settings)
+
+
+def run_names(runs: list[str]) -> list[str]:
+    """A distinct short name per run directory: its folder name, with as many parent folders as it
+    takes to tell it from the others (a/run and b/run stay "a/run" and "b/run", not two "run"s).
+    The same directory twice is an error."""
+    resolved = [Path(run).resolve() for run in runs]
+    if len(set(resolved)) < len(resolved):
+        twice = next(str(r) for r in resolved if resolved.count(r) > 1)
+        raise GentextError(f"{twice} is given twice")
+
+    def suffix(path: Path, depth: int) -> str:
+        return "/".join(path.parts[-depth:])
+
+    names = []
+    for path in resolved:
+        others = [p for p in resolved if p != path]
+        depth = 1
+        while depth < len(path.parts) and any(suffix(p, depth) == suffix(path, depth) for p in others):
+            depth += 1
+        names.append(suffix(path, depth))
+    return names
