@@ -65,22 +65,23 @@ def train_plain(size: dict, ids: np.ndarray, vocab: int) -> float:
     return size["steps"] * batch * seq / (time.perf_counter() - start)
 
 
+def gentext_config(size: dict, vocab: int):
+    """The same 2-layer LSTM as the plain model, as gentext builds it."""
+    from gentext.config import ModelConfig
+
+    return ModelConfig(
+        kind="lstm", vocab_size=vocab, embed_size=size["embed"], hidden_size=size["hidden"], num_layers=size["layers"]
+    )
+
+
 def train_gentext(size: dict, ids: np.ndarray, vocab: int) -> float:
-    from gentext.config import ModelConfig, TrainConfig
+    from gentext.config import TrainConfig
     from gentext.models import build_model
     from gentext.training.feeds import WindowFeed
     from gentext.training.trainer import train
 
     torch.manual_seed(0)
-    model = build_model(
-        ModelConfig(
-            kind="lstm",
-            vocab_size=vocab,
-            embed_size=size["embed"],
-            hidden_size=size["hidden"],
-            num_layers=size["layers"],
-        )
-    )
+    model = build_model(gentext_config(size, vocab))
     config = TrainConfig(
         batch_size=size["batch"], seq_len=size["seq"], steps=size["steps"] + 1, eval_every=10**6, save_every=10**6
     )
@@ -94,7 +95,6 @@ def generate(size: dict, vocab: int, streams: int, which: str) -> float:
     from bench_generation import plain_generate
 
     from gentext.api import TextModel
-    from gentext.config import ModelConfig
     from gentext.data.tokenizers import CharTokenizer
     from gentext.models import build_model
 
@@ -105,15 +105,7 @@ def generate(size: dict, vocab: int, streams: int, which: str) -> float:
     if which == "plain":  # the hand-written loop: nn.LSTM on (streams, 1) per token
         plain_generate(baseline, tokens, streams, 0)
     else:
-        net = build_model(
-            ModelConfig(
-                kind="lstm",
-                vocab_size=vocab,
-                embed_size=size["embed"],
-                hidden_size=size["hidden"],
-                num_layers=size["layers"],
-            )
-        )
+        net = build_model(gentext_config(size, vocab))
         net.load_state_dict(baseline.state_dict())
         chars = [chr(32 + i) for i in range(vocab)]
         model = TextModel(net.eval(), CharTokenizer(chars), {})
