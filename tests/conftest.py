@@ -18,6 +18,15 @@ threads.prepare()  # as the `gentext` command does before torch loads: the suite
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+# Logit rows where samplers go wrong: what the Python and the compiled draw must agree on.
+HARD_ROWS = [
+    [2.0, -1.0, 0.5, 3.0, 3.0],  # a tie at the top
+    [float("-inf")] * 5,  # no allowed token
+    [float("nan"), 1.0, 2.0, 0.0, -1.0],  # a NaN among finite logits
+    [1e30, -1e30, 0.0, 1e30, 5.0],  # huge logits
+    [float("-inf"), float("-inf"), -3.0, float("-inf"), float("-inf")],  # one token left
+]
+
 TINY_TEXT = (
     "The quick brown fox jumps over the lazy dog. Über café, naïve façade — 日本語 too.\n"
     "A stitch in time saves nine; the early bird catches the worm.\n"

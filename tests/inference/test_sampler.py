@@ -14,6 +14,7 @@ from gentext.inference.processors import (
 )
 from gentext.inference.sampler import Sampler, choose_next, make_generator
 from gentext.useconfig import SampleConfig
+from tests.conftest import HARD_ROWS
 
 
 def process_logits(logits, config, history=None, suppress=None):
@@ -167,15 +168,6 @@ def _general(logits, config, generator, suppress):
     return choose_next(process_logits(logits, config, None, suppress), config.temperature, generator).tolist()
 
 
-ROWS = [
-    [2.0, -1.0, 0.5, 3.0, 3.0],  # a tie at the top
-    [float("-inf")] * 5,  # no allowed token
-    [float("nan"), 1.0, 2.0, 0.0, -1.0],  # a NaN among finite logits
-    [1e30, -1e30, 0.0, 1e30, 5.0],  # huge logits
-    [float("-inf"), float("-inf"), -3.0, float("-inf"), float("-inf")],  # one token left
-]
-
-
 @pytest.mark.parametrize("temperature", [0.0, 0.05, 0.7, 1.0, 1.6])
 @pytest.mark.parametrize("suppress", [None, [3]])
 def test_the_plain_fast_path_picks_what_the_general_path_picks(temperature, suppress):
@@ -183,7 +175,7 @@ def test_the_plain_fast_path_picks_what_the_general_path_picks(temperature, supp
     config = SampleConfig(temperature=temperature)
     plain = Sampler(config, suppress)
     assert plain.plain
-    cases = [torch.tensor([row]) for row in ROWS] + [torch.tensor(ROWS), torch.randn(7, 300) * 4]
+    cases = [torch.tensor([row]) for row in HARD_ROWS] + [torch.tensor(HARD_ROWS), torch.randn(7, 300) * 4]
     for logits in cases:
         fast_gen, general_gen = make_generator(11), make_generator(11)
         for _ in range(20):

@@ -15,14 +15,7 @@ from gentext.inference.sampler import Sampler, make_generator
 from gentext.models import build_model
 from gentext.models.weights import fast_formats
 from gentext.useconfig import SampleConfig
-
-ROWS = [
-    [2.0, -1.0, 0.5, 3.0, 3.0],  # a tie at the top
-    [float("-inf")] * 5,  # no allowed token
-    [float("nan"), 1.0, 2.0, 0.0, -1.0],  # a NaN among finite logits
-    [1e30, -1e30, 0.0, 1e30, 5.0],  # huge logits
-    [float("-inf"), float("-inf"), -3.0, float("-inf"), float("-inf")],  # one token left
-]
+from tests.conftest import HARD_ROWS
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +84,7 @@ def test_the_compiled_step_gives_the_python_steps_numbers_bit_for_bit(kind, kern
 @pytest.mark.parametrize("suppress", [None, [3]])
 def test_the_compiled_draw_picks_the_python_draws_ids(temperature, suppress, kernels):
     sampler = Sampler(SampleConfig(temperature=temperature), suppress)
-    for row in [*ROWS, torch.randn(300).mul(4).tolist()]:
+    for row in [*HARD_ROWS, torch.randn(300).mul(4).tolist()]:
         logits = torch.tensor([row])
         python_gen, native_gen = make_generator(5), make_generator(5)
         python = [sampler.choose(logits, python_gen) for _ in range(20)]

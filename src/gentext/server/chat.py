@@ -15,12 +15,12 @@ import json
 import time
 import uuid
 from types import SimpleNamespace
-from typing import Any, Literal
+from typing import Literal
 
 from gentext.inference.chat import transcript
 from gentext.inference.events import Failed, Text
 from gentext.inference.textmodel import TextModel
-from gentext.server.openai import finish_reason, openai_settings
+from gentext.server.openai import finish_reason, openai_base, openai_settings
 from gentext.server.requests import MAX_LABEL_CHARS, conditions, free_text, picture, strict_base, unprocessable
 from gentext.useconfig import MAX_LOGPROBS
 
@@ -42,24 +42,13 @@ def chat_request(limits):
         content: long_text | Annotated[list[Part], Field(max_length=16)]
         name: free_text(64) | None = None
 
-    class ChatRequest(strict):
-        model: str | None = None
+    class ChatRequest(openai_base()):
         messages: Annotated[list[Message], Field(min_length=1, max_length=256)]
         max_tokens: int | None = None
         max_completion_tokens: int | None = None
-        temperature: float | None = 1.0
-        top_p: float | None = 1.0
-        n: int = 1
-        stop: free_text(256) | list[free_text(256)] | None = None
-        seed: int | None = None
-        stream: bool = False
         logprobs: bool = False
         top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
-        presence_penalty: float | None = 0.0
-        frequency_penalty: float | None = 0.0
-        response_format: dict[str, Any] | None = None
         user: free_text(256) | None = None
-        stream_options: dict[str, Any] | None = None
         label: free_text(MAX_LABEL_CHARS) | None = None
 
     return ChatRequest

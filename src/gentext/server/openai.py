@@ -35,6 +35,26 @@ CREATED = int(time.time())
 TOKENIZE_CHARS = 2_000_000  # the longest text /tokenize takes (the body limit allows ~12 MB)
 
 
+def openai_base():
+    """The fields completions and chat requests share (OpenAI's sampling settings), each read by
+    `openai_settings`; each endpoint's schema adds its own."""
+
+    class OpenAIRequest(strict_base()):
+        model: str | None = None
+        temperature: float | None = 1.0
+        top_p: float | None = 1.0
+        n: int = 1
+        stop: free_text(256) | list[free_text(256)] | None = None
+        seed: int | None = None
+        stream: bool = False
+        presence_penalty: float | None = 0.0
+        frequency_penalty: float | None = 0.0
+        response_format: dict[str, Any] | None = None
+        stream_options: dict[str, Any] | None = None
+
+    return OpenAIRequest
+
+
 def completion_request(limits):
     from typing import Annotated
 
@@ -42,24 +62,13 @@ def completion_request(limits):
 
     text = free_text(limits.max_prompt_chars)
 
-    class CompletionRequest(strict_base()):
-        model: str | None = None
+    class CompletionRequest(openai_base()):
         prompt: text | Annotated[list[text], Field(min_length=1, max_length=64)] = ""
         max_tokens: int | None = 16
-        temperature: float | None = 1.0
-        top_p: float | None = 1.0
-        n: int = 1
-        stop: free_text(256) | list[free_text(256)] | None = None
-        seed: int | None = None
-        stream: bool = False
         echo: bool = False
         logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
-        presence_penalty: float | None = 0.0
-        frequency_penalty: float | None = 0.0
-        response_format: dict[str, Any] | None = None
         best_of: int | None = None
         user: str | None = Field(None, max_length=256)
-        stream_options: dict[str, Any] | None = None
         suffix: Literal[None] = None
 
     return CompletionRequest
