@@ -63,9 +63,9 @@ def train_runs(where: Path, seconds: int) -> dict[str, str]:
         text = SHARED.read_text(encoding="utf-8")
     else:
         from gentext.config import CorpusConfig
-        from gentext.data.corpus import load_corpus
+        from gentext.data.corpus import Shaping, load_corpus
 
-        corpus = load_corpus(CorpusConfig())
+        corpus = load_corpus(CorpusConfig(), Shaping())
         text = corpus.train + corpus.val
     paragraphs = text.split("\n\n")
     for i in range(len(paragraphs) - 1, 0, -max(len(paragraphs) // 300, 1)):
@@ -85,7 +85,7 @@ def train_runs(where: Path, seconds: int) -> dict[str, str]:
 
 def held_out_docs(run: str, count: int) -> list[str]:
     model = gentext.load(run)
-    text = model._held_out_text()
+    text = model.held_out_text()
     docs = [d for d in text.split("\n\n") if d.strip() and "Recorded" not in d]
     return docs[:count]
 
@@ -146,7 +146,7 @@ def first_token(port: int, prompt: str, seed: int) -> tuple[float, str]:
 
 def prefix_rows(run: str, tokens: int, requests: int) -> list[dict]:
     model = gentext.load(run)
-    prefix = "".join(c for c in model._held_out_text() if c in set(model.tokenizer.decode(list(range(
+    prefix = "".join(c for c in model.held_out_text() if c in set(model.tokenizer.decode(list(range(
         model.tokenizer.vocab_size)))))  # fmt: skip
     prefix = model.tokenizer.decode(model.tokenizer.encode(prefix)[:tokens].tolist())
     endings = [f"\n{name}:\n" for name in ("ROMEO", "JULIET", "HAMLET", "NURSE", "KING", "LEAR", "PAGE", "FOOL")]

@@ -47,11 +47,11 @@ print(rows.shape, rows.dtype)
 PASSES = """
 import sys, time
 from gentext.config import CorpusConfig, TokenizerConfig
-from gentext.data.corpus import open_corpus
+from gentext.data.corpus import Shaping, open_corpus
 from gentext.data.tokencache import fingerprint_and_fit, token_data
 from gentext.data.tokenizers import fit_tokenizer
 config = CorpusConfig(paths=[sys.argv[1]])
-source = open_corpus(config)
+source = open_corpus(config, Shaping())
 start = time.perf_counter()
 content, tok = fingerprint_and_fit(source, config, lambda pieces: fit_tokenizer(TokenizerConfig(), pieces))
 middle = time.perf_counter()

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 import gentext
+from gentext.conditions import condition_for
 from gentext.config import CorpusConfig
 from gentext.data.corpus import load_corpus
 from gentext.data.images import held_out_pictures, read_captions
@@ -118,7 +119,8 @@ def labels_task(root: Path, options: dict) -> list[dict]:
 
     summary = gentext.train(root / "run", builtin="names", condition="label", force=True, **options)
     model, alone = gentext.load(root / "run"), gentext.load(root / "run", network_only=True)
-    corpus = load_corpus(CorpusConfig(builtin="names", condition="label"))
+    names = CorpusConfig(builtin="names", condition="label")
+    corpus = load_corpus(names, condition_for(names))
     train, val = pairs_from_marks(corpus.train, model.labels), pairs_from_marks(corpus.val, model.labels)
     tfidf = make_pipeline(TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 4)), LogisticRegression(max_iter=3000))
     tfidf.fit([t for _, t in train], [lab for lab, _ in train])

@@ -106,7 +106,7 @@ def run_corpus(name: str, corpus: dict, minutes: float, tiny: bool, root: Path) 
     for family, options in families.items():
         out = root / family
         runs.append((family, out, _train(out, corpus, {**options, **budget})))
-    held_out = read_text([str(corpus["val"])]) if corpus.get("val") else gentext.load(markov_run)._held_out_text()
+    held_out = read_text([str(corpus["val"])]) if corpus.get("val") else gentext.load(markov_run).held_out_text()
     training = gentext.load(markov_run)._corpus().train
     rows = []
     for family, run, summary in runs:

@@ -34,11 +34,13 @@ from torch import nn
 
 from gentext import native, threads
 from gentext.api import TextModel, load
+from gentext.conditions import Condition
 from gentext.config import ModelConfig
 from gentext.data.tokenizers import CharTokenizer
 from gentext.hardware import cpu_native
 from gentext.models import build_model
 from gentext.models.weights import fast_formats
+from gentext.runconfig import RunConfig
 
 DEFAULT_THREADS = torch.get_num_threads()  # before gentext chooses any
 
@@ -84,7 +86,9 @@ def transformer_row(args) -> tuple[float, dict[str, float], str]:
         size = dict(hidden_size=384, num_layers=6, num_heads=6, context=256)
     cfg = ModelConfig(kind="transformer", vocab_size=65, **size)
     torch.manual_seed(0)
-    model = TextModel(build_model(cfg).eval(), CharTokenizer([chr(32 + i) for i in range(65)]), {})
+    model = TextModel(
+        build_model(cfg).eval(), CharTokenizer([chr(32 + i) for i in range(65)]), RunConfig(), condition=Condition()
+    )
     prompt_text = "".join(chr(32 + i % 65) for i in range(cfg.context))
     prompt = torch.tensor([model.tokenizer.encode(prompt_text).tolist()])
     fns = {"plain": at_default_threads(lambda: recompute_generate(model.model, prompt, args.tokens, cfg.context, 0))}
@@ -147,7 +151,9 @@ def models(args) -> tuple[TextModel, PlainLSTM]:
         size = dict(embed_size=16, hidden_size=64, num_layers=1) if args.tiny else dict(hidden_size=512, num_layers=2)
         cfg = ModelConfig(kind="lstm", vocab_size=65, **size)
         torch.manual_seed(0)
-        model = TextModel(build_model(cfg).eval(), CharTokenizer([chr(32 + i) for i in range(65)]), {})
+        model = TextModel(
+            build_model(cfg).eval(), CharTokenizer([chr(32 + i) for i in range(65)]), RunConfig(), condition=Condition()
+        )
     baseline = PlainLSTM(cfg.vocab_size, cfg.embed_size, cfg.hidden_size, cfg.num_layers).eval()
     baseline.load_state_dict(model.model.state_dict())
     return model, baseline

@@ -26,6 +26,7 @@ pytorch/examples' word_language_model at word level.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -107,9 +108,14 @@ def scores(run: Path, chain: Path, test: str) -> dict:
         inner.append(inner[-1].net)
     cached = next((m for m in inner if isinstance(m, CacheModel)), None)
     models = {"gentext": mixed.model, "cache": cached, "net": inner[-1], "markov": alone.model}
-    found = {key: TextModel(m, mixed.tokenizer, mixed.config) for key, m in models.items() if m is not None}
+    found = {
+        key: TextModel(m, mixed.tokenizer, mixed.config, condition=mixed.condition)
+        for key, m in models.items()
+        if m is not None
+    }
     found = {key: model.score(test, unknown="skip")["loss"] for key, model in found.items()}
-    return {"cache": math.nan, **found, "mix": mixed.config.get("mixture") or {}, "lam": cached and cached.weight}
+    mix = dataclasses.asdict(mixed.config.mixture) if mixed.config.mixture else {}
+    return {"cache": math.nan, **found, "mix": mix, "lam": cached and cached.weight}
 
 
 REUSE = False  # --reuse: score the runs already in --keep instead of training them again

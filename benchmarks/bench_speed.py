@@ -95,8 +95,10 @@ def generate(size: dict, vocab: int, streams: int, which: str) -> float:
     from bench_generation import plain_generate
 
     from gentext.api import TextModel
+    from gentext.conditions import Condition
     from gentext.data.tokenizers import CharTokenizer
     from gentext.models import build_model
+    from gentext.runconfig import RunConfig
 
     torch.manual_seed(0)
     baseline = PlainLSTM(vocab, size["embed"], size["hidden"], size["layers"]).eval()
@@ -108,7 +110,7 @@ def generate(size: dict, vocab: int, streams: int, which: str) -> float:
         net = build_model(gentext_config(size, vocab))
         net.load_state_dict(baseline.state_dict())
         chars = [chr(32 + i) for i in range(vocab)]
-        model = TextModel(net.eval(), CharTokenizer(chars), {})
+        model = TextModel(net.eval(), CharTokenizer(chars), RunConfig(), condition=Condition())
         model.set_weights("auto")  # what `gentext generate` and `serve` use by default
         start = time.perf_counter()
         model.generate(" ", max_new_tokens=tokens, num_samples=streams, temperature=1.0, seed=0)

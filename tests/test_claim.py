@@ -80,7 +80,7 @@ def test_a_folder_that_refuses_writes_is_one_line_naming_it(tiny_corpus, tmp_pat
 @pytest.mark.parametrize("damage", ["cut short", "overwritten", "meta lost"])
 def test_a_damaged_token_cache_entry_is_found_rebuilt_and_said(tiny_corpus, tmp_path, damage, caplog):
     gentext.train(tmp_path / "a", paths=[str(tiny_corpus)], steps=2, **TINY_SETTINGS)
-    entry = cache_dir() / "tokens" / checkpoint.read_config(tmp_path / "a")["data"]["cache_key"]
+    entry = cache_dir() / "tokens" / checkpoint.read_config(tmp_path / "a").data.cache_key
     data = (entry / "train.bin").read_bytes()
     if damage == "cut short":
         (entry / "train.bin").write_bytes(data[: len(data) // 3])
@@ -97,7 +97,7 @@ def test_a_damaged_token_cache_entry_is_found_rebuilt_and_said(tiny_corpus, tmp_
 def test_eval_of_a_run_whose_cache_entry_is_damaged_reads_the_text_again(trained_run, caplog):
     model = gentext.load(trained_run)
     before = model.evaluate()["loss"]
-    key = checkpoint.read_config(trained_run)["data"]["cache_key"]
+    key = checkpoint.read_config(trained_run).data.cache_key
     train_bin = cache_dir() / "tokens" / key / "val.bin"
     train_bin.write_bytes(train_bin.read_bytes()[:3])
     with caplog.at_level("WARNING"):

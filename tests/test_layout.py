@@ -6,12 +6,13 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "gentext"
 # Lower layers never import higher ones (DESIGN.md, "Data flows one way").
 LAYERS = [
-    {"errors", "config", "useconfig", "hardware", "threads", "paths", "native", "presets"},
+    {"errors", "config", "useconfig", "runconfig", "hardware", "threads", "paths", "native", "presets"},
     {"data"},
     {"models"},
     {"checkpoint", "claim"},
     {"training"},
     {"inference"},
+    {"conditions"},
     {"api", "settings", "pipeline"},
     {"cli", "server", "__init__", "__main__"},
 ]

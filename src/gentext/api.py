@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gentext import checkpoint, pipeline
+from gentext.conditions import condition_of
 from gentext.config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig
 from gentext.errors import GentextError
 from gentext.hardware import resolve_device
@@ -69,10 +70,11 @@ def train(
             paths, corpus, tokenizer, model, train, overrides
         )
         tok = None
-    return pipeline.run(
+    summary = pipeline.run(
         out, info, corpus_cfg, tok_cfg, model_cfg, train_cfg, tok, origin,
         force=force, resume=resume, progress=progress, on_eval=on_eval,
     )  # fmt: skip
+    return summary.as_dict()
 
 
 def load(
@@ -90,6 +92,7 @@ def load(
     configure_threads(threads)
     LoadConfig(device=device, weights=weights, network_only=network_only, prefix_cache_mb=prefix_cache_mb).validate()
     run = checkpoint.load_run(run_dir, resolve_device(device), mix=not network_only)
-    model = TextModel(run.model, run.tokenizer, run.config, run.run_dir, prefix_cache_mb=prefix_cache_mb)
+    condition = condition_of(run.config)
+    model = TextModel(run.model, run.tokenizer, run.config, run.run_dir, prefix_cache_mb, condition=condition)
     model.set_weights(weights)
     return model

@@ -19,6 +19,7 @@ full disk leaves the previous good checkpoint in place. Loading never unpickles 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -35,10 +36,11 @@ from safetensors import SafetensorError
 from torch import nn
 
 from gentext import claim
-from gentext.config import FORMAT_VERSION, ModelConfig, from_dict
+from gentext.config import FORMAT_VERSION, ModelConfig
 from gentext.data.tokenizers import Tokenizer, tokenizer_from_json
 from gentext.errors import GentextError
 from gentext.models import build_model, pretrained
+from gentext.runconfig import CacheRecord, MixRecord, RunConfig
 
 CONFIG = "config.json"
 TOKENIZER = "tokenizer.json"
@@ -119,12 +121,12 @@ def load_weights(run_dir: Path, model: nn.Module) -> None:
     safetensors.torch.load_model(model, str(Path(run_dir) / WEIGHTS), strict=True)
 
 
-def save_run_files(run_dir: Path, config: dict[str, Any], tokenizer: Tokenizer) -> None:
+def save_run_files(run_dir: Path, config: RunConfig, tokenizer: Tokenizer) -> None:
     """Write config.json and tokenizer.json (the weights are written by `save_weights`)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / TOKENIZER, tokenizer.to_json())
-    write_json(run_dir / CONFIG, {"format_version": FORMAT_VERSION, **config})
+    write_json(run_dir / CONFIG, config.to_json())
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
@@ -155,13 +157,13 @@ def _read_json(path: Path) -> Any:
 @dataclass
 class LoadedRun:
     run_dir: Path
-    config: dict[str, Any]
+    config: RunConfig
     model_config: ModelConfig
     tokenizer: Tokenizer
     model: nn.Module
 
 
-def read_config(run_dir: Path) -> dict[str, Any]:
+def read_config(run_dir: Path) -> RunConfig:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise GentextError(f"{run_dir}: no such run directory")
@@ -176,7 +178,7 @@ def read_config(run_dir: Path) -> dict[str, Any]:
             f"{run_dir}: written by a newer gentext (format_version {config['format_version']}, "
             f"this one reads up to {FORMAT_VERSION}); upgrade gentext"
         )
-    return config
+    return RunConfig.from_json(config, str(run_dir / CONFIG))
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu", mix: bool = True) -> LoadedRun:
@@ -197,7 +199,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", mix: bool 
 
 def _load_saved(run_dir: Path, device, mix: bool) -> LoadedRun:
     config = read_config(run_dir)
-    model_config = from_dict(ModelConfig, config.get("model"), f"{run_dir / CONFIG} 'model'")
+    model_config = config.model
     model_config.validate()
     tokenizer = tokenizer_from_json(_read_json(run_dir / TOKENIZER))
     if tokenizer.vocab_size != model_config.vocab_size:
@@ -218,10 +220,10 @@ def _load_saved(run_dir: Path, device, mix: bool) -> LoadedRun:
             f"{run_dir / WEIGHTS}: weights do not match config.json "
             f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
         )
-    if mix and config.get("cache"):
-        model = _cached(run_dir, model, config["cache"])
-    if mix and config.get("mixture"):
-        model = _mixed(run_dir, model, config["mixture"])
+    if mix and config.cache is not None:
+        model = _cached(run_dir, model, config.cache)
+    if mix and config.mixture is not None:
+        model = _mixed(run_dir, model, config.mixture)
     model.to(device).eval()
     return LoadedRun(run_dir, config, model_config, tokenizer, model)
 
@@ -230,31 +232,32 @@ def save_chain(run_dir: Path, chain: nn.Module) -> None:
     atomic_write(Path(run_dir) / CHAIN, lambda tmp: safetensors.torch.save_model(chain, str(tmp)))
 
 
-def _mixed(run_dir: Path, net: nn.Module, spec: dict) -> nn.Module:
+def _mixed(run_dir: Path, net: nn.Module, spec: MixRecord) -> nn.Module:
     """The network of a run and its chain (config.json's "mixture": order, weight, and for a
     labelled run the number of labels)."""
     from gentext.models.mixture import MixtureModel, new_chain
 
     try:
-        labels = int(spec.get("labels") or 0)  # a labelled run: one chain per label, their marks in the file
-        chain = new_chain(int(spec["order"]), net.config.vocab_size, [0] * labels if labels else None)
+        labels = int(spec.labels or 0)  # a labelled run: one chain per label, their marks in the file
+        chain = new_chain(int(spec.order), net.config.vocab_size, [0] * labels if labels else None)
         chain.load_state_dict(safetensors.torch.load_file(str(run_dir / CHAIN)))
-        return MixtureModel(net, chain, float(spec["weight"]))
+        return MixtureModel(net, chain, float(spec.weight))
     except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise GentextError(f"{run_dir / CHAIN}: the run's Kneser-Ney chain cannot be read ({exc})") from None
 
 
-def _cached(run_dir: Path, net: nn.Module, spec: dict) -> nn.Module:
+def _cached(run_dir: Path, net: nn.Module, spec: CacheRecord) -> nn.Module:
     """The network with its neural cache (config.json's "cache": window, theta, weight)."""
     from gentext.models.cache import CacheModel
 
     try:
-        window, theta, weight = int(spec["window"]), float(spec["theta"]), float(spec["weight"])
+        window, theta, weight = int(spec.window), float(spec.theta), float(spec.weight)
     except (KeyError, TypeError, ValueError) as exc:
         raise GentextError(f'{run_dir}/config.json: unreadable "cache" ({exc!r})') from None
     fits = callable(getattr(net, "features", None))
     if window <= 0 or not 0.0 <= weight <= 1.0 or not math.isfinite(theta) or not fits:
-        raise GentextError(f'{run_dir}/config.json: "cache" {spec} does not fit this {net.config.kind} network')
+        shown = dataclasses.asdict(spec)
+        raise GentextError(f'{run_dir}/config.json: "cache" {shown} does not fit this {net.config.kind} network')
     return CacheModel(net, window, theta, weight)
 
 

@@ -94,14 +94,12 @@ class CorpusConfig:
     text_column: str | None = opt(None, "--condition label from CSV: the column holding the texts")
 
     def validate(self) -> None:
-        one_of(self.condition, ("none", "label", "source", "image"), "--condition")
+        # the condition is checked, and sets what it needs here, where it is looked up
+        # (gentext/conditions: condition_for), so a new condition touches no list in this file
         check(
             (self.label_column is None) == (self.text_column is None),
             "--label-column and --text-column go together (a CSV with a header row)",
         )
-        check(self.label_column is None or self.condition == "label", "--label-column needs --condition label")
-        if self.condition != "none":
-            self.mode = "lines"  # a labelled line is a document: it ends, and the next one starts from its label
         check(self.mode in ("stream", "lines"), f"--mode must be stream or lines, got {self.mode!r}")
         check(0.0 <= self.val_fraction < 1.0, f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         check(

@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from gentext import checkpoint
-from gentext.config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig, flag_of, from_dict
+from gentext.conditions import condition_class, condition_for
+from gentext.config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig, flag_of
 from gentext.data.tokenizers import tokenizer_from_json
 from gentext.errors import GentextError
 from gentext.models import REGISTRY
+from gentext.runconfig import RunConfig
 from gentext.training import distributed, finetune
 
 _CONFIG_CLASSES = (CorpusConfig, TokenizerConfig, ModelConfig, TrainConfig)
@@ -50,14 +52,11 @@ def resume_configs(out: Path, paths: list[str] | None, overrides: dict[str, Any]
             "change; start a new run with --force to change the others)"
         )
     info = distributed.from_env()
-    stored = json.loads(distributed.from_main(lambda: json.dumps(checkpoint.read_config(out)).encode(), info))
-    corpus_data = {k: v for k, v in stored.get("corpus", {}).items() if k != "sources"}
-    corpus_cfg = from_dict(CorpusConfig, corpus_data, "config.json 'corpus'")
-    if paths:
-        corpus_cfg.paths = list(paths)
-    tok_cfg = from_dict(TokenizerConfig, stored.get("tokenizer"), "config.json 'tokenizer'")
-    model_cfg = from_dict(ModelConfig, stored.get("model"), "config.json 'model'")
-    train_cfg = dataclasses.replace(from_dict(TrainConfig, stored.get("train"), "config.json 'train'"), **overrides)
+    saved = distributed.from_main(lambda: json.dumps(checkpoint.read_config(out).to_json()).encode(), info)
+    stored = RunConfig.from_json(json.loads(saved), str(out / checkpoint.CONFIG))
+    corpus_cfg = dataclasses.replace(stored.corpus, paths=list(paths) if paths else stored.corpus.paths)
+    tok_cfg, model_cfg = stored.tokenizer, stored.model
+    train_cfg = dataclasses.replace(stored.train, **overrides)
     tok_bytes = distributed.from_main(lambda: (out / checkpoint.TOKENIZER).read_bytes(), info)
     tok = tokenizer_from_json(json.loads(tok_bytes.decode("utf-8")))
     return corpus_cfg, tok_cfg, model_cfg, train_cfg, tok
@@ -76,10 +75,8 @@ def new_configs(paths, corpus, tokenizer, model, train, overrides):
     model_cfg = dataclasses.replace(model or ModelConfig(), **routed[ModelConfig])
     train_cfg = dataclasses.replace(train or TrainConfig(), **routed[TrainConfig])
     kind_given = "kind" in routed[ModelConfig] or (model is not None and model.kind != ModelConfig.kind)
+    condition_for(corpus_cfg, [flag_of(TokenizerConfig, name) for name in routed[TokenizerConfig]])
     _kind_for_condition(corpus_cfg.condition, model_cfg, kind_given)
-    if corpus_cfg.condition == "image" and routed[TokenizerConfig]:
-        flags = ", ".join(flag_of(TokenizerConfig, name) for name in routed[TokenizerConfig])
-        raise GentextError(f"--condition image reads captions as words itself; drop {flags}")
     origin = None
     if train_cfg.init_from:
         if routed[TokenizerConfig]:
@@ -114,5 +111,5 @@ def _kind_for_condition(condition: str, model_cfg: ModelConfig, kind_given: bool
         raise GentextError(f"--condition {condition} trains --model {needed} only; drop --model {model_cfg.kind}")
     for cond, kind in CONDITION_KINDS.items():
         if model_cfg.kind == kind and condition != cond:
-            shape = "source<TAB>target lines" if cond == "source" else "picture<TAB>caption lines or a folder"
+            shape = condition_class(cond).reads
             raise GentextError(f"--model {kind} needs --condition {cond} ({shape}); add --condition {cond}")

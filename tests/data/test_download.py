@@ -110,5 +110,5 @@ def test_train_on_a_named_corpus_uses_its_own_split(server, tmp_path, monkeypatc
     summary = gentext.train(tmp_path / "run", corpus=CorpusConfig(builtin="local-test"), steps=3, **TINY_SETTINGS)
     assert summary["steps"] == 3
     model = gentext.load(tmp_path / "run")
-    assert model.config["corpus"]["sources"] == ["corpus:local-test"]
+    assert model.config.sources == ("corpus:local-test",)
     assert model.evaluate()["tokens"] == len(VALID) - 1  # validation is the corpus' valid file

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from gentext.config import CorpusConfig, TokenizerConfig
 from gentext.data import corpus, tokencache
-from gentext.data.corpus import at_newlines, load_corpus, open_corpus, split_pieces
+from gentext.data.corpus import Shaping, at_newlines, load_corpus, open_corpus, split_pieces
 from gentext.data.tokenizers import fit_tokenizer
 from gentext.errors import GentextError
 from gentext.paths import cache_dir
@@ -38,7 +38,7 @@ def test_streamed_split_matches_the_whole_text_split(tmp_path, small_pieces, mod
     path = tmp_path / "t.txt"
     path.write_text(TINY_TEXT, encoding="utf-8")
     cfg = CorpusConfig(paths=[str(path)], mode=mode, val_fraction=0.23)
-    loaded = load_corpus(cfg)
+    loaded = load_corpus(cfg, Shaping())
     text = corpus.as_documents(TINY_TEXT) if mode == "lines" else TINY_TEXT
     cut = len(text) - int(len(text) * 0.23)
     if mode == "lines":
@@ -56,10 +56,10 @@ def test_ids_encoded_in_pieces_equal_the_whole_text_encoded(tmp_path, small_piec
     path = tmp_path / "t.txt"
     path.write_text(TINY_TEXT, encoding="utf-8")
     cfg = CorpusConfig(paths=[str(path)])
-    source = open_corpus(cfg)
+    source = open_corpus(cfg, Shaping())
     content, tok = tokencache.fingerprint_and_fit(source, cfg, lambda p: fit_tokenizer(tok_cfg, p))
     data = tokencache.token_data(source, cfg, tok, content, progress=False)
-    whole = load_corpus(cfg)
+    whole = load_corpus(cfg, Shaping())
     assert isinstance(data.train, np.memmap)
     assert data.train.tolist() == tok.encode(whole.train).tolist()
     assert data.val.tolist() == tok.encode(whole.val).tolist()
@@ -69,7 +69,7 @@ def test_ids_encoded_in_pieces_equal_the_whole_text_encoded(tmp_path, small_piec
 
 def _prepared(path):
     cfg = CorpusConfig(paths=[str(path)])
-    source = open_corpus(cfg)
+    source = open_corpus(cfg, Shaping())
     content, tok = tokencache.fingerprint_and_fit(source, cfg, lambda p: fit_tokenizer(TokenizerConfig(), p))
     return source, cfg, tok, content
 
@@ -111,7 +111,7 @@ def test_invalid_utf8_far_into_a_file_names_its_byte_offset(tmp_path, small_piec
     path = tmp_path / "bad.txt"
     path.write_bytes("é".encode() * 20 + b"ok \xff more")  # 40 bytes of 2-byte characters, then 3 more
     with pytest.raises(GentextError, match="not valid UTF-8 at byte offset 43"):
-        load_corpus(CorpusConfig(paths=[str(path)]))
+        load_corpus(CorpusConfig(paths=[str(path)]), Shaping())
 
 
 def test_a_blank_corpus_is_an_error_in_both_modes(tmp_path):
@@ -120,7 +120,7 @@ def test_a_blank_corpus_is_an_error_in_both_modes(tmp_path):
     for mode in ("stream", "lines"):
         cfg = CorpusConfig(paths=[str(path)], mode=mode)
         with pytest.raises(GentextError, match="the corpus is empty"):
-            list(split_pieces(open_corpus(cfg), cfg))
+            list(split_pieces(open_corpus(cfg, Shaping()), cfg))
 
 
 def test_the_split_point_is_counted_once_for_all_passes(tmp_path, monkeypatch):
@@ -128,7 +128,7 @@ def test_the_split_point_is_counted_once_for_all_passes(tmp_path, monkeypatch):
     path = tmp_path / "t.txt"
     path.write_text(TINY_TEXT, encoding="utf-8")
     cfg = CorpusConfig(paths=[str(path)])
-    source = open_corpus(cfg)
+    source = open_corpus(cfg, Shaping())
     reads = {"n": 0}
     read_train = source.train
 

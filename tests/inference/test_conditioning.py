@@ -34,7 +34,7 @@ def test_lines_become_documents_led_by_their_label_mark():
 def test_every_label_is_held_out_and_recorded(labelled):
     config = json.loads((labelled / "run" / "config.json").read_text())
     assert config["labels"] == ["soft", "hard"] and config["corpus"]["mode"] == "lines"
-    held_out = gentext.load(labelled / "run")._held_out_text()
+    held_out = gentext.load(labelled / "run").held_out_text()
     assert held_out.count(mark(0)) + held_out.count(mark(1)) == 30  # every 10th line (after a seeded shuffle)
     assert min(held_out.count(mark(0)), held_out.count(mark(1))) >= 8  # both labels, though grouped in the file
 

@@ -92,7 +92,7 @@ def test_the_export_loss_check_agrees_with_pytorch(trained_run, tmp_path):
 
     model = gentext.load(trained_run, weights="fp32")
     path = export_onnx(model, tmp_path / "fp32.onnx").path
-    ids = np.asarray(model._held_out_ids()[0][:64], dtype=np.int64).reshape(2, 32)
+    ids = np.asarray(model.held_out_ids()[0][:64], dtype=np.int64).reshape(2, 32)
     with torch.no_grad():
         logits, _ = model.model(torch.from_numpy(ids[:, :-1]), None)
         ref = torch.nn.functional.cross_entropy(

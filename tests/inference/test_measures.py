@@ -62,7 +62,7 @@ def test_eval_without_text_reads_the_held_out_ids_from_the_token_cache(tiny_corp
     gentext.train(run, paths=[str(tiny_corpus)], steps=5, **TINY_SETTINGS)
     model = gentext.load(run)
     from_cache = model.evaluate()
-    assert from_cache == pytest.approx(model.evaluate(text=model._held_out_text()))
+    assert from_cache == pytest.approx(model.evaluate(text=model.held_out_text()))
     tiny_corpus.unlink()  # the training text moved: the cache still has the held-out ids
     assert gentext.load(run).evaluate() == pytest.approx(from_cache)
     from gentext.paths import cache_dir

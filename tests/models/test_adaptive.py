@@ -9,6 +9,7 @@ from gentext.data.tokenizers import CharTokenizer
 from gentext.errors import GentextError
 from gentext.models import build_model
 from gentext.models.adaptive import AdaptiveSoftmax
+from gentext.runconfig import RunConfig
 
 VOCAB = 23
 
@@ -64,7 +65,7 @@ def test_model_targets_path_matches_its_logits_and_the_fast_step():
 def test_save_load_keeps_the_clusters_and_the_tie(tmp_path):
     model = make(tie_weights=True)
     tok = CharTokenizer([chr(ord("a") + i) for i in range(VOCAB)])
-    checkpoint.save_run_files(tmp_path, {"model": vars(model.config)}, tok)
+    checkpoint.save_run_files(tmp_path, RunConfig(model=model.config), tok)
     checkpoint.save_weights(tmp_path, model)
     loaded = checkpoint.load_run(tmp_path).model
     assert loaded.head.weight is loaded.embedding.weight
@@ -99,12 +100,15 @@ def test_onnx_export_of_an_adaptive_model_gives_the_same_log_probabilities(tmp_p
     ort = pytest.importorskip("onnxruntime")
     import numpy as np
 
+    from gentext.conditions import Condition
     from gentext.inference.export import export_onnx
     from gentext.inference.textmodel import TextModel
 
     model = make(tie_weights=True)
     tok = CharTokenizer([chr(ord("a") + i) for i in range(VOCAB)])
-    path = export_onnx(TextModel(model, tok, {"model": vars(model.config)}), tmp_path / "m.onnx").path
+    path = export_onnx(
+        TextModel(model, tok, RunConfig(model=model.config), condition=Condition()), tmp_path / "m.onnx"
+    ).path
     ids = np.array([1, 7, 20], dtype=np.int64)
     zeros = np.zeros((2, 3, 12), np.float32)
     out = ort.InferenceSession(str(path)).run(None, {"ids": ids, "h": zeros, "c": zeros})

@@ -133,7 +133,7 @@ def test_the_cache_is_opt_in_on_the_command_line_and_bad_values_are_refused(tmp_
     assert re.search(r"neural cache of the network's last (25|50|100) outputs", out)  # the window chosen
     assert "--neural-cache 0 turns it off" in out
     assert main([*base, "--out", str(tmp_path / "off"), "--mix-markov", "0"]) == 0  # the default: no cache
-    assert "cache" not in checkpoint.read_config(tmp_path / "off") and "neural cache" not in capsys.readouterr().out
+    assert checkpoint.read_config(tmp_path / "off").cache is None and "neural cache" not in capsys.readouterr().out
     assert main([*base, "--out", str(tmp_path / "bad"), "--neural-cache", "-3"]) == 2
     assert "--neural-cache must be >= 0" in capsys.readouterr().err
 

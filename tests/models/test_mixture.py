@@ -11,6 +11,7 @@ import torch
 import gentext
 from gentext import checkpoint
 from gentext.cli import main
+from gentext.conditions import Condition
 from gentext.config import ModelConfig
 from gentext.inference.textmodel import TextModel
 from gentext.models import build_model
@@ -98,7 +99,7 @@ def test_a_default_run_is_mixed_and_scores_as_the_weighted_sum_of_its_parts(mixe
     assert mix["val_loss"] <= max(mix["net_val_loss"], mix["chain_val_loss"]) + 1e-6  # a mixture: never the worst
     mixed = gentext.load(run)
     alone = checkpoint.load_run(run, mix=False)
-    net = TextModel(alone.model, alone.tokenizer, alone.config)
+    net = TextModel(alone.model, alone.tokenizer, alone.config, condition=Condition())
     chain_lp = mixed.model.chain(torch.tensor([[0]]), None)  # the chain answers on the contract too
     assert chain_lp[0].shape[-1] == mixed.tokenizer.vocab_size
     text = "the owl sat on the red mat.\n"

@@ -5,6 +5,7 @@ from gentext import checkpoint
 from gentext.config import ModelConfig
 from gentext.data.tokenizers import CharTokenizer
 from gentext.models import build_model
+from gentext.runconfig import RunConfig
 
 KINDS = ["lstm", "gru", "rnn"]
 
@@ -41,7 +42,7 @@ def test_chunks_with_carried_state_equal_one_pass(kind):
 def test_save_load_gives_identical_logits(kind, tmp_path):
     model = make(kind, tie_weights=False)
     tok = CharTokenizer([chr(ord("a") + i) for i in range(11)])
-    checkpoint.save_run_files(tmp_path, {"model": vars(model.config)}, tok)
+    checkpoint.save_run_files(tmp_path, RunConfig(model=model.config), tok)
     checkpoint.save_weights(tmp_path, model)
     loaded = checkpoint.load_run(tmp_path).model
     ids = torch.randint(0, 11, (2, 9))
@@ -53,7 +54,7 @@ def test_tied_weights_share_one_matrix_and_survive_save_load(tmp_path):
     model = build_model(ModelConfig(kind="lstm", vocab_size=11, embed_size=12, hidden_size=12, tie_weights=True)).eval()
     assert model.head.weight is model.embedding.weight
     tok = CharTokenizer([chr(ord("a") + i) for i in range(11)])
-    checkpoint.save_run_files(tmp_path, {"model": vars(model.config)}, tok)
+    checkpoint.save_run_files(tmp_path, RunConfig(model=model.config), tok)
     checkpoint.save_weights(tmp_path, model)
     loaded = checkpoint.load_run(tmp_path).model
     assert loaded.head.weight is loaded.embedding.weight

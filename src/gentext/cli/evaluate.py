@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from gentext.cli.options import add_options, load_run
 from gentext.cli.output import print_json
@@ -26,8 +25,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
         return 0
-    if "pairs" in result or "images" in result:  # seq2seq and captioning runs: their own figures
-        print("\n".join(conditional_lines(result)))
+    if not model.condition.text_figures:  # seq2seq and captioning runs: their own figures
+        print("\n".join(model.condition.summary_lines(result)))
         return 0
     print(
         f"loss {result['loss']:.4f} nats/token | perplexity {result['perplexity']:.2f} | "
@@ -48,16 +47,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(_skipped_line(result))
     if "bpc_closed_vocab" in result:
         print(_spelling_line(result))
-    if "label_accuracy" in result:
-        print(
-            f"label accuracy {result['label_accuracy']:.1%} of {result['label_pairs']:,} texts "
-            "(each classified by the label under which it is most likely)"
-        )
-    if "sample_label_accuracy" in result:
-        print(
-            f"sample label accuracy {result['sample_label_accuracy']:.1%}: generated texts classified as the label "
-            f"they were generated from ({result['samples_per_label']} per label)"
-        )
+    for line in model.condition.summary_lines(result):  # a labelled run: its label accuracy
+        print(line)
     if args.samples:
         n = result["novelty"]
         print(
@@ -65,26 +56,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"from the training text; longest copy {n['longest_copy']} characters: {n['longest_example']!r}"
         )
     return 0
-
-
-def conditional_lines(result: dict) -> list[str]:
-    """What `gentext eval` prints for a seq2seq run (pairs) or a captioning run (pictures)."""
-    if "images" in result:
-        lines = [f"{result['images']:,} held-out pictures"]
-        for name in ("greedy", "beam"):
-            r = result[name]
-            named = f", attribute accuracy {r['attribute_accuracy']:.1%}" if "attribute_accuracy" in r else ""
-            figures = f"exact match {r['exact_match']:.1%}, BLEU {r['bleu']:.1f}, chrF {r['chrf']:.1f}{named}"
-            lines.append(f"{name:6s} captions: {figures}")
-        return lines + [f"  {Path(e['image']).name}: {e['caption']}" for e in result.get("examples", [])]
-    lines = [f"loss {result['loss']:.4f} nats/token on {result['pairs']:,} pairs ({result['tokens']:,} target tokens)"]
-    for name in ("greedy", "beam"):
-        r = result[name]
-        lines.append(
-            f"{name:6s} on {result['scored_pairs']:,} pairs: exact match {r['exact_match']:.1%}, "
-            f"chrF {r['chrf']:.1f}, BLEU {r['bleu']:.1f}"
-        )
-    return lines
 
 
 def _spelling_line(result: dict) -> str:
@@ -106,13 +77,13 @@ def _skipped_line(result: dict) -> str:
 def compare_rows(args: argparse.Namespace) -> list[dict]:
     runs, data, sample_tokens, unknown = args.runs, args.data, args.sample_tokens, args.unknown
     models = [load_run(args, run, weights="fp32") for run in runs]
-    conditional = [bool(m.pairs or m.captions) for m in models]
+    conditional = [not m.condition.text_figures for m in models]
     if any(conditional):
         if not all(conditional):
             raise GentextError("compare: seq2seq and captioning runs compare with each other, not with text models")
         return [conditional_row(run, model, data) for run, model in zip(runs, models, strict=True)]
     # One held-out text for every run, so the numbers rank: --data, else the first run's validation split.
-    text = read_text([data]) if data else models[0]._held_out_text()
+    text = read_text([data]) if data else models[0].held_out_text()
     # With --unknown skip, what any run cannot represent is left out for all: every row scores the same text.
     union = set().union(*(m.tokenizer.unknown_chars(text) for m in models)) if unknown == "skip" else set()
     rows = []
@@ -145,8 +116,7 @@ def compare_rows(args: argparse.Namespace) -> list[dict]:
 def conditional_row(run: str, model, data: str | None) -> dict:
     """A seq2seq or captioning run's headline figures on its held-out pairs (or `data`)."""
     result = model.evaluate(paths=[data] if data else None)
-    pictures = ("exact_match", "bleu", "chrf", "attribute_accuracy")  # attribute accuracy: `shapes` captions only
-    figures = ("loss", "exact_match", "chrf", "bleu") if model.pairs else pictures
+    figures = model.condition.headline
     return {"run": run, "kind": model.model.config.kind, **{k: result[k] for k in figures if k in result}}
 
 

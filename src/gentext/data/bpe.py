@@ -61,6 +61,9 @@ class BPETokenizer:
     def unknown_chars(self, text: str) -> set[str]:
         return set()  # every byte is in the base alphabet
 
+    def unknown_words(self, text: str) -> list[str]:
+        return []  # every word is spelled in bytes
+
     def grown(self, other: BPETokenizer) -> BPETokenizer:
         """Byte-level BPE already encodes any text: fine-tuning keeps the merges as they are."""
         return self

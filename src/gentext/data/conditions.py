@@ -28,6 +28,7 @@ from gentext.errors import GentextError
 LABEL_BASE = 0xF0000
 MAX_LABELS = 0xFFFD  # plane 15 holds 65,534 private-use code points; the last one ends a source
 SOURCE_END = chr(0xFFFFD)  # `--condition source`: a document is source SOURCE_END target
+LINE_SHAPES = {"label": "label<TAB>text", "source": "source<TAB>target"}  # what each line of the file holds
 
 
 def is_reserved(char: str) -> bool:
@@ -46,7 +47,7 @@ def split_line(line: str, condition: str = "label") -> tuple[str, str]:
     """`label<TAB>text[<TAB>ignored...]` (or source<TAB>target) -> both stripped; a clear error otherwise."""
     parts = line.split("\t")
     if len(parts) < 2 or not parts[0].strip():
-        shape = "label<TAB>text" if condition == "label" else "source<TAB>target"
+        shape = LINE_SHAPES.get(condition, "label<TAB>text")
         raise GentextError(f"--condition {condition}: each line must be {shape}; got {line[:60]!r}")
     text = parts[1].strip()
     if any(is_reserved(c) for c in parts[0] + text):

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from gentext.config import CorpusConfig
 from gentext.data import generated
-from gentext.data.conditions import check_columns, csv_as_tsv, labelled_documents, paired_documents
 from gentext.data.download import NAMED_CORPORA, fetch_corpus
 from gentext.errors import GentextError
 
@@ -162,6 +161,22 @@ def load_builtin(name: str) -> str:
     return BUILTIN_CORPORA[name][1]()
 
 
+class Shaping:
+    """How a corpus's text becomes the documents a model reads: here plain text, as it is (lines
+    mode: every non-empty line a document). Each condition (gentext/conditions) is a Shaping with
+    its own rules: which files it accepts, how a piece of text becomes documents, and whether
+    documents are held out every k-th (`documents`) rather than the text's tail."""
+
+    documents = False
+
+    def check_files(self, files: list[str], config: CorpusConfig) -> None:
+        """Refuse files this shaping cannot read, naming the file and line, before any training."""
+
+    def shape(self, pieces: Iterable[str], config: CorpusConfig, labels: dict[str, int]) -> Iterator[str]:
+        """One pass over the text's pieces, shaped (`labels`: what a labelled pass has met so far)."""
+        return (as_documents(piece) for piece in pieces) if config.mode == "lines" else iter(pieces)
+
+
 @dataclass
 class CorpusSource:
     """The corpus as re-readable streams of text pieces (each ending after a newline)."""
@@ -173,16 +188,17 @@ class CorpusSource:
     # corpus needs the cut, and a second count would read a multi-GB corpus again.
     train_chars: dict[str, int] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)  # --condition label: label -> mark index (conditions.py)
+    shaping: Shaping = field(default_factory=Shaping)  # the run's condition (gentext/conditions)
 
 
-def open_corpus(config: CorpusConfig) -> CorpusSource:
-    """Check that the corpus exists and say how to read it; nothing large is read here."""
+def open_corpus(config: CorpusConfig, shaping: Shaping) -> CorpusSource:
+    """Check that the corpus exists and say how to read it, shaped by the run's condition (a plain
+    `Shaping()` for text generated from nothing); nothing large is read here."""
     config.validate()
 
     def from_files(paths: list[str], glob: str) -> Callable[[], Iterator[str]]:
         files = find_files(paths, glob)
-        if config.condition in ("label", "source") and not config.label_column:
-            check_columns(files, config.condition)
+        shaping.check_files(files, config)
         stdin = sys.stdin.buffer.read() if "-" in files else None  # read once, passed over many times
         return lambda: at_newlines(_raw_chunks(files, config.encoding_errors, stdin))
 
@@ -191,13 +207,14 @@ def open_corpus(config: CorpusConfig) -> CorpusSource:
 
     val = from_files([config.val_path], config.glob) if config.val_path else None
     if config.paths:
-        return CorpusSource(from_files(config.paths, config.glob), val, list(config.paths))
+        return CorpusSource(from_files(config.paths, config.glob), val, list(config.paths), shaping=shaping)
     if config.builtin in NAMED_CORPORA:
         train_path, valid_path = fetch_corpus(config.builtin, config.offline)
         if valid_path is not None and val is None:  # the corpus' own split
             val = from_files([str(valid_path)], "*")
-        return CorpusSource(from_files([str(train_path)], "*"), val, [f"corpus:{config.builtin}"])
-    return CorpusSource(from_text(load_builtin(config.builtin)), val, [f"builtin:{config.builtin}"])
+        return CorpusSource(from_files([str(train_path)], "*"), val, [f"corpus:{config.builtin}"], shaping=shaping)
+    text = from_text(load_builtin(config.builtin))
+    return CorpusSource(text, val, [f"builtin:{config.builtin}"], shaping=shaping)
 
 
 def split_pieces(source: CorpusSource, config: CorpusConfig) -> Iterator[tuple[bool, str]]:
@@ -206,18 +223,11 @@ def split_pieces(source: CorpusSource, config: CorpusConfig) -> Iterator[tuple[b
     non-empty line is a document, and a split falls between documents."""
 
     def shaped(stream: Iterable[str]) -> Iterator[str]:
-        if config.condition == "label" and config.label_column:
-            columns, header = (config.label_column, config.text_column), []
-            return (labelled_documents(csv_as_tsv(p, columns, header), source.labels) for p in stream)
-        if config.condition == "label":
-            return (labelled_documents(p, source.labels) for p in stream)
-        if config.condition == "source":
-            return (paired_documents(p) for p in stream)
-        return (as_documents(p) for p in stream) if config.mode == "lines" else iter(stream)
+        return source.shaping.shape(stream, config, source.labels)
 
     empty = GentextError(f"the corpus is empty ({', '.join(source.sources)})")
     train = _nonblank(shaped(source.train()), empty)
-    if config.condition != "none" and source.val is None:
+    if source.shaping.documents and source.val is None:
         yield from _every_kth(train, config.val_fraction)
         return
     if source.val is not None:
@@ -273,10 +283,10 @@ def _nonblank(pieces: Iterable[str], error: GentextError) -> Iterator[str]:
         raise error
 
 
-def load_corpus(config: CorpusConfig) -> Corpus:
+def load_corpus(config: CorpusConfig, shaping: Shaping) -> Corpus:
     """The whole corpus in memory: training and validation text (for small uses such as the
     held-out text of a run; training itself streams the corpus through `tokencache`)."""
-    source = open_corpus(config)
+    source = open_corpus(config, shaping)
     parts: dict[bool, list[str]] = {False: [], True: []}
     for is_val, piece in split_pieces(source, config):
         parts[is_val].append(piece)

@@ -37,6 +37,7 @@ from gentext.data.tokenizers import Tokenizer
 from gentext.errors import GentextError
 from gentext.hardware import release_memory
 from gentext.paths import cache_dir
+from gentext.runconfig import RunConfig
 
 FORMAT = 2  # 2: meta.json records each file's length and digest
 EDGE = 1 << 16  # bytes at each end of a file that its digest reads
@@ -91,10 +92,10 @@ def token_data(source: CorpusSource, config: CorpusConfig, tok: Tokenizer, conte
     return _mapped(entry, key)
 
 
-def held_out(run_config: dict) -> TokenData | None:
+def held_out(run_config: RunConfig) -> TokenData | None:
     """A run's ids by the cache key its config.json records, if the cache still holds them with a
     held-out split to score (at least two tokens); never re-encodes."""
-    key = run_config.get("data", {}).get("cache_key", "")
+    key = run_config.data.cache_key if run_config.data is not None else ""
     entry = cache_dir() / "tokens" / key
     if not key or not entry.exists() or _damaged(entry, warn=True):
         return None

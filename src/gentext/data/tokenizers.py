@@ -17,6 +17,7 @@ from gentext.errors import GentextError
 
 class Tokenizer(Protocol):
     level: str
+    suppressed_ids: list[int]  # ids generation never samples unless allowed (<unk>)
 
     @property
     def vocab_size(self) -> int: ...
@@ -33,6 +34,10 @@ class Tokenizer(Protocol):
 
     def unknown_chars(self, text: str) -> set[str]:
         """Characters of `text` no token can stand for (only a character vocabulary has any)."""
+        ...
+
+    def unknown_words(self, text: str) -> list[str]:
+        """Words of `text` read as <unk> (only a word vocabulary has any)."""
         ...
 
     def to_json(self) -> dict[str, Any]: ...
@@ -116,6 +121,9 @@ class CharTokenizer:
 
     def unknown_chars(self, text: str) -> set[str]:
         return set(text) - set(self.chars)
+
+    def unknown_words(self, text: str) -> list[str]:
+        return []  # a word of known characters is spelled in them
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "char", "vocab": self.chars}

@@ -62,6 +62,6 @@ def picture_pairs(model, paths: list[str] | None) -> list[tuple[str, str]]:
 
     if paths:
         return [(str(p), c) for path in paths for p, c in read_captions(path)]
-    pairs = read_captions(model.config["corpus"]["sources"][0])
+    pairs = read_captions(model.config.sources[0])
     held = set(held_out_pictures(pairs))
     return [(str(p), c) for p, c in pairs if p in held]

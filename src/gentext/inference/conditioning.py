@@ -3,12 +3,14 @@
 A held-out text is classified as argmax over labels of log P(text | label): the text (and the
 newline that ends it) scored after "\\n" + the label's mark, for every label at once. Label accuracy
 is the share of held-out texts whose most likely label is their own; sample label accuracy does the
-same for texts the model generated from a label it was asked for.
+same for texts the model generated from a label it was asked for. `RunCondition` is what
+generation and evaluation ask of any run's condition.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any, Protocol
 
 import torch
 
@@ -16,6 +18,26 @@ from gentext.data.conditions import LABEL_BASE, is_mark, mark
 from gentext.errors import GentextError
 
 ROWS = 256  # (text, label) rows scored in one forward pass
+
+
+class RunCondition(Protocol):
+    """What generation and evaluation ask of a run's condition (gentext/conditions implements it,
+    above this layer: a loaded model is handed its condition)."""
+
+    labels: list[str]
+    takes: str | None  # the generate() argument it generates from: label, source, image or None
+    one_stream: bool  # the text is one stream (dynamic evaluation reads one)
+    length_penalty: float
+
+    def decoder_start(self, tok) -> int | None: ...
+
+    def never_sampled(self, tok) -> list[int]: ...
+
+    def prompt(self, model, prompt: str, label=None, source=None, image=None): ...
+
+    def check_prompt(self, model, prompt: str, label=None, source=None) -> None: ...
+
+    def evaluate(self, model, paths: list[str] | None, text: str | None, **options: Any) -> dict[str, Any]: ...
 
 
 def mark_ids(tokenizer, count: int) -> list[int]:
@@ -101,6 +123,6 @@ def sample_label_accuracy(model, samples: int, max_new_tokens: int = 200, seed: 
     for label in model.labels:
         texts = model.generate("", label, max_new_tokens=max_new_tokens, num_samples=samples, seed=seed)
         pairs += [(label, t.strip("\n")) for t in texts if t.strip("\n")]
-    with model._eval_mode():
+    with model.eval_mode():
         scored = label_accuracy(model.model, model.tokenizer, pairs, model.labels, model.device)
     return {"sample_label_accuracy": scored["label_accuracy"], "samples_per_label": samples}

@@ -80,7 +80,7 @@ def export_onnx(textmodel: TextModel, path: str | Path, weights: str = "fp32") -
 
 def _check_ids(textmodel: TextModel) -> np.ndarray | None:
     """Up to CHECK_ROWS x CHECK_STEPS held-out ids to compare the int8 graph with float32 on."""
-    held = textmodel._held_out_ids()
+    held = textmodel.held_out_ids()
     if held is None:
         return None
     ids = np.asarray(held[0][: CHECK_ROWS * CHECK_STEPS], dtype=np.int64)

@@ -16,12 +16,6 @@ from gentext.inference.sampler import NO_TOKEN
 from gentext.useconfig import SampleConfig
 
 
-def suppressed(tokenizer, config: SampleConfig) -> list[int]:
-    """Ids never sampled: <unk> (unless allowed) and label marks (data/conditions.py)."""
-    marks = list(getattr(tokenizer, "condition_ids", []))
-    return marks if config.allow_unk else [*tokenizer.suppressed_ids, *marks]
-
-
 def continuation(tokenizer, prompt_ids: list[int], ids: list[int]) -> str:
     """The text that `ids` add after the prompt."""
     return decode_with(primed(tokenizer.decoder(), prompt_ids), ids)

@@ -4,6 +4,7 @@ of `TextModel` (inference/textmodel.py), which holds the model, tokenizer and ge
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any
@@ -11,11 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from gentext.config import CorpusConfig, from_dict
-from gentext.data.corpus import load_corpus, read_text
+from gentext.data.corpus import load_corpus
 from gentext.data.tokencache import held_out
 from gentext.errors import GentextError
-from gentext.inference import captioning, conditioning, translation
+from gentext.inference import conditioning
 from gentext.inference.novelty import novelty
 from gentext.models import start_state
 from gentext.models.cache import CacheModel
@@ -41,42 +41,37 @@ class Measures:
         leave_out: set[str] | frozenset[str] = frozenset(),
         dynamic_lr: float | None = None,
     ) -> dict[str, Any]:
-        """Loss (nats/token), perplexity and bits per character on `text`, the files in `paths`,
-        or (neither given) the run's held-out split, read from the token cache when it is there.
-        `unknown="skip"` leaves characters the model cannot represent (and `leave_out`) out of the
-        text, and says how many; the default refuses them. `dynamic_lr` adds the figures of dynamic
-        evaluation at that learning rate under "dynamic" (models/scoring.py), beside the plain ones."""
+        """What the run's condition measures (gentext/conditions) on `text`, the files in `paths`,
+        or (neither given) the run's held-out split: loss (nats/token), perplexity and bits per
+        character of a text (`stream_figures`); a labelled run adds label accuracy, a seq2seq run
+        and a captioner report their outputs' exact match, chrF and BLEU instead."""
         if dynamic_lr is not None:
             self._check_dynamic(dynamic_lr)
-        if self.captions:  # picture<TAB>caption lines (default: the held-out pictures): BLEU, chrF, attributes
-            return captioning.evaluate_captions(self, captioning.picture_pairs(self, paths))
-        if text is None and not paths:
-            held_out = None if self.labels or self.pairs else self._held_out_ids()  # conditions need the texts
-            if held_out is not None:
-                result = self._honest(self._scores(*held_out[:2], seq_len), self._unknown_word_text(held_out[0]))
-                return self._dynamic({**result, **held_out[2]}, held_out[0], dynamic_lr)
-            text = self._held_out_text()
-        if text is None:
-            text = read_text(paths)
-        if self.pairs:  # source<TAB>target pairs: loss, exact match, chrF, BLEU (greedy and beams)
-            return translation.evaluate_pairs(self, translation.held_out_pairs(text))
-        if self.labels:  # label<TAB>text lines: scored after their label's mark, as trained
-            corpus = self.config.get("corpus", {})
-            columns = (corpus["label_column"], corpus["text_column"]) if corpus.get("label_column") else None
-            text = conditioning.marked(text, self.labels, columns)
-        text, skipped = self._representable(text, unknown, leave_out)
+        options = {"seq_len": seq_len, "unknown": unknown, "leave_out": leave_out, "dynamic_lr": dynamic_lr}
+        return self.condition.evaluate(self, paths, text, **options)
+
+    def stream_figures(
+        self, text: str, seq_len: int = 256, unknown: str = "error", leave_out=frozenset(), dynamic_lr=None
+    ) -> dict[str, Any]:
+        """Loss, perplexity and bits per character of one text. `unknown="skip"` leaves characters
+        the model cannot represent (and `leave_out`) out of the text, and says how many; the
+        default refuses them. `dynamic_lr` adds the figures of dynamic evaluation at that
+        learning rate under "dynamic" (models/scoring.py), beside the plain ones."""
+        text, skipped = self.representable(text, unknown, leave_out)
         if not text:
             raise GentextError("nothing to evaluate: the text is empty")
         ids = self.tokenizer.encode(text)
         if len(ids) < 2:
             raise GentextError("the evaluation text needs at least two tokens")
         result = {**self._honest(self._scores(ids, characters(self.tokenizer, text, ids), seq_len), text), **skipped}
-        result = self._dynamic(result, ids, dynamic_lr)
-        if self.labels:
-            pairs = conditioning.pairs_from_marks(text, self.labels)
-            with self._eval_mode():
-                result.update(conditioning.label_accuracy(self.model, self.tokenizer, pairs, self.labels, self.device))
-        return result
+        return self._dynamic(result, ids, dynamic_lr)
+
+    def held_out_figures(self, held, seq_len: int = 256, dynamic_lr=None, **_: Any) -> dict[str, Any]:
+        """`stream_figures` of the held-out ids (`held_out_ids`), read from the token cache: nothing
+        is left out of them, so `unknown` and `leave_out` change nothing."""
+        ids, chars, left_out = held
+        result = self._honest(self._scores(ids, chars, seq_len), self._unknown_word_text(ids))
+        return self._dynamic({**result, **left_out}, ids, dynamic_lr)
 
     def sample_label_accuracy(self, samples: int, max_new_tokens: int = 200, seed: int = 0) -> dict[str, Any]:
         """The share of `samples` texts generated from each label that are classified as that label."""
@@ -116,11 +111,11 @@ class Measures:
         if self.tokenizer.level != "word" or not np.any(np.asarray(ids) == self.tokenizer.unk_id):
             return ""
         try:
-            return self._held_out_text()
+            return self.held_out_text()
         except GentextError:
             return None
 
-    def _representable(self, text: str, unknown: str, leave_out) -> tuple[str, dict[str, Any]]:
+    def representable(self, text: str, unknown: str, leave_out) -> tuple[str, dict[str, Any]]:
         """The text without the characters to skip, and how many went (none: refuse them)."""
         if unknown not in ("error", "skip"):
             raise GentextError(f"--unknown must be error or skip, got {unknown!r}")
@@ -152,7 +147,7 @@ class Measures:
     def _check_dynamic(self, lr: float) -> None:
         if not lr > 0 or not math.isfinite(lr):
             raise GentextError(f"--dynamic-eval needs a learning rate > 0, got {lr}")
-        if self.captions or self.pairs or self.labels:
+        if not self.condition.one_stream:
             raise GentextError("dynamic evaluation reads one stream of text: not for a conditional run")
         if not any(p.is_floating_point() for p in self.model.parameters()):
             raise GentextError("dynamic evaluation adapts a network's weights; a Markov chain has none")
@@ -168,7 +163,7 @@ class Measures:
         dynamic = {"lr": lr, "loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": count}
         return {**result, "dynamic": {**dynamic, "bpc": (nats + spelled) / result["characters"] / math.log(2)}}
 
-    def _held_out_ids(self) -> tuple[Any, int, dict] | None:
+    def held_out_ids(self) -> tuple[Any, int, dict] | None:
         """The held-out ids from the token cache (a memmap: memory stays flat), the characters they
         predict and what was left out, or None when the cache no longer holds them. A mixed or
         cached model was fitted on the split's first tokens (models/mixture.fitted_part): those
@@ -188,7 +183,7 @@ class Measures:
         (the same priming as an empty prompt; from `label`, `source` or `image` for a conditional
         run). Totals in nats, plus per-token values. `unknown="skip"` scores the text without the
         characters the model cannot represent."""
-        text, skipped = self._representable(text, unknown, frozenset())
+        text, skipped = self.representable(text, unknown, frozenset())
         if not text:
             raise GentextError("nothing to score: the text is empty")
         ids, token_logp = self._token_scores(text, label, source, image)
@@ -219,7 +214,7 @@ class Measures:
         ids = ids if primed else ids[1:]
         inputs = torch.tensor([primer + ids[:-1]], device=self.device)
         targets = torch.tensor([primer[1:] + ids], device=self.device)
-        with self._eval_mode(), torch.inference_mode():
+        with self.eval_mode(), torch.inference_mode():
             state = start_state(self.model, start.condition, self.device)
             logp, _ = self.model(inputs, state, targets=targets)  # (1, P + T - 1): no (T, V) distributions
             token_logp = logp[0, len(primer) - 1 :].double().tolist()
@@ -246,17 +241,17 @@ class Measures:
         return [{"id": first[0], "logprob": None, "top": None}, *rest]
 
     def _corpus(self):
-        stored = dict(self.config.get("corpus", {}))
-        sources = stored.pop("sources", None) or stored.get("paths") or [stored.get("builtin", "?")]
+        stored = dataclasses.replace(self.config.corpus)
+        sources = self.config.sources or stored.paths or [stored.builtin]
         try:
-            return load_corpus(from_dict(CorpusConfig, stored, "config.json 'corpus'"))
+            return load_corpus(stored, self.condition)
         except GentextError as exc:
             raise GentextError(
                 f"cannot re-read the training corpus ({exc}); this run needs {', '.join(map(str, sources))} "
                 "(or pass the text to evaluate)"
             ) from None
 
-    def _held_out_text(self) -> str:
+    def held_out_text(self) -> str:
         return self._corpus().val
 
     def novelty(

@@ -11,11 +11,10 @@ from typing import Any
 import torch
 
 from gentext import checkpoint, native
-from gentext.config import from_dict
-from gentext.data.conditions import check_label, mark, pair_ids
-from gentext.data.images import load_image
+from gentext.config import from_dict, to_dict
 from gentext.errors import GentextError
-from gentext.inference import captioning, conditioning, formats
+from gentext.inference import captioning, formats
+from gentext.inference.conditioning import RunCondition
 from gentext.inference.constraints import compile_for
 from gentext.inference.engine import Engine
 from gentext.inference.generation import unescape
@@ -24,6 +23,7 @@ from gentext.inference.measures import Measures
 from gentext.inference.prefixcache import PrefixCache
 from gentext.inference.results import Collector, Completion
 from gentext.models import model_device
+from gentext.runconfig import RunConfig
 from gentext.useconfig import LoadConfig, SampleConfig
 
 logger = logging.getLogger(__name__)
@@ -33,8 +33,8 @@ class TextModel(Measures):
     """A trained model with its tokenizer: generate, stream, evaluate, describe."""
 
     def __init__(
-        self, model: torch.nn.Module, tokenizer, config: dict[str, Any], run_dir: Path | None = None,
-        prefix_cache_mb: int = LoadConfig.prefix_cache_mb,
+        self, model: torch.nn.Module, tokenizer, config: RunConfig, run_dir: Path | None = None,
+        prefix_cache_mb: int = LoadConfig.prefix_cache_mb, *, condition: RunCondition,
     ):  # fmt: skip
         self.model = model
         # states after shared prompt prefixes, for every engine of this model (inference/prefixcache.py)
@@ -44,16 +44,24 @@ class TextModel(Measures):
         self.run_dir = run_dir
         self.weights = "fp32"  # the generation step's weight format (set_weights)
         self.weight_costs: dict[str, float] = {}
-        self.labels: list[str] = list(config.get("labels") or [])  # --condition label (data/conditions.py)
-        kind = getattr(getattr(model, "config", None), "kind", None)
-        self.pairs = kind == "seq2seq"  # generates from a source
-        self.captions = kind == "captioner"  # generates from a picture (caption())
-        # the attention decoder's first input: SOURCE_END, an id the saved tokenizer holds
-        self.decoder_start = pair_ids(tokenizer)[0] if self.pairs or self.captions else None
-        # label marks and the end of a source are never sampled (suppressed())
-        self.condition_ids = conditioning.mark_ids(tokenizer, len(self.labels))
-        if self.pairs:
-            self.condition_ids.append(self.decoder_start)
+        self.condition = condition  # what the run generates from: primes, never samples, evaluates (conditions/)
+        self.decoder_start = condition.decoder_start(tokenizer)  # an attention decoder's first input
+        self.condition_ids = condition.never_sampled(tokenizer)  # label marks, the end of a source
+
+    @property
+    def labels(self) -> list[str]:
+        """The labels a labelled run generates from (`--condition label`), else []."""
+        return self.condition.labels
+
+    @property
+    def pairs(self) -> bool:
+        """Whether the run generates from a source (seq2seq)."""
+        return self.condition.takes == "source"
+
+    @property
+    def captions(self) -> bool:
+        """Whether the run generates from a picture (caption())."""
+        return self.condition.takes == "image"
 
     def suppressed(self, config: SampleConfig) -> list[int]:
         """Ids never sampled: <unk> (unless allowed) and the condition marks."""
@@ -84,69 +92,36 @@ class TextModel(Measures):
         cfg = from_dict(SampleConfig, overrides, "generate()")
         cfg.validate()
         cfg.stop = [unescape(s) for s in cfg.stop]  # "\\n\\n" typed in a shell or a form means two newlines
-        if cfg.length_penalty is None:  # the source sets a translation's length: rank beams by probability alone
-            cfg.length_penalty = 0.0 if self.pairs or self.captions else 1.0
+        if cfg.length_penalty is None:  # a source or picture sets the output's length: by probability alone
+            cfg.length_penalty = self.condition.length_penalty
         return cfg
 
     def _prompt(self, prompt: str, label: str | None = None, source: str | None = None, image=None) -> Prompt:
-        """What to prime the network with: the prompt's ids, or a start token when it is empty; for
-        a labelled run, a newline and the label's mark first (how every training document began);
-        for a seq2seq run the source, for a captioner the picture, as the condition its
-        `initial_state` takes (the prompt then starts the output after the decoder's start token)."""
-        if source is not None and not self.pairs:
-            raise GentextError("this run was not trained on pairs (train with --model seq2seq --condition source)")
-        if image is not None and not self.captions:
-            raise GentextError("this run does not caption pictures (train one with --condition image)")
-        if self.pairs or self.captions:
-            return Prompt([self.decoder_start, *self._ids(prompt)], self._condition(source, image))
-        if self.labels or label is not None:
-            if label is None:
-                raise GentextError(f"this run generates from a label (--label): one of {', '.join(self.labels[:30])}")
-            return Prompt(self.tokenizer.encode("\n" + mark(check_label(label, self.labels)) + prompt).tolist())
-        if prompt:
-            unknown = getattr(self.tokenizer, "unknown_words", lambda _: [])(prompt)
-            if unknown:
-                shown = ", ".join(repr(w) for w in unknown[:10])
-                logger.warning("prompt words outside the vocabulary are read as <unk>: %s", shown)
-            return Prompt(self.tokenizer.encode(prompt).tolist())
-        # No prompt: prime with a newline (the start of a line), else with the first token.
-        try:
-            return Prompt(self.tokenizer.encode("\n").tolist())
-        except GentextError:
-            return Prompt([0])
+        """What to prime the network with, as the run's condition says (a labelled run: a newline
+        and the label's mark first, how every training document began; a seq2seq run or a
+        captioner: the decoder's start token, with the source or picture as the condition its
+        `initial_state` takes)."""
+        return self.condition.prompt(self, prompt, label, source, image)
 
-    def _ids(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text).tolist() if text else []
-
-    def _condition(self, source: str | None, image) -> torch.Tensor:
-        """A source's ids (1, S) or a picture (1, 3, S, S) on the model's device."""
-        if self.captions:
-            if image is None:
-                raise GentextError("a captioner generates from an image: gentext caption RUN PICTURE (API: caption())")
-            size = self.config.get("image_size", 64)
-            picture = image if isinstance(image, torch.Tensor) else load_image(image, size)
-            return picture.reshape(1, *picture.shape[-3:]).to(self.device)
-        if not source or not source.strip():
-            raise GentextError("a seq2seq run generates from a source: give --source")
-        return torch.tensor([self._ids(source.strip())], device=self.device)
+    def warn_unknown(self, words: list[str]) -> None:
+        shown = ", ".join(repr(w) for w in words[:10])
+        logger.warning("prompt words outside the vocabulary are read as <unk>: %s", shown)
 
     def check_prompt(self, prompt: str, label: str | None = None, source: str | None = None) -> None:
         """Raise GentextError if the prompt cannot be encoded (unknown characters at char level),
         the label is unknown (or missing, for a labelled run) or the source missing (seq2seq)."""
-        if self.captions:  # the picture is checked where it is read
-            return
-        self._prompt(prompt, label, source)
+        self.condition.check_prompt(self, prompt, label, source)
 
     @property
     def end_id(self) -> int | None:
         """The end-of-text token (lines mode: the newline that ends every document), or None."""
-        if self.config.get("corpus", {}).get("mode") != "lines":
+        if self.config.corpus.mode != "lines":
             return None
         ids = self.tokenizer.encode("\n").tolist()
         return ids[0] if len(ids) == 1 else None
 
     @contextlib.contextmanager
-    def _eval_mode(self):
+    def eval_mode(self):
         was_training = self.model.training
         self.model.eval()
         try:
@@ -194,7 +169,7 @@ class TextModel(Measures):
         """Each prompt's request, every one on one engine run on this thread."""
         engine = Engine(self, max_rows=max(rows, 1))
         collectors = [Collector() for _ in starts]
-        with self._eval_mode():
+        with self.eval_mode():
             for (_, start), collector in zip(starts, collectors, strict=True):
                 engine.submit(start, cfg, collector)
             engine.run_until_idle()
@@ -210,7 +185,7 @@ class TextModel(Measures):
         engine, collector = Engine(self, max_rows=max(cfg.num_beams, 1)), Collector()
         job = engine.submit(start, cfg, collector)
         yield prompt
-        with self._eval_mode():
+        with self.eval_mode():
             while not job.ended:
                 engine.step()  # inference mode per step, never held across the yield
                 collector.raise_failure()
@@ -230,11 +205,11 @@ class TextModel(Measures):
         evals = [m["val_loss"] for m in metrics if "val_loss" in m]
         return {
             "run": str(self.run_dir) if self.run_dir else None,
-            "model": self.config.get("model"),
+            "model": to_dict(self.config.model),
             "tokenizer": {"level": self.tokenizer.level, "vocab_size": self.tokenizer.vocab_size},
             "parameters": self.model.num_parameters(),
-            "corpus": self.config.get("corpus", {}).get("sources"),
-            "result": self.config.get("result"),
+            "corpus": list(self.config.sources),
+            "result": None if self.config.result is None else self.config.result.record(),
             "best_val_loss": min(evals) if evals else None,
             "evaluations": len(evals),
         }

@@ -50,7 +50,7 @@ def evaluate_pairs(model, pairs: list[tuple[str, str]], beams: int = 4, max_pair
     tok = model.tokenizer
     text = "".join(s + SOURCE_END + t + "\n" for s, t in pairs)
     ids = pair_ids(tok)
-    with model._eval_mode():
+    with model.eval_mode():
         nats, count = pair_loss(model.model, cut_pairs(tok.encode(text), ids[1], ids[0]), *ids, model.device)
     shown = pairs[:max_pairs]
     longest = max(len(tok.encode(t)) for _, t in shown) + 2 if shown else 1
@@ -78,7 +78,7 @@ def attention_matrix(model, source: str, max_new_tokens: int = 100) -> dict[str,
     tok = model.tokenizer
     output = model.generate("", source=source, temperature=0, max_new_tokens=max_new_tokens)[0].rstrip("\n")
     source_ids, out_ids = tok.encode(source.strip()).tolist(), tok.encode(output).tolist()
-    with model._eval_mode(), torch.inference_mode():
+    with model.eval_mode(), torch.inference_mode():
         encoded = torch.tensor([source_ids], device=model.device)
         lengths = torch.tensor([len(source_ids)], device=model.device)
         decoder = torch.tensor([[model.decoder_start, *out_ids]], device=model.device)

@@ -18,7 +18,6 @@ with a sliding window of stride context/2, and generation never hits a wall.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
 from pathlib import Path
@@ -28,9 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gentext.config import ModelConfig
+from gentext.config import ModelConfig, TokenizerConfig
 from gentext.errors import GentextError
 from gentext.models.state import State
+from gentext.runconfig import RunConfig
 
 EXTRA = "pip install 'gentext[hf]'"
 
@@ -225,11 +225,10 @@ def load_folder(name: str, device) -> tuple[ModelConfig, Any, PretrainedLM, dict
         raise GentextError(f"{folder}: the tokenizer has {tokenizer.vocab_size} tokens, the model {config.vocab_size}")
     model = PretrainedLM(config)
     model.hf.load_state_dict(hf.state_dict())
-    run_config = {
-        "format_version": 1,
-        "model": dataclasses.asdict(config),
-        "tokenizer": {"level": "bpe", "tokenize": "regex", "vocab_size": tokenizer.vocab_size, "min_count": 1},
-        "corpus": {"sources": [f"pretrained:{name}"], "mode": "stream"},
-        "pretrained": str(folder),
-    }
+    run_config = RunConfig(
+        model=config,
+        tokenizer=TokenizerConfig(level="bpe", vocab_size=tokenizer.vocab_size),
+        sources=(f"pretrained:{name}",),
+        pretrained=str(folder),
+    )
     return config, tokenizer, model.to(device).eval(), run_config, folder

@@ -9,35 +9,47 @@ with the picture batch as the condition `initial_state` takes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from types import SimpleNamespace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from gentext.config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig, to_dict
+from gentext.config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig
 from gentext.data.conditions import SOURCE_END, pair_ids
 from gentext.data.images import IMAGE_SIZE, held_out_pictures, load_images, read_captions
 from gentext.data.tokenizers import WordTokenizer
 from gentext.errors import GentextError
+from gentext.runconfig import RunConfig
 from gentext.training.feeds import PairFeed, pairs_hash
 
-NO_STREAM = SimpleNamespace(val=None)  # the summary's bits per character are for token streams
+
+@dataclass
+class Pictures:
+    """A captions corpus read whole: every picture, and (picture index, caption ids) per split."""
+
+    images: torch.Tensor  # (N, 3, S, S) pictures, or (N, D) / (N, S, D) precomputed features
+    features: int  # the features' width; 0 for pictures
+    tokenizer: WordTokenizer
+    train: list
+    val: list
+    key: str  # the pictures' fingerprint: resume checks the pictures too
 
 
-def prepare(corpus_cfg: CorpusConfig, model_cfg: ModelConfig, tok=None) -> tuple[WordTokenizer, dict]:
+def prepare(corpus_cfg: CorpusConfig, model_cfg: ModelConfig, tok=None) -> tuple[WordTokenizer, Pictures]:
     """Read the captions and every picture; fit the tokenizer unless given; size the model."""
     if len(corpus_cfg.paths) != 1:
         raise GentextError("--condition image takes one captions file or folder (picture<TAB>caption lines)")
     data = captions_data(corpus_cfg.paths[0], tok)
-    model_cfg.kind, model_cfg.feature_size = "captioner", data["features"]
-    model_cfg.vocab_size = data["tokenizer"].vocab_size
+    model_cfg.kind, model_cfg.feature_size = "captioner", data.features
+    model_cfg.vocab_size = data.tokenizer.vocab_size
     model_cfg.dropout = model_cfg.dropout or 0.0
     model_cfg.validate()
-    return data["tokenizer"], data
+    return data.tokenizer, data
 
 
-def captions_data(path, tok=None) -> dict:
+def captions_data(path, tok=None) -> Pictures:
     """Pictures (N, 3, S, S), the tokenizer, and (picture index, caption) lists per split."""
     pairs = read_captions(path)
     names = list(dict.fromkeys(image for image, _ in pairs))
@@ -54,34 +66,28 @@ def captions_data(path, tok=None) -> dict:
         raise GentextError(f"{path}: too few pictures to hold any out and still train")
     features = images.shape[-1] if images.dim() in (2, 3) else 0  # .npy features (N, D) or (N, S, D)
     key = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]  # resume checks the pictures too
-    return {
-        "images": images,
-        "features": features,
-        "tokenizer": tok,
-        "train": split[False],
-        "val": split[True],
-        "key": key,
-    }
+    return Pictures(images, features, tok, split[False], split[True], key)
 
 
-def feed(data: dict, cfg: TrainConfig):
+def feed(data: Pictures, cfg: TrainConfig):
     """The pair feed's maker (rows -> PairFeed): picture indices become the picture batch."""
-    images = data["images"]
+    images = data.images
 
     def pictures(sources, device):  # picture indices -> each picture once (P, 3, S, S) and each row's (B,)
         unique, rows = np.unique(np.asarray(sources, dtype=np.int64), return_inverse=True)
         return images[torch.from_numpy(unique)].to(device), torch.from_numpy(rows.reshape(-1)).to(device)
 
-    ids = pair_ids(data["tokenizer"])
-    key = data["key"] + pairs_hash(data["train"])  # the pictures and the captions
-    return lambda rows: PairFeed(data["train"], data["val"], ids, cfg, rows, pictures, key, grouped=True)
+    ids = pair_ids(data.tokenizer)
+    key = data.key + pairs_hash(data.train)  # the pictures and the captions
+    return lambda rows: PairFeed(data.train, data.val, ids, cfg, rows, pictures, key, grouped=True)
 
 
-def run_config(corpus_cfg: CorpusConfig, model_cfg: ModelConfig, train_cfg: TrainConfig) -> dict:
-    corpus = {**to_dict(corpus_cfg), "mode": "lines", "sources": [str(corpus_cfg.paths[0])]}
-    tokenizer = to_dict(TokenizerConfig(level="word"))  # captions are words (captions_data says why)
-    config = {"model": to_dict(model_cfg), "tokenizer": tokenizer, "train": to_dict(train_cfg), "corpus": corpus}
-    return {**config, **IMAGE_CONFIG}
-
-
-IMAGE_CONFIG = {"condition": "image", "image_size": IMAGE_SIZE}
+def run_config(corpus_cfg: CorpusConfig, model_cfg: ModelConfig, train_cfg: TrainConfig) -> RunConfig:
+    return RunConfig(
+        model=model_cfg,
+        tokenizer=TokenizerConfig(level="word"),  # captions are words (captions_data says why)
+        train=train_cfg,
+        corpus=dataclasses.replace(corpus_cfg, mode="lines"),
+        sources=(str(corpus_cfg.paths[0]),),
+        image_size=IMAGE_SIZE,  # the size every picture is read at
+    )

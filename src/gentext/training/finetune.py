@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from gentext import checkpoint
-from gentext.config import ModelConfig, TokenizerConfig, flag_of, from_dict
+from gentext.config import ModelConfig, flag_of
 from gentext.data.tokencache import held_out
 from gentext.errors import GentextError
 from gentext.models import fitted_by_counting
@@ -37,7 +37,7 @@ def source_configs(run_dir: str, model_overrides: dict[str, Any]):
     if refused:
         flags = ", ".join(flag_of(ModelConfig, name) for name in refused)
         raise GentextError(f"--init-from takes the architecture of {run_dir}; drop {flags} (only --dropout may change)")
-    tok_cfg = from_dict(TokenizerConfig, source.config.get("tokenizer"), f"{run_dir} config.json 'tokenizer'")
+    tok_cfg = dataclasses.replace(source.config.tokenizer)
     model_cfg = dataclasses.replace(source.model_config, **model_overrides)
     return source, tok_cfg, model_cfg
 
@@ -63,7 +63,7 @@ def forgetting(net: nn.Module, source: checkpoint.LoadedRun, seq_len: int, devic
     """The fine-tuned model's loss on the source run's held-out ids (from the token cache), beside
     the source's own figure."""
     data = held_out(source.config)
-    before = (source.config.get("result") or {}).get("val_loss")
+    before = source.config.result.val_loss if source.config.result is not None else None
     if data is None:
         return {"original_val_loss_before": before, "original_val_loss_after": None}
     nats, count = evaluate(net, data.val, seq_len, device, max_tokens=FINAL_EVAL_TOKENS)

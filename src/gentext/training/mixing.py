@@ -11,8 +11,10 @@ there). A labelled run gets one chain per label (models/labelchain.py), so the c
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,6 +24,7 @@ from gentext import checkpoint, threads
 from gentext.config import TrainConfig
 from gentext.models.cache import CacheModel
 from gentext.models.mixture import fit_weights, held_out_parts, mixed_log_probs, new_chain
+from gentext.runconfig import CacheRecord, MixRecord
 from gentext.training.caching import cacheable, fit_cache
 
 logger = logging.getLogger(__name__)
@@ -31,16 +34,23 @@ SMALL_VOCAB = 256  # a vocabulary this small (characters) gets orders 6-8; a lar
 SEARCH_TOKENS = 5_000_000  # up to this many training characters, orders 6, 7 and 8 are tried (the counts' memory)
 
 
+@dataclass(frozen=True)
+class Mixing:
+    """What a run's condition lets mixing add to its network (gentext/conditions: `mixing`)."""
+
+    cache: bool  # a neural cache: the text is one stream
+    chain: bool  # a Kneser-Ney chain
+    marks: list[int] | None = None  # a labelled run: each label's mark id (one chain per label)
+
+
 def chosen_orders(
-    config: TrainConfig, net: nn.Module, condition: str, train_tokens: int, val_tokens: int, marks: list | None = None
+    config: TrainConfig, net: nn.Module, chain: bool, train_tokens: int, val_tokens: int, marks: list | None = None
 ) -> tuple[int, ...]:
-    """The chain orders validation chooses from for this run, () for no chain. A labelled run
-    needs each label's mark to be one token (`marks`: their ids), which byte-level BPE does not
-    give. Characters: 6, 7 or 8 on texts of up to SEARCH_TOKENS (Tiny Shakespeare chose 8: 0.01
+    """The chain orders validation chooses from for this run, () for no chain. `chain`: the run's
+    condition takes one (plain text; a labelled run whose every mark is one token, `marks` their
+    ids). Characters: 6, 7 or 8 on texts of up to SEARCH_TOKENS (Tiny Shakespeare chose 8: 0.01
     nats/char on validation and test over 6), else 6; words: 3."""
-    eligible = getattr(network_of(net), "mixable", False) and (
-        condition == "none" or (condition == "label" and marks is not None)
-    )
+    eligible = chain and getattr(network_of(net), "mixable", False)
     if config.mix_order is not None:
         return (config.mix_order,) if config.mix_order and eligible and val_tokens >= 2 else ()
     if not eligible or val_tokens < 2 or train_tokens > MAX_TRAIN_TOKENS:
@@ -151,27 +161,34 @@ def network_of(model: nn.Module) -> nn.Module:
     return model.net if isinstance(model, CacheModel) else model
 
 
-def mix_after_training(net: nn.Module, marks, data, config: dict, train: TrainConfig, out, device, summary: dict):
-    """Give the network its neural cache and its Kneser-Ney chain where those are on: written to
-    config.json ("cache", "mixture") and the chain's file, reported in the summary. `marks`: a
-    labelled run's mark ids (inference/conditioning.mark_ids)."""
+@dataclass(frozen=True)
+class Mixed:
+    """What mixing fitted: the records config.json keeps, and the fits the summary reports."""
+
+    cache: CacheRecord | None = None
+    mixture: MixRecord | None = None
+    cache_fit: dict | None = None
+    mixture_fit: dict | None = None
+
+
+def mix_after_training(net: nn.Module, mixing: Mixing, data, train: TrainConfig, out, device) -> Mixed:
+    """Give the network its neural cache and its Kneser-Ney chain where the run's condition takes
+    them (`mixing`) and they are on; the chain's file is written."""
     val_tokens = 0 if data.val is None else len(data.val)
-    condition, labels = config["corpus"]["condition"], config["labels"]
-    if condition == "none" and val_tokens >= 4 and cacheable(net) and train.cache_window:  # chosen on the fit part
-        fitted = fit_cache(net, held_out_parts(data.val)[0], train.seq_len, device, train.cache_window)
-        if fitted is not None:
-            config["cache"] = {key: fitted[key] for key in ("window", "theta", "weight")}
-            summary["cache"], net = fitted, CacheModel(net, **config["cache"])
-    marks = marks if marks is None or len(marks) == len(labels) else None  # every mark one token
-    orders = chosen_orders(train, net, condition, len(data.train), val_tokens, marks)
+    cache = cache_fit = None
+    if mixing.cache and val_tokens >= 4 and cacheable(net) and train.cache_window:  # chosen on the fit part
+        cache_fit = fit_cache(net, held_out_parts(data.val)[0], train.seq_len, device, train.cache_window)
+        if cache_fit is not None:
+            cache = CacheRecord(cache_fit["window"], cache_fit["theta"], cache_fit["weight"])
+            net = CacheModel(net, cache.window, cache.theta, cache.weight)
+    marks = mixing.marks
+    orders = chosen_orders(train, net, mixing.chain, len(data.train), val_tokens, marks)
     if not orders or val_tokens < 4:  # two parts of at least two tokens each
-        return
+        return Mixed(cache, None, cache_fit)
     fitted = fit_mixture(net, data.train, data.val, orders, train.seq_len, device, marks)
     checkpoint.save_chain(out, fitted.pop("chain"))
-    config["mixture"] = {"order": fitted["order"], "weight": fitted["weight"]}
     if "cache_weight" in fitted:  # refitted with the chain's (the summary's cache line: the cache's own fit)
-        config["cache"]["weight"] = fitted["cache_weight"]
+        cache = dataclasses.replace(cache, weight=fitted["cache_weight"])
     if marks is not None:  # one chain per label (models/labelchain.py)
-        config["mixture"]["labels"] = fitted["labels"] = len(marks)
-    summary["mixture"] = fitted
-    summary["sampled_val_loss"] = fitted["val_loss"]  # the model a user samples, on text nothing was fitted on
+        fitted["labels"] = len(marks)
+    return Mixed(cache, MixRecord(fitted["order"], fitted["weight"], fitted.get("labels")), cache_fit, fitted)
