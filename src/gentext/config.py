@@ -201,7 +201,11 @@ class TrainConfig:
     learning_rate: float = opt(3e-3, "peak learning rate", flag="--lr")
     min_lr_ratio: float = opt(0.1, "the cosine schedule ends at --lr times this")
     warmup_steps: int = opt(50, "linear warmup steps")
-    weight_decay: float | None = opt(None, "default 0.01 with adamw (decoupled), 0 with sgd (where it is L2)")
+    weight_decay: float | None = opt(
+        None,
+        "adamw's decoupled decay of the matrices (not given: 0.1 for characters, 0.01 for words and subwords); "
+        "sgd: L2, default 0",
+    )
     optimizer: str = opt("adamw", "adamw, or sgd (plain SGD: use a high --lr such as 20 and --grad-clip 0.25)")
     grad_clip: float = opt(1.0, "max global gradient norm; 0 disables")
     steps: int | None = opt(None, "stop after this many steps (2000 if no limit is given)")

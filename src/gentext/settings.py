@@ -18,6 +18,7 @@ from gentext.errors import GentextError
 from gentext.models import REGISTRY
 from gentext.runconfig import RunConfig
 from gentext.training import distributed, finetune
+from gentext.training.defaults import WEIGHT_DECAY
 
 _CONFIG_CLASSES = (CorpusConfig, TokenizerConfig, ModelConfig, TrainConfig)
 
@@ -57,6 +58,8 @@ def resume_configs(out: Path, paths: list[str] | None, overrides: dict[str, Any]
     corpus_cfg = dataclasses.replace(stored.corpus, paths=list(paths) if paths else stored.corpus.paths)
     tok_cfg, model_cfg = stored.tokenizer, stored.model
     train_cfg = dataclasses.replace(stored.train, **overrides)
+    if train_cfg.weight_decay is None:  # saved before the choice was recorded: what it trained with
+        train_cfg.weight_decay = WEIGHT_DECAY if train_cfg.optimizer == "adamw" else 0.0
     tok_bytes = distributed.from_main(lambda: (out / checkpoint.TOKENIZER).read_bytes(), info)
     tok = tokenizer_from_json(json.loads(tok_bytes.decode("utf-8")))
     return corpus_cfg, tok_cfg, model_cfg, train_cfg, tok

@@ -1,4 +1,5 @@
-"""Defaults that fit the corpus: the kind and the dropout from how often the run reads the text."""
+"""Defaults that fit the corpus: the kind and the dropout from how often the run reads the text, the
+weight decay from its vocabulary."""
 
 import json
 
@@ -8,7 +9,14 @@ import gentext
 from gentext.config import ModelConfig, TrainConfig
 from gentext.errors import GentextError
 from gentext.models import build_model
-from gentext.training.defaults import AUTO_MINGRU_PASSES, auto_dropout, auto_kind, planned_passes
+from gentext.training.defaults import (
+    AUTO_MINGRU_PASSES,
+    WEIGHT_DECAY,
+    auto_dropout,
+    auto_kind,
+    auto_weight_decay,
+    planned_passes,
+)
 from tests.conftest import TINY_SETTINGS
 
 
@@ -68,3 +76,22 @@ def test_a_default_run_records_the_kind_it_chose(tiny_corpus, tmp_path):
     many = {**settings, "batch_size": 32, "seq_len": 32}  # 25 steps read the text about five times
     gentext.train(tmp_path / "many", paths=[str(tiny_corpus)], steps=25, **many)
     assert json.loads((tmp_path / "many" / "config.json").read_text())["model"]["kind"] == "lstm"
+
+
+def test_weight_decay_is_chosen_from_the_vocabulary_and_the_optimizer():
+    chars, words = auto_weight_decay("char", TrainConfig()), auto_weight_decay("word", TrainConfig())
+    assert chars > words > 0  # a word vocabulary's rare rows would shrink under every step's decay
+    assert auto_weight_decay("bpe", TrainConfig()) == words
+    assert auto_weight_decay("char", TrainConfig(optimizer="sgd")) == 0.0  # L2 under SGD: only when asked
+
+
+@pytest.mark.slow
+def test_a_run_records_the_weight_decay_it_chose_and_a_resume_keeps_it(tiny_corpus, tmp_path):
+    gentext.train(tmp_path / "run", paths=[str(tiny_corpus)], steps=5, **TINY_SETTINGS)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["train"]["weight_decay"] == auto_weight_decay("char", TrainConfig())
+    config["train"]["weight_decay"] = None  # a run saved before the choice was recorded
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    gentext.train(tmp_path / "run", resume=True, steps=10)
+    resumed = json.loads((tmp_path / "run" / "config.json").read_text())["train"]["weight_decay"]
+    assert resumed == WEIGHT_DECAY  # what None trained with then, at every level

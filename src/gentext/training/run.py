@@ -24,6 +24,7 @@ from gentext.errors import GentextError
 from gentext.hardware import autocast, resolve_precision
 from gentext.models import State
 from gentext.training import distributed
+from gentext.training.defaults import WEIGHT_DECAY
 from gentext.training.feeds import Batch, Objective
 from gentext.training.records import Recorder, truncate_metrics
 from gentext.training.train_state import Progress, load_train_state, read_train_state, save_train_state
@@ -49,7 +50,7 @@ def _optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> t
         # per-coordinate steps are noisy on the rarely seen rows of a big embedding.
         groups = _param_groups(model, config.weight_decay or 0.0)
         return torch.optim.SGD(groups, lr=config.learning_rate)
-    groups = _param_groups(model, 0.01 if config.weight_decay is None else config.weight_decay)
+    groups = _param_groups(model, WEIGHT_DECAY if config.weight_decay is None else config.weight_decay)
     return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.99), fused=device.type == "cuda")
 
 
