@@ -203,7 +203,8 @@ class TrainConfig:
     warmup_steps: int = opt(50, "linear warmup steps")
     weight_decay: float | None = opt(
         None,
-        "adamw's decoupled decay of the matrices (not given: 0.1 for characters, 0.01 for words and subwords); "
+        "adamw's decoupled decay of the matrices (not given: 0.1 for plain character text, 0.01 for words, "
+        "subwords and labelled or paired text); "
         "sgd: L2, default 0",
     )
     optimizer: str = opt("adamw", "adamw, or sgd (plain SGD: use a high --lr such as 20 and --grad-clip 0.25)")

@@ -8,6 +8,7 @@ import gentext
 from gentext.cli import main
 from gentext.data.conditions import labelled_documents, mark, split_line
 from gentext.errors import GentextError
+from gentext.training.defaults import WEIGHT_DECAY
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,7 @@ def test_lines_become_documents_led_by_their_label_mark():
 def test_every_label_is_held_out_and_recorded(labelled):
     config = json.loads((labelled / "run" / "config.json").read_text())
     assert config["labels"] == ["soft", "hard"] and config["corpus"]["mode"] == "lines"
+    assert config["train"]["weight_decay"] == WEIGHT_DECAY  # a mark is read once a document: the light decay
     held_out = gentext.load(labelled / "run").held_out_text()
     assert held_out.count(mark(0)) + held_out.count(mark(1)) == 30  # every 10th line (after a seeded shuffle)
     assert min(held_out.count(mark(0)), held_out.count(mark(1))) >= 8  # both labels, though grouped in the file

@@ -78,18 +78,17 @@ def test_a_default_run_records_the_kind_it_chose(tiny_corpus, tmp_path):
     assert json.loads((tmp_path / "many" / "config.json").read_text())["model"]["kind"] == "lstm"
 
 
-def test_weight_decay_is_chosen_from_the_vocabulary_and_the_optimizer():
-    chars, words = auto_weight_decay("char", TrainConfig()), auto_weight_decay("word", TrainConfig())
-    assert chars > words > 0  # a word vocabulary's rare rows would shrink under every step's decay
-    assert auto_weight_decay("bpe", TrainConfig()) == words
-    assert auto_weight_decay("char", TrainConfig(optimizer="sgd")) == 0.0  # L2 under SGD: only when asked
+def test_weight_decay_is_chosen_from_the_tokens_and_the_optimizer():
+    common, rare = auto_weight_decay(False, TrainConfig()), auto_weight_decay(True, TrainConfig())
+    assert common > rare > 0  # a rare token's rows would shrink under every step's decay
+    assert auto_weight_decay(False, TrainConfig(optimizer="sgd")) == 0.0  # L2 under SGD: only when asked
 
 
 @pytest.mark.slow
 def test_a_run_records_the_weight_decay_it_chose_and_a_resume_keeps_it(tiny_corpus, tmp_path):
     gentext.train(tmp_path / "run", paths=[str(tiny_corpus)], steps=5, **TINY_SETTINGS)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["train"]["weight_decay"] == auto_weight_decay("char", TrainConfig())
+    assert config["train"]["weight_decay"] == auto_weight_decay(False, TrainConfig())  # plain characters
     config["train"]["weight_decay"] = None  # a run saved before the choice was recorded
     (tmp_path / "run" / "config.json").write_text(json.dumps(config))
     gentext.train(tmp_path / "run", resume=True, steps=10)

@@ -21,6 +21,7 @@ from gentext.errors import GentextError
 from gentext.inference.jobs import Prompt
 from gentext.models import check_kind, fitted_by_counting
 from gentext.runconfig import RunConfig
+from gentext.training.defaults import auto_weight_decay
 from gentext.training.feeds import WindowFeed
 from gentext.training.mixing import Mixing
 from gentext.training.preparation import prepare_stream, stream_record
@@ -42,6 +43,7 @@ class Condition(Shaping):
     text_figures: ClassVar[bool] = True  # evaluation reports loss, perplexity and bits/char of a text
     headline: ClassVar[tuple[str, ...]] = ()  # `compare`: this condition's own columns (text figures: none)
     length_penalty: ClassVar[float] = 1.0  # beams' default (a source or picture sets the length: 0)
+    marks_documents: ClassVar[bool] = False  # a token read once a document (a label's mark, a source's end)
 
     def __init__(self, run: RunConfig | None = None):
         """`run`: a saved run's record, for what the condition kept there (labels, sizes)."""
@@ -63,6 +65,8 @@ class Condition(Shaping):
         """Read the text, check a model can train on it, before anything is written: the
         tokenizer, the data the feed reads and what config.json records."""
         source, tok, data = prepare_stream(self, corpus_cfg, tok_cfg, model_cfg, train_cfg, tok, progress, origin)
+        if train_cfg.weight_decay is None:  # not given: what the tokens take (recorded in config.json)
+            train_cfg.weight_decay = auto_weight_decay(self.marks_documents or tok.level != "char", train_cfg)
         if not fitted_by_counting(check_kind(model_cfg.kind)):
             self.check_trainable(tok, data, train_cfg)
         return tok, data, stream_record(corpus_cfg, tok_cfg, model_cfg, train_cfg, source, data)

@@ -26,6 +26,7 @@ class Labelled(Condition):
     takes = "label"
     documents = True
     one_stream = False
+    marks_documents = True
 
     def __init__(self, run: RunConfig | None = None):
         super().__init__(run)

@@ -30,6 +30,7 @@ class Paired(Condition):
     takes = "source"
     documents = True
     one_stream = False
+    marks_documents = True
     text_figures = False
     headline = ("loss", "exact_match", "chrf", "bleu")
     length_penalty = 0.0  # the source sets a translation's length: rank beams by probability alone

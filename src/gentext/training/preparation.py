@@ -14,7 +14,7 @@ from gentext.data.tokenizers import fit_tokenizer
 from gentext.errors import GentextError
 from gentext.models import AUTO, check_kind, fitted_by_counting
 from gentext.runconfig import DataRecord, RunConfig
-from gentext.training.defaults import auto_dropout, auto_kind, auto_weight_decay
+from gentext.training.defaults import auto_dropout, auto_kind
 
 
 def prepare_stream(
@@ -49,8 +49,6 @@ def prepare_stream(
     counting = fitted_by_counting(check_kind(model_cfg.kind))
     if model_cfg.dropout is None:  # not given: fit it to the corpus and budget
         model_cfg.dropout = 0.0 if counting else auto_dropout(len(data.train), model_cfg, train_cfg)
-    if train_cfg.weight_decay is None:  # not given: what the vocabulary takes (recorded in config.json)
-        train_cfg.weight_decay = auto_weight_decay(tok.level, train_cfg)
     if counting and len(data.train) < model_cfg.order:  # an n-gram count needs n tokens
         raise GentextError(f"the training text is too short for --order {model_cfg.order}")
     return source, tok, data
