@@ -22,7 +22,8 @@ ROWS = 256  # (text, label) rows scored in one forward pass
 
 class RunCondition(Protocol):
     """What generation and evaluation ask of a run's condition (gentext/conditions implements it,
-    above this layer: a loaded model is handed its condition)."""
+    above this layer: a loaded model is handed its condition). It is also the corpus's `Shaping`
+    (data/corpus.py), which re-reading a run's held-out text needs."""
 
     labels: list[str]
     takes: str | None  # the generate() argument it generates from: label, source, image or None
