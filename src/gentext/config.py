@@ -202,10 +202,7 @@ class TrainConfig:
     min_lr_ratio: float = opt(0.1, "the cosine schedule ends at --lr times this")
     warmup_steps: int = opt(50, "linear warmup steps")
     weight_decay: float | None = opt(
-        None,
-        "adamw's decoupled decay of the matrices (not given: 0.1 for plain character text, 0.01 for words, "
-        "subwords and labelled or paired text); "
-        "sgd: L2, default 0",
+        None, "adamw: decoupled decay (not given: 0.1 for plain character text, else 0.01); sgd: L2, default 0"
     )
     optimizer: str = opt("adamw", "adamw, or sgd (plain SGD: use a high --lr such as 20 and --grad-clip 0.25)")
     grad_clip: float = opt(1.0, "max global gradient norm; 0 disables")
