@@ -76,6 +76,8 @@ def test_labels_are_checked_everywhere(labelled, tmp_path, capsys, trained_run):
     assert main(["eval", str(labelled / "run"), str(heldout), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["label_pairs"] == 2 and "loss" in result
+    unseen = gentext.load(labelled / "run").evaluate(text="soft\taia Zoue\nhard\ttkp dgt\n", unknown="skip")
+    assert unseen["skipped_characters"] == 1 and unseen["label_pairs"] == 2  # scored and classified without it
     heldout.write_text("loud\taia oue\n", encoding="utf-8")
     assert main(["eval", str(labelled / "run"), str(heldout)]) == 2
 

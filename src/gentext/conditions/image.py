@@ -8,6 +8,7 @@ captions held-out pictures.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import torch
 
 from gentext.conditions.source import Paired
 from gentext.config import CorpusConfig
+from gentext.data.corpus import Shaping
 from gentext.data.images import IMAGE_SIZE, load_image
 from gentext.errors import GentextError
 from gentext.inference import captioning
@@ -38,7 +40,10 @@ class Pictured(Paired):
             raise GentextError(f"--condition image reads captions as words itself; drop {', '.join(tokenizer_flags)}")
 
     def check_files(self, files: list[str], config: CorpusConfig) -> None:
-        """Captions files are read whole by `prepare`, never as a corpus."""
+        """Captions files are read whole by `prepare`; re-read as a corpus (novelty), they are lines."""
+
+    def shape(self, pieces: Iterable[str], config: CorpusConfig, labels: dict[str, int]) -> Iterator[str]:
+        return Shaping.shape(self, pieces, config, labels)  # each caption line a document, as it is
 
     def prepare(self, corpus_cfg, tok_cfg, model_cfg, train_cfg, tok, progress: bool, origin=None):
         tok, data = captions.prepare(corpus_cfg, model_cfg, tok)

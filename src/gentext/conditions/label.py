@@ -72,8 +72,8 @@ class Labelled(Condition):
         """Each text scored after its label's mark, as trained, and the label accuracy: the share
         of texts most likely under their own label."""
         text = conditioning.marked(self.read(model, paths, text), self.labels, self.columns)
-        result = model.stream_figures(text, **options)
-        kept, _ = model.representable(text, options.get("unknown", "error"), options.get("leave_out", ()))
+        kept, skipped = model.representable(text, options.pop("unknown", "error"), options.pop("leave_out", ()))
+        result = {**model.stream_figures(kept, **options), **skipped}  # the text the accuracy reads too
         pairs = conditioning.pairs_from_marks(kept, self.labels)
         with model.eval_mode():
             result.update(conditioning.label_accuracy(model.model, model.tokenizer, pairs, self.labels, model.device))

@@ -4,7 +4,6 @@ of `TextModel` (inference/textmodel.py), which holds the model, tokenizer and ge
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from typing import Any
@@ -241,7 +240,7 @@ class Measures:
         return [{"id": first[0], "logprob": None, "top": None}, *rest]
 
     def _corpus(self):
-        stored = dataclasses.replace(self.config.corpus)
+        stored = self.config.corpus
         sources = self.config.sources or stored.paths or [stored.builtin]
         try:
             return load_corpus(stored, self.condition)

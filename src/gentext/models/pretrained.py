@@ -205,7 +205,7 @@ def model_config(hf_config) -> ModelConfig:
     )
 
 
-def load_folder(name: str, device) -> tuple[ModelConfig, Any, PretrainedLM, dict[str, Any], Path]:
+def load_folder(name: str, device) -> tuple[ModelConfig, Any, PretrainedLM, RunConfig, Path]:
     """(model config, tokenizer, model, run config, folder) of a Hugging Face folder or cached id."""
     from tokenizers import Tokenizer as HFTokenizer
 
