@@ -10,10 +10,15 @@ import torch
 
 import gentext
 from gentext import native
-from gentext.config import ModelConfig
+from gentext.conditions import Condition
+from gentext.config import CorpusConfig, ModelConfig
+from gentext.data.tokenizers import CharTokenizer
+from gentext.inference.jobs import AHEAD
 from gentext.inference.sampler import Sampler, make_generator
+from gentext.inference.textmodel import TextModel
 from gentext.models import build_model
 from gentext.models.weights import fast_formats
+from gentext.runconfig import RunConfig
 from gentext.useconfig import SampleConfig
 from tests.conftest import HARD_ROWS
 
@@ -109,6 +114,58 @@ def test_a_trained_run_writes_the_same_text_on_either_path(trained_run, kernels)
         assert native.status().startswith("compiled")
     finally:
         native.use(None)
+
+
+def _textmodel(kind: str, fmt: str, mode: str = "stream"):
+    """A bare network (no chain mixed in) over 30 characters, the newline among them."""
+    chars = ["\n", *(chr(97 + i) for i in range(26)), " ", ".", ","]
+    run = RunConfig(corpus=CorpusConfig(mode=mode))
+    return TextModel(_model(kind, fmt), CharTokenizer(chars), run, condition=Condition())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_a_lone_row_drawn_ahead_in_compiled_runs_writes_the_token_by_token_text(kind, kernels):
+    """The engine's compiled run of a lone plain row (draws and steps in one call) against the
+    Python path, one token a step: the same text, where a run ends mid-way (a stop string, the end
+    of a document, the length), streamed or whole."""
+    cases = [
+        ("stream", dict(max_new_tokens=1)),
+        ("stream", dict(max_new_tokens=2)),
+        ("stream", dict(max_new_tokens=AHEAD + 1, temperature=0.7)),
+        ("stream", dict(max_new_tokens=3 * AHEAD + 5, stop=["e"])),
+        ("lines", dict(max_new_tokens=3 * AHEAD, temperature=1.4)),
+    ]
+    counted, longest = _Counting(kernels), 0
+    for fmt in ["fp32", "int8"]:
+        for mode, settings in cases:
+            for seed in range(4):
+                model = _textmodel(kind, fmt, mode)
+                python = model.generate("the ", seed=seed, **settings)
+                longest = max(longest, len(python[0]))
+                native.use(counted)
+                try:
+                    compiled = model.generate("the ", seed=seed, **settings)
+                    streamed = "".join(model.stream("the ", seed=seed, **settings))
+                finally:
+                    native.use(None)
+                assert compiled == python and [streamed] == python, (fmt, mode, settings, seed)
+    assert longest > AHEAD + 4  # runs longer than one compiled call were compared
+    assert counted.runs > 0  # and the compiled runs made them
+
+
+class _Counting:
+    """The kernels' module, counting its compiled runs."""
+
+    def __init__(self, module):
+        self.module, self.runs = module, 0
+
+    def __getattr__(self, name):
+        return getattr(self.module, name)
+
+    def run_plain(self, *args):
+        self.runs += 1
+        return self.module.run_plain(*args)
 
 
 @pytest.mark.slow

@@ -5,12 +5,16 @@ prompts of one length step together and no row attends to padding."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import torch
 
-from gentext.inference.jobs import Job
+from gentext.inference.jobs import Job, SampleJob
+from gentext.inference.sampler import draw
 from gentext.models import State
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,3 +38,33 @@ class Cohort:
         self.jobs += other.jobs
         self.state = State.cat([self.state, other.state])
         self.logits = torch.cat([self.logits, other.logits])
+
+
+def choose_all(jobs: list[Job], logits: torch.Tensor, choose_one) -> list:
+    """Each job's choice from its rows of `logits`; sampling jobs with the same plain or shared
+    settings and no history are transformed together, each drawing from its own generator; the
+    rest by `choose_one(job, its logits)`."""
+    starts = [0]
+    for job in jobs:
+        starts.append(starts[-1] + job.rows)
+    choices: list = [None] * len(jobs)
+    groups: dict[tuple, list[int]] = {}
+    for i, job in enumerate(jobs):
+        key = job.sampler.key if isinstance(job, SampleJob) else None
+        if key is None:
+            choices[i] = choose_one(job, logits[starts[i] : starts[i + 1]])
+        else:
+            groups.setdefault(key, []).append(i)
+    for members in groups.values():
+        try:
+            rows = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in members]).to(logits.device)
+            cdf = jobs[members[0]].sampler.cdf(logits.index_select(0, rows))
+            uniform = torch.cat([torch.rand(jobs[i].rows, generator=jobs[i].generator, device=logits.device)
+                                 for i in members])  # fmt: skip
+            for i, part in zip(members, draw(cdf, uniform).split([jobs[i].rows for i in members]), strict=True):
+                choices[i] = part
+        except Exception as exc:  # noqa: BLE001 -- these jobs' shared transform failed: they end, not the rest
+            logger.exception("sampling a batched generation failed")
+            for i in members:
+                jobs[i].fail(exc)
+    return choices

@@ -7,7 +7,10 @@
     runner     prime the admitted prompts (those of one length in one call) from the states their
                conditions make; then per step, for each cohort: every job chooses its rows' next
                tokens (requests with the same plain settings share one transform), decodes and
-               sends its text, says which rows go on; one network call advances the cohort
+               sends its text, says which rows go on; one network call advances the cohort. A
+               lone row under plain settings on a model with a compiled run (`draw_ahead`: the
+               RNN kinds) takes up to AHEAD tokens per call, drawn and read without Python
+               between them, then decoded one by one: the same ids, the same events
 
 Rows live in *cohorts*, rows whose states have the same shape (`Cohort.fits`): a recurrent state's
 shape never changes, so RNN and Markov jobs all share one cohort; a KV cache (Transformer,
@@ -29,11 +32,10 @@ import threading
 import torch
 
 from gentext import threads
-from gentext.inference.cohort import Cohort
+from gentext.inference.cohort import Cohort, choose_all
 from gentext.inference.events import Done, Text
-from gentext.inference.jobs import Job, Prompt, SampleJob, job_for
+from gentext.inference.jobs import Job, Prompt, job_for
 from gentext.inference.prefixcache import BLOCK, prime_blocks
-from gentext.inference.sampler import draw
 from gentext.models import State, model_device, start_state
 from gentext.useconfig import SampleConfig
 
@@ -200,13 +202,15 @@ class Engine:
         """The cohort's next tokens; drop the jobs that ended; one network call for the rest."""
         if len(cohort.jobs) == 1:  # one request (a one-off call, a lone stream): no bookkeeping
             job = cohort.jobs[0]
+            if job.origin is None and self._run_ahead(cohort, job):
+                return
             fed = self._advance(job, self._choose(job, cohort.logits))
             if fed is None:
                 cohort.jobs = []
                 return
             state = cohort.state if job.origin is None else cohort.state.select(job.origin)
             return self._run(cohort, [fed], state)
-        choices = choose_all(cohort.jobs, cohort.logits, self)
+        choices = choose_all(cohort.jobs, cohort.logits, self._choose)
         rows, kept, fed, offset, moved = [], [], [], 0, False
         for job, choice in zip(cohort.jobs, choices, strict=True):
             held = job.rows
@@ -226,6 +230,25 @@ class Engine:
         if kept:
             state = cohort.state.select(torch.cat(rows).to(self.device)) if moved else cohort.state
             self._run(cohort, fed, state)
+
+    def _run_ahead(self, cohort: Cohort, job: Job) -> bool:
+        """A lone row under plain settings: up to `job.ahead()` tokens drawn and read in one call of
+        the model's compiled run (`draw_ahead`), then decoded and sent one by one as a step would;
+        False where the model has none (the row steps token by token, to the same ids). Per token
+        the Python between the calls cost about as much as the compiled step itself."""
+        count, run = job.ahead(), getattr(self.model, "draw_ahead", None)
+        if count < 2 or run is None:
+            return False
+        more = count < job.config.max_new_tokens - job.steps  # else the last token is never read
+        ran = run(cohort.logits, cohort.state, count, job.sampler, job.generator, job.end_id, more)
+        if ran is None:
+            return False
+        ids, cohort.logits, cohort.state = ran
+        for token in ids:
+            if self._advance(job, [token]) is None:
+                cohort.jobs = []
+                break
+        return True
 
     def _run(self, cohort: Cohort, fed: list, state: State) -> None:
         """One network call: each row reads its chosen token (an ended row's NO_TOKEN as 0: never read)."""
@@ -255,32 +278,3 @@ class Engine:
             logger.exception("a generation failed")
             job.fail(exc)
             return None
-
-
-def choose_all(jobs: list[Job], logits: torch.Tensor, engine: Engine) -> list:
-    """Each job's choice from its rows of `logits`; sampling jobs with the same plain or shared
-    settings and no history are transformed together, each drawing from its own generator."""
-    starts = [0]
-    for job in jobs:
-        starts.append(starts[-1] + job.rows)
-    choices: list = [None] * len(jobs)
-    groups: dict[tuple, list[int]] = {}
-    for i, job in enumerate(jobs):
-        key = job.sampler.key if isinstance(job, SampleJob) else None
-        if key is None:
-            choices[i] = engine._choose(job, logits[starts[i] : starts[i + 1]])
-        else:
-            groups.setdefault(key, []).append(i)
-    for members in groups.values():
-        try:
-            rows = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in members]).to(logits.device)
-            cdf = jobs[members[0]].sampler.cdf(logits.index_select(0, rows))
-            uniform = torch.cat([torch.rand(jobs[i].rows, generator=jobs[i].generator, device=logits.device)
-                                 for i in members])  # fmt: skip
-            for i, part in zip(members, draw(cdf, uniform).split([jobs[i].rows for i in members]), strict=True):
-                choices[i] = part
-        except Exception as exc:  # noqa: BLE001 -- these jobs' shared transform failed: they end, not the rest
-            logger.exception("sampling a batched generation failed")
-            for i in members:
-                jobs[i].fail(exc)
-    return choices

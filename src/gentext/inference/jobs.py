@@ -32,6 +32,7 @@ from gentext.inference.sampler import NO_TOKEN, Sampler, make_generator
 from gentext.useconfig import SampleConfig
 
 logger = logging.getLogger(__name__)
+AHEAD = 16  # the most tokens a lone plain row draws in one compiled run (Engine._run_ahead)
 
 
 @dataclasses.dataclass
@@ -68,6 +69,10 @@ class Job:
         self.generator = make_generator(cfg.seed, engine.device)
         self.history = self.sampler.history(self.prompt_ids, self.rows, engine.device)
 
+    def ahead(self) -> int:
+        """How many tokens this job may take in one run without choosing each (0: one a step)."""
+        return 0
+
     def end(self, event: Event) -> None:
         """Tell the listener how the job ended, exactly once, whatever path gets here first: its
         owner frees the request's place on this call, so a second call would free it twice."""
@@ -101,6 +106,14 @@ class SampleJob(Job):
         if self.config.logprobs is not None:
             self.scored = token_logprobs(logits, torch.as_tensor(ids), self.config.logprobs)
         return ids
+
+    def ahead(self) -> int:
+        """One row under plain settings, whose tokens nothing but its text reads (no history, no
+        log-probabilities), may take up to AHEAD at once."""
+        sampler = self.sampler
+        if self.rows != 1 or not sampler.plain or sampler.temperature == 0 or self.config.logprobs is not None:
+            return 0
+        return min(AHEAD, self.config.max_new_tokens - self.steps)
 
     def advance(self, ids) -> Any:
         """Decode the new ids and send the text; the ids to feed, or None once the job ended."""

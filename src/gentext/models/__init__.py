@@ -13,6 +13,9 @@ step's multiplies per token, for planning a time-limited run), `default_window(c
 which then picks it: "source", "image"). A kind with weight formats
 (`set_weight_format(name, evaluate)`) also steps one token in a named format:
 `_step(ids (B,), state, fmt) -> (logits (B, 1, V), state)`, which the format choice measures.
+A kind with a compiled step may offer `draw_ahead(logits, state, count, sampler, generator,
+end_id, read_last) -> (ids, logits, state) | None`: a lone row's plainly sampled tokens drawn and
+read in one call (the engine's fast path; None: it steps token by token).
 
 so that the trainer and the sampler never branch on the kind, and never look inside a state
 (`models/state.py`). The targets form lets a model score without building (B, T, V)

@@ -224,6 +224,20 @@ class RNNLanguageModel(nn.Module):
         out = (x if features else ops["head"](x))[:, None]  # (B, 1, V) or (B, 1, H)
         return out, self._wrap(h if c is None else (h, c))
 
+    def draw_ahead(self, logits, state: State, count: int, sampler, generator, end_id, read_last: bool):
+        """Up to `count` plainly sampled tokens of one row, drawn and read without returning to
+        Python (rnnstep.run_plain): (ids, logits (1, V), state), or None where that path is not
+        here; the engine then steps token by token, to the same ids."""
+        ops = self._step_ops(run=True)
+        if logits.device.type != "cpu" or rnnstep.compiled(self.config.kind, ops) is None:
+            return None
+        ran = rnnstep.run_plain(ops, logits, state.tensors["h"], state.tensors.get("c"), count, sampler, generator,
+                                end_id, read_last)  # fmt: skip
+        if ran is None:
+            return None
+        ids, logits, *hc = ran
+        return ids, logits, self._wrap(hc[0] if len(hc) == 1 else tuple(hc))
+
     def _stepped(self, ids: torch.Tensor, state: State | None, targets: torch.Tensor | None):
         """forward() token by token through the step path: how evaluation measures a weight
         format other than fp32 on the arithmetic generation uses."""

@@ -2,7 +2,8 @@
 
 One generated token of a small recurrent model is a few dozen tensor operations around two matrix
 products, and from Python each operation costs more than its arithmetic. `kernels.cpp` makes the
-same ATen calls in C++ (the recurrent step, one row's plain draw), so the numbers are identical
+same ATen calls in C++ (the recurrent step, one row's plain draw, and a lone row's run of draws and
+steps without Python between them), so the numbers are identical
 and only the interpreter's share goes. It is built with `torch.utils.cpp_extension` where a C++
 compiler and ninja exist, once per (source, torch, Python) into `$GENTEXT_CACHE/native/KEY/`, and
 loaded from there by every later process.

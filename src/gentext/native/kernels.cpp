@@ -1,4 +1,4 @@
-// Compiled per-token kernels: the recurrent step and one row's plain draw, as the same ATen
+// Compiled per-token kernels: the recurrent step, one row's plain draw and runs of the two, as the same ATen
 // operations the Python path makes, in the same order on the same shapes, so every number is the
 // same bit for bit (tests/native/test_kernels.py compares them). What they save is the Python
 // between the operations, a large share of one stream's token (benchmarks/RESULTS.md).
@@ -135,11 +135,10 @@ struct RnnStep {
 
 // One row's next id under plain settings (a temperature > 0 and suppressed ids), drawn as
 // inference/sampler.py's one-row path draws it; -1 where no token is allowed.
-static int64_t plain_draw(const at::Tensor& logits_in, double temperature, const c10::optional<at::Tensor>& suppress,
-                          const py::object& generator_object) {
+static int64_t draw_one(const at::Tensor& logits_in, double temperature, const c10::optional<at::Tensor>& suppress,
+                        at::Generator generator) {
   auto logits = logits_in.to(at::kFloat);
   if (suppress.has_value()) logits = logits.index_fill(-1, *suppress, -std::numeric_limits<double>::infinity());
-  auto generator = reinterpret_cast<THPGenerator*>(generator_object.ptr())->cdata;
   auto uniform = at::rand({1}, generator, at::kFloat);
   if (temperature != 1.0) logits = logits / temperature;
   auto cdf = at::softmax(logits.to(at::kFloat), -1).to(at::kDouble).cumsum(-1).contiguous();
@@ -153,9 +152,45 @@ static int64_t plain_draw(const at::Tensor& logits_in, double temperature, const
   return std::min<int64_t>(chosen, vocab - 1);
 }
 
+static at::Generator generator_of(const py::object& generator_object) {
+  return reinterpret_cast<THPGenerator*>(generator_object.ptr())->cdata;
+}
+
+static int64_t plain_draw(const at::Tensor& logits, double temperature, const c10::optional<at::Tensor>& suppress,
+                          const py::object& generator_object) {
+  return draw_one(logits, temperature, suppress, generator_of(generator_object));
+}
+
+// Up to `count` tokens of one row drawn and read in turn without returning to Python: each the
+// draw above from the last logits (1, V), then the step on it — the calls the engine's one-row
+// path makes per token, in the same order, so the ids, the generator's stream and the state
+// are the same. Stops after the end id or a row without an allowed token (not read); after the
+// last draw the step runs only with `read_last`. -> [ids], logits (1, V), h[, c]
+static py::tuple run_plain(const RnnStep& step, at::Tensor logits, at::Tensor h, c10::optional<at::Tensor> c,
+                           int64_t count, double temperature, const c10::optional<at::Tensor>& suppress,
+                           const py::object& generator_object, int64_t end_id, bool read_last) {
+  auto generator = generator_of(generator_object);
+  std::vector<int64_t> ids;
+  {
+    py::gil_scoped_release released;
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t id = draw_one(logits, temperature, suppress, generator);
+      ids.push_back(id);
+      if (id < 0 || id == end_id || (i == count - 1 && !read_last)) break;
+      auto out = step(at::full({1}, id, at::kLong), h, c, false);
+      logits = out[0].select(1, 0);
+      h = out[1];
+      if (c.has_value()) c = out[2];
+    }
+  }
+  if (c.has_value()) return py::make_tuple(ids, logits, h, *c);
+  return py::make_tuple(ids, logits, h);
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   py::class_<RnnStep>(m, "RnnStep")
       .def(py::init<const std::string&, at::Tensor, const py::list&, const py::object&>())
       .def("__call__", &RnnStep::operator(), py::call_guard<py::gil_scoped_release>());
   m.def("plain_draw", &plain_draw);
+  m.def("run_plain", &run_plain);
 }
