@@ -119,3 +119,27 @@ def test_step_cells_activate_the_same_slices_as_the_chunked_formula_bit_for_bit(
     (xr, xz, xn), (hr, hz, hn) = xw.chunk(3, dim=1), hw.chunk(3, dim=1)
     r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
     assert torch.equal(_gru(xw, hw, h), torch.lerp(torch.tanh(xn + r * hn), h, z))  # (1 - z) * n + z * h
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_a_prompt_is_read_in_the_steps_format_only_when_generation_reads_it(kind):
+    """In int8, generation's prompt runs token by token in int8 (as the tokens after it will);
+    any other sequence (evaluation, training's checks) still takes the float32 sequence kernel."""
+    from gentext.models.priming import reading_prompt
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind=kind, vocab_size=20, embed_size=8, hidden_size=64, num_layers=2)).eval()
+    ids = torch.randint(0, 20, (2, 7))
+    with torch.inference_mode():
+        fp32, _ = model(ids)
+        model.set_weight_format("int8")
+        sequence, _ = model(ids)
+        with reading_prompt():
+            primed, primed_state = model(ids)
+        state, stepped = None, []
+        for t in range(ids.shape[1]):
+            logits, state = model._step(ids[:, t], state)
+            stepped.append(logits)
+    assert torch.equal(sequence, fp32)
+    assert torch.equal(primed, torch.cat(stepped, dim=1)) and not torch.equal(primed, fp32)
+    assert all(torch.equal(primed_state.tensors[n], state.tensors[n]) for n in state.tensors)

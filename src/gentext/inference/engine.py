@@ -37,6 +37,7 @@ from gentext.inference.events import Done, Text
 from gentext.inference.jobs import Job, Prompt, job_for
 from gentext.inference.prefixcache import BLOCK, prime_blocks
 from gentext.models import State, model_device, start_state
+from gentext.models.priming import reading_prompt
 from gentext.useconfig import SampleConfig
 
 logger = logging.getLogger(__name__)
@@ -173,14 +174,15 @@ class Engine:
         """Run the prompts (all of one length) once, side by side, each from the state its
         condition makes (rows of ragged sources padded: State.cat); each job's rows copy its row.
         A long unconditioned prompt is read alone, from its longest cached prefix on."""
-        if len(group) == 1 and self._in_blocks(group[0]):
-            cache = getattr(self.textmodel, "prefix_cache", None)
-            last, state = prime_blocks(self.model, cache, group[0].prompt_ids, self.device)
-        else:
-            prompts = torch.tensor([job.prompt_ids for job in group], device=self.device)  # (G, T)
-            starts = [start_state(self.model, job.condition, self.device) for job in group]
-            logits, state = self.model(prompts, None if starts[0] is None else State.cat(starts))  # (G, T, V)
-            last = logits[:, -1]
+        with reading_prompt():
+            if len(group) == 1 and self._in_blocks(group[0]):
+                cache = getattr(self.textmodel, "prefix_cache", None)
+                last, state = prime_blocks(self.model, cache, group[0].prompt_ids, self.device)
+            else:
+                prompts = torch.tensor([job.prompt_ids for job in group], device=self.device)  # (G, T)
+                starts = [start_state(self.model, job.condition, self.device) for job in group]
+                logits, state = self.model(prompts, None if starts[0] is None else State.cat(starts))  # (G, T, V)
+                last = logits[:, -1]
         rows = torch.cat([torch.full((job.rows,), g, dtype=torch.long) for g, job in enumerate(group)]).to(self.device)
         return last.index_select(0, rows), state.select(rows)
 

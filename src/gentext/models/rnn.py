@@ -19,6 +19,7 @@ from gentext.config import ModelConfig
 from gentext.errors import GentextError
 from gentext.models import rnnstep
 from gentext.models.adaptive import AdaptiveSoftmax
+from gentext.models.priming import is_reading_prompt
 from gentext.models.state import State
 from gentext.models.weights import MATMULS
 
@@ -112,7 +113,7 @@ class RNNLanguageModel(nn.Module):
         inference = not self.training and not torch.is_grad_enabled()
         if self.fast_step and inference and targets is None and ids.shape[1] == 1:
             return self._step(ids[:, 0], state)
-        if inference and self.stepped_sequences:
+        if inference and self._steps_sequences():
             return self._stepped(ids, state, targets)
         y, state = self._sequence(ids, state)
         return (self._output(y) if targets is None else self._target_log_probs(y, targets)), state
@@ -138,7 +139,14 @@ class RNNLanguageModel(nn.Module):
     # -- what a neural cache reads (models/cache.py): forward split at the head ------------------
     def _on_step_path(self, length: int) -> bool:
         inference = not self.training and not torch.is_grad_enabled()
-        return inference and (self.stepped_sequences or (self.fast_step and length == 1))
+        return inference and (self._steps_sequences() or (self.fast_step and length == 1))
+
+    def _steps_sequences(self) -> bool:
+        """Sequences run token by token in the step's format where evaluation measures that format,
+        and where generation reads a prompt in a format other than fp32: nn.LSTM re-lays its
+        weights out on every call (oneDNN), several times a short prompt's steps, and the tokens
+        after the prompt run in the step's format anyway."""
+        return self.stepped_sequences or (self.weight_format != "fp32" and is_reading_prompt())
 
     def features(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """The outputs the head reads (B, T, H) and the state after them, by the path forward takes."""

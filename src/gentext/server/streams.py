@@ -4,9 +4,10 @@ request as an async stream (`request_events`).
 The engine's thread hands each event to the event loop through `_Mailbox`, with at most one wake-up
 pending (a batch step that produces 64 pieces wakes the loop once). `request_events` joins text
 that piled up into one event, and holds text that arrives within `interval` seconds of the last
-event until the interval is up (the first token never waits), so a stream at a thousand tokens a
-second sends fifty events instead of a thousand, each of which costs the server and the client
-more than the token did (vLLM's `--stream-interval` is the same idea). The joined text is the same.
+event until the interval is up or the request ends (the first token and the end never wait), so
+a stream at a thousand tokens a second sends fifty events instead of a thousand, each of which
+costs the server and the client more than the token did (vLLM's `--stream-interval` is the same
+idea). The joined text is the same.
 """
 
 import asyncio
@@ -87,6 +88,28 @@ def _mailbox(loop: asyncio.AbstractEventLoop) -> _Mailbox:
     return _MAILBOXES.setdefault(id(loop), _Mailbox(loop))
 
 
+class _Events(asyncio.Queue):
+    """A request's events on the loop. `hold(until)` waits until then for more text, but no longer
+    than the request's end: a last piece that arrives within the interval goes out with its `Done`
+    at once, so the interval never delays the end of a request."""
+
+    waker: asyncio.Future | None = None
+
+    def put_nowait(self, item) -> None:
+        super().put_nowait(item)
+        if not isinstance(item, Text) and self.waker is not None and not self.waker.done():
+            self.waker.set_result(None)
+
+    async def hold(self, loop: asyncio.AbstractEventLoop, until: float) -> None:
+        self.waker = loop.create_future()
+        timer = loop.call_at(until, lambda waker=self.waker: waker.done() or waker.set_result(None))
+        try:
+            await self.waker
+        finally:
+            timer.cancel()
+            self.waker = None
+
+
 def sse_event(event: str, data: dict[str, Any]) -> dict[str, str]:
     """One server-sent event, for sse-starlette's EventSourceResponse."""
     return {"event": event, "data": json.dumps(data)}
@@ -111,7 +134,7 @@ async def request_events(
     disconnected) cancels it: its rows leave the batch at the next step. `on_first()` is called
     when the first text goes out (time to first token)."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
+    queue = _Events()
     mailbox, cancelled = _mailbox(loop), threading.Event()
 
     def listener(event: Event) -> None:  # on the engine's thread
@@ -125,7 +148,7 @@ async def request_events(
         while True:
             items = [await queue.get()]
             if isinstance(items[0], Text) and last is not None and loop.time() - last < interval:
-                await asyncio.sleep(last + interval - loop.time())
+                await queue.hold(loop, last + interval)
             while not queue.empty():
                 items.append(queue.get_nowait())
             held += [item for item in items if isinstance(item, Text)]
