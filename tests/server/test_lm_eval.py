@@ -12,7 +12,8 @@ pytest.importorskip("fastapi")
 pytest.importorskip("lm_eval")
 
 import gentext  # noqa: E402
-from tests.conftest import TINY_TEXT, start_server  # noqa: E402
+from tests.conftest import TINY_TEXT  # noqa: E402
+from tests.servers import start_server  # noqa: E402
 
 TASK = """task: gentext_docs
 dataset_path: json

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
 
-from tests.conftest import start_server  # noqa: E402
+from tests.servers import start_server  # noqa: E402
 
 
 def _post(url: str, path: str, body: dict) -> dict:

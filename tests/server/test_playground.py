@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.conftest import running_server
+from tests.servers import running_server
 
 webdriver = pytest.importorskip("selenium.webdriver")
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import gentext
-from tests.conftest import start_server
+from tests.servers import start_server
 
 
 def _post(url: str, body: dict) -> dict:

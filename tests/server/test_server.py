@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 import gentext  # noqa: E402
 from gentext.server import ServerLimits, create_app  # noqa: E402
-from tests.conftest import running_server  # noqa: E402
+from tests.servers import running_server  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -272,49 +272,3 @@ def test_without_batching_each_request_runs_alone_in_turn(trained_run):
     assert last == "event: done" and text == model.generate("A ", max_new_tokens=15, seed=1)[0]
     plain = client.post("/v1/generate", json={**body, "stream": False, "num_samples": 2}).json()["samples"]
     assert plain == model.generate("A ", max_new_tokens=15, seed=1, num_samples=2)
-
-
-def _timed_events(pieces: list[str], interval: float) -> list[tuple[float, str]]:
-    """(seconds since the start, text) of each event `request_events` makes from pieces a thread sends 2 ms apart
-    (the first 50 ms before the rest, so that it goes out alone), as an engine's listener hears them."""
-    import asyncio
-
-    from gentext.inference.events import Done, Text
-    from gentext.server.streams import Gate, request_events
-
-    class Engine:
-        def submit(self, prompt, config, listener, cancelled, **_):
-            def work():
-                for i, piece in enumerate(pieces):
-                    listener(Text([piece]))
-                    time.sleep(0.002 if i else 0.05)
-                listener(Done(["length"], [len(pieces)]))
-
-            threading.Thread(target=work, daemon=True).start()
-
-    async def collect():
-        out, began = [], time.monotonic()
-        async for event in request_events(Engine(), None, None, Gate(1, 1).enter(), interval):
-            out.append((time.monotonic() - began, event))
-        return out
-
-    out = asyncio.run(collect())
-    assert isinstance(out[-1][1], Done)
-    return [(t, event.pieces[0]) for t, event in out if isinstance(event, Text)]
-
-
-def test_streamed_text_waits_at_most_the_interval_and_joins_to_the_same_text():
-    pieces = ["The "] + [chr(97 + i % 26) for i in range(60)]
-    texts = _timed_events(pieces, 0.05)
-    assert "".join(text for _, text in texts) == "".join(pieces)
-    assert texts[0][1] == "The " and len(texts) < len(pieces) / 2  # far fewer events than tokens
-    gaps = [b[0] - a[0] for a, b in zip(texts[1:], texts[2:], strict=False)]  # after the first token
-    assert len(gaps) > 1 and min(gaps[:-1]) >= 0.045  # the last goes out with the end, at once
-
-
-def test_neither_the_first_token_nor_the_end_is_held_back_by_the_interval():
-    """The pieces after the first arrive within the interval and the request ends: they go out
-    with the end at once, not when the interval is up."""
-    texts = _timed_events(["a", "b", "c", "d"], 30.0)
-    assert [text for _, text in texts] == ["a", "bcd"]
-    assert texts[0][0] < 5 and texts[1][0] - texts[0][0] < 5

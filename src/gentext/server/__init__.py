@@ -23,6 +23,7 @@ Each admitted request holds a `Slot` released exactly once on every path (server
 SIGTERM: uvicorn stops accepting and gives in-flight requests `request_timeout` seconds to finish.
 """
 
+import functools
 import logging
 import time
 from pathlib import Path
@@ -90,10 +91,10 @@ class Service:
         finally:
             slot.release()
 
-    def events(self, model: TextModel, name: str, prompt: str, settings: dict[str, Any]):
+    async def events(self, model: TextModel, name: str, prompt: str, settings: dict[str, Any]):
         """A request's typed events from the model's engine (server/streams.py), counted in the
         metrics; bad input raises here (400), before anything is queued."""
-        start, config = self._checked(model, prompt, settings)
+        start, config = await self._checked(model, prompt, settings)
         slot = self.admit()
         began = time.perf_counter()
 
@@ -113,10 +114,15 @@ class Service:
         return counted()
 
     @staticmethod
-    def _checked(model: TextModel, prompt: str, settings: dict[str, Any]):
+    async def _checked(model: TextModel, prompt: str, settings: dict[str, Any]):
+        """The request's Prompt and settings; a pattern to constrain to is compiled on a worker
+        thread (a large JSON schema takes a while), never on the event loop's."""
         from fastapi import HTTPException
+        from starlette.concurrency import run_in_threadpool
 
         try:
+            if settings.get("regex") or settings.get("json_schema"):
+                return await run_in_threadpool(functools.partial(model.request, prompt, **settings))
             return model.request(prompt, **settings)
         except GentextError as exc:
             raise HTTPException(400, detail=str(exc)) from None
@@ -127,7 +133,7 @@ class Service:
         from fastapi import HTTPException
 
         pieces, scored, done = None, None, None
-        async for event in self.events(model, name, prompt, settings):
+        async for event in await self.events(model, name, prompt, settings):
             if isinstance(event, Text):
                 pieces = [[] for _ in event.pieces] if pieces is None else pieces
                 scored = [[] for _ in event.pieces] if scored is None else scored
@@ -200,7 +206,7 @@ def _add_text_routes(app, service: Service, generate_request, score_request) -> 
         if request.stream and request.num_samples != 1:
             raise unprocessable("num_samples", "streaming sends one sample")
         if request.stream:
-            events = service.events(model, name, request.prompt, settings)
+            events = await service.events(model, name, request.prompt, settings)
             return EventSourceResponse(_sse(events, request.prompt), sep="\n", ping=15)
         samples, done, scored = await service.samples(model, name, request.prompt, settings)
         return _generated(model, name, request.prompt, samples, done, scored)

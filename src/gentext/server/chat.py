@@ -84,7 +84,7 @@ def add_chat_route(app, service) -> None:
 
             if request.n != 1:
                 raise unprocessable("stream", "streaming sends one reply: n = 1")
-            events = service.events(model, name, prompt, settings)
+            events = await service.events(model, name, prompt, settings)
             return EventSourceResponse(_chunks(events, ident, name, request, model), sep="\n", ping=15)
         samples, done, scored = await service.samples(model, name, prompt, settings)
         choices = []

@@ -157,7 +157,7 @@ def add_openai_routes(app, service) -> None:
             conditions(model, SimpleNamespace(prompt=prompt))
         ident = f"cmpl-{uuid.uuid4().hex[:24]}"
         if request.stream:
-            return _stream(service, model, name, prompts, settings, request, ident)
+            return await _stream(service, model, name, prompts, settings, request, ident)
         choices, used = [], 0
         for prompt in prompts:
             for choice, tokens in await _complete(service, model, name, prompt, settings, request):
@@ -194,14 +194,14 @@ async def _complete(service, model: TextModel, name: str, prompt: str, settings:
     return out
 
 
-def _stream(service, model: TextModel, name: str, prompts: list[str], settings: dict, request, ident: str):
+async def _stream(service, model: TextModel, name: str, prompts: list[str], settings: dict, request, ident: str):
     from sse_starlette import EventSourceResponse
 
     if len(prompts) != 1 or request.n != 1:
         raise unprocessable("stream", "streaming sends one completion: one prompt and n = 1")
     if request.echo and request.logprobs is not None:
         raise unprocessable("stream", "echo with logprobs is not streamed: ask without stream")
-    events = service.events(model, name, prompts[0], settings)
+    events = await service.events(model, name, prompts[0], settings)
     return EventSourceResponse(_chunks(events, ident, name, prompts[0], request, model), sep="\n", ping=15)
 
 
