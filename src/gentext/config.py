@@ -27,6 +27,7 @@ OPTIMIZERS = ("adamw", "sgd")
 # Loading a config from someone else's run must not allocate terabytes: sizes past these are refused.
 MAX_VOCAB = 5_000_000
 MAX_HIDDEN = 16_384
+DEFAULT_WIDTH = 256  # --hidden-size where it is not chosen from the text (training/defaults.auto_width)
 MAX_LAYERS = 64
 
 
@@ -102,10 +103,7 @@ class CorpusConfig:
         )
         check(self.mode in ("stream", "lines"), f"--mode must be stream or lines, got {self.mode!r}")
         check(0.0 <= self.val_fraction < 1.0, f"--val-fraction must be in [0, 1), got {self.val_fraction}")
-        check(
-            self.encoding_errors in ("strict", "replace"),
-            f"--encoding-errors must be 'strict' or 'replace', got {self.encoding_errors!r}",
-        )
+        one_of(self.encoding_errors, ("strict", "replace"), "--encoding-errors")
 
 
 @dataclass
@@ -146,7 +144,7 @@ class ModelConfig:
         "none in benchmarks/RESULTS.md)",
     )
     embed_size: int = opt(64, "embedding width")
-    hidden_size: int = opt(256, "recurrent state width")
+    hidden_size: int | None = opt(None, "recurrent state width (not given: chosen, 256 or 512; docs/training.md)")
     num_layers: int = opt(2, "recurrent layers")
     dropout: float | None = opt(
         None,
@@ -169,7 +167,8 @@ class ModelConfig:
         # the kind itself is checked against the registry by models.build_model / models.check_kind
         check(0 < self.vocab_size <= MAX_VOCAB, f"vocab_size must be in 1..{MAX_VOCAB}, got {self.vocab_size}")
         check(0 < self.embed_size <= MAX_HIDDEN, f"--embed-size must be in 1..{MAX_HIDDEN}, got {self.embed_size}")
-        check(0 < self.hidden_size <= MAX_HIDDEN, f"--hidden-size must be in 1..{MAX_HIDDEN}, got {self.hidden_size}")
+        width = 1 if self.hidden_size is None else self.hidden_size  # None: chosen when the text is read
+        check(0 < width <= MAX_HIDDEN, f"--hidden-size must be in 1..{MAX_HIDDEN}, got {self.hidden_size}")
         check(0 < self.num_layers <= MAX_LAYERS, f"--num-layers must be in 1..{MAX_LAYERS}, got {self.num_layers}")
         check(self.dropout is None or 0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1), got {self.dropout}")
         check(0 < self.order <= MAX_ORDER, f"--order must be in 1..{MAX_ORDER}, got {self.order}")

@@ -12,13 +12,13 @@ from typing import Any
 
 from gentext import checkpoint
 from gentext.conditions import condition_class, condition_for
-from gentext.config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig, flag_of
+from gentext.config import DEFAULT_WIDTH, CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig, flag_of
 from gentext.data.tokenizers import tokenizer_from_json
 from gentext.errors import GentextError
 from gentext.models import REGISTRY
 from gentext.runconfig import RunConfig
 from gentext.training import distributed, finetune
-from gentext.training.defaults import WEIGHT_DECAY
+from gentext.training.defaults import WEIGHT_DECAY, width_is_chosen
 
 _CONFIG_CLASSES = (CorpusConfig, TokenizerConfig, ModelConfig, TrainConfig)
 
@@ -88,6 +88,8 @@ def new_configs(paths, corpus, tokenizer, model, train, overrides):
         origin, tok_cfg, model_cfg = finetune.source_configs(train_cfg.init_from, routed[ModelConfig])
         if train is None and "learning_rate" not in routed[TrainConfig]:
             train_cfg.learning_rate = FINE_TUNING_LR
+    if model_cfg.hidden_size is None and not width_is_chosen(corpus_cfg.condition, tok_cfg.level, model_cfg, train_cfg):
+        model_cfg.hidden_size = DEFAULT_WIDTH
     if train is None and "seq_len" not in routed[TrainConfig]:
         train_cfg.seq_len = _default_window(model_cfg, train_cfg.seq_len)
     return corpus_cfg, tok_cfg, model_cfg, train_cfg, origin

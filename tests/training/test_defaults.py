@@ -6,15 +6,18 @@ import json
 import pytest
 
 import gentext
-from gentext.config import ModelConfig, TrainConfig
+from gentext.config import DEFAULT_WIDTH, CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig
 from gentext.errors import GentextError
 from gentext.models import build_model
+from gentext.settings import new_configs
 from gentext.training.defaults import (
     AUTO_MINGRU_PASSES,
     WEIGHT_DECAY,
+    WIDE,
     auto_dropout,
     auto_kind,
     auto_weight_decay,
+    auto_width,
     planned_passes,
 )
 from tests.conftest import TINY_SETTINGS
@@ -94,3 +97,30 @@ def test_a_run_records_the_weight_decay_it_chose_and_a_resume_keeps_it(tiny_corp
     gentext.train(tmp_path / "run", resume=True, steps=10)
     resumed = json.loads((tmp_path / "run" / "config.json").read_text())["train"]["weight_decay"]
     assert resumed == WEIGHT_DECAY  # what None trained with then, at every level
+
+
+def test_a_character_lstm_on_a_time_limit_is_wide_where_it_reads_its_text_a_few_times():
+    lstm = ModelConfig(kind="lstm", vocab_size=65)  # --hidden-size not given
+    ten_minutes, three = TrainConfig(time_limit=600), TrainConfig(time_limit=180)
+    assert auto_width(1_000_000, lstm, ten_minutes) == WIDE  # Tiny Shakespeare in 10 minutes
+    assert auto_width(80_000, lstm, three) == DEFAULT_WIDTH  # a 100 KB text read many times
+    assert auto_width(1_000_000, ModelConfig(kind="mingru", vocab_size=65), ten_minutes) == DEFAULT_WIDTH
+
+
+@pytest.mark.parametrize(
+    "settings, chosen",
+    [
+        (dict(time_limit=600), True),
+        (dict(time_limit=600, kind="lstm"), True),
+        (dict(), False),  # no time limit: the step count's default width
+        (dict(time_limit=600, level="word"), False),
+        (dict(time_limit=600, kind="transformer"), False),
+        (dict(time_limit=600, tie_weights=True, embed_size=256), False),
+        (dict(time_limit=600, hidden_size=128), False),  # given
+    ],
+)
+def test_the_width_is_left_to_choose_only_where_it_was_measured(settings, chosen):
+    corpus, _, model, _, _ = new_configs(["book.txt"], CorpusConfig(), TokenizerConfig(), None, None, settings)
+    assert (model.hidden_size is None) == chosen
+    if not chosen and "hidden_size" not in settings:
+        assert model.hidden_size == DEFAULT_WIDTH

@@ -26,10 +26,12 @@ in `REGISTRY`.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
-from gentext.config import ModelConfig
+from gentext.config import DEFAULT_WIDTH, ModelConfig
 from gentext.errors import GentextError
 from gentext.models.captioner import CaptionModel
 from gentext.models.markov import MarkovModel
@@ -80,6 +82,9 @@ def check_kind(kind: str) -> type[nn.Module]:
 
 
 def build_model(config: ModelConfig) -> nn.Module:
+    """The kind's model; a width left to choose (training chooses it first) is the default's."""
+    if config.hidden_size is None:
+        config = dataclasses.replace(config, hidden_size=DEFAULT_WIDTH)
     return check_kind(config.kind)(config)
 
 

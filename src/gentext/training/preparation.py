@@ -14,7 +14,7 @@ from gentext.data.tokenizers import fit_tokenizer
 from gentext.errors import GentextError
 from gentext.models import AUTO, check_kind, fitted_by_counting
 from gentext.runconfig import DataRecord, RunConfig
-from gentext.training.defaults import auto_dropout, auto_kind
+from gentext.training.defaults import auto_dropout, auto_kind, auto_width
 
 
 def prepare_stream(
@@ -46,6 +46,8 @@ def prepare_stream(
         raise GentextError(f"the training text is empty ({', '.join(source.sources)})")
     if model_cfg.kind == AUTO:  # not given: the kind that fits the text and budget
         model_cfg.kind = auto_kind(len(data.train), tok_cfg.level, model_cfg, train_cfg)
+    if model_cfg.hidden_size is None:  # not given, and chosen here (settings.new_configs)
+        model_cfg.hidden_size = auto_width(len(data.train), model_cfg, train_cfg)
     counting = fitted_by_counting(check_kind(model_cfg.kind))
     if model_cfg.dropout is None:  # not given: fit it to the corpus and budget
         model_cfg.dropout = 0.0 if counting else auto_dropout(len(data.train), model_cfg, train_cfg)
