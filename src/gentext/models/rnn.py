@@ -236,11 +236,11 @@ class RNNLanguageModel(nn.Module):
         """Up to `count` plainly sampled tokens of one row, drawn and read without returning to
         Python (rnnstep.run_plain): (ids, logits (1, V), state), or None where that path is not
         here; the engine then steps token by token, to the same ids."""
-        ops = self._step_ops(run=True)
-        if logits.device.type != "cpu" or rnnstep.compiled(self.config.kind, ops) is None:
+        if logits.device.type != "cpu":
             return None
-        ran = rnnstep.run_plain(ops, logits, state.tensors["h"], state.tensors.get("c"), count, sampler, generator,
-                                end_id, read_last)  # fmt: skip
+        h, c = state.tensors["h"], state.tensors.get("c")
+        ops = self._step_ops(run=True)
+        ran = rnnstep.run_plain(self.config.kind, ops, logits, h, c, count, sampler, generator, end_id, read_last)
         if ran is None:
             return None
         ids, logits, *hc = ran

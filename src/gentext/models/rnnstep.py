@@ -62,15 +62,15 @@ def compiled(kind: str, ops: dict):
     return ops["native"]
 
 
-def run_plain(ops: dict, logits, h_all, c_all, count: int, sampler, generator, end_id, read_last: bool):
+def run_plain(kind: str, ops: dict, logits, h_all, c_all, count: int, sampler, generator, end_id, read_last: bool):
     """Up to `count` tokens of one row drawn (the sampler's plain settings) and read in one compiled
     call: ([ids], logits (1, V), h[, c]), or None where the compiled step or its head is not here."""
-    kernels = native.kernels()
-    if kernels is None or ops.get("native") is None or not ops["native_head"]:
+    step = compiled(kind, ops)
+    if step is None or not ops["native_head"]:
         return None
     end = -1 if end_id is None else end_id
-    return kernels.run_plain(
-        ops["native"], logits, h_all, c_all, count, sampler.temperature, sampler.suppress, generator, end, read_last
+    return native.kernels().run_plain(
+        step, logits, h_all, c_all, count, sampler.temperature, sampler.suppress, generator, end, read_last
     )  # fmt: skip
 
 
