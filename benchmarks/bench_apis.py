@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from load_test import start_server  # noqa: I001 -- benchmarks/ is on the path when run as a script
+from servers import start_server  # noqa: I001 -- benchmarks/ is on the path when run as a script
 
 import gentext
 

@@ -27,7 +27,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load_test import start_server, stream_once  # noqa: E402
+from servers import start_server, stream_once  # noqa: E402
 
 
 def _bomb() -> str:

@@ -102,6 +102,21 @@ def test_the_compiled_draw_picks_the_python_draws_ids(temperature, suppress, ker
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("suppress", [None, [3]])
+def test_the_compiled_greedy_choice_is_the_python_rules_and_draws_nothing(suppress, kernels):
+    """Temperature 0 in the compiled draw (what a greedy lone row runs ahead with): the first
+    largest logit, NaN counted largest, -1 where nothing is allowed; the generator untouched."""
+    sampler = Sampler(SampleConfig(temperature=0), suppress)
+    index = None if suppress is None else torch.tensor(suppress)
+    for row in [*HARD_ROWS, torch.randn(300).mul(4).tolist()]:
+        logits, generator = torch.tensor([row]), make_generator(5)
+        before = generator.get_state()
+        python = sampler.choose(logits, None)
+        assert [kernels.plain_draw(logits, 0.0, index, generator)] == python, row
+        assert torch.equal(generator.get_state(), before)
+
+
+@pytest.mark.slow
 def test_a_trained_run_writes_the_same_text_on_either_path(trained_run, kernels):
     model = gentext.load(trained_run, weights="int8")
     settings = [dict(seed=3), dict(temperature=0), dict(num_samples=3, seed=4), dict(num_beams=3)]
@@ -133,6 +148,8 @@ def test_a_lone_row_drawn_ahead_in_compiled_runs_writes_the_token_by_token_text(
         ("stream", dict(max_new_tokens=1)),
         ("stream", dict(max_new_tokens=2)),
         ("stream", dict(max_new_tokens=AHEAD + 1, temperature=0.7)),
+        ("stream", dict(max_new_tokens=2 * AHEAD + 3, temperature=0)),  # greedy: no draws
+        ("lines", dict(max_new_tokens=2 * AHEAD, temperature=0, stop=["a"])),
         ("stream", dict(max_new_tokens=3 * AHEAD + 5, stop=["e"])),
         ("lines", dict(max_new_tokens=3 * AHEAD, temperature=1.4)),
     ]

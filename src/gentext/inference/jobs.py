@@ -111,7 +111,7 @@ class SampleJob(Job):
         """One row under plain settings, whose tokens nothing but its text reads (no history, no
         log-probabilities), may take up to AHEAD at once."""
         sampler = self.sampler
-        if self.rows != 1 or not sampler.plain or sampler.temperature == 0 or self.config.logprobs is not None:
+        if self.rows != 1 or not sampler.plain or self.config.logprobs is not None:
             return 0
         return min(AHEAD, self.config.max_new_tokens - self.steps)
 

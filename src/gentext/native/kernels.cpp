@@ -12,6 +12,7 @@
 #include <ATen/ops/div.h>
 #include <ATen/ops/index_fill.h>
 #include <ATen/ops/index_select.h>
+#include <ATen/ops/isfinite.h>
 #include <ATen/ops/lerp.h>
 #include <ATen/ops/mul.h>
 #include <ATen/ops/rand.h>
@@ -24,6 +25,7 @@
 #include <torch/csrc/utils/pybind.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 namespace py = pybind11;
@@ -133,12 +135,22 @@ struct RnnStep {
   }
 };
 
-// One row's next id under plain settings (a temperature > 0 and suppressed ids), drawn as
-// inference/sampler.py's one-row path draws it; -1 where no token is allowed.
+// The first largest logit of one row (1, V), as sampler.py's greedy rule picks it: -1 where no
+// logit is finite (every token forbidden); a NaN counts as the largest, as torch.argmax has it.
+static int64_t argmax_one(const at::Tensor& logits) {
+  const int64_t chosen = logits.argmax(-1).item<int64_t>();
+  if (std::isfinite(logits.select(0, 0)[chosen].item<float>())) return chosen;
+  return at::isfinite(logits).any().item<bool>() ? chosen : -1;
+}
+
+// One row's next id under plain settings (a temperature and suppressed ids), chosen as
+// inference/sampler.py's one-row path chooses it: the argmax at temperature 0 (no draw from the
+// generator), else one draw; -1 where no token is allowed.
 static int64_t draw_one(const at::Tensor& logits_in, double temperature, const c10::optional<at::Tensor>& suppress,
                         at::Generator generator) {
   auto logits = logits_in.to(at::kFloat);
   if (suppress.has_value()) logits = logits.index_fill(-1, *suppress, -std::numeric_limits<double>::infinity());
+  if (temperature == 0) return argmax_one(logits);
   auto uniform = at::rand({1}, generator, at::kFloat);
   if (temperature != 1.0) logits = logits / temperature;
   auto cdf = at::softmax(logits.to(at::kFloat), -1).to(at::kDouble).cumsum(-1).contiguous();
