@@ -85,7 +85,7 @@ def test_the_compiled_step_gives_the_python_steps_numbers_bit_for_bit(kind, kern
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("temperature", [0.05, 0.7, 1.0, 1.6])
+@pytest.mark.parametrize("temperature", [0, 0.05, 0.7, 1.0, 1.6])
 @pytest.mark.parametrize("suppress", [None, [3]])
 def test_the_compiled_draw_picks_the_python_draws_ids(temperature, suppress, kernels):
     sampler = Sampler(SampleConfig(temperature=temperature), suppress)

@@ -140,7 +140,7 @@ class Sampler:
 
     def _plain(self, logits: torch.Tensor, generator: torch.Generator | None):
         logits = logits.float()
-        if logits.shape[0] == 1 and self.temperature != 0:
+        if logits.shape[0] == 1:
             kernel = native.kernels()
             if kernel is not None and logits.device.type == "cpu":
                 return [kernel.plain_draw(logits, self.temperature, self.suppress, generator)]
