@@ -210,6 +210,14 @@ def tick(rows: int | None = None) -> None:
         _governor.tick(rows)
 
 
+def spare_core(rows: int) -> bool:
+    """Whether a generation step of `rows` rows, which runs on one thread, may hand half of each
+    product to a second core (the compiled kernels' helper): only while the governor, adapting,
+    has that core to give; a fixed count is the user's, left to torch."""
+    governor = _governor
+    return governor is not None and governor.fixed is None and rows < PARALLEL_ROWS and governor.target >= 2
+
+
 def describe() -> dict:
     """What `gentext doctor` and bug reports show."""
     governor = _governor or Governor()

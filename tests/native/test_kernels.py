@@ -4,12 +4,13 @@ bit, taken up when a background build lands, and the Python path whenever they a
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
 
 import gentext
-from gentext import native
+from gentext import native, threads
 from gentext.conditions import Condition
 from gentext.config import CorpusConfig, ModelConfig
 from gentext.data.tokenizers import CharTokenizer
@@ -131,11 +132,11 @@ def test_a_trained_run_writes_the_same_text_on_either_path(trained_run, kernels)
         native.use(None)
 
 
-def _textmodel(kind: str, fmt: str, mode: str = "stream"):
+def _textmodel(kind: str, fmt: str, mode: str = "stream", width: int = 100):
     """A bare network (no chain mixed in) over 30 characters, the newline among them."""
     chars = ["\n", *(chr(97 + i) for i in range(26)), " ", ".", ","]
     run = RunConfig(corpus=CorpusConfig(mode=mode))
-    return TextModel(_model(kind, fmt), CharTokenizer(chars), run, condition=Condition())
+    return TextModel(_model(kind, fmt, width), CharTokenizer(chars), run, condition=Condition())
 
 
 @pytest.mark.slow
@@ -169,6 +170,30 @@ def test_a_lone_row_drawn_ahead_in_compiled_runs_writes_the_token_by_token_text(
                 assert compiled == python and [streamed] == python, (fmt, mode, settings, seed)
     assert longest > AHEAD + 4  # runs longer than one compiled call were compared
     assert counted.runs > 0  # and the compiled runs made them
+
+
+@pytest.mark.slow
+@pytest.mark.isa
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_a_small_steps_products_on_two_cores_give_the_one_core_numbers(kind, kernels, monkeypatch):
+    """A small step hands half of each wide int8 product to the helper core: the Python path's
+    numbers bit for bit, step by step and in compiled runs, and while two threads generate at once
+    (one of them then makes both halves itself)."""
+    python = _steps(_model(kind, "int8", 512), rows=1)
+    text = _textmodel(kind, "int8", width=512).generate("the ", max_new_tokens=2 * AHEAD, seed=1)
+    monkeypatch.setattr(threads, "spare_core", lambda rows: True)
+    native.use(kernels)
+    try:
+        before = kernels.split_products()
+        for a, b in zip(python, _steps(_model(kind, "int8", 512), rows=1), strict=True):
+            assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+        assert kernels.split_products() > before  # the halves ran
+        models = [_textmodel(kind, "int8", width=512) for _ in range(2)]
+        with ThreadPoolExecutor(2) as pool:
+            texts = list(pool.map(lambda m: m.generate("the ", max_new_tokens=2 * AHEAD, seed=1), models))
+    finally:
+        native.use(None)
+    assert texts == [text, text]
 
 
 class _Counting:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gentext import threads
 from gentext.config import ModelConfig
 from gentext.errors import GentextError
 from gentext.models import rnnstep
@@ -224,7 +225,8 @@ class RNNLanguageModel(nn.Module):
             state = self.initial_state(ids.shape[0], ids.device)
         kernel = rnnstep.compiled(self.config.kind, ops) if ids.device.type == "cpu" else None
         if kernel is not None:
-            out, *hc = kernel(ids, state.tensors["h"], state.tensors.get("c"), features)
+            split = threads.spare_core(ids.shape[0])
+            out, *hc = kernel(ids, state.tensors["h"], state.tensors.get("c"), features, split)
             if not features and not ops["native_head"]:
                 out = ops["head"](out[:, 0])[:, None]
             return out, self._wrap(hc[0] if len(hc) == 1 else tuple(hc))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from gentext import native
+from gentext import native, threads
 from gentext.models.adaptive import AdaptiveSoftmax
 
 
@@ -69,8 +69,9 @@ def run_plain(kind: str, ops: dict, logits, h_all, c_all, count: int, sampler, g
     if step is None or not ops["native_head"]:
         return None
     end = -1 if end_id is None else end_id
+    split = threads.spare_core(1)
     return native.kernels().run_plain(
-        step, logits, h_all, c_all, count, sampler.temperature, sampler.suppress, generator, end, read_last
+        step, logits, h_all, c_all, count, sampler.temperature, sampler.suppress, generator, end, read_last, split
     )  # fmt: skip
 
 

@@ -157,13 +157,28 @@ class Int8Matmul(Matmul):
         return torch.addcmul(self.bias, y, scale)
 
     def native(self) -> tuple | None:
-        return (4, None, None, self.packed, self.anchor) if self.bounded else None  # per-row scaling: Python
+        """Also the weights in two halves of the outputs, which a one-row step hands to two cores
+        (kernels.cpp, `Helper`): each output's sum is its own, so the halves give the whole's numbers."""
+        if not self.bounded:
+            return None  # per-row scaling: Python
+        return (4, None, None, self.packed, self.anchor, self._halves())
+
+    def _halves(self) -> tuple | None:
+        rows = self.shape[0]
+        if rows < SPLIT_OUTPUTS:
+            return None
+        cut = rows // 2 // 64 * 64  # a multiple of fbgemm's column blocks
+        weight, bias = torch.ops.quantized.linear_unpack(self.packed)[0], self.bias.float().cpu()
+        pack = torch.ops.quantized.linear_prepack
+        return pack(weight[:cut], bias[:cut].contiguous()), pack(weight[cut:], bias[cut:].contiguous())
 
     def bytes(self) -> float:
         return self.shape[0] * (self.shape[1] + 4)  # int8 weights and a float32 scale per row
 
 
 FORMAT_CLASSES = {"fp32": Matmul, "bf16": Bf16Matmul, "fp16": Fp16Matmul, "int8": Int8Matmul}
+# a product with fewer outputs than this gains less from a second core than waking it costs
+SPLIT_OUTPUTS = 1024
 SMALL_MATRIX = 1 << 16  # weights below this many stay float32: their bytes do not matter, a call's overhead does
 
 

@@ -59,9 +59,11 @@ def mode() -> str:
 
 def entry(source: Path | None = None) -> Path:
     """Where the module built from `source` (default: kernels.cpp) lives: a key of what it depends
-    on (its source, torch's version and ABI, Python, the machine)."""
+    on (its source and the headers beside it, torch's version and ABI, Python, the machine)."""
     source = source or SOURCE
-    parts = [source.read_bytes(), torch.__version__.encode(), sys.version.encode(), platform.machine().encode()]
+    headers = [h.read_bytes() for h in sorted(source.parent.glob("*.h"))]  # what the source includes
+    machine = [torch.__version__.encode(), sys.version.encode(), platform.machine().encode()]
+    parts = [source.read_bytes(), *headers, *machine]
     return cache_dir() / "native" / hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
 
 

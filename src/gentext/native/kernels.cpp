@@ -28,6 +28,8 @@
 #include <cmath>
 #include <limits>
 
+#include "helper.h"
+
 namespace py = pybind11;
 using Packed = c10::intrusive_ptr<LinearPackedParamsBase>;
 
@@ -43,9 +45,10 @@ static Packed unpack(const py::object& obj) {
 struct Op {
   int kind = NONE;
   at::Tensor weight_t, bias, anchor;
-  Packed packed;
+  Packed packed, low, high;  // int8: the outputs in two halves too, where worth splitting
 
-  at::Tensor operator()(const at::Tensor& x) const {
+  // With `helper`, an int8 product that has halves is made on two cores.
+  at::Tensor operator()(const at::Tensor& x, Helper* helper = nullptr) const {
     static auto int8 = c10::Dispatcher::singleton()
                            .findSchemaOrThrow("quantized::linear_dynamic", "")
                            .typed<at::Tensor(at::Tensor, const Packed&, bool)>();
@@ -60,7 +63,14 @@ struct Op {
       case FP16:
         return fp16.call(x, packed);
       case INT8: {
-        auto y = int8.call(at::cat({x, anchor}), packed, true);  // the anchor row pins the range
+        auto input = at::cat({x, anchor});  // the anchor row pins the range
+        at::Tensor y, y_high;
+        if (helper != nullptr && low) {
+          helper->both([&] { y = int8.call(input, low, true); }, [&] { y_high = int8.call(input, high, true); });
+          y = at::cat({y, y_high}, 1);
+        } else {
+          y = int8.call(input, packed, true);
+        }
         return y.narrow(0, 0, y.size(0) - 1);
       }
     }
@@ -68,7 +78,7 @@ struct Op {
   }
 };
 
-// spec: None or (kind, weight_t, bias, packed, anchor), from Matmul.native()
+// spec: None or (kind, weight_t, bias, packed, anchor, halves), from Matmul.native()
 static Op make_op(const py::object& spec) {
   Op op;
   if (spec.is_none()) return op;
@@ -80,7 +90,14 @@ static Op make_op(const py::object& spec) {
   } else {
     op.packed = unpack(t[3]);
   }
-  if (op.kind == INT8) op.anchor = t[4].cast<at::Tensor>();
+  if (op.kind == INT8) {
+    op.anchor = t[4].cast<at::Tensor>();
+    if (!t[5].is_none()) {
+      auto halves = t[5].cast<py::tuple>();
+      op.low = unpack(halves[0]);
+      op.high = unpack(halves[1]);
+    }
+  }
   return op;
 }
 
@@ -100,23 +117,24 @@ struct RnnStep {
   }
 
   // ids (B,), h (and c) (layers, B, H) -> [the head's output (B, 1, V), or the last layer's (B, 1, H)
-  // where there is no head here or `features`], new h[, new c]
+  // where there is no head here or `features`], new h[, new c]; `split`: the products on two cores
   std::vector<at::Tensor> operator()(const at::Tensor& ids, const at::Tensor& h_all,
-                                     const c10::optional<at::Tensor>& c_all, bool features) const {
+                                     const c10::optional<at::Tensor>& c_all, bool features, bool split) const {
+    Helper* helper = split ? &Helper::get() : nullptr;
     at::Tensor x;
     std::vector<at::Tensor> new_h, new_c;
     for (size_t layer = 0; layer < layers.size(); ++layer) {
       const auto& [x_op, h_op] = layers[layer];
       auto h = h_all.select(0, static_cast<int64_t>(layer));
       if (gru) {
-        auto xw = x.defined() ? x_op(x) : table.index_select(0, ids);
-        auto hw = h_op(h);
+        auto xw = x.defined() ? x_op(x, helper) : table.index_select(0, ids);
+        auto hw = h_op(h, helper);
         auto xs = xw.chunk(3, 1), hs = hw.chunk(3, 1);
         auto r = at::sigmoid(xs[0] + hs[0]);
         auto z = at::sigmoid(xs[1] + hs[1]);
         x = at::lerp(at::tanh(xs[2] + r * hs[2]), h, z);
       } else {
-        auto gates = x.defined() ? x_op(at::cat({x, h}, 1)) : table.index_select(0, ids).add_(h_op(h));
+        auto gates = x.defined() ? x_op(at::cat({x, h}, 1), helper) : table.index_select(0, ids).add_(h_op(h, helper));
         if (!c_all.has_value()) {
           x = at::tanh(gates);
         } else {
@@ -180,7 +198,7 @@ static int64_t plain_draw(const at::Tensor& logits, double temperature, const c1
 // last draw the step runs only with `read_last`. -> [ids], logits (1, V), h[, c]
 static py::tuple run_plain(const RnnStep& step, at::Tensor logits, at::Tensor h, c10::optional<at::Tensor> c,
                            int64_t count, double temperature, const c10::optional<at::Tensor>& suppress,
-                           const py::object& generator_object, int64_t end_id, bool read_last) {
+                           const py::object& generator_object, int64_t end_id, bool read_last, bool split) {
   auto generator = generator_of(generator_object);
   std::vector<int64_t> ids;
   {
@@ -189,7 +207,7 @@ static py::tuple run_plain(const RnnStep& step, at::Tensor logits, at::Tensor h,
       const int64_t id = draw_one(logits, temperature, suppress, generator);
       ids.push_back(id);
       if (id < 0 || id == end_id || (i == count - 1 && !read_last)) break;
-      auto out = step(at::full({1}, id, at::kLong), h, c, false);
+      auto out = step(at::full({1}, id, at::kLong), h, c, false, split);
       logits = out[0].select(1, 0);
       h = out[1];
       if (c.has_value()) c = out[2];
@@ -204,5 +222,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def(py::init<const std::string&, at::Tensor, const py::list&, const py::object&>())
       .def("__call__", &RnnStep::operator(), py::call_guard<py::gil_scoped_release>());
   m.def("plain_draw", &plain_draw);
+  m.def("split_products", [] { return Helper::get().splits.load(); });
   m.def("run_plain", &run_plain);
 }
