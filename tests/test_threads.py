@@ -106,6 +106,22 @@ def test_a_small_generation_step_runs_on_one_thread_unless_the_count_is_fixed(fr
     assert torch.get_num_threads() == 2
 
 
+def test_a_small_step_takes_the_spare_core_only_when_adapting_free_and_not_serving(fresh, monkeypatch):
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(threads.Governor, "others", lambda self: 0.0)
+    assert not threads.spare_core(1)  # nothing chosen yet: no helper
+    governor = threads.configure()
+    assert threads.spare_core(1) and not threads.spare_core(threads.PARALLEL_ROWS)
+    governor.target = 1  # others took a core
+    assert not threads.spare_core(1)
+    governor.target = 2
+    threads.serving()  # the event loop needs that core
+    assert not threads.spare_core(1)
+    monkeypatch.setattr(threads, "_governor", None)
+    threads.configure(2)  # --threads 2: the user's count, left to torch
+    assert not threads.spare_core(1)
+
+
 def test_bad_thread_counts_are_one_line_errors(capsys):
     from gentext.cli import main
 

@@ -117,6 +117,7 @@ class Governor:
         self.usable = usable_cpus()
         self.fixed = fixed
         self.target = fixed or self.usable
+        self.helper = True  # small steps may take a second core (`spare_core`)
         self.local = threading.local()
         self.lock = threading.Lock()
         self.cpus = _affinity()
@@ -213,9 +214,18 @@ def tick(rows: int | None = None) -> None:
 def spare_core(rows: int) -> bool:
     """Whether a generation step of `rows` rows, which runs on one thread, may hand half of each
     product to a second core (the compiled kernels' helper): only while the governor, adapting,
-    has that core to give; a fixed count is the user's, left to torch."""
+    has that core to give, and not in a server (`serving`); a fixed count is the user's."""
     governor = _governor
-    return governor is not None and governor.fixed is None and rows < PARALLEL_ROWS and governor.target >= 2
+    if governor is None or governor.fixed is not None or not governor.helper:
+        return False
+    return rows < PARALLEL_ROWS and governor.target >= 2
+
+
+def serving() -> None:
+    """This process serves HTTP: its event loop needs the second core between a stream's tokens.
+    A helper spinning on it doubled one stream's inter-token p99 and sent no more tokens
+    (RESULTS.md), so small steps keep to one core."""
+    configure().helper = False
 
 
 def describe() -> dict:

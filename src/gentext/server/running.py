@@ -55,6 +55,9 @@ def serve(
     options = dict(host=host, port=port, log_level="info", access_log=False)  # gentext.access logs instead
     options["timeout_graceful_shutdown"] = max(1, int(limits.request_timeout))
     if workers == 1:
+        from gentext.threads import serving
+
+        serving()
         uvicorn.run(_app(spec), **options)
         return
     _app(spec)  # the runs load here first, and are dropped: a bad one is refused before any worker starts
