@@ -52,6 +52,31 @@ def test_the_cache_is_the_weighted_sum_of_the_network_and_a_softmax_over_its_rec
     assert torch.allclose(got.exp().sum(-1), torch.ones(2, 14), atol=1e-5)  # a distribution at every position
 
 
+def test_steps_append_to_the_window_in_place_and_a_state_continued_twice_keeps_each_apart():
+    """Generation writes each new output into the window's buffer (models/room.py) instead of
+    copying the window; a second continuation of one state (a shared prompt, beams) copies first,
+    so neither sees the other's outputs: each equals the whole text read at once."""
+    model, window = CacheModel(small_net(), 6, 0.7, 0.25), 6
+    prompt, first, second = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8]]), [3, 1, 4, 1, 5], [2, 7]
+    with torch.inference_mode():
+        _, state = model(prompt)
+        _, a = model(torch.tensor([first[:1]]), state)
+        _, b = model(torch.tensor([first[1:2]]), a)
+        assert _buffer(b) == _buffer(a) and b.tensors["cache.keys"].shape[1] == window  # written in place
+        for token in first[2:4]:
+            _, b = model(torch.tensor([[token]]), b)
+        other, _ = model(torch.tensor([second]), state)  # the prompt's state again
+        last, _ = model(torch.tensor([first[4:]]), b)
+        whole_other, _ = model(torch.cat([prompt, torch.tensor([second])], 1))
+        whole_first, _ = model(torch.cat([prompt, torch.tensor([first])], 1))
+    assert torch.allclose(other[:, -1], whole_other[:, -1], atol=1e-5)
+    assert torch.allclose(last[:, -1], whole_first[:, -1], atol=1e-5)
+
+
+def _buffer(state) -> int:
+    return state.tensors["cache.keys"].untyped_storage().data_ptr()
+
+
 def test_fitting_keeps_a_cache_where_text_repeats_and_none_where_it_cannot_help():
     net = small_net(vocab=50)
     motif = np.random.default_rng(0).integers(0, 50, 40)

@@ -36,7 +36,7 @@ def test_the_kv_cache_gives_the_full_pass_logits_for_300_tokens_past_the_context
 
 
 def test_a_state_continued_twice_keeps_each_continuation_apart():
-    # generation appends keys and values in place into a buffer with room (models/transformer._Room);
+    # generation appends keys and values in place into a buffer with room (models/room.py);
     # a second continuation of the same state (a shared prompt, beams) must not overwrite the first's
     model = make(context=24)
     prompt = torch.randint(0, 30, (1, 10), generator=torch.Generator().manual_seed(1))

@@ -7,7 +7,7 @@ Text repeats itself â€” a name, a rare word, a phrase met a hundred tokens ago â
 weights cannot learn a document's own words; its recent outputs can point at them. Nothing is
 trained: the window, theta and lambda are chosen on the run's validation text after training
 (training/caching.py), and the cache is kept only where it lowers that text's loss. It is cheap at
-inference: one (window x H) product per token.
+inference: one (window x H) product per token, the window appended to in place.
 
 The state is the network's (names prefixed `net.`) and the cache's: `cache.keys` (B, window, H),
 the last outputs, and `cache.next` (B, window), the token that followed each (EMPTY before a slot
@@ -22,6 +22,7 @@ import math
 import torch
 from torch import nn
 
+from gentext.models.room import append, tail
 from gentext.models.state import State, nested, part, part_tensors
 
 CHUNK = 512  # queries attended at once: a long text's (T, window + T) scores never exist whole
@@ -70,8 +71,11 @@ def _by_chunk(y: torch.Tensor, keys: torch.Tensor, nexts: torch.Tensor, window: 
 
 def _history(cache: State, y: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Every output beside the token that followed it: the cached slots, then this call's (the
-    newest output's follower is not known yet: PENDING until the next call fills it in)."""
-    keys = torch.cat([cache.tensors["keys"], y.float()], dim=1)  # (B, window + T, H)
+    newest output's follower is not known yet: PENDING until the next call fills it in). The
+    outputs are appended in place in inference (models/room.py: copying the window every token was
+    most of a token's time); the followers, an eighth of their size and one rewritten, are copied."""
+    keys = cache.tensors["keys"]
+    keys = append(keys, y.float(), 1, room_for=max(64, keys.shape[1] // 4))  # (B, window + T, H)
     old = cache.tensors["next"]
     newest = torch.where(old[:, -1:] == EMPTY, EMPTY, ids[:, :1])  # the last output's follower, if it has one
     nexts = torch.cat([old[:, :-1], newest, ids[:, 1:], ids.new_full((ids.shape[0], 1), PENDING)], dim=1)
@@ -91,7 +95,7 @@ def cache_probs(y, ids, cache: State, theta: float, vocab: int, targets=None) ->
         return (weights * (slot_next == targets[:, span, None])).sum(-1)
 
     probs, filled = _by_chunk(y, keys, nexts, window, reduce)
-    kept = State({"keys": keys[:, -window:], "next": nexts[:, -window:]}, DIMS)
+    kept = State({"keys": tail(keys, window, 1), "next": nexts[:, -window:]}, DIMS)
     return torch.cat(probs, dim=1), filled, kept
 
 

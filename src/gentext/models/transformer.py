@@ -26,6 +26,7 @@ from torch import nn
 from gentext.config import ModelConfig
 from gentext.errors import GentextError
 from gentext.models.adaptive import AdaptiveSoftmax
+from gentext.models.room import append, tail
 from gentext.models.state import State
 from gentext.models.weights import MATMULS
 
@@ -49,52 +50,11 @@ def _rotary(x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Te
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
-class _Room:
-    """A key or value buffer with room to append, for inference: the state's cache tensors are
-    views of it that know their span. Appending to the view that ends where the buffer is filled
-    writes in place; any other view (a second continuation of one state, rows the server joined
-    into a new batch) is copied into a new buffer first, so no state ever sees another's writes.
-    (torch.cat copied the whole cache every token, a large share of a token's time.)"""
-
-    __slots__ = ("buf", "filled")
-
-    def __init__(self, buf: torch.Tensor, filled: int):
-        self.buf, self.filled = buf, filled
-
-
-def _view(room: _Room, start: int, end: int) -> torch.Tensor:
-    view = room.buf[:, :, start:end]
-    view._room = (room, start, end)
-    return view
-
-
-def _append(cache: torch.Tensor, new: torch.Tensor, room_for: int) -> torch.Tensor:
-    """cache (B, heads, L, D) followed by new (B, heads, T, D) along the positions."""
-    if torch.is_grad_enabled():  # training: autograd needs fresh tensors
-        return torch.cat([cache.to(new.dtype), new], dim=2)
-    length, added = cache.shape[2], new.shape[2]
-    room, start, end = getattr(cache, "_room", (None, 0, 0))
-    writable = room is not None and (torch.is_inference_mode_enabled() or not room.buf.is_inference())
-    if writable and room.filled == end and end + added <= room.buf.shape[2] and room.buf.dtype == new.dtype:
-        room.buf[:, :, end : end + added] = new
-        room.filled = end + added
-        return _view(room, start, end + added)
-    buf = new.new_empty(*new.shape[:2], length + added + room_for, new.shape[3])
-    buf[:, :, :length], buf[:, :, length : length + added] = cache, new
-    return _view(_Room(buf, length + added), 0, length + added)
-
-
-def _tail(full: torch.Tensor, keep: int) -> torch.Tensor:
-    """The last `keep` positions (what the next token may still see), still knowing their buffer."""
-    room, start, end = getattr(full, "_room", (None, 0, 0))
-    return full[:, :, -keep:] if room is None else _view(room, max(start, end - keep), end)
-
-
 class Block(nn.Module):
     def __init__(self, hidden: int, heads: int, dropout: float, room: int = 256):
         super().__init__()
         self.heads, self.dropout = heads, dropout
-        self.room = room  # positions an inference cache buffer leaves free to append to (_Room)
+        self.room = room  # positions an inference cache buffer leaves free to append to (models/room.py)
         self.ln1, self.ln2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.proj = nn.Linear(hidden, hidden)
@@ -114,7 +74,7 @@ class Block(nn.Module):
         q, k, v = self.qkv(self.ln1(x)).split(hidden, dim=-1)
         q, k, v = (t.view(batch, length, self.heads, -1).transpose(1, 2) for t in (q, k, v))  # (B, h, T, D)
         q, k = _rotary(q, rot), _rotary(k, rot)
-        k, v = _append(cache_k, k, self.room), _append(cache_v, v, self.room)
+        k, v = append(cache_k, k, 2, self.room), append(cache_v, v, 2, self.room)
         drop = self.dropout if self.training else 0.0
         causal = mask is None and length > 1  # one query sees every cached key (the cache holds context-1)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, is_causal=causal)
@@ -131,7 +91,7 @@ class Block(nn.Module):
         qkv = ops["qkv"](self.ln1(rows)).view(batch, length, 3, self.heads, -1)
         qk = _rotary(qkv[:, :, :2], rot)  # queries and keys rotated in one go: rot is (B, T, 1, 1, D/2)
         q, k, v = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
-        k, v = _append(cache_k, k, self.room), _append(cache_v, v, self.room)
+        k, v = append(cache_k, k, 2, self.room), append(cache_v, v, 2, self.room)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and length > 1)
         rows = rows + ops["proj"](y.transpose(1, 2).reshape(batch * length, hidden))
         rows = rows + ops["out"](F.gelu(ops["fc"](self.ln2(rows))))
@@ -276,7 +236,7 @@ class TransformerLanguageModel(nn.Module):
             block_ops = None if ops is None else ops["blocks"][i]
             x, k, v = block(x, rot, state.tensors[f"k{i}"], state.tensors[f"v{i}"], mask, block_ops)
             k, v = (k.detach(), v.detach()) if self.training else (k, v)  # windows are independent
-            new[f"k{i}"], new[f"v{i}"] = _tail(k, keep).float(), _tail(v, keep).float()
+            new[f"k{i}"], new[f"v{i}"] = tail(k, keep, 2).float(), tail(v, keep, 2).float()
         y = self.ln_f(x)
         new_state = State(new, self._dims())
         if ops is not None and ops["head"] is not None:
