@@ -68,6 +68,32 @@ def test_the_step_path_equals_the_parallel_pass():
     assert torch.allclose(state.tensors["h"], stepped_state.tensors["h"], atol=1e-5)
 
 
+def test_the_step_follows_weights_changed_in_place_or_replaced():
+    """The step's int8 copies of the weights are made again when a weight they copy changes: in
+    place (training on after a sample) or replaced (load_state_dict(assign=True)); the result is
+    a fresh model's with those weights."""
+
+    def made(state_dict=None):
+        torch.manual_seed(2)
+        net = build_model(ModelConfig(kind="mingru", vocab_size=13, hidden_size=16, num_layers=2)).eval()
+        if state_dict is not None:
+            net.load_state_dict(state_dict)
+        net.set_weight_format("int8", evaluate=True)
+        return net
+
+    net, ids = made(), torch.randint(0, 13, (2, 3), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        net(ids, None)  # the step's copies are made
+        net.layers[1].mlp[2].weight.mul_(3.0)
+        net.head.weight.add_(0.5)
+    changed = {k: v.clone() for k, v in net.state_dict().items()}
+    changed["layers.0.gates.weight"] = changed["layers.0.gates.weight"] * -1
+    net.load_state_dict(changed, assign=True)
+    fresh = made(changed)
+    with torch.inference_mode():
+        assert torch.equal(net(ids, None)[0], fresh(ids, None)[0])
+
+
 @pytest.fixture(scope="module")
 def mingru_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("mingru")
