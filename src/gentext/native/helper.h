@@ -46,15 +46,17 @@ class Helper {
       std::lock_guard<std::mutex> lock(mutex_);
       wake_.notify_one();
     }
-    mine();
-    int posted = POSTED;
-    if (state_.compare_exchange_strong(posted, IDLE)) return theirs();  // not taken: done here
-    while (state_.load(std::memory_order_acquire) != DONE) pause();
-    state_.store(IDLE);
+    try {
+      mine();
+    } catch (...) {
+      settle();  // `theirs` may be reading this frame's tensors: never leave while it runs
+      throw;
+    }
+    if (settle()) return theirs();  // not taken: done here
     if (error_) std::rethrow_exception(error_);
   }
 
-  std::atomic<int64_t> splits{0};  // products split so far, wherever their halves ran (`gentext doctor`)
+  std::atomic<int64_t> splits{0};  // products split so far, wherever their halves ran (the tests read it)
 
  private:
   enum { IDLE, POSTED, TAKEN, DONE };
@@ -68,6 +70,15 @@ class Helper {
   std::condition_variable wake_;
 
   Helper() { std::thread([this] { loop(); }).detach(); }
+
+  // Takes the posted task back if the helper has not started it (true), else waits for it to end.
+  bool settle() {
+    int posted = POSTED;
+    if (state_.compare_exchange_strong(posted, IDLE)) return true;
+    while (state_.load(std::memory_order_acquire) != DONE) pause();
+    state_.store(IDLE);
+    return false;
+  }
 
   static void pause() { __builtin_ia32_pause(); }
 
