@@ -62,6 +62,7 @@ class MarkovModel(nn.Module):
         self._tables: list[dict[str, np.ndarray]] = []
         self._step_cache: dict[tuple, torch.Tensor] = {}  # context -> log-probabilities (V,), see _step
         self._unigram: np.ndarray | None = None  # P(w) of the lowest order, for _row
+        self._suffix_rows: dict[tuple, np.ndarray] = {}  # a context's last n-1 ids -> its order-n row, for _row
 
     # -- fitting -------------------------------------------------------------------------------
     def fit(self, ids: np.ndarray) -> MarkovModel:
@@ -92,7 +93,7 @@ class MarkovModel(nn.Module):
 
     def _prepare(self) -> None:
         """Per order: sorted keys and counts, plus per-context totals and back-off weights."""
-        self._tables, self._step_cache, self._unigram = [], {}, None
+        self._tables, self._step_cache, self._unigram, self._suffix_rows = [], {}, None, {}
         for n in range(1, self.order + 1):
             keys = getattr(self, f"keys_{n}").numpy()
             counts = getattr(self, f"counts_{n}").numpy().astype(np.float64)
@@ -237,27 +238,44 @@ class MarkovModel(nn.Module):
     def _row(self, context: tuple) -> np.ndarray:
         """P(. | context) (V,) for one context: `distribution`'s recursion, bit for bit, reading only
         the context's successors at each order (a slice of the sorted keys) instead of searching
-        every word: much faster for the one new context a generation step usually meets."""
+        every word: much faster for the one new context a generation step usually meets. The
+        recursion up to order n depends on the context's last n-1 ids alone, so each level's row is
+        kept by that suffix and a new context starts from its longest suffix met before (most of
+        the orders of a new order-8 context were walked for an earlier one)."""
         if self._unigram is None:
             words = np.arange(self.vocab, dtype=np.int64)[None]
             self._unigram = self._probabilities(np.full((1, self.order - 1), -1, dtype=np.int64), words)[0]
-        p = self._unigram
-        for n in range(2, self.order + 1):
-            table, ctx = self._tables[n - 1], context[len(context) - (n - 1) :]
-            if min(ctx) < 0 or len(table["ctx"]) == 0:
-                continue
-            key = 0
-            for token in ctx:
-                key = key * self.vocab + token
-            pos = int(np.searchsorted(table["ctx"], key))
-            if pos == len(table["ctx"]) or table["ctx"][pos] != key:
-                continue
-            a, b = table["start"][pos], table["start"][pos + 1]
-            counts = table["counts"][a:b]
-            discounted = np.maximum(counts - table["d"][np.clip(counts, 1, 3).astype(int) - 1], 0.0)
-            lower, p = p, table["gamma"][pos] * p
-            successors = table["keys"][a:b] % self.vocab
-            p[successors] = discounted / table["total"][pos] + table["gamma"][pos] * lower[successors]
+        kept = self._suffix_rows
+        if len(kept) * self.vocab * 8 > STEP_CACHE_BYTES:
+            kept.clear()
+        start, p = 2, self._unigram
+        for n in range(self.order, 1, -1):
+            if (row := kept.get(context[len(context) - (n - 1) :])) is not None:
+                start, p = n + 1, row
+                break
+        for n in range(start, self.order + 1):
+            p = self._level(n, context[len(context) - (n - 1) :], p)
+            kept[context[len(context) - (n - 1) :]] = p
+        return p
+
+    def _level(self, n: int, ctx: tuple, p: np.ndarray) -> np.ndarray:
+        """One step of the recursion: P(. | ctx) at order n from `p`, the row of order n-1 (not
+        changed: rows are kept and shared)."""
+        table = self._tables[n - 1]
+        if min(ctx) < 0 or len(table["ctx"]) == 0:
+            return p
+        key = 0
+        for token in ctx:
+            key = key * self.vocab + token
+        pos = int(np.searchsorted(table["ctx"], key))
+        if pos == len(table["ctx"]) or table["ctx"][pos] != key:
+            return p
+        a, b = table["start"][pos], table["start"][pos + 1]
+        counts = table["counts"][a:b]
+        discounted = np.maximum(counts - table["d"][np.clip(counts, 1, 3).astype(int) - 1], 0.0)
+        lower, p = p, table["gamma"][pos] * p
+        successors = table["keys"][a:b] % self.vocab
+        p[successors] = discounted / table["total"][pos] + table["gamma"][pos] * lower[successors]
         return p
 
     def num_parameters(self) -> int:
