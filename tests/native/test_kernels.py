@@ -1,6 +1,7 @@
 """The compiled kernels (gentext/native): built once, the same numbers as the Python path bit for
 bit, taken up when a background build lands, and the Python path whenever they are not there."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -194,6 +195,28 @@ def test_a_small_steps_products_on_two_cores_give_the_one_core_numbers(kind, ker
     finally:
         native.use(None)
     assert texts == [text, text]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_child_splits_with_a_helper_of_its_own(kernels, monkeypatch):
+    """A child forked after the helper started has none of its threads: it makes its own helper
+    and gets the parent's numbers (it would wait forever on the parent's)."""
+    monkeypatch.setattr(threads, "spare_core", lambda rows: True)
+    native.use(kernels)
+    try:
+        expected = _steps(_model("lstm", "int8", 512), rows=1, count=4)  # the parent's helper runs
+        pid = os.fork()
+        if pid == 0:  # the child: exit 0 only with the same numbers and the helper's halves made
+            torch.set_num_threads(1)
+            before = kernels.split_products()
+            got = _steps(_model("lstm", "int8", 512), rows=1, count=4)
+            same = all(torch.equal(x, y) for a, b in zip(expected, got, strict=True) for x, y in zip(a, b, strict=True))
+            os._exit(0 if same and kernels.split_products() > before else 1)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        native.use(None)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 class _Counting:

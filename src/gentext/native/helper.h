@@ -11,6 +11,8 @@
 #include <thread>
 #include <type_traits>
 
+#include <unistd.h>
+
 // A second core for a lone row's products. A one-row int8 product reads its whole weight matrix for
 // one row of output, and fbgemm splits work by rows, so one stream's step used one core while the
 // other idled; two halves of the outputs read at once take about half as long (RESULTS.md). The
@@ -18,9 +20,21 @@
 // finishes its own half the caller runs itself, so a helper the OS has descheduled costs nothing.
 class Helper {
  public:
+  // Never destroyed: its thread lives as long as the process. A forked child has the object but
+  // not the thread (and maybe a mutex a vanished thread held), so it makes a helper of its own.
   static Helper& get() {
-    static Helper* helper = new Helper();  // never destroyed: its thread lives as long as the process
-    return *helper;
+    static std::atomic<Helper*> helper{nullptr};
+    Helper* current = helper.load(std::memory_order_acquire);
+    if (current == nullptr || current->pid_ != getpid()) {
+      static std::mutex making;
+      std::lock_guard<std::mutex> lock(making);
+      current = helper.load();
+      if (current == nullptr || current->pid_ != getpid()) {
+        current = new Helper();
+        helper.store(current, std::memory_order_release);
+      }
+    }
+    return *current;
   }
 
   // Runs `mine` here and `theirs` on the helper (or here, after `mine`, if it is not taken in time
@@ -68,6 +82,7 @@ class Helper {
   std::exception_ptr error_;
   std::mutex mutex_;
   std::condition_variable wake_;
+  const pid_t pid_ = getpid();
 
   Helper() { std::thread([this] { loop(); }).detach(); }
 
