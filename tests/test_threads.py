@@ -111,6 +111,9 @@ def test_a_small_step_takes_the_spare_core_only_when_adapting_free_and_not_servi
     monkeypatch.setattr(threads.Governor, "others", lambda self: 0.0)
     assert not threads.spare_core(1)  # nothing chosen yet: no helper
     governor = threads.configure()
+    threads.tick()  # evaluation's loop: this thread runs two OpenMP threads, no room for a helper
+    assert not threads.spare_core(1)
+    threads.tick(rows=1)  # a small generation step: one thread here, the helper on the other core
     assert threads.spare_core(1) and not threads.spare_core(threads.PARALLEL_ROWS)
     governor.target = 1  # others took a core
     assert not threads.spare_core(1)

@@ -212,13 +212,14 @@ def tick(rows: int | None = None) -> None:
 
 
 def spare_core(rows: int) -> bool:
-    """Whether a generation step of `rows` rows, which runs on one thread, may hand half of each
-    product to a second core (the compiled kernels' helper): only while the governor, adapting,
-    has that core to give, and not in a server (`serving`); a fixed count is the user's."""
+    """Whether a generation step of `rows` rows may hand half of each product to a second core
+    (the compiled kernels' helper): only where `tick(rows)` put this thread on one (a step that
+    already runs two OpenMP threads beside the helper ran three times slower), while the governor,
+    adapting, has that core to give, and not in a server (`serving`); a fixed count is the user's."""
     governor = _governor
     if governor is None or governor.fixed is not None or not governor.helper:
         return False
-    return rows < PARALLEL_ROWS and governor.target >= 2
+    return rows < PARALLEL_ROWS and governor.target >= 2 and getattr(governor.local, "applied", None) == 1
 
 
 def serving() -> None:
