@@ -236,6 +236,7 @@ def describe() -> dict:
         "usable_cpus": governor.usable,
         "threads": governor.target,
         "fixed": governor.fixed is not None,
+        "second_core": governor.fixed is None and governor.usable >= 2,  # for small steps (`spare_core`)
         "cgroup_quota": _cgroup_cpus(),
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }

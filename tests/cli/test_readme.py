@@ -113,6 +113,7 @@ def test_doctor_says_what_a_bug_report_needs(capsys):
     info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"cpu_features", "threads", "torch", "extras", "weights_cpu"} <= set(info)
     assert info["threads"]["usable_cpus"] >= 1 and "fp32" in info["weights_cpu"]
+    assert info["threads"]["second_core"] == (info["threads"]["usable_cpus"] >= 2 and not info["threads"]["fixed"])
 
 
 def _readme_commands() -> list[list[str]]:

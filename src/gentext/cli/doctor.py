@@ -75,7 +75,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         f"{' (fixed)' if t['fixed'] else ', adapting to other work'}; load average {t['load_average']:.1f}"
     )
     print(f"gpu         {info['gpu'] or 'none usable (training and generation run on the CPU)'}")
-    print(f"kernels     the per-token step runs {info['kernels']}")
+    helper = info["kernels"].startswith("compiled") and t["second_core"]
+    second = "; a step of a few rows takes a second core while one is free (not in a server)" if helper else ""
+    print(f"kernels     the per-token step runs {info['kernels']}{second}")
     print(
         f"native      training --precision auto = {info['precision_auto_cpu']}; generation --weights: "
         f"{', '.join(info['weights_cpu'])} (bf16 {'native' if info['native_bf16'] else 'not native here'})"
