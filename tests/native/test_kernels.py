@@ -50,9 +50,10 @@ def compiled(kernels):
     native.use(None)
 
 
-def _model(kind: str, fmt: str, width: int = 100):
+def _model(kind: str, fmt: str, width: int = 100, vocab: int = 30):
     torch.manual_seed(0)
-    model = build_model(ModelConfig(kind=kind, vocab_size=30, embed_size=16, hidden_size=width, num_layers=2)).eval()
+    config = ModelConfig(kind=kind, vocab_size=vocab, embed_size=16, hidden_size=width, num_layers=2)
+    model = build_model(config).eval()
     model.set_weight_format(fmt)
     return model
 
@@ -180,15 +181,17 @@ def test_a_small_steps_products_on_two_cores_give_the_one_core_numbers(kind, ker
     """A small step hands half of each wide int8 product to the helper core: the Python path's
     numbers bit for bit, step by step and in compiled runs, and while two threads generate at once
     (one of them then makes both halves itself)."""
-    python = _steps(_model(kind, "int8", 512), rows=1)
+    shapes = [dict(width=512), dict(width=64, vocab=1100)]  # wide layers; a word-sized int8 head
+    python = [_steps(_model(kind, "int8", **shape), rows=1) for shape in shapes]
     text = _textmodel(kind, "int8", width=512).generate("the ", max_new_tokens=2 * AHEAD, seed=1)
     monkeypatch.setattr(threads, "spare_core", lambda rows: True)
     native.use(kernels)
     try:
-        before = kernels.split_products()
-        for a, b in zip(python, _steps(_model(kind, "int8", 512), rows=1), strict=True):
-            assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
-        assert kernels.split_products() > before  # the halves ran
+        for shape, expected in zip(shapes, python, strict=True):
+            before = kernels.split_products()
+            for a, b in zip(expected, _steps(_model(kind, "int8", **shape), rows=1), strict=True):
+                assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True)), shape
+            assert kernels.split_products() > before  # the halves ran
         models = [_textmodel(kind, "int8", width=512) for _ in range(2)]
         with ThreadPoolExecutor(2) as pool:
             texts = list(pool.map(lambda m: m.generate("the ", max_new_tokens=2 * AHEAD, seed=1), models))

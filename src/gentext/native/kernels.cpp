@@ -146,7 +146,7 @@ struct RnnStep {
       }
       new_h.push_back(x);
     }
-    auto out = (features || head.kind == NONE) ? x : head(x);
+    auto out = (features || head.kind == NONE) ? x : head(x, helper);
     std::vector<at::Tensor> result{out.unsqueeze(1), at::stack(new_h)};
     if (!new_c.empty()) result.push_back(at::stack(new_c));
     return result;
