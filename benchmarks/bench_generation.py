@@ -210,6 +210,7 @@ def main() -> None:
         f"{platform.processor() or platform.machine()}, CPU features: {cpu_features()}"
         + ("" if cpu_native(torch.bfloat16) else " (bf16 emulated: not measured)")
         + f"; per-token kernels: {native.status()}"
+        + ("; a lone row's products on two cores" if native.kernels() and threads.describe()["second_core"] else "")
     )
     print_speed(rows, base_one, base_many, args)
     plain_t, ours_t, shape = transformer_row(args)
