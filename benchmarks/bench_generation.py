@@ -191,7 +191,12 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=64)
     parser.add_argument("--python", action="store_true", help="the Python per-token path only (no compiled kernels)")
     args = parser.parse_args()
-    threads.configure()  # as gentext.load and the CLI do: gentext's rows run with its thread choices
+    # as gentext.load and the CLI do: gentext's rows run with its thread choices, from a look at what
+    # others use now (without one the governor starts from the load average, which this machine's
+    # last benchmark still fills, and runs the first seconds on one core)
+    threads.prepare()
+    time.sleep(0.5)
+    threads.configure()
     if args.tiny:
         args.tokens, args.streams = 20, 4
     if not args.python:
