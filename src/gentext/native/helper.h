@@ -11,7 +11,24 @@
 #include <thread>
 #include <type_traits>
 
+#if defined(_WIN32)
+#include <process.h>
+static inline int current_pid() { return _getpid(); }
+#else
 #include <unistd.h>
+static inline int current_pid() { return static_cast<int>(getpid()); }
+#endif
+
+// What a spinning thread does between looks: the CPU's pause hint where there is one.
+static inline void cpu_pause() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#else
+  std::this_thread::yield();
+#endif
+}
 
 // A second core for a lone row's products. A one-row int8 product reads its whole weight matrix for
 // one row of output, and fbgemm splits work by rows, so one stream's step used one core while the
@@ -25,11 +42,11 @@ class Helper {
   static Helper& get() {
     static std::atomic<Helper*> helper{nullptr};
     Helper* current = helper.load(std::memory_order_acquire);
-    if (current == nullptr || current->pid_ != getpid()) {
+    if (current == nullptr || current->pid_ != current_pid()) {
       static std::mutex making;
       std::lock_guard<std::mutex> lock(making);
       current = helper.load();
-      if (current == nullptr || current->pid_ != getpid()) {
+      if (current == nullptr || current->pid_ != current_pid()) {
         current = new Helper();
         helper.store(current, std::memory_order_release);
       }
@@ -82,7 +99,7 @@ class Helper {
   std::exception_ptr error_;
   std::mutex mutex_;
   std::condition_variable wake_;
-  const pid_t pid_ = getpid();
+  const int pid_ = current_pid();
 
   Helper() { std::thread([this] { loop(); }).detach(); }
 
@@ -90,12 +107,10 @@ class Helper {
   bool settle() {
     int posted = POSTED;
     if (state_.compare_exchange_strong(posted, IDLE)) return true;
-    while (state_.load(std::memory_order_acquire) != DONE) pause();
+    while (state_.load(std::memory_order_acquire) != DONE) cpu_pause();
     state_.store(IDLE);
     return false;
   }
-
-  static void pause() { __builtin_ia32_pause(); }
 
   void loop() {
     at::set_num_threads(1);  // its product is already half of one: no OpenMP team of its own
@@ -116,7 +131,7 @@ class Helper {
   void wait_for_task() {
     for (int i = 0; i < SPINS; ++i) {
       if (state_.load(std::memory_order_acquire) == POSTED) return;
-      pause();
+      cpu_pause();
     }
     std::unique_lock<std::mutex> lock(mutex_);
     sleeping_.store(true);
