@@ -1,5 +1,6 @@
 """`gentext serve --workers N`: N processes behind one port (server/running.py)."""
 
+import gc
 import json
 import signal
 import subprocess
@@ -53,3 +54,18 @@ def test_workers_refuse_a_bad_run_before_starting(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error:") and "missing" in result.stderr
     assert "Started" not in result.stderr
+
+
+def test_the_serving_process_puts_what_loading_made_beyond_the_collector():
+    """A full collection over the loaded modules and models paused every stream (tens of ms);
+    the serving process freezes them once loaded, so collections walk only what serving makes."""
+    from gentext.server.running import _settled
+
+    app, before = object(), gc.get_freeze_count()
+    try:
+        assert _settled(app) is app
+        assert gc.get_freeze_count() > before  # the objects alive now are frozen
+        gc.collect()  # and stay alive: a frozen object is never collected
+        assert gc.get_freeze_count() > before
+    finally:
+        gc.unfreeze()

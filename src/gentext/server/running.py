@@ -58,7 +58,7 @@ def serve(
         from gentext.threads import serving
 
         serving()
-        uvicorn.run(_app(spec), **options)
+        uvicorn.run(_settled(_app(spec)), **options)
         return
     _app(spec)  # the runs load here first, and are dropped: a bad one is refused before any worker starts
     gc.collect()
@@ -78,7 +78,17 @@ def worker_app():
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")  # as the CLI's main
     logging.getLogger("gentext.access").setLevel(logging.INFO)
     configure(spec["threads"])
-    return _app(spec)
+    return _settled(_app(spec))
+
+
+def _settled(app):
+    """`app`, with everything loading made (modules, models, tokenizers) moved out of the garbage
+    collector's reach: a full collection walked those ~170k objects for ~75 ms, a pause that every
+    stream then waited through (time-to-first-token p99; RESULTS.md). Only in the process that
+    serves: the supervisor's own load is dropped and must stay collectable."""
+    gc.collect()
+    gc.freeze()
+    return app
 
 
 def _app(spec: dict):
