@@ -120,6 +120,10 @@ def test_a_small_step_takes_the_spare_core_only_when_adapting_free_and_not_servi
     governor.target = 2
     threads.serving()  # the event loop needs that core
     assert not threads.spare_core(1)
+    threads.tick(rows=threads.PARALLEL_ROWS)  # and a server keeps steps of up to 15 rows on one thread
+    assert torch.get_num_threads() == 1
+    threads.tick(rows=threads.SERVING_PARALLEL_ROWS)
+    assert torch.get_num_threads() == 2
     monkeypatch.setattr(threads, "_governor", None)
     threads.configure(2)  # --threads 2: the user's count, left to torch
     assert not threads.spare_core(1)

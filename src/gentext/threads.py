@@ -41,6 +41,9 @@ RECHECK_SECONDS = 2.0
 # thread, and a barrier that waits for a thread the OS gave to an event loop or a client costs
 # milliseconds, which made a server's one stream several times slower (RESULTS.md, "Small steps").
 PARALLEL_ROWS = 8
+# In a server the event loop and the clients want the second core too: a step of 8-15 rows on two
+# OpenMP threads there ran at two thirds of one thread's tokens/s (RESULTS.md, "The serving process").
+SERVING_PARALLEL_ROWS = 16
 
 
 _start: tuple | None = None  # the first look at the machine, taken before torch loads
@@ -118,6 +121,7 @@ class Governor:
         self.fixed = fixed
         self.target = fixed or self.usable
         self.helper = True  # small steps may take a second core (`spare_core`)
+        self.parallel_rows = PARALLEL_ROWS  # generation steps of fewer rows run on one thread
         self.local = threading.local()
         self.lock = threading.Lock()
         self.cpus = _affinity()
@@ -151,7 +155,7 @@ class Governor:
                     self.target = self.choose(others)
             finally:
                 self.lock.release()
-        self.apply(1 if self.fixed is None and rows is not None and rows < PARALLEL_ROWS else self.target)
+        self.apply(1 if self.fixed is None and rows is not None and rows < self.parallel_rows else self.target)
 
     def apply(self, target: int | None = None) -> None:
         """Set this OS thread's torch thread count to `target` (default: the current choice; torch
@@ -224,9 +228,10 @@ def spare_core(rows: int) -> bool:
 
 def serving() -> None:
     """This process serves HTTP: its event loop needs the second core between a stream's tokens.
-    A helper spinning on it doubled one stream's inter-token p99 and sent no more tokens
-    (RESULTS.md), so small steps keep to one core."""
-    configure().helper = False
+    A helper spinning on it doubled one stream's inter-token p99 and sent no more tokens, and
+    steps of up to 15 rows ran slower on two threads (RESULTS.md), so small steps keep to one core."""
+    governor = configure()
+    governor.helper, governor.parallel_rows = False, SERVING_PARALLEL_ROWS
 
 
 def describe() -> dict:
