@@ -223,7 +223,7 @@ def spare_core(rows: int) -> bool:
     governor = _governor
     if governor is None or governor.fixed is not None or not governor.helper:
         return False
-    return rows < PARALLEL_ROWS and governor.target >= 2 and getattr(governor.local, "applied", None) == 1
+    return rows < governor.parallel_rows and governor.target >= 2 and getattr(governor.local, "applied", None) == 1
 
 
 def serving() -> None:
