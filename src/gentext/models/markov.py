@@ -254,8 +254,8 @@ class MarkovModel(nn.Module):
                 start, p = n + 1, row
                 break
         for n in range(start, self.order + 1):
-            p = self._level(n, context[len(context) - (n - 1) :], p)
-            kept[context[len(context) - (n - 1) :]] = p
+            suffix = context[len(context) - (n - 1) :]
+            p = kept[suffix] = self._level(n, suffix, p)
         return p
 
     def _level(self, n: int, ctx: tuple, p: np.ndarray) -> np.ndarray:
