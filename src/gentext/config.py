@@ -213,7 +213,7 @@ class TrainConfig:
         "and the final validation after come on top, and the summary says how long they took",
         parse=parse_duration,
     )
-    eval_every: int = opt(200, "steps between validations (the best weights are kept)")
+    eval_every: int | None = opt(None, "steps between validations (not given: 200, rarer on a --time-limit)")
     eval_tokens: int = opt(
         50_000, "periodic validations read a fixed sample of this many held-out tokens, spread over the split"
     )
@@ -260,8 +260,8 @@ class TrainConfig:
         check(self.steps is None or self.steps > 0, f"--steps must be positive, got {self.steps}")
         check(self.epochs is None or self.epochs > 0, f"--epochs must be positive, got {self.epochs}")
         check(self.time_limit is None or self.time_limit > 0, f"--time-limit must be positive, got {self.time_limit}")
-        check(self.eval_every > 0, f"--eval-every must be positive, got {self.eval_every}")
-        check(self.save_every > 0, f"--save-every must be positive, got {self.save_every}")
+        for flag, every in (("--eval-every", self.eval_every), ("--save-every", self.save_every)):
+            check(every is None or every > 0, f"{flag} must be positive, got {every}")
         check(0.0 <= self.state_reset <= 1.0, f"--state-reset must be in [0, 1], got {self.state_reset}")
         check(self.patience is None or self.patience > 0, f"--patience must be positive, got {self.patience}")
         check(

@@ -69,3 +69,10 @@ def test_bad_adaptive_softmax_cutoffs_are_usage_errors(capsys, tiny_corpus, tmp_
         capsys, "train", tiny_corpus, "--out", tmp_path / "r", "--level", "word", "--adaptive-softmax", "5,99999"
     )
     assert code == 2 and "--adaptive-softmax cutoffs must increase" in err
+
+
+@pytest.mark.parametrize("flag", ["--eval-every", "--save-every"])
+def test_intervals_must_be_positive(capsys, tiny_corpus, tmp_path, flag):
+    code, _, err = run_cli(capsys, "train", tiny_corpus, "--out", tmp_path / "r", flag, "0")
+    assert code == 2 and f"{flag} must be positive, got 0" in err
+    assert not (tmp_path / "r").exists()  # refused before anything was written

@@ -1,6 +1,11 @@
 import math
+from types import SimpleNamespace
+
+import torch
 
 from gentext.config import TrainConfig
+from gentext.training import trainer
+from gentext.training.distributed import DistInfo
 from gentext.training.trainer import lr_at
 
 
@@ -43,3 +48,32 @@ def test_periodic_validation_reads_a_fixed_sample_spread_over_the_whole_split(mo
     assert evaluation.evaluate_sample(model, short, 64, device, tokens=10**6) == evaluation.evaluate(
         model, short, 64, device
     )
+
+
+def _validations(config: TrainConfig, seconds_each: float):
+    """A schedule on a clock the test moves; each validation takes `seconds_each`."""
+    clock = [0.0]
+    run = SimpleNamespace(config=config, dist=DistInfo(), device=torch.device("cpu"))
+    run.evaluate = lambda: clock.__setitem__(0, clock[0] + seconds_each)
+    return trainer._Validations(run, clock=lambda: clock[0]), clock
+
+
+def test_validations_on_a_time_limit_take_at_most_their_share_of_it():
+    schedule, clock = _validations(TrainConfig(time_limit=600.0), seconds_each=1.0)
+    assert schedule.due(trainer.EVAL_EVERY)  # the first one: nothing measured yet
+    assert not schedule.due(trainer.EVAL_EVERY + 1)  # only at multiples of EVAL_EVERY
+    schedule.evaluate()
+    clock[0] += 0.5 / trainer.EVAL_SHARE  # half the training time one validation is worth
+    assert not schedule.due(2 * trainer.EVAL_EVERY)
+    clock[0] += 0.5 / trainer.EVAL_SHARE
+    assert not schedule.due(3 * trainer.EVAL_EVERY + 1)
+    assert schedule.due(3 * trainer.EVAL_EVERY)
+
+
+def test_validations_keep_their_interval_where_it_is_given_or_the_budget_is_steps():
+    for config in (TrainConfig(time_limit=600.0, eval_every=50), TrainConfig(steps=1000)):
+        schedule, clock = _validations(config, seconds_each=100.0)
+        every = config.eval_every or trainer.EVAL_EVERY
+        for k in range(1, 4):
+            assert schedule.due(k * every) and not schedule.due(k * every + 1)
+            schedule.evaluate()

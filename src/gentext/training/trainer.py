@@ -44,6 +44,8 @@ from gentext.training.run import Run
 logger = logging.getLogger(__name__)
 
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+EVAL_EVERY = 200  # steps between validations where --eval-every is not given
+EVAL_SHARE = 0.05  # ... and on a time limit, the most of the time that validating may take
 
 
 class TrainingInterrupted(GentextError):
@@ -81,6 +83,32 @@ def lr_at(step: int, progress: float, config: TrainConfig) -> float:
     progress = min(max(progress, 0.0), 1.0)
     floor = peak * config.min_lr_ratio
     return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class _Validations:
+    """When the periodic validation is due: every --eval-every steps where it is given; where not,
+    every EVAL_EVERY steps, and on a time limit only once the time since the last validation is
+    1 / EVAL_SHARE times what that one took. A time limit is what the user gave, and a validation
+    reads tens of thousands of tokens in float32: a wide network's validation costs tens of
+    training steps, so at every EVAL_EVERY steps it took a large share of the time from training
+    (benchmarks/RESULTS.md). Every rank validates when any is due, so they stay in step."""
+
+    def __init__(self, run: Run, clock: Callable[[], float] = time.perf_counter):
+        self.run, self.config, self.clock = run, run.config, clock
+        self.adapt = self.config.eval_every is None and self.config.time_limit is not None
+        self.ended, self.took = clock(), 0.0
+
+    def due(self, step: int) -> bool:
+        if step % (self.config.eval_every or EVAL_EVERY):
+            return False
+        waited = self.clock() - self.ended
+        return not self.adapt or distributed.any_rank(waited * EVAL_SHARE >= self.took, self.run.dist, self.run.device)
+
+    def evaluate(self) -> None:
+        start = self.clock()
+        self.run.evaluate()
+        self.ended = self.clock()
+        self.took = self.ended - start
 
 
 @contextlib.contextmanager
@@ -175,7 +203,7 @@ def _loop(run: Run, bar, on_eval) -> tuple[bool, float]:
     prog, config = run.prog, run.config
     resumed_at, elapsed_before = prog.step, prog.elapsed
     start = time.perf_counter()
-    stopped_early = False
+    stopped_early, validations = False, _Validations(run)
     with _stop_requests() as signals:
         while True:
             elapsed = elapsed_before + time.perf_counter() - start
@@ -185,8 +213,8 @@ def _loop(run: Run, bar, on_eval) -> tuple[bool, float]:
             lr = lr_at(prog.step, fraction, config) * prog.lr_scale
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
-            if prog.step > resumed_at and prog.step % config.eval_every == 0:
-                run.evaluate()
+            if prog.step > resumed_at and validations.due(prog.step):
+                validations.evaluate()
             if prog.step > resumed_at and prog.step % config.save_every == 0:
                 run.save(elapsed)
             if run.last_eval_step == prog.step and on_eval is not None and run.main:
