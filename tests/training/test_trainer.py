@@ -72,7 +72,7 @@ def test_validations_on_a_time_limit_take_at_most_their_share_of_it():
 
 def test_validations_keep_their_interval_where_it_is_given_or_the_budget_is_steps():
     for config in (TrainConfig(time_limit=600.0, eval_every=50), TrainConfig(steps=1000)):
-        schedule, clock = _validations(config, seconds_each=100.0)
+        schedule, _ = _validations(config, seconds_each=100.0)
         every = config.eval_every or trainer.EVAL_EVERY
         for k in range(1, 4):
             assert schedule.due(k * every) and not schedule.due(k * every + 1)
