@@ -1,12 +1,18 @@
 import math
+import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
+import pytest
 import torch
 
+from gentext import checkpoint
 from gentext.config import TrainConfig
 from gentext.training import trainer
 from gentext.training.distributed import DistInfo
 from gentext.training.trainer import lr_at
+from tests.conftest import TINY_FLAGS
 
 
 def test_schedule_warms_up_then_decays_to_the_floor():
@@ -77,3 +83,22 @@ def test_validations_keep_their_interval_where_it_is_given_or_the_budget_is_step
         for k in range(1, 4):
             assert schedule.due(k * every) and not schedule.due(k * every + 1)
             schedule.evaluate()
+
+
+@pytest.mark.slow
+def test_two_ranks_on_a_time_limit_validate_together(tiny_corpus, tmp_path):
+    """The schedule that adapts asks every rank at each multiple of EVAL_EVERY (a collective): a
+    run of two processes ends, and validates only at those steps and at its last."""
+    given = TINY_FLAGS.index("--eval-every")
+    flags = TINY_FLAGS[:given] + TINY_FLAGS[given + 2 :]  # not given: the schedule adapts
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone", "-m", "gentext"]
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "OMP_NUM_THREADS": "1"}
+    run = tmp_path / "run"
+    done = subprocess.run(
+        [*launch, "train", str(tiny_corpus), "--out", str(run), "--time-limit", "5s", *flags],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    steps = [r["step"] for r in checkpoint.read_metrics(run) if "val_loss" in r]
+    last = max(r["step"] for r in checkpoint.read_metrics(run))
+    assert steps and all(s % trainer.EVAL_EVERY == 0 or s == last for s in steps)
