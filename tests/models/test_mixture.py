@@ -16,7 +16,7 @@ from gentext.config import ModelConfig
 from gentext.inference.textmodel import TextModel
 from gentext.models import build_model
 from gentext.models.mixture import fit_weight, fit_weights
-from gentext.training.mixing import fit_mixture
+from gentext.training.mixing import STREAM_WINDOW, components, fit_mixture, token_log_probs
 from tests.conftest import TINY_SETTINGS
 
 # Two kinds of line: a chain learns the repeated phrases at once, a network their letters.
@@ -73,6 +73,15 @@ def test_the_chain_order_is_chosen_on_validation_text(tmp_path):
     assert by_order[fitted["order"]] <= min(by_order.values()) + 1e-4  # the best (a higher one: by more than 1e-4)
     assert fitted["fit_loss"] == pytest.approx(by_order[fitted["order"]])
     assert fitted["order"] == 8 and by_order[8] < by_order[6] - 0.01  # here the longest context wins
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_the_network_reads_its_stream_in_long_windows_with_the_training_windows_numbers(kind):
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(kind=kind, vocab_size=6, embed_size=4, hidden_size=8, num_layers=2)).eval()
+    ids = np.random.default_rng(4).integers(0, 6, 3 * STREAM_WINDOW + 5)
+    (long,) = components(net, ids, 16, "cpu")
+    assert np.array_equal(long, token_log_probs(net, ids, 16, "cpu"))  # bit for bit, state carried either way
 
 
 def test_the_reported_figure_is_on_tokens_nothing_was_fitted_on():

@@ -32,6 +32,10 @@ logger = logging.getLogger(__name__)
 MAX_TRAIN_TOKENS = 20_000_000  # default on below this many training tokens
 SMALL_VOCAB = 256  # a vocabulary this small (characters) gets orders 6-8; a larger one (words) order 3
 SEARCH_TOKENS = 5_000_000  # up to this many training characters, orders 6, 7 and 8 are tried (the counts' memory)
+# A network reads one stream in windows this long, its state carried: the training window's numbers (a
+# recurrent kind's bit for bit, a Transformer's within rounding) in fewer calls, which nn.LSTM pays for
+# in laying its weights out again each time.
+STREAM_WINDOW = 1024
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ def components(net: nn.Module, ids: np.ndarray, seq_len: int, device) -> list[np
     """What the chain mixes with, as separate components: a cached network's network and cache
     (models/cache.py `parts`), so their weights are fitted with the chain's; any other, itself."""
     if not isinstance(net, CacheModel):
-        return [token_log_probs(net, ids, seq_len, device)]
+        return [token_log_probs(net, ids, max(seq_len, STREAM_WINDOW), device)]
 
     def both(x, state, y):
         net_logp, cache_logp, _, state = net.parts(x, state, targets=y)
@@ -133,9 +137,9 @@ def fit_mixture(
     network = float(weights[:-1].sum())
     if len(parts) == 2:
         best["cache_weight"] = round(float(weights[1]) / max(network, 1e-12), 6)
-    parts = components(net, report, seq_len, device)  # the part nothing was chosen on
+    parts = components(net, report, seq_len, device)  # the part nothing was chosen on; [0]: the network's own
     chain_lp = token_log_probs(best["chain"], report, max(seq_len, 4096), "cpu")
-    net_alone = -token_log_probs(network_of(net), report, seq_len, device).mean()
+    net_alone = -parts[0].mean()
     result = {
         **best,
         "weight": round(network, 6),
