@@ -71,7 +71,8 @@ def token_log_probs(model: nn.Module, ids: np.ndarray, seq_len: int, device) -> 
 
 def components(net: nn.Module, ids: np.ndarray, seq_len: int, device) -> list[np.ndarray]:
     """What the chain mixes with, as separate components: a cached network's network and cache
-    (models/cache.py `parts`), so their weights are fitted with the chain's; any other, itself."""
+    (models/cache.py `parts`, in `seq_len` windows), so their weights are fitted with the chain's;
+    any other, itself (in windows of at least STREAM_WINDOW). The first is the network's own."""
     if not isinstance(net, CacheModel):
         return [token_log_probs(net, ids, max(seq_len, STREAM_WINDOW), device)]
 
