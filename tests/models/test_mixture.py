@@ -16,7 +16,9 @@ from gentext.config import ModelConfig
 from gentext.inference.textmodel import TextModel
 from gentext.models import build_model
 from gentext.models.mixture import fit_weight, fit_weights
-from gentext.training.mixing import STREAM_WINDOW, components, fit_mixture, token_log_probs
+from gentext.models.scoring import STREAM_WINDOW
+from gentext.training.caching import _outputs
+from gentext.training.mixing import components, fit_mixture, token_log_probs
 from tests.conftest import TINY_SETTINGS
 
 # Two kinds of line: a chain learns the repeated phrases at once, a network their letters.
@@ -82,6 +84,9 @@ def test_the_network_reads_its_stream_in_long_windows_with_the_training_windows_
     ids = np.random.default_rng(4).integers(0, 6, 3 * STREAM_WINDOW + 5)
     (long,) = components(net, ids, 16, "cpu")
     assert np.array_equal(long, token_log_probs(net, ids, 16, "cpu"))  # bit for bit, state carried either way
+    stream = torch.from_numpy(ids)[None]  # the neural cache's fit reads outputs and log-probs so too
+    (long_y, long_lp), (y, lp) = _outputs(net, stream, STREAM_WINDOW), _outputs(net, stream, 16)
+    assert torch.equal(long_y, y) and torch.equal(long_lp, lp)
 
 
 def test_the_reported_figure_is_on_tokens_nothing_was_fitted_on():

@@ -27,6 +27,7 @@ from torch import nn
 from gentext import threads
 from gentext.models.cache import fit_probs
 from gentext.models.mixture import fit_weight, mixed_log_probs
+from gentext.models.scoring import STREAM_WINDOW
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def fit_cache(net: nn.Module, val: np.ndarray, seq_len: int, device, window: int
     net.eval()
     try:
         ids = torch.from_numpy(np.asarray(val[: FIT_TOKENS + 1], dtype=np.int64)).to(device)[None]
-        outputs, net_logp = _outputs(net, ids, seq_len)
+        outputs, net_logp = _outputs(net, ids, max(seq_len, STREAM_WINDOW))
     finally:
         net.train(was_training)
     inputs, targets = ids[:, :-1], ids[:, 1:]

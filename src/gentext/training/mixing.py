@@ -24,6 +24,7 @@ from gentext import checkpoint, threads
 from gentext.config import TrainConfig
 from gentext.models.cache import CacheModel
 from gentext.models.mixture import fit_weights, held_out_parts, mixed_log_probs, new_chain
+from gentext.models.scoring import STREAM_WINDOW
 from gentext.runconfig import CacheRecord, MixRecord
 from gentext.training.caching import cacheable, fit_cache
 
@@ -32,10 +33,6 @@ logger = logging.getLogger(__name__)
 MAX_TRAIN_TOKENS = 20_000_000  # default on below this many training tokens
 SMALL_VOCAB = 256  # a vocabulary this small (characters) gets orders 6-8; a larger one (words) order 3
 SEARCH_TOKENS = 5_000_000  # up to this many training characters, orders 6, 7 and 8 are tried (the counts' memory)
-# A network reads one stream in windows this long, its state carried: the training window's numbers (a
-# recurrent kind's bit for bit, a Transformer's within rounding) in fewer calls, which nn.LSTM pays for
-# in laying its weights out again each time.
-STREAM_WINDOW = 1024
 
 
 @dataclass(frozen=True)
