@@ -77,13 +77,19 @@ def gentext_config(size: dict, vocab: int):
 def train_gentext(size: dict, ids: np.ndarray, vocab: int) -> float:
     from gentext.config import TrainConfig
     from gentext.models import build_model
+    from gentext.training.defaults import LEARNING_RATE
     from gentext.training.feeds import WindowFeed
     from gentext.training.trainer import train
 
     torch.manual_seed(0)
     model = build_model(gentext_config(size, vocab))
     config = TrainConfig(
-        batch_size=size["batch"], seq_len=size["seq"], steps=size["steps"] + 1, eval_every=10**6, save_every=10**6
+        batch_size=size["batch"],
+        seq_len=size["seq"],
+        steps=size["steps"] + 1,
+        eval_every=10**6,
+        save_every=10**6,
+        learning_rate=LEARNING_RATE,
     )
     with tempfile.TemporaryDirectory() as run_dir:
         feed = lambda rows: WindowFeed(ids, None, config, rows)  # noqa: E731

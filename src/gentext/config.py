@@ -139,9 +139,7 @@ class ModelConfig:
     scaled_attention: bool = True  # seq2seq/captioner: scores / sqrt(hidden), not an option (DESIGN.md)
     SAVED_BEFORE: ClassVar[dict] = {"scaled_attention": False}  # what a saved config without the key meant
     image_norm: str = opt(
-        "none",
-        "captioner: normalise each CNN convolution per picture: none, or group (group norm; measured against "
-        "none in benchmarks/RESULTS.md)",
+        "none", "captioner: normalise each CNN convolution per picture: none, or group (group norm; RESULTS.md)"
     )
     embed_size: int = opt(64, "embedding width")
     hidden_size: int | None = opt(None, "recurrent state width (not given: chosen, 256 or 512; docs/training.md)")
@@ -197,7 +195,9 @@ class TrainConfig:
 
     batch_size: int = opt(16, "parallel streams (the global batch under torchrun)")
     seq_len: int = opt(64, "BPTT window, in tokens")
-    learning_rate: float = opt(3e-3, "peak learning rate", flag="--lr")
+    learning_rate: float | None = opt(
+        None, "peak learning rate (not given: 3e-3; 7e-3 where the width is chosen 512)", flag="--lr"
+    )
     min_lr_ratio: float = opt(0.1, "the cosine schedule ends at --lr times this")
     warmup_steps: int = opt(50, "linear warmup steps")
     weight_decay: float | None = opt(
@@ -247,7 +247,7 @@ class TrainConfig:
         check(self.batch_size > 0, f"--batch-size must be positive, got {self.batch_size}")
         check(self.seq_len > 0, f"--seq-len must be positive, got {self.seq_len}")
         check(
-            self.learning_rate > 0 and math.isfinite(self.learning_rate),
+            self.learning_rate is None or (self.learning_rate > 0 and math.isfinite(self.learning_rate)),
             f"--lr must be a positive number, got {self.learning_rate}",
         )
         check(0.0 <= self.min_lr_ratio <= 1.0, f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")

@@ -18,7 +18,7 @@ from gentext.errors import GentextError
 from gentext.models import REGISTRY
 from gentext.runconfig import RunConfig
 from gentext.training import distributed, finetune
-from gentext.training.defaults import WEIGHT_DECAY, width_is_chosen
+from gentext.training.defaults import LEARNING_RATE, WEIGHT_DECAY, width_is_chosen
 
 _CONFIG_CLASSES = (CorpusConfig, TokenizerConfig, ModelConfig, TrainConfig)
 
@@ -65,7 +65,7 @@ def resume_configs(out: Path, paths: list[str] | None, overrides: dict[str, Any]
     return corpus_cfg, tok_cfg, model_cfg, train_cfg, tok
 
 
-FINE_TUNING_LR = 1e-3  # --init-from's peak learning rate unless --lr is given (the default is 3e-3)
+FINE_TUNING_LR = 1e-3  # --init-from's peak learning rate unless --lr is given (a new run's: 3e-3 or more)
 
 
 def new_configs(paths, corpus, tokenizer, model, train, overrides):
@@ -90,6 +90,8 @@ def new_configs(paths, corpus, tokenizer, model, train, overrides):
             train_cfg.learning_rate = FINE_TUNING_LR
     if model_cfg.hidden_size is None and not width_is_chosen(corpus_cfg.condition, tok_cfg.level, model_cfg, train_cfg):
         model_cfg.hidden_size = DEFAULT_WIDTH
+    if train_cfg.learning_rate is None and model_cfg.hidden_size is not None:  # else chosen with the width
+        train_cfg.learning_rate = LEARNING_RATE
     if train is None and "seq_len" not in routed[TrainConfig]:
         train_cfg.seq_len = _default_window(model_cfg, train_cfg.seq_len)
     return corpus_cfg, tok_cfg, model_cfg, train_cfg, origin

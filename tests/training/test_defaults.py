@@ -12,15 +12,20 @@ from gentext.models import build_model
 from gentext.settings import new_configs
 from gentext.training.defaults import (
     AUTO_MINGRU_PASSES,
+    LEARNING_RATE,
     WEIGHT_DECAY,
     WIDE,
+    WIDE_LEARNING_RATE,
     auto_dropout,
     auto_kind,
+    auto_learning_rate,
     auto_weight_decay,
     auto_width,
     planned_passes,
 )
 from tests.conftest import TINY_SETTINGS
+
+WITHOUT_WIDTH = {k: v for k, v in TINY_SETTINGS.items() if k != "hidden_size"}
 
 
 def test_passes_come_from_steps_epochs_or_an_estimated_speed():
@@ -120,7 +125,31 @@ def test_a_character_lstm_on_a_time_limit_is_wide_where_it_reads_its_text_a_few_
     ],
 )
 def test_the_width_is_left_to_choose_only_where_it_was_measured(settings, chosen):
-    corpus, _, model, _, _ = new_configs(["book.txt"], CorpusConfig(), TokenizerConfig(), None, None, settings)
+    corpus, _, model, train, _ = new_configs(["book.txt"], CorpusConfig(), TokenizerConfig(), None, None, settings)
     assert (model.hidden_size is None) == chosen
+    assert (train.learning_rate is None) == chosen  # the learning rate is chosen with the width
     if not chosen and "hidden_size" not in settings:
         assert model.hidden_size == DEFAULT_WIDTH
+    if not chosen:
+        assert train.learning_rate == LEARNING_RATE
+
+
+def test_a_learning_rate_given_is_kept_where_the_width_is_chosen():
+    settings = dict(time_limit=600, learning_rate=1e-3)
+    _, _, model, train, _ = new_configs(["book.txt"], CorpusConfig(), TokenizerConfig(), None, None, settings)
+    assert model.hidden_size is None and train.learning_rate == 1e-3
+
+
+def test_the_wide_lstm_chosen_on_a_time_limit_learns_faster():
+    wide, narrow = (ModelConfig(kind="lstm", vocab_size=65, hidden_size=h) for h in (WIDE, DEFAULT_WIDTH))
+    assert auto_learning_rate(wide) == WIDE_LEARNING_RATE > LEARNING_RATE
+    assert auto_learning_rate(narrow) == LEARNING_RATE  # read many times: not measured at another rate
+    assert auto_learning_rate(ModelConfig(kind="mingru", vocab_size=65, hidden_size=DEFAULT_WIDTH)) == LEARNING_RATE
+
+
+@pytest.mark.slow
+def test_a_run_records_the_learning_rate_chosen_with_its_width(tiny_corpus, tmp_path):
+    gentext.train(tmp_path / "run", paths=[str(tiny_corpus)], time_limit=3, **WITHOUT_WIDTH)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    chosen = ModelConfig(kind="lstm", vocab_size=65, hidden_size=config["model"]["hidden_size"])
+    assert config["train"]["learning_rate"] == auto_learning_rate(chosen)  # recorded, never None

@@ -14,7 +14,7 @@ from gentext.data.tokenizers import fit_tokenizer
 from gentext.errors import GentextError
 from gentext.models import AUTO, check_kind, fitted_by_counting
 from gentext.runconfig import DataRecord, RunConfig
-from gentext.training.defaults import auto_dropout, auto_kind, auto_width
+from gentext.training.defaults import auto_dropout, auto_kind, auto_learning_rate, auto_width
 
 
 def prepare_stream(
@@ -22,7 +22,7 @@ def prepare_stream(
     train_cfg: TrainConfig, tok, progress: bool, origin=None,
 ) -> tuple[CorpusSource, Any, TokenData]:  # fmt: skip
     """Read and tokenize the corpus (fitting the tokenizer unless `tok` is given; growing the
-    vocabulary of `origin`, a run being fine-tuned), fill in the kind and dropout left to choose,
+    vocabulary of `origin`, a run being fine-tuned), fill in the kind, width, learning rate and dropout left to choose,
     and check a counting model's order against the text."""
     if model_cfg.kind != AUTO:
         check_kind(model_cfg.kind)  # an unknown --model fails before the corpus is read
@@ -48,6 +48,8 @@ def prepare_stream(
         model_cfg.kind = auto_kind(len(data.train), tok_cfg.level, model_cfg, train_cfg)
     if model_cfg.hidden_size is None:  # not given, and chosen here (settings.new_configs)
         model_cfg.hidden_size = auto_width(len(data.train), model_cfg, train_cfg)
+    if train_cfg.learning_rate is None:  # not given, and chosen with the width (settings.new_configs)
+        train_cfg.learning_rate = auto_learning_rate(model_cfg)
     counting = fitted_by_counting(check_kind(model_cfg.kind))
     if model_cfg.dropout is None:  # not given: fit it to the corpus and budget
         model_cfg.dropout = 0.0 if counting else auto_dropout(len(data.train), model_cfg, train_cfg)
