@@ -140,7 +140,7 @@ def test_a_learning_rate_given_is_kept_where_the_width_is_chosen():
     assert model.hidden_size is None and train.learning_rate == 1e-3
 
 
-def test_the_wide_lstm_chosen_on_a_time_limit_learns_faster():
+def test_the_wide_lstm_chosen_on_a_time_limit_gets_the_higher_learning_rate():
     wide, narrow = (ModelConfig(kind="lstm", vocab_size=65, hidden_size=h) for h in (WIDE, DEFAULT_WIDTH))
     assert auto_learning_rate(wide) == WIDE_LEARNING_RATE > LEARNING_RATE
     assert auto_learning_rate(narrow) == LEARNING_RATE  # read many times: not measured at another rate
