@@ -14,6 +14,7 @@ from gentext.cli import main
 from gentext.config import ModelConfig
 from gentext.models import build_model
 from gentext.models.cache import CacheModel, cache_probs, empty_cache, fit_probs
+from gentext.models.scoring import evaluate
 from gentext.training.caching import fit_cache
 from tests.conftest import TINY_SETTINGS
 
@@ -147,8 +148,22 @@ def test_a_cached_run_generates_in_batches_and_beams_like_any_kind(cached_run):
         assert math.isfinite(model.evaluate()["loss"])
 
 
+def test_a_cached_model_evaluates_a_long_text_as_one_stream(cached_run):
+    """Evaluation splits a long text into parallel rows, each starting cold; a cache starting
+    empty in each would score worse than the model reads the text (and than training reports)."""
+    model = gentext.load(cached_run[0] / "run")
+    text = TEXT * 12  # long enough for five rows of the plain path
+    ids = torch.as_tensor(np.asarray(model.tokenizer.encode(text)))[None]
+    with torch.inference_mode():
+        logp, _ = model.model(ids[:, :-1], targets=ids[:, 1:])
+    one_stream = -float(logp.double().mean())
+    assert model.evaluate(text=text)["loss"] == pytest.approx(one_stream, abs=1e-4)
+    rows, count = evaluate(model.model, ids[0].numpy(), 256, "cpu", batch_size=16)
+    assert rows / count > one_stream + 1e-3  # what rows would have given: each cache cold
+
+
 @pytest.mark.slow
-def test_the_cache_is_opt_in_on_the_command_line_and_bad_values_are_refused(tmp_path, capsys):
+def test_the_cache_on_the_command_line_and_bad_values_are_refused(tmp_path, capsys):
     corpus = tmp_path / "t.txt"
     corpus.write_text(TEXT, encoding="utf-8")
     flags = ["--hidden-size", "32", "--embed-size", "16", "--num-layers", "1", "--batch-size", "4", "--seq-len", "16"]
@@ -157,7 +172,7 @@ def test_the_cache_is_opt_in_on_the_command_line_and_bad_values_are_refused(tmp_
     out = capsys.readouterr().out
     assert re.search(r"neural cache of the network's last (25|50|100) outputs", out)  # the window chosen
     assert "--neural-cache 0 turns it off" in out
-    assert main([*base, "--out", str(tmp_path / "off"), "--mix-markov", "0"]) == 0  # the default: no cache
+    assert main([*base, "--out", str(tmp_path / "off"), "--mix-markov", "0"]) == 0  # steps, not a time limit: none
     assert checkpoint.read_config(tmp_path / "off").cache is None and "neural cache" not in capsys.readouterr().out
     assert main([*base, "--out", str(tmp_path / "bad"), "--neural-cache", "-3"]) == 2
     assert "--neural-cache must be >= 0" in capsys.readouterr().err
