@@ -18,7 +18,7 @@ from gentext.errors import GentextError
 from gentext.models import REGISTRY
 from gentext.runconfig import RunConfig
 from gentext.training import distributed, finetune
-from gentext.training.defaults import LEARNING_RATE, WEIGHT_DECAY, default_cache_window, width_is_chosen
+from gentext.training.defaults import LEARNING_RATE, WEIGHT_DECAY, width_is_chosen
 
 _CONFIG_CLASSES = (CorpusConfig, TokenizerConfig, ModelConfig, TrainConfig)
 
@@ -92,8 +92,6 @@ def new_configs(paths, corpus, tokenizer, model, train, overrides):
         model_cfg.hidden_size = DEFAULT_WIDTH
     if train_cfg.learning_rate is None and model_cfg.hidden_size is not None:  # else chosen with the width
         train_cfg.learning_rate = LEARNING_RATE
-    if train_cfg.cache_window is None:
-        train_cfg.cache_window = default_cache_window(corpus_cfg.condition, tok_cfg.level, model_cfg, train_cfg)
     if train is None and "seq_len" not in routed[TrainConfig]:
         train_cfg.seq_len = _default_window(model_cfg, train_cfg.seq_len)
     return corpus_cfg, tok_cfg, model_cfg, train_cfg, origin

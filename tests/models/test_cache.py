@@ -163,7 +163,7 @@ def test_a_cached_model_evaluates_a_long_text_as_one_stream(cached_run):
 
 
 @pytest.mark.slow
-def test_the_cache_on_the_command_line_and_bad_values_are_refused(tmp_path, capsys):
+def test_the_cache_is_opt_in_on_the_command_line_and_bad_values_are_refused(tmp_path, capsys):
     corpus = tmp_path / "t.txt"
     corpus.write_text(TEXT, encoding="utf-8")
     flags = ["--hidden-size", "32", "--embed-size", "16", "--num-layers", "1", "--batch-size", "4", "--seq-len", "16"]
@@ -172,7 +172,7 @@ def test_the_cache_on_the_command_line_and_bad_values_are_refused(tmp_path, caps
     out = capsys.readouterr().out
     assert re.search(r"neural cache of the network's last (25|50|100) outputs", out)  # the window chosen
     assert "--neural-cache 0 turns it off" in out
-    assert main([*base, "--out", str(tmp_path / "off"), "--mix-markov", "0"]) == 0  # steps, not a time limit: none
+    assert main([*base, "--out", str(tmp_path / "off"), "--mix-markov", "0"]) == 0  # the default: no cache
     assert checkpoint.read_config(tmp_path / "off").cache is None and "neural cache" not in capsys.readouterr().out
     assert main([*base, "--out", str(tmp_path / "bad"), "--neural-cache", "-3"]) == 2
     assert "--neural-cache must be >= 0" in capsys.readouterr().err

@@ -12,7 +12,6 @@ from gentext.models import build_model
 from gentext.settings import new_configs
 from gentext.training.defaults import (
     AUTO_MINGRU_PASSES,
-    CACHE_WINDOW,
     LEARNING_RATE,
     WEIGHT_DECAY,
     WIDE,
@@ -133,29 +132,6 @@ def test_the_width_is_left_to_choose_only_where_it_was_measured(settings, chosen
         assert model.hidden_size == DEFAULT_WIDTH
     if not chosen:
         assert train.learning_rate == LEARNING_RATE
-
-
-@pytest.mark.parametrize(
-    "settings, cached",
-    [
-        (dict(time_limit=600), True),  # the default command
-        (dict(time_limit=600, kind="lstm", hidden_size=128), True),  # the width given: still that network
-        (dict(), False),
-        (dict(time_limit=600, level="word"), False),
-        (dict(time_limit=600, kind="gru"), False),
-        (dict(time_limit=600, kind="transformer"), False),
-    ],
-)
-def test_the_default_command_gets_a_neural_cache_and_other_runs_none(settings, cached):
-    _, _, _, train, _ = new_configs(["book.txt"], CorpusConfig(), TokenizerConfig(), None, None, settings)
-    assert train.cache_window == (CACHE_WINDOW if cached else 0)  # resolved at once: never None
-
-
-@pytest.mark.parametrize("given", [0, 500])
-def test_a_neural_cache_given_is_kept_on_the_default_command(given):
-    settings = dict(time_limit=600, cache_window=given)
-    _, _, _, train, _ = new_configs(["book.txt"], CorpusConfig(), TokenizerConfig(), None, None, settings)
-    assert train.cache_window == given
 
 
 def test_a_learning_rate_given_is_kept_where_the_width_is_chosen():

@@ -9,10 +9,10 @@ chain's weight: models/mixture.py). The best is kept
 when it lowers the validation loss by MIN_GAIN nats per token; on text that does not repeat itself
 within the window (or a network that already knows) it is left off.
 
-The default command's network has one (training/defaults.py, `default_cache_window`); elsewhere
-`--neural-cache N` asks for it. Generation pays for it: every token reads the window (4 MB a stream
-at 2,000 x 512) and runs the cache's arithmetic in Python (RESULTS.md, "The neural cache on by
-default").
+It is opt-in (the recipes turn it on): in free generation it holds the model's own outputs and
+loops on them, so samples are worse with it though held-out loss is better, and every token reads
+the window (4 MB a stream at 2,000 x 512) and runs the cache's Python (RESULTS.md, "The neural
+cache as the default, tried and withdrawn").
 """
 
 from __future__ import annotations

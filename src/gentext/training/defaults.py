@@ -101,19 +101,6 @@ def auto_learning_rate(model: ModelConfig) -> float:
     return rate
 
 
-CACHE_WINDOW = 2000  # --neural-cache not given where the width is chosen (`default_cache_window`)
-
-
-def default_cache_window(condition: str, level: str, model: ModelConfig, train: TrainConfig) -> int:
-    """--neural-cache not given: CACHE_WINDOW outputs for the default command's network (a plain
-    character LSTM, or --model auto, on a time limit: `width_is_chosen`), where it was measured, and
-    off elsewhere. Held-out, a cache of 2,000 was worth 0.08 nats/char on Tiny Shakespeare's 10-minute
-    run and 0.07-0.14 on 100 KB texts (RESULTS.md); it is fitted on validation text and kept only
-    where it helps (training/caching.py). It costs generation speed (a 2,000 x H product and the
-    cache's arithmetic each token): --neural-cache 0 trains without it, --no-mix loads a run without it."""
-    return CACHE_WINDOW if width_is_chosen(condition, level, model, train) else 0
-
-
 def auto_kind(train_tokens: int, level: str, model: ModelConfig, train: TrainConfig) -> str:
     """--model auto: the kind that reached the lower held-out loss at equal minutes on a text of
     this size (RESULTS.md, "minGRU"). A minGRU learns more per minute (each window is a few large
