@@ -14,7 +14,7 @@ from gentext.cli import main
 from gentext.config import ModelConfig
 from gentext.models import build_model
 from gentext.models.cache import CacheModel, cache_probs, empty_cache, fit_probs
-from gentext.models.scoring import evaluate
+from gentext.models.scoring import ROW_TOKENS, evaluate
 from gentext.training.caching import fit_cache
 from tests.conftest import TINY_SETTINGS
 
@@ -158,8 +158,14 @@ def test_a_cached_model_evaluates_a_long_text_as_one_stream(cached_run):
         logp, _ = model.model(ids[:, :-1], targets=ids[:, 1:])
     one_stream = -float(logp.double().mean())
     assert model.evaluate(text=text)["loss"] == pytest.approx(one_stream, abs=1e-4)
-    rows, count = evaluate(model.model, ids[0].numpy(), 256, "cpu", batch_size=16)
-    assert rows / count > one_stream + 1e-3  # what rows would have given: each cache cold
+    nats, count = evaluate(model.model, ids[0].numpy(), 256, "cpu", batch_size=16)
+    assert nats / count == pytest.approx(one_stream, abs=1e-4)
+    rows = count // ROW_TOKENS  # what the rows would have given, each starting with an empty cache
+    length, cold = count // rows, 0.0
+    with torch.inference_mode():
+        for row in ids[:, : rows * length + 1].unfold(1, length + 1, length)[0]:
+            cold -= float(model.model(row[None, :-1], targets=row[None, 1:])[0].double().sum())
+    assert cold / (rows * length) > one_stream + 1e-3
 
 
 @pytest.mark.slow

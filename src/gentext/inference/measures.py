@@ -23,13 +23,6 @@ from gentext.models.scoring import evaluate, evaluate_dynamic
 from gentext.models.spelling import SpellingModel
 
 
-def _holds_cache(model) -> bool:
-    """Is there a neural cache in this model (itself, or inside a mixture)?"""
-    while model is not None and not isinstance(model, CacheModel):
-        model = getattr(model, "net", None)
-    return model is not None
-
-
 def characters(tok, text: str, ids: np.ndarray) -> int:
     """Characters of `text` that evaluation predicts: all but those of the first token."""
     return max(len(text) - len(tok.decode(ids[:1])), 1)
@@ -140,11 +133,7 @@ class Measures:
         return kept, {"skipped_characters": skipped, "skipped_share": skipped / max(len(text), 1)}
 
     def _scores(self, ids, chars: int, seq_len: int) -> dict[str, Any]:
-        # a neural cache holds the text's recent past: rows started mid-text would each start it
-        # empty (0.005 nats/char worse on Tiny Shakespeare), so a cached model reads one stream,
-        # as training scored it and as it generates
-        rows = 1 if _holds_cache(self.model) else 16
-        nats, count = evaluate(self.model, ids, seq_len, self.device, batch_size=rows)
+        nats, count = evaluate(self.model, ids, seq_len, self.device, batch_size=16)
         loss = nats / count
         return {
             "loss": loss,

@@ -49,12 +49,11 @@ def _band(queries: torch.Tensor, keys: torch.Tensor, nexts: torch.Tensor):
     return dots, slot_next, valid, valid.any(-1)
 
 
-def _one_query(query: torch.Tensor, keys: torch.Tensor, nexts: torch.Tensor):
+def _one_query(query: torch.Tensor, keys: torch.Tensor, nexts: torch.Tensor, window: int):
     """`_band` for one query a row (generation's every token): its band is the `window` slots
     before the newest, so no index is built and nothing gathered, and the product reads each row's
     slots as a matrix times a vector (half the time of the vector times the transposed matrix at 64
     rows)."""
-    window = keys.shape[1] - 1
     dots = torch.bmm(keys.narrow(1, 0, window), query.float().transpose(1, 2)).transpose(1, 2)  # (B, 1, K)
     slot_next = nexts[:, None, :window]
     valid = slot_next >= 0
@@ -72,7 +71,7 @@ def _by_chunk(y: torch.Tensor, keys: torch.Tensor, nexts: torch.Tensor, window: 
     `reduce(dots, slot_next, valid, filled, targets_of_chunk)` -> its result per chunk, and the fills.
     One loop for the running cache and for the fit over many thetas."""
     if y.shape[1] == 1:
-        dots, slot_next, valid, filled = _one_query(y, keys, nexts)
+        dots, slot_next, valid, filled = _one_query(y, keys, nexts, window)
         return [reduce(dots, slot_next, valid, filled, slice(0, 1))], filled
     results, fills = [], []
     for start in range(0, y.shape[1], CHUNK):
@@ -174,3 +173,10 @@ class CacheModel(nn.Module):
 
     def num_parameters(self) -> int:
         return self.net.num_parameters()
+
+
+def holds_cache(model: nn.Module | None) -> bool:
+    """Is there a neural cache in this model (itself, or inside a mixture)?"""
+    while model is not None and not isinstance(model, CacheModel):
+        model = getattr(model, "net", None)
+    return model is not None

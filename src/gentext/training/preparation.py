@@ -22,8 +22,8 @@ def prepare_stream(
     train_cfg: TrainConfig, tok, progress: bool, origin=None,
 ) -> tuple[CorpusSource, Any, TokenData]:  # fmt: skip
     """Read and tokenize the corpus (fitting the tokenizer unless `tok` is given; growing the
-    vocabulary of `origin`, a run being fine-tuned), fill in the kind, width, learning rate and dropout left to choose,
-    and check a counting model's order against the text."""
+    vocabulary of `origin`, a run being fine-tuned), fill in the kind, width, learning rate and
+    dropout left to choose, and check a counting model's order against the text."""
     if model_cfg.kind != AUTO:
         check_kind(model_cfg.kind)  # an unknown --model fails before the corpus is read
     source = open_corpus(corpus_cfg, shaping)
