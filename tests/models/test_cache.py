@@ -13,7 +13,9 @@ from gentext import checkpoint
 from gentext.cli import main
 from gentext.config import ModelConfig
 from gentext.models import build_model
-from gentext.models.cache import CacheModel, cache_probs, empty_cache, fit_probs
+from gentext.models import cache as cache_module
+from gentext.models.cache import EMPTY, PENDING, CacheModel, cache_probs, empty_cache, fit_probs
+from gentext.models.priming import reading_samples
 from gentext.models.scoring import ROW_TOKENS, evaluate
 from gentext.training.caching import fit_cache
 from tests.conftest import TINY_SETTINGS
@@ -72,6 +74,49 @@ def test_steps_append_to_the_window_in_place_and_a_state_continued_twice_keeps_e
         whole_first, _ = model(torch.cat([prompt, torch.tensor([first])], 1))
     assert torch.allclose(other[:, -1], whole_other[:, -1], atol=1e-5)
     assert torch.allclose(last[:, -1], whole_first[:, -1], atol=1e-5)
+
+
+def test_the_models_own_samples_read_the_cache_but_are_not_kept_in_it():
+    """Reading its own samples (the engine's steps), the model mixes in the cache of the given text
+    as it stands: the samples are not added, and the last given output's follower (a sample) is
+    never counted, not even once given text is read again."""
+    net, theta, lam = small_net(), 0.7, 0.25
+    model, prompt, samples = CacheModel(net, 6, theta, lam), [1, 2, 3, 4, 5], [3, 1]
+    with torch.inference_mode():
+        _, state = model(torch.tensor([prompt]))
+        got, after = [], state
+        with reading_samples():
+            for token in samples:
+                logp, after = model(torch.tensor([[token]]), after)
+                got.append(logp[0, -1])
+        h, _ = net.features(torch.tensor([prompt + samples]))
+        p_net = torch.softmax(net(torch.tensor([prompt + samples]))[0][0].double(), -1)
+        _, later = model(torch.tensor([[7, 8]]), after)  # given text again
+    assert torch.equal(after.tensors["cache.keys"], state.tensors["cache.keys"])
+    for step, t in enumerate(range(len(prompt), len(prompt) + len(samples))):
+        slots = range(len(prompt) - 1)  # the prompt's outputs whose follower was given
+        weights = torch.softmax(torch.stack([theta * h[0, t].double() @ h[0, i].double() for i in slots]), 0)
+        p_cache = torch.zeros(9, dtype=torch.float64)
+        for w, i in zip(weights, slots, strict=True):
+            p_cache[prompt[i + 1]] += w
+        assert torch.allclose(got[step].exp().double(), (1 - lam) * p_net[t] + lam * p_cache, atol=1e-5)
+    # the window's followers: the prompt's (the last one's a sample: none), then the given text's
+    assert later.tensors["cache.next"][0].tolist() == [3, 4, 5, EMPTY, 8, PENDING]
+
+
+def test_a_generation_keeps_its_prompt_in_the_cache_and_not_its_samples(cached_run, monkeypatch):
+    """Every surface generates through the engine: its prompt is read as given text, the tokens
+    it draws as samples (a cache that kept them looped: "the ear of the ear of the ...")."""
+    calls = []
+
+    def spy(y, ids, cache, theta, vocab, targets=None, remember=True):
+        calls.append((ids.shape[1], remember))
+        return cache_probs(y, ids, cache, theta, vocab, targets, remember)
+
+    monkeypatch.setattr(cache_module, "cache_probs", spy)
+    model = gentext.load(cached_run[0] / "run")
+    model.generate("said yes", max_new_tokens=6, temperature=0)
+    assert calls[0] == (len("said yes"), True) and calls[1:] == [(1, False)] * 5
 
 
 def _buffer(state) -> int:

@@ -7,10 +7,11 @@
     runner     prime the admitted prompts (those of one length in one call) from the states their
                conditions make; then per step, for each cohort: every job chooses its rows' next
                tokens (requests with the same plain settings share one transform), decodes and
-               sends its text, says which rows go on; one network call advances the cohort. A
-               lone row under plain settings on a model with a compiled run (`draw_ahead`: the
-               RNN kinds) takes up to AHEAD tokens per call, drawn and read without Python
-               between them, then decoded one by one: the same ids, the same events
+               sends its text, says which rows go on; one network call advances the cohort
+               (reading the drawn tokens as samples: models/priming.py). A lone row under plain
+               settings on a model with a compiled run (`draw_ahead`: the RNN kinds) takes up to
+               AHEAD tokens per call, drawn and read without Python between them, then decoded
+               one by one: the same ids, the same events
 
 Rows live in *cohorts*, rows whose states have the same shape (`Cohort.fits`): a recurrent state's
 shape never changes, so RNN and Markov jobs all share one cohort; a KV cache (Transformer,
@@ -37,7 +38,7 @@ from gentext.inference.events import Done, Text
 from gentext.inference.jobs import Job, Prompt, job_for
 from gentext.inference.prefixcache import BLOCK, prime_blocks
 from gentext.models import State, model_device, start_state
-from gentext.models.priming import reading_prompt
+from gentext.models.priming import reading_prompt, reading_samples
 from gentext.useconfig import SampleConfig
 
 logger = logging.getLogger(__name__)
@@ -260,7 +261,8 @@ class Engine:
             tokens = torch.tensor([max(i, 0) for ids in fed for i in ids], device=self.device)
         else:
             tokens = torch.cat([torch.as_tensor(ids, device=self.device) for ids in fed]).clamp(min=0)
-        logits, cohort.state = self.model(tokens[:, None], state)
+        with reading_samples():
+            logits, cohort.state = self.model(tokens[:, None], state)
         cohort.logits = logits[:, -1]
 
     def _choose(self, job: Job, logits: torch.Tensor):

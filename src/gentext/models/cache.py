@@ -13,6 +13,11 @@ The state is the network's (names prefixed `net.`) and the cache's: `cache.keys`
 the last outputs, and `cache.next` (B, window), the token that followed each (EMPTY before a slot
 holds an output; PENDING for the newest, whose follower comes with the next call). Beams, batches,
 streams and the server carry it as any other state.
+
+It remembers the text it is given — a prompt, text being scored or trained on — and not the
+model's own samples (models/priming.py: the engine's steps read them): a cache fed its outputs
+copies them back, and free samples looped ("the ear of the ear of the ..."). A generation's tokens
+still read the cache of its prompt.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import math
 import torch
 from torch import nn
 
+from gentext.models.priming import is_reading_samples
 from gentext.models.room import append, tail
 from gentext.models.state import State, nested, part, part_tensors
 
@@ -49,13 +55,13 @@ def _band(queries: torch.Tensor, keys: torch.Tensor, nexts: torch.Tensor):
     return dots, slot_next, valid, valid.any(-1)
 
 
-def _one_query(query: torch.Tensor, keys: torch.Tensor, nexts: torch.Tensor, window: int):
-    """`_band` for one query a row (generation's every token): its band is the `window` slots
-    before the newest, so no index is built and nothing gathered, and the product reads each row's
-    slots as a matrix times a vector (half the time of the vector times the transposed matrix at 64
-    rows)."""
-    dots = torch.bmm(keys.narrow(1, 0, window), query.float().transpose(1, 2)).transpose(1, 2)  # (B, 1, K)
-    slot_next = nexts[:, None, :window]
+def _same_slots(queries: torch.Tensor, keys: torch.Tensor, nexts: torch.Tensor, window: int):
+    """`_band` for queries that all read the first `window` slots: one query a row (its band is the
+    slots before the newest) or the model's own samples (the window as it stands). No index is
+    built and nothing gathered, and the product reads each row's slots as a matrix times a vector
+    (half the time of the vector times the transposed matrix at 64 rows)."""
+    dots = torch.bmm(keys.narrow(1, 0, window), queries.float().transpose(1, 2)).transpose(1, 2)  # (B, T, K)
+    slot_next = nexts[:, None, :window].expand(-1, queries.shape[1], -1)
     valid = slot_next >= 0
     return dots, slot_next, valid, valid.any(-1)
 
@@ -71,7 +77,7 @@ def _by_chunk(y: torch.Tensor, keys: torch.Tensor, nexts: torch.Tensor, window: 
     `reduce(dots, slot_next, valid, filled, targets_of_chunk)` -> its result per chunk, and the fills.
     One loop for the running cache and for the fit over many thetas."""
     if y.shape[1] == 1:
-        dots, slot_next, valid, filled = _one_query(y, keys, nexts, window)
+        dots, slot_next, valid, filled = _same_slots(y, keys, nexts, window)
         return [reduce(dots, slot_next, valid, filled, slice(0, 1))], filled
     results, fills = [], []
     for start in range(0, y.shape[1], CHUNK):
@@ -96,11 +102,12 @@ def _history(cache: State, y: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Te
     return keys, nexts
 
 
-def cache_probs(y, ids, cache: State, theta: float, vocab: int, targets=None) -> tuple:
+def cache_probs(y, ids, cache: State, theta: float, vocab: int, targets=None, remember: bool = True) -> tuple:
     """The cache's distribution after each position (B, T, V), or its probability of `targets`
-    (B, T); whether the cache had anything (B, T); the cache after the last position."""
+    (B, T); whether the cache had anything (B, T); the cache after the last position. Without
+    `remember` (the model's own samples) the positions read the window as it stands and are not
+    kept, and the newest kept output loses its follower: what follows it is no longer given text."""
     window = cache.tensors["keys"].shape[1]
-    keys, nexts = _history(cache, y, ids)
 
     def reduce(dots, slot_next, valid, filled, span):
         weights, slot_next = _weights(dots, valid, filled, theta), slot_next.clamp(min=0)
@@ -108,6 +115,14 @@ def cache_probs(y, ids, cache: State, theta: float, vocab: int, targets=None) ->
             return weights.new_zeros(*weights.shape[:2], vocab).scatter_add_(2, slot_next, weights)
         return (weights * (slot_next == targets[:, span, None])).sum(-1)
 
+    if not remember:
+        keys, nexts = cache.tensors["keys"], cache.tensors["next"]
+        dots, slot_next, valid, filled = _same_slots(y, keys, nexts, window)
+        if bool((nexts[:, -1] == PENDING).any()):  # the first sample only: later ones keep the window as is
+            nexts = torch.cat([nexts[:, :-1], nexts[:, -1:].masked_fill(nexts[:, -1:] == PENDING, EMPTY)], dim=1)
+        kept = State({"keys": keys, "next": nexts}, DIMS)
+        return reduce(dots, slot_next, valid, filled, slice(None)), filled, kept
+    keys, nexts = _history(cache, y, ids)
     probs, filled = _by_chunk(y, keys, nexts, window, reduce)
     kept = State({"keys": tail(keys, window, 1), "next": nexts[:, -window:]}, DIMS)
     return torch.cat(probs, dim=1), filled, kept
@@ -158,7 +173,8 @@ class CacheModel(nn.Module):
         cache = part(state, "cache") or self._empty(ids.shape[0], ids.device)
         y, net_state = self.net.features(ids, part(state, "net"))
         net_logp = self.net.readout(y, targets).float()
-        cache_p, filled, cache = cache_probs(y, ids, cache, self.theta, net_logp.shape[-1], targets)
+        remember = not is_reading_samples()
+        cache_p, filled, cache = cache_probs(y, ids, cache, self.theta, net_logp.shape[-1], targets, remember)
         # clamped: log(0) where the cache holds no such token would make the gradient NaN (0 * inf; dynamic
         # evaluation takes one), and e^-69 is far below what float32 adds to the network's share
         filled = filled[..., None] if targets is None else filled  # a fresh stream: the network alone

@@ -9,10 +9,10 @@ chain's weight: models/mixture.py). The best is kept
 when it lowers the validation loss by MIN_GAIN nats per token; on text that does not repeat itself
 within the window (or a network that already knows) it is left off.
 
-It is opt-in (the recipes turn it on): in free generation it holds the model's own outputs and
-loops on them, so samples are worse with it though held-out loss is better, and every token reads
-the window (4 MB a stream at 2,000 x 512) and runs the cache's Python (RESULTS.md, "The neural
-cache as the default, tried and withdrawn").
+It is opt-in (the recipes turn it on): samples after a long prompt are worse with it though
+held-out loss is better (it spreads probability over the followers of like states), and every
+token reads the window (4 MB a stream at 2,000 x 512) and runs the cache's Python (RESULTS.md,
+"The neural cache as the default, tried and withdrawn", "A cache of given text").
 """
 
 from __future__ import annotations
