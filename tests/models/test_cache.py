@@ -106,7 +106,7 @@ def test_the_models_own_samples_read_the_cache_but_are_not_kept_in_it():
 
 def test_a_generation_keeps_its_prompt_in_the_cache_and_not_its_samples(cached_run, monkeypatch):
     """Every surface generates through the engine: its prompt is read as given text, the tokens
-    it draws as samples (a cache that kept them looped: "the ear of the ear of the ...")."""
+    it draws as samples (a cache that kept them looped: "of tfoly of tfoly")."""
     calls = []
 
     def spy(y, ids, cache, theta, vocab, targets=None, remember=True):

@@ -16,7 +16,7 @@ streams and the server carry it as any other state.
 
 It remembers the text it is given — a prompt, text being scored or trained on — and not the
 model's own samples (models/priming.py: the engine's steps read them): a cache fed its outputs
-copies them back, and free samples looped ("the ear of the ear of the ..."). A generation's tokens
+copies them back, and free samples looped ("of tfoly of tfoly"). A generation's tokens
 still read the cache of its prompt.
 """
 
