@@ -88,9 +88,10 @@ def new_configs(paths, corpus, tokenizer, model, train, overrides):
         origin, tok_cfg, model_cfg = finetune.source_configs(train_cfg.init_from, routed[ModelConfig])
         if train is None and "learning_rate" not in routed[TrainConfig]:
             train_cfg.learning_rate = FINE_TUNING_LR
-    if model_cfg.hidden_size is None and not width_is_chosen(corpus_cfg.condition, tok_cfg.level, model_cfg, train_cfg):
+    measured = width_is_chosen(corpus_cfg.condition, tok_cfg.level, model_cfg, train_cfg)
+    if model_cfg.hidden_size is None and not measured:
         model_cfg.hidden_size = DEFAULT_WIDTH
-    if train_cfg.learning_rate is None and model_cfg.hidden_size is not None:  # else chosen with the width
+    if train_cfg.learning_rate is None and not measured:  # else chosen with the kind and width, given or not
         train_cfg.learning_rate = LEARNING_RATE
     if train is None and "seq_len" not in routed[TrainConfig]:
         train_cfg.seq_len = _default_window(model_cfg, train_cfg.seq_len)

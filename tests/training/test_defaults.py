@@ -121,16 +121,17 @@ def test_a_character_lstm_on_a_time_limit_is_wide_where_it_reads_its_text_a_few_
         (dict(time_limit=600, level="word"), False),
         (dict(time_limit=600, kind="transformer"), False),
         (dict(time_limit=600, tie_weights=True, embed_size=256), False),
-        (dict(time_limit=600, hidden_size=128), False),  # given
+        (dict(time_limit=600, hidden_size=512), False),  # given
     ],
 )
 def test_the_width_is_left_to_choose_only_where_it_was_measured(settings, chosen):
     corpus, _, model, train, _ = new_configs(["book.txt"], CorpusConfig(), TokenizerConfig(), None, None, settings)
     assert (model.hidden_size is None) == chosen
-    assert (train.learning_rate is None) == chosen  # the learning rate is chosen with the width
     if not chosen and "hidden_size" not in settings:
         assert model.hidden_size == DEFAULT_WIDTH
-    if not chosen:
+    if chosen or settings.get("hidden_size"):  # measured there: chosen with the kind and width, given or not
+        assert train.learning_rate is None
+    else:
         assert train.learning_rate == LEARNING_RATE
 
 

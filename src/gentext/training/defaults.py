@@ -63,8 +63,9 @@ WIDE_PASSES = 10.0
 
 
 def width_is_chosen(condition: str, level: str, model: ModelConfig, train: TrainConfig) -> bool:
-    """Is --hidden-size (not given) chosen when the text is read? For a plain character LSTM (or
-    --model auto) on a time limit, untied: where it was measured. Elsewhere it is DEFAULT_WIDTH."""
+    """Are --hidden-size and --lr (where not given) chosen when the text is read? For a plain
+    character LSTM (or --model auto) on a time limit, untied: where they were measured. Elsewhere
+    they are DEFAULT_WIDTH and LEARNING_RATE."""
     plain_chars = condition == "none" and level == "char" and not model.tie_weights
     return plain_chars and train.time_limit is not None and model.kind in ("auto", "lstm")
 
@@ -87,12 +88,12 @@ def auto_width(train_tokens: int, model: ModelConfig, train: TrainConfig) -> int
 
 
 LEARNING_RATE = 3e-3  # --lr where it is not chosen with the width
-WIDE_LEARNING_RATE = 7e-3  # ... and where the width is chosen WIDE
+WIDE_LEARNING_RATE = 7e-3  # ... and for a WIDE LSTM where it is chosen
 
 
 def auto_learning_rate(model: ModelConfig) -> float:
-    """--lr not given where the width is chosen (`width_is_chosen`): WIDE_LEARNING_RATE for a
-    width chosen WIDE, else LEARNING_RATE. Measured at 10 minutes on Tiny Shakespeare (RESULTS.md,
+    """--lr not given where the width is chosen (`width_is_chosen`): WIDE_LEARNING_RATE for an
+    LSTM WIDE wide (chosen or given), else LEARNING_RATE. Measured at 10 minutes on Tiny Shakespeare (RESULTS.md,
     "The learning rate of the wide LSTM"): at the same steps the 512-wide LSTM held out 0.02-0.04
     nats/char better at 5e-3 to 1e-2 than at 2e-3 or 3e-3, 7e-3 and 1e-2 alike; a 256-wide one,
     which reads its text many more times, was not measured at another rate and keeps LEARNING_RATE."""

@@ -48,7 +48,7 @@ def prepare_stream(
         model_cfg.kind = auto_kind(len(data.train), tok_cfg.level, model_cfg, train_cfg)
     if model_cfg.hidden_size is None:  # not given, and chosen here (settings.new_configs)
         model_cfg.hidden_size = auto_width(len(data.train), model_cfg, train_cfg)
-    if train_cfg.learning_rate is None:  # not given, and chosen with the width (settings.new_configs)
+    if train_cfg.learning_rate is None:  # not given, and chosen with the kind and width (settings.new_configs)
         train_cfg.learning_rate = auto_learning_rate(model_cfg)
     counting = fitted_by_counting(check_kind(model_cfg.kind))
     if model_cfg.dropout is None:  # not given: fit it to the corpus and budget
