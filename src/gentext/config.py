@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from gentext.errors import GentextError
+from gentext.flagtext import parse_cutoffs, parse_duration
 
 FORMAT_VERSION = 1
 MAX_ORDER = 20
@@ -44,22 +44,6 @@ def flag_of(cls: type, name: str) -> str:
     """The command-line flag of an option field."""
     field = next(f for f in dataclasses.fields(cls) if f.name == name)
     return field.metadata.get("flag") or "--" + name.replace("_", "-")
-
-
-def parse_duration(text: str) -> float:
-    """'90', '90s', '10m', '1.5h' -> seconds."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", text)
-    if not match:
-        raise ValueError(f"invalid duration {text!r} (use e.g. 300, 90s, 10m, 1h)")
-    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
-
-
-def parse_cutoffs(text: str) -> list[int]:
-    """'2000,6000' -> [2000, 6000]."""
-    try:
-        return [int(part) for part in text.split(",")]
-    except ValueError:
-        raise ValueError(f"invalid cutoffs {text!r} (use e.g. 2000,6000)") from None
 
 
 def check(condition: bool, message: str) -> None:
@@ -193,6 +177,8 @@ class ModelConfig:
 class TrainConfig:
     """The optimisation. Training stops at the first of steps, epochs and time_limit that is set."""
 
+    SAVED_BEFORE: ClassVar[dict] = {"weight_average": 0.0}  # what a saved config without the key meant
+
     batch_size: int = opt(16, "parallel streams (the global batch under torchrun)")
     seq_len: int = opt(64, "BPTT window, in tokens")
     learning_rate: float | None = opt(
@@ -202,6 +188,12 @@ class TrainConfig:
     warmup_steps: int = opt(50, "linear warmup steps")
     weight_decay: float | None = opt(
         None, "adamw: decoupled decay (not given: 0.1 for plain character text, else 0.01); sgd: L2, default 0"
+    )
+    weight_average: float | None = opt(
+        None,
+        "validate and keep a moving average of the weights with this decay per step (0: off; not given: 0.999 "
+        "for a character LSTM on a time limit, else 0)",
+        flag="--ema",
     )
     optimizer: str = opt("adamw", "adamw, or sgd (plain SGD: use a high --lr such as 20 and --grad-clip 0.25)")
     grad_clip: float = opt(1.0, "max global gradient norm; 0 disables")
@@ -255,6 +247,8 @@ class TrainConfig:
         check(
             self.weight_decay is None or self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"
         )
+        average = self.weight_average
+        check(average is None or 0.0 <= average < 1.0, f"--ema must be in [0, 1), got {average}")
         check(self.optimizer in OPTIMIZERS, f"--optimizer must be adamw or sgd, got {self.optimizer!r}")
         check(self.grad_clip >= 0, f"--grad-clip must be >= 0, got {self.grad_clip}")
         check(self.steps is None or self.steps > 0, f"--steps must be positive, got {self.steps}")

@@ -25,9 +25,9 @@ RESUME_SETTINGS = {**TINY_SETTINGS, "num_layers": 2, "dropout": 0.2, "save_every
 
 @pytest.mark.slow
 @pytest.mark.isa  # the default precision is bf16 where the CPU has it, float32 elsewhere
-@pytest.mark.parametrize("kind", ["lstm", "transformer"])
-def test_interrupted_then_resumed_run_is_bitwise_identical(tiny_corpus, tmp_path, kind):
-    settings = {**RESUME_SETTINGS, "kind": kind}
+@pytest.mark.parametrize("kind, average", [("lstm", 0.0), ("transformer", 0.0), ("lstm", 0.9)])
+def test_interrupted_then_resumed_run_is_bitwise_identical(tiny_corpus, tmp_path, kind, average):
+    settings = {**RESUME_SETTINGS, "kind": kind, "weight_average": average}  # the weights' average resumes too
     straight = tmp_path / "straight"
     gentext.train(straight, paths=[str(tiny_corpus)], **settings)
 

@@ -24,6 +24,7 @@ from gentext.errors import GentextError
 from gentext.hardware import autocast, resolve_precision
 from gentext.models import State
 from gentext.training import distributed
+from gentext.training.averaging import averaged
 from gentext.training.defaults import WEIGHT_DECAY
 from gentext.training.feeds import Batch, Objective
 from gentext.training.records import Recorder, truncate_metrics
@@ -82,6 +83,7 @@ class Run:
         self.dtype = resolve_precision(config.precision, self.device)
         self.model = model.to(self.device).train()
         self.optimizer = _optimizer(model, config, self.device)
+        self.average = averaged(self.model, config.weight_average or 0.0)  # what validation reads and the run keeps
         # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         objective = Objective(model)  # the condition's encoder runs inside the (DDP) forward
@@ -126,12 +128,12 @@ class Run:
         if self.main:
             scaler = self.scaler.state_dict()
             with claim.saving(self.run_dir):
-                save_train_state(self.run_dir, self.model, self.optimizer, self.prog, full, rng, scaler)
+                save_train_state(self.run_dir, self.model, self.optimizer, self.prog, full, rng, scaler, self.average)
 
     def resume(self) -> None:
         what = f"{self.run_dir}/train_state.safetensors"
         data = distributed.from_main(lambda: read_train_state(self.run_dir), self.dist)
-        restored = load_train_state(data, self.model, self.optimizer, self.device, what)
+        restored = load_train_state(data, self.model, self.optimizer, self.device, what, self.average)
         if restored.progress.data_hash != self.data_hash:
             raise GentextError(
                 f"{self.run_dir}: the training text differs from the one this run started with; cannot resume"
@@ -164,7 +166,8 @@ class Run:
         the best weights."""
         prog = self.prog
         self.last_eval_step = prog.step
-        scored = self.feed.validate(self.model, self.device)
+        kept = self.model if self.average is None else self.average.module
+        scored = self.feed.validate(kept, self.device)
         if scored is not None:
             self.last_val = scored[0] / max(scored[1], 1)
             if self.main:
@@ -173,7 +176,7 @@ class Run:
             prog.best_val, prog.best_step, prog.evals_since_best = self.last_val, prog.step, 0
             if self.main:
                 with claim.saving(self.run_dir):
-                    checkpoint.save_weights(self.run_dir, self.model)
+                    checkpoint.save_weights(self.run_dir, kept)
         else:
             prog.evals_since_best += 1
 
@@ -182,7 +185,7 @@ class Run:
         the other ranks have nothing to report and may not see the run directory."""
         if not self.main:
             return None, 0
-        if self.prog.best_step != self.prog.step:
+        if self.prog.best_step != self.prog.step or self.average is not None:
             checkpoint.load_weights(self.run_dir, self.model)  # report the weights that were kept
         scored = self.feed.final(self.model, self.device)
         if scored is None or not scored[1]:
@@ -231,6 +234,8 @@ class Run:
             nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.average is not None:
+            self.average.update_parameters(self.model)
         prog.tokens += batch.tokens
         self.recent.append(loss_value)
         return loss_value

@@ -55,8 +55,11 @@ def save_train_state(
     state: State | None,
     rng: dict[str, torch.Tensor],
     scaler: dict[str, Any] | None = None,
+    average: nn.Module | None = None,
 ) -> None:
     tensors: dict[str, torch.Tensor] = {}
+    for name, tensor in (average.state_dict() if average is not None else {}).items():
+        tensors[f"average.{name}"] = tensor.detach().cpu().clone()  # the weights' moving average (averaging.py)
     for name, tensor in model.state_dict().items():
         tensors[f"model.{name}"] = tensor.detach().cpu().clone()  # clone: tied weights share memory
     optim = optimizer.state_dict()
@@ -122,9 +125,11 @@ class Restored:
 
 
 def load_train_state(
-    data: bytes, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device, what: str
-) -> Restored:
-    """Restore model and optimizer in place from the bytes of train_state.safetensors."""
+    data: bytes, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device, what: str,
+    average: nn.Module | None = None,
+) -> Restored:  # fmt: skip
+    """Restore model, optimizer and the weights' average in place from the bytes of
+    train_state.safetensors (an average saved by none starts from the weights resumed)."""
     tensors, metadata = _parse(data, what)
     try:
         progress = Progress(**json.loads(metadata["progress"]))
@@ -143,6 +148,12 @@ def load_train_state(
             _, index, name = key.split(".", 2)
             optim_state.setdefault(int(index), {})[name] = value.to(device) if value.dim() > 0 else value
     optimizer.load_state_dict({"state": optim_state, "param_groups": param_groups})
+    if average is not None:
+        saved = {k[len("average.") :]: v.to(device) for k, v in tensors.items() if k.startswith("average.")}
+        if saved:
+            average.load_state_dict(saved)
+        else:
+            average.n_averaged.zero_()  # its first update copies the weights
     named = {k[len("state.") :]: v.to(device) for k, v in tensors.items() if k.startswith("state.")}
     named = named or {k: v.to(device) for k, v in _legacy_state(tensors, metadata).items()}
     state = model.state_from_tensors(named) if named else None
