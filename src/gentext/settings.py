@@ -18,8 +18,7 @@ from gentext.errors import GentextError
 from gentext.models import REGISTRY
 from gentext.runconfig import RunConfig
 from gentext.training import distributed, finetune
-from gentext.training.averaging import WEIGHT_AVERAGE
-from gentext.training.defaults import LEARNING_RATE, WEIGHT_DECAY, width_is_chosen
+from gentext.training.defaults import LEARNING_RATE, WEIGHT_DECAY, auto_weight_average, width_is_chosen
 
 _CONFIG_CLASSES = (CorpusConfig, TokenizerConfig, ModelConfig, TrainConfig)
 
@@ -94,8 +93,8 @@ def new_configs(paths, corpus, tokenizer, model, train, overrides):
         model_cfg.hidden_size = DEFAULT_WIDTH
     if train_cfg.learning_rate is None and not measured:  # else chosen with the kind and width, given or not
         train_cfg.learning_rate = LEARNING_RATE
-    if train_cfg.weight_average is None:  # measured on the default command; a preset keeps its figures
-        train_cfg.weight_average = WEIGHT_AVERAGE if measured and train is None else 0.0
+    if train_cfg.weight_average is None:
+        train_cfg.weight_average = auto_weight_average(measured and train is None)
     if train is None and "seq_len" not in routed[TrainConfig]:
         train_cfg.seq_len = _default_window(model_cfg, train_cfg.seq_len)
     return corpus_cfg, tok_cfg, model_cfg, train_cfg, origin

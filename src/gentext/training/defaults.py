@@ -26,6 +26,7 @@ import math
 
 from gentext.config import DEFAULT_WIDTH, ModelConfig, TrainConfig
 from gentext.models import REGISTRY
+from gentext.training.averaging import WEIGHT_AVERAGE
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,15 @@ def auto_learning_rate(model: ModelConfig) -> float:
     rate = WIDE_LEARNING_RATE if model.hidden_size == WIDE and model.kind == "lstm" else LEARNING_RATE
     logger.info("learning rate %g: the network is %d wide (--lr sets it)", rate, model.hidden_size)
     return rate
+
+
+def auto_weight_average(measured: bool) -> float:
+    """--ema not given: WEIGHT_AVERAGE where it was measured (`width_is_chosen`'s runs, not under a
+    preset, whose figures were measured without it), else 0: off (training/averaging.py)."""
+    decay = WEIGHT_AVERAGE if measured else 0.0
+    if decay:
+        logger.info("a moving average of the weights is kept, decay %g a step (--ema sets it)", decay)
+    return decay
 
 
 def auto_kind(train_tokens: int, level: str, model: ModelConfig, train: TrainConfig) -> str:
