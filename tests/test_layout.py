@@ -6,7 +6,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "gentext"
 # Lower layers never import higher ones (DESIGN.md, "Data flows one way").
 LAYERS = [
-    {"errors", "config", "useconfig", "runconfig", "hardware", "threads", "paths", "native", "presets"},
+    {"errors", "config", "flagtext", "useconfig", "runconfig", "hardware", "threads", "paths", "native", "presets"},
     {"data"},
     {"models"},
     {"checkpoint", "claim"},
