@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-WEIGHT_AVERAGE = 0.999  # --ema not given where it was measured (settings.new_configs)
+WEIGHT_AVERAGE = 0.999  # --ema not given where it was measured (defaults.auto_weight_average)
 WARMUP = 10
 
 

@@ -129,7 +129,7 @@ def load_train_state(
     average: nn.Module | None = None,
 ) -> Restored:  # fmt: skip
     """Restore model, optimizer and the weights' average in place from the bytes of
-    train_state.safetensors (an average saved by none starts from the weights resumed)."""
+    train_state.safetensors."""
     tensors, metadata = _parse(data, what)
     try:
         progress = Progress(**json.loads(metadata["progress"]))
@@ -148,12 +148,9 @@ def load_train_state(
             _, index, name = key.split(".", 2)
             optim_state.setdefault(int(index), {})[name] = value.to(device) if value.dim() > 0 else value
     optimizer.load_state_dict({"state": optim_state, "param_groups": param_groups})
-    if average is not None:
-        saved = {k[len("average.") :]: v.to(device) for k, v in tensors.items() if k.startswith("average.")}
-        if saved:
-            average.load_state_dict(saved)
-        else:
-            average.n_averaged.zero_()  # its first update copies the weights
+    saved = {k[len("average.") :]: v.to(device) for k, v in tensors.items() if k.startswith("average.")}
+    if average is not None and saved:
+        average.load_state_dict(saved)
     named = {k[len("state.") :]: v.to(device) for k, v in tensors.items() if k.startswith("state.")}
     named = named or {k: v.to(device) for k, v in _legacy_state(tensors, metadata).items()}
     state = model.state_from_tensors(named) if named else None
