@@ -38,36 +38,11 @@ def test_train_generate_eval_info_through_the_cli(capsys, tiny_corpus, tmp_path)
     }
     assert summary["steps"] == 6 and summary["out"] == str(run)
 
-    code, out, _ = run_cli(
-        capsys,
-        "generate",
-        run,
-        "--prompt",
-        "The ",
-        "--max-new-tokens",
-        "20",
-        "--seed",
-        "1",
-        "--num-samples",
-        "2",
-        "--json",
-    )
+    seeded = ("generate", run, "--prompt", "The ", "--max-new-tokens", "20", "--seed", "1", "--num-samples", "2")
+    code, out, _ = run_cli(capsys, *seeded, "--json")
     samples = last_json(out)["samples"]
     assert code == 0 and len(samples) == 2 and all(s.startswith("The ") for s in samples)
-    _, again, _ = run_cli(
-        capsys,
-        "generate",
-        run,
-        "--prompt",
-        "The ",
-        "--max-new-tokens",
-        "20",
-        "--seed",
-        "1",
-        "--num-samples",
-        "2",
-        "--json",
-    )
+    _, again, _ = run_cli(capsys, *seeded, "--json")
     assert last_json(again)["samples"] == samples
 
     code, out, _ = run_cli(

@@ -20,7 +20,7 @@ from typing import Literal
 from gentext.inference.chat import transcript
 from gentext.inference.events import Failed, Text
 from gentext.inference.textmodel import TextModel
-from gentext.server.openai import finish_reason, openai_base, openai_settings
+from gentext.server.openai import finish_reason, openai_base, openai_settings, reply_body
 from gentext.server.requests import MAX_LABEL_CHARS, conditions, free_text, picture, strict_base, unprocessable
 from gentext.useconfig import MAX_LOGPROBS
 
@@ -94,15 +94,7 @@ def add_chat_route(app, service) -> None:
             choices.append({"index": i, "message": message, "logprobs": logprobs})
             choices[-1]["finish_reason"] = finish_reason(reason)
         prompt_tokens = len(model.tokenizer.encode(prompt)) if prompt else 0
-        used = sum(done.tokens)
-        return {
-            "id": ident,
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": name,
-            "choices": choices,
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": used, "total_tokens": prompt_tokens + used},
-        }
+        return reply_body(ident, "chat.completion", name, choices, prompt_tokens, sum(done.tokens))
 
 
 def _text(content) -> str:

@@ -119,6 +119,12 @@ def finish_reason(reason: str) -> str:
     return "stop" if reason == "stop" else "length"
 
 
+def reply_body(ident: str, kind: str, name: str, choices: list[dict], prompt_tokens: int, used: int) -> dict:
+    """A whole (not streamed) completion or chat completion: OpenAI's envelope around the choices."""
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": used, "total_tokens": prompt_tokens + used}
+    return {"id": ident, "object": kind, "created": int(time.time()), "model": name, "choices": choices, "usage": usage}
+
+
 def legacy_logprobs(model: TextModel, records: list[dict], start: int) -> dict[str, list]:
     """Token records ({"id", "logprob", "top"}) in OpenAI's legacy completions format, offsets from
     `start` characters into prompt + completion."""
@@ -164,14 +170,7 @@ def add_openai_routes(app, service) -> None:
                 choices.append({**choice, "index": len(choices)})
                 used += tokens
         prompt_tokens = sum(len(model.tokenizer.encode(p)) for p in prompts)
-        return {
-            "id": ident,
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": name,
-            "choices": choices,
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": used, "total_tokens": prompt_tokens + used},
-        }
+        return reply_body(ident, "text_completion", name, choices, prompt_tokens, used)
 
 
 async def _complete(service, model: TextModel, name: str, prompt: str, settings: dict, request) -> list:
