@@ -43,6 +43,7 @@ class CacheRecord:
     window: int
     theta: float
     weight: float
+    gate: float = 0.0  # the share its top token must hold for it to be heard; runs saved before it: 0, always
 
 
 @dataclass(frozen=True)

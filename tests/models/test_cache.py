@@ -14,10 +14,11 @@ from gentext.cli import main
 from gentext.config import ModelConfig
 from gentext.models import build_model
 from gentext.models import cache as cache_module
-from gentext.models.cache import EMPTY, PENDING, CacheModel, cache_probs, empty_cache, fit_probs
+from gentext.models.cache import EMPTY, PENDING, CacheModel, _top_share, cache_probs, empty_cache, fit_probs
 from gentext.models.priming import reading_samples
 from gentext.models.scoring import ROW_TOKENS, evaluate
-from gentext.training.caching import fit_cache
+from gentext.training import caching
+from gentext.training.caching import GATE, fit_cache
 from tests.conftest import TINY_SETTINGS
 
 # A text that repeats itself at a distance: a random "name" of 12 letters recurs through the text,
@@ -109,9 +110,9 @@ def test_a_generation_keeps_its_prompt_in_the_cache_and_not_its_samples(cached_r
     it draws as samples (a cache that kept them looped: "of tfoly of tfoly")."""
     calls = []
 
-    def spy(y, ids, cache, theta, vocab, targets=None, remember=True):
+    def spy(y, ids, cache, theta, vocab, targets=None, remember=True, gate=0.0):
         calls.append((ids.shape[1], remember))
-        return cache_probs(y, ids, cache, theta, vocab, targets, remember)
+        return cache_probs(y, ids, cache, theta, vocab, targets, remember, gate)
 
     monkeypatch.setattr(cache_module, "cache_probs", spy)
     model = gentext.load(cached_run[0] / "run")
@@ -123,27 +124,78 @@ def _buffer(state) -> int:
     return state.tensors["cache.keys"].untyped_storage().data_ptr()
 
 
+class Sharp(torch.nn.Module):
+    """A network whose outputs carry their direction, scaled, beside them (its log-probabilities
+    unchanged): a trained network's outputs are far apart, a small random one's too alike for its
+    cache ever to be sure, and their dot products favour the largest output over the same state."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.config = net, net.config
+
+    def features(self, ids, state=None):
+        y, state = self.net.features(ids, state)
+        return torch.cat([y, 30 * torch.nn.functional.normalize(y, dim=-1)], -1), state
+
+    def readout(self, y, targets=None):
+        return self.net.readout(y[..., : y.shape[-1] // 2], targets)
+
+
 def test_fitting_keeps_a_cache_where_text_repeats_and_none_where_it_cannot_help():
-    net = small_net(vocab=50)
     motif = np.random.default_rng(0).integers(0, 50, 40)
     repeated = np.tile(motif, 30)  # the same 40 tokens again and again: what a cache is for
-    fitted = fit_cache(net, repeated, 16, "cpu", window=100)  # tries 25, 50, 100: 25 cannot reach back 40
-    assert fitted is not None and fitted["val_loss"] < fitted["net_val_loss"] - 0.3  # a random net: flat outputs
-    assert fitted["window"] in (50, 100) and 0 < fitted["weight"] <= 1
     noise = np.random.default_rng(1).integers(0, 50, 1200)  # never repeats in order: nothing to copy
-    assert fit_cache(net, noise, 16, "cpu", window=100) is None
+    heard = {}
+    for gate, net in ((0.0, small_net(vocab=50)), (GATE, Sharp(small_net(vocab=50)))):
+        fitted = fit_cache(net, repeated, 16, "cpu", window=100, gate=gate)  # tries 25, 50, 100: 25 cannot reach back
+        assert fitted is not None and fitted["val_loss"] < fitted["net_val_loss"] - 0.3  # a random net: flat outputs
+        assert fitted["window"] in (50, 100) and 0 < fitted["weight"] <= 1 and fitted["gate"] == gate
+        heard[gate] = fitted["heard"]
+        assert fit_cache(net, noise, 16, "cpu", window=100, gate=gate) is None
+    assert 0 < heard[GATE] < 0.9 < heard[0.0]  # ungated: wherever it holds something
 
 
 def test_the_fit_scores_every_theta_as_the_running_cache_does():
     # fit_probs computes a window's products once for all thetas; each row must be what the cache
-    # itself gives that theta (over more than one chunk of queries)
+    # itself gives that theta (over more than one chunk of queries), and heard where it is
     torch.manual_seed(0)
     y, ids, targets = torch.randn(1, 700, 8), torch.randint(0, 9, (1, 700)), torch.randint(0, 9, (1, 700))
-    probs, filled = fit_probs(y, ids, targets, 50, (0.3, 2.0))
-    for theta, row in zip((0.3, 2.0), probs, strict=True):
-        expected, expected_filled, _ = cache_probs(y, ids, empty_cache(1, 50, 8, "cpu"), theta, 0, targets)
-        assert torch.allclose(row, expected, atol=1e-6) and torch.equal(filled, expected_filled)
-    assert not torch.allclose(probs[0], probs[1])  # the thetas differ
+    for gate in (0.0, 0.9):
+        probs, heard = fit_probs(y, ids, targets, 50, (0.3, 2.0, 8.0), gate, 9)
+        for theta, row, row_heard in zip((0.3, 2.0, 8.0), probs, heard, strict=True):
+            empty = empty_cache(1, 50, 8, "cpu")
+            expected, expected_heard, _ = cache_probs(y, ids, empty, theta, 9, targets, gate=gate)
+            assert torch.allclose(row, expected, atol=1e-6) and torch.equal(row_heard, expected_heard)
+        assert not torch.allclose(probs[0], probs[1])  # the thetas differ
+        assert bool(heard[..., 1:].all()) == (gate == 0)  # ungated: wherever it holds something
+        assert bool(heard[2].any())  # gated: the sharpest theta is sure somewhere
+
+
+def test_the_cache_is_heard_only_where_its_top_token_holds_the_gate():
+    """Gated, the model is the ungated mixture where the cache's most likely token holds at least
+    `gate` of its probability and the network alone elsewhere; scoring given tokens gates as the
+    whole distribution does (what evaluation reads is what generation draws from)."""
+    net, ids = small_net(), torch.randint(0, 9, (2, 40), generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        p_net = net(ids)[0].log_softmax(-1)
+        y, _ = net.features(ids)
+        p_cache, filled, _ = cache_probs(y, ids, empty_cache(2, 12, 12, "cpu"), 8.0, 9)
+        ungated, _ = CacheModel(net, 12, 8.0, 0.4)(ids)
+        gated, _ = CacheModel(net, 12, 8.0, 0.4, gate=0.8)(ids)
+        scored, _ = CacheModel(net, 12, 8.0, 0.4, gate=0.8)(ids[:, :-1], targets=ids[:, 1:])
+    heard = filled & (p_cache.amax(-1) >= 0.8)
+    assert 0 < int(heard.sum()) < int(filled.sum())  # some positions sure, some not
+    assert torch.allclose(gated[heard], ungated[heard]) and torch.allclose(gated[~heard], p_net[~heard], atol=1e-6)
+    assert torch.allclose(scored, gated[:, :-1].gather(2, ids[:, 1:, None])[..., 0], atol=1e-6)
+
+
+def test_the_top_share_over_the_slots_tokens_is_the_share_over_the_vocabulary():
+    weights = torch.softmax(torch.randn(2, 5, 30, generator=torch.Generator().manual_seed(0)), -1)
+    followers = torch.randint(0, 7, (2, 5, 30), generator=torch.Generator().manual_seed(1)) * 1000  # ids up to 6,000
+    by_hand = torch.tensor([[max(float(w[f == t].sum()) for t in f.unique()) for w, f in zip(ws, fs, strict=True)]
+                            for ws, fs in zip(weights, followers, strict=True)])  # fmt: skip
+    assert torch.allclose(_top_share(weights, followers, 7000), by_hand)  # a wide vocabulary: the slots' tokens
+    assert torch.allclose(_top_share(weights, followers // 1000, 7), by_hand)  # a narrow one: the vocabulary
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +203,9 @@ def cached_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("cache")
     (root / "t.txt").write_text(TEXT, encoding="utf-8")
     settings = {**TINY_SETTINGS, "cache_window": 100}  # --neural-cache 100
-    summary = gentext.train(root / "run", paths=[str(root / "t.txt")], steps=30, val_fraction=0.3, **settings)
+    with pytest.MonkeyPatch.context() as patch:  # a tiny network's outputs are too alike for a gated cache
+        patch.setattr(caching, "GATE", 0.0)
+        summary = gentext.train(root / "run", paths=[str(root / "t.txt")], steps=30, val_fraction=0.3, **settings)
     return root, summary
 
 
@@ -159,7 +213,7 @@ def cached_run(tmp_path_factory):
 def test_a_run_keeps_the_cache_it_fitted_and_loads_with_it(cached_run):
     root, summary = cached_run
     spec = json.loads((root / "run" / "config.json").read_text())["cache"]
-    assert spec == {key: summary["cache"][key] for key in ("window", "theta", "weight")}
+    assert spec == {key: summary["cache"][key] for key in ("window", "theta", "weight", "gate")}
     assert summary["cache"]["val_loss"] < summary["cache"]["net_val_loss"]
     model = gentext.load(root / "run")
     assert isinstance(model.model, CacheModel) and model.model.window == spec["window"]
@@ -169,7 +223,8 @@ def test_a_run_keeps_the_cache_it_fitted_and_loads_with_it(cached_run):
 
 
 @pytest.mark.slow
-def test_with_a_chain_the_cache_weight_is_fitted_again_with_the_chains(tmp_path):
+def test_with_a_chain_the_cache_weight_is_fitted_again_with_the_chains(tmp_path, monkeypatch):
+    monkeypatch.setattr(caching, "GATE", 0.0)  # a tiny network's outputs are too alike for a gated cache
     (tmp_path / "t.txt").write_text(TEXT, encoding="utf-8")
     settings = {**TINY_SETTINGS, "cache_window": 100, "mix_order": 3}
     summary = gentext.train(tmp_path / "run", paths=[str(tmp_path / "t.txt")], steps=30, val_fraction=0.3, **settings)
@@ -214,7 +269,8 @@ def test_a_cached_model_evaluates_a_long_text_as_one_stream(cached_run):
 
 
 @pytest.mark.slow
-def test_the_cache_is_opt_in_on_the_command_line_and_bad_values_are_refused(tmp_path, capsys):
+def test_the_cache_is_opt_in_on_the_command_line_and_bad_values_are_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(caching, "GATE", 0.0)  # a tiny network's outputs are too alike for a gated cache
     corpus = tmp_path / "t.txt"
     corpus.write_text(TEXT, encoding="utf-8")
     flags = ["--hidden-size", "32", "--embed-size", "16", "--num-layers", "1", "--batch-size", "4", "--seq-len", "16"]
@@ -240,6 +296,24 @@ def test_a_broken_cache_entry_in_config_json_is_a_clear_error(cached_run, tmp_pa
     config["cache"]["window"] = -4
     (run / "config.json").write_text(json.dumps(config))
     assert main(["generate", str(run), "--max-new-tokens", "3"]) == 2
+    config["cache"].update(window=100, gate=1.5)  # a share above 1
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["generate", str(run), "--max-new-tokens", "3"]) == 2
+
+
+def test_a_run_saved_before_the_gate_loads_with_its_cache_heard_wherever_it_holds_something(cached_run, tmp_path):
+    root, _ = cached_run
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("model.safetensors", "tokenizer.json"):
+        (run / name).write_bytes((root / "run" / name).read_bytes())
+    config = json.loads((root / "run" / "config.json").read_text())
+    config["cache"].pop("gate")
+    (run / "config.json").write_text(json.dumps(config))
+    assert gentext.load(run).model.gate == 0.0
+    config["cache"]["gate"] = 0.9
+    (run / "config.json").write_text(json.dumps(config))
+    assert gentext.load(run).model.gate == 0.9
 
 
 def test_the_server_batches_requests_to_a_cached_run_as_the_api_generates_them(cached_run):

@@ -103,8 +103,8 @@ def _summary_line(summary: dict[str, Any]) -> str:
     if cache:
         line = (
             f"neural cache of the network's last {cache['window']} outputs (theta {cache['theta']:g}, weight "
-            f"{cache['weight']:.3f}): {cache['val_loss']:.4f} nats/token on the {cache['tokens']:,} validation "
-            f"tokens it was fitted on "
+            f"{cache['weight']:.3f} where it is sure: {cache['heard']:.0%} of tokens): {cache['val_loss']:.4f} "
+            f"nats/token on the {cache['tokens']:,} validation tokens it was fitted on "
             f"(network alone {cache['net_val_loss']:.4f}; --neural-cache 0 turns it off)\n"
         ) + line
     origin = summary.get("init_from")

@@ -9,6 +9,13 @@ trained: the window, theta and lambda are chosen on the run's validation text af
 (training/caching.py), and the cache is kept only where it lowers that text's loss. It is cheap at
 inference: one (window x H) product per token, the window appended to in place.
 
+The cache is heard only where it is all but certain: where its most likely token holds at least
+`gate` of its probability (every past state like this one was followed by that token). Heard
+everywhere, a sample drew from its spread over the followers of every like state, and inside a
+speaker's name those are the capitals of every name in the window ("ANGOLO:", "ANTIGO:"); the held-out
+loss rewards that spread and a sample pays for it. A run saved before the gate reads gate 0: heard
+wherever it holds something.
+
 The state is the network's (names prefixed `net.`) and the cache's: `cache.keys` (B, window, H),
 the last outputs, and `cache.next` (B, window), the token that followed each (EMPTY before a slot
 holds an output; PENDING for the newest, whose follower comes with the next call). Beams, batches,
@@ -32,6 +39,7 @@ from gentext.models.room import append, tail
 from gentext.models.state import State, nested, part, part_tensors
 
 CHUNK = 512  # queries attended at once: a long text's (T, window + T) scores never exist whole
+WIDE_VOCAB = 4096  # above this, a token's share is summed over the tokens the slots hold, not the vocabulary
 DIMS = {"keys": 0, "next": 0}  # the cache's tensors: batch first
 EMPTY, PENDING = -2, -1  # a slot's "next" before any output filled it / for the newest output
 
@@ -72,6 +80,21 @@ def _weights(dots: torch.Tensor, valid: torch.Tensor, filled: torch.Tensor, thet
     return torch.softmax(scores, dim=-1) * valid
 
 
+def _top_share(weights: torch.Tensor, slot_next: torch.Tensor, vocab: int) -> torch.Tensor:
+    """The share of the cache's probability its most likely token holds (B, T), from the slots'
+    weights and next tokens (B, T, K): the weights summed per token (over the tokens the slots hold
+    where the vocabulary is wide: a (T, V) sum of words would dwarf the (T, K) products)."""
+    if vocab > WIDE_VOCAB:
+        slot_next = torch.unique(slot_next, return_inverse=True)[1]
+        vocab = int(slot_next.max()) + 1 if slot_next.numel() else 1
+    return weights.new_zeros(*weights.shape[:2], vocab).scatter_add_(2, slot_next, weights).amax(-1)
+
+
+def _heard(filled: torch.Tensor, top: torch.Tensor | None, gate: float) -> torch.Tensor:
+    """Where the cache is mixed in: it holds something and (a gate given) its top token's share reaches it."""
+    return filled if gate <= 0 else filled & (top >= gate)
+
+
 def _by_chunk(y: torch.Tensor, keys: torch.Tensor, nexts: torch.Tensor, window: int, reduce) -> tuple:
     """Each CHUNK of queries against its band of slots (`_band`: bounded memory on long texts),
     `reduce(dots, slot_next, valid, filled, targets_of_chunk)` -> its result per chunk, and the fills.
@@ -102,18 +125,23 @@ def _history(cache: State, y: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Te
     return keys, nexts
 
 
-def cache_probs(y, ids, cache: State, theta: float, vocab: int, targets=None, remember: bool = True) -> tuple:
+def cache_probs(
+    y, ids, cache: State, theta: float, vocab: int, targets=None, remember: bool = True, gate: float = 0.0
+) -> tuple:
     """The cache's distribution after each position (B, T, V), or its probability of `targets`
-    (B, T); whether the cache had anything (B, T); the cache after the last position. Without
-    `remember` (the model's own samples) the positions read the window as it stands and are not
-    kept, and the newest kept output loses its follower: what follows it is no longer given text."""
+    (B, T); where the cache is heard (B, T): it has something, and its top token holds at least
+    `gate` of it; the cache after the last position. Without `remember` (the model's own samples)
+    the positions read the window as it stands and are not kept, and the newest kept output loses
+    its follower: what follows it is no longer given text."""
     window = cache.tensors["keys"].shape[1]
 
     def reduce(dots, slot_next, valid, filled, span):
         weights, slot_next = _weights(dots, valid, filled, theta), slot_next.clamp(min=0)
         if targets is None:
-            return weights.new_zeros(*weights.shape[:2], vocab).scatter_add_(2, slot_next, weights)
-        return (weights * (slot_next == targets[:, span, None])).sum(-1)
+            probs = weights.new_zeros(*weights.shape[:2], vocab).scatter_add_(2, slot_next, weights)
+            return probs, _heard(filled, probs.amax(-1), gate)
+        top = _top_share(weights, slot_next, vocab) if gate > 0 else None
+        return (weights * (slot_next == targets[:, span, None])).sum(-1), _heard(filled, top, gate)
 
     if not remember:
         keys, nexts = cache.tensors["keys"], cache.tensors["next"]
@@ -121,34 +149,42 @@ def cache_probs(y, ids, cache: State, theta: float, vocab: int, targets=None, re
         if bool((nexts[:, -1] == PENDING).any()):  # the first sample only: later ones keep the window as is
             nexts = torch.cat([nexts[:, :-1], nexts[:, -1:].masked_fill(nexts[:, -1:] == PENDING, EMPTY)], dim=1)
         kept = State({"keys": keys, "next": nexts}, DIMS)
-        return reduce(dots, slot_next, valid, filled, slice(None)), filled, kept
+        return *reduce(dots, slot_next, valid, filled, slice(None)), kept
     keys, nexts = _history(cache, y, ids)
-    probs, filled = _by_chunk(y, keys, nexts, window, reduce)
+    chunks, _ = _by_chunk(y, keys, nexts, window, reduce)
+    probs, heard = (torch.cat(column, dim=1) for column in zip(*chunks, strict=True))
     kept = State({"keys": tail(keys, window, 1), "next": nexts[:, -window:]}, DIMS)
-    return torch.cat(probs, dim=1), filled, kept
+    return probs, heard, kept
 
 
-def fit_probs(y: torch.Tensor, ids: torch.Tensor, targets: torch.Tensor, window: int, thetas) -> tuple:
-    """For choosing theta (training/caching.py): an empty cache's probability of each target, one
-    row per theta (len(thetas), B, T), and whether the cache had anything (B, T). The products,
-    most of the cost, are computed once for all thetas."""
+def fit_probs(y, ids, targets, window: int, thetas, gate: float = 0.0, vocab: int = 0) -> tuple:
+    """For choosing theta (training/caching.py): an empty cache's probability of each target and
+    where it is heard (`cache_probs`), one row per theta: (len(thetas), B, T) each. The products,
+    most of the cost, are computed once for all thetas; `vocab` is needed with a gate."""
     keys, nexts = _history(empty_cache(y.shape[0], window, y.shape[-1], y.device), y, ids)
 
     def reduce(dots, slot_next, valid, filled, span):
-        hit = valid & (slot_next == targets[:, span, None])
-        return torch.stack([(_weights(dots, valid, filled, theta) * hit).sum(-1) for theta in thetas])
+        hit, followers = valid & (slot_next == targets[:, span, None]), slot_next.clamp(min=0)
+        probs, heard = [], []
+        for theta in thetas:
+            weights = _weights(dots, valid, filled, theta)
+            probs.append((weights * hit).sum(-1))
+            heard.append(_heard(filled, _top_share(weights, followers, vocab) if gate > 0 else None, gate))
+        return torch.stack(probs), torch.stack(heard)
 
-    probs, filled = _by_chunk(y, keys, nexts, window, reduce)
-    return torch.cat(probs, dim=2), filled
+    chunks, _ = _by_chunk(y, keys, nexts, window, reduce)
+    return tuple(torch.cat(column, dim=2) for column in zip(*chunks, strict=True))
 
 
 class CacheModel(nn.Module):
     """`net` (a recurrent kind: it has `features` and `readout`) with a cache of its last `window`
-    outputs, sharpness `theta` and weight `weight` (lambda)."""
+    outputs, sharpness `theta`, weight `weight` (lambda) where it is heard, and `gate`: the share of
+    its probability its top token must hold for it to be heard (0: wherever it holds something)."""
 
-    def __init__(self, net: nn.Module, window: int, theta: float, weight: float):
+    def __init__(self, net: nn.Module, window: int, theta: float, weight: float, gate: float = 0.0):
         super().__init__()
         self.net, self.window, self.theta, self.weight = net, int(window), float(theta), float(weight)
+        self.gate = float(gate)
         self.config, self.carries_state = net.config, net.carries_state
         self._logs = (math.log(max(1.0 - self.weight, 1e-12)), math.log(max(self.weight, 1e-12)))
         if hasattr(net, "set_weight_format"):  # a weight format is the network's alone
@@ -167,17 +203,18 @@ class CacheModel(nn.Module):
 
     def parts(self, ids: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None):
         """The two components apart: the network's log-probabilities and the cache's (the
-        network's where the cache holds nothing yet), of the vocabulary (B, T, V) or of `targets`
-        (B, T); where the cache held something; the state after. Fitting the mixture's weights
-        reads them (training/mixing.py)."""
+        network's where the cache is not heard), of the vocabulary (B, T, V) or of `targets`
+        (B, T); where the cache is heard; the state after. Fitting the mixture's weights reads
+        them (training/mixing.py)."""
         cache = part(state, "cache") or self._empty(ids.shape[0], ids.device)
         y, net_state = self.net.features(ids, part(state, "net"))
         net_logp = self.net.readout(y, targets).float()
         remember = not is_reading_samples()
-        cache_p, filled, cache = cache_probs(y, ids, cache, self.theta, net_logp.shape[-1], targets, remember)
+        vocab = net_logp.shape[-1] if targets is None else self.config.vocab_size
+        cache_p, filled, cache = cache_probs(y, ids, cache, self.theta, vocab, targets, remember, self.gate)
         # clamped: log(0) where the cache holds no such token would make the gradient NaN (0 * inf; dynamic
         # evaluation takes one), and e^-69 is far below what float32 adds to the network's share
-        filled = filled[..., None] if targets is None else filled  # a fresh stream: the network alone
+        filled = filled[..., None] if targets is None else filled  # not heard (or nothing held): the network alone
         cache_logp = torch.where(filled, cache_p.clamp_min(1e-30).log(), net_logp)
         return net_logp, cache_logp, filled, nested({"net": net_state, "cache": cache})
 
@@ -185,7 +222,7 @@ class CacheModel(nn.Module):
         """As every kind's: log-probabilities of the mixture (B, T, V), or of `targets` (B, T)."""
         net_logp, cache_logp, filled, state = self.parts(ids, state, targets)
         with_cache = torch.logaddexp(net_logp + self._logs[0], cache_logp + self._logs[1])
-        return torch.where(filled, with_cache, net_logp), state  # a fresh stream: the network alone
+        return torch.where(filled, with_cache, net_logp), state  # not heard: the network alone
 
     def num_parameters(self) -> int:
         return self.net.num_parameters()
