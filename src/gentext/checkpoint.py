@@ -247,18 +247,18 @@ def _mixed(run_dir: Path, net: nn.Module, spec: MixRecord) -> nn.Module:
 
 
 def _cached(run_dir: Path, net: nn.Module, spec: CacheRecord) -> nn.Module:
-    """The network with its neural cache (config.json's "cache": window, theta, weight, gate)."""
+    """The network with its neural cache (config.json's "cache": window, theta, weight, gate, similarity)."""
     from gentext.models.cache import CacheModel
 
     try:
         window, theta, weight, gate = int(spec.window), float(spec.theta), float(spec.weight), float(spec.gate)
     except (KeyError, TypeError, ValueError) as exc:
         raise GentextError(f'{run_dir}/config.json: unreadable "cache" ({exc!r})') from None
-    fits = callable(getattr(net, "features", None))
+    fits = callable(getattr(net, "features", None)) and spec.similarity in ("cosine", "dot")
     if window <= 0 or not 0.0 <= weight <= 1.0 or not math.isfinite(theta) or not 0.0 <= gate <= 1.0 or not fits:
         shown = dataclasses.asdict(spec)
         raise GentextError(f'{run_dir}/config.json: "cache" {shown} does not fit this {net.config.kind} network')
-    return CacheModel(net, window, theta, weight, gate)
+    return CacheModel(net, window, theta, weight, gate, spec.similarity)
 
 
 def _pretrained(name: str, device) -> tuple:

@@ -44,6 +44,7 @@ class CacheRecord:
     theta: float
     weight: float
     gate: float = 0.0  # the share its top token must hold for it to be heard; runs saved before it: 0, always
+    similarity: str = "dot"  # "cosine" or "dot" (the outputs' product); runs saved before it: "dot"
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 import json
 import math
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -33,13 +34,14 @@ def small_net(kind: str = "lstm", vocab: int = 9) -> torch.nn.Module:
     return build_model(ModelConfig(kind=kind, vocab_size=vocab, embed_size=8, hidden_size=12, num_layers=2)).eval()
 
 
-@pytest.mark.parametrize("kind", ["lstm", "mingru"])
-def test_the_cache_is_the_weighted_sum_of_the_network_and_a_softmax_over_its_recent_outputs(kind):
+@pytest.mark.parametrize(("kind", "similarity"), [("lstm", "dot"), ("mingru", "dot"), ("lstm", "cosine")])
+def test_the_cache_is_the_weighted_sum_of_the_network_and_a_softmax_over_its_recent_outputs(kind, similarity):
     net, window, theta, lam = small_net(kind), 5, 0.7, 0.25
     ids = torch.randint(0, 9, (2, 14), generator=torch.Generator().manual_seed(1))
-    got, _ = CacheModel(net, window, theta, lam)(ids)
+    got, _ = CacheModel(net, window, theta, lam, similarity=similarity)(ids)
     with torch.inference_mode():
         h, _ = net.features(ids)
+        h = torch.nn.functional.normalize(h, dim=-1) if similarity == "cosine" else h  # the cosine: unit outputs
         p_net = torch.softmax(net(ids)[0].double(), -1)
     for b in range(2):
         for t in range(14):
@@ -124,21 +126,24 @@ def _buffer(state) -> int:
     return state.tensors["cache.keys"].untyped_storage().data_ptr()
 
 
-class Sharp(torch.nn.Module):
-    """A network whose outputs carry their direction, scaled, beside them (its log-probabilities
-    unchanged): a trained network's outputs are far apart, a small random one's too alike for its
-    cache ever to be sure, and their dot products favour the largest output over the same state."""
+class ContextNet(torch.nn.Module):
+    """A network whose output is its last three tokens, one-hot, and whose prediction is uniform:
+    the same context gives the same output, another one at least a third of the way round. A
+    trained network's outputs tell contexts apart; a small random one's are too alike for its cache
+    ever to be sure."""
 
-    def __init__(self, net):
+    def __init__(self, vocab: int):
         super().__init__()
-        self.net, self.config = net, net.config
+        self.config = SimpleNamespace(vocab_size=vocab)
 
     def features(self, ids, state=None):
-        y, state = self.net.features(ids, state)
-        return torch.cat([y, 30 * torch.nn.functional.normalize(y, dim=-1)], -1), state
+        context = torch.cat([ids.new_zeros(ids.shape[0], 2) if state is None else state, ids], 1)
+        y = torch.nn.functional.one_hot(context.unfold(1, 3, 1), self.config.vocab_size).flatten(2).float()
+        return y, context[:, -2:]
 
     def readout(self, y, targets=None):
-        return self.net.readout(y[..., : y.shape[-1] // 2], targets)
+        uniform = torch.full((*y.shape[:2], self.config.vocab_size), -math.log(self.config.vocab_size))
+        return uniform if targets is None else uniform.gather(2, targets[..., None])[..., 0]
 
 
 def test_fitting_keeps_a_cache_where_text_repeats_and_none_where_it_cannot_help():
@@ -146,13 +151,14 @@ def test_fitting_keeps_a_cache_where_text_repeats_and_none_where_it_cannot_help(
     repeated = np.tile(motif, 30)  # the same 40 tokens again and again: what a cache is for
     noise = np.random.default_rng(1).integers(0, 50, 1200)  # never repeats in order: nothing to copy
     heard = {}
-    for gate, net in ((0.0, small_net(vocab=50)), (GATE, Sharp(small_net(vocab=50)))):
+    for gate, net in ((0.0, small_net(vocab=50)), (GATE, ContextNet(50))):
         fitted = fit_cache(net, repeated, 16, "cpu", window=100, gate=gate)  # tries 25, 50, 100: 25 cannot reach back
         assert fitted is not None and fitted["val_loss"] < fitted["net_val_loss"] - 0.3  # a random net: flat outputs
         assert fitted["window"] in (50, 100) and 0 < fitted["weight"] <= 1 and fitted["gate"] == gate
         heard[gate] = fitted["heard"]
         assert fit_cache(net, noise, 16, "cpu", window=100, gate=gate) is None
-    assert 0 < heard[GATE] < 0.9 < heard[0.0]  # ungated: wherever it holds something
+    # gated: not before the motif's first repeat (no context seen yet); ungated: wherever it holds something
+    assert 0 < heard[GATE] <= 1 - len(motif) / (len(repeated) - 1) < heard[0.0]
 
 
 def test_the_fit_scores_every_theta_as_the_running_cache_does():
@@ -213,7 +219,7 @@ def cached_run(tmp_path_factory):
 def test_a_run_keeps_the_cache_it_fitted_and_loads_with_it(cached_run):
     root, summary = cached_run
     spec = json.loads((root / "run" / "config.json").read_text())["cache"]
-    assert spec == {key: summary["cache"][key] for key in ("window", "theta", "weight", "gate")}
+    assert spec == {key: summary["cache"][key] for key in ("window", "theta", "weight", "gate", "similarity")}
     assert summary["cache"]["val_loss"] < summary["cache"]["net_val_loss"]
     model = gentext.load(root / "run")
     assert isinstance(model.model, CacheModel) and model.model.window == spec["window"]

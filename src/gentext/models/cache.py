@@ -1,7 +1,7 @@
 """A neural cache (Grave, Joulin and Usunier, 2017) on a recurrent network, behind the one contract:
 
     P(w | history) = (1 - lambda) P_net(w | h_t) + lambda P_cache(w | h_t)
-    P_cache(w | h_t) = sum over the last `window` positions i with x_{i+1} = w of softmax_i(theta h_t . h_i)
+    P_cache(w | h_t) = sum over the last `window` positions i with x_{i+1} = w of softmax_i(theta sim(h_t, h_i))
 
 Text repeats itself — a name, a rare word, a phrase met a hundred tokens ago — and the network's
 weights cannot learn a document's own words; its recent outputs can point at them. Nothing is
@@ -9,12 +9,13 @@ trained: the window, theta and lambda are chosen on the run's validation text af
 (training/caching.py), and the cache is kept only where it lowers that text's loss. It is cheap at
 inference: one (window x H) product per token, the window appended to in place.
 
-The cache is heard only where it is all but certain: where its most likely token holds at least
-`gate` of its probability (every past state like this one was followed by that token). Heard
-everywhere, a sample drew from its spread over the followers of every like state, and inside a
-speaker's name those are the capitals of every name in the window ("ANGOLO:", "ANTIGO:"); the held-out
-loss rewards that spread and a sample pays for it. A run saved before the gate reads gate 0: heard
-wherever it holds something.
+The similarity is the cosine of the two outputs (the paper's dot product favours the largest
+outputs over the closest), and the cache is heard only where it is all but certain: where its most
+likely token holds at least `gate` of its probability (the past states close to this one were
+followed by that token). Heard everywhere, a sample drew from its spread over the followers of
+every like state, and inside a speaker's name those are the capitals of every name in the window
+("ANGOLO:", "ANTIGO:"); the held-out loss rewards that spread and a sample pays for it. A run saved
+before either reads the dot product and gate 0: heard wherever it holds something.
 
 The state is the network's (names prefixed `net.`) and the cache's: `cache.keys` (B, window, H),
 the last outputs, and `cache.next` (B, window), the token that followed each (EMPTY before a slot
@@ -93,6 +94,11 @@ def _top_share(weights: torch.Tensor, slot_next: torch.Tensor, vocab: int) -> to
 def _heard(filled: torch.Tensor, top: torch.Tensor | None, gate: float) -> torch.Tensor:
     """Where the cache is mixed in: it holds something and (a gate given) its top token's share reaches it."""
     return filled if gate <= 0 else filled & (top >= gate)
+
+
+def cache_keys(y: torch.Tensor, similarity: str) -> torch.Tensor:
+    """The outputs as the cache compares them: unit length for the cosine, as they are for the dot product."""
+    return nn.functional.normalize(y.float(), dim=-1) if similarity == "cosine" else y
 
 
 def _by_chunk(y: torch.Tensor, keys: torch.Tensor, nexts: torch.Tensor, window: int, reduce) -> tuple:
@@ -178,13 +184,14 @@ def fit_probs(y, ids, targets, window: int, thetas, gate: float = 0.0, vocab: in
 
 class CacheModel(nn.Module):
     """`net` (a recurrent kind: it has `features` and `readout`) with a cache of its last `window`
-    outputs, sharpness `theta`, weight `weight` (lambda) where it is heard, and `gate`: the share of
-    its probability its top token must hold for it to be heard (0: wherever it holds something)."""
+    outputs, sharpness `theta`, weight `weight` (lambda) where it is heard, `gate`: the share of
+    its probability its top token must hold for it to be heard (0: wherever it holds something),
+    and `similarity`: "cosine" or "dot" (the product)."""
 
-    def __init__(self, net: nn.Module, window: int, theta: float, weight: float, gate: float = 0.0):
+    def __init__(self, net, window: int, theta: float, weight: float, gate: float = 0.0, similarity: str = "dot"):
         super().__init__()
         self.net, self.window, self.theta, self.weight = net, int(window), float(theta), float(weight)
-        self.gate = float(gate)
+        self.gate, self.similarity = float(gate), similarity
         self.config, self.carries_state = net.config, net.carries_state
         self._logs = (math.log(max(1.0 - self.weight, 1e-12)), math.log(max(self.weight, 1e-12)))
         if hasattr(net, "set_weight_format"):  # a weight format is the network's alone
@@ -211,7 +218,8 @@ class CacheModel(nn.Module):
         net_logp = self.net.readout(y, targets).float()
         remember = not is_reading_samples()
         vocab = net_logp.shape[-1] if targets is None else self.config.vocab_size
-        cache_p, filled, cache = cache_probs(y, ids, cache, self.theta, vocab, targets, remember, self.gate)
+        keys = cache_keys(y, self.similarity)
+        cache_p, filled, cache = cache_probs(keys, ids, cache, self.theta, vocab, targets, remember, self.gate)
         # clamped: log(0) where the cache holds no such token would make the gradient NaN (0 * inf; dynamic
         # evaluation takes one), and e^-69 is far below what float32 adds to the network's share
         filled = filled[..., None] if targets is None else filled  # not heard (or nothing held): the network alone

@@ -181,8 +181,8 @@ def mix_after_training(net: nn.Module, mixing: Mixing, data, train: TrainConfig,
     if mixing.cache and val_tokens >= 4 and cacheable(net) and train.cache_window:  # chosen on the fit part
         cache_fit = fit_cache(net, held_out_parts(data.val)[0], train.seq_len, device, train.cache_window)
         if cache_fit is not None:
-            cache = CacheRecord(cache_fit["window"], cache_fit["theta"], cache_fit["weight"], cache_fit["gate"])
-            net = CacheModel(net, cache.window, cache.theta, cache.weight, cache.gate)
+            cache = CacheRecord(*(cache_fit[key] for key in ("window", "theta", "weight", "gate", "similarity")))
+            net = CacheModel(net, *dataclasses.astuple(cache))
     marks = mixing.marks
     orders = chosen_orders(train, net, mixing.chain, len(data.train), val_tokens, marks)
     if not orders or val_tokens < 4:  # two parts of at least two tokens each
