@@ -18,7 +18,13 @@ from gentext.errors import GentextError
 from gentext.models import REGISTRY
 from gentext.runconfig import RunConfig
 from gentext.training import distributed, finetune
-from gentext.training.defaults import LEARNING_RATE, WEIGHT_DECAY, auto_weight_average, width_is_chosen
+from gentext.training.defaults import (
+    LEARNING_RATE,
+    WEIGHT_DECAY,
+    auto_cache_window,
+    auto_weight_average,
+    width_is_chosen,
+)
 
 _CONFIG_CLASSES = (CorpusConfig, TokenizerConfig, ModelConfig, TrainConfig)
 
@@ -95,6 +101,8 @@ def new_configs(paths, corpus, tokenizer, model, train, overrides):
         train_cfg.learning_rate = LEARNING_RATE
     if train_cfg.weight_average is None:
         train_cfg.weight_average = auto_weight_average(measured and train is None)
+    if train_cfg.cache_window is None:
+        train_cfg.cache_window = auto_cache_window(measured and train is None)
     if train is None and "seq_len" not in routed[TrainConfig]:
         train_cfg.seq_len = _default_window(model_cfg, train_cfg.seq_len)
     return corpus_cfg, tok_cfg, model_cfg, train_cfg, origin

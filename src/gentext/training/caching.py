@@ -39,7 +39,7 @@ MIN_GAIN = 0.005  # nats per token on those tokens: less is noise, and the cache
 # (models/cache.py): after a long prompt, Tiny Shakespeare's samples kept most of their real speaker names
 # where the paper's cache (dot products, heard everywhere) lost most, and the held-out loss was lower
 # (RESULTS.md, "A cache heard where it is sure").
-SIMILARITY, GATE = "cosine", 0.99
+SIMILARITY, GATE = "cosine", 0.9999
 
 
 def cacheable(net: nn.Module) -> bool:

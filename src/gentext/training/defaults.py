@@ -113,6 +113,21 @@ def auto_weight_average(measured: bool) -> float:
     return decay
 
 
+CACHE_WINDOW = 2000  # --neural-cache not given where it was measured: the window the fit chooses up to
+
+
+def auto_cache_window(measured: bool) -> int:
+    """--neural-cache not given: CACHE_WINDOW where it was measured (`width_is_chosen`'s runs, not
+    under a preset, which sets its own), else 0: off. On Tiny Shakespeare's 10-minute run the cache
+    took the figure as sampled from 1.41 to 1.30 nats/char, and heard only where it is sure its
+    samples after a long prompt read about as the network's own (RESULTS.md, "A cache heard where
+    it is sure"); it costs generation speed (one stream ~2.5x slower, 64 streams ~7x)."""
+    window = CACHE_WINDOW if measured else 0
+    if window:
+        logger.info("a neural cache of up to %d outputs is fitted after training (--neural-cache 0: none)", window)
+    return window
+
+
 def auto_kind(train_tokens: int, level: str, model: ModelConfig, train: TrainConfig) -> str:
     """--model auto: the kind that reached the lower held-out loss at equal minutes on a text of
     this size (RESULTS.md, "minGRU"). A minGRU learns more per minute (each window is a few large
