@@ -275,7 +275,7 @@ def test_a_cached_model_evaluates_a_long_text_as_one_stream(cached_run):
 
 
 @pytest.mark.slow
-def test_the_cache_is_opt_in_on_the_command_line_and_bad_values_are_refused(tmp_path, capsys, monkeypatch):
+def test_the_cache_is_on_where_width_and_rate_are_chosen_and_bad_values_are_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(caching, "GATE", 0.0)  # a tiny network's outputs are too alike for a gated cache
     corpus = tmp_path / "t.txt"
     corpus.write_text(TEXT, encoding="utf-8")
@@ -285,8 +285,16 @@ def test_the_cache_is_opt_in_on_the_command_line_and_bad_values_are_refused(tmp_
     out = capsys.readouterr().out
     assert re.search(r"neural cache of the network's last (25|50|100) outputs", out)  # the window chosen
     assert "--neural-cache 0 turns it off" in out
-    assert main([*base, "--out", str(tmp_path / "off"), "--mix-markov", "0"]) == 0  # the default: no cache
+    assert main([*base, "--out", str(tmp_path / "off"), "--mix-markov", "0"]) == 0  # steps, not a time limit: none
     assert checkpoint.read_config(tmp_path / "off").cache is None and "neural cache" not in capsys.readouterr().out
+    timed = ["train", str(corpus), "--time-limit", "1s", "--quiet", "--val-fraction", "0.3", "--mix-markov", "0"]
+    assert main([*timed, *flags, "--out", str(tmp_path / "timed")]) == 0  # a character LSTM on a time limit: on
+    assert (
+        checkpoint.read_config(tmp_path / "timed").train.cache_window == 2000
+        and "neural cache" in capsys.readouterr().out
+    )
+    assert main([*timed, *flags, "--out", str(tmp_path / "timed_off"), "--neural-cache", "0"]) == 0
+    assert checkpoint.read_config(tmp_path / "timed_off").cache is None
     assert main([*base, "--out", str(tmp_path / "bad"), "--neural-cache", "-3"]) == 2
     assert "--neural-cache must be >= 0" in capsys.readouterr().err
 

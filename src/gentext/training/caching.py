@@ -9,10 +9,12 @@ chain's weight: models/mixture.py). The best is kept
 when it lowers the validation loss by MIN_GAIN nats per token; on text that does not repeat itself
 within the window (or a network that already knows) it is left off.
 
-It is opt-in (the recipes turn it on): samples after a long prompt are worse with it though
-held-out loss is better (it spreads probability over the followers of like states), and every
-token reads the window (4 MB a stream at 2,000 x 512) and runs the cache's Python (RESULTS.md,
-"The neural cache as the default, tried and withdrawn", "A cache of given text").
+The paper's cache (dot products, heard everywhere) was opt-in: samples after a long prompt were
+worse with it though the held-out loss was better (it spread probability over the followers of
+like states). Compared by the cosine and heard only where it is sure (SIMILARITY, GATE), its
+samples read about as the network's own, and the default command fits one (training/defaults.py,
+`auto_cache_window`). It still costs generation speed: every token reads the window (4 MB a
+stream at 2,000 x 512) and runs the cache's Python (RESULTS.md, "A cache heard where it is sure").
 """
 
 from __future__ import annotations
