@@ -12,10 +12,11 @@ inference: one (window x H) product per token, the window appended to in place.
 The similarity is the cosine of the two outputs (the paper's dot product favours the largest
 outputs over the closest), and the cache is heard only where it is all but certain: where its most
 likely token holds at least `gate` of its probability (the past states close to this one were
-followed by that token). Heard everywhere, a sample drew from its spread over the followers of
-every like state, and inside a speaker's name those are the capitals of every name in the window
-("ANGOLO:", "ANTIGO:"); the held-out loss rewards that spread and a sample pays for it. A run saved
-before either reads the dot product and gate 0: heard wherever it holds something.
+followed by that token) and it holds at least half a window of given text. Heard everywhere, a
+sample drew from its spread over the followers of every like state, and inside a speaker's name
+those are the capitals of every name in the window ("ANGOLO:", "ANTIGO:"); the held-out loss
+rewards that spread and a sample pays for it. A run saved before either reads the dot product and
+gate 0: heard wherever it holds something.
 
 The state is the network's (names prefixed `net.`) and the cache's: `cache.keys` (B, window, H),
 the last outputs, and `cache.next` (B, window), the token that followed each (EMPTY before a slot
@@ -91,9 +92,14 @@ def _top_share(weights: torch.Tensor, slot_next: torch.Tensor, vocab: int) -> to
     return weights.new_zeros(*weights.shape[:2], vocab).scatter_add_(2, slot_next, weights).amax(-1)
 
 
-def _heard(filled: torch.Tensor, top: torch.Tensor | None, gate: float) -> torch.Tensor:
-    """Where the cache is mixed in: it holds something and (a gate given) its top token's share reaches it."""
-    return filled if gate <= 0 else filled & (top >= gate)
+def _heard(valid: torch.Tensor, filled: torch.Tensor, top: torch.Tensor | None, gate: float) -> torch.Tensor:
+    """Where the cache is mixed in (B, T): it holds something and, a gate given, its top token's
+    share reaches the gate among at least half a window of outputs (`valid`: (B, T, K)). Among a
+    few, one is always far closer than the rest: a cache holding the four outputs of a prompt "The "
+    was sure at every draw and spelled "the" as "ohe"."""
+    if gate <= 0:
+        return filled
+    return filled & (top >= gate) & (2 * valid.sum(-1) >= valid.shape[-1])
 
 
 def cache_keys(y: torch.Tensor, similarity: str) -> torch.Tensor:
@@ -145,9 +151,9 @@ def cache_probs(
         weights, slot_next = _weights(dots, valid, filled, theta), slot_next.clamp(min=0)
         if targets is None:
             probs = weights.new_zeros(*weights.shape[:2], vocab).scatter_add_(2, slot_next, weights)
-            return probs, _heard(filled, probs.amax(-1), gate)
+            return probs, _heard(valid, filled, probs.amax(-1), gate)
         top = _top_share(weights, slot_next, vocab) if gate > 0 else None
-        return (weights * (slot_next == targets[:, span, None])).sum(-1), _heard(filled, top, gate)
+        return (weights * (slot_next == targets[:, span, None])).sum(-1), _heard(valid, filled, top, gate)
 
     if not remember:
         keys, nexts = cache.tensors["keys"], cache.tensors["next"]
@@ -175,7 +181,7 @@ def fit_probs(y, ids, targets, window: int, thetas, gate: float = 0.0, vocab: in
         for theta in thetas:
             weights = _weights(dots, valid, filled, theta)
             probs.append((weights * hit).sum(-1))
-            heard.append(_heard(filled, _top_share(weights, followers, vocab) if gate > 0 else None, gate))
+            heard.append(_heard(valid, filled, _top_share(weights, followers, vocab) if gate > 0 else None, gate))
         return torch.stack(probs), torch.stack(heard)
 
     chunks, _ = _by_chunk(y, keys, nexts, window, reduce)
