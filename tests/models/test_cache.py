@@ -161,6 +161,16 @@ def test_fitting_keeps_a_cache_where_text_repeats_and_none_where_it_cannot_help(
     assert 0 < heard[GATE] <= 1 - len(motif) / (len(repeated) - 1) < heard[0.0]
 
 
+def test_characters_get_the_gated_cosine_cache_and_words_the_papers():
+    """Over words the cache's spread falls on whole words, and the paper's cache (the dot product,
+    heard everywhere) held out far better than a gated one; over characters it spells new names."""
+    motif = np.random.default_rng(0).integers(0, 300, 40)
+    fitted = fit_cache(small_net(vocab=300), np.tile(motif, 30), 16, "cpu", window=100)
+    assert fitted is not None and (fitted["similarity"], fitted["gate"]) == ("dot", 0.0) and fitted["heard"] > 0.9
+    fitted = fit_cache(ContextNet(50), np.tile(motif % 50, 30), 16, "cpu", window=100)
+    assert fitted is not None and (fitted["similarity"], fitted["gate"]) == ("cosine", GATE)
+
+
 def test_the_fit_scores_every_theta_as_the_running_cache_does():
     # fit_probs computes a window's products once for all thetas; each row must be what the cache
     # itself gives that theta (over more than one chunk of queries), and heard where it is

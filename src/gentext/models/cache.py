@@ -9,8 +9,10 @@ trained: the window, theta and lambda are chosen on the run's validation text af
 (training/caching.py), and the cache is kept only where it lowers that text's loss. It is cheap at
 inference: one (window x H) product per token, the window appended to in place.
 
-The similarity is the cosine of the two outputs (the paper's dot product favours the largest
-outputs over the closest), and the cache is heard only where it is all but certain: where its most
+Over characters (training/caching.py, `cache_kind`; over words the paper's cache, whose spread
+falls on whole words) the similarity is the cosine of the two outputs (the paper's dot product
+favours the largest outputs over the closest), and the cache is heard only where it is all but
+certain: where its most
 likely token holds at least `gate` of its probability (the past states close to this one were
 followed by that token) and it holds at least half a window of given text. Heard everywhere, a
 sample drew from its spread over the followers of every like state, and inside a speaker's name
@@ -141,8 +143,9 @@ def cache_probs(
     y, ids, cache: State, theta: float, vocab: int, targets=None, remember: bool = True, gate: float = 0.0
 ) -> tuple:
     """The cache's distribution after each position (B, T, V), or its probability of `targets`
-    (B, T); where the cache is heard (B, T): it has something, and its top token holds at least
-    `gate` of it; the cache after the last position. Without `remember` (the model's own samples)
+    (B, T); where the cache is heard (B, T): it has something and, a gate given, its top token
+    holds at least `gate` of it among half a window of outputs (`_heard`); the cache after the last
+    position. Without `remember` (the model's own samples)
     the positions read the window as it stands and are not kept, and the newest kept output loses
     its follower: what follows it is no longer given text."""
     window = cache.tensors["keys"].shape[1]
