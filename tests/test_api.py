@@ -92,6 +92,7 @@ def test_info_describes_the_run(trained_run):
     info = gentext.load(trained_run).info()
     assert info["model"]["kind"] == "lstm" and info["parameters"] > 0
     assert info["result"]["steps"] == 10
+    assert info["cache"] is None and info["mixture"] is None  # trained with --mix-markov 0: the network alone
 
 
 def test_unknown_setting_is_rejected(tmp_path):

@@ -228,10 +228,13 @@ def cached_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_a_run_keeps_the_cache_it_fitted_and_loads_with_it(cached_run):
+def test_a_run_keeps_the_cache_it_fitted_and_loads_with_it(cached_run, capsys):
     root, summary = cached_run
     spec = json.loads((root / "run" / "config.json").read_text())["cache"]
     assert spec == {key: summary["cache"][key] for key in ("window", "theta", "weight", "gate", "similarity")}
+    assert gentext.load(root / "run").info()["cache"] == spec
+    assert main(["info", str(root / "run")]) == 0
+    assert f"a neural cache of its last {spec['window']} outputs (cosine)" in capsys.readouterr().out
     assert summary["cache"]["val_loss"] < summary["cache"]["net_val_loss"]
     model = gentext.load(root / "run")
     assert isinstance(model.model, CacheModel) and model.model.window == spec["window"]

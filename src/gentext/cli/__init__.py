@@ -75,7 +75,23 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"trained:    {r['steps']} steps, {r['tokens']:,} tokens, {r['seconds']:.0f}s, "
             f"{r['tokens_per_second']:,.0f} tokens/s"
         )
+    if m["kind"] != "markov":
+        print(f"samples:    {_sampled_from(info)}")
     return 0
+
+
+def _sampled_from(info: dict) -> str:
+    """What `generate` draws from (the network, its cache, its chain) and the figure for it."""
+    parts, cache, mixture = ["the network"], info["cache"], info["mixture"]
+    if cache:
+        sure = f", heard where one token holds {cache['gate']:g} of it" if cache["gate"] else ""
+        parts.append(f"a neural cache of its last {cache['window']} outputs ({cache['similarity']}{sure})")
+    if mixture:
+        per_label = " per label" if mixture.get("labels") else ""
+        parts.append(f"a Kneser-Ney chain of order {mixture['order']}{per_label}")
+    sampled = (info["result"] or {}).get("sampled_val_loss")
+    figure = f"; {sampled:.4f} nats/token as sampled on held-out text" if sampled is not None else ""
+    return " + ".join(parts) + figure + ("" if len(parts) == 1 else " (--no-mix: the network alone)")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -212,4 +213,6 @@ class TextModel(Measures):
             "result": None if self.config.result is None else self.config.result.record(),
             "best_val_loss": min(evals) if evals else None,
             "evaluations": len(evals),
+            "cache": None if self.config.cache is None else dataclasses.asdict(self.config.cache),
+            "mixture": None if self.config.mixture is None else dataclasses.asdict(self.config.mixture),
         }
