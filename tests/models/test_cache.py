@@ -300,6 +300,7 @@ def test_the_cache_is_on_where_width_and_rate_are_chosen_and_bad_values_are_refu
     out = capsys.readouterr().out
     assert re.search(r"neural cache of the network's last (25|50|100) outputs", out)  # the window chosen
     assert "--neural-cache 0 turns it off" in out
+    assert "where it is sure" not in out  # ungated here: heard on every token, no share to report
     assert main([*base, "--out", str(tmp_path / "off"), "--mix-markov", "0"]) == 0  # steps, not a time limit: none
     assert checkpoint.read_config(tmp_path / "off").cache is None and "neural cache" not in capsys.readouterr().out
     timed = ["train", str(corpus), "--time-limit", "1s", "--quiet", "--val-fraction", "0.3", "--mix-markov", "0"]

@@ -103,7 +103,7 @@ def _summary_line(summary: dict[str, Any]) -> str:
     if cache:
         line = (
             f"neural cache of the network's last {cache['window']} outputs (theta {cache['theta']:g}, weight "
-            f"{cache['weight']:.3f} where it is sure: {cache['heard']:.0%} of tokens): {cache['val_loss']:.4f} "
+            f"{cache['weight']:.3f}{_where_heard(cache)}): {cache['val_loss']:.4f} "
             f"nats/token on the {cache['tokens']:,} validation tokens it was fitted on "
             f"(network alone {cache['net_val_loss']:.4f}; --neural-cache 0 turns it off)\n"
         ) + line
@@ -130,3 +130,8 @@ def register(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar or samples")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     p.set_defaults(func=cmd_train)
+
+
+def _where_heard(cache: dict[str, Any]) -> str:
+    """A gated cache's share of the tokens it is heard on (an ungated one, words', is heard on all)."""
+    return f" where it is sure: {cache['heard']:.0%} of tokens" if cache.get("gate") else ""

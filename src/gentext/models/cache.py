@@ -12,13 +12,12 @@ inference: one (window x H) product per token, the window appended to in place.
 Over characters (training/caching.py, `cache_kind`; over words the paper's cache, whose spread
 falls on whole words) the similarity is the cosine of the two outputs (the paper's dot product
 favours the largest outputs over the closest), and the cache is heard only where it is all but
-certain: where its most
-likely token holds at least `gate` of its probability (the past states close to this one were
-followed by that token) and it holds at least half a window of given text. Heard everywhere, a
-sample drew from its spread over the followers of every like state, and inside a speaker's name
-those are the capitals of every name in the window ("ANGOLO:", "ANTIGO:"); the held-out loss
-rewards that spread and a sample pays for it. A run saved before either reads the dot product and
-gate 0: heard wherever it holds something.
+certain: where its most likely token holds at least `gate` of its probability (the past states
+close to this one were followed by that token) and it holds at least half a window of given
+text. Heard everywhere, a sample drew from its spread over the followers of every like state,
+and inside a speaker's name those are the capitals of every name in the window ("ANGOLO:",
+"ANTIGO:"); the held-out loss rewards that spread and a sample pays for it. A run saved before
+either reads the dot product and gate 0: heard wherever it holds something.
 
 The state is the network's (names prefixed `net.`) and the cache's: `cache.keys` (B, window, H),
 the last outputs, and `cache.next` (B, window), the token that followed each (EMPTY before a slot
@@ -145,9 +144,9 @@ def cache_probs(
     """The cache's distribution after each position (B, T, V), or its probability of `targets`
     (B, T); where the cache is heard (B, T): it has something and, a gate given, its top token
     holds at least `gate` of it among half a window of outputs (`_heard`); the cache after the last
-    position. Without `remember` (the model's own samples)
-    the positions read the window as it stands and are not kept, and the newest kept output loses
-    its follower: what follows it is no longer given text."""
+    position. Without `remember` (the model's own samples) the positions read the window as it
+    stands and are not kept, and the newest kept output loses its follower: what follows it is no
+    longer given text."""
     window = cache.tensors["keys"].shape[1]
 
     def reduce(dots, slot_next, valid, filled, span):

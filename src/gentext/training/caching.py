@@ -45,7 +45,7 @@ MIN_GAIN = 0.005  # nats per token on those tokens: less is noise, and the cache
 GATE = 0.9999
 CHAR_THETAS = (5.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0)  # sharpness over cosines in [-1, 1]
 WORD_THETAS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0)  # over dot products
-CHAR_VOCAB = 256  # a vocabulary this small is characters (bytes at most)
+CHAR_VOCAB = 256  # a vocabulary this small is characters (bytes at most); the chain's orders follow it too
 
 
 def cache_kind(vocab: int) -> tuple[str, tuple, float]:
@@ -72,11 +72,11 @@ def _outputs(net: nn.Module, ids: torch.Tensor, seq_len: int) -> tuple[torch.Ten
 
 @torch.inference_mode()
 def fit_cache(net: nn.Module, val: np.ndarray, seq_len: int, device, window: int, gate: float | None = None):
-    """{"window", "theta", "weight", "gate", "similarity", "heard" (the share of tokens where the cache was
-    heard), "val_loss", "net_val_loss", "tokens", "seconds"}: the best of the windows N/4, N/2, N
-    (N = `window`) and the thetas on the grid, the weight fitted where the cache is heard (`gate`;
-    where not given, the vocabulary's: `cache_kind`), or None where none lowers the validation loss
-    by MIN_GAIN."""
+    """{"window", "theta", "weight", "gate", "similarity", "heard" (the share of tokens where the
+    cache was heard), "val_loss", "net_val_loss", "tokens", "seconds"}: the best of the windows
+    N/4, N/2, N (N = `window`) and the thetas on the grid, the weight fitted where the cache is
+    heard (`gate`; where not given, the vocabulary's: `cache_kind`), or None where none lowers the
+    validation loss by MIN_GAIN."""
     start = time.perf_counter()
     was_training = net.training
     net.eval()

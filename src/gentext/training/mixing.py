@@ -26,12 +26,11 @@ from gentext.models.cache import CacheModel
 from gentext.models.mixture import fit_weights, held_out_parts, mixed_log_probs, new_chain
 from gentext.models.scoring import STREAM_WINDOW
 from gentext.runconfig import CacheRecord, MixRecord
-from gentext.training.caching import cacheable, fit_cache
+from gentext.training.caching import CHAR_VOCAB, cacheable, fit_cache
 
 logger = logging.getLogger(__name__)
 
 MAX_TRAIN_TOKENS = 20_000_000  # default on below this many training tokens
-SMALL_VOCAB = 256  # a vocabulary this small (characters) gets orders 6-8; a larger one (words) order 3
 SEARCH_TOKENS = 5_000_000  # up to this many training characters, orders 6, 7 and 8 are tried (the counts' memory)
 
 
@@ -56,7 +55,7 @@ def chosen_orders(
         return (config.mix_order,) if config.mix_order and eligible and val_tokens >= 2 else ()
     if not eligible or val_tokens < 2 or train_tokens > MAX_TRAIN_TOKENS:
         return ()
-    if net.config.vocab_size > SMALL_VOCAB:
+    if net.config.vocab_size > CHAR_VOCAB:  # words: order 3; characters: 6-8
         return (3,)
     return (6, 7, 8) if train_tokens <= SEARCH_TOKENS and marks is None else (6,)
 
