@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from servers import start_server  # noqa: I001 -- benchmarks/ is on the path when run as a script
+from servers import lm_eval_bits_per_byte, start_server  # noqa: I001 -- benchmarks/ is on the path when run as a script
 
 import gentext
 
@@ -42,18 +42,6 @@ SCHEMA = {
     "properties": {"name": {"type": "string", "maxLength": 12}, "line": {"type": "integer"}},
     "required": ["name", "line"],
 }
-TASK = """task: bench_docs
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {docs}
-test_split: test
-output_type: loglikelihood_rolling
-doc_to_text: ""
-doc_to_target: "{{{{text}}}}"
-metric_list:
-  - metric: bits_per_byte
-"""
 
 
 def train_runs(where: Path, seconds: int) -> dict[str, str]:
@@ -91,32 +79,24 @@ def held_out_docs(run: str, count: int) -> list[str]:
 
 
 def lm_eval_row(run: str, docs: list[str], work: Path, max_length: int = 1024) -> dict:
-    (work / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-    (work / "bench_docs.yaml").write_text(TASK.format(docs=work / "docs.jsonl"))
-    for old in (work / "out").rglob("*.json"):
-        old.unlink()
     server, port = start_server(run)
     try:
-        args = f"model={Path(run).name},base_url=http://127.0.0.1:{port}/v1/completions,tokenized_requests=False,"
-        args += f"tokenizer_backend=remote,num_concurrent=1,max_retries=1,max_length={max_length}"
         started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "lm_eval", "--model", "local-completions", "--model_args", args,
-                               "--tasks", "bench_docs", "--include_path", str(work), "--output_path",
-                               str(work / "out")], capture_output=True, text=True)  # fmt: skip
+        try:
+            bits = lm_eval_bits_per_byte(Path(run).name, f"http://127.0.0.1:{port}", docs, work, max_length)
+        except RuntimeError as failed:
+            raise SystemExit(str(failed)) from None
         seconds = time.perf_counter() - started
-        if done.returncode:
-            raise SystemExit(f"lm_eval failed:\n{done.stderr[-3000:]}")
     finally:
         server.terminate()
         server.wait(timeout=30)
-    result = json.loads(next((work / "out").rglob("results_*.json")).read_text())
     model = gentext.load(run)
     nbytes = sum(len(d.encode()) for d in docs)
     scored = -sum(model.score(d)["log_prob"] for d in docs) / nbytes / math.log(2)
     joined = "\n\n".join(docs)
     evaluated = model.evaluate(text=joined)  # one stream: what `gentext eval RUN FILE` prints
     return {
-        "lm_eval": result["results"]["bench_docs"]["bits_per_byte,none"],
+        "lm_eval": bits,
         "score": scored,
         "eval": evaluated["bpc"] * evaluated["characters"] / len(joined.encode()),
         "seconds": seconds,

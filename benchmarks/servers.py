@@ -1,31 +1,26 @@
 """What the serving benchmarks share (load_test.py, bench_apis.py, hostile_load.py): a `gentext
-serve` process on a free local port, and one streamed request read as a client reads it."""
+serve` process on a free local port and lm-eval scoring it (the tests' own, tests/servers.py), and
+one streamed request read as a client reads it."""
 
 from __future__ import annotations
 
 import http.client
 import itertools
 import json
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests/servers.py
+from tests.servers import lm_eval_bits_per_byte  # noqa: E402, F401 -- bench_apis.py's, from here
+from tests.servers import start_server as _start  # noqa: E402
 
 
 def start_server(run: str, *flags: str) -> tuple[subprocess.Popen, int]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [sys.executable, "-m", "gentext", "serve", run, "--port", str(port), *flags]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(150):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.2)
-    return server, port
+    """`gentext serve RUN` on a free local port (tests/servers.py): the process and its port."""
+    server, url = _start(Path(run), *flags)
+    return server, int(url.rsplit(":", 1)[1])
 
 
 def stream_once(port: int, body: dict) -> tuple[str, float | None, list[float], bool]:

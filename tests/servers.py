@@ -1,9 +1,11 @@
-"""`gentext serve` in a process of its own on a free 127.0.0.1 port, for the tests that talk to it
-over HTTP."""
+"""`gentext serve` in a process of its own on a free 127.0.0.1 port, and EleutherAI's
+lm-evaluation-harness scoring it: for the tests that talk to a server over HTTP and for the serving
+benchmarks (benchmarks/servers.py imports this)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import subprocess
 import sys
@@ -39,3 +41,38 @@ def running_server(run: Path, *flags: str):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+LM_EVAL_TASK = """task: gentext_docs
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {docs}
+test_split: test
+output_type: loglikelihood_rolling
+doc_to_text: ""
+doc_to_target: "{{{{text}}}}"
+metric_list:
+  - metric: bits_per_byte
+"""
+
+
+def lm_eval_bits_per_byte(name: str, url: str, docs: list[str], work: Path, max_length: int | None = None) -> float:
+    """lm-eval's `local-completions` model scoring `docs` (loglikelihood_rolling) through the served
+    run `name` at `url`: its bits per byte. Its files go under `work`; a failure raises with the
+    end of lm-eval's stderr."""
+    (work / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    (work / "gentext_docs.yaml").write_text(LM_EVAL_TASK.format(docs=work / "docs.jsonl"))
+    for old in (work / "out").rglob("*.json"):
+        old.unlink()  # a file left by an earlier call would be read as this one's
+    args = f"model={name},base_url={url}/v1/completions,tokenized_requests=False,tokenizer_backend=remote,"
+    args += "num_concurrent=1,max_retries=1" + (f",max_length={max_length}" if max_length else "")
+    done = subprocess.run(
+        [sys.executable, "-m", "lm_eval", "--model", "local-completions", "--model_args", args, "--tasks",
+         "gentext_docs", "--include_path", str(work), "--output_path", str(work / "out")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    if done.returncode:
+        raise RuntimeError(f"lm_eval failed:\n{done.stderr[-3000:]}")
+    result = json.loads(next((work / "out").rglob("results_*.json")).read_text())
+    return result["results"]["gentext_docs"]["bits_per_byte,none"]

@@ -98,3 +98,15 @@ def test_no_two_modules_import_each_other_in_any_cycle():
         if name not in state:
             visit(name, [name])
     assert cycles == []
+
+
+MAX_LINES = 300  # past this a file holds more than one responsibility: split it by one (DESIGN.md)
+
+
+def test_every_python_file_stays_within_the_line_budget():
+    root = PACKAGE.parents[1]
+    files = [path for folder in ("src", "tests", "benchmarks") for path in (root / folder).rglob("*.py")]
+    long = {
+        str(p.relative_to(root)): n for p in files if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
+    assert len(files) > 100 and not long

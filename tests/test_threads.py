@@ -109,8 +109,9 @@ def test_a_small_generation_step_runs_on_one_thread_unless_the_count_is_fixed(fr
 def test_a_small_step_takes_the_spare_core_only_when_adapting_free_and_not_serving(fresh, monkeypatch):
     monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
     monkeypatch.setattr(threads.Governor, "others", lambda self: 0.0)
-    assert not threads.spare_core(1)  # nothing chosen yet: no helper
+    assert not threads.spare_core(1) and not threads.may_split()  # nothing chosen yet: no helper
     governor = threads.configure()
+    assert threads.may_split()  # so int8 products are packed in halves too
     threads.tick()  # evaluation's loop: this thread runs two OpenMP threads, no room for a helper
     assert not threads.spare_core(1)
     threads.tick(rows=1)  # a small generation step: one thread here, the helper on the other core
@@ -119,14 +120,14 @@ def test_a_small_step_takes_the_spare_core_only_when_adapting_free_and_not_servi
     assert not threads.spare_core(1)
     governor.target = 2
     threads.serving()  # the event loop needs that core
-    assert not threads.spare_core(1)
+    assert not threads.spare_core(1) and not threads.may_split()
     threads.tick(rows=threads.PARALLEL_ROWS)  # and a server keeps steps of up to 15 rows on one thread
     assert torch.get_num_threads() == 1
     threads.tick(rows=threads.SERVING_PARALLEL_ROWS)
     assert torch.get_num_threads() == 2
     monkeypatch.setattr(threads, "_governor", None)
     threads.configure(2)  # --threads 2: the user's count, left to torch
-    assert not threads.spare_core(1)
+    assert not threads.spare_core(1) and not threads.may_split()
 
 
 def test_bad_thread_counts_are_one_line_errors(capsys):

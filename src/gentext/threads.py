@@ -226,6 +226,14 @@ def spare_core(rows: int) -> bool:
     return rows < governor.parallel_rows and governor.target >= 2 and getattr(governor.local, "applied", None) == 1
 
 
+def may_split() -> bool:
+    """Whether any step of this process may take the spare core (`spare_core`): what packing an
+    int8 product's weights a second time, in two halves, is for. A server (`serving`), a fixed
+    thread count or a single usable core never splits, so it never packs them."""
+    governor = _governor
+    return governor is not None and governor.fixed is None and governor.helper and governor.usable >= 2
+
+
 def serving() -> None:
     """This process serves HTTP: its event loop needs the second core between a stream's tokens.
     A helper spinning on it doubled one stream's inter-token p99 and sent no more tokens, and

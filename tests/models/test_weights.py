@@ -130,6 +130,20 @@ def test_small_matrices_stay_float32_where_a_quantized_call_costs_more_than_it_s
     assert isinstance(MATMULS["int8"](torch.randn(2048, 512), None), Int8Matmul)
 
 
+@pytest.mark.parametrize("splits", [True, False])
+def test_int8_weights_are_packed_in_halves_only_where_a_step_may_split(splits, monkeypatch):
+    monkeypatch.setattr("gentext.threads.may_split", lambda: splits)  # False: a server, --threads N, one core
+    wide, narrow = MATMULS["int8"](torch.randn(2048, 512), None), MATMULS["int8"](torch.randn(512, 512), None)
+    halves = wide.native()[-1]
+    assert (halves is not None) == splits and narrow.native()[-1] is None
+    if splits:
+        x = torch.rand(1, 512) * 2 - 1
+        joined = torch.cat(
+            [torch.ops.quantized.linear_dynamic(torch.cat([x, wide.anchor]), h, True)[:1] for h in halves], 1
+        )
+        assert torch.equal(joined, wide(x))  # the halves give the whole's numbers
+
+
 def test_emulated_bf16_is_never_chosen_and_refused_when_asked(monkeypatch):
     monkeypatch.setattr("gentext.models.weights.cpu_native", lambda dtype: False)
     assert "bf16" not in fast_formats(torch.device("cpu"))

@@ -185,6 +185,7 @@ def test_a_small_steps_products_on_two_cores_give_the_one_core_numbers(kind, ker
     python = [_steps(_model(kind, "int8", **shape), rows=1) for shape in shapes]
     text = _textmodel(kind, "int8", width=512).generate("the ", max_new_tokens=2 * AHEAD, seed=1)
     monkeypatch.setattr(threads, "spare_core", lambda rows: True)
+    monkeypatch.setattr(threads, "may_split", lambda: True)
     native.use(kernels)
     try:
         for shape, expected in zip(shapes, python, strict=True):
@@ -206,6 +207,7 @@ def test_a_forked_child_splits_with_a_helper_of_its_own(kernels, monkeypatch):
     """A child forked after the helper started has none of its threads: it makes its own helper
     and gets the parent's numbers (it would wait forever on the parent's)."""
     monkeypatch.setattr(threads, "spare_core", lambda rows: True)
+    monkeypatch.setattr(threads, "may_split", lambda: True)
     native.use(kernels)
     try:
         expected = _steps(_model("lstm", "int8", 512), rows=1, count=4)  # the parent's helper runs

@@ -3,6 +3,7 @@
 import gc
 import json
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -44,16 +45,31 @@ def test_workers_serve_the_same_texts_log_each_request_and_stop_together(trained
     assert text.count("Finished server process") == 2
 
 
+def _serve(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "gentext", "serve", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
 def test_workers_refuse_a_bad_run_before_starting(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "gentext", "serve", str(tmp_path / "missing"), "--workers", "2", "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])  # free once the probe closes
+    result = _serve(str(tmp_path / "missing"), "--workers", "2", "--port", port)
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error:") and "missing" in result.stderr
     assert "Started" not in result.stderr
+
+
+def test_a_port_out_of_range_or_taken_is_refused_in_one_line_before_any_run_loads(tmp_path):
+    """uvicorn took port 99999 as 34463 and said it listened on 99999; a taken port it reported
+    after loading, among its shutdown lines."""
+    missing = str(tmp_path / "missing")  # never read: the port is refused first
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        for flags, said in ((["--port", "99999"], "between 1 and 65535"), (["--port", port], "in use")):
+            result = _serve(missing, *flags)
+            assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+            assert result.stderr.startswith("error:") and said in result.stderr and "missing" not in result.stderr
 
 
 def test_the_serving_process_puts_what_loading_made_beyond_the_collector():

@@ -23,7 +23,7 @@ from gentext.data.corpus import BUILTIN_CORPORA
 from gentext.data.download import NAMED_CORPORA
 from gentext.errors import GentextError
 from gentext.paths import cache_dir
-from gentext.server.requests import ServerLimits
+from gentext.server.requests import Listening, ServerLimits
 from gentext.threads import configure as configure_threads
 from gentext.training.trainer import TrainingInterrupted
 from gentext.useconfig import LoadConfig, RuntimeConfig
@@ -98,14 +98,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gentext.server.running import serve
 
     limits = ServerLimits(**given(args, ServerLimits)).validate()
-    api_key = args.api_key or os.environ.get("GENTEXT_API_KEY") or None
+    listening = Listening(**given(args, Listening)).validate()
+    api_key = listening.api_key or os.environ.get("GENTEXT_API_KEY") or None
     serve(
         args.runs,
-        args.host,
-        args.port,
+        listening.host,
+        listening.port,
         limits,
         api_key=api_key,
-        cors_origins=args.cors_origin,
+        cors_origins=listening.cors_origins,
         batching=not args.no_batching,
         load=given(args, LoadConfig),
         threads=getattr(args, "threads", None),
@@ -199,17 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="HTTP API (JSON and streaming) and a web playground for trained runs")
     p.add_argument("runs", nargs="+", help="run directories, loaded once at start")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
     p.add_argument(
         "--no-batching",
         action="store_true",
         help="each generation alone, in turn (a batch of one row: --max-batch-rows 1) instead of one batched step",
     )
-    p.add_argument(
-        "--api-key", help="require 'Authorization: Bearer KEY' on every endpoint but /healthz (or GENTEXT_API_KEY)"
-    )
-    p.add_argument("--cors-origin", action="append", default=[], help="allow browser requests from this origin")
+    add_options(p, Listening)
     add_options(p, LoadConfig)
     add_options(p, ServerLimits)  # gentext.server.requests imports no web framework until used
     p.set_defaults(func=cmd_serve)

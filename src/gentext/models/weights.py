@@ -29,6 +29,7 @@ import warnings
 
 import torch
 
+from gentext import threads
 from gentext.errors import GentextError
 from gentext.hardware import cpu_native
 from gentext.useconfig import WEIGHT_FORMATS
@@ -157,16 +158,17 @@ class Int8Matmul(Matmul):
         return torch.addcmul(self.bias, y, scale)
 
     def native(self) -> tuple | None:
-        """Also the weights in two halves of the outputs, which a one-row step hands to two cores
-        (kernels.cpp, `Helper`): each output's sum is its own, so the halves give the whole's numbers."""
+        """Also the weights in two halves of the outputs where this process may split a step
+        (`threads.may_split`): a one-row step hands them to two cores (kernels.cpp, `Helper`); each
+        output's sum is its own, so the halves give the whole's numbers."""
         if not self.bounded:
             return None  # per-row scaling: Python
         return (4, None, None, self.packed, self.anchor, self._halves())
 
     def _halves(self) -> tuple | None:
         rows = self.shape[0]
-        if rows < SPLIT_OUTPUTS:
-            return None
+        if rows < SPLIT_OUTPUTS or not threads.may_split():
+            return None  # a narrow product gains nothing from a second core; a server never has one
         cut = rows // 2 // 64 * 64  # a multiple of fbgemm's column blocks
         weight, bias = torch.ops.quantized.linear_unpack(self.packed)[0], self.bias.float().cpu()
         pack = torch.ops.quantized.linear_prepack

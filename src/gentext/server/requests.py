@@ -51,6 +51,27 @@ class ServerLimits:
         return self
 
 
+@dataclass
+class Listening:
+    """Where one server listens and whom it answers (gentext serve's flags)."""
+
+    host: str = opt("127.0.0.1", "address to listen on (0.0.0.0: every interface; give --api-key there)")
+    port: int = opt(8000, "TCP port to listen on, 1-65535")
+    api_key: str | None = opt(
+        None, "require 'Authorization: Bearer KEY' on every endpoint but /healthz (or GENTEXT_API_KEY)"
+    )
+    cors_origins: list[str] = opt(
+        help="allow browser requests from this origin (repeat for more)", flag="--cors-origin", factory=list
+    )
+
+    def validate(self) -> "Listening":
+        if not 1 <= self.port <= 65535:  # uvicorn would bind the port modulo 65536 and say it took this one
+            raise GentextError(f"--port must be between 1 and 65535, got {self.port}")
+        if not self.host.strip():
+            raise GentextError("--host must name an address, got an empty one")
+        return self
+
+
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 

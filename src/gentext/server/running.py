@@ -19,6 +19,7 @@ import gc
 import json
 import logging
 import os
+import socket
 from pathlib import Path
 
 from gentext.errors import GentextError
@@ -47,6 +48,7 @@ def serve(
     except ImportError:
         raise GentextError("gentext serve needs FastAPI and uvicorn: pip install 'gentext[serve]'") from None
     workers = limits.validate().workers
+    _check_free(host, port)
     if not api_key and not is_loopback(host):
         logger.warning("serving on %s without an API key: anyone who reaches it can use it (set --api-key)", host)
     spec = {"runs": runs, "limits": dataclasses.asdict(limits), "api_key": api_key, "cors_origins": cors_origins}
@@ -68,6 +70,19 @@ def serve(
         spec["threads"] = max(1, usable_cpus() // workers)
     os.environ[SPEC_VARIABLE] = json.dumps(spec)
     uvicorn.run("gentext.server.running:worker_app", factory=True, workers=workers, **options)
+
+
+def _check_free(host: str, port: int) -> None:
+    """A port another process holds, or an address this machine does not have, is refused in one
+    line before any run loads (uvicorn would say so only after loading, among its shutdown lines).
+    The probe takes the port as uvicorn will (address reuse on), so a closing socket is no refusal."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.create_server((host, port), family=family):
+            pass
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).split(" (while attempting")[0]  # the address is said already
+        raise GentextError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
 def worker_app():

@@ -105,8 +105,8 @@ def auto_learning_rate(model: ModelConfig) -> float:
 
 
 def auto_weight_average(measured: bool) -> float:
-    """--ema not given: WEIGHT_AVERAGE where it was measured (`width_is_chosen`'s runs, not under a
-    preset, whose figures were measured without it), else 0: off (training/averaging.py)."""
+    """--ema not given: WEIGHT_AVERAGE where it was measured (`width_is_chosen`'s runs: a character
+    LSTM on a time limit, the `shakespeare-cpu` recipe's included), else 0: off (training/averaging.py)."""
     decay = WEIGHT_AVERAGE if measured else 0.0
     if decay:
         logger.info("a moving average of the weights is kept, decay %g a step (--ema sets it)", decay)
