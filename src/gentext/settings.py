@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gentext import checkpoint
+from gentext import checkpoint, keywords
 from gentext.conditions import condition_class, condition_for
 from gentext.config import DEFAULT_WIDTH, CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig, flag_of
 from gentext.data.tokenizers import tokenizer_from_json
@@ -35,9 +35,11 @@ def _split_overrides(overrides: dict[str, Any]) -> dict[type, dict[str, Any]]:
     for key, value in overrides.items():
         owners = [cls for cls in _CONFIG_CLASSES if key in {f.name for f in dataclasses.fields(cls)}]
         if not owners:
-            raise GentextError(f"train() got an unknown setting {key!r}")
+            raise keywords.unknown_setting(
+                key, [f.name for c in _CONFIG_CLASSES for f in dataclasses.fields(c)], "train()"
+            )
         routed[owners[0]][key] = value
-    return routed
+    return {cls: keywords.typed(cls, values, "train()") for cls, values in routed.items()}
 
 
 RESUMABLE = ("steps", "epochs", "time_limit", "patience", "eval_every", "save_every", "device", "tensorboard")

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from gentext import checkpoint, native
+from gentext import checkpoint, keywords, native
 from gentext.config import from_dict, to_dict
 from gentext.errors import GentextError
 from gentext.inference import captioning, formats
@@ -90,7 +90,7 @@ class TextModel(Measures):
         return self.labels[0] if self.labels else None
 
     def _sample_config(self, overrides: dict[str, Any]) -> SampleConfig:
-        cfg = from_dict(SampleConfig, overrides, "generate()")
+        cfg = from_dict(SampleConfig, keywords.typed(SampleConfig, overrides, "generate()"), "generate()")
         cfg.validate()
         cfg.stop = [unescape(s) for s in cfg.stop]  # "\\n\\n" typed in a shell or a form means two newlines
         if cfg.length_penalty is None:  # a source or picture sets the output's length: by probability alone
@@ -102,6 +102,9 @@ class TextModel(Measures):
         and the label's mark first, how every training document began; a seq2seq run or a
         captioner: the decoder's start token, with the source or picture as the condition its
         `initial_state` takes)."""
+        for name, value in (("prompt", prompt), ("label", label), ("source", source)):
+            if value is not None and not isinstance(value, str):
+                raise GentextError(f"the {name} must be a string, got {type(value).__name__}")
         return self.condition.prompt(self, prompt, label, source, image)
 
     def warn_unknown(self, words: list[str]) -> None:
