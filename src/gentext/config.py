@@ -28,6 +28,7 @@ OPTIMIZERS = ("adamw", "sgd")
 MAX_VOCAB = 5_000_000
 MAX_HIDDEN = 16_384
 DEFAULT_WIDTH = 256  # --hidden-size where it is not chosen from the text (training/defaults.auto_width)
+BYTES = 256  # byte-level BPE's first tokens: one per byte value
 MAX_LAYERS = 64
 
 
@@ -105,6 +106,10 @@ class TokenizerConfig:
             self.tokenize in ("regex", "whitespace"), f"--tokenize must be regex or whitespace, got {self.tokenize!r}"
         )
         check(self.vocab_size is None or self.vocab_size >= 2, f"--vocab-size must be >= 2, got {self.vocab_size}")
+        check(  # byte-level BPE starts from its 256 bytes; fewer would be silently 256
+            self.level != "bpe" or self.vocab_size is None or self.vocab_size > BYTES,
+            f"--vocab-size for bpe must be more than its {BYTES} byte tokens, got {self.vocab_size}",
+        )
         check(self.min_count >= 1, f"--min-count must be >= 1, got {self.min_count}")
 
 

@@ -114,7 +114,8 @@ def _default_window(model_cfg: ModelConfig, seq_len: int) -> int:
     """The training window a kind declares (`default_window`: a Transformer's context, so every
     distance its cache holds at generation was trained), else --seq-len's default."""
     declared = getattr(REGISTRY.get(model_cfg.kind), "default_window", None)
-    return seq_len if declared is None else declared(model_cfg, seq_len)
+    window = seq_len if declared is None else declared(model_cfg, seq_len)
+    return window if window > 0 else seq_len  # a bad --context is refused by its own check, naming it
 
 
 # conditions only one kind can take, as the kinds declare them (`condition`)

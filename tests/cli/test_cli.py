@@ -112,6 +112,19 @@ def test_bad_corpus(capsys, tmp_path, bad_inputs, case, message):
     assert not (tmp_path / "out").exists()  # nothing written for bad input
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--model", "transformer", "--context", "0"], "--context must be in 2.."),  # not the --seq-len it sets
+        (["--level", "bpe", "--vocab-size", "5"], "--vocab-size for bpe must be more than its 256 byte tokens"),
+    ],
+)
+def test_a_bad_setting_is_refused_naming_the_flag_that_was_typed(capsys, tmp_path, tiny_corpus, flags, message):
+    code, _, err = run_cli(capsys, "train", tiny_corpus, "--out", tmp_path / "out", *TINY_FLAGS, *flags)
+    assert code == 2 and err.startswith("error:") and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_encoding_errors_replace_accepts_bad_bytes(capsys, tmp_path, bad_inputs):
     big = tmp_path / "big.txt"
