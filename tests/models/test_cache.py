@@ -123,23 +123,27 @@ def test_fitting_keeps_a_cache_where_text_repeats_and_none_where_it_cannot_help(
     noise = np.random.default_rng(1).integers(0, 50, 1200)  # never repeats in order: nothing to copy
     heard = {}
     for gate, net in ((0.0, small_net(vocab=50)), (GATE, ContextNet(50))):
-        fitted = fit_cache(net, repeated, 16, "cpu", window=100, gate=gate)  # tries 25, 50, 100: 25 cannot reach back
+        fitted = fit_cache(
+            net, repeated, 16, "cpu", 100, level="char", gate=gate
+        )  # tries 25, 50, 100: 25 cannot reach back
         assert fitted is not None and fitted["val_loss"] < fitted["net_val_loss"] - 0.3  # a random net: flat outputs
         assert fitted["window"] in (50, 100) and 0 < fitted["weight"] <= 1 and fitted["gate"] == gate
         heard[gate] = fitted["heard"]
-        assert fit_cache(net, noise, 16, "cpu", window=100, gate=gate) is None
+        assert fit_cache(net, noise, 16, "cpu", 100, level="char", gate=gate) is None
     # gated: not before the motif's first repeat (no context seen yet); ungated: wherever it holds something
     assert 0 < heard[GATE] <= 1 - len(motif) / (len(repeated) - 1) < heard[0.0]
 
 
-def test_characters_get_the_gated_cosine_cache_and_words_the_papers():
+def test_characters_and_subwords_get_the_gated_cosine_cache_and_words_the_papers():
     """Over words the cache's spread falls on whole words, and the paper's cache (the dot product,
-    heard everywhere) held out far better than a gated one; over characters it spells new names."""
+    heard everywhere) held out far better than a gated one; over characters and subwords it spells
+    new names from pieces of old ones. The level decides, not the vocabulary's size."""
     motif = np.random.default_rng(0).integers(0, 300, 40)
-    fitted = fit_cache(small_net(vocab=300), np.tile(motif, 30), 16, "cpu", window=100)
+    fitted = fit_cache(small_net(vocab=300), np.tile(motif, 30), 16, "cpu", 100, level="word")
     assert fitted is not None and (fitted["similarity"], fitted["gate"]) == ("dot", 0.0) and fitted["heard"] > 0.9
-    fitted = fit_cache(ContextNet(50), np.tile(motif % 50, 30), 16, "cpu", window=100)
-    assert fitted is not None and (fitted["similarity"], fitted["gate"]) == ("cosine", GATE)
+    for level, vocab in (("char", 50), ("bpe", 300)):
+        fitted = fit_cache(ContextNet(vocab), np.tile(motif % vocab, 30), 16, "cpu", 100, level=level)
+        assert fitted is not None and (fitted["similarity"], fitted["gate"]) == ("cosine", GATE), level
 
 
 def test_the_fit_scores_every_theta_as_the_running_cache_does():

@@ -139,6 +139,21 @@ def test_the_cache_is_on_where_width_and_rate_are_chosen_and_bad_values_are_refu
     assert "--neural-cache must be >= 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("level", "extra"), [("char", []), ("word", []), ("bpe", ["--vocab-size", "300"])])
+def test_the_cache_is_fitted_for_the_runs_token_level(level, extra, tmp_path, monkeypatch):
+    """The level picks the cache (`caching.cache_kind`): words the paper's, characters and subwords
+    the gated cosine one; it reaches the fit from the run's tokenizer."""
+    levels = []
+    real = caching.fit_cache
+    monkeypatch.setattr("gentext.training.mixing.fit_cache", lambda *a, **k: levels.append(k["level"]) or real(*a, **k))
+    corpus = tmp_path / "t.txt"
+    corpus.write_text(TEXT, encoding="utf-8")
+    flags = ["--hidden-size", "32", "--embed-size", "16", "--num-layers", "1", "--batch-size", "4", "--seq-len", "16"]
+    command = ["train", str(corpus), "--out", str(tmp_path / "run"), "--steps", "5", "--quiet", "--level", level]
+    assert main([*command, *extra, *flags, "--val-fraction", "0.3", "--mix-markov", "0", "--neural-cache", "50"]) == 0
+    assert levels == [level]
+
+
 def test_a_broken_cache_entry_in_config_json_is_a_clear_error(cached_run, tmp_path):
     root, _ = cached_run
     run = tmp_path / "run"

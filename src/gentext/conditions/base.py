@@ -83,7 +83,7 @@ class Condition(Shaping):
         return data
 
     def mixing(self, tok) -> Mixing:
-        return Mixing(cache=True, chain=True)
+        return Mixing(cache=True, chain=True, level=tok.level)
 
     # -- generation -----------------------------------------------------------------------------
     def never_sampled(self, tok) -> list[int]:

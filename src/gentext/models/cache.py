@@ -9,8 +9,8 @@ trained: the window, theta and lambda are chosen on the run's validation text af
 (training/caching.py), and the cache is kept only where it lowers that text's loss. It is cheap at
 inference: one (window x H) product per token, the window appended to in place.
 
-Over characters (training/caching.py, `cache_kind`; over words the paper's cache, whose spread
-falls on whole words) the similarity is the cosine of the two outputs (the paper's dot product
+Over characters and subwords (training/caching.py, `cache_kind`; over words the paper's cache, whose
+spread falls on whole words) the similarity is the cosine of the two outputs (the paper's dot product
 favours the largest outputs over the closest), and the cache is heard only where it is all but
 certain: where its most likely token holds at least `gate` of its probability (the past states
 close to this one were followed by that token) and it holds at least half a window of given

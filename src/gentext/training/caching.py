@@ -11,8 +11,8 @@ within the window (or a network that already knows) it is left off.
 
 The paper's cache (dot products, heard everywhere) was opt-in: over characters, samples after a
 long prompt were worse with it though the held-out loss was better (it spread probability over
-the followers of like states, letters of other names). Over characters it now compares by the
-cosine and is heard only where it is sure (`cache_kind`), its samples read near the network's own,
+the followers of like states, letters of other names). Over characters and subwords it now compares
+by the cosine and is heard only where it is sure (`cache_kind`), its samples read near the network's own,
 and the default command fits one (training/defaults.py, `auto_cache_window`). It still costs
 generation speed: every token reads the window (4 MB a stream at 2,000 x 512) and runs the cache's
 Python (RESULTS.md, "A cache heard where it is sure").
@@ -37,20 +37,20 @@ logger = logging.getLogger(__name__)
 WINDOWS = (4, 2, 1)  # the windows tried for `--neural-cache N`: N/4, N/2 and N
 FIT_TOKENS = 1 << 15  # validation tokens the three numbers are chosen on
 MIN_GAIN = 0.005  # nats per token on those tokens: less is noise, and the cache costs speed
-# Over characters the cache compares outputs by their cosine and is heard where its top token holds GATE
-# of its probability (models/cache.py): after a long prompt, Tiny Shakespeare's samples kept most of their
-# real speaker names where the paper's cache (dot products, heard everywhere) lost most, and the held-out
-# loss was lower. Over words the paper's cache held out far better (PTB test perplexity 93 against 105,
-# the network alone 108), and its spread falls on whole words (RESULTS.md, "A cache heard where it is sure").
+# Over characters and subwords the cache compares outputs by their cosine and is heard where its top
+# token holds GATE of its probability (models/cache.py): after a long prompt, Tiny Shakespeare's samples
+# kept most of their real speaker names where the paper's cache (dot products, heard everywhere) lost
+# most: it spells new names from pieces of old ones. Over words the paper's cache held out far better
+# (PTB test perplexity 93 against 105, the network alone 108), and its spread falls on whole words
+# (RESULTS.md, "A cache heard where it is sure" and "The cache over subwords").
 GATE = 0.9999
 CHAR_THETAS = (5.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0)  # sharpness over cosines in [-1, 1]
 WORD_THETAS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0)  # over dot products
-CHAR_VOCAB = 256  # a vocabulary this small is characters (bytes at most); the chain's orders follow it too
 
 
-def cache_kind(vocab: int) -> tuple[str, tuple, float]:
-    """The similarity, the thetas tried and the gate of a cache over this vocabulary."""
-    return ("cosine", CHAR_THETAS, GATE) if vocab <= CHAR_VOCAB else ("dot", WORD_THETAS, 0.0)
+def cache_kind(level: str) -> tuple[str, tuple, float]:
+    """The similarity, the thetas tried and the gate of a cache over tokens of this level."""
+    return ("dot", WORD_THETAS, 0.0) if level == "word" else ("cosine", CHAR_THETAS, GATE)
 
 
 def cacheable(net: nn.Module) -> bool:
@@ -71,12 +71,14 @@ def _outputs(net: nn.Module, ids: torch.Tensor, seq_len: int) -> tuple[torch.Ten
 
 
 @torch.inference_mode()
-def fit_cache(net: nn.Module, val: np.ndarray, seq_len: int, device, window: int, gate: float | None = None):
+def fit_cache(
+    net: nn.Module, val: np.ndarray, seq_len: int, device, window: int, *, level: str, gate: float | None = None
+):
     """{"window", "theta", "weight", "gate", "similarity", "heard" (the share of tokens where the
     cache was heard), "val_loss", "net_val_loss", "tokens", "seconds"}: the best of the windows
     N/4, N/2, N (N = `window`) and the thetas on the grid, the weight fitted where the cache is
-    heard (`gate`; where not given, the vocabulary's: `cache_kind`), or None where none lowers the
-    validation loss by MIN_GAIN."""
+    heard (`gate`; where not given, the tokens' `level`'s: `cache_kind`), or None where none lowers
+    the validation loss by MIN_GAIN."""
     start = time.perf_counter()
     was_training = net.training
     net.eval()
@@ -86,7 +88,7 @@ def fit_cache(net: nn.Module, val: np.ndarray, seq_len: int, device, window: int
     finally:
         net.train(was_training)
     vocab = net.config.vocab_size
-    similarity, thetas, chosen_gate = cache_kind(vocab)
+    similarity, thetas, chosen_gate = cache_kind(level)
     outputs, gate = cache_keys(outputs, similarity), chosen_gate if gate is None else gate
     inputs, targets = ids[:, :-1], ids[:, 1:]
     base = -float(net_logp.mean())

@@ -26,11 +26,12 @@ from gentext.models.cache import CacheModel
 from gentext.models.mixture import fit_weights, held_out_parts, mixed_log_probs, new_chain
 from gentext.models.scoring import STREAM_WINDOW
 from gentext.runconfig import CacheRecord, MixRecord
-from gentext.training.caching import CHAR_VOCAB, cacheable, fit_cache
+from gentext.training.caching import cacheable, fit_cache
 
 logger = logging.getLogger(__name__)
 
 MAX_TRAIN_TOKENS = 20_000_000  # default on below this many training tokens
+CHAR_VOCAB = 256  # a vocabulary this small is characters (bytes at most): the chain's orders 6-8 fit its counts
 SEARCH_TOKENS = 5_000_000  # up to this many training characters, orders 6, 7 and 8 are tried (the counts' memory)
 
 
@@ -41,6 +42,7 @@ class Mixing:
     cache: bool  # a neural cache: the text is one stream
     chain: bool  # a Kneser-Ney chain
     marks: list[int] | None = None  # a labelled run: each label's mark id (one chain per label)
+    level: str = "char"  # the tokens': the cache over words is the paper's (training/caching.py)
 
 
 def chosen_orders(
@@ -178,7 +180,8 @@ def mix_after_training(net: nn.Module, mixing: Mixing, data, train: TrainConfig,
     val_tokens = 0 if data.val is None else len(data.val)
     cache = cache_fit = None
     if mixing.cache and val_tokens >= 4 and cacheable(net) and train.cache_window:  # chosen on the fit part
-        cache_fit = fit_cache(net, held_out_parts(data.val)[0], train.seq_len, device, train.cache_window)
+        fit_part = held_out_parts(data.val)[0]
+        cache_fit = fit_cache(net, fit_part, train.seq_len, device, train.cache_window, level=mixing.level)
         if cache_fit is not None:
             cache = CacheRecord(*(cache_fit[key] for key in ("window", "theta", "weight", "gate", "similarity")))
             net = CacheModel(net, *dataclasses.astuple(cache))
