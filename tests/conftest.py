@@ -172,6 +172,15 @@ def generated_ids(model, prompt_ids: list[int], **settings) -> list[list[int]]:
     return [[ord(c) - 0x4E00 for c in text[len(prompt_ids) :]] for text in texts]
 
 
+def assert_batches_as_alone(model, prompts: list[str], tokens: int) -> None:
+    """Every prompt's sample in one batch (`generate_many`) is the one it gets alone, and a beam
+    search starts from its prompt: what any kind of model owes the engine."""
+    alone = [model.generate(p, max_new_tokens=tokens, seed=4, temperature=0.9)[0] for p in prompts]
+    assert model.generate_many(prompts, max_new_tokens=tokens, seed=4, temperature=0.9) == alone
+    beams = model.generate(prompts[0], max_new_tokens=tokens // 2, num_beams=3)[0]
+    assert beams.startswith(prompts[0]) and len(beams) > len(prompts[0])
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _python_path():
     """The suite runs the Python per-token path (GENTEXT_NATIVE=off, inherited by the commands it

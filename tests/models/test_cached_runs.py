@@ -16,7 +16,7 @@ from gentext.models import cache as cache_module
 from gentext.models.cache import CacheModel, cache_probs
 from gentext.models.scoring import ROW_TOKENS, evaluate
 from gentext.training import caching
-from tests.conftest import TINY_SETTINGS
+from tests.conftest import TINY_SETTINGS, assert_batches_as_alone
 
 # A text that repeats itself at a distance: a random "name" of 12 letters recurs through the text,
 # which a cache copies after one sighting and a few steps of network training cannot know.
@@ -84,10 +84,7 @@ def test_with_a_chain_the_cache_weight_is_fitted_again_with_the_chains(tmp_path,
 def test_a_cached_run_generates_in_batches_and_beams_like_any_kind(cached_run):
     root, _ = cached_run
     model = gentext.load(root / "run")
-    prompts = ["abc", "x", "said"]
-    alone = [model.generate(p, max_new_tokens=25, seed=4, temperature=0.9)[0] for p in prompts]
-    assert model.generate_many(prompts, max_new_tokens=25, seed=4, temperature=0.9) == alone  # one batch
-    assert model.generate("said", max_new_tokens=10, num_beams=3)[0].startswith("said")
+    assert_batches_as_alone(model, ["said", "abc", "x"], 25)
     for fmt in ("int8", "fp32"):  # the network's weight format, under the cache
         model.model.set_weight_format(fmt, evaluate=True)
         assert math.isfinite(model.evaluate()["loss"])

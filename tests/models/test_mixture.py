@@ -19,7 +19,7 @@ from gentext.models.mixture import fit_weight, fit_weights
 from gentext.models.scoring import STREAM_WINDOW
 from gentext.training.caching import _outputs
 from gentext.training.mixing import components, fit_mixture, token_log_probs
-from tests.conftest import TINY_SETTINGS
+from tests.conftest import TINY_SETTINGS, assert_batches_as_alone
 
 # Two kinds of line: a chain learns the repeated phrases at once, a network their letters.
 WORDS = zip(["cat", "dog", "fox", "owl"] * 60, ["red", "old", "big"] * 80, strict=True)
@@ -131,11 +131,7 @@ def test_a_default_run_is_mixed_and_scores_as_the_weighted_sum_of_its_parts(mixe
 def test_the_mixture_generates_evaluates_and_batches_like_any_kind(mixed_run):
     root, _ = mixed_run
     model = gentext.load(root / "run")
-    prompts = ["the", "the cat", "a"]
-    alone = [model.generate(p, max_new_tokens=30, seed=4, temperature=0.9)[0] for p in prompts]
-    assert model.generate_many(prompts, max_new_tokens=30, seed=4, temperature=0.9) == alone  # one batch
-    beams = model.generate("the", max_new_tokens=12, num_beams=3)[0]
-    assert beams.startswith("the") and len(beams) > 3
+    assert_batches_as_alone(model, ["the", "the cat", "a"], 30)
     assert math.isfinite(model.evaluate()["loss"])
 
 
