@@ -75,6 +75,17 @@ def test_load_test_reports_latency_and_statuses(trained_run):
 
 
 @pytest.mark.slow
+def test_cache_samples_benchmark_samples_the_run_beside_its_copy_without_the_cache():
+    out, rows = run_script("bench_cache_samples.py", "--tiny")
+    assert [r.split("|")[1].strip() for r in rows] == ["the run as trained", "the same run without its cache"]
+    assert rows[1].split("|")[2].strip() == "no"  # the copy has no cache
+    for r in rows:
+        words, judged, speed = (r.split("|")[i].strip() for i in (3, 5, 6))
+        assert words.endswith("%") and 0 <= float(words[:-1]) <= 100
+        assert float(judged) > 0 and float(speed.replace(",", "")) > 0
+
+
+@pytest.mark.slow
 def test_softmax_benchmark_reports_the_head_share():
     out, rows = run_script("bench_softmax.py", "--tiny")
     assert len(rows) == 4

@@ -253,6 +253,9 @@ class Measures:
     def held_out_text(self) -> str:
         return self._corpus().val
 
+    def training_text(self) -> str:
+        return self._corpus().train
+
     def novelty(
         self, samples: int = 5, max_new_tokens: int = 500, span: int = 20, training_text: str | None = None, **settings
     ) -> dict[str, Any]:
