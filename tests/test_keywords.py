@@ -15,6 +15,8 @@ def test_text_is_parsed_where_the_field_has_a_flag_parser_and_kept_where_it_is_a
     assert typed(ModelConfig, {"adaptive_cutoffs": "2000,6000"}, "train()") == {"adaptive_cutoffs": [2000, 6000]}
     sample = {"stop": "\n\n", "regex": "[a-z]+"}
     assert typed(SampleConfig, sample, "generate()") == {"stop": ["\n\n"], "regex": "[a-z]+"}
+    schema = {"json_schema": "@/etc/hostname"}  # a text field keeps its text: no file is read for the API or a request
+    assert typed(SampleConfig, schema, "generate()") == schema
     with pytest.raises(GentextError, match="time_limit: invalid duration 'soon'"):
         typed(TrainConfig, {"time_limit": "soon"}, "train()")
 

@@ -3,8 +3,10 @@ checked against the config field that defines them before anything runs.
 
 Why: a keyword of the wrong type reached the arithmetic ("'>' not supported between instances of
 'str' and 'int'", or torch's own complaint about a width of 64.5) instead of a line that names the
-setting. Text is taken as the field's flag takes it where the field has a parser (`time_limit="10m"`,
-`adaptive_cutoffs="2000,6000"`), so the API accepts what the CLI accepts; any other value must be of
+setting. Text is taken as the field's flag takes it where the field has a parser and is not text
+itself (`time_limit="10m"`, `adaptive_cutoffs="2000,6000"`), so the API accepts what the CLI accepts;
+a text field keeps its text (`json_schema="@FILE"` is the CLI's alone: a served request must never
+name a file on the server to read). Any other value must be of
 the field's type (an int is a number, a bool is not; one string is a list of one where a list of
 strings is wanted, as OpenAI's `stop` takes it). A misspelt keyword is refused with the
 nearest setting's name. Ranges stay with each config's `validate`, which the CLI shares.
@@ -40,7 +42,7 @@ def typed(cls: type, values: dict[str, Any], what: str) -> dict[str, Any]:
         if name not in fields:
             raise unknown_setting(name, fields, what)
         parse = fields[name].metadata.get("parse")
-        if isinstance(value, str) and parse is not None:
+        if isinstance(value, str) and parse is not None and not _fits(hints[name], value):
             try:
                 value = parse(value)
             except (ValueError, KeyError) as exc:

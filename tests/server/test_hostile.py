@@ -65,6 +65,17 @@ def test_each_hostile_field_is_a_422_naming_it_and_the_server_stays_well(app, mo
     _good_answer(client, model)
 
 
+def test_a_schema_naming_a_file_is_text_never_a_file_the_server_reads(app):
+    """--json-schema @FILE is the CLI's; a request's "@/etc/hostname" is a (bad) schema, and a path
+    that exists answers as one that does not: no file is read, nothing tells which exist."""
+    client = TestClient(app)
+    answers = [
+        client.post("/v1/generate", json={**GOOD, "json_schema": path}) for path in ("@/etc/hostname", "@/no/such/file")
+    ]
+    assert [a.status_code for a in answers] == [400, 400]
+    assert answers[0].json() == answers[1].json() and "cannot read" not in answers[0].text
+
+
 def test_forty_huge_seeds_then_a_good_request_is_answered(app, model):
     client = TestClient(app)
     assert all(client.post("/v1/generate", json={**GOOD, "seed": 2**64}).status_code == 422 for _ in range(40))
