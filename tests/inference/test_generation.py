@@ -111,7 +111,7 @@ def test_cli_temperature_sweep_and_score_json(trained_run):
 
 @pytest.mark.slow
 def test_chat_streams_and_changes_settings(trained_run):
-    session = "The \n/max_new_tokens 5\nThe \n/temperature -1\n/top_k abc\n/top-p 2\n/nope\n"
+    session = "The \n/max_new_tokens 5\nThe \n/temperature -1\n/top_k abc\n/top-p 2\n/seed=3\n/settings seed=4\n/nope\n"
     proc = subprocess.run(
         [sys.executable, "-m", "gentext", "chat", str(trained_run), "--max-new-tokens", "8", "--temperature", "0"],
         input=session,
@@ -126,6 +126,7 @@ def test_chat_streams_and_changes_settings(trained_run):
     assert proc.stdout.startswith(f"{first}\nmax_new_tokens = 5\n{second}\nerror: --temperature must be >= 0")
     # the flags' parsers and rules, in the flags' words
     assert "error: --top-k: expected an integer, got 'abc'\nerror: --top-p must be in (0, 1], got 2.0" in proc.stdout
+    assert "\nseed = 3\nerror: /settings shows them; /NAME VALUE sets one" in proc.stdout  # NAME=VALUE too
     assert proc.stdout.rstrip().endswith("error: unknown command /nope; /help lists them")
 
 

@@ -113,7 +113,7 @@ def _each_source(model, args: argparse.Namespace) -> int:
 
 CHAT_SETTINGS = [f.name for f in dataclasses.fields(SampleConfig) if f.name not in ("num_samples", "num_beams")]
 CHAT_HELP = (
-    "commands: /NAME VALUE sets a sampling option ("
+    "commands: /NAME VALUE (or /NAME=VALUE) sets a sampling option ("
     + ", ".join(CHAT_SETTINGS)
     + "), /settings, /help; an empty line repeats the last prompt; Ctrl-D exits"
 )
@@ -122,9 +122,13 @@ CHAT_HELP = (
 def _chat_command(line: str, settings: dict[str, Any]) -> bool:
     """Apply one /command to `settings`; False when it asks to quit."""
     name, _, value = line[1:].strip().partition(" ")
+    if "=" in name and not value:  # /temperature=0.5 as well as /temperature 0.5
+        name, _, value = name.partition("=")
     name = name.replace("-", "_")
     if name in ("help", "?"):
         print(CHAT_HELP)
+    elif name == "settings" and value.strip():
+        print("error: /settings shows them; /NAME VALUE sets one (/temperature 0.5)")
     elif name == "settings":
         print(", ".join(f"{k}={settings.get(k, getattr(SampleConfig(), k))}" for k in CHAT_SETTINGS))
     elif name in ("quit", "exit"):
