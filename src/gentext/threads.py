@@ -220,9 +220,9 @@ def spare_core(rows: int) -> bool:
     (the compiled kernels' helper): only where `tick(rows)` put this thread on one (a step that
     already runs two OpenMP threads beside the helper ran three times slower), while the governor,
     adapting, has that core to give, and not in a server (`serving`); a fixed count is the user's."""
-    governor = _governor
-    if governor is None or governor.fixed is not None or not governor.helper:
+    if not may_split():
         return False
+    governor = _governor
     return rows < governor.parallel_rows and governor.target >= 2 and getattr(governor.local, "applied", None) == 1
 
 

@@ -261,7 +261,7 @@ class Measures:
     ) -> dict[str, Any]:
         """Generate `samples` texts and measure how much is copied verbatim from the training text:
         the share of `span`-character windows found in it and the longest copied span."""
-        training = training_text if training_text is not None else self._corpus().train
+        training = training_text if training_text is not None else self.training_text()
         texts = self.generate("", self.default_label, max_new_tokens=max_new_tokens, num_samples=samples, **settings)
         result = novelty(texts, training, span)
         return {

@@ -153,7 +153,7 @@ def cache_probs(
         weights, slot_next = _weights(dots, valid, filled, theta), slot_next.clamp(min=0)
         if targets is None:
             probs = weights.new_zeros(*weights.shape[:2], vocab).scatter_add_(2, slot_next, weights)
-            return probs, _heard(valid, filled, probs.amax(-1), gate)
+            return probs, _heard(valid, filled, probs.amax(-1) if gate > 0 else None, gate)
         top = _top_share(weights, slot_next, vocab) if gate > 0 else None
         return (weights * (slot_next == targets[:, span, None])).sum(-1), _heard(valid, filled, top, gate)
 
