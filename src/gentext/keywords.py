@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from typing import Any
@@ -35,8 +36,7 @@ def unknown_setting(name: str, known, what: str) -> GentextError:
 def typed(cls: type, values: dict[str, Any], what: str) -> dict[str, Any]:
     """`values` (keyword -> value) for the config dataclass `cls`, each parsed or checked (see the
     module docstring); raises GentextError naming the first setting that does not fit."""
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    hints = typing.get_type_hints(cls)
+    fields, hints = _fields(cls)
     checked = {}
     for name, value in values.items():
         if name not in fields:
@@ -53,6 +53,13 @@ def typed(cls: type, values: dict[str, Any], what: str) -> dict[str, Any]:
             raise GentextError(f"{name} must be {_describe(hints[name])}, got {value!r}")
         checked[name] = value
     return checked
+
+
+@functools.cache
+def _fields(cls: type) -> tuple[dict, dict]:
+    """A config's fields and their evaluated type hints, once per class: resolving the hints is
+    far slower than checking the values, and every generation request passes through here."""
+    return {f.name: f for f in dataclasses.fields(cls) if f.init}, typing.get_type_hints(cls)
 
 
 def _parts(hint) -> tuple[list, bool]:
