@@ -1,6 +1,7 @@
 """The compiled kernels (gentext/native): built once, the same numbers as the Python path bit for
 bit, taken up when a background build lands, and the Python path whenever they are not there."""
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -75,18 +76,20 @@ def _steps(model, rows: int = 3, count: int = 12):
 @pytest.mark.isa
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
 def test_the_compiled_step_gives_the_python_steps_numbers_bit_for_bit(kind, kernels):
-    for fmt in ["fp32", *(f for f in fast_formats(torch.device("cpu")) if f != "fp32")]:
-        for width in (100, 512):  # 512: every product in its format; 100: a width off the vector length
-            python = _steps(_model(kind, fmt, width))
-            native.use(kernels)
-            try:
-                model = _model(kind, fmt, width)
-                compiled = _steps(model)
-                assert model._step_ops()["native"] is not None  # the kernel ran, not the fallback
-            finally:
-                native.use(None)
-            for a, b in zip(python, compiled, strict=True):
-                assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True)), (kind, fmt, width)
+    formats = ["fp32", *(f for f in fast_formats(torch.device("cpu")) if f != "fp32")]
+    # 512: every product in its format; 100: a width off the vector length. A lone row's LSTM cell
+    # takes one sigmoid over its gates where the width allows it, a batch's 16 rows do not.
+    for fmt, width, rows in itertools.product(formats, (100, 512), (1, 3, 16)):
+        python = _steps(_model(kind, fmt, width), rows)
+        native.use(kernels)
+        try:
+            model = _model(kind, fmt, width)
+            compiled = _steps(model, rows)
+            assert model._step_ops()["native"] is not None  # the kernel ran, not the fallback
+        finally:
+            native.use(None)
+        for a, b in zip(python, compiled, strict=True):
+            assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True)), (kind, fmt, width, rows)
 
 
 @pytest.mark.slow

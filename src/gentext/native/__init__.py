@@ -3,8 +3,9 @@
 One generated token of a small recurrent model is a few dozen tensor operations around two matrix
 products, and from Python each operation costs more than its arithmetic. `kernels.cpp` makes the
 same ATen calls in C++ (the recurrent step, one row's plain draw, and a lone row's run of draws and
-steps without Python between them), so the numbers are identical
-and only the interpreter's share goes. It is built with `torch.utils.cpp_extension` where a C++
+steps without Python between them), with plain loops where they round as the operations do (an
+LSTM cell's products and sums, a draw's running sum), so the numbers are identical and only the
+interpreter's and the dispatcher's share goes. It is built with `torch.utils.cpp_extension` where a C++
 compiler and ninja exist, once per (source, torch, Python) into `$GENTEXT_CACHE/native/KEY/`, and
 loaded from there by every later process.
 
@@ -38,6 +39,8 @@ from gentext.paths import cache_dir
 
 logger = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("kernels.cpp")
+# No fused multiply-add: the loops between the step's activations round as the tensor operations do
+CFLAGS = ["-O2", "-ffp-contract=off"]
 POLL_SECONDS = 2.0  # how often a pending background build is checked for
 
 
@@ -59,11 +62,11 @@ def mode() -> str:
 
 def entry(source: Path | None = None) -> Path:
     """Where the module built from `source` (default: kernels.cpp) lives: a key of what it depends
-    on (its source and the headers beside it, torch's version and ABI, Python, the machine)."""
+    on (its source and the headers beside it, the compiler flags, torch's version and ABI, Python, the machine)."""
     source = source or SOURCE
     headers = [h.read_bytes() for h in sorted(source.parent.glob("*.h"))]  # what the source includes
     machine = [torch.__version__.encode(), sys.version.encode(), platform.machine().encode()]
-    parts = [source.read_bytes(), *headers, *machine]
+    parts = [source.read_bytes(), *headers, *machine, " ".join(CFLAGS).encode()]
     return cache_dir() / "native" / hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
 
 
@@ -168,7 +171,7 @@ def build(source: Path | None = None) -> Path | None:
         work = Path(tempfile.mkdtemp(prefix=f"{target.name}-", dir=target.parent))
         try:
             name = f"gentext_kernels_{target.name}"
-            cpp_extension.load(name, [str(source)], extra_cflags=["-O2"], build_directory=str(work), verbose=False)
+            cpp_extension.load(name, [str(source)], extra_cflags=CFLAGS, build_directory=str(work), verbose=False)
             kept = work / "kept"
             kept.mkdir()
             shutil.move(str(work / f"{name}.so"), kept / f"{name}.so")

@@ -1,104 +1,72 @@
-// Compiled per-token kernels: the recurrent step, one row's plain draw and runs of the two, as the same ATen
-// operations the Python path makes, in the same order on the same shapes, so every number is the
-// same bit for bit (tests/native/test_kernels.py compares them). What they save is the Python
-// between the operations, a large share of one stream's token (benchmarks/RESULTS.md).
+// Compiled per-token kernels: the recurrent step, one row's plain draw and runs of the two. They make
+// the ATen operations the Python path makes, in the same order on the same shapes, except where a
+// plain loop or one operation gives the same numbers with fewer calls (an LSTM cell's products and
+// sums, a draw's running sum and its uniform number, one buffer for an int8 product's input), so every
+// number is the same bit for bit (tests/native/test_kernels.py compares them). What they save is the
+// Python and the per-operation dispatch between the arithmetic, a large share of one stream's token
+// (benchmarks/RESULTS.md).
+#include <ATen/TensorIterator.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/core/dispatch/Dispatcher.h>
-#include <ATen/native/quantized/PackedParams.h>
 #include <ATen/ops/add.h>
-#include <ATen/ops/addmm.h>
-#include <ATen/ops/cat.h>
-#include <ATen/ops/div.h>
-#include <ATen/ops/index_fill.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/index_select.h>
-#include <ATen/ops/isfinite.h>
 #include <ATen/ops/lerp.h>
 #include <ATen/ops/mul.h>
-#include <ATen/ops/rand.h>
 #include <ATen/ops/sigmoid.h>
-#include <ATen/ops/softmax.h>
 #include <ATen/ops/stack.h>
 #include <ATen/ops/tanh.h>
 #include <torch/csrc/Generator.h>
-#include <torch/csrc/jit/api/object.h>
 #include <torch/csrc/utils/pybind.h>
 
-#include <algorithm>
-#include <cmath>
-#include <limits>
+#include <array>
+#include <vector>
 
+#include "draw.h"
 #include "helper.h"
+#include "products.h"
 
-namespace py = pybind11;
-using Packed = c10::intrusive_ptr<LinearPackedParamsBase>;
-
-// models/weights.py's formats, as `Matmul.native()` names them.
-enum Kind { NONE = 0, FP32 = 1, HALF = 2, FP16 = 3, INT8 = 4 };
-
-static Packed unpack(const py::object& obj) {
-  auto script_object = obj.cast<torch::jit::Object>();
-  return c10::IValue(script_object._ivalue()).toCustomClass<LinearPackedParamsBase>();
-}
-
-// One product x @ W^T + b in a weight format, as the format's Python __call__ computes it.
-struct Op {
-  int kind = NONE;
-  at::Tensor weight_t, bias, anchor;
-  Packed packed, low, high;  // int8: the outputs in two halves too, where worth splitting
-
-  // With `helper`, an int8 product that has halves is made on two cores.
-  at::Tensor operator()(const at::Tensor& x, Helper* helper = nullptr) const {
-    static auto int8 = c10::Dispatcher::singleton()
-                           .findSchemaOrThrow("quantized::linear_dynamic", "")
-                           .typed<at::Tensor(at::Tensor, const Packed&, bool)>();
-    static auto fp16 = c10::Dispatcher::singleton()
-                           .findSchemaOrThrow("quantized::linear_dynamic_fp16", "")
-                           .typed<at::Tensor(at::Tensor, const Packed&)>();
-    switch (kind) {
-      case FP32:
-        return at::addmm(bias, x, weight_t);
-      case HALF:
-        return at::addmm(bias, x.to(weight_t.scalar_type()), weight_t).to(at::kFloat);
-      case FP16:
-        return fp16.call(x, packed);
-      case INT8: {
-        auto input = at::cat({x, anchor});  // the anchor row pins the range
-        at::Tensor y, y_high;
-        if (helper != nullptr && low) {
-          helper->both([&] { y = int8.call(input, low, true); }, [&] { y_high = int8.call(input, high, true); });
-          y = at::cat({y, y_high}, 1);
-        } else {
-          y = int8.call(input, packed, true);
-        }
-        return y.narrow(0, 0, y.size(0) - 1);
-      }
-    }
-    TORCH_CHECK(false, "a step operation without a product");
-  }
-};
-
-// spec: None or (kind, weight_t, bias, packed, anchor, halves), from Matmul.native()
-static Op make_op(const py::object& spec) {
-  Op op;
-  if (spec.is_none()) return op;
-  auto t = spec.cast<py::tuple>();
-  op.kind = t[0].cast<int>();
-  if (op.kind == FP32 || op.kind == HALF) {
-    op.weight_t = t[1].cast<at::Tensor>();
-    op.bias = t[2].cast<at::Tensor>();
+// An LSTM layer's cell from its gates (B, 4H) in nn.LSTM's order i, f, g, o and the last c at c0 (B x H,
+// contiguous), written into c_out (B, H) and h (B x H): models/rnnstep.py's `_lstm` with the
+// operations between the activations as loops. Each loop rounds as the tensor operations do (a
+// product, a product, their sum; no fused multiply-add: the build passes -ffp-contract=off).
+static void lstm_cell(const at::Tensor& gates, const float* c0, const at::Tensor& c_out, float* h) {
+  const int64_t rows = gates.size(0), width = gates.size(1) / 4;
+  // One sigmoid over all four gates gives each gate's numbers only where every gate starts on a
+  // multiple of the activation's unrolled vector (32 floats covers every CPU) and ATen does not
+  // cut the work between threads: elsewhere the last elements of a piece run ATen's scalar tail,
+  // which rounds differently. There each gate gets a sigmoid of its own, as in Python.
+  const bool whole = width % 32 == 0 && rows * 4 * width < at::internal::GRAIN_SIZE;
+  std::array<at::Tensor, 3> sig;  // i, f, o
+  std::array<const float*, 3> s;
+  int64_t stride = width;  // between one row's gate and the next's
+  if (whole) {
+    sig[0] = at::sigmoid(gates);
+    for (int k = 0; k < 3; ++k) s[k] = sig[0].data_ptr<float>() + std::array<int64_t, 3>{0, 1, 3}[k] * width;
+    stride = 4 * width;
   } else {
-    op.packed = unpack(t[3]);
-  }
-  if (op.kind == INT8) {
-    op.anchor = t[4].cast<at::Tensor>();
-    if (!t[5].is_none()) {
-      auto halves = t[5].cast<py::tuple>();
-      op.low = unpack(halves[0]);
-      op.high = unpack(halves[1]);
+    for (int k = 0; k < 3; ++k) {
+      sig[k] = at::sigmoid(gates.narrow(1, std::array<int64_t, 3>{0, 1, 3}[k] * width, width)).contiguous();
+      s[k] = sig[k].data_ptr<float>();
     }
   }
-  return op;
+  auto cand = at::tanh(gates.narrow(1, 2 * width, width)).contiguous();
+  const float* g = cand.data_ptr<float>();
+  float* c = c_out.data_ptr<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *i = s[0] + r * stride, *f = s[1] + r * stride;
+    for (int64_t j = 0; j < width; ++j) {
+      const float kept = f[j] * c0[r * width + j];
+      const float added = i[j] * g[r * width + j];
+      c[r * width + j] = kept + added;
+    }
+  }
+  auto squashed = at::tanh(c_out);
+  const float* t = squashed.data_ptr<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* o = s[2] + r * stride;
+    for (int64_t j = 0; j < width; ++j) h[r * width + j] = o[j] * t[r * width + j];
+  }
 }
 
 // models/rnnstep.py's `step` and the head after it.
@@ -120,67 +88,49 @@ struct RnnStep {
   // where there is no head here or `features`], new h[, new c]; `split`: the products on two cores
   std::vector<at::Tensor> operator()(const at::Tensor& ids, const at::Tensor& h_all,
                                      const c10::optional<at::Tensor>& c_all, bool features, bool split) const {
+    // a lone row's table row is a view: the sum below makes the tensor index_select then add_ made
+    auto rows = ids.size(0) == 1 ? table.narrow(0, ids.item<int64_t>(), 1) : table.index_select(0, ids);
+    return run(rows, h_all, c_all, features, split);
+  }
+
+  // `rows`: the layer-0 table's rows of this step's ids (B, G*H)
+  std::vector<at::Tensor> run(const at::Tensor& rows, const at::Tensor& h_all, const c10::optional<at::Tensor>& c_all,
+                              bool features, bool split) const {
     Helper* helper = split ? &Helper::get() : nullptr;
     at::Tensor x;
-    std::vector<at::Tensor> new_h, new_c;
+    std::vector<at::Tensor> new_h;
+    const bool lstm = !gru && c_all.has_value();
+    at::Tensor h_out = lstm ? at::empty_like(h_all, at::MemoryFormat::Contiguous) : at::Tensor();
+    at::Tensor c_out = lstm ? at::empty_like(*c_all, at::MemoryFormat::Contiguous) : at::Tensor();
+    at::Tensor c_prev = lstm ? c_all->contiguous() : at::Tensor();
     for (size_t layer = 0; layer < layers.size(); ++layer) {
       const auto& [x_op, h_op] = layers[layer];
-      auto h = h_all.select(0, static_cast<int64_t>(layer));
+      const auto index = static_cast<int64_t>(layer);
+      auto h = h_all.select(0, index);
       if (gru) {
-        auto xw = x.defined() ? x_op(x, helper) : table.index_select(0, ids);
-        auto hw = h_op(h, helper);
+        auto xw = x.defined() ? x_op({x}, helper) : rows;
+        auto hw = h_op({h}, helper);
         auto xs = xw.chunk(3, 1), hs = hw.chunk(3, 1);
         auto r = at::sigmoid(xs[0] + hs[0]);
         auto z = at::sigmoid(xs[1] + hs[1]);
         x = at::lerp(at::tanh(xs[2] + r * hs[2]), h, z);
       } else {
-        auto gates = x.defined() ? x_op(at::cat({x, h}, 1), helper) : table.index_select(0, ids).add_(h_op(h, helper));
-        if (!c_all.has_value()) {
-          x = at::tanh(gates);
-        } else {
-          auto g = gates.chunk(4, 1);  // nn.LSTM's order: i, f, g, o
-          auto c = at::sigmoid(g[1]) * c_all->select(0, static_cast<int64_t>(layer)) + at::sigmoid(g[0]) * at::tanh(g[2]);
-          x = at::sigmoid(g[3]) * at::tanh(c);
-          new_c.push_back(c);
+        auto gates = x.defined() ? x_op({x, h}, helper) : at::add(rows, h_op({h}, helper));
+        if (lstm) {
+          x = h_out.select(0, index);
+          const int64_t offset = index * x.numel();
+          lstm_cell(gates, c_prev.data_ptr<float>() + offset, c_out.select(0, index), h_out.data_ptr<float>() + offset);
+          continue;
         }
+        x = at::tanh(gates);
       }
       new_h.push_back(x);
     }
-    auto out = (features || head.kind == NONE) ? x : head(x, helper);
-    std::vector<at::Tensor> result{out.unsqueeze(1), at::stack(new_h)};
-    if (!new_c.empty()) result.push_back(at::stack(new_c));
-    return result;
+    auto out = (features || head.kind == NONE) ? x : head({x}, helper);
+    if (lstm) return {out.unsqueeze(1), h_out, c_out};
+    return {out.unsqueeze(1), at::stack(new_h)};
   }
 };
-
-// The first largest logit of one row (1, V), as sampler.py's greedy rule picks it: -1 where no
-// logit is finite (every token forbidden); a NaN counts as the largest, as torch.argmax has it.
-static int64_t argmax_one(const at::Tensor& logits) {
-  const int64_t chosen = logits.argmax(-1).item<int64_t>();
-  if (std::isfinite(logits.select(0, 0)[chosen].item<float>())) return chosen;
-  return at::isfinite(logits).any().item<bool>() ? chosen : -1;
-}
-
-// One row's next id under plain settings (a temperature and suppressed ids), chosen as
-// inference/sampler.py's one-row path chooses it: the argmax at temperature 0 (no draw from the
-// generator), else one draw; -1 where no token is allowed.
-static int64_t draw_one(const at::Tensor& logits_in, double temperature, const c10::optional<at::Tensor>& suppress,
-                        at::Generator generator) {
-  auto logits = logits_in.to(at::kFloat);
-  if (suppress.has_value()) logits = logits.index_fill(-1, *suppress, -std::numeric_limits<double>::infinity());
-  if (temperature == 0) return argmax_one(logits);
-  auto uniform = at::rand({1}, generator, at::kFloat);
-  if (temperature != 1.0) logits = logits / temperature;
-  auto cdf = at::softmax(logits.to(at::kFloat), -1).to(at::kDouble).cumsum(-1).contiguous();
-  const double* p = cdf.data_ptr<double>();  // read in place: no tensor per number
-  const int64_t vocab = cdf.size(-1);
-  const double total = p[vocab - 1];
-  if (!(total > 0)) return -1;
-  const double target = static_cast<double>(*uniform.data_ptr<float>()) * total;
-  // torch.searchsorted(right=True) on a non-decreasing row: the first entry above the target
-  const int64_t chosen = std::upper_bound(p, p + vocab, target) - p;
-  return std::min<int64_t>(chosen, vocab - 1);
-}
 
 static at::Generator generator_of(const py::object& generator_object) {
   return reinterpret_cast<THPGenerator*>(generator_object.ptr())->cdata;
@@ -207,7 +157,7 @@ static py::tuple run_plain(const RnnStep& step, at::Tensor logits, at::Tensor h,
       const int64_t id = draw_one(logits, temperature, suppress, generator);
       ids.push_back(id);
       if (id < 0 || id == end_id || (i == count - 1 && !read_last)) break;
-      auto out = step(at::full({1}, id, at::kLong), h, c, false, split);
+      auto out = step.run(step.table.narrow(0, id, 1), h, c, false, split);
       logits = out[0].select(1, 0);
       h = out[1];
       if (c.has_value()) c = out[2];
