@@ -115,7 +115,7 @@ struct RnnStep {
         auto z = at::sigmoid(xs[1] + hs[1]);
         x = at::lerp(at::tanh(xs[2] + r * hs[2]), h, z);
       } else {
-        auto gates = x.defined() ? x_op({x, h}, helper) : at::add(rows, h_op({h}, helper));
+        auto gates = x.defined() ? x_op({x, h}, helper) : h_op({h}, helper, rows);
         if (lstm) {
           x = h_out.select(0, index);
           const int64_t offset = index * x.numel();

@@ -4,6 +4,7 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/native/quantized/PackedParams.h>
+#include <ATen/ops/add.h>
 #include <ATen/ops/addmm.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
@@ -47,33 +48,69 @@ static at::Tensor rows_and_anchor(std::initializer_list<at::Tensor> parts, const
   return out;
 }
 
+// at::add(plus, at::cat(pieces, 1).narrow(0, 0, rows)) (no `plus`: without the add): the first `rows`
+// rows of an int8 product's pieces side by side, the anchor row left out, in one new tensor.
+static at::Tensor joined(std::initializer_list<at::Tensor> pieces, int64_t rows, const at::Tensor& plus) {
+  int64_t width = 0;
+  for (const auto& piece : pieces) width += piece.size(1);
+  const bool adding = plus.defined();
+  const bool plain = plus.is_contiguous() && plus.scalar_type() == at::kFloat;
+  if (adding && !(plain && plus.sizes() == at::IntArrayRef{rows, width})) {
+    return at::add(plus, joined(pieces, rows, at::Tensor()));
+  }
+  auto out = at::empty({rows, width}, pieces.begin()->options());
+  float* o = out.data_ptr<float>();
+  const float* p = adding ? plus.data_ptr<float>() : nullptr;
+  int64_t offset = 0;
+  for (const auto& piece : pieces) {
+    const int64_t w = piece.size(1);
+    const float* in = piece.data_ptr<float>();
+    for (int64_t r = 0; r < rows; ++r) {
+      float* to = o + r * width + offset;
+      if (!adding) {
+        std::memcpy(to, in + r * w, w * sizeof(float));
+        continue;
+      }
+      const float* base = p + r * width + offset;
+      for (int64_t j = 0; j < w; ++j) to[j] = base[j] + in[r * w + j];
+    }
+    offset += w;
+  }
+  return out;
+}
+
 // One product x @ W^T + b in a weight format, as the format's Python __call__ computes it.
 struct Op {
   int kind = NONE;
   at::Tensor weight_t, bias, anchor;
   Packed packed, low, high;  // int8: the outputs in two halves too, where worth splitting
 
-  // The product of `parts` side by side (one tensor, or [x, h]). With `helper`, an int8 product
-  // that has halves is made on two cores.
-  at::Tensor operator()(std::initializer_list<at::Tensor> parts, Helper* helper = nullptr) const {
+  // The product of `parts` side by side (one tensor, or [x, h]), `plus` added where given (a row of
+  // the layer-0 table). With `helper`, an int8 product that has halves is made on two cores.
+  at::Tensor operator()(std::initializer_list<at::Tensor> parts, Helper* helper = nullptr,
+                        const at::Tensor& plus = at::Tensor()) const {
     static auto int8 = c10::Dispatcher::singleton()
                            .findSchemaOrThrow("quantized::linear_dynamic", "")
                            .typed<at::Tensor(at::Tensor, const Packed&, bool)>();
+    if (kind == INT8) {
+      auto input = rows_and_anchor(parts, anchor);  // the anchor row pins the range
+      const int64_t rows = input.size(0) - 1;
+      if (helper != nullptr && low) {
+        at::Tensor y, y_high;
+        helper->both([&] { y = int8.call(input, low, true); }, [&] { y_high = int8.call(input, high, true); });
+        return joined({y, y_high}, rows, plus);
+      }
+      auto y = int8.call(input, packed, true);
+      return plus.defined() ? joined({y}, rows, plus) : y.narrow(0, 0, rows);
+    }
+    auto y = product(parts.size() == 1 ? *parts.begin() : at::cat(parts, 1));
+    return plus.defined() ? at::add(plus, y) : y;
+  }
+
+  at::Tensor product(const at::Tensor& x) const {
     static auto fp16 = c10::Dispatcher::singleton()
                            .findSchemaOrThrow("quantized::linear_dynamic_fp16", "")
                            .typed<at::Tensor(at::Tensor, const Packed&)>();
-    if (kind == INT8) {
-      auto input = rows_and_anchor(parts, anchor);  // the anchor row pins the range
-      at::Tensor y, y_high;
-      if (helper != nullptr && low) {
-        helper->both([&] { y = int8.call(input, low, true); }, [&] { y_high = int8.call(input, high, true); });
-        y = at::cat({y, y_high}, 1);
-      } else {
-        y = int8.call(input, packed, true);
-      }
-      return y.narrow(0, 0, y.size(0) - 1);
-    }
-    auto x = parts.size() == 1 ? *parts.begin() : at::cat(parts, 1);
     switch (kind) {
       case FP32:
         return at::addmm(bias, x, weight_t);
