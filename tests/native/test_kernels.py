@@ -74,7 +74,7 @@ def _steps(model, rows: int = 3, count: int = 12):
 
 @pytest.mark.slow
 @pytest.mark.isa
-@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn", "mingru"])
 def test_the_compiled_step_gives_the_python_steps_numbers_bit_for_bit(kind, kernels):
     formats = ["fp32", *(f for f in fast_formats(torch.device("cpu")) if f != "fp32")]
     # 512: every product in its format; 100: a width off the vector length. A lone row's LSTM cell
@@ -147,7 +147,7 @@ def _textmodel(kind: str, fmt: str, mode: str = "stream", width: int = 100):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "mingru"])
 def test_a_lone_row_drawn_ahead_in_compiled_runs_writes_the_token_by_token_text(kind, kernels):
     """The engine's compiled run of a lone plain row (draws and steps in one call) against the
     Python path, one token a step: the same text, where a run ends mid-way (a stop string, the end

@@ -9,7 +9,7 @@
                tokens (requests with the same plain settings share one transform), decodes and
                sends its text, says which rows go on; one network call advances the cohort
                (reading the drawn tokens as samples: models/priming.py). A lone row under plain
-               settings on a model with a compiled run (`draw_ahead`: the RNN kinds) takes up to
+               settings on a model with a compiled run (`draw_ahead`: the recurrent kinds and minGRU) takes up to
                AHEAD tokens per call, drawn and read without Python between them, then decoded
                one by one: the same ids, the same events
 

@@ -19,7 +19,9 @@ matrix. The state is h, (layers, B, H) — a few KB a row — carried across tra
 LSTM's is, so truncated back-propagation, --resume, torchrun, batching and serving need nothing of
 their own. Weight formats apply to the step's products (the inputs are layer-normed, not bounded,
 so int8 scales each row by itself, as the Transformer's does); ONNX export writes the step; a
-neural cache reads `features` and `readout`, forward split at the head, as an LSTM's.
+neural cache reads `features` and `readout`, forward split at the head, as an LSTM's. Where the
+compiled kernels are built (gentext/native), the step and a lone row's plain draws run there, to
+the same numbers.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gentext import native
 from gentext.config import ModelConfig
 from gentext.errors import GentextError
 from gentext.models.rnn import OnnxStep
@@ -92,6 +95,11 @@ class MinGRULayer(nn.Module):
         h = torch.lerp(h, g(candidate), z)  # (1 - z) h + z h~
         x = x + h
         return x + ops["down"](F.gelu(ops["up"](self.mlp_norm(x)))), h
+
+
+def _norm(norm: nn.LayerNorm) -> tuple:
+    """A LayerNorm as the compiled step reads it."""
+    return norm.weight, norm.bias, norm.eps
 
 
 class MinGRULanguageModel(nn.Module):
@@ -175,18 +183,55 @@ class MinGRULanguageModel(nn.Module):
 
     def _stepped(self, ids: torch.Tensor, state: State, targets: torch.Tensor | None, ops: dict, features=False):
         """Token by token through the step (generation; evaluation in a named weight format): the
-        logits, log P(targets) or, with `features`, the outputs the head reads."""
-        hs, outputs = list(state.tensors["h"]), []
+        logits, log P(targets) or, with `features`, the outputs the head reads. The compiled step
+        (gentext/native) where it is built: the same numbers."""
+        kernel = self._kernel(ops) if ids.device.type == "cpu" else None
+        hs, outputs = state.tensors["h"], []
         for t in range(ids.shape[1]):
-            x = self.embedding(ids[:, t])
-            for i, layer in enumerate(self.layers):
-                x, hs[i] = layer.step(x, hs[i], ops["layers"][i])
-            y = self.norm(x)
-            out = y if features else ops["head"](y)
+            if kernel is not None:
+                out, hs = kernel(ids[:, t], hs, features)
+                out = out[:, 0]
+            else:
+                x, hs = self.embedding(ids[:, t]), list(hs)
+                for i, layer in enumerate(self.layers):
+                    x, hs[i] = layer.step(x, hs[i], ops["layers"][i])
+                y = self.norm(x)
+                out = y if features else ops["head"](y)
             if targets is not None:
                 out = torch.log_softmax(out.float(), -1).gather(1, targets[:, t, None])[:, 0]
             outputs.append(out[:, None])
-        return torch.cat(outputs, dim=1), State({"h": torch.stack(hs)}, {"h": 1})
+        return torch.cat(outputs, dim=1), State({"h": torch.stack(list(hs))}, {"h": 1})
+
+    def _kernel(self, ops: dict):
+        """The compiled step for these products (gentext/native's MinGruStep), made once per set of
+        ops and only where the kernels are loaded and every product has one; else None."""
+        kernels = native.kernels()
+        if kernels is None:
+            return None
+        if "native" not in ops:
+            specs = [[layer[name].native() for name in ("gates", "up", "down")] for layer in ops["layers"]]
+            head = ops["head"].native()
+            usable = head is not None and all(spec is not None for layer in specs for spec in layer)
+            layers = [
+                (_norm(m.norm), gates, _norm(m.mlp_norm), up, down)
+                for m, (gates, up, down) in zip(self.layers, specs, strict=True)
+            ]
+            step = kernels.MinGruStep
+            ops["native"] = step(self.embedding.weight, layers, _norm(self.norm), head) if usable else None
+        return ops["native"]
+
+    def draw_ahead(self, logits, state: State, count: int, sampler, generator, end_id, read_last: bool):
+        """Up to `count` plainly sampled tokens of one row, drawn and read in one compiled call
+        (the engine's `_run_ahead`): (ids, logits (1, V), state), or None without the kernels."""
+        kernel = self._kernel(self._step_ops()) if logits.device.type == "cpu" else None
+        if kernel is None:
+            return None
+        end = -1 if end_id is None else end_id
+        ids, logits, h = native.kernels().run_plain(
+            kernel, logits, state.tensors["h"], None, count, sampler.temperature, sampler.suppress, generator, end,
+            read_last, False,
+        )  # fmt: skip
+        return ids, logits, State({"h": h}, {"h": 1})
 
     # -- weight formats for the step (models/weights.py) ---------------------------------------------
     def set_weight_format(self, name: str, evaluate: bool = False) -> None:
@@ -201,7 +246,9 @@ class MinGRULanguageModel(nn.Module):
         mixed run's token; the other weights (embedding, norms) the step reads live."""
         fmt = fmt or self.weight_format
         linears = [linear for layer in self.layers for linear in (layer.gates, layer.mlp[0], layer.mlp[2])]
-        copied = [t for linear in linears for t in (linear.weight, linear.bias) if t is not None]
+        norms = [norm for layer in self.layers for norm in (layer.norm, layer.mlp_norm)] + [self.norm]
+        # the norms too: the compiled step holds them (the Python step reads them live)
+        copied = [t for module in (*linears, *norms) for t in (module.weight, module.bias) if t is not None]
         version = tuple(x for t in (*copied, self.head.weight) for x in (t._version, t.data_ptr()))
         if fmt not in self._ops or self._ops[fmt][0] != version:
             make = MATMULS[fmt]

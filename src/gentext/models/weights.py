@@ -161,8 +161,8 @@ class Int8Matmul(Matmul):
         """Also the weights in two halves of the outputs where this process may split a step
         (`threads.may_split`): a one-row step hands them to two cores (kernels.cpp, `Helper`); each
         output's sum is its own, so the halves give the whole's numbers."""
-        if not self.bounded:
-            return None  # per-row scaling: Python
+        if not self.bounded:  # each row scaled by itself, the bias added after the product
+            return (5, None, self.bias, self.packed, self.anchor, None)
         return (4, None, None, self.packed, self.anchor, self._halves())
 
     def _halves(self) -> tuple | None:

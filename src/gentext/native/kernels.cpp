@@ -24,6 +24,7 @@
 
 #include "draw.h"
 #include "helper.h"
+#include "mingru.h"
 #include "products.h"
 
 // An LSTM layer's cell from its gates (B, 4H) in nn.LSTM's order i, f, g, o and the last c at c0 (B x H,
@@ -93,6 +94,11 @@ struct RnnStep {
     return run(rows, h_all, c_all, features, split);
   }
 
+  // run_plain's step for one row: the id's logits (1, 1, V), new h[, new c]
+  std::vector<at::Tensor> one(int64_t id, const at::Tensor& h, const c10::optional<at::Tensor>& c, bool split) const {
+    return run(table.narrow(0, id, 1), h, c, false, split);
+  }
+
   // `rows`: the layer-0 table's rows of this step's ids (B, G*H)
   std::vector<at::Tensor> run(const at::Tensor& rows, const at::Tensor& h_all, const c10::optional<at::Tensor>& c_all,
                               bool features, bool split) const {
@@ -146,7 +152,8 @@ static int64_t plain_draw(const at::Tensor& logits, double temperature, const c1
 // path makes per token, in the same order, so the ids, the generator's stream and the state
 // are the same. Stops after the end id or a row without an allowed token (not read); after the
 // last draw the step runs only with `read_last`. -> [ids], logits (1, V), h[, c]
-static py::tuple run_plain(const RnnStep& step, at::Tensor logits, at::Tensor h, c10::optional<at::Tensor> c,
+template <class Step>
+static py::tuple run_plain(const Step& step, at::Tensor logits, at::Tensor h, c10::optional<at::Tensor> c,
                            int64_t count, double temperature, const c10::optional<at::Tensor>& suppress,
                            const py::object& generator_object, int64_t end_id, bool read_last, bool split) {
   auto generator = generator_of(generator_object);
@@ -157,7 +164,7 @@ static py::tuple run_plain(const RnnStep& step, at::Tensor logits, at::Tensor h,
       const int64_t id = draw_one(logits, temperature, suppress, generator);
       ids.push_back(id);
       if (id < 0 || id == end_id || (i == count - 1 && !read_last)) break;
-      auto out = step.run(step.table.narrow(0, id, 1), h, c, false, split);
+      auto out = step.one(id, h, c, split);
       logits = out[0].select(1, 0);
       h = out[1];
       if (c.has_value()) c = out[2];
@@ -171,7 +178,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   py::class_<RnnStep>(m, "RnnStep")
       .def(py::init<const std::string&, at::Tensor, const py::list&, const py::object&>())
       .def("__call__", &RnnStep::operator(), py::call_guard<py::gil_scoped_release>());
+  py::class_<MinGruStep>(m, "MinGruStep")
+      .def(py::init<at::Tensor, const py::list&, const py::object&, const py::object&>())
+      .def("__call__", &MinGruStep::operator(), py::call_guard<py::gil_scoped_release>());
   m.def("plain_draw", &plain_draw);
   m.def("split_products", [] { return Helper::get().splits.load(); });
-  m.def("run_plain", &run_plain);
+  m.def("run_plain", &run_plain<RnnStep>);
+  m.def("run_plain", &run_plain<MinGruStep>);
 }

@@ -5,7 +5,11 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/native/quantized/PackedParams.h>
 #include <ATen/ops/add.h>
+#include <ATen/ops/addcmul.h>
 #include <ATen/ops/addmm.h>
+#include <ATen/ops/clamp_min.h>
+#include <ATen/ops/div.h>
+#include <ATen/ops/linalg_vector_norm.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
 #include <torch/csrc/jit/api/object.h>
@@ -13,6 +17,7 @@
 
 #include <cstring>
 #include <initializer_list>
+#include <limits>
 
 #include "helper.h"
 
@@ -20,7 +25,8 @@ namespace py = pybind11;
 using Packed = c10::intrusive_ptr<LinearPackedParamsBase>;
 
 // models/weights.py's formats, as `Matmul.native()` names them.
-enum Kind { NONE = 0, FP32 = 1, HALF = 2, FP16 = 3, INT8 = 4 };
+// SCALED_INT8: int8 of inputs with no bound (each row divided by its largest magnitude first).
+enum Kind { NONE = 0, FP32 = 1, HALF = 2, FP16 = 3, INT8 = 4, SCALED_INT8 = 5 };
 
 static Packed unpack(const py::object& obj) {
   auto script_object = obj.cast<torch::jit::Object>();
@@ -103,6 +109,14 @@ struct Op {
       auto y = int8.call(input, packed, true);
       return plus.defined() ? joined({y}, rows, plus) : y.narrow(0, 0, rows);
     }
+    if (kind == SCALED_INT8) {  // Int8Matmul.__call__ without `bounded`
+      const auto& x = *parts.begin();
+      auto scale = at::linalg_vector_norm(x, std::numeric_limits<double>::infinity(), at::IntArrayRef{1}, true)
+                       .clamp_min_(1e-30);  // max |x| per row
+      auto input = rows_and_anchor({at::div(x, scale)}, anchor);
+      auto y = at::addcmul(bias, int8.call(input, packed, true).narrow(0, 0, x.size(0)), scale);
+      return plus.defined() ? at::add(plus, y) : y;
+    }
     auto y = product(parts.size() == 1 ? *parts.begin() : at::cat(parts, 1));
     return plus.defined() ? at::add(plus, y) : y;
   }
@@ -134,6 +148,10 @@ static Op make_op(const py::object& spec) {
     op.bias = t[2].cast<at::Tensor>();
   } else {
     op.packed = unpack(t[3]);
+  }
+  if (op.kind == SCALED_INT8) {
+    op.bias = t[2].cast<at::Tensor>();
+    op.anchor = t[4].cast<at::Tensor>();
   }
   if (op.kind == INT8) {
     op.anchor = t[4].cast<at::Tensor>();
