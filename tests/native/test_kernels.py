@@ -26,25 +26,6 @@ from gentext.useconfig import SampleConfig
 from tests.conftest import HARD_ROWS
 
 
-@pytest.fixture(scope="module")
-def kernels(tmp_path_factory, trained_run):
-    """The module, built into a cache of its own (the suite runs with GENTEXT_NATIVE=off). The
-    session's `trained_run` is made first, so its token cache lands in the suite's cache, where the
-    tests after this module look for it, not in this module's."""
-    if native._missing_tools():
-        pytest.skip(f"no {native._missing_tools()} here: the Python path is what runs")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("GENTEXT_CACHE", str(tmp_path_factory.mktemp("native-cache")))
-    mp.setenv("GENTEXT_NATIVE", "wait")
-    native.prepare()
-    module = native.kernels()
-    assert module is not None, native.status()
-    module.built = next(native.entry().glob("*.so"))
-    yield module
-    native.use(None)
-    mp.undo()
-
-
 @pytest.fixture
 def compiled(kernels):
     """The compiled path on for one test."""

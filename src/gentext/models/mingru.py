@@ -186,21 +186,20 @@ class MinGRULanguageModel(nn.Module):
         logits, log P(targets) or, with `features`, the outputs the head reads. The compiled step
         (gentext/native) where it is built: the same numbers."""
         kernel = self._kernel(ops) if ids.device.type == "cpu" else None
-        hs, outputs = state.tensors["h"], []
+        if kernel is not None:  # the whole sequence in one call
+            out, h = native.kernels().read(kernel, ids, targets, state.tensors["h"], features)
+            return out, State({"h": h}, {"h": 1})
+        hs, outputs = list(state.tensors["h"]), []
         for t in range(ids.shape[1]):
-            if kernel is not None:
-                out, hs = kernel(ids[:, t], hs, features)
-                out = out[:, 0]
-            else:
-                x, hs = self.embedding(ids[:, t]), list(hs)
-                for i, layer in enumerate(self.layers):
-                    x, hs[i] = layer.step(x, hs[i], ops["layers"][i])
-                y = self.norm(x)
-                out = y if features else ops["head"](y)
+            x = self.embedding(ids[:, t])
+            for i, layer in enumerate(self.layers):
+                x, hs[i] = layer.step(x, hs[i], ops["layers"][i])
+            y = self.norm(x)
+            out = y if features else ops["head"](y)
             if targets is not None:
                 out = torch.log_softmax(out.float(), -1).gather(1, targets[:, t, None])[:, 0]
             outputs.append(out[:, None])
-        return torch.cat(outputs, dim=1), State({"h": torch.stack(list(hs))}, {"h": 1})
+        return torch.cat(outputs, dim=1), State({"h": torch.stack(hs)}, {"h": 1})
 
     def _kernel(self, ops: dict):
         """The compiled step for these products (gentext/native's MinGruStep), made once per set of

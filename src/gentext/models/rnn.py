@@ -238,11 +238,8 @@ class RNNLanguageModel(nn.Module):
         """Up to `count` plainly sampled tokens of one row, drawn and read without returning to
         Python (rnnstep.run_plain): (ids, logits (1, V), state), or None where that path is not
         here; the engine then steps token by token, to the same ids."""
-        if logits.device.type != "cpu":
-            return None
-        h, c = state.tensors["h"], state.tensors.get("c")
         ops = self._step_ops(run=True)
-        ran = rnnstep.run_plain(self.config.kind, ops, logits, h, c, count, sampler, generator, end_id, read_last)
+        ran = rnnstep.run_plain(self.config.kind, ops, logits, state, count, sampler, generator, end_id, read_last)
         if ran is None:
             return None
         ids, logits, *hc = ran
@@ -250,8 +247,13 @@ class RNNLanguageModel(nn.Module):
 
     def _stepped(self, ids: torch.Tensor, state: State | None, targets: torch.Tensor | None):
         """forward() token by token through the step path: how evaluation measures a weight
-        format other than fp32 on the arithmetic generation uses."""
+        format other than fp32 on the arithmetic generation uses (in one compiled call where it is built)."""
         self._forget_check()
+        state = state if state is not None else self.initial_state(ids.shape[0], ids.device)
+        ran = rnnstep.read(self.config.kind, self._step_ops(run=True), ids, targets, state)
+        if ran is not None:
+            out, *hc = ran
+            return out, self._wrap(hc[0] if len(hc) == 1 else tuple(hc))
         outputs = []
         for t in range(ids.shape[1]):
             logits, state = self._step(ids[:, t], state)

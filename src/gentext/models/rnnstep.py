@@ -62,17 +62,29 @@ def compiled(kind: str, ops: dict):
     return ops["native"]
 
 
-def run_plain(kind: str, ops: dict, logits, h_all, c_all, count: int, sampler, generator, end_id, read_last: bool):
+def run_plain(kind: str, ops: dict, logits, state, count: int, sampler, generator, end_id, read_last: bool):
     """Up to `count` tokens of one row drawn (the sampler's plain settings) and read in one compiled
     call: ([ids], logits (1, V), h[, c]), or None where the compiled step or its head is not here."""
-    step = compiled(kind, ops)
+    step = compiled(kind, ops) if logits.device.type == "cpu" else None
     if step is None or not ops["native_head"]:
         return None
+    h_all, c_all = state.tensors["h"], state.tensors.get("c")
     end = -1 if end_id is None else end_id
     split = threads.spare_core(1)
     return native.kernels().run_plain(
         step, logits, h_all, c_all, count, sampler.temperature, sampler.suppress, generator, end, read_last, split
     )  # fmt: skip
+
+
+def read(kind: str, ops: dict, ids: torch.Tensor, targets: torch.Tensor | None, state):
+    """A sequence ids (B, T) read token by token in one compiled call, as the model's `_stepped`
+    reads it: (logits (B, T, V) or log P(targets) (B, T), h[, c]), or None where the compiled step
+    or its head is not here."""
+    step = compiled(kind, ops) if ids.device.type == "cpu" else None
+    if step is None or not ops["native_head"]:
+        return None
+    h, c, split = state.tensors["h"], state.tensors.get("c"), threads.spare_core(ids.shape[0])
+    return native.kernels().read(step, ids, targets, h, c, split)
 
 
 def step(kind: str, ops: dict, ids: torch.Tensor, h_all: torch.Tensor, c_all: torch.Tensor | None):

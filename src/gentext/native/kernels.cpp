@@ -9,9 +9,12 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/add.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/index_select.h>
+#include <ATen/ops/gather.h>
 #include <ATen/ops/lerp.h>
+#include <ATen/ops/log_softmax.h>
 #include <ATen/ops/mul.h>
 #include <ATen/ops/sigmoid.h>
 #include <ATen/ops/stack.h>
@@ -174,6 +177,56 @@ static py::tuple run_plain(const Step& step, at::Tensor logits, at::Tensor h, c1
   return py::make_tuple(ids, logits, h);
 }
 
+// A sequence ids (B, T) read token by token through `step` (ids (B,) -> logits (B, 1, V), the state
+// carried inside it), as the models' `_stepped` loops read it: the logits (B, T, V), or with targets
+// (B, T) the log-probability of each (B, T), computed per token by the same operations.
+template <class Step>
+static at::Tensor read_tokens(const at::Tensor& ids, const c10::optional<at::Tensor>& targets, Step&& step) {
+  std::vector<at::Tensor> outs;
+  for (int64_t t = 0; t < ids.size(1); ++t) {
+    auto logits = step(ids.select(1, t));
+    if (!targets.has_value()) {
+      outs.push_back(logits);
+      continue;
+    }
+    auto chosen = targets->select(1, t).unsqueeze(1);
+    outs.push_back(at::log_softmax(logits.select(1, 0).to(at::kFloat), -1).gather(1, chosen));
+  }
+  return at::cat(outs, 1);
+}
+
+// RNNLanguageModel._stepped with the compiled step: -> (logits or log-probabilities, h[, c])
+static py::tuple read_rnn(const RnnStep& step, const at::Tensor& ids, const c10::optional<at::Tensor>& targets,
+                          at::Tensor h, c10::optional<at::Tensor> c, bool split) {
+  at::Tensor out;
+  {
+    py::gil_scoped_release released;
+    out = read_tokens(ids, targets, [&](const at::Tensor& now) {
+      auto result = step(now, h, c, false, split);
+      h = result[1];
+      if (c.has_value()) c = result[2];
+      return result[0];
+    });
+  }
+  if (c.has_value()) return py::make_tuple(out, h, *c);
+  return py::make_tuple(out, h);
+}
+
+// MinGRULanguageModel._stepped with the compiled step: -> (logits, log-probabilities or features, h)
+static py::tuple read_mingru(const MinGruStep& step, const at::Tensor& ids, const c10::optional<at::Tensor>& targets,
+                             at::Tensor h, bool features) {
+  at::Tensor out;
+  {
+    py::gil_scoped_release released;
+    out = read_tokens(ids, targets, [&](const at::Tensor& now) {
+      auto result = step(now, h, features);
+      h = result[1];
+      return result[0];
+    });
+  }
+  return py::make_tuple(out, h);
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   py::class_<RnnStep>(m, "RnnStep")
       .def(py::init<const std::string&, at::Tensor, const py::list&, const py::object&>())
@@ -185,4 +238,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("split_products", [] { return Helper::get().splits.load(); });
   m.def("run_plain", &run_plain<RnnStep>);
   m.def("run_plain", &run_plain<MinGruStep>);
+  m.def("read", &read_rnn);
+  m.def("read", &read_mingru);
 }
