@@ -24,6 +24,7 @@ from gentext.models.weights import fast_formats
 from gentext.runconfig import RunConfig
 from gentext.useconfig import SampleConfig
 from tests.conftest import HARD_ROWS
+from tests.native.counting import Counting
 
 
 @pytest.fixture
@@ -142,7 +143,7 @@ def test_a_lone_row_drawn_ahead_in_compiled_runs_writes_the_token_by_token_text(
         ("stream", dict(max_new_tokens=3 * AHEAD + 5, stop=["e"])),
         ("lines", dict(max_new_tokens=3 * AHEAD, temperature=1.4)),
     ]
-    counted, longest = _Counting(kernels), 0
+    counted, longest = Counting(kernels, "run_plain"), 0
     for fmt in ["fp32", "int8"]:
         for mode, settings in cases:
             for seed in range(4):
@@ -157,7 +158,7 @@ def test_a_lone_row_drawn_ahead_in_compiled_runs_writes_the_token_by_token_text(
                     native.use(None)
                 assert compiled == python and [streamed] == python, (fmt, mode, settings, seed)
     assert longest > AHEAD + 4  # runs longer than one compiled call were compared
-    assert counted.runs > 0  # and the compiled runs made them
+    assert counted.calls > 0  # and the compiled runs made them
 
 
 @pytest.mark.slow
@@ -208,20 +209,6 @@ def test_a_forked_child_splits_with_a_helper_of_its_own(kernels, monkeypatch):
     finally:
         native.use(None)
     assert os.waitstatus_to_exitcode(status) == 0
-
-
-class _Counting:
-    """The kernels' module, counting its compiled runs."""
-
-    def __init__(self, module):
-        self.module, self.runs = module, 0
-
-    def __getattr__(self, name):
-        return getattr(self.module, name)
-
-    def run_plain(self, *args):
-        self.runs += 1
-        return self.module.run_plain(*args)
 
 
 @pytest.mark.slow

@@ -6,21 +6,8 @@ import torch
 
 from gentext import native
 from gentext.models.weights import fast_formats
+from tests.native.counting import Counting
 from tests.native.test_kernels import _model
-
-
-class _CountingReads:
-    """The kernels' module, counting its whole-sequence reads."""
-
-    def __init__(self, module):
-        self.module, self.reads = module, 0
-
-    def __getattr__(self, name):
-        return getattr(self.module, name)
-
-    def read(self, *args):
-        self.reads += 1
-        return self.module.read(*args)
 
 
 def _read(kind: str, fmt: str, ids: torch.Tensor, targets: torch.Tensor, module) -> list[torch.Tensor]:
@@ -43,7 +30,7 @@ def test_a_sequence_read_in_one_compiled_call_gives_the_token_loops_numbers(kind
     generator = torch.Generator().manual_seed(1)
     ids = torch.randint(0, 30, (3, 17), generator=generator)
     targets = torch.randint(0, 30, (3, 17), generator=generator)
-    counted = _CountingReads(kernels)
+    counted = Counting(kernels, "read")
     formats = [f for f in fast_formats(torch.device("cpu")) if f != "fp32"]  # fp32 reads with nn.LSTM
     assert formats
     for fmt in formats:
@@ -53,4 +40,4 @@ def test_a_sequence_read_in_one_compiled_call_gives_the_token_loops_numbers(kind
             assert python[1].shape == (rows, 17)
             for a, b in zip(python, compiled, strict=True):
                 assert torch.equal(a, b), (kind, fmt, rows)
-    assert counted.reads == 2 * 2 * len(formats)  # each sequence was one compiled call
+    assert counted.calls == 2 * 2 * len(formats)  # each sequence was one compiled call
