@@ -15,6 +15,9 @@ much of a 300-token greedy continuation stays identical to float32's. Then a roo
 token reads, the measured bandwidth at that working set and matmul peaks, the bound they set on
 tokens/s and the share reached.
 
+minGRU rows: a random 2 x 256 minGRU (what `--model auto` trains for a short character run), one
+stream, its Python step against its compiled one in each format.
+
 Transformer row: nanoGPT's Shakespeare-char shape (6 layers, 6 heads, 384 wide, context 256,
 random weights), one stream continuing a 256-token prompt, so every step sees a full context.
 Baseline: nanoGPT's `generate` loop on the same module (crop to the last 256 tokens, run the whole
@@ -97,6 +100,19 @@ def transformer_row(args) -> tuple[float, dict[str, float], str]:
     ours = interleaved(fns, args.tokens, 2)
     plain = ours.pop("plain")
     return plain, ours, f"{cfg.num_layers} layers x {cfg.hidden_size}, {cfg.num_heads} heads, context {cfg.context}"
+
+
+def mingru_row(args) -> dict[str, float]:
+    """Tokens/s of one stream of a random minGRU (the default kind of a short character run, 2 x 256)
+    per weight format, its Python step ("FMT (Python)") and its compiled one, interleaved."""
+    cfg = ModelConfig(kind="mingru", vocab_size=65, hidden_size=32 if args.tiny else 256, num_layers=2)
+    torch.manual_seed(0)
+    chars = CharTokenizer([chr(32 + i) for i in range(65)])
+    model = TextModel(build_model(cfg).eval(), chars, RunConfig(), condition=Condition())
+    formats = [f for f in ("fp32", "int8") if f in fast_formats(model.device)]
+    paths = [f"{fmt} (Python)" for fmt in formats] + (formats if native.kernels() is not None else [])
+    fns = {path: generating(model, path, " ", args.tokens, kernels=native.kernels()) for path in paths}
+    return interleaved(fns, args.tokens, 3)
 
 
 def generating(model: TextModel, fmt: str, prompt: str, tokens: int, streams: int = 1, kernels=None):
@@ -224,6 +240,11 @@ def main() -> None:
     print(f"| nanoGPT-style full recompute | {plain_t:,.0f} | 1.0x |")
     for fmt, rate_t in ours_t.items():
         print(f"| gentext (sliding KV cache), {fmt} weights | {rate_t:,.0f} | {rate_t / plain_t:.1f}x |")
+    minimal = mingru_row(args)
+    print(f"\nminGRU (2 x {32 if args.tiny else 256}), 1 stream: the Python step against the compiled one")
+    print("| weights | path | tokens/s |\n|---|---|---:|")
+    for path, rate in minimal.items():
+        print(f"| {path.split()[0]} | {'Python' if path.endswith('(Python)') else 'compiled'} | {rate:,.0f} |")
     print_roofline(rows, model, args)
 
 

@@ -29,7 +29,8 @@ def test_generation_benchmark_prints_speed_per_format_and_a_roofline():
     assert "plain PyTorch nn.LSTM per token: 1 stream" in out and "CPU features:" in out
     rows = [r for r in rows if not r.startswith(("| weights ", "| path "))]  # the later tables' headers
     transformer = [r for r in rows if "recompute" in r or "KV cache" in r]
-    speed = [r for r in rows if "MB" not in r and r not in transformer]
+    mingru = [r for r in rows if r.split("|")[2].strip() in ("Python", "compiled")]
+    speed = [r for r in rows if "MB" not in r and r not in transformer + mingru]
     roofline = [r for r in rows if "MB" in r]
     formats = [r.split("|")[1].strip() for r in speed]
     assert formats[0] == "fp32" and "int8" in formats  # every CPU format, float32 first
@@ -40,6 +41,9 @@ def test_generation_benchmark_prints_speed_per_format_and_a_roofline():
         *(f"gentext (sliding KV cache), {fmt} weights" for fmt in formats),  # the Transformer has formats too
     ]
     assert all(r.split("|")[3].strip().endswith("x") for r in transformer[1:])  # the ratio to the full recompute
+    paths = {(r.split("|")[1].strip(), r.split("|")[2].strip()) for r in mingru}  # minGRU: Python step vs compiled
+    assert ("fp32", "Python") in paths and all(float(r.split("|")[3].replace(",", "")) > 0 for r in mingru)
+    assert ("fp32", "compiled") in paths or "per-token kernels: Python" in out
 
 
 @pytest.mark.background("speed")
