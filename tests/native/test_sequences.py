@@ -25,6 +25,7 @@ def _read(kind: str, fmt: str, ids: torch.Tensor, targets: torch.Tensor, module)
 
 
 @pytest.mark.slow
+@pytest.mark.isa
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn", "mingru"])
 def test_a_sequence_read_in_one_compiled_call_gives_the_token_loops_numbers(kind, kernels):
     generator = torch.Generator().manual_seed(1)
