@@ -7,6 +7,15 @@ class GentextError(Exception):
     exit_code = 2
 
 
+class TrainingInterrupted(GentextError):
+    """Raised after a SIGINT/SIGTERM once the training checkpoint is safely written; the exit code
+    is the signal's (130, 143), so a script can tell an interruption from bad input."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def error_text(exc: BaseException) -> str:
     """What a client is told of a failure: a GentextError's message (bad input, said how to fix),
     else only the exception's type (a bug: its details stay in the server's log)."""

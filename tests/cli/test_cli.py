@@ -68,6 +68,25 @@ def test_python_dash_m_runs_and_errors_have_no_traceback(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+HEAVY = ("torch", "numpy", "fastapi", "tokenizers", "safetensors")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["serve", "--help"], ["train", "--out", "x", "--lrr", "1"]])
+def test_reading_the_command_line_loads_no_torch(argv):
+    """Help and a mistyped flag answer before any heavy library loads; the command runs them."""
+    probe = (
+        "import sys\nfrom gentext.__main__ import run\nsys.argv = ['gentext', *sys.argv[1:]]\n"
+        "try:\n    code = run()\nexcept SystemExit as exc:\n    code = exc.code\n"
+        f"print('loaded:', sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})), code)"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True)
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("loaded: [] "), (last, proc.stderr)
+    assert last.endswith(" 2" if argv[-1] == "1" else " 0"), (last, proc.stderr)
+    if argv[-1] == "1":
+        assert "--lrr -> --lr" in proc.stderr, proc.stderr
+
+
 def test_corpora_lists_the_builtin(capsys):
     code, out, _ = run_cli(capsys, "corpora")
     assert code == 0 and "python-docs" in out

@@ -21,9 +21,8 @@ from gentext.cli import serve as cli_serve
 from gentext.cli import train as cli_train
 from gentext.cli.options import add_options
 from gentext.cli.output import version_text
-from gentext.errors import GentextError
+from gentext.errors import GentextError, TrainingInterrupted
 from gentext.threads import configure as configure_threads
-from gentext.training.trainer import TrainingInterrupted
 from gentext.useconfig import RuntimeConfig
 
 

@@ -8,9 +8,6 @@ import platform
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from gentext import hardware, native, threads
 from gentext.cli.output import print_json, version_text
 
 EXTRAS = {  # module -> the extra that brings it
@@ -36,6 +33,9 @@ def _cpu_name() -> str:
 
 
 def report() -> dict[str, Any]:
+    import torch  # here, not at the top: the command line is read without torch
+
+    from gentext import hardware, native, threads
     from gentext.models.weights import fast_formats
 
     cpu = hardware.cpu_report()

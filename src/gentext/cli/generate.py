@@ -7,15 +7,17 @@ import dataclasses
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gentext import api
 from gentext.cli.evaluate import UNKNOWN_FLAG
 from gentext.cli.options import add_options, convert, given, load_run
 from gentext.cli.output import print_json
 from gentext.errors import GentextError
 from gentext.inference.results import readable
 from gentext.useconfig import LoadConfig, SampleConfig
+
+if TYPE_CHECKING:  # torch loads with the model, not with the command line
+    from gentext.inference.textmodel import TextModel
 
 
 def parse_temperatures(text: str) -> list[float]:
@@ -148,7 +150,7 @@ def _chat_command(line: str, settings: dict[str, Any]) -> bool:
     return True
 
 
-def chat_loop(model: api.TextModel, args: argparse.Namespace) -> int:
+def chat_loop(model: TextModel, args: argparse.Namespace) -> int:
     """Type a prompt, watch the continuation stream in; /name value changes a setting."""
     settings = {**sample_settings(args, args.temperature[0]), "num_samples": 1}
     interactive = sys.stdin.isatty()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 
-from gentext import api, checkpoint
 from gentext.cli.output import print_json
 from gentext.data.corpus import BUILTIN_CORPORA
 from gentext.data.download import NAMED_CORPORA
@@ -13,8 +12,16 @@ from gentext.errors import GentextError
 from gentext.paths import cache_dir
 
 
+def _load(run: str):
+    """The run in float32. gentext.api is imported here, not at the top, so that reading the command
+    line (and `--help`, and a mistyped flag) does not load torch."""
+    from gentext import api
+
+    return api.load(run, weights="fp32")
+
+
 def cmd_info(args: argparse.Namespace) -> int:
-    info = api.load(args.run, weights="fp32").info()
+    info = _load(args.run).info()
     if args.json:
         print_json(info)
         return 0
@@ -57,12 +64,13 @@ def _sampled_from(info: dict) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from gentext.checkpoint import ONNX
     from gentext.inference.export import export_onnx
 
     if args.format != "onnx":
         raise GentextError(f"--format must be onnx, got {args.format!r}")
-    model = api.load(args.run, weights="fp32")
-    exported = export_onnx(model, args.output or f"{args.run}/{checkpoint.ONNX}", args.weights)
+    model = _load(args.run)
+    exported = export_onnx(model, args.output or f"{args.run}/{ONNX}", args.weights)
     print(f"wrote {exported.path}")
     check = exported.check
     if check:
@@ -76,7 +84,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_attention(args: argparse.Namespace) -> int:
     from gentext.inference.translation import attention_picture
 
-    model = api.load(args.run, weights="fp32")
+    model = _load(args.run)
     if not model.pairs:
         raise GentextError(f"{args.run} is not a seq2seq run: only --model seq2seq has attention over a source")
     output, path = attention_picture(model, args.source, args.out)

@@ -7,8 +7,7 @@ import argparse
 import os
 
 from gentext.cli.options import add_options, given
-from gentext.server.requests import Listening, ServerLimits
-from gentext.useconfig import LoadConfig
+from gentext.useconfig import Listening, LoadConfig, ServerLimits
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -41,5 +40,5 @@ def register(sub) -> None:
     )
     add_options(p, Listening)
     add_options(p, LoadConfig)
-    add_options(p, ServerLimits)  # gentext.server.requests imports no web framework until used
+    add_options(p, ServerLimits)
     p.set_defaults(func=cmd_serve)

@@ -6,14 +6,15 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gentext import api
 from gentext.cli.options import add_options, given
 from gentext.cli.output import print_json
 from gentext.config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig
 from gentext.presets import PRESETS
-from gentext.training import distributed
+
+if TYPE_CHECKING:  # torch loads when a command runs, not when the command line is read
+    from gentext.inference.textmodel import TextModel
 
 CONFIGS = (CorpusConfig, TokenizerConfig, ModelConfig, TrainConfig)
 
@@ -22,7 +23,7 @@ def _print_eval(args: argparse.Namespace):
     """The callback printing validation loss (and a short sample) at each evaluation."""
     from tqdm.auto import tqdm
 
-    def on_eval(step: int, val_loss: float | None, textmodel: api.TextModel) -> None:
+    def on_eval(step: int, val_loss: float | None, textmodel: TextModel) -> None:
         if args.quiet or val_loss is None:
             return
         line = f"step {step}: val loss {val_loss:.4f} nats/token ({val_loss / math.log(2):.3f} bits/token)"
@@ -48,6 +49,9 @@ def train_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from gentext import api
+    from gentext.training import distributed
+
     summary = api.train(
         args.out,
         paths=args.paths or None,

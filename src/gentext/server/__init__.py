@@ -36,7 +36,6 @@ from gentext.inference.results import readable
 from gentext.inference.textmodel import TextModel
 from gentext.server.ops import Metrics, add_operations
 from gentext.server.requests import (
-    ServerLimits,
     conditions,
     picture,
     request_models,
@@ -44,6 +43,7 @@ from gentext.server.requests import (
     unprocessable,
 )
 from gentext.server.streams import Gate, Slot, request_events
+from gentext.useconfig import ServerLimits
 
 __all__ = ["ServerLimits", "create_app"]
 logger = logging.getLogger(__name__)

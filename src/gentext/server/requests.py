@@ -7,69 +7,16 @@ module can only fail in the model itself, and that ends that request alone (infe
 
 import dataclasses
 import typing
-from dataclasses import dataclass
 from typing import Any, Literal
 
-from gentext.config import flag_of, opt
 from gentext.errors import GentextError
 from gentext.inference.textmodel import TextModel
-from gentext.useconfig import SampleConfig
+from gentext.useconfig import SampleConfig, ServerLimits
 
 MAX_BODY_BYTES = 12_000_000  # the largest request body (413 beyond): a picture of MAX_IMAGE_BYTES in base64 fits
 MAX_IMAGE_BYTES = 8_000_000
 MAX_IMAGE_PIXELS = 4096 * 4096  # checked from the header, before the picture is decoded
 MAX_LABEL_CHARS = 200
-
-
-@dataclass
-class ServerLimits:
-    """What one server takes on (gentext serve's flags)."""
-
-    max_prompt_chars: int = opt(4000, "longest prompt or source, in characters")
-    max_new_tokens: int = opt(1000, "most tokens one sample may ask for", flag="--max-new-tokens-limit")
-    max_num_samples: int = opt(16, "most samples one request may ask for")
-    max_num_beams: int = opt(8, "most beams one request may ask for")
-    max_concurrency: int = opt(32, "requests in progress at once; more wait (--max-queue), beyond that 503")
-    max_queue: int = opt(8, "requests waiting for a place; more get 503 at once")
-    max_batch_rows: int = opt(32, "rows of one batched step (continuous batching): samples advancing together")
-    worker_threads: int = opt(2, "requests computed on a thread of their own at once: scoring and attention")
-    request_timeout: float = opt(60.0, "seconds of generation per request (and the grace period on SIGTERM)")
-    stream_interval: float = opt(
-        0.02, "seconds a streamed token may wait to go out with the ones after it: fewer events (0: one per token)"
-    )
-    workers: int = opt(
-        1,
-        "server processes sharing the port, each with its own copy of the models, batch, limits and /metrics: more "
-        "use more cores (one process is held to about one by Python's interpreter lock)",
-    )
-
-    def validate(self) -> "ServerLimits":
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if not (value >= 0 if f.name in ("max_queue", "stream_interval") else value > 0):
-                raise GentextError(f"{flag_of(ServerLimits, f.name)} must be positive, got {value}")
-        return self
-
-
-@dataclass
-class Listening:
-    """Where one server listens and whom it answers (gentext serve's flags)."""
-
-    host: str = opt("127.0.0.1", "address to listen on (0.0.0.0: every interface; give --api-key there)")
-    port: int = opt(8000, "TCP port to listen on, 1-65535")
-    api_key: str | None = opt(
-        None, "require 'Authorization: Bearer KEY' on every endpoint but /healthz (or GENTEXT_API_KEY)"
-    )
-    cors_origins: list[str] = opt(
-        help="allow browser requests from this origin (repeat for more)", flag="--cors-origin", factory=list
-    )
-
-    def validate(self) -> "Listening":
-        if not 1 <= self.port <= 65535:  # uvicorn would bind the port modulo 65536 and say it took this one
-            raise GentextError(f"--port must be between 1 and 65535, got {self.port}")
-        if not self.host.strip():
-            raise GentextError("--host must name an address, got an empty one")
-        return self
 
 
 def flag(name: str) -> str:

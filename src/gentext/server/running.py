@@ -24,7 +24,7 @@ from pathlib import Path
 
 from gentext.errors import GentextError
 from gentext.server.ops import is_loopback
-from gentext.server.requests import ServerLimits
+from gentext.useconfig import ServerLimits
 
 logger = logging.getLogger("gentext.server")
 SPEC_VARIABLE = "GENTEXT_SERVE_SPEC"  # the workers' settings, passed through the environment

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from gentext import checkpoint, threads
 from gentext.config import TrainConfig
-from gentext.errors import GentextError
+from gentext.errors import TrainingInterrupted
 from gentext.hardware import release_memory
 from gentext.training import distributed
 from gentext.training.feeds import Feed
@@ -46,14 +46,6 @@ logger = logging.getLogger(__name__)
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 EVAL_EVERY = 200  # steps between validations where --eval-every is not given
 EVAL_SHARE = 0.05  # ... and on a time limit, the most of the time that validating may take
-
-
-class TrainingInterrupted(GentextError):
-    """Raised after a SIGINT/SIGTERM once the checkpoint is safely written."""
-
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 @dataclass
