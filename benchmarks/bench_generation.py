@@ -40,7 +40,7 @@ from gentext.api import TextModel, load
 from gentext.conditions import Condition
 from gentext.config import ModelConfig
 from gentext.data.tokenizers import CharTokenizer
-from gentext.hardware import cpu_native
+from gentext.hardware import cpu_native, direct_int8
 from gentext.models import build_model
 from gentext.models.weights import fast_formats
 from gentext.runconfig import RunConfig
@@ -232,6 +232,11 @@ def main() -> None:
         + ("" if cpu_native(torch.bfloat16) else " (bf16 emulated: not measured)")
         + f"; per-token kernels: {native.status()}"
         + ("; a lone row's products on two cores" if native.kernels() and threads.describe()["second_core"] else "")
+        + (
+            "; a lone row's int8 products by the kernels' own VNNI product"
+            if native.kernels() and direct_int8()
+            else ""
+        )
     )
     print_speed(rows, base_one, base_many, args)
     plain_t, ours_t, shape = transformer_row(args)

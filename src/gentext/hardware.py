@@ -110,3 +110,34 @@ def release_memory() -> None:
         ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+DIRECT_L2_BYTES = 2 << 20  # the smallest L2 a core on which a lone row's own int8 product was measured faster
+
+
+def l2_bytes() -> int:
+    """The L2 cache of the first CPU, in bytes (0 where the system does not say)."""
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            if (index / "level").read_text().strip() == "2":
+                size = (index / "size").read_text().strip().upper()
+                return int(size.rstrip("KMG")) << {"K": 10, "M": 20, "G": 30}.get(size[-1:], 0)
+        except (OSError, ValueError):
+            continue
+    return 0
+
+
+def direct_int8() -> bool:
+    """May the compiled kernels make a lone row's int8 products themselves (native/direct.h)? With
+    AVX-512 VNNI, where a core's L2 holds its half of a 2 x 512 LSTM's weights: there the product is
+    bound by fbgemm's work per call, which it leaves out; on a 1 MB L2 the weights come from L3
+    either way and a hand-written product was no faster (benchmarks/RESULTS.md). Not where a cap
+    holds ATen, oneDNN or fbgemm below VNNI: whoever set one wants to see a CPU without it."""
+    fbgemm = os.environ.get("FBGEMM_ENABLE_INSTRUCTIONS", "").upper()
+    return (
+        {"avx512f", "avx512bw", "avx512_vnni"} <= _cpu_flags()
+        and torch.backends.cpu.get_cpu_capability() == "AVX512"
+        and not _capped_below("AVX512_CORE_VNNI")
+        and (not fbgemm or "VNNI" in fbgemm)
+        and l2_bytes() >= DIRECT_L2_BYTES
+    )

@@ -31,7 +31,7 @@ import torch
 
 from gentext import threads
 from gentext.errors import GentextError
-from gentext.hardware import cpu_native
+from gentext.hardware import cpu_native, direct_int8
 from gentext.useconfig import WEIGHT_FORMATS
 
 
@@ -163,7 +163,24 @@ class Int8Matmul(Matmul):
         output's sum is its own, so the halves give the whole's numbers."""
         if not self.bounded:  # each row scaled by itself, the bias added after the product
             return (5, None, self.bias, self.packed, self.anchor, None)
-        return (4, None, None, self.packed, self.anchor, self._halves())
+        return (4, None, None, self.packed, self.anchor, self._halves(), self._direct())
+
+    def _direct(self) -> tuple | None:
+        """The weights laid out for the kernels' own product of a lone row (native/direct.h: AVX-512
+        VNNI, fbgemm's numbers bit for bit, less work per call), where this CPU may run it: blocks
+        of 64 outputs x 4 inputs, each output's weight sum, the activations' scale times each
+        output's, the bias, and the activations' 1 / scale and zero point for the range the anchor
+        row pins, as fbgemm chooses them."""
+        outputs, width = self.shape
+        if outputs % 64 or width % 4 or not direct_int8():
+            return None
+        qweight = torch.ops.quantized.linear_unpack(self.packed)[0]
+        scale, zero = torch._choose_qparams_per_tensor(self.anchor, True)
+        scale = torch.tensor(scale, dtype=torch.float32)
+        ints = qweight.int_repr()
+        blocks = ints.view(outputs // 64, 64, width // 4, 4).transpose(1, 2).contiguous()
+        mult, bias = scale * qweight.q_per_channel_scales().float(), self.bias.float().contiguous()
+        return (blocks, ints.sum(1, dtype=torch.int32), mult, bias, (1 / scale).item(), float(zero))
 
     def _halves(self) -> tuple | None:
         rows = self.shape[0]

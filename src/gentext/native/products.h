@@ -19,6 +19,7 @@
 #include <initializer_list>
 #include <limits>
 
+#include "direct.h"
 #include "helper.h"
 
 namespace py = pybind11;
@@ -85,11 +86,17 @@ static at::Tensor joined(std::initializer_list<at::Tensor> pieces, int64_t rows,
   return out;
 }
 
+// Steps of up to this many rows make their int8 products in `Direct` where it is given: its work
+// per row is a whole pass over the weights, and from two rows on fbgemm's per-call work is repaid
+// (benchmarks/RESULTS.md).
+constexpr int64_t DIRECT_ROWS = 1;
+
 // One product x @ W^T + b in a weight format, as the format's Python __call__ computes it.
 struct Op {
   int kind = NONE;
   at::Tensor weight_t, bias, anchor;
   Packed packed, low, high;  // int8: the outputs in two halves too, where worth splitting
+  Direct direct;             // int8 of bounded inputs: the few-row product on this CPU's VNNI
 
   // The product of `parts` side by side (one tensor, or [x, h]), `plus` added where given (a row of
   // the layer-0 table). With `helper`, an int8 product that has halves is made on two cores.
@@ -99,6 +106,10 @@ struct Op {
                            .findSchemaOrThrow("quantized::linear_dynamic", "")
                            .typed<at::Tensor(at::Tensor, const Packed&, bool)>();
     if (kind == INT8) {
+      if (direct.defined() && parts.begin()->size(0) <= DIRECT_ROWS) {
+        auto y = direct(parts, helper, plus);
+        if (y.defined()) return y;  // else an input out of the anchor's range: fbgemm below
+      }
       auto input = rows_and_anchor(parts, anchor);  // the anchor row pins the range
       const int64_t rows = input.size(0) - 1;
       if (helper != nullptr && low) {
@@ -137,7 +148,23 @@ struct Op {
   }
 };
 
-// spec: None or (kind, weight_t, bias, packed, anchor, halves), from Matmul.native()
+// (weights, colsum, mult, bias, inverse, zero) from Int8Matmul._direct(), where this CPU runs it
+static Direct make_direct(const py::object& spec) {
+  Direct direct;
+  if (spec.is_none() || !direct_supported()) return direct;
+  auto t = spec.cast<py::tuple>();
+  direct.weights = t[0].cast<at::Tensor>();
+  direct.colsum = t[1].cast<at::Tensor>();
+  direct.mult = t[2].cast<at::Tensor>();
+  direct.bias = t[3].cast<at::Tensor>();
+  direct.inverse = t[4].cast<float>();
+  direct.zero = t[5].cast<float>();
+  direct.outputs = direct.colsum.size(0);
+  direct.width = direct.weights.numel() / direct.outputs;
+  return direct;
+}
+
+// spec: None or (kind, weight_t, bias, packed, anchor, halves[, direct]), from Matmul.native()
 static Op make_op(const py::object& spec) {
   Op op;
   if (spec.is_none()) return op;
@@ -160,6 +187,7 @@ static Op make_op(const py::object& spec) {
       op.low = unpack(halves[0]);
       op.high = unpack(halves[1]);
     }
+    if (t.size() > 6) op.direct = make_direct(t[6]);
   }
   return op;
 }

@@ -1,0 +1,157 @@
+// A lone row's int8 product made here with AVX-512 VNNI rather than by fbgemm, with fbgemm's numbers.
+//
+// fbgemm's dynamic int8 product is built for many rows: for one row it chooses the activations'
+// range, quantizes and packs the row, and runs a kernel whose per-call work costs more than its
+// arithmetic where the weights sit in the core's L2 (hardware.direct_int8 says where). A recurrent step's inputs are bounded (the anchor row pins their range to [-1, 1]),
+// so the range, scale and zero point are known when the weights load, and one `vpdpbusd` per 16
+// outputs and 4 inputs does the rest. Every number is fbgemm's: the same quantization (a fused
+// multiply-add by 1/scale plus the zero point, rounded to nearest even, clamped to [0, 255]), exact
+// int32 sums, and the same fused multiply-add of the sum by the two scales plus the bias
+// (tests/native/test_direct.py compares them bit for bit, ties included).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+
+#include <cmath>
+#include <cstdint>
+#include <initializer_list>
+#include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define DIRECT_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma")))
+#endif
+
+// models/weights.py's `Int8Matmul._direct()`: the weights in blocks of 64 outputs, each block as K/4
+// groups of (64 outputs x 4 inputs), so a group is four 64-byte loads for four vpdpbusd.
+struct Direct {
+  at::Tensor weights;  // int8, (N / 64, K / 4, 64, 4)
+  at::Tensor colsum;   // int32 (N): each output's weight sum, for the zero point
+  at::Tensor mult;     // float (N): the activations' scale times each output's weight scale
+  at::Tensor bias;     // float (N)
+  float inverse = 0.0f, zero = 0.0f;  // the activations' 1 / scale and zero point
+  int64_t width = 0, outputs = 0;
+
+  bool defined() const { return weights.defined(); }
+
+  // The rows of `parts` side by side, quantized into `q`; false where a value lies outside [-1, 1]
+  // (or is NaN): then fbgemm, whose range would not be the anchor's, makes the product.
+  bool quantize(std::initializer_list<at::Tensor> parts, std::vector<uint8_t>& q) const {
+    const int64_t rows = parts.begin()->size(0);
+    q.resize(rows * width);
+    int64_t offset = 0;
+    for (const auto& part : parts) {
+      if (!part.is_contiguous() || part.scalar_type() != at::kFloat || part.size(0) != rows) return false;
+      const int64_t w = part.size(1);
+      if (offset + w > width) return false;
+      for (int64_t r = 0; r < rows; ++r) {
+        if (!quantize_row(part.data_ptr<float>() + r * w, w, q.data() + r * width + offset)) return false;
+      }
+      offset += w;
+    }
+    return offset == width;
+  }
+
+#if defined(__x86_64__)
+  DIRECT_TARGET bool quantize_row(const float* in, int64_t w, uint8_t* q) const {
+    const __m512 scale = _mm512_set1_ps(inverse), zero_point = _mm512_set1_ps(zero), one = _mm512_set1_ps(1.0f);
+    int64_t k = 0;
+    for (; k + 16 <= w; k += 16) {
+      const __m512 x = _mm512_loadu_ps(in + k);
+      if (_mm512_cmp_ps_mask(_mm512_abs_ps(x), one, _CMP_LE_OQ) != 0xFFFF) return false;
+      __m512i r = _mm512_cvtps_epi32(_mm512_fmadd_ps(x, scale, zero_point));  // to nearest, ties to even
+      r = _mm512_max_epi32(_mm512_min_epi32(r, _mm512_set1_epi32(255)), _mm512_setzero_si512());
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + k), _mm512_cvtepi32_epi8(r));
+    }
+    for (; k < w; ++k) {
+      if (!(std::fabs(in[k]) <= 1.0f)) return false;
+      const float t = std::nearbyint(std::fma(in[k], inverse, zero));
+      q[k] = static_cast<uint8_t>(t < 0.0f ? 0.0f : (t > 255.0f ? 255.0f : t));
+    }
+    return true;
+  }
+
+  // Outputs [from, to) (multiples of 64) of every row: out[r] = sum * mult + bias (one rounding),
+  // then + plus[r] where given.
+  DIRECT_TARGET void blocks(const uint8_t* q, int64_t rows, int64_t from, int64_t to, float* out,
+                            const float* plus) const {
+    for (int64_t r = 0; r < rows; ++r) {
+      lone(q + r * width, from, to, out + r * outputs, plus == nullptr ? nullptr : plus + r * outputs);
+    }
+  }
+
+  // One row: two sets of accumulators, even and odd groups of 4 inputs, so that eight independent
+  // chains of vpdpbusd keep the core busy where four would wait on each other's latency.
+  DIRECT_TARGET void lone(const uint8_t* row, int64_t from, int64_t to, float* out, const float* plus) const {
+    for (int64_t n = from; n < to; n += 64) {
+      const int8_t* block = weights.data_ptr<int8_t>() + n * width;
+      __m512i acc[2][4];
+      for (auto& set : acc) {
+        for (auto& a : set) a = _mm512_setzero_si512();
+      }
+      int64_t k = 0;
+      for (; k + 8 <= width; k += 8, block += 512) {
+        for (int p = 0; p < 2; ++p) {
+          const __m512i x = _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(row + k + 4 * p));
+          for (int j = 0; j < 4; ++j) {
+            acc[p][j] = _mm512_dpbusd_epi32(acc[p][j], x, _mm512_loadu_si512(block + 256 * p + 64 * j));
+          }
+        }
+      }
+      if (k < width) {
+        const __m512i x = _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(row + k));
+        for (int j = 0; j < 4; ++j) acc[0][j] = _mm512_dpbusd_epi32(acc[0][j], x, _mm512_loadu_si512(block + 64 * j));
+      }
+      for (int j = 0; j < 4; ++j) store(_mm512_add_epi32(acc[0][j], acc[1][j]), n + 16 * j, out, plus);
+    }
+  }
+
+  // 16 outputs from their sums: (sum - zero point x weight sum) x mult + bias, then + plus
+  DIRECT_TARGET void store(__m512i sum, int64_t at, float* out, const float* plus) const {
+    const __m512i zero_point = _mm512_set1_epi32(static_cast<int32_t>(zero));
+    const __m512i raw = _mm512_sub_epi32(sum, _mm512_mullo_epi32(zero_point, _mm512_loadu_si512(colsum.data_ptr<int32_t>() + at)));
+    __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(raw), _mm512_loadu_ps(mult.data_ptr<float>() + at),
+                               _mm512_loadu_ps(bias.data_ptr<float>() + at));
+    if (plus != nullptr) y = _mm512_add_ps(_mm512_loadu_ps(plus + at), y);
+    _mm512_storeu_ps(out + at, y);
+  }
+#else
+  bool quantize_row(const float*, int64_t, uint8_t*) const { return false; }
+  void blocks(const uint8_t*, int64_t, int64_t, int64_t, float*, const float*) const {}
+#endif
+
+  // The product of `parts` side by side (+ `plus`), on two cores where `helper` is given; an
+  // undefined tensor where the inputs are out of range.
+  template <class H>
+  at::Tensor operator()(std::initializer_list<at::Tensor> parts, H* helper, const at::Tensor& plus) const {
+    thread_local std::vector<uint8_t> q;
+    const int64_t rows = parts.begin()->size(0);
+    const bool adding = plus.defined();
+    if (adding && !(plus.is_contiguous() && plus.scalar_type() == at::kFloat && plus.size(0) == rows)) {
+      return at::Tensor();
+    }
+    if (!quantize(parts, q)) return at::Tensor();
+    auto out = at::empty({rows, outputs}, parts.begin()->options());
+    float* o = out.data_ptr<float>();
+    const float* p = adding ? plus.data_ptr<float>() : nullptr;
+    const int64_t cut = outputs / 2 / 64 * 64;
+    const uint8_t* data = q.data();  // named here: in the helper's thread `q` would be its own
+    if (helper == nullptr || cut == 0) {
+      blocks(data, rows, 0, outputs, o, p);
+    } else {
+      helper->both([&] { blocks(data, rows, 0, cut, o, p); }, [&] { blocks(data, rows, cut, outputs, o, p); });
+    }
+    return out;
+  }
+};
+
+// Whether this CPU runs `Direct::blocks` (the Python side also leaves it out under an ISA cap).
+static inline bool direct_supported() {
+#if defined(__x86_64__)
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vnni");
+#else
+  return false;
+#endif
+}
