@@ -71,7 +71,9 @@ def test_python_dash_m_runs_and_errors_have_no_traceback(tmp_path):
 HEAVY = ("torch", "numpy", "fastapi", "tokenizers", "safetensors")
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["serve", "--help"], ["train", "--out", "x", "--lrr", "1"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["train", "--help"], ["serve", "--help"], ["train", "--out", "x", "--lrr", "1"]]
+)
 def test_reading_the_command_line_loads_no_torch(argv):
     """Help and a mistyped flag answer before any heavy library loads; the command runs them."""
     probe = (
