@@ -134,8 +134,8 @@ def test_small_matrices_stay_float32_where_a_quantized_call_costs_more_than_it_s
 def test_int8_weights_are_packed_in_halves_only_where_a_step_may_split(splits, monkeypatch):
     monkeypatch.setattr("gentext.threads.may_split", lambda: splits)  # False: a server, --threads N, one core
     wide, narrow = MATMULS["int8"](torch.randn(2048, 512), None), MATMULS["int8"](torch.randn(512, 512), None)
-    halves = wide.native()[-1]
-    assert (halves is not None) == splits and narrow.native()[-1] is None
+    halves = wide.native()[5]  # (kind, weight, bias, packed, anchor, halves, direct)
+    assert (halves is not None) == splits and narrow.native()[5] is None
     if splits:
         x = torch.rand(1, 512) * 2 - 1
         joined = torch.cat(
