@@ -168,12 +168,29 @@ def test_the_command_sets_openmp_idle_waiting_and_importing_the_library_changes_
 )
 def test_native_bf16_needs_the_cpu_feature_and_no_cap_below_it(monkeypatch, env, native):
     monkeypatch.setattr(hardware, "_cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    monkeypatch.setattr(hardware, "bf16_pays", lambda: True)
     for name in hardware.CAPS:
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert hardware.cpu_native(torch.bfloat16) is native
     assert hardware.resolve_precision("auto", torch.device("cpu")) == (torch.bfloat16 if native else None)
+
+
+@pytest.mark.parametrize("pays", [True, False])
+def test_auto_trains_in_bf16_only_where_its_products_measured_faster(monkeypatch, pays):
+    """Native bf16 that runs slower than float32 (an Intel Xeon without AMX) leaves `auto` at float32;
+    asked for by name it is still given."""
+    monkeypatch.setattr(hardware, "cpu_native", lambda dtype: True)
+    monkeypatch.setattr(hardware, "bf16_pays", lambda: pays)
+    assert hardware.resolve_precision("auto", torch.device("cpu")) == (torch.bfloat16 if pays else None)
+    assert hardware.resolve_precision("bf16", torch.device("cpu")) == torch.bfloat16
+
+
+def test_the_bf16_measurement_is_taken_once_a_process():
+    hardware.bf16_pays.cache_clear()
+    first = hardware.bf16_pays()
+    assert hardware.bf16_pays() is first and hardware.bf16_pays.cache_info().misses == 1
 
 
 def test_an_avx2_cpu_has_no_native_bf16(monkeypatch):

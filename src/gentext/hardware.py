@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import gc
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -73,6 +75,26 @@ def cpu_report() -> dict[str, object]:
     }
 
 
+@functools.cache
+def bf16_pays() -> bool:
+    """Does a bf16 product run faster than float32's here, measured once a process? The instructions
+    are not enough: on an Intel Xeon with AVX-512 BF16 and no AMX, oneDNN's bf16 products ran at half
+    float32's speed and the default LSTM trained 25% slower in bf16 (benchmarks/RESULTS.md), where on
+    the Zen 4 bf16 trains faster. One product of a training step's size each way, about 50 ms."""
+    a, b = torch.randn(512, 1024), torch.randn(1024, 1024)
+
+    def best(x: torch.Tensor, y: torch.Tensor) -> float:
+        torch.mm(x, y)  # oneDNN builds its kernel on the first call
+        times = []
+        for _ in range(4):
+            start = time.perf_counter()
+            torch.mm(x, y)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    return best(a.bfloat16(), b.bfloat16()) < 0.9 * best(a, b)
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of training steps, or None for plain float32 (evaluation and generation
     always run in float32). fp16 trains with a GradScaler (see trainer)."""
@@ -81,7 +103,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if precision == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_native(torch.bfloat16) else None
+        return torch.bfloat16 if cpu_native(torch.bfloat16) and bf16_pays() else None
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     if device.type == "cpu" and not cpu_native(dtype):
         need = "AVX-512 BF16 or AMX" if dtype == torch.bfloat16 else "AVX-512 FP16 or AMX-FP16"
