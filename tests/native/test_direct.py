@@ -10,9 +10,9 @@ from gentext.models.weights import Int8Matmul
 pytestmark = pytest.mark.skipif(not hardware.direct_int8(), reason="this CPU makes its int8 products in fbgemm")
 
 
-def _matmul(outputs: int, width: int) -> Int8Matmul:
+def _matmul(outputs: int, width: int, bounded: bool = True) -> Int8Matmul:
     torch.manual_seed(outputs + width)
-    return Int8Matmul(torch.randn(outputs, width) * 0.05, torch.randn(outputs) * 0.1)
+    return Int8Matmul(torch.randn(outputs, width) * 0.05, torch.randn(outputs) * 0.1, bounded)
 
 
 def _ties(width: int, rows: int = 1) -> torch.Tensor:
@@ -34,6 +34,17 @@ def test_a_lone_rows_product_is_fbgemms_bit_for_bit(kernels, shape, split):
     torch.manual_seed(1)
     for x in [torch.rand(1, shape[1]) * 2 - 1, _ties(shape[1]), _ties(shape[1])]:
         assert torch.equal(kernels.product(spec, x, split), matmul(x))
+
+
+@pytest.mark.parametrize("shape", [(768, 256), (2048, 512)])
+def test_unbounded_rows_scaled_by_their_largest_value_give_fbgemms_numbers(kernels, shape):
+    """A minGRU's products: each row divided by its largest magnitude, multiplied back after."""
+    matmul = _matmul(*shape, bounded=False)
+    spec = matmul.native()
+    assert spec[0] == 5 and spec[6] is not None
+    torch.manual_seed(2)
+    for x in [torch.randn(1, shape[1]) * 3, _ties(shape[1]) * 7]:
+        assert torch.equal(kernels.product(spec, x, False), matmul(x))
 
 
 def test_inputs_beyond_the_anchors_range_go_to_fbgemm(kernels):

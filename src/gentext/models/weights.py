@@ -162,7 +162,7 @@ class Int8Matmul(Matmul):
         (`threads.may_split`): a one-row step hands them to two cores (kernels.cpp, `Helper`); each
         output's sum is its own, so the halves give the whole's numbers."""
         if not self.bounded:  # each row scaled by itself, the bias added after the product
-            return (5, None, self.bias, self.packed, self.anchor, None)
+            return (5, None, self.bias, self.packed, self.anchor, None, self._direct())
         return (4, None, None, self.packed, self.anchor, self._halves(), self._direct())
 
     def _direct(self) -> tuple | None:
@@ -179,7 +179,9 @@ class Int8Matmul(Matmul):
         scale = torch.tensor(scale, dtype=torch.float32)
         ints = qweight.int_repr()
         blocks = ints.view(outputs // 64, 64, width // 4, 4).transpose(1, 2).contiguous()
-        mult, bias = scale * qweight.q_per_channel_scales().float(), self.bias.float().contiguous()
+        mult = scale * qweight.q_per_channel_scales().float()
+        # unbounded: fbgemm's product has no bias (it is added after the rows are scaled back)
+        bias = self.bias.float().contiguous() if self.bounded else torch.zeros(outputs)
         return (blocks, ints.sum(1, dtype=torch.int32), mult, bias, (1 / scale).item(), float(zero))
 
     def _halves(self) -> tuple | None:

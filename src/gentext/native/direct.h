@@ -2,12 +2,13 @@
 //
 // fbgemm's dynamic int8 product is built for many rows: for one row it chooses the activations'
 // range, quantizes and packs the row, and runs a kernel whose per-call work costs more than its
-// arithmetic where the weights sit in the core's L2 (hardware.direct_int8 says where). A recurrent step's inputs are bounded (the anchor row pins their range to [-1, 1]),
-// so the range, scale and zero point are known when the weights load, and one `vpdpbusd` per 16
-// outputs and 4 inputs does the rest. Every number is fbgemm's: the same quantization (a fused
-// multiply-add by 1/scale plus the zero point, rounded to nearest even, clamped to [0, 255]), exact
-// int32 sums, and the same fused multiply-add of the sum by the two scales plus the bias
-// (tests/native/test_direct.py compares them bit for bit, ties included).
+// arithmetic where the weights sit in the core's L2 (hardware.direct_int8 says where). The inputs
+// here are bounded (a recurrent state, or a row divided by its largest magnitude) and the anchor
+// row pins their range to [-1, 1], so the scale and zero point are known when the weights load, and
+// one `vpdpbusd` per 16 outputs and 4 inputs does the rest. Every number is fbgemm's: the same
+// quantization (a fused multiply-add by 1/scale plus the zero point, rounded to nearest even,
+// clamped to [0, 255]), exact int32 sums, and the same fused multiply-add of the sum by the two
+// scales plus the bias (tests/native/test_direct.py compares them bit for bit, ties included).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -22,6 +23,8 @@
 #include <immintrin.h>
 #define DIRECT_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma")))
 #endif
+
+constexpr int64_t SPLIT_OUTPUTS = 1024;  // models/weights.py's: narrower products gain less than waking a core costs
 
 // models/weights.py's `Int8Matmul._direct()`: the weights in blocks of 64 outputs, each block as K/4
 // groups of (64 outputs x 4 inputs), so a group is four 64-byte loads for four vpdpbusd.
@@ -110,7 +113,8 @@ struct Direct {
   // 16 outputs from their sums: (sum - zero point x weight sum) x mult + bias, then + plus
   DIRECT_TARGET void store(__m512i sum, int64_t at, float* out, const float* plus) const {
     const __m512i zero_point = _mm512_set1_epi32(static_cast<int32_t>(zero));
-    const __m512i raw = _mm512_sub_epi32(sum, _mm512_mullo_epi32(zero_point, _mm512_loadu_si512(colsum.data_ptr<int32_t>() + at)));
+    const __m512i sums = _mm512_loadu_si512(colsum.data_ptr<int32_t>() + at);
+    const __m512i raw = _mm512_sub_epi32(sum, _mm512_mullo_epi32(zero_point, sums));
     __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(raw), _mm512_loadu_ps(mult.data_ptr<float>() + at),
                                _mm512_loadu_ps(bias.data_ptr<float>() + at));
     if (plus != nullptr) y = _mm512_add_ps(_mm512_loadu_ps(plus + at), y);
@@ -135,7 +139,7 @@ struct Direct {
     auto out = at::empty({rows, outputs}, parts.begin()->options());
     float* o = out.data_ptr<float>();
     const float* p = adding ? plus.data_ptr<float>() : nullptr;
-    const int64_t cut = outputs / 2 / 64 * 64;
+    const int64_t cut = outputs >= SPLIT_OUTPUTS ? outputs / 2 / 64 * 64 : 0;  // as Int8Matmul._halves
     const uint8_t* data = q.data();  // named here: in the helper's thread `q` would be its own
     if (helper == nullptr || cut == 0) {
       blocks(data, rows, 0, outputs, o, p);

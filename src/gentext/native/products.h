@@ -124,8 +124,13 @@ struct Op {
       const auto& x = *parts.begin();
       auto scale = at::linalg_vector_norm(x, std::numeric_limits<double>::infinity(), at::IntArrayRef{1}, true)
                        .clamp_min_(1e-30);  // max |x| per row
-      auto input = rows_and_anchor({at::div(x, scale)}, anchor);
-      auto y = at::addcmul(bias, int8.call(input, packed, true).narrow(0, 0, x.size(0)), scale);
+      auto scaled = at::div(x, scale);
+      at::Tensor product;  // (rows, outputs), without the bias
+      if (direct.defined() && x.size(0) <= DIRECT_ROWS) product = direct({scaled}, helper, at::Tensor());
+      if (!product.defined()) {
+        product = int8.call(rows_and_anchor({scaled}, anchor), packed, true).narrow(0, 0, x.size(0));
+      }
+      auto y = at::addcmul(bias, product, scale);
       return plus.defined() ? at::add(plus, y) : y;
     }
     auto y = product(parts.size() == 1 ? *parts.begin() : at::cat(parts, 1));
@@ -179,6 +184,7 @@ static Op make_op(const py::object& spec) {
   if (op.kind == SCALED_INT8) {
     op.bias = t[2].cast<at::Tensor>();
     op.anchor = t[4].cast<at::Tensor>();
+    if (t.size() > 6) op.direct = make_direct(t[6]);
   }
   if (op.kind == INT8) {
     op.anchor = t[4].cast<at::Tensor>();
