@@ -27,13 +27,17 @@ def _ties(width: int, rows: int = 1) -> torch.Tensor:
 
 @pytest.mark.parametrize("shape", [(2048, 512), (2048, 1024), (64, 100)])
 @pytest.mark.parametrize("split", [False, True])
-def test_a_lone_rows_product_is_fbgemms_bit_for_bit(kernels, shape, split):
+def test_a_lone_rows_product_is_fbgemms_bit_for_bit(kernels, shape, split, monkeypatch):
+    monkeypatch.setattr("gentext.threads.may_split", lambda: split)  # wide products then get halves
     matmul = _matmul(*shape)
     spec = matmul.native()
     assert spec[6] is not None  # the weights were laid out for it
     torch.manual_seed(1)
+    before = kernels.split_products()
     for x in [torch.rand(1, shape[1]) * 2 - 1, _ties(shape[1]), _ties(shape[1])]:
         assert torch.equal(kernels.product(spec, x, split), matmul(x))
+    assert (kernels.split_products() > before) == (spec[5] is not None)  # on two cores where fbgemm's would be
+    assert (spec[5] is not None) == (split and shape[0] >= 1024)
 
 
 @pytest.mark.parametrize("shape", [(768, 256), (2048, 512)])

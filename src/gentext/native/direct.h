@@ -19,12 +19,12 @@
 #include <initializer_list>
 #include <vector>
 
+#include "helper.h"
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define DIRECT_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma")))
 #endif
-
-constexpr int64_t SPLIT_OUTPUTS = 1024;  // models/weights.py's: narrower products gain less than waking a core costs
 
 // models/weights.py's `Int8Matmul._direct()`: the weights in blocks of 64 outputs, each block as K/4
 // groups of (64 outputs x 4 inputs), so a group is four 64-byte loads for four vpdpbusd.
@@ -125,10 +125,10 @@ struct Direct {
   void blocks(const uint8_t*, int64_t, int64_t, int64_t, float*, const float*) const {}
 #endif
 
-  // The product of `parts` side by side (+ `plus`), on two cores where `helper` is given; an
-  // undefined tensor where the inputs are out of range.
-  template <class H>
-  at::Tensor operator()(std::initializer_list<at::Tensor> parts, H* helper, const at::Tensor& plus) const {
+  // The product of `parts` side by side (+ `plus`), on two cores where `helper` is given (the caller
+  // gives it where the product is wide enough to split: where it has fbgemm halves); an undefined
+  // tensor where the inputs are out of range.
+  at::Tensor operator()(std::initializer_list<at::Tensor> parts, Helper* helper, const at::Tensor& plus) const {
     thread_local std::vector<uint8_t> q;
     const int64_t rows = parts.begin()->size(0);
     const bool adding = plus.defined();
@@ -139,7 +139,7 @@ struct Direct {
     auto out = at::empty({rows, outputs}, parts.begin()->options());
     float* o = out.data_ptr<float>();
     const float* p = adding ? plus.data_ptr<float>() : nullptr;
-    const int64_t cut = outputs >= SPLIT_OUTPUTS ? outputs / 2 / 64 * 64 : 0;  // as Int8Matmul._halves
+    const int64_t cut = outputs / 2 / 64 * 64;  // as Int8Matmul._halves
     const uint8_t* data = q.data();  // named here: in the helper's thread `q` would be its own
     if (helper == nullptr || cut == 0) {
       blocks(data, rows, 0, outputs, o, p);

@@ -236,7 +236,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("__call__", &MinGruStep::operator(), py::call_guard<py::gil_scoped_release>());
   m.def("plain_draw", &plain_draw);
   m.def("split_products", [] { return Helper::get().splits.load(); });
-  m.def("direct_supported", &direct_supported);
   m.def("product", [](const py::object& spec, const at::Tensor& x, bool split) {  // one product, for the tests
     return make_op(spec)({x}, split ? &Helper::get() : nullptr);
   });

@@ -96,7 +96,7 @@ struct Op {
   int kind = NONE;
   at::Tensor weight_t, bias, anchor;
   Packed packed, low, high;  // int8: the outputs in two halves too, where worth splitting
-  Direct direct;             // int8 of bounded inputs: the few-row product on this CPU's VNNI
+  Direct direct;             // int8: a lone row's product on this CPU's VNNI, where laid out for it
 
   // The product of `parts` side by side (one tensor, or [x, h]), `plus` added where given (a row of
   // the layer-0 table). With `helper`, an int8 product that has halves is made on two cores.
@@ -107,7 +107,7 @@ struct Op {
                            .typed<at::Tensor(at::Tensor, const Packed&, bool)>();
     if (kind == INT8) {
       if (direct.defined() && parts.begin()->size(0) <= DIRECT_ROWS) {
-        auto y = direct(parts, helper, plus);
+        auto y = direct(parts, low ? helper : nullptr, plus);  // split where fbgemm's would be
         if (y.defined()) return y;  // else an input out of the anchor's range: fbgemm below
       }
       auto input = rows_and_anchor(parts, anchor);  // the anchor row pins the range
@@ -126,7 +126,7 @@ struct Op {
                        .clamp_min_(1e-30);  // max |x| per row
       auto scaled = at::div(x, scale);
       at::Tensor product;  // (rows, outputs), without the bias
-      if (direct.defined() && x.size(0) <= DIRECT_ROWS) product = direct({scaled}, helper, at::Tensor());
+      if (direct.defined() && x.size(0) <= DIRECT_ROWS) product = direct({scaled}, nullptr, at::Tensor());
       if (!product.defined()) {
         product = int8.call(rows_and_anchor({scaled}, anchor), packed, true).narrow(0, 0, x.size(0));
       }
