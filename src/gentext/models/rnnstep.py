@@ -62,11 +62,17 @@ def compiled(kind: str, ops: dict):
     return ops["native"]
 
 
+def _whole(kind: str, ops: dict, device: torch.device):
+    """The compiled step where it also makes the head (a whole token, logits included), on the CPU."""
+    step = compiled(kind, ops) if device.type == "cpu" else None
+    return step if step is not None and ops["native_head"] else None
+
+
 def run_plain(kind: str, ops: dict, logits, state, count: int, sampler, generator, end_id, read_last: bool):
     """Up to `count` tokens of one row drawn (the sampler's plain settings) and read in one compiled
     call: ([ids], logits (1, V), h[, c]), or None where the compiled step or its head is not here."""
-    step = compiled(kind, ops) if logits.device.type == "cpu" else None
-    if step is None or not ops["native_head"]:
+    step = _whole(kind, ops, logits.device)
+    if step is None:
         return None
     h_all, c_all = state.tensors["h"], state.tensors.get("c")
     end = -1 if end_id is None else end_id
@@ -80,8 +86,8 @@ def read(kind: str, ops: dict, ids: torch.Tensor, targets: torch.Tensor | None, 
     """A sequence ids (B, T) read token by token in one compiled call, as the model's `_stepped`
     reads it: (logits (B, T, V) or log P(targets) (B, T), h[, c]), or None where the compiled step
     or its head is not here."""
-    step = compiled(kind, ops) if ids.device.type == "cpu" else None
-    if step is None or not ops["native_head"]:
+    step = _whole(kind, ops, ids.device)
+    if step is None:
         return None
     h, c, split = state.tensors["h"], state.tensors.get("c"), threads.spare_core(ids.shape[0])
     return native.kernels().read(step, ids, targets, h, c, split)
