@@ -45,7 +45,7 @@ def _model(kind: str, fmt: str, width: int = 100, vocab: int = 30):
 
 def _steps(model, rows: int = 3, count: int = 12):
     """Logits and states of `count` greedy steps from cold rows."""
-    out, state, ids = [], model.initial_state(rows), torch.arange(rows) + 1
+    out, state, ids = [], model.initial_state(rows), torch.arange(rows) % (model.config.vocab_size - 1) + 1
     with torch.inference_mode():
         for _ in range(count):
             logits, state = model(ids[:, None], state)
@@ -60,8 +60,9 @@ def _steps(model, rows: int = 3, count: int = 12):
 def test_the_compiled_step_gives_the_python_steps_numbers_bit_for_bit(kind, kernels):
     formats = ["fp32", *(f for f in fast_formats(torch.device("cpu")) if f != "fp32")]
     # 512: every product in its format; 100: a width off the vector length. A lone row's LSTM cell
-    # takes one sigmoid over its gates where the width allows it, a batch's 16 rows do not.
-    for fmt, width, rows in itertools.product(formats, (100, 512), (1, 3, 16)):
+    # takes one sigmoid over its gates where the width allows it, a batch's 16 rows do not; 16 and
+    # 40 rows split their cell, copies and sums between the suite's threads (where it has two).
+    for fmt, width, rows in itertools.product(formats, (100, 512), (1, 3, 16, 40)):
         python = _steps(_model(kind, fmt, width), rows)
         native.use(kernels)
         try:
@@ -78,17 +79,23 @@ def test_the_compiled_step_gives_the_python_steps_numbers_bit_for_bit(kind, kern
 @pytest.mark.parametrize("temperature", [0, 0.05, 0.7, 1.0, 1.6])
 @pytest.mark.parametrize("suppress", [None, [3]])
 def test_the_compiled_draw_picks_the_python_draws_ids(temperature, suppress, kernels):
+    """A lone row's draw and a batch's (`draw_rows`): the same ids, draw for draw, from the same seed."""
     sampler = Sampler(SampleConfig(temperature=temperature), suppress)
-    for row in [*HARD_ROWS, torch.randn(300).mul(4).tolist()]:
-        logits = torch.tensor([row])
+    rows = [[row] for row in HARD_ROWS] + [[torch.randn(300).mul(4).tolist()], HARD_ROWS, torch.randn(7, 300).tolist()]
+    for row in rows:
+        logits = torch.tensor(row)
         python_gen, native_gen = make_generator(5), make_generator(5)
-        python = [sampler.choose(logits, python_gen) for _ in range(20)]
+        python = [_listed(sampler.choose(logits, python_gen)) for _ in range(20)]
         native.use(kernels)
         try:
-            compiled = [sampler.choose(logits, native_gen) for _ in range(20)]
+            compiled = [_listed(sampler.choose(logits, native_gen)) for _ in range(20)]
         finally:
             native.use(None)
         assert compiled == python
+
+
+def _listed(ids) -> list[int]:
+    return ids if isinstance(ids, list) else ids.tolist()
 
 
 @pytest.mark.slow

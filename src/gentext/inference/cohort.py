@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 import torch
 
 from gentext.inference.jobs import Job, SampleJob
-from gentext.inference.sampler import draw
 from gentext.models import State
 
 logger = logging.getLogger(__name__)
@@ -58,10 +57,10 @@ def choose_all(jobs: list[Job], logits: torch.Tensor, choose_one) -> list:
     for members in groups.values():
         try:
             rows = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in members]).to(logits.device)
-            cdf = jobs[members[0]].sampler.cdf(logits.index_select(0, rows))
             uniform = torch.cat([torch.rand(jobs[i].rows, generator=jobs[i].generator, device=logits.device)
                                  for i in members])  # fmt: skip
-            for i, part in zip(members, draw(cdf, uniform).split([jobs[i].rows for i in members]), strict=True):
+            ids = jobs[members[0]].sampler.draw(logits.index_select(0, rows), uniform)
+            for i, part in zip(members, ids.split([jobs[i].rows for i in members]), strict=True):
                 choices[i] = part
         except Exception as exc:  # noqa: BLE001 -- these jobs' shared transform failed: they end, not the rest
             logger.exception("sampling a batched generation failed")

@@ -122,7 +122,7 @@ class SampleJob(Job):
         if NO_TOKEN in listed and not self.warned and self._stuck(listed):
             logger.warning("every token is forbidden by the sampling settings; a sample ended early")
             self.warned = True
-        going = [not sample.done for sample in self.texts.samples]  # before this step's tokens
+        going = [not s.done for s in self.texts.samples] if self.scored else None  # before this step's tokens
         reason = ""
         if self.texts.step(listed, self.end_id):
             reason = "time"

@@ -138,19 +138,27 @@ class Sampler:
             return plain_cdf(logits, self.temperature)
         return cumulative(self.process(logits, None))
 
+    def draw(self, logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+        """Rows (B, V) of requests sharing `key` drawn with one uniform number each (B,): in one
+        call of the compiled kernels where they are built (plain settings on a CPU), the same ids."""
+        kernel = native.kernels() if self.plain and logits.device.type == "cpu" else None
+        if kernel is not None:
+            return kernel.draw_rows(logits, self.temperature, self.suppress, uniform)
+        return draw(self.cdf(logits), uniform)
+
     def _plain(self, logits: torch.Tensor, generator: torch.Generator | None):
         logits = logits.float()
         if logits.shape[0] == 1:
             kernel = native.kernels()
             if kernel is not None and logits.device.type == "cpu":
                 return [kernel.plain_draw(logits, self.temperature, self.suppress, generator)]
+        if self.temperature != 0 and logits.shape[0] != 1:  # many rows, drawn together
+            return self.draw(logits, torch.rand(logits.shape[0], generator=generator, device=logits.device))
         if self.suppress is not None:
             logits = logits.index_fill(-1, self.suppress, NEG_INF)
         if self.temperature == 0:
             return self._argmax(logits) if logits.shape[0] == 1 else greedy(logits)
-        uniform = torch.rand(logits.shape[0], generator=generator, device=logits.device)
-        if logits.shape[0] != 1:  # many rows: the general ops, whose cost the rows share
-            return draw(plain_cdf(logits, self.temperature), uniform)
+        uniform = torch.rand(1, generator=generator, device=logits.device)
         cdf = plain_cdf(logits, self.temperature)[0]  # one row, its draw read back as Python numbers
         total = cdf[-1].item()
         if not total > 0:

@@ -21,6 +21,7 @@ deleted; `gentext doctor` says which path runs and why.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -66,8 +67,22 @@ def entry(source: Path | None = None) -> Path:
     source = source or SOURCE
     headers = [h.read_bytes() for h in sorted(source.parent.glob("*.h"))]  # what the source includes
     machine = [torch.__version__.encode(), sys.version.encode(), platform.machine().encode()]
-    parts = [source.read_bytes(), *headers, *machine, " ".join(CFLAGS).encode()]
+    parts = [source.read_bytes(), *headers, *machine, " ".join(flags()).encode()]
     return cache_dir() / "native" / hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+
+
+@functools.cache
+def openmp() -> list[str]:
+    """-fopenmp where torch runs its own threads on OpenMP under Linux (pip's torch, whose libgomp is
+    loaded first and then serves the kernels too): the kernels' at::parallel_for splits a batch's
+    cell and copies between torch's threads. Elsewhere those loops run on one thread, to the same numbers."""
+    backend = "parallel backend: OpenMP" in torch.__config__.parallel_info()
+    return ["-fopenmp"] if backend and sys.platform.startswith("linux") else []
+
+
+def flags() -> list[str]:
+    """The compiler's flags (part of the cache key)."""
+    return CFLAGS + openmp()
 
 
 def kernels():
@@ -171,7 +186,10 @@ def build(source: Path | None = None) -> Path | None:
         work = Path(tempfile.mkdtemp(prefix=f"{target.name}-", dir=target.parent))
         try:
             name = f"gentext_kernels_{target.name}"
-            cpp_extension.load(name, [str(source)], extra_cflags=CFLAGS, build_directory=str(work), verbose=False)
+            cpp_extension.load(
+                name, [str(source)], extra_cflags=flags(), extra_ldflags=openmp(), build_directory=str(work),
+                verbose=False,
+            )  # fmt: skip
             kept = work / "kept"
             kept.mkdir()
             shutil.move(str(work / f"{name}.so"), kept / f"{name}.so")

@@ -35,28 +35,60 @@ static float uniform_one(at::Generator& generator) {
   return value == 1.0f ? 0.0f : value;  // as the kernel clamps a value rounded up to the bound
 }
 
+// Logits (B, V) under plain settings (a temperature above 0 and suppressed ids) as the
+// probabilities of sampler.py's `plain_cdf`: float32, suppressed ids at -inf, then the temperature.
+static at::Tensor plain_probs(const at::Tensor& logits_in, double temperature,
+                              const c10::optional<at::Tensor>& suppress) {
+  auto logits = logits_in.to(at::kFloat);
+  if (suppress.has_value()) logits = logits.index_fill(-1, *suppress, -std::numeric_limits<double>::infinity());
+  if (temperature != 1.0) logits = logits / temperature;
+  return at::softmax(logits, -1).contiguous();
+}
+
+// One row of probabilities `q` (V) drawn with `uniform` as sampler.py's `draw` of `plain_cdf` reads
+// it: -1 where the row has no allowed token (a total of 0 or NaN). `cdf`: room for V numbers.
+static int64_t draw_row(const float* q, int64_t vocab, double uniform, double* cdf) {
+  // .double().cumsum(-1): widened exactly and summed in order, as ATen's cumsum sums a row
+  double sum = 0.0;
+  for (int64_t j = 0; j < vocab; ++j) cdf[j] = sum += static_cast<double>(q[j]);
+  const double total = cdf[vocab - 1];
+  if (!(total > 0)) return -1;
+  const double target = uniform * total;
+  // torch.searchsorted(right=True) on a non-decreasing row: the first entry above the target
+  const int64_t chosen = std::upper_bound(cdf, cdf + vocab, target) - cdf;
+  return std::min<int64_t>(chosen, vocab - 1);
+}
+
 // One row's next id under plain settings (a temperature and suppressed ids), chosen as
 // inference/sampler.py's one-row path chooses it: the argmax at temperature 0 (no draw from the
 // generator), else one draw; -1 where no token is allowed.
 static int64_t draw_one(const at::Tensor& logits_in, double temperature, const c10::optional<at::Tensor>& suppress,
                         at::Generator generator) {
-  auto logits = logits_in.to(at::kFloat);
-  if (suppress.has_value()) logits = logits.index_fill(-1, *suppress, -std::numeric_limits<double>::infinity());
-  if (temperature == 0) return argmax_one(logits);
+  if (temperature == 0) {
+    auto logits = logits_in.to(at::kFloat);
+    if (suppress.has_value()) logits = logits.index_fill(-1, *suppress, -std::numeric_limits<double>::infinity());
+    return argmax_one(logits);
+  }
   const float uniform = uniform_one(generator);
-  if (temperature != 1.0) logits = logits / temperature;
-  auto probs = at::softmax(logits.to(at::kFloat), -1).contiguous();
-  const float* q = probs.data_ptr<float>();
-  const int64_t vocab = probs.size(-1);
-  // .to(double).cumsum(-1): widened exactly and summed in order, as ATen's cumsum sums a row
-  std::vector<double> cdf(vocab);
-  double sum = 0.0;
-  for (int64_t j = 0; j < vocab; ++j) cdf[j] = sum += static_cast<double>(q[j]);
-  const double total = cdf[vocab - 1];
-  if (!(total > 0)) return -1;
-  const double target = static_cast<double>(uniform) * total;
-  // torch.searchsorted(right=True) on a non-decreasing row: the first entry above the target
-  const int64_t chosen = std::upper_bound(cdf.begin(), cdf.end(), target) - cdf.begin();
-  return std::min<int64_t>(chosen, vocab - 1);
+  auto probs = plain_probs(logits_in, temperature, suppress);
+  std::vector<double> cdf(probs.size(-1));
+  return draw_row(probs.data_ptr<float>(), probs.size(-1), uniform, cdf.data());
 }
 
+// Rows (B, V) under plain settings at a temperature above 0, each drawn with its number of
+// `uniform` (B,) as sampler.py's `draw(plain_cdf(...))` draws them: the ids (B,), -1 for a row
+// without an allowed token. A batch's draw in one call instead of some ten tensor operations.
+static at::Tensor draw_rows(const at::Tensor& logits, double temperature, const c10::optional<at::Tensor>& suppress,
+                            const at::Tensor& uniform) {
+  auto probs = plain_probs(logits, temperature, suppress);
+  auto numbers = uniform.to(at::kDouble).contiguous();  // as `draw` widens them
+  const int64_t rows = probs.size(0), vocab = probs.size(1);
+  TORCH_CHECK(numbers.numel() == rows, "one uniform number per row");
+  auto ids = at::empty({rows}, at::kLong);
+  std::vector<double> cdf(vocab);
+  const float* q = probs.data_ptr<float>();
+  const double* u = numbers.data_ptr<double>();
+  int64_t* out = ids.data_ptr<int64_t>();
+  for (int64_t r = 0; r < rows; ++r) out[r] = draw_row(q + r * vocab, vocab, u[r], cdf.data());
+  return ids;
+}

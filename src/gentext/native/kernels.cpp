@@ -5,6 +5,7 @@
 // number is the same bit for bit (tests/native/test_kernels.py compares them). What they save is the
 // Python and the per-operation dispatch between the arithmetic, a large share of one stream's token
 // (benchmarks/RESULTS.md).
+#include <ATen/Parallel.h>
 #include <ATen/TensorIterator.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
@@ -30,17 +31,18 @@
 #include "mingru.h"
 #include "products.h"
 
-// An LSTM layer's cell from its gates (B, 4H) in nn.LSTM's order i, f, g, o and the last c at c0 (B x H,
-// contiguous), written into c_out (B, H) and h (B x H): models/rnnstep.py's `_lstm` with the
-// operations between the activations as loops. Each loop rounds as the tensor operations do (a
+// An LSTM layer's cell for rows of its gates (B, 4H) in nn.LSTM's order i, f, g, o and the last c at
+// c0 (B x H, contiguous), written into c_out (B, H) and h (B x H): models/rnnstep.py's `_lstm` with
+// the operations between the activations as loops. Each loop rounds as the tensor operations do (a
 // product, a product, their sum; no fused multiply-add: the build passes -ffp-contract=off).
-static void lstm_cell(const at::Tensor& gates, const float* c0, const at::Tensor& c_out, float* h) {
+// `split`: ATen may cut an activation's work between threads (false inside lstm_cell's pieces).
+static void lstm_rows(const at::Tensor& gates, const float* c0, const at::Tensor& c_out, float* h, bool split) {
   const int64_t rows = gates.size(0), width = gates.size(1) / 4;
   // One sigmoid over all four gates gives each gate's numbers only where every gate starts on a
   // multiple of the activation's unrolled vector (32 floats covers every CPU) and ATen does not
   // cut the work between threads: elsewhere the last elements of a piece run ATen's scalar tail,
   // which rounds differently. There each gate gets a sigmoid of its own, as in Python.
-  const bool whole = width % 32 == 0 && rows * 4 * width < at::internal::GRAIN_SIZE;
+  const bool whole = width % 32 == 0 && (!split || rows * 4 * width < at::internal::GRAIN_SIZE);
   std::array<at::Tensor, 3> sig;  // i, f, o
   std::array<const float*, 3> s;
   int64_t stride = width;  // between one row's gate and the next's
@@ -71,6 +73,25 @@ static void lstm_cell(const at::Tensor& gates, const float* c0, const at::Tensor
     const float* o = s[2] + r * stride;
     for (int64_t j = 0; j < width; ++j) h[r * width + j] = o[j] * t[r * width + j];
   }
+}
+
+// Rows a thread takes of a cell split between threads: below it the threads' start-up costs more
+// than the rows' activations.
+constexpr int64_t CELL_ROWS = 8;
+
+// lstm_rows over all rows, in pieces of whole rows on torch's OpenMP threads where the batch is big
+// enough, so no core waits through the activations for the next product. Each row gets the numbers
+// it gets alone: every activation runs on whole rows, whose vectorised parts are the same wherever
+// a piece starts.
+static void lstm_cell(const at::Tensor& gates, const float* c0, const at::Tensor& c_out, float* h) {
+  const int64_t rows = gates.size(0), width = gates.size(1) / 4;
+  if (rows < 2 * CELL_ROWS || at::get_num_threads() < 2 || at::in_parallel_region()) {
+    return lstm_rows(gates, c0, c_out, h, true);
+  }
+  at::parallel_for(0, rows, CELL_ROWS, [&](int64_t begin, int64_t end) {
+    lstm_rows(gates.narrow(0, begin, end - begin), c0 + begin * width, c_out.narrow(0, begin, end - begin),
+              h + begin * width, false);
+  });
 }
 
 // models/rnnstep.py's `step` and the head after it.
@@ -235,6 +256,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def(py::init<at::Tensor, const py::list&, const py::object&, const py::object&>())
       .def("__call__", &MinGruStep::operator(), py::call_guard<py::gil_scoped_release>());
   m.def("plain_draw", &plain_draw);
+  m.def("draw_rows", &draw_rows, py::call_guard<py::gil_scoped_release>());
   m.def("split_products", [] { return Helper::get().splits.load(); });
   m.def("product", [](const py::object& spec, const at::Tensor& x, bool split) {  // one product, for the tests
     return make_op(spec)({x}, split ? &Helper::get() : nullptr);

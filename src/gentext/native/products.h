@@ -1,6 +1,7 @@
 // The step's products in the weight formats of models/weights.py (kernels.cpp's step makes them).
 #pragma once
 
+#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/native/quantized/PackedParams.h>
@@ -34,6 +35,10 @@ static Packed unpack(const py::object& obj) {
   return c10::IValue(script_object._ivalue()).toCustomClass<LinearPackedParamsBase>();
 }
 
+// Rows a thread takes of a batch's copies and sums (at::parallel_for): fewer are not worth waking
+// the OpenMP team for, and a lone row's step runs on one thread anyway.
+constexpr int64_t COPY_ROWS = 16;
+
 // at::cat({at::cat(parts, 1), anchor}): the parts' rows side by side and the anchor row below, copied
 // into one new tensor instead of two.
 static at::Tensor rows_and_anchor(std::initializer_list<at::Tensor> parts, const at::Tensor& anchor) {
@@ -43,14 +48,18 @@ static at::Tensor rows_and_anchor(std::initializer_list<at::Tensor> parts, const
   if (!plain) return at::cat({parts.size() == 1 ? *parts.begin() : at::cat(parts, 1), anchor});
   auto out = at::empty({rows + 1, width}, anchor.options());
   float* o = out.data_ptr<float>();
-  int64_t offset = 0;
-  for (const auto& part : parts) {
-    const int64_t w = part.size(1);
-    const float* in = part.data_ptr<float>();
-    for (int64_t r = 0; r < rows; ++r) std::memcpy(o + r * width + offset, in + r * w, w * sizeof(float));
-    offset += w;
-  }
-  TORCH_CHECK(offset == width, "a product's input is not its weights' width");
+  int64_t total = 0;
+  for (const auto& part : parts) total += part.size(1);
+  TORCH_CHECK(total == width, "a product's input is not its weights' width");
+  at::parallel_for(0, rows, COPY_ROWS, [&](int64_t begin, int64_t end) {
+    int64_t offset = 0;
+    for (const auto& part : parts) {
+      const int64_t w = part.size(1);
+      const float* in = part.data_ptr<float>();
+      for (int64_t r = begin; r < end; ++r) std::memcpy(o + r * width + offset, in + r * w, w * sizeof(float));
+      offset += w;
+    }
+  });
   std::memcpy(o + rows * width, anchor.data_ptr<float>(), width * sizeof(float));
   return out;
 }
@@ -68,21 +77,23 @@ static at::Tensor joined(std::initializer_list<at::Tensor> pieces, int64_t rows,
   auto out = at::empty({rows, width}, pieces.begin()->options());
   float* o = out.data_ptr<float>();
   const float* p = adding ? plus.data_ptr<float>() : nullptr;
-  int64_t offset = 0;
-  for (const auto& piece : pieces) {
-    const int64_t w = piece.size(1);
-    const float* in = piece.data_ptr<float>();
-    for (int64_t r = 0; r < rows; ++r) {
-      float* to = o + r * width + offset;
-      if (!adding) {
-        std::memcpy(to, in + r * w, w * sizeof(float));
-        continue;
+  at::parallel_for(0, rows, COPY_ROWS, [&](int64_t begin, int64_t end) {
+    int64_t offset = 0;
+    for (const auto& piece : pieces) {
+      const int64_t w = piece.size(1);
+      const float* in = piece.data_ptr<float>();
+      for (int64_t r = begin; r < end; ++r) {
+        float* to = o + r * width + offset;
+        if (!adding) {
+          std::memcpy(to, in + r * w, w * sizeof(float));
+          continue;
+        }
+        const float* base = p + r * width + offset;
+        for (int64_t j = 0; j < w; ++j) to[j] = base[j] + in[r * w + j];
       }
-      const float* base = p + r * width + offset;
-      for (int64_t j = 0; j < w; ++j) to[j] = base[j] + in[r * w + j];
+      offset += w;
     }
-    offset += w;
-  }
+  });
   return out;
 }
 
