@@ -169,6 +169,33 @@ def test_a_lone_row_drawn_ahead_in_compiled_runs_writes_the_token_by_token_text(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_a_requests_samples_drawn_ahead_in_compiled_runs_write_the_token_by_token_texts(kind, kernels):
+    """A batch's compiled run (`run_rows`: its draws and steps in one call) against the Python path,
+    one token a step: the same texts, where samples end at different tokens (stop strings, the end
+    of a document) and a run ends mid-way; 20 samples split their steps between threads."""
+    cases = [
+        ("stream", dict(num_samples=3, max_new_tokens=AHEAD + 3, temperature=0.8)),
+        ("lines", dict(num_samples=20, max_new_tokens=3 * AHEAD, temperature=1.3)),
+        ("stream", dict(num_samples=5, max_new_tokens=2 * AHEAD + 1, stop=["e"])),
+        ("lines", dict(num_samples=4, max_new_tokens=2 * AHEAD, temperature=1.2, stop=[" a"])),
+    ]
+    counted = Counting(kernels, "run_rows")
+    for fmt in ["fp32", "int8"]:
+        for mode, settings in cases:
+            for seed in range(3):
+                model = _textmodel(kind, fmt, mode)
+                python = model.generate("the ", seed=seed, **settings)
+                native.use(counted)
+                try:
+                    compiled = model.generate("the ", seed=seed, **settings)
+                finally:
+                    native.use(None)
+                assert compiled == python, (fmt, mode, settings, seed)
+    assert counted.calls > 0  # the compiled runs made them
+
+
+@pytest.mark.slow
 @pytest.mark.isa
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_a_small_steps_products_on_two_cores_give_the_one_core_numbers(kind, kernels, monkeypatch):

@@ -8,10 +8,11 @@
                conditions make; then per step, for each cohort: every job chooses its rows' next
                tokens (requests with the same plain settings share one transform), decodes and
                sends its text, says which rows go on; one network call advances the cohort
-               (reading the drawn tokens as samples: models/priming.py). A lone row under plain
-               settings on a model with a compiled run (`draw_ahead`: the recurrent kinds and minGRU) takes up to
-               AHEAD tokens per call, drawn and read without Python between them, then decoded
-               one by one: the same ids, the same events
+               (reading the drawn tokens as samples: models/priming.py). A cohort of one request
+               under plain settings on a model with a compiled run (`draw_ahead`: a lone row of the
+               recurrent kinds and minGRU; a drawn batch of the recurrent kinds) takes up to AHEAD
+               tokens per call, drawn and read without Python between them, then decoded one by
+               one: the same ids, the same events
 
 Rows live in *cohorts*, rows whose states have the same shape (`Cohort.fits`): a recurrent state's
 shape never changes, so RNN and Markov jobs all share one cohort; a KV cache (Transformer,
@@ -235,10 +236,11 @@ class Engine:
             self._run(cohort, fed, state)
 
     def _run_ahead(self, cohort: Cohort, job: Job) -> bool:
-        """A lone row under plain settings: up to `job.ahead()` tokens drawn and read in one call of
-        the model's compiled run (`draw_ahead`), then decoded and sent one by one as a step would;
-        False where the model has none (the row steps token by token, to the same ids). Per token
-        the Python between the calls cost about as much as the compiled step itself."""
+        """One request's rows under plain settings: up to `job.ahead()` tokens drawn and read in one
+        call of the model's compiled run (`draw_ahead`), then decoded and sent one by one as a step
+        would; False where the model has none (the rows step token by token, to the same ids). Per
+        token the Python between the calls cost about as much as one row's compiled step, and a
+        tenth of a 64-row one."""
         count, run = job.ahead(), getattr(self.model, "draw_ahead", None)
         if count < 2 or run is None:
             return False
@@ -247,8 +249,8 @@ class Engine:
         if ran is None:
             return False
         ids, cohort.logits, cohort.state = ran
-        for token in ids:
-            if self._advance(job, [token]) is None:
+        for chosen in ids.tolist() if isinstance(ids, torch.Tensor) else ([token] for token in ids):
+            if self._advance(job, chosen) is None:
                 cohort.jobs = []
                 break
         return True

@@ -32,7 +32,7 @@ from gentext.inference.sampler import NO_TOKEN, Sampler, make_generator
 from gentext.useconfig import SampleConfig
 
 logger = logging.getLogger(__name__)
-AHEAD = 16  # the most tokens a lone plain row draws in one compiled run (Engine._run_ahead)
+AHEAD = 16  # the most tokens a plain request draws in one compiled run (Engine._run_ahead)
 
 
 @dataclasses.dataclass
@@ -108,10 +108,11 @@ class SampleJob(Job):
         return ids
 
     def ahead(self) -> int:
-        """One row under plain settings, whose tokens nothing but its text reads (no history, no
-        log-probabilities), may take up to AHEAD at once."""
+        """Rows under plain settings, whose tokens nothing but their text reads (no history, no
+        log-probabilities), may take up to AHEAD at once: one row at any temperature, a batch of
+        them where it draws (a batch's greedy choice stays token by token)."""
         sampler = self.sampler
-        if self.rows != 1 or not sampler.plain or self.config.logprobs is not None:
+        if not sampler.plain or self.config.logprobs is not None or (self.rows != 1 and sampler.temperature == 0):
             return 0
         return min(AHEAD, self.config.max_new_tokens - self.steps)
 

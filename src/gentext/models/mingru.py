@@ -223,7 +223,7 @@ class MinGRULanguageModel(nn.Module):
         """Up to `count` plainly sampled tokens of one row, drawn and read in one compiled call
         (the engine's `_run_ahead`): (ids, logits (1, V), state), or None without the kernels."""
         kernel = self._kernel(self._step_ops()) if logits.device.type == "cpu" else None
-        if kernel is None:
+        if kernel is None or logits.shape[0] != 1:  # a batch steps token by token
             return None
         end = -1 if end_id is None else end_id
         ids, logits, h = native.kernels().run_plain(

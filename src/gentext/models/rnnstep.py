@@ -69,16 +69,20 @@ def _whole(kind: str, ops: dict, device: torch.device):
 
 
 def run_plain(kind: str, ops: dict, logits, state, count: int, sampler, generator, end_id, read_last: bool):
-    """Up to `count` tokens of one row drawn (the sampler's plain settings) and read in one compiled
-    call: ([ids], logits (1, V), h[, c]), or None where the compiled step or its head is not here."""
+    """Up to `count` tokens of a request's rows drawn (the sampler's plain settings) and read in one
+    compiled call: ([ids] of one row, or ids (count, B) of a batch drawn at a temperature, logits (B,
+    V), h[, c]), or None where the compiled step or its head is not here (or the draw's numbers
+    would not be float32's, as a batch's Python draw takes them)."""
     step = _whole(kind, ops, logits.device)
-    if step is None:
+    rows = logits.shape[0]
+    if step is None or (rows > 1 and (sampler.temperature == 0 or torch.get_default_dtype() != torch.float32)):
         return None
     h_all, c_all = state.tensors["h"], state.tensors.get("c")
     end = -1 if end_id is None else end_id
-    split = threads.spare_core(1)
-    return native.kernels().run_plain(
-        step, logits, h_all, c_all, count, sampler.temperature, sampler.suppress, generator, end, read_last, split
+    run = native.kernels().run_plain if rows == 1 else native.kernels().run_rows
+    return run(
+        step, logits, h_all, c_all, count, sampler.temperature, sampler.suppress, generator, end, read_last,
+        threads.spare_core(rows),
     )  # fmt: skip
 
 

@@ -159,7 +159,7 @@ class Int8Matmul(Matmul):
 
     def native(self) -> tuple | None:
         """Also the weights in two halves of the outputs where this process may split a step
-        (`threads.may_split`): a one-row step hands them to two cores (kernels.cpp, `Helper`); each
+        (`threads.may_split`): a one-row step hands them to two cores (native/helper.h); each
         output's sum is its own, so the halves give the whole's numbers."""
         if not self.bounded:  # each row scaled by itself, the bias added after the product
             return (5, None, self.bias, self.packed, self.anchor, None, self._direct())

@@ -1,11 +1,13 @@
-// One row's plain draw (kernels.cpp's `plain_draw` and `run_plain` make it), as inference/sampler.py
-// draws.
+// Plain draws, one row's (`plain_draw`, runs.h's `run_plain`) and a batch's (`draw_rows`, `run_rows`),
+// as inference/sampler.py draws.
 #pragma once
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/TensorOperators.h>
 #include <ATen/core/DistributionsHelper.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/div.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/index_fill.h>
 #include <ATen/ops/isfinite.h>
 #include <ATen/ops/rand.h>

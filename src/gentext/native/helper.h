@@ -1,4 +1,4 @@
-// The compiled kernels' second core (kernels.cpp's one-row products).
+// The compiled kernels' second core (a small step's int8 products: products.h, direct.h).
 #pragma once
 
 #include <ATen/Parallel.h>

@@ -59,7 +59,8 @@ struct MinGruStep {
   Norm norm;
   Op head;
 
-  MinGruStep(at::Tensor embedding, const py::list& layer_specs, const py::object& norm_spec, const py::object& head_spec)
+  MinGruStep(at::Tensor embedding, const py::list& layer_specs, const py::object& norm_spec,
+             const py::object& head_spec)
       : embedding(std::move(embedding)), norm(norm_spec), head(make_op(head_spec)) {
     for (auto item : layer_specs) layers.emplace_back(item.cast<py::tuple>());
   }

@@ -1,4 +1,4 @@
-// The step's products in the weight formats of models/weights.py (kernels.cpp's step makes them).
+// The step's products in the weight formats of models/weights.py (rnn.h's and mingru.h's steps make them).
 #pragma once
 
 #include <ATen/Parallel.h>

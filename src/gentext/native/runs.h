@@ -1,0 +1,142 @@
+// Runs of many tokens in one call: tokens drawn and read in turn (run_plain, run_rows) and a sequence
+// read token by token (read), each making the calls the engine's or the model's Python loop makes,
+// in the same order, so the ids, the generator's stream and the states are the same.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/clamp_min.h>
+#include <ATen/ops/gather.h>
+#include <ATen/ops/log_softmax.h>
+#include <ATen/ops/rand.h>
+#include <ATen/ops/stack.h>
+#include <torch/csrc/Generator.h>
+#include <torch/csrc/utils/pybind.h>
+
+#include <vector>
+
+#include "draw.h"
+#include "mingru.h"
+#include "rnn.h"
+
+namespace py = pybind11;
+
+static at::Generator generator_of(const py::object& generator_object) {
+  return reinterpret_cast<THPGenerator*>(generator_object.ptr())->cdata;
+}
+
+static int64_t plain_draw(const at::Tensor& logits, double temperature, const c10::optional<at::Tensor>& suppress,
+                          const py::object& generator_object) {
+  return draw_one(logits, temperature, suppress, generator_of(generator_object));
+}
+
+// Up to `count` tokens of one row drawn and read in turn without returning to Python: each the
+// draw above from the last logits (1, V), then the step on it — the calls the engine's one-row
+// path makes per token, in the same order, so the ids, the generator's stream and the state
+// are the same. Stops after the end id or a row without an allowed token (not read); after the
+// last draw the step runs only with `read_last`. -> [ids], logits (1, V), h[, c]
+template <class Step>
+static py::tuple run_plain(const Step& step, at::Tensor logits, at::Tensor h, c10::optional<at::Tensor> c,
+                           int64_t count, double temperature, const c10::optional<at::Tensor>& suppress,
+                           const py::object& generator_object, int64_t end_id, bool read_last, bool split) {
+  auto generator = generator_of(generator_object);
+  std::vector<int64_t> ids;
+  {
+    py::gil_scoped_release released;
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t id = draw_one(logits, temperature, suppress, generator);
+      ids.push_back(id);
+      if (id < 0 || id == end_id || (i == count - 1 && !read_last)) break;
+      auto out = step.one(id, h, c, split);
+      logits = out[0].select(1, 0);
+      h = out[1];
+      if (c.has_value()) c = out[2];
+    }
+  }
+  if (c.has_value()) return py::make_tuple(ids, logits, h, *c);
+  return py::make_tuple(ids, logits, h);
+}
+
+// run_plain for a batch of rows at a temperature above 0 (one request's samples): each token the
+// draw of sampler.py's many-row path (torch.rand(B) from the generator, then `draw_rows`), then the
+// step on the ids (a row without an allowed token reads 0, as the engine feeds it). Every row's end
+// is its text's business, so it runs `count` tokens, or fewer once each row has drawn the end id or
+// none in this run. -> ids (count, B), logits (B, V), h[, c]
+static py::tuple run_rows(const RnnStep& step, at::Tensor logits, at::Tensor h, c10::optional<at::Tensor> c,
+                          int64_t count, double temperature, const c10::optional<at::Tensor>& suppress,
+                          const py::object& generator_object, int64_t end_id, bool read_last, bool split) {
+  auto generator = generator_of(generator_object);
+  std::vector<at::Tensor> drawn;
+  {
+    py::gil_scoped_release released;
+    const int64_t rows = logits.size(0);
+    std::vector<bool> ended(rows, false);
+    int64_t left = rows;
+    for (int64_t i = 0; i < count; ++i) {
+      auto ids = draw_rows(logits, temperature, suppress, at::rand({rows}, generator, at::kFloat));
+      drawn.push_back(ids);
+      const int64_t* id = ids.data_ptr<int64_t>();
+      for (int64_t r = 0; r < rows; ++r) {
+        if (!ended[r] && (id[r] < 0 || id[r] == end_id)) ended[r] = true, --left;
+      }
+      if (left == 0 || (i == count - 1 && !read_last)) break;
+      auto out = step(ids.clamp_min(0), h, c, false, split);
+      logits = out[0].select(1, 0);
+      h = out[1];
+      if (c.has_value()) c = out[2];
+    }
+  }
+  auto ids = at::stack(drawn);
+  if (c.has_value()) return py::make_tuple(ids, logits, h, *c);
+  return py::make_tuple(ids, logits, h);
+}
+
+// A sequence ids (B, T) read token by token through `step` (ids (B,) -> logits (B, 1, V), the state
+// carried inside it), as the models' `_stepped` loops read it: the logits (B, T, V), or with targets
+// (B, T) the log-probability of each (B, T), computed per token by the same operations.
+template <class Step>
+static at::Tensor read_tokens(const at::Tensor& ids, const c10::optional<at::Tensor>& targets, Step&& step) {
+  std::vector<at::Tensor> outs;
+  for (int64_t t = 0; t < ids.size(1); ++t) {
+    auto logits = step(ids.select(1, t));
+    if (!targets.has_value()) {
+      outs.push_back(logits);
+      continue;
+    }
+    auto chosen = targets->select(1, t).unsqueeze(1);
+    outs.push_back(at::log_softmax(logits.select(1, 0).to(at::kFloat), -1).gather(1, chosen));
+  }
+  return at::cat(outs, 1);
+}
+
+// RNNLanguageModel._stepped with the compiled step: -> (logits or log-probabilities, h[, c])
+static py::tuple read_rnn(const RnnStep& step, const at::Tensor& ids, const c10::optional<at::Tensor>& targets,
+                          at::Tensor h, c10::optional<at::Tensor> c, bool split) {
+  at::Tensor out;
+  {
+    py::gil_scoped_release released;
+    out = read_tokens(ids, targets, [&](const at::Tensor& now) {
+      auto result = step(now, h, c, false, split);
+      h = result[1];
+      if (c.has_value()) c = result[2];
+      return result[0];
+    });
+  }
+  if (c.has_value()) return py::make_tuple(out, h, *c);
+  return py::make_tuple(out, h);
+}
+
+// MinGRULanguageModel._stepped with the compiled step: -> (logits, log-probabilities or features, h)
+static py::tuple read_mingru(const MinGruStep& step, const at::Tensor& ids, const c10::optional<at::Tensor>& targets,
+                             at::Tensor h, bool features) {
+  at::Tensor out;
+  {
+    py::gil_scoped_release released;
+    out = read_tokens(ids, targets, [&](const at::Tensor& now) {
+      auto result = step(now, h, features);
+      h = result[1];
+      return result[0];
+    });
+  }
+  return py::make_tuple(out, h);
+}
