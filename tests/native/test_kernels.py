@@ -13,18 +13,12 @@ import torch
 
 import gentext
 from gentext import native, threads
-from gentext.conditions import Condition
-from gentext.config import CorpusConfig, ModelConfig
-from gentext.data.tokenizers import CharTokenizer
 from gentext.inference.jobs import AHEAD
 from gentext.inference.sampler import Sampler, make_generator
-from gentext.inference.textmodel import TextModel
-from gentext.models import build_model
 from gentext.models.weights import fast_formats
-from gentext.runconfig import RunConfig
 from gentext.useconfig import SampleConfig
 from tests.conftest import HARD_ROWS
-from tests.native.counting import Counting
+from tests.native.small import greedy_steps, network, text_model
 
 
 @pytest.fixture
@@ -33,25 +27,6 @@ def compiled(kernels):
     native.use(kernels)
     yield kernels
     native.use(None)
-
-
-def _model(kind: str, fmt: str, width: int = 100, vocab: int = 30):
-    torch.manual_seed(0)
-    config = ModelConfig(kind=kind, vocab_size=vocab, embed_size=16, hidden_size=width, num_layers=2)
-    model = build_model(config).eval()
-    model.set_weight_format(fmt)
-    return model
-
-
-def _steps(model, rows: int = 3, count: int = 12):
-    """Logits and states of `count` greedy steps from cold rows."""
-    out, state, ids = [], model.initial_state(rows), torch.arange(rows) % (model.config.vocab_size - 1) + 1
-    with torch.inference_mode():
-        for _ in range(count):
-            logits, state = model(ids[:, None], state)
-            out.append((logits, *state.tensors.values()))
-            ids = logits[:, 0].argmax(-1)
-    return out
 
 
 @pytest.mark.slow
@@ -63,11 +38,11 @@ def test_the_compiled_step_gives_the_python_steps_numbers_bit_for_bit(kind, kern
     # takes one sigmoid over its gates where the width allows it, a batch's 16 rows do not; 16 and
     # 40 rows split their cell, copies and sums between the suite's threads (where it has two).
     for fmt, width, rows in itertools.product(formats, (100, 512), (1, 3, 16, 40)):
-        python = _steps(_model(kind, fmt, width), rows)
+        python = greedy_steps(network(kind, fmt, width), rows)
         native.use(kernels)
         try:
-            model = _model(kind, fmt, width)
-            compiled = _steps(model, rows)
+            model = network(kind, fmt, width)
+            compiled = greedy_steps(model, rows)
             assert model._step_ops()["native"] is not None  # the kernel ran, not the fallback
         finally:
             native.use(None)
@@ -128,73 +103,6 @@ def test_a_trained_run_writes_the_same_text_on_either_path(trained_run, kernels)
         native.use(None)
 
 
-def _textmodel(kind: str, fmt: str, mode: str = "stream", width: int = 100):
-    """A bare network (no chain mixed in) over 30 characters, the newline among them."""
-    chars = ["\n", *(chr(97 + i) for i in range(26)), " ", ".", ","]
-    run = RunConfig(corpus=CorpusConfig(mode=mode))
-    return TextModel(_model(kind, fmt, width), CharTokenizer(chars), run, condition=Condition())
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("kind", ["lstm", "gru", "mingru"])
-def test_a_lone_row_drawn_ahead_in_compiled_runs_writes_the_token_by_token_text(kind, kernels):
-    """The engine's compiled run of a lone plain row (draws and steps in one call) against the
-    Python path, one token a step: the same text, where a run ends mid-way (a stop string, the end
-    of a document, the length), streamed or whole."""
-    cases = [
-        ("stream", dict(max_new_tokens=1)),
-        ("stream", dict(max_new_tokens=2)),
-        ("stream", dict(max_new_tokens=AHEAD + 1, temperature=0.7)),
-        ("stream", dict(max_new_tokens=2 * AHEAD + 3, temperature=0)),  # greedy: no draws
-        ("lines", dict(max_new_tokens=2 * AHEAD, temperature=0, stop=["a"])),
-        ("stream", dict(max_new_tokens=3 * AHEAD + 5, stop=["e"])),
-        ("lines", dict(max_new_tokens=3 * AHEAD, temperature=1.4)),
-    ]
-    counted, longest = Counting(kernels, "run_plain"), 0
-    for fmt in ["fp32", "int8"]:
-        for mode, settings in cases:
-            for seed in range(4):
-                model = _textmodel(kind, fmt, mode)
-                python = model.generate("the ", seed=seed, **settings)
-                longest = max(longest, len(python[0]))
-                native.use(counted)
-                try:
-                    compiled = model.generate("the ", seed=seed, **settings)
-                    streamed = "".join(model.stream("the ", seed=seed, **settings))
-                finally:
-                    native.use(None)
-                assert compiled == python and [streamed] == python, (fmt, mode, settings, seed)
-    assert longest > AHEAD + 4  # runs longer than one compiled call were compared
-    assert counted.calls > 0  # and the compiled runs made them
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_a_requests_samples_drawn_ahead_in_compiled_runs_write_the_token_by_token_texts(kind, kernels):
-    """A batch's compiled run (`run_rows`: its draws and steps in one call) against the Python path,
-    one token a step: the same texts, where samples end at different tokens (stop strings, the end
-    of a document) and a run ends mid-way; 20 samples split their steps between threads."""
-    cases = [
-        ("stream", dict(num_samples=3, max_new_tokens=AHEAD + 3, temperature=0.8)),
-        ("lines", dict(num_samples=20, max_new_tokens=3 * AHEAD, temperature=1.3)),
-        ("stream", dict(num_samples=5, max_new_tokens=2 * AHEAD + 1, stop=["e"])),
-        ("lines", dict(num_samples=4, max_new_tokens=2 * AHEAD, temperature=1.2, stop=[" a"])),
-    ]
-    counted = Counting(kernels, "run_rows")
-    for fmt in ["fp32", "int8"]:
-        for mode, settings in cases:
-            for seed in range(3):
-                model = _textmodel(kind, fmt, mode)
-                python = model.generate("the ", seed=seed, **settings)
-                native.use(counted)
-                try:
-                    compiled = model.generate("the ", seed=seed, **settings)
-                finally:
-                    native.use(None)
-                assert compiled == python, (fmt, mode, settings, seed)
-    assert counted.calls > 0  # the compiled runs made them
-
-
 @pytest.mark.slow
 @pytest.mark.isa
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
@@ -203,18 +111,18 @@ def test_a_small_steps_products_on_two_cores_give_the_one_core_numbers(kind, ker
     numbers bit for bit, step by step and in compiled runs, and while two threads generate at once
     (one of them then makes both halves itself)."""
     shapes = [dict(width=512), dict(width=64, vocab=1100)]  # wide layers; a word-sized int8 head
-    python = [_steps(_model(kind, "int8", **shape), rows=1) for shape in shapes]
-    text = _textmodel(kind, "int8", width=512).generate("the ", max_new_tokens=2 * AHEAD, seed=1)
+    python = [greedy_steps(network(kind, "int8", **shape), rows=1) for shape in shapes]
+    text = text_model(kind, "int8", width=512).generate("the ", max_new_tokens=2 * AHEAD, seed=1)
     monkeypatch.setattr(threads, "spare_core", lambda rows: True)
     monkeypatch.setattr(threads, "may_split", lambda: True)
     native.use(kernels)
     try:
         for shape, expected in zip(shapes, python, strict=True):
             before = kernels.split_products()
-            for a, b in zip(expected, _steps(_model(kind, "int8", **shape), rows=1), strict=True):
+            for a, b in zip(expected, greedy_steps(network(kind, "int8", **shape), rows=1), strict=True):
                 assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True)), shape
             assert kernels.split_products() > before  # the halves ran
-        models = [_textmodel(kind, "int8", width=512) for _ in range(2)]
+        models = [text_model(kind, "int8", width=512) for _ in range(2)]
         with ThreadPoolExecutor(2) as pool:
             texts = list(pool.map(lambda m: m.generate("the ", max_new_tokens=2 * AHEAD, seed=1), models))
     finally:
@@ -231,12 +139,12 @@ def test_a_forked_child_splits_with_a_helper_of_its_own(kernels, monkeypatch):
     monkeypatch.setattr(threads, "may_split", lambda: True)
     native.use(kernels)
     try:
-        expected = _steps(_model("lstm", "int8", 512), rows=1, count=4)  # the parent's helper runs
+        expected = greedy_steps(network("lstm", "int8", 512), rows=1, count=4)  # the parent's helper runs
         pid = os.fork()
         if pid == 0:  # the child: exit 0 only with the same numbers and the helper's halves made
             torch.set_num_threads(1)
             before = kernels.split_products()
-            got = _steps(_model("lstm", "int8", 512), rows=1, count=4)
+            got = greedy_steps(network("lstm", "int8", 512), rows=1, count=4)
             same = all(torch.equal(x, y) for a, b in zip(expected, got, strict=True) for x, y in zip(a, b, strict=True))
             os._exit(0 if same and kernels.split_products() > before else 1)
         _, status = os.waitpid(pid, 0)

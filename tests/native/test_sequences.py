@@ -7,14 +7,14 @@ import torch
 from gentext import native
 from gentext.models.weights import fast_formats
 from tests.native.counting import Counting
-from tests.native.test_kernels import _model
+from tests.native.small import network
 
 
 def _read(kind: str, fmt: str, ids: torch.Tensor, targets: torch.Tensor, module) -> list[torch.Tensor]:
     """Logits, log P(targets) and the state after `ids`, the sequences stepped in `fmt`."""
     native.use(module)
     try:
-        model = _model(kind, fmt)
+        model = network(kind, fmt)
         model.set_weight_format(fmt, evaluate=True)
         with torch.inference_mode():
             logits, state = model(ids)

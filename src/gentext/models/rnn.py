@@ -235,10 +235,9 @@ class RNNLanguageModel(nn.Module):
         return out, self._wrap(h if c is None else (h, c))
 
     def draw_ahead(self, logits, state: State, count: int, sampler, generator, end_id, read_last: bool):
-        """Up to `count` plainly sampled tokens of a request's rows, drawn and read without returning
-        to Python (rnnstep.run_plain): (ids: a list for one row, (count, B) for a batch, logits (B,
-        V), state), or None where that path is not here; the engine then steps token by token, to
-        the same ids."""
+        """Up to `count` plainly sampled tokens of a request's rows, drawn and read in one compiled
+        call (rnnstep.run_plain): (ids: a list for one row, (count, B) for a batch, logits (B, V),
+        state), or None where it is not here; the engine then steps token by token, to the same ids."""
         ops = self._step_ops(run=True)
         ran = rnnstep.run_plain(self.config.kind, ops, logits, state, count, sampler, generator, end_id, read_last)
         if ran is None:

@@ -1,0 +1,36 @@
+"""Small random networks the kernel tests compare the compiled path with the Python path on."""
+
+import torch
+
+from gentext.conditions import Condition
+from gentext.config import CorpusConfig, ModelConfig
+from gentext.data.tokenizers import CharTokenizer
+from gentext.inference.textmodel import TextModel
+from gentext.models import build_model
+from gentext.runconfig import RunConfig
+
+
+def network(kind: str, fmt: str, width: int = 100, vocab: int = 30):
+    torch.manual_seed(0)
+    config = ModelConfig(kind=kind, vocab_size=vocab, embed_size=16, hidden_size=width, num_layers=2)
+    model = build_model(config).eval()
+    model.set_weight_format(fmt)
+    return model
+
+
+def greedy_steps(model, rows: int = 3, count: int = 12):
+    """Logits and states of `count` greedy steps from cold rows."""
+    out, state, ids = [], model.initial_state(rows), torch.arange(rows) % (model.config.vocab_size - 1) + 1
+    with torch.inference_mode():
+        for _ in range(count):
+            logits, state = model(ids[:, None], state)
+            out.append((logits, *state.tensors.values()))
+            ids = logits[:, 0].argmax(-1)
+    return out
+
+
+def text_model(kind: str, fmt: str, mode: str = "stream", width: int = 100):
+    """A bare network (no chain mixed in) over 30 characters, the newline among them."""
+    chars = ["\n", *(chr(97 + i) for i in range(26)), " ", ".", ","]
+    run = RunConfig(corpus=CorpusConfig(mode=mode))
+    return TextModel(network(kind, fmt, width), CharTokenizer(chars), run, condition=Condition())
