@@ -43,7 +43,7 @@ def test_a_lone_row_drawn_ahead_in_compiled_runs_writes_the_token_by_token_text(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "mingru"])
 def test_a_requests_samples_drawn_ahead_in_compiled_runs_write_the_token_by_token_texts(kind, kernels):
     """A batch's compiled run (`run_rows`: its draws and steps in one call) against the Python path,
     one token a step: the same texts, where samples end at different tokens (stop strings, the end

@@ -110,9 +110,11 @@ class SampleJob(Job):
     def ahead(self) -> int:
         """Rows under plain settings, whose tokens nothing but their text reads (no history, no
         log-probabilities), may take up to AHEAD at once: one row at any temperature, a batch of
-        them where it draws (a batch's greedy choice stays token by token)."""
+        them where it draws (a batch's greedy choice stays token by token) from float32 numbers,
+        as torch.rand gives them unless the default dtype was changed."""
         sampler = self.sampler
-        if not sampler.plain or self.config.logprobs is not None or (self.rows != 1 and sampler.temperature == 0):
+        drawn = sampler.temperature != 0 and torch.get_default_dtype() == torch.float32
+        if not sampler.plain or self.config.logprobs is not None or (self.rows != 1 and not drawn):
             return 0
         return min(AHEAD, self.config.max_new_tokens - self.steps)
 

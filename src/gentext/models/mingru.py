@@ -220,13 +220,15 @@ class MinGRULanguageModel(nn.Module):
         return ops["native"]
 
     def draw_ahead(self, logits, state: State, count: int, sampler, generator, end_id, read_last: bool):
-        """Up to `count` plainly sampled tokens of one row, drawn and read in one compiled call
-        (the engine's `_run_ahead`): (ids, logits (1, V), state), or None without the kernels."""
+        """Up to `count` plainly sampled tokens of a request's rows (a batch's at a temperature
+        above 0), drawn and read in one compiled call (the engine's `_run_ahead`): (ids: a list for
+        one row, (count, B) for a batch, logits (B, V), state), or None without the kernels."""
         kernel = self._kernel(self._step_ops()) if logits.device.type == "cpu" else None
-        if kernel is None or logits.shape[0] != 1:  # a batch steps token by token
+        if kernel is None:
             return None
         end = -1 if end_id is None else end_id
-        ids, logits, h = native.kernels().run_plain(
+        run = native.kernels().run_plain if logits.shape[0] == 1 else native.kernels().run_rows
+        ids, logits, h = run(
             kernel, logits, state.tensors["h"], None, count, sampler.temperature, sampler.suppress, generator, end,
             read_last, False,
         )  # fmt: skip

@@ -69,13 +69,12 @@ def _whole(kind: str, ops: dict, device: torch.device):
 
 
 def run_plain(kind: str, ops: dict, logits, state, count: int, sampler, generator, end_id, read_last: bool):
-    """Up to `count` tokens of a request's rows drawn (the sampler's plain settings) and read in one
-    compiled call: ([ids] of one row, or ids (count, B) of a batch drawn at a temperature, logits (B,
-    V), h[, c]), or None where the compiled step or its head is not here (or the draw's numbers
-    would not be float32's, as a batch's Python draw takes them)."""
+    """Up to `count` tokens of a request's rows drawn (the sampler's plain settings; a batch's at a
+    temperature above 0) and read in one compiled call: ([ids] of one row, or ids (count, B) of a
+    batch, logits (B, V), h[, c]), or None where the compiled step or its head is not here."""
     step = _whole(kind, ops, logits.device)
     rows = logits.shape[0]
-    if step is None or (rows > 1 and (sampler.temperature == 0 or torch.get_default_dtype() != torch.float32)):
+    if step is None:
         return None
     h_all, c_all = state.tensors["h"], state.tensors.get("c")
     end = -1 if end_id is None else end_id

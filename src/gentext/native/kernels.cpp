@@ -29,7 +29,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   });
   m.def("run_plain", &run_plain<RnnStep>);
   m.def("run_plain", &run_plain<MinGruStep>);
-  m.def("run_rows", &run_rows);
+  m.def("run_rows", &run_rows<RnnStep>);
+  m.def("run_rows", &run_rows<MinGruStep>);
   m.def("read", &read_rnn);
   m.def("read", &read_mingru);
 }

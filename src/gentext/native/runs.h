@@ -57,14 +57,27 @@ static py::tuple run_plain(const Step& step, at::Tensor logits, at::Tensor h, c1
   return py::make_tuple(ids, logits, h);
 }
 
+// A batch's step on ids (B,) as the engine's per-token path makes it: -> logits (B, 1, V), h[, c]
+static std::vector<at::Tensor> step_rows(const RnnStep& step, const at::Tensor& ids, const at::Tensor& h,
+                                         const c10::optional<at::Tensor>& c, bool split) {
+  return step(ids, h, c, false, split);
+}
+
+static std::vector<at::Tensor> step_rows(const MinGruStep& step, const at::Tensor& ids, const at::Tensor& h,
+                                         const c10::optional<at::Tensor>&, bool) {
+  return step(ids, h, false);
+}
+
 // run_plain for a batch of rows at a temperature above 0 (one request's samples): each token the
 // draw of sampler.py's many-row path (torch.rand(B) from the generator, then `draw_rows`), then the
 // step on the ids (a row without an allowed token reads 0, as the engine feeds it). Every row's end
 // is its text's business, so it runs `count` tokens, or fewer once each row has drawn the end id or
 // none in this run. -> ids (count, B), logits (B, V), h[, c]
-static py::tuple run_rows(const RnnStep& step, at::Tensor logits, at::Tensor h, c10::optional<at::Tensor> c,
+template <class Step>
+static py::tuple run_rows(const Step& step, at::Tensor logits, at::Tensor h, c10::optional<at::Tensor> c,
                           int64_t count, double temperature, const c10::optional<at::Tensor>& suppress,
                           const py::object& generator_object, int64_t end_id, bool read_last, bool split) {
+  TORCH_CHECK(temperature > 0, "a batch runs ahead where it draws: a temperature above 0");
   auto generator = generator_of(generator_object);
   std::vector<at::Tensor> drawn;
   {
@@ -80,7 +93,7 @@ static py::tuple run_rows(const RnnStep& step, at::Tensor logits, at::Tensor h, 
         if (!ended[r] && (id[r] < 0 || id[r] == end_id)) ended[r] = true, --left;
       }
       if (left == 0 || (i == count - 1 && !read_last)) break;
-      auto out = step(ids.clamp_min(0), h, c, false, split);
+      auto out = step_rows(step, ids.clamp_min(0), h, c, split);
       logits = out[0].select(1, 0);
       h = out[1];
       if (c.has_value()) c = out[2];
