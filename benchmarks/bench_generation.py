@@ -232,6 +232,7 @@ def main() -> None:
         + ("" if cpu_native(torch.bfloat16) else " (bf16 emulated: not measured)")
         + f"; per-token kernels: {native.status()}"
         + ("; a lone row's products on two cores" if native.kernels() and threads.describe()["second_core"] else "")
+        + ("; a batch's cell on torch's OpenMP threads" if native.kernels() and native.openmp() else "")
         + (
             "; a lone row's int8 products by the kernels' own VNNI product"
             if native.kernels() and direct_int8()
