@@ -8,6 +8,7 @@ import gentext
 from gentext.errors import GentextError
 from gentext.inference.engine import Engine
 from gentext.inference.events import Done, Failed, Text
+from gentext.inference.results import Collector
 
 PROMPTS = ["The ", "A ", "Über café ", "The quick brown fox", "\n"]
 
@@ -102,6 +103,25 @@ def test_jobs_join_a_running_batch_and_leave_it_when_they_end(model):
     assert long_done.wait(60)
     assert "The " + "".join(long_text) == model.generate("The ", max_new_tokens=300, temperature=1.0, seed=1)[0]
     assert engine.jobs == [] and engine.cohorts == []  # every row left
+
+
+def test_log_probabilities_come_with_a_request_that_shares_its_draw_with_others(model):
+    """Requests with the same settings draw together; the one that asks for log-probabilities still
+    gets each token's: the text, ids and alternatives it gets alone, the values to float32's rounding
+    (a batch's products round differently from one row's)."""
+    engine, collectors = Engine(model, max_rows=8), []
+    for prompt, logprobs in [("The ", 2), ("A ", None), ("The ", None)]:
+        ids, cfg = model.request(prompt, max_new_tokens=12, temperature=0.9, seed=7, logprobs=logprobs)
+        collectors.append(Collector())
+        engine.submit(ids, cfg, collectors[-1])
+    engine.run_until_idle()
+    alone = model.complete("The ", max_new_tokens=12, temperature=0.9, seed=7, logprobs=2)[0]
+    batched = collectors[0].completions("The ")[0]
+    assert batched.text == alone.text and len(batched.logprobs) == len(alone.logprobs) == 12
+    for got, expected in zip(batched.logprobs, alone.logprobs, strict=True):
+        assert got["id"] == expected["id"] and [i for i, _ in got["top"]] == [i for i, _ in expected["top"]]
+        assert got["logprob"] == pytest.approx(expected["logprob"], abs=1e-5)
+        assert [v for _, v in got["top"]] == pytest.approx([v for _, v in expected["top"]], abs=1e-5)
 
 
 def test_a_cancelled_job_leaves_at_the_next_step_and_the_others_go_on(model):

@@ -73,6 +73,14 @@ def _listed(ids) -> list[int]:
     return ids if isinstance(ids, list) else ids.tolist()
 
 
+def test_the_compiled_uniform_numbers_are_torch_rands_from_each_generator(kernels):
+    counts = [1, 3, 20, 1]
+    python_gens, native_gens = [make_generator(s) for s in range(4)], [make_generator(s) for s in range(4)]
+    python = torch.cat([torch.rand(n, generator=g) for g, n in zip(python_gens, counts, strict=True)])
+    assert torch.equal(kernels.uniforms(native_gens, counts), python)
+    assert all(torch.equal(a.get_state(), b.get_state()) for a, b in zip(python_gens, native_gens, strict=True))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("suppress", [None, [3]])
 def test_the_compiled_greedy_choice_is_the_python_rules_and_draws_nothing(suppress, kernels):
@@ -94,10 +102,12 @@ def test_a_trained_run_writes_the_same_text_on_either_path(trained_run, kernels)
     settings = [dict(seed=3), dict(temperature=0), dict(num_samples=3, seed=4), dict(num_beams=3)]
     python = [model.generate("The ", max_new_tokens=40, **s) for s in settings]
     streamed = "".join(model.stream("The ", max_new_tokens=40, seed=3))
+    together = model.generate_many(["The ", "A ", "\n"], max_new_tokens=40, seed=5)  # one draw, three generators
     native.use(kernels)
     try:
         assert [model.generate("The ", max_new_tokens=40, **s) for s in settings] == python
         assert "".join(model.stream("The ", max_new_tokens=40, seed=3)) == streamed
+        assert model.generate_many(["The ", "A ", "\n"], max_new_tokens=40, seed=5) == together
         assert native.status().startswith("compiled")
     finally:
         native.use(None)

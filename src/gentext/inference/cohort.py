@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from gentext.inference.jobs import Job, SampleJob
+from gentext.inference.sampler import uniforms
 from gentext.models import State
 
 logger = logging.getLogger(__name__)
@@ -56,14 +57,23 @@ def choose_all(jobs: list[Job], logits: torch.Tensor, choose_one) -> list:
             groups.setdefault(key, []).append(i)
     for members in groups.values():
         try:
-            rows = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in members]).to(logits.device)
-            uniform = torch.cat([torch.rand(jobs[i].rows, generator=jobs[i].generator, device=logits.device)
-                                 for i in members])  # fmt: skip
-            ids = jobs[members[0]].sampler.draw(logits.index_select(0, rows), uniform)
-            for i, part in zip(members, ids.split([jobs[i].rows for i in members]), strict=True):
-                choices[i] = part
+            _draw_group([jobs[i] for i in members], [starts[i] for i in members], logits, choices, members)
         except Exception as exc:  # noqa: BLE001 -- these jobs' shared transform failed: they end, not the rest
             logger.exception("sampling a batched generation failed")
             for i in members:
                 jobs[i].fail(exc)
     return choices
+
+
+def _draw_group(group: list[SampleJob], starts: list[int], logits: torch.Tensor, choices: list, places: list[int]):
+    """One draw for requests sharing settings, each from its own generator, their ids read back once
+    (as lists: what the engine decodes and feeds); each records its log-probabilities where asked."""
+    rows = [row for job, start in zip(group, starts, strict=True) for row in range(start, start + job.rows)]
+    mine = logits if rows == list(range(logits.shape[0])) else logits[torch.tensor(rows, device=logits.device)]
+    uniform = uniforms([job.generator for job in group], [job.rows for job in group], logits.device)
+    listed = group[0].sampler.draw(mine, uniform).tolist()
+    offset = 0
+    for job, start, place in zip(group, starts, places, strict=True):
+        choices[place] = listed[offset : offset + job.rows]
+        job.score(logits[start : start + job.rows], choices[place])
+        offset += job.rows

@@ -103,9 +103,14 @@ class SampleJob(Job):
         ids = self.sampler.choose(logits, self.generator, self.history)
         if self.history is not None:
             self.history = self.history.extend(ids if isinstance(ids, torch.Tensor) else torch.tensor(ids))
+        self.score(logits, ids)
+        return ids
+
+    def score(self, logits: torch.Tensor, ids) -> None:
+        """This step's log-probabilities of the chosen ids (and the top ones), where the request asks
+        for them: from `choose`, or from the engine where requests sharing settings drew together."""
         if self.config.logprobs is not None:
             self.scored = token_logprobs(logits, torch.as_tensor(ids), self.config.logprobs)
-        return ids
 
     def ahead(self) -> int:
         """Rows under plain settings, whose tokens nothing but their text reads (no history, no

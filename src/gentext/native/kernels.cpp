@@ -23,6 +23,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("__call__", &MinGruStep::operator(), py::call_guard<py::gil_scoped_release>());
   m.def("plain_draw", &plain_draw);
   m.def("draw_rows", &draw_rows, py::call_guard<py::gil_scoped_release>());
+  m.def("uniforms", &uniforms);
   m.def("split_products", [] { return Helper::get().splits.load(); });
   m.def("product", [](const py::object& spec, const at::Tensor& x, bool split) {  // one product, for the tests
     return make_op(spec)({x}, split ? &Helper::get() : nullptr);

@@ -25,6 +25,20 @@ static at::Generator generator_of(const py::object& generator_object) {
   return reinterpret_cast<THPGenerator*>(generator_object.ptr())->cdata;
 }
 
+// torch.cat of torch.rand(counts[i], generator=generators[i]): requests drawing together, each from
+// its own generator, in one call instead of one Python call each.
+static at::Tensor uniforms(const py::list& generator_objects, const std::vector<int64_t>& counts) {
+  TORCH_CHECK(generator_objects.size() == counts.size(), "one count per generator");
+  std::vector<at::Generator> generators;
+  for (const auto& item : generator_objects) {
+    generators.push_back(generator_of(py::reinterpret_borrow<py::object>(item)));
+  }
+  py::gil_scoped_release released;
+  std::vector<at::Tensor> parts;
+  for (size_t i = 0; i < counts.size(); ++i) parts.push_back(at::rand({counts[i]}, generators[i], at::kFloat));
+  return at::cat(parts);
+}
+
 static int64_t plain_draw(const at::Tensor& logits, double temperature, const c10::optional<at::Tensor>& suppress,
                           const py::object& generator_object) {
   return draw_one(logits, temperature, suppress, generator_of(generator_object));
