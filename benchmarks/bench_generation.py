@@ -28,11 +28,11 @@ through its sliding KV cache, in each weight format this CPU runs natively.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import torch
-from roofline import bandwidth_gbs, cpu_features, matmul_peaks, step_bytes, step_flops  # noqa: I001
+from generation_report import print_header, print_speed  # noqa: I001
+from roofline import bandwidth_gbs, matmul_peaks, step_bytes, step_flops
 from torch import nn
 
 from gentext import native, threads
@@ -40,7 +40,6 @@ from gentext.api import TextModel, load
 from gentext.conditions import Condition
 from gentext.config import ModelConfig
 from gentext.data.tokenizers import CharTokenizer
-from gentext.hardware import cpu_native, direct_int8
 from gentext.models import build_model
 from gentext.models.weights import fast_formats
 from gentext.runconfig import RunConfig
@@ -225,20 +224,7 @@ def main() -> None:
     timed = speeds(model, baseline, formats, args)
     (base_one, base_many), reference = timed["plain"], {}
     rows = [measure(model, fmt, args, reference, timed[fmt]) for fmt in formats]
-    print(
-        f"generation, {cfg.num_layers}x{cfg.hidden_size} {cfg.kind}, vocab {cfg.vocab_size}, {args.tokens} tokens per "
-        f"stream, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{platform.processor() or platform.machine()}, CPU features: {cpu_features()}"
-        + ("" if cpu_native(torch.bfloat16) else " (bf16 emulated: not measured)")
-        + f"; per-token kernels: {native.status()}"
-        + ("; a lone row's products on two cores" if native.kernels() and threads.describe()["second_core"] else "")
-        + ("; a batch's cell on torch's OpenMP threads" if native.kernels() and native.openmp() else "")
-        + (
-            "; a lone row's int8 products by the kernels' own VNNI product"
-            if native.kernels() and direct_int8()
-            else ""
-        )
-    )
+    print_header(cfg, args)
     print_speed(rows, base_one, base_many, args)
     plain_t, ours_t, shape = transformer_row(args)
     print(f"\nTransformer ({shape}), 1 stream at a full context, {args.tokens} tokens:")
@@ -252,26 +238,6 @@ def main() -> None:
     for path, rate in minimal.items():
         print(f"| {path.split()[0]} | {'Python' if path.endswith('(Python)') else 'compiled'} | {rate:,.0f} |")
     print_roofline(rows, model, args)
-
-
-def print_speed(rows: list[dict], base_one: float, base_many: float, args) -> None:
-    print(
-        f"\nplain PyTorch nn.LSTM per token: 1 stream {base_one:,.0f} tokens/s, {args.streams} streams {base_many:,.0f}"
-    )
-    quality = "loss" in rows[0]
-    print(
-        f"| weights | 1 stream tokens/s | vs plain | {args.streams} streams tokens/s | vs plain |"
-        + (" held-out loss | vs fp32 | greedy chars = fp32 |" if quality else "")
-    )
-    print("|---|---:|---:|---:|---:|" + ("---:|---:|---:|" if quality else ""))
-    for r in rows:
-        line = (
-            f"| {r['format']} | {r['one']:,.0f} | {r['one'] / base_one:.1f}x | {r['many']:,.0f} | "
-            f"{r['many'] / base_many:.1f}x |"
-        )
-        if quality:
-            line += f" {r['loss']:.4f} | {r['loss'] - rows[0]['loss']:+.4f} | {r['greedy_same']}/300 |"
-        print(line)
 
 
 def print_roofline(rows: list[dict], model: TextModel, args) -> None:
