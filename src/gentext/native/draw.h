@@ -37,12 +37,17 @@ static float uniform_one(at::Generator& generator) {
   return value == 1.0f ? 0.0f : value;  // as the kernel clamps a value rounded up to the bound
 }
 
+// Logits (B, V) as the sampler's plain path reads them: float32, suppressed ids at -inf.
+static at::Tensor plain_logits(const at::Tensor& logits, const c10::optional<at::Tensor>& suppress) {
+  auto out = logits.to(at::kFloat);
+  return suppress.has_value() ? out.index_fill(-1, *suppress, -std::numeric_limits<double>::infinity()) : out;
+}
+
 // Logits (B, V) under plain settings (a temperature above 0 and suppressed ids) as the
-// probabilities of sampler.py's `plain_cdf`: float32, suppressed ids at -inf, then the temperature.
+// probabilities of sampler.py's `plain_cdf`: `plain_logits`, then the temperature.
 static at::Tensor plain_probs(const at::Tensor& logits_in, double temperature,
                               const c10::optional<at::Tensor>& suppress) {
-  auto logits = logits_in.to(at::kFloat);
-  if (suppress.has_value()) logits = logits.index_fill(-1, *suppress, -std::numeric_limits<double>::infinity());
+  auto logits = plain_logits(logits_in, suppress);
   if (temperature != 1.0) logits = logits / temperature;
   return at::softmax(logits, -1).contiguous();
 }
@@ -66,11 +71,7 @@ static int64_t draw_row(const float* q, int64_t vocab, double uniform, double* c
 // generator), else one draw; -1 where no token is allowed.
 static int64_t draw_one(const at::Tensor& logits_in, double temperature, const c10::optional<at::Tensor>& suppress,
                         at::Generator generator) {
-  if (temperature == 0) {
-    auto logits = logits_in.to(at::kFloat);
-    if (suppress.has_value()) logits = logits.index_fill(-1, *suppress, -std::numeric_limits<double>::infinity());
-    return argmax_one(logits);
-  }
+  if (temperature == 0) return argmax_one(plain_logits(logits_in, suppress));
   const float uniform = uniform_one(generator);
   auto probs = plain_probs(logits_in, temperature, suppress);
   std::vector<double> cdf(probs.size(-1));

@@ -39,6 +39,29 @@ static Packed unpack(const py::object& obj) {
 // the OpenMP team for, and a lone row's step runs on one thread anyway.
 constexpr int64_t COPY_ROWS = 16;
 
+// Rows [0, rows) of `parts` side by side into `o` (rows of `width` floats), each plus its row of
+// `plus` where given: a batch's rows split between torch's threads.
+static void place_rows(std::initializer_list<at::Tensor> parts, int64_t rows, int64_t width, float* o,
+                       const float* plus) {
+  at::parallel_for(0, rows, COPY_ROWS, [&](int64_t begin, int64_t end) {
+    int64_t offset = 0;
+    for (const auto& part : parts) {
+      const int64_t w = part.size(1);
+      const float* in = part.data_ptr<float>();
+      for (int64_t r = begin; r < end; ++r) {
+        float* to = o + r * width + offset;
+        if (plus == nullptr) {
+          std::memcpy(to, in + r * w, w * sizeof(float));
+          continue;
+        }
+        const float* base = plus + r * width + offset;
+        for (int64_t j = 0; j < w; ++j) to[j] = base[j] + in[r * w + j];
+      }
+      offset += w;
+    }
+  });
+}
+
 // at::cat({at::cat(parts, 1), anchor}): the parts' rows side by side and the anchor row below, copied
 // into one new tensor instead of two.
 static at::Tensor rows_and_anchor(std::initializer_list<at::Tensor> parts, const at::Tensor& anchor) {
@@ -46,20 +69,12 @@ static at::Tensor rows_and_anchor(std::initializer_list<at::Tensor> parts, const
   bool plain = anchor.is_contiguous() && anchor.scalar_type() == at::kFloat;
   for (const auto& part : parts) plain = plain && part.is_contiguous() && part.scalar_type() == at::kFloat;
   if (!plain) return at::cat({parts.size() == 1 ? *parts.begin() : at::cat(parts, 1), anchor});
-  auto out = at::empty({rows + 1, width}, anchor.options());
-  float* o = out.data_ptr<float>();
   int64_t total = 0;
   for (const auto& part : parts) total += part.size(1);
   TORCH_CHECK(total == width, "a product's input is not its weights' width");
-  at::parallel_for(0, rows, COPY_ROWS, [&](int64_t begin, int64_t end) {
-    int64_t offset = 0;
-    for (const auto& part : parts) {
-      const int64_t w = part.size(1);
-      const float* in = part.data_ptr<float>();
-      for (int64_t r = begin; r < end; ++r) std::memcpy(o + r * width + offset, in + r * w, w * sizeof(float));
-      offset += w;
-    }
-  });
+  auto out = at::empty({rows + 1, width}, anchor.options());
+  float* o = out.data_ptr<float>();
+  place_rows(parts, rows, width, o, nullptr);
   std::memcpy(o + rows * width, anchor.data_ptr<float>(), width * sizeof(float));
   return out;
 }
@@ -75,25 +90,7 @@ static at::Tensor joined(std::initializer_list<at::Tensor> pieces, int64_t rows,
     return at::add(plus, joined(pieces, rows, at::Tensor()));
   }
   auto out = at::empty({rows, width}, pieces.begin()->options());
-  float* o = out.data_ptr<float>();
-  const float* p = adding ? plus.data_ptr<float>() : nullptr;
-  at::parallel_for(0, rows, COPY_ROWS, [&](int64_t begin, int64_t end) {
-    int64_t offset = 0;
-    for (const auto& piece : pieces) {
-      const int64_t w = piece.size(1);
-      const float* in = piece.data_ptr<float>();
-      for (int64_t r = begin; r < end; ++r) {
-        float* to = o + r * width + offset;
-        if (!adding) {
-          std::memcpy(to, in + r * w, w * sizeof(float));
-          continue;
-        }
-        const float* base = p + r * width + offset;
-        for (int64_t j = 0; j < w; ++j) to[j] = base[j] + in[r * w + j];
-      }
-      offset += w;
-    }
-  });
+  place_rows(pieces, rows, width, out.data_ptr<float>(), adding ? plus.data_ptr<float>() : nullptr);
   return out;
 }
 

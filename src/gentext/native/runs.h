@@ -25,6 +25,19 @@ static at::Generator generator_of(const py::object& generator_object) {
   return reinterpret_cast<THPGenerator*>(generator_object.ptr())->cdata;
 }
 
+// The state a step returned (h, and c where the kind has one), carried into the next step.
+static void carry(const std::vector<at::Tensor>& out, at::Tensor& h, c10::optional<at::Tensor>& c) {
+  h = out[1];
+  if (c.has_value()) c = out[2];
+}
+
+// (first..., h[, c]): what a run hands back to Python.
+template <class... First>
+static py::tuple with_state(const at::Tensor& h, const c10::optional<at::Tensor>& c, const First&... first) {
+  if (c.has_value()) return py::make_tuple(first..., h, *c);
+  return py::make_tuple(first..., h);
+}
+
 // torch.cat of torch.rand(counts[i], generator=generators[i]): requests drawing together, each from
 // its own generator, in one call instead of one Python call each.
 static at::Tensor uniforms(const py::list& generator_objects, const std::vector<int64_t>& counts) {
@@ -63,12 +76,10 @@ static py::tuple run_plain(const Step& step, at::Tensor logits, at::Tensor h, c1
       if (id < 0 || id == end_id || (i == count - 1 && !read_last)) break;
       auto out = step.one(id, h, c, split);
       logits = out[0].select(1, 0);
-      h = out[1];
-      if (c.has_value()) c = out[2];
+      carry(out, h, c);
     }
   }
-  if (c.has_value()) return py::make_tuple(ids, logits, h, *c);
-  return py::make_tuple(ids, logits, h);
+  return with_state(h, c, ids, logits);
 }
 
 // A batch's step on ids (B,) as the engine's per-token path makes it: -> logits (B, 1, V), h[, c]
@@ -109,13 +120,10 @@ static py::tuple run_rows(const Step& step, at::Tensor logits, at::Tensor h, c10
       if (left == 0 || (i == count - 1 && !read_last)) break;
       auto out = step_rows(step, ids.clamp_min(0), h, c, split);
       logits = out[0].select(1, 0);
-      h = out[1];
-      if (c.has_value()) c = out[2];
+      carry(out, h, c);
     }
   }
-  auto ids = at::stack(drawn);
-  if (c.has_value()) return py::make_tuple(ids, logits, h, *c);
-  return py::make_tuple(ids, logits, h);
+  return with_state(h, c, at::stack(drawn), logits);
 }
 
 // A sequence ids (B, T) read token by token through `step` (ids (B,) -> logits (B, 1, V), the state
@@ -144,13 +152,11 @@ static py::tuple read_rnn(const RnnStep& step, const at::Tensor& ids, const c10:
     py::gil_scoped_release released;
     out = read_tokens(ids, targets, [&](const at::Tensor& now) {
       auto result = step(now, h, c, false, split);
-      h = result[1];
-      if (c.has_value()) c = result[2];
+      carry(result, h, c);
       return result[0];
     });
   }
-  if (c.has_value()) return py::make_tuple(out, h, *c);
-  return py::make_tuple(out, h);
+  return with_state(h, c, out);
 }
 
 // MinGRULanguageModel._stepped with the compiled step: -> (logits, log-probabilities or features, h)
