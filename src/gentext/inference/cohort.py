@@ -57,7 +57,9 @@ def choose_all(jobs: list[Job], logits: torch.Tensor, choose_one) -> list:
             groups.setdefault(key, []).append(i)
     for members in groups.values():
         try:
-            _draw_group([jobs[i] for i in members], [starts[i] for i in members], logits, choices, members)
+            drawn = _draw_group([jobs[i] for i in members], [starts[i] for i in members], logits)
+            for i, chosen in zip(members, drawn, strict=True):
+                choices[i] = chosen
         except Exception as exc:  # noqa: BLE001 -- these jobs' shared transform failed: they end, not the rest
             logger.exception("sampling a batched generation failed")
             for i in members:
@@ -65,15 +67,17 @@ def choose_all(jobs: list[Job], logits: torch.Tensor, choose_one) -> list:
     return choices
 
 
-def _draw_group(group: list[SampleJob], starts: list[int], logits: torch.Tensor, choices: list, places: list[int]):
-    """One draw for requests sharing settings, each from its own generator, their ids read back once
-    (as lists: what the engine decodes and feeds); each records its log-probabilities where asked."""
+def _draw_group(group: list[SampleJob], starts: list[int], logits: torch.Tensor) -> list[list[int]]:
+    """One draw for requests sharing settings, each from its own generator: each request's ids, read
+    back once (as lists: what the engine decodes and feeds); each records its log-probabilities
+    where asked."""
     rows = [row for job, start in zip(group, starts, strict=True) for row in range(start, start + job.rows)]
     mine = logits if rows == list(range(logits.shape[0])) else logits[torch.tensor(rows, device=logits.device)]
     uniform = uniforms([job.generator for job in group], [job.rows for job in group], logits.device)
     listed = group[0].sampler.draw(mine, uniform).tolist()
-    offset = 0
-    for job, start, place in zip(group, starts, places, strict=True):
-        choices[place] = listed[offset : offset + job.rows]
-        job.score(logits[start : start + job.rows], choices[place])
+    drawn, offset = [], 0
+    for job, start in zip(group, starts, strict=True):
+        drawn.append(listed[offset : offset + job.rows])
+        job.score(logits[start : start + job.rows], drawn[-1])
         offset += job.rows
+    return drawn

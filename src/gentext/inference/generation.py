@@ -62,12 +62,13 @@ class _Sample:
     def step(self, token: int, end_id: int | None) -> None:
         if token == end_id or token == NO_TOKEN:
             self.finish("stop")
-        elif self.stops:
+        else:
             self.tokens += 1
-            self._add(self.decoder.step(token))
-        else:  # nothing to look for: no text is held back
-            self.tokens += 1
-            self.released.append(self.decoder.step(token))
+            piece = self.decoder.step(token)
+            if self.stops:
+                self._add(piece)
+            else:  # nothing to look for: no text is held back
+                self.released.append(piece)
 
     def finish(self, reason: str) -> None:
         if not self.done:

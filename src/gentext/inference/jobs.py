@@ -28,7 +28,7 @@ from gentext.inference.constraints import compile_for
 from gentext.inference.events import Done, Event, Failed, Text
 from gentext.inference.generation import SampleTexts, continuation, cut_at_stop
 from gentext.inference.processors import NEG_INF
-from gentext.inference.sampler import NO_TOKEN, Sampler, make_generator
+from gentext.inference.sampler import NO_TOKEN, Sampler, float32_uniforms, make_generator
 from gentext.useconfig import SampleConfig
 
 logger = logging.getLogger(__name__)
@@ -115,10 +115,10 @@ class SampleJob(Job):
     def ahead(self) -> int:
         """Rows under plain settings, whose tokens nothing but their text reads (no history, no
         log-probabilities), may take up to AHEAD at once: one row at any temperature, a batch of
-        them where it draws (a batch's greedy choice stays token by token) from float32 numbers,
-        as torch.rand gives them unless the default dtype was changed."""
+        them where it draws (a batch's greedy choice stays token by token) from float32 numbers
+        (`float32_uniforms`)."""
         sampler = self.sampler
-        drawn = sampler.temperature != 0 and torch.get_default_dtype() == torch.float32
+        drawn = sampler.temperature != 0 and float32_uniforms()
         if not sampler.plain or self.config.logprobs is not None or (self.rows != 1 and not drawn):
             return 0
         return min(AHEAD, self.config.max_new_tokens - self.steps)

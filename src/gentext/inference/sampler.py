@@ -41,11 +41,16 @@ def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torc
     return generator
 
 
+def float32_uniforms() -> bool:
+    """Does torch.rand give float32 numbers (the default dtype), as the compiled kernels draw them
+    (`uniforms`, a batch's compiled run)?"""
+    return torch.get_default_dtype() == torch.float32
+
+
 def uniforms(generators: list[torch.Generator], counts: list[int], device) -> torch.Tensor:
     """torch.cat of torch.rand(n, generator=g) for each (g, n): requests drawing together, each from
-    its own generator; in one compiled call where it is built (on a CPU, float32 numbers), the same."""
-    float32 = torch.get_default_dtype() == torch.float32  # what torch.rand gives, and the kernel makes
-    kernel = native.kernels() if torch.device(device).type == "cpu" and float32 else None
+    its own generator; in one compiled call where it is built (on a CPU), the same numbers."""
+    kernel = native.kernels() if torch.device(device).type == "cpu" and float32_uniforms() else None
     if kernel is not None:
         return kernel.uniforms(generators, counts)
     return torch.cat([torch.rand(n, generator=g, device=device) for g, n in zip(generators, counts, strict=True)])

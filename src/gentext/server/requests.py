@@ -37,8 +37,9 @@ def sample_request_fields(limits: ServerLimits | None = None) -> dict[str, Any]:
     return fields
 
 
-# every request's fields to read: their types resolved once (typing.get_type_hints reads the annotations
-# anew on each call, a noticeable share of a busy server's interpreter)
+# the sampling fields every request is read for, named once: `sample_request_fields` also resolves
+# their types (typing.get_type_hints reads the annotations anew on each call, a noticeable share of a
+# busy server's interpreter when it ran per request)
 _SAMPLE_FIELDS = frozenset(f.name for f in dataclasses.fields(SampleConfig))
 
 
