@@ -58,6 +58,7 @@ def test_other_processes_cpu_time_is_measured_without_our_own(monkeypatch):
 def test_a_busy_machine_is_said_once_and_the_count_adapts(fresh, monkeypatch, caplog):
     monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
     monkeypatch.setattr(threads.Governor, "others", lambda self: 1.8)
+    monkeypatch.setattr(threads, "_start", (threads.time.monotonic() - 1.0, (0, 0), 0.0))  # imported a second ago
     with caplog.at_level(logging.WARNING):
         governor = threads.configure()
         assert governor.target == 1 and torch.get_num_threads() == 1
@@ -71,6 +72,35 @@ def test_a_busy_machine_is_said_once_and_the_count_adapts(fresh, monkeypatch, ca
     governor.last = (0.0, *governor.last[1:])  # due for a new look
     threads.tick()
     assert governor.target == 2 and torch.get_num_threads() == 2
+
+
+def test_a_command_that_has_only_read_its_flags_chooses_at_its_first_tick_not_from_the_load_average(
+    fresh, monkeypatch, caplog
+):
+    """`gentext generate` right after a training: the minute's load average still holds the training,
+    which has ended; the first look at the CPUs is too recent to tell. All cores until the first
+    tick FIRST_LOOK_SECONDS on, which chooses from what others used meanwhile."""
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (1.9, 1.0, 0.5))
+    monkeypatch.setattr(threads, "_start", None)  # the first look is taken now
+    monkeypatch.setattr(threads.Governor, "others", lambda self: 0.0)
+    with caplog.at_level(logging.WARNING):
+        governor = threads.configure()
+        assert governor.undecided and governor.target == 2 and torch.get_num_threads() == 2
+        threads.tick()  # too early to choose
+        assert governor.undecided
+        governor.last = (governor.last[0] - threads.FIRST_LOOK_SECONDS, *governor.last[1:])
+        threads.tick()
+    assert not governor.undecided and governor.target == 2 and torch.get_num_threads() == 2
+    assert not caplog.records
+    monkeypatch.setattr(threads, "_governor", None)  # the same where others did take a core meanwhile
+    monkeypatch.setattr(threads.Governor, "others", lambda self: 1.2)
+    with caplog.at_level(logging.WARNING):
+        governor = threads.configure()
+        governor.last = (governor.last[0] - threads.FIRST_LOOK_SECONDS, *governor.last[1:])
+        threads.tick()
+    assert governor.target == 1 and torch.get_num_threads() == 1
+    assert ["other processes are using 1.2" in r.getMessage() for r in caplog.records] == [True]
 
 
 def test_threads_flag_and_environment_fix_the_count(fresh, monkeypatch):

@@ -10,7 +10,9 @@ One thread each runs at ~90% of one thread alone. So:
   (GOMP_SPINCOUNT, KMP_BLOCKTIME), unless the user has set them.
   Passive waiting (OMP_WAIT_POLICY=passive) was measured too: it halved training speed alone.
 - The thread count starts from the CPUs this process may use (affinity and cgroup quota), not the
-  host's count, and from the load average at start (one line says what was chosen and why).
+  host's count, less what other processes used in the first moments of this one (one line says
+  what was chosen and why). Not the load average, where /proc/stat can tell: a minute's average
+  still holds the command that ran just before (a training before `generate`).
 - `tick()`, called in the hot loops (training steps, evaluation rows, generation steps), measures
   every few seconds how much of the usable cores other processes take (/proc/stat minus our own
   CPU time) and sets the threads to the cores left, at least one; when the others finish it
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 SPIN_DEFAULTS = {"GOMP_SPINCOUNT": "10000", "KMP_BLOCKTIME": "1"}
 FIXING_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 RECHECK_SECONDS = 2.0
+FIRST_LOOK_SECONDS = 0.3  # the shortest window the starting count is chosen on
 # Generation steps of fewer rows run on one thread: a one-row product gains little from a second
 # thread, and a barrier that waits for a thread the OS gave to an event loop or a client costs
 # milliseconds, which made a server's one stream several times slower (RESULTS.md, "Small steps").
@@ -127,6 +130,7 @@ class Governor:
         self.cpus = _affinity()
         self.hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self.pending: str | None = None  # the busy-at-start line, said once when work begins
+        self.undecided = False  # the starting count is chosen at the first tick (`configure`)
         self.last = _start or (time.monotonic(), _busy_jiffies(self.cpus), _own_cpu_seconds())
 
     def others(self) -> float | None:
@@ -142,19 +146,38 @@ class Governor:
         """Cores left by the others (rounded: 0.6 of a core counts as taken), at least one."""
         return max(1, min(self.usable, self.usable - int(others + 0.4)))
 
+    def start(self) -> None:
+        """The count to start from: the cores left by what others used since the first look (the
+        load average where /proc/stat cannot tell); a line for the user where that is fewer than all."""
+        others = self.others()
+        if others is None:
+            others = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        self.target = self.choose(others)
+        if self.target < self.usable:  # said at the first hot-loop tick: a command refused first says nothing
+            self.pending = (
+                f"other processes are using {others:.1f} of the {self.usable} usable cores: starting with "
+                f"{self.target} thread{'' if self.target == 1 else 's'} and taking cores back as they free up "
+                "(--threads N fixes the number)"
+            )
+
     def tick(self, rows: int | None = None) -> None:
         """Re-measure every few seconds (adapting governors only); apply the count in this thread
         (one thread for a generation step of fewer than PARALLEL_ROWS rows, unless fixed)."""
+        due = FIRST_LOOK_SECONDS if self.undecided else RECHECK_SECONDS
+        if self.fixed is None and time.monotonic() - self.last[0] >= due and self.lock.acquire(False):
+            try:
+                if self.undecided:
+                    self.undecided = False
+                    self.start()
+                else:
+                    others = self.others()
+                    if others is not None:
+                        self.target = self.choose(others)
+            finally:
+                self.lock.release()
         if self.pending:
             log.warning(self.pending)
             self.pending = None
-        if self.fixed is None and time.monotonic() - self.last[0] >= RECHECK_SECONDS and self.lock.acquire(False):
-            try:
-                others = self.others()
-                if others is not None:
-                    self.target = self.choose(others)
-            finally:
-                self.lock.release()
         self.apply(1 if self.fixed is None and rows is not None and rows < self.parallel_rows else self.target)
 
     def apply(self, target: int | None = None) -> None:
@@ -173,9 +196,10 @@ _governor: Governor | None = None
 
 def configure(threads: int | None = None) -> Governor:
     """Choose the thread count for this process: `threads` (--threads) fixes it, then OMP_NUM_THREADS,
-    else start from the usable cores less what other processes took since gentext was imported
-    (the load average where that window is too short to tell), and adapt. Once per process unless
-    `threads` is given, so the busy line is said once."""
+    else start from the usable cores less what other processes took since gentext was first
+    imported (`prepare`), and adapt. Where that window is still too short to tell (a command that
+    has only read its flags), all usable cores until the first tick FIRST_LOOK_SECONDS after it
+    chooses. Once per process unless `threads` is given, so the busy line is said once."""
     global _governor
     if threads is not None and threads < 1:
         from gentext.errors import GentextError
@@ -188,24 +212,14 @@ def configure(threads: int | None = None) -> Governor:
     fixed = threads or (int(env) if env and int(env) > 0 else None)
     governor = Governor(fixed)
     if fixed is None:
-        _start_busy(governor)
+        window = time.monotonic() - governor.last[0]
+        if window < FIRST_LOOK_SECONDS and governor.last[1] is not None:
+            governor.undecided = True
+        else:
+            governor.start()
     _governor = governor
     governor.apply()
     return governor
-
-
-def _start_busy(governor: Governor) -> None:
-    window = time.monotonic() - governor.last[0]
-    others = governor.others() if window >= 0.3 else None
-    if others is None:
-        others = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    governor.target = governor.choose(others)
-    if governor.target < governor.usable:  # said at the first hot-loop tick: a command refused first says nothing
-        governor.pending = (
-            f"other processes are using {others:.1f} of the {governor.usable} usable cores: starting with "
-            f"{governor.target} thread{'' if governor.target == 1 else 's'} and taking cores back as they free up "
-            "(--threads N fixes the number)"
-        )
 
 
 def tick(rows: int | None = None) -> None:
