@@ -101,6 +101,42 @@ def test_step_matrices_follow_the_weights_when_training_changes_them():
     assert torch.allclose(after, before + 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru", "mingru", "transformer"])
+def test_after_a_training_step_the_int8_step_and_the_cache_readout_are_a_fresh_models(kind):
+    """The step's int8 copies are checked once per run of tokens, not every token; a training step
+    between two runs (a sample printed mid-training, then training on) is a new run, so the next
+    token reads the new weights, as a model built from them would."""
+    # 256 wide: the products are int8 copies, not SMALL_MATRIX float32 reading the weights live
+    cfg = ModelConfig(kind=kind, vocab_size=11, embed_size=64, hidden_size=256, num_layers=2, num_heads=2)
+
+    def made(state_dict=None):
+        torch.manual_seed(3)
+        net = build_model(cfg)
+        if state_dict is not None:
+            net.load_state_dict(state_dict)
+        net.set_weight_format("int8")
+        return net
+
+    def token(net):
+        with torch.inference_mode():
+            net.eval()
+            out = net._step(torch.tensor([4, 7]), None)[0]
+            if hasattr(net, "readout"):  # the neural cache's path: features, then the head
+                out = torch.cat([out, net.readout(net.features(torch.tensor([[4], [7]]))[0])], dim=-1)
+            return out
+
+    net = made()
+    before = token(net)
+    net.train()
+    ids = torch.randint(0, 11, (2, 8), generator=torch.Generator().manual_seed(0))
+    loss = -net(ids, None, targets=ids.roll(-1, 1))[0].mean()
+    loss.backward()
+    torch.optim.SGD(net.parameters(), lr=1.0).step()
+    after = token(net)
+    assert not torch.equal(after, before)
+    assert torch.equal(after, token(made(net.state_dict())))
+
+
 @pytest.fixture(scope="module")
 def wide_run(tmp_path_factory):
     """A run whose matrices are big enough to be stored in a format (SMALL_MATRIX)."""

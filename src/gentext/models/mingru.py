@@ -35,6 +35,7 @@ from gentext.config import ModelConfig
 from gentext.errors import GentextError
 from gentext.models.rnn import OnnxStep
 from gentext.models.state import State
+from gentext.models.stepops import StepOps
 from gentext.models.weights import MATMULS
 
 MLP = 2  # the feed-forward expansion
@@ -102,7 +103,7 @@ def _norm(norm: nn.LayerNorm) -> tuple:
     return norm.weight, norm.bias, norm.eps
 
 
-class MinGRULanguageModel(nn.Module):
+class MinGRULanguageModel(StepOps, nn.Module):
     carries_state = True  # training windows continue the rows of the last one, as an LSTM's do
     mixable = True  # mixed with a Kneser-Ney chain after training (training/mixing.py)
 
@@ -121,7 +122,7 @@ class MinGRULanguageModel(nn.Module):
         nn.init.normal_(self.embedding.weight, std=0.02)
         self.head.weight = self.embedding.weight  # tied (Press & Wolf 2017)
         self.weight_format, self.stepped_sequences = "fp32", False
-        self._ops: dict[str, tuple] = {}
+        self.init_step_ops()
 
     @staticmethod
     def weights_per_token(config: ModelConfig) -> int:
@@ -145,7 +146,7 @@ class MinGRULanguageModel(nn.Module):
     def forward(self, ids: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None):
         """ids (B, T) -> logits (B, T, V) (or log P(targets) (B, T)) and the state after them."""
         if self._on_step_path(ids.shape[1]):
-            return self._stepped(ids, self._state(ids, state), targets, self._step_ops())
+            return self._stepped(ids, self._state(ids, state), targets)
         y, state = self.features(ids, state)
         logits = self.head(y)
         out = logits if targets is None else -F.cross_entropy(
@@ -164,7 +165,8 @@ class MinGRULanguageModel(nn.Module):
         """The outputs the head reads (B, T, H) and the state after them, by the path forward takes."""
         state = self._state(ids, state)
         if self._on_step_path(ids.shape[1]):
-            return self._stepped(ids, state, None, self._step_ops(), features=True)
+            return self._stepped(ids, state, None, features=True)
+        self._forget_check()  # training (or anything between two runs of steps) may change the weights
         x, carried = self.drop(self.embedding(ids)), []
         for layer, h0 in zip(self.layers, state.tensors["h"].float(), strict=True):
             x, h = layer(x, h0)
@@ -173,18 +175,21 @@ class MinGRULanguageModel(nn.Module):
 
     def readout(self, y: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         """log P over the vocabulary (B, T, V) from `features`' outputs, or of `targets` (B, T)."""
-        head = self._step_ops()["head"] if self._on_step_path(y.shape[1]) else self.head
+        head = self._step_ops(run=True)["head"] if self._on_step_path(y.shape[1]) else self.head  # after `features`
         logp = torch.log_softmax(head(y.flatten(0, 1)).view(*y.shape[:2], -1).float(), dim=-1)
         return logp if targets is None else logp.gather(2, targets[..., None])[..., 0]
 
     def _step(self, ids: torch.Tensor, state: State | None, fmt: str | None = None) -> tuple[torch.Tensor, State]:
         """One token per row in a format (default: the current one): ids (B,) -> logits (B, 1, V)."""
-        return self._stepped(ids[:, None], self._state(ids[:, None], state), None, self._step_ops(fmt))
+        return self._stepped(ids[:, None], self._state(ids[:, None], state), None, fmt)
 
-    def _stepped(self, ids: torch.Tensor, state: State, targets: torch.Tensor | None, ops: dict, features=False):
+    def _stepped(self, ids: torch.Tensor, state: State, targets: torch.Tensor | None, fmt=None, features=False):
         """Token by token through the step (generation; evaluation in a named weight format): the
         logits, log P(targets) or, with `features`, the outputs the head reads. The compiled step
         (gentext/native) where it is built: the same numbers."""
+        if ids.shape[1] > 1:
+            self._forget_check()  # a sequence starts a new run of steps
+        ops = self._step_ops(fmt, run=True)
         kernel = self._kernel(ops) if ids.device.type == "cpu" else None
         if kernel is not None:  # the whole sequence in one call
             out, h = native.kernels().read(kernel, ids, targets, state.tensors["h"], features)
@@ -223,7 +228,7 @@ class MinGRULanguageModel(nn.Module):
         """Up to `count` plainly sampled tokens of a request's rows (a batch's at a temperature
         above 0), drawn and read in one compiled call (the engine's `_run_ahead`): (ids: a list for
         one row, (count, B) for a batch, logits (B, V), state), or None without the kernels."""
-        kernel = self._kernel(self._step_ops()) if logits.device.type == "cpu" else None
+        kernel = self._kernel(self._step_ops(run=True)) if logits.device.type == "cpu" else None
         if kernel is None:
             return None
         end = -1 if end_id is None else end_id
@@ -239,27 +244,23 @@ class MinGRULanguageModel(nn.Module):
         if name not in MATMULS:
             raise GentextError(f"unknown weight format {name!r}; known: {', '.join(MATMULS)}")
         self.weight_format, self.stepped_sequences = name, evaluate and name != "fp32"
+        self._forget_check()
 
-    @torch.no_grad()
-    def _step_ops(self, fmt: str | None = None) -> dict:
-        """The step's products in a format (default: the current one), rebuilt when a weight they
-        copy changed. Checked twice a token, so no module walk: `parameters()` cost a sixth of a
-        mixed run's token; the other weights (embedding, norms) the step reads live."""
-        fmt = fmt or self.weight_format
+    def step_weights(self) -> tuple[torch.Tensor, ...]:
+        """What the step's matrices are made from (models/stepops.py): the products' weights and the
+        norms' (the compiled step holds them; the Python step reads them and the embedding live)."""
         linears = [linear for layer in self.layers for linear in (layer.gates, layer.mlp[0], layer.mlp[2])]
         norms = [norm for layer in self.layers for norm in (layer.norm, layer.mlp_norm)] + [self.norm]
-        # the norms too: the compiled step holds them (the Python step reads them live)
-        copied = [t for module in (*linears, *norms) for t in (module.weight, module.bias) if t is not None]
-        version = tuple(x for t in (*copied, self.head.weight) for x in (t._version, t.data_ptr()))
-        if fmt not in self._ops or self._ops[fmt][0] != version:
-            make = MATMULS[fmt]
-            layers = [
-                {name: make(linear.weight, linear.bias, bounded=False)
-                 for name, linear in (("gates", layer.gates), ("up", layer.mlp[0]), ("down", layer.mlp[2]))}
-                for layer in self.layers
-            ]  # fmt: skip
-            self._ops[fmt] = (version, {"layers": layers, "head": make(self.head.weight, None, bounded=False)})
-        return self._ops[fmt][1]
+        return (*(t for m in (*linears, *norms) for t in (m.weight, m.bias) if t is not None), self.head.weight)
+
+    def build_step_ops(self, fmt: str) -> dict:
+        make = MATMULS[fmt]
+        layers = [
+            {name: make(linear.weight, linear.bias, bounded=False)
+             for name, linear in (("gates", layer.gates), ("up", layer.mlp[0]), ("down", layer.mlp[2]))}
+            for layer in self.layers
+        ]  # fmt: skip
+        return {"layers": layers, "head": make(self.head.weight, None, bounded=False)}
 
     def onnx_step(self, batch: int) -> OnnxStep:
         """One token as a graph for ONNX export (inference/export.py): ids (B,), h (L, B, H) ->

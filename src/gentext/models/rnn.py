@@ -22,13 +22,14 @@ from gentext.models import rnnstep
 from gentext.models.adaptive import AdaptiveSoftmax
 from gentext.models.priming import is_reading_prompt
 from gentext.models.state import State
+from gentext.models.stepops import StepOps
 from gentext.models.weights import MATMULS
 
 RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 Raw = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # what torch's recurrent modules take
 
 
-class RNNLanguageModel(nn.Module):
+class RNNLanguageModel(StepOps, nn.Module):
     carries_state = True  # training windows continue the rows of the last one (truncated BPTT)
     mixable = True  # mixed with a Kneser-Ney chain after training (training/mixing.py)
 
@@ -58,9 +59,7 @@ class RNNLanguageModel(nn.Module):
         self._init_weights()
         self.fast_step = True  # generation takes the single-token path (see _step)
         self.weight_format, self.stepped_sequences = "fp32", False  # the step's matrices (models/weights.py)
-        self._ops: dict[str, tuple[tuple, dict]] = {}  # format -> (weights' version, matrices)
-        self._checked: str | None = None  # the format whose matrices this run of steps found current
-        self.register_load_state_dict_post_hook(lambda module, keys: module._forget_check())
+        self.init_step_ops()
         if config.tie_weights:
             # Press & Wolf 2017: one matrix for input and output embeddings; fewer parameters,
             # lower perplexity, and a cheaper softmax layer to learn for big vocabularies.
@@ -163,8 +162,8 @@ class RNNLanguageModel(nn.Module):
 
     def readout(self, y: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         """log P over the vocabulary (B, T, V) from `features`' outputs, or of `targets` (B, T)."""
-        if self._on_step_path(y.shape[1]):  # the head in the step's weight format
-            logits = self._step_ops()["head"](y.flatten(0, 1)).view(*y.shape[:2], -1)
+        if self._on_step_path(y.shape[1]):  # the head in the step's weight format, after `features`' step
+            logits = self._step_ops(run=True)["head"](y.flatten(0, 1)).view(*y.shape[:2], -1)
         elif targets is not None:
             return self._target_log_probs(y, targets)
         else:
@@ -187,32 +186,15 @@ class RNNLanguageModel(nn.Module):
         self.weight_format, self.stepped_sequences = name, evaluate and name != "fp32"
         self._forget_check()
 
-    def _forget_check(self) -> None:
-        self._checked = None
-
-    def _apply(self, fn, *args, **kwargs):
-        self._forget_check()  # a move or a cast: new tensors
-        return super()._apply(fn, *args, **kwargs)
-
-    def _step_ops(self, fmt: str | None = None, run: bool = False) -> dict:
-        """The step's matrices in a format (default: the current one), rebuilt when any weight
-        changed (training continues after a mid-run sample). With `run` (the one-token step) the
-        check is made once per run of steps: the weights do not change between the tokens of a
-        generation, and anything that changes them (training, a sequence, loading, a move, a new
-        format) starts a new run (`_forget_check`). The check read 22 tensor attributes a token,
-        with the caches cold after the products: about a tenth of a compiled int8 step."""
-        fmt = fmt or self.weight_format
-        if run and self._checked == fmt:
-            return self._ops[fmt][1]
-        # checked every token, so no module walk: nn.RNNBase keeps `_flat_weights` current when a
-        # weight is reassigned, and a linear head has just its two tensors
+    def step_weights(self) -> tuple[torch.Tensor, ...]:
+        """What the step's matrices are made from (models/stepops.py), without a module walk:
+        nn.RNNBase keeps `_flat_weights` current when a weight is reassigned, and a linear head has
+        just its two tensors."""
         head = (self.head.weight, self.head.bias) if isinstance(self.head, nn.Linear) else self.head.parameters()
-        params = (self.embedding.weight, *self.rnn._flat_weights, *head)
-        version = (*(p._version for p in params), *(p.data_ptr() for p in params))
-        if fmt not in self._ops or self._ops[fmt][0] != version:
-            self._ops[fmt] = (version, rnnstep.build_ops(self, MATMULS[fmt]))
-        self._checked = fmt
-        return self._ops[fmt][1]
+        return (self.embedding.weight, *self.rnn._flat_weights, *head)
+
+    def build_step_ops(self, fmt: str) -> dict:
+        return rnnstep.build_ops(self, MATMULS[fmt])
 
     def _step(
         self, ids: torch.Tensor, state: State | None, fmt: str | None = None, features: bool = False

@@ -28,6 +28,7 @@ from gentext.errors import GentextError
 from gentext.models.adaptive import AdaptiveSoftmax
 from gentext.models.room import append, tail
 from gentext.models.state import State
+from gentext.models.stepops import StepOps
 from gentext.models.weights import MATMULS
 
 
@@ -98,7 +99,7 @@ class Block(nn.Module):
         return rows.view(batch, length, hidden), k, v
 
 
-class TransformerLanguageModel(nn.Module):
+class TransformerLanguageModel(StepOps, nn.Module):
     carries_state = False  # training windows are independent; generation carries the KV cache
     mixable = True  # mixed with a Kneser-Ney chain after training (training/mixing.py)
 
@@ -137,7 +138,7 @@ class TransformerLanguageModel(nn.Module):
                 nn.init.normal_(linear.weight, std=0.02 / math.sqrt(2 * config.num_layers))
         self.head.weight = self.embedding.weight  # tied input/output embedding (Press & Wolf 2017)
         self.weight_format, self.stepped_sequences = "fp32", False  # inference's products (models/weights.py)
-        self._ops: dict[str, tuple] = {}
+        self.init_step_ops()
 
     @staticmethod
     def _init(module: nn.Module) -> None:
@@ -174,23 +175,20 @@ class TransformerLanguageModel(nn.Module):
             raise GentextError(f"unknown weight format {name!r}; known: {', '.join(MATMULS)}")
         self.weight_format, self.stepped_sequences = name, evaluate and name != "fp32"
 
-    def _step_ops(self, fmt: str | None = None) -> dict:
-        """Each block's products and the head in a format, rebuilt when any weight changed (a
-        mid-training sample comes between optimizer steps)."""
-        fmt = fmt or self.weight_format
-        # checked every token: attributes read directly (walking Module.parameters() is slow)
+    def step_weights(self) -> tuple[torch.Tensor, ...]:
+        """What the products are made from (models/stepops.py), read directly (walking
+        Module.parameters() is slow); checked every token: a token's products cost far more."""
         params = [t for b in self.blocks for lin in b.linears().values() for t in (lin.weight, lin.bias)]
-        version = tuple(x for p in (*params, self.head.weight) for x in (p._version, p.data_ptr()))
-        if fmt not in self._ops or self._ops[fmt][0] != version:
-            make = MATMULS[fmt]
-            with torch.no_grad():
-                blocks = [
-                    {name: make(lin.weight, lin.bias, bounded=False) for name, lin in block.linears().items()}
-                    for block in self.blocks
-                ]
-                head = None if isinstance(self.head, AdaptiveSoftmax) else make(self.head.weight, None, bounded=False)
-            self._ops[fmt] = (version, {"blocks": blocks, "head": head})
-        return self._ops[fmt][1]
+        return (*params, self.head.weight)
+
+    def build_step_ops(self, fmt: str) -> dict:
+        make = MATMULS[fmt]
+        blocks = [
+            {name: make(lin.weight, lin.bias, bounded=False) for name, lin in block.linears().items()}
+            for block in self.blocks
+        ]
+        head = None if isinstance(self.head, AdaptiveSoftmax) else make(self.head.weight, None, bounded=False)
+        return {"blocks": blocks, "head": head}
 
     def _step(self, ids: torch.Tensor, state: State | None, fmt: str | None = None) -> tuple[torch.Tensor, State]:
         """One token per row in a format: ids (B,) -> logits (B, 1, V) and the state after it."""
