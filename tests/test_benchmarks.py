@@ -90,6 +90,17 @@ def test_cache_samples_benchmark_samples_the_run_beside_its_copy_without_the_cac
 
 
 @pytest.mark.slow
+def test_mixed_benchmark_generates_the_run_as_sampled_beside_its_network_alone():
+    out, rows = run_script("bench_mixed.py", "--tiny")
+    assert "+ cache, mixture;" in out  # the tiny run has both parts, so the first row runs them
+    assert [r.split("|")[1].strip() for r in rows] == ["as sampled", "network alone"]
+    for r in rows:
+        one, many = (float(r.split("|")[i].strip().replace(",", "")) for i in (2, 4))
+        assert one > 0 and many > 0
+    assert rows[1].split("|")[3].strip() == rows[1].split("|")[5].strip() == "1.00x"
+
+
+@pytest.mark.slow
 def test_softmax_benchmark_reports_the_head_share():
     out, rows = run_script("bench_softmax.py", "--tiny")
     assert len(rows) == 4
