@@ -231,12 +231,8 @@ class MinGRULanguageModel(StepOps, nn.Module):
         kernel = self._kernel(self._step_ops(run=True)) if logits.device.type == "cpu" else None
         if kernel is None:
             return None
-        end = -1 if end_id is None else end_id
-        run = native.kernels().run_plain if logits.shape[0] == 1 else native.kernels().run_rows
-        ids, logits, h = run(
-            kernel, logits, state.tensors["h"], None, count, sampler.temperature, sampler.suppress, generator, end,
-            read_last, False,
-        )  # fmt: skip
+        h = state.tensors["h"]
+        ids, logits, h = native.run_ahead(kernel, logits, h, None, count, sampler, generator, end_id, read_last)
         return ids, logits, State({"h": h}, {"h": 1})
 
     # -- weight formats for the step (models/weights.py) ---------------------------------------------

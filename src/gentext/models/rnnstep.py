@@ -73,16 +73,10 @@ def run_plain(kind: str, ops: dict, logits, state, count: int, sampler, generato
     temperature above 0) and read in one compiled call: ([ids] of one row, or ids (count, B) of a
     batch, logits (B, V), h[, c]), or None where the compiled step or its head is not here."""
     step = _whole(kind, ops, logits.device)
-    rows = logits.shape[0]
     if step is None:
         return None
-    h_all, c_all = state.tensors["h"], state.tensors.get("c")
-    end = -1 if end_id is None else end_id
-    run = native.kernels().run_plain if rows == 1 else native.kernels().run_rows
-    return run(
-        step, logits, h_all, c_all, count, sampler.temperature, sampler.suppress, generator, end, read_last,
-        threads.spare_core(rows),
-    )  # fmt: skip
+    h_all, c_all, split = state.tensors["h"], state.tensors.get("c"), threads.spare_core(logits.shape[0])
+    return native.run_ahead(step, logits, h_all, c_all, count, sampler, generator, end_id, read_last, split)
 
 
 def read(kind: str, ops: dict, ids: torch.Tensor, targets: torch.Tensor | None, state):

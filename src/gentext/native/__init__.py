@@ -96,6 +96,16 @@ def kernels():
     return loader.module
 
 
+def run_ahead(step, logits, h, c, count: int, sampler, generator, end_id, read_last: bool, split: bool = False):
+    """A request's rows drawn and read up to `count` tokens in one call of the loaded kernels: a lone
+    row by `run_plain` (its ids as a list), a batch by `run_rows` (ids (count, B)); for the steps
+    `models/rnnstep.py` and `models/mingru.py` make. -> (ids, logits (B, V), h[, c])."""
+    module = kernels()
+    run = module.run_plain if logits.shape[0] == 1 else module.run_rows
+    end = -1 if end_id is None else end_id
+    return run(step, logits, h, c, count, sampler.temperature, sampler.suppress, generator, end, read_last, split)
+
+
 def status() -> str:
     """One line for `gentext doctor`: which path runs and why."""
     if kernels() is not None:
