@@ -15,20 +15,13 @@ them, the best round of each kept (a shared machine's speed drifts within a minu
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench_cache_samples import tiny_run  # a tiny run with a cache and a chain
+
 from gentext import native, threads
-
-
-def tiny_run(where: Path) -> Path:
-    out = where / "tiny"
-    command = [sys.executable, "-m", "gentext", "train", "--out", str(out), "--steps", "40", "--hidden-size", "32"]
-    subprocess.run([*command, "--neural-cache", "200", "--quiet"], check=True)
-    return out
 
 
 def speeds(run: Path, args) -> dict[str, dict[int, float]]:
