@@ -120,7 +120,22 @@ struct Direct {
     if (plus != nullptr) y = _mm512_add_ps(_mm512_loadu_ps(plus + at), y);
     _mm512_storeu_ps(out + at, y);
   }
+  // A scaled product's rows taken back (Int8Matmul.__call__ without `bounded`): y = bias + y x the
+  // row's scale as at::addcmul makes it (one fused multiply-add), then + plus[r] where given.
+  DIRECT_TARGET void scale_back(float* y, int64_t rows, const float* scales, const float* bias,
+                                const float* plus) const {
+    for (int64_t r = 0; r < rows; ++r) {
+      const __m512 scale = _mm512_set1_ps(scales[r]);
+      for (int64_t j = 0; j < outputs; j += 16) {
+        float* at = y + r * outputs + j;
+        __m512 v = _mm512_fmadd_ps(_mm512_loadu_ps(at), scale, _mm512_loadu_ps(bias + j));
+        if (plus != nullptr) v = _mm512_add_ps(_mm512_loadu_ps(plus + r * outputs + j), v);
+        _mm512_storeu_ps(at, v);
+      }
+    }
+  }
 #else
+  void scale_back(float*, int64_t, const float*, const float*, const float*) const {}
   bool quantize_row(const float*, int64_t, uint8_t*) const { return false; }
   void blocks(const uint8_t*, int64_t, int64_t, int64_t, float*, const float*) const {}
 #endif

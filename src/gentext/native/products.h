@@ -16,9 +16,11 @@
 #include <torch/csrc/jit/api/object.h>
 #include <torch/csrc/utils/pybind.h>
 
+#include <cmath>
 #include <cstring>
 #include <initializer_list>
 #include <limits>
+#include <vector>
 
 #include "direct.h"
 #include "helper.h"
@@ -99,6 +101,39 @@ static at::Tensor joined(std::initializer_list<at::Tensor> pieces, int64_t rows,
 // (benchmarks/RESULTS.md).
 constexpr int64_t DIRECT_ROWS = 1;
 
+// Int8Matmul.__call__ without `bounded` for the rows `direct` makes, its ATen calls as loops with
+// their numbers: each row's largest magnitude (exact in any order) clamped at 1e-30, the row divided
+// by it (one IEEE division each, as at::div's), the product, then bias + product x scale as
+// at::addcmul's vector code makes it (`Direct::scale_back`: whole vectors, which outputs in blocks
+// of 64 are) and + plus. Undefined where a row is not finite or a tensor is not plain: the ATen
+// calls then make the numbers.
+static at::Tensor scaled_direct(const Direct& direct, const at::Tensor& x, const at::Tensor& bias,
+                                const at::Tensor& plus) {
+  const int64_t rows = x.size(0), width = x.size(1), outputs = direct.outputs;
+  auto plain = [](const at::Tensor& t) { return t.is_contiguous() && t.scalar_type() == at::kFloat; };
+  if (!plain(x) || !plain(bias) || bias.numel() != outputs || outputs % 32 != 0) return at::Tensor();
+  if (plus.defined() && !(plain(plus) && plus.sizes() == at::IntArrayRef{rows, outputs})) return at::Tensor();
+  auto scaled = at::empty_like(x);
+  std::vector<float> scales(rows);
+  const float* in = x.data_ptr<float>();
+  float* q = scaled.data_ptr<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    float most = 0.0f;
+    for (int64_t k = 0; k < width; ++k) {
+      const float a = std::fabs(in[r * width + k]);
+      if (!(a <= std::numeric_limits<float>::max())) return at::Tensor();
+      most = a > most ? a : most;
+    }
+    scales[r] = most < 1e-30f ? 1e-30f : most;
+    for (int64_t k = 0; k < width; ++k) q[r * width + k] = in[r * width + k] / scales[r];
+  }
+  auto product = direct({scaled}, nullptr, at::Tensor());
+  if (!product.defined()) return at::Tensor();
+  direct.scale_back(product.data_ptr<float>(), rows, scales.data(), bias.data_ptr<float>(),
+                    plus.defined() ? plus.data_ptr<float>() : nullptr);
+  return product;
+}
+
 // One product x @ W^T + b in a weight format, as the format's Python __call__ computes it.
 struct Op {
   int kind = NONE;
@@ -130,6 +165,10 @@ struct Op {
     }
     if (kind == SCALED_INT8) {  // Int8Matmul.__call__ without `bounded`
       const auto& x = *parts.begin();
+      if (direct.defined() && x.size(0) <= DIRECT_ROWS) {
+        auto y = scaled_direct(direct, x, bias, plus);
+        if (y.defined()) return y;
+      }
       auto scale = at::linalg_vector_norm(x, std::numeric_limits<double>::infinity(), at::IntArrayRef{1}, true)
                        .clamp_min_(1e-30);  // max |x| per row
       auto scaled = at::div(x, scale);
