@@ -1,4 +1,4 @@
-"""The matrices a recurrent kind's generation step reads, in each weight format, kept beside its weights.
+"""The matrices a kind's generation step reads, in each weight format, kept beside its weights.
 
 A step's products are made from the weights in a format (models/weights.py: int8 packs them, bf16
 casts them), so they are built once and rebuilt only when a weight they copy has changed (training
@@ -6,7 +6,8 @@ continues after a mid-run sample; a fine-tune loads new weights). Checking means
 weight's version and address: with a neural cache that was twice a token, a tenth or more of a
 compiled step's time. So a run of one-token steps checks once (`run=True`), and whatever may change
 the weights between two runs starts a new one: a sequence pass (training, evaluation), loading a
-state dict, a move or a cast, a new format (`_forget_check`).
+state dict, a move or a cast, a new format (`_forget_check`). The Transformer, whose token costs
+milliseconds, checks every call.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 
 
 class StepOps:
-    """Mixed into a recurrent kind (an nn.Module) before nn.Module: the kind gives `step_weights()`
+    """Mixed into a stepped kind (an nn.Module) before nn.Module: the kind gives `step_weights()`
     (the tensors its matrices are made from) and `build_step_ops(fmt)`, keeps `weight_format`, calls
     `init_step_ops()` in its __init__ and `_forget_check()` on every path that may change a weight."""
 
