@@ -37,6 +37,7 @@ import math
 import torch
 from torch import nn
 
+from gentext import native
 from gentext.models.priming import is_reading_samples
 from gentext.models.room import append, tail
 from gentext.models.state import State, nested, part, part_tensors
@@ -236,9 +237,27 @@ class CacheModel(nn.Module):
 
     def forward(self, ids: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None):
         """As every kind's: log-probabilities of the mixture (B, T, V), or of `targets` (B, T)."""
+        if targets is None and ids.shape[1] == 1 and is_reading_samples():
+            sampled = self._sampled(ids, state)
+            if sampled is not None:
+                return sampled
         net_logp, cache_logp, filled, state = self.parts(ids, state, targets)
         with_cache = torch.logaddexp(net_logp + self._logs[0], cache_logp + self._logs[1])
         return torch.where(filled, with_cache, net_logp), state  # not heard: the network alone
+
+    def _sampled(self, ids: torch.Tensor, state: State | None):
+        """`forward` for a token of the model's own samples (one a row, the window read as it
+        stands) with the cache's part in one compiled call (native/cache.h): the same numbers;
+        None where the kernels are not loaded or there is no window yet."""
+        kernels, cache = native.kernels(), part(state, "cache")
+        if kernels is None or cache is None or ids.device.type != "cpu":
+            return None
+        y, net_state = self.net.features(ids, part(state, "net"))
+        net_logp = self.net.readout(y).float()
+        keys, nexts = cache.tensors["keys"], cache.tensors["next"]
+        cosine = self.similarity == "cosine"
+        out, nexts = kernels.cache_sample(y.float(), keys, nexts, net_logp, self.theta, self.gate, cosine, *self._logs)
+        return out, nested({"net": net_state, "cache": State({"keys": keys, "next": nexts}, DIMS)})
 
     def num_parameters(self) -> int:
         return self.net.num_parameters()

@@ -1,5 +1,5 @@
-// Compiled per-token kernels: the recurrent step (rnn.h, mingru.h), draws (draw.h) and runs of the
-// two (runs.h). They make the ATen operations the Python path makes, in the same order on the same
+// Compiled per-token kernels: the recurrent step (rnn.h, mingru.h), draws (draw.h), runs of the
+// two (runs.h) and a neural cache's sampled token (cache.h). They make the ATen operations the Python path makes, in the same order on the same
 // shapes, except where a plain loop or one operation gives the same numbers with fewer calls (an LSTM
 // cell's products and sums, a draw's running sum and its uniform number, one buffer for an int8
 // product's input), so every number is the same bit for bit (tests/native/test_kernels.py compares
@@ -7,6 +7,7 @@
 // share of one stream's token (benchmarks/RESULTS.md).
 #include <torch/csrc/utils/pybind.h>
 
+#include "cache.h"
 #include "draw.h"
 #include "helper.h"
 #include "mingru.h"
@@ -34,4 +35,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("run_rows", &run_rows<MinGruStep>);
   m.def("read", &read_rnn);
   m.def("read", &read_mingru);
+  m.def("cache_sample", &cache_sample);
 }
