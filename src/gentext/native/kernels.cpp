@@ -1,10 +1,11 @@
 // Compiled per-token kernels: the recurrent step (rnn.h, mingru.h), draws (draw.h), runs of the
-// two (runs.h) and a neural cache's sampled token (cache.h). They make the ATen operations the Python path makes, in the same order on the same
-// shapes, except where a plain loop or one operation gives the same numbers with fewer calls (an LSTM
-// cell's products and sums, a draw's running sum and its uniform number, one buffer for an int8
-// product's input), so every number is the same bit for bit (tests/native/test_kernels.py compares
-// them). What they save is the Python and the per-operation dispatch between the arithmetic, a large
-// share of one stream's token (benchmarks/RESULTS.md).
+// two (runs.h) and a neural cache's sampled token (cache.h). They make the ATen operations the
+// Python path makes, in the same order on the same shapes, except where a plain loop or one
+// operation gives the same numbers with fewer calls (an LSTM cell's products and sums, a draw's
+// running sum and its uniform number, one buffer for an int8 product's input, a minGRU row's scaling
+// around its int8 product), so every number is the same bit for bit (tests/native/ compares them).
+// What they save is the Python and the per-operation dispatch between the arithmetic, a large share
+// of one stream's token (benchmarks/RESULTS.md).
 #include <torch/csrc/utils/pybind.h>
 
 #include "cache.h"
