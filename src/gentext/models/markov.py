@@ -22,10 +22,8 @@ from torch import nn
 
 from gentext.config import ModelConfig
 from gentext.errors import GentextError
+from gentext.models.chainsteps import StepRows, log_probs
 from gentext.models.state import State
-
-STEP_CACHE_BYTES = 64 << 20  # the contexts generation keeps (_step): 250k rows of a 65-char vocabulary
-FEW_CONTEXTS = 8  # new contexts in one step up to which each is computed alone (_row), else together
 
 
 def _ngram_keys(ids: np.ndarray, n: int, vocab: int) -> np.ndarray:
@@ -60,9 +58,7 @@ class MarkovModel(nn.Module):
             self.register_buffer(f"keys_{n}", torch.zeros(0, dtype=torch.int64))
             self.register_buffer(f"counts_{n}", torch.zeros(0, dtype=torch.int64))
         self._tables: list[dict[str, np.ndarray]] = []
-        self._step_cache: dict[tuple, torch.Tensor] = {}  # context -> log-probabilities (V,), see _step
-        self._unigram: np.ndarray | None = None  # P(w) of the lowest order, for _row
-        self._suffix_rows: dict[tuple, np.ndarray] = {}  # a context's last n-1 ids -> its order-n row, for _row
+        self._rows = StepRows(self)  # generation's kept rows (models/chainsteps.py)
 
     # -- fitting -------------------------------------------------------------------------------
     def fit(self, ids: np.ndarray) -> MarkovModel:
@@ -93,7 +89,7 @@ class MarkovModel(nn.Module):
 
     def _prepare(self) -> None:
         """Per order: sorted keys and counts, plus per-context totals and back-off weights."""
-        self._tables, self._step_cache, self._unigram, self._suffix_rows = [], {}, None, {}
+        self._tables, self._rows = [], StepRows(self)
         for n in range(1, self.order + 1):
             keys = getattr(self, f"keys_{n}").numpy()
             counts = getattr(self, f"counts_{n}").numpy().astype(np.float64)
@@ -161,7 +157,7 @@ class MarkovModel(nn.Module):
         contexts, history = self._contexts(ids, state)
         words = targets.reshape(-1, 1).cpu().numpy().astype(np.int64)  # (P, 1)
         p = self._probabilities(contexts, words)[:, 0]
-        logp = torch.from_numpy(np.log(p)).float().reshape(targets.shape).to(ids.device)
+        logp = log_probs(p).reshape(targets.shape).to(ids.device)
         return logp, self._new_state(history, ids.device)
 
     def _probabilities(self, contexts: np.ndarray, words: np.ndarray) -> np.ndarray:
@@ -208,75 +204,23 @@ class MarkovModel(nn.Module):
         batch, length = ids.shape
         contexts, history = self._contexts(ids, state)
         probs = self.distribution(contexts).reshape(batch, length, self.vocab)
-        logits = torch.from_numpy(np.log(probs)).float().to(ids.device)  # (B, T, V)
+        logits = log_probs(probs).to(ids.device)  # (B, T, V)
         return logits, self._new_state(history, ids.device)
 
     def _step(self, ids: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
-        """One token per row (generation): each context's log-probabilities are computed once and
-        kept, since the table walk is costly per context and generated text revisits contexts
-        all the time (a network mixed with this chain would otherwise spend most of each token
-        here; models/mixture.py). The kept rows are bounded to STEP_CACHE_BYTES."""
+        """One token per row (generation): each context's row computed once and kept
+        (models/chainsteps.py), since generated text revisits contexts all the time and a network
+        mixed with this chain would otherwise spend most of each token here (models/mixture.py)."""
         if state is None:
             state = self.initial_state(ids.shape[0], ids.device)
         # the context the next token is read in: the last order-1 ids, which is also the new state
         context = torch.cat([state.tensors["context"].to(ids.device).long(), ids], dim=1)[:, 1:]
-        keys = [tuple(row) for row in context.tolist()]
-        cache = self._step_cache
-        missing = [key for key in dict.fromkeys(keys) if key not in cache]
-        if missing:
-            if (len(cache) + len(missing)) * self.vocab * 4 > STEP_CACHE_BYTES:
-                cache.clear()
-            if len(missing) <= FEW_CONTEXTS:
-                rows = torch.from_numpy(np.log(np.stack([self._row(key) for key in missing])))
-            else:
-                rows = np.array(missing, dtype=np.int64).reshape(len(missing), self.order - 1)
-                rows = torch.from_numpy(np.log(self.distribution(rows)))
-            cache.update(zip(missing, rows.float().unbind(0), strict=True))
-        logits = torch.stack([cache[key] for key in keys])[:, None].to(ids.device)  # (B, 1, V)
+        logits = self._rows(context)[:, None].to(ids.device)  # (B, 1, V)
         return logits, State({"context": context}, {"context": 0})
 
-    def _row(self, context: tuple) -> np.ndarray:
-        """P(. | context) (V,) for one context: `distribution`'s recursion, bit for bit, reading only
-        the context's successors at each order (a slice of the sorted keys) instead of searching
-        every word: much faster for the one new context a generation step usually meets. The
-        recursion up to order n depends on the context's last n-1 ids alone, so each level's row is
-        kept by that suffix and a new context starts from its longest suffix met before (most of
-        the orders of a new order-8 context were walked for an earlier one)."""
-        if self._unigram is None:
-            words = np.arange(self.vocab, dtype=np.int64)[None]
-            self._unigram = self._probabilities(np.full((1, self.order - 1), -1, dtype=np.int64), words)[0]
-        kept = self._suffix_rows
-        if len(kept) * self.vocab * 8 > STEP_CACHE_BYTES:
-            kept.clear()
-        start, p = 2, self._unigram
-        for n in range(self.order, 1, -1):
-            if (row := kept.get(context[len(context) - (n - 1) :])) is not None:
-                start, p = n + 1, row
-                break
-        for n in range(start, self.order + 1):
-            suffix = context[len(context) - (n - 1) :]
-            p = kept[suffix] = self._level(n, suffix, p)
-        return p
-
-    def _level(self, n: int, ctx: tuple, p: np.ndarray) -> np.ndarray:
-        """One step of the recursion: P(. | ctx) at order n from `p`, the row of order n-1 (not
-        changed: rows are kept and shared)."""
-        table = self._tables[n - 1]
-        if min(ctx) < 0 or len(table["ctx"]) == 0:
-            return p
-        key = 0
-        for token in ctx:
-            key = key * self.vocab + token
-        pos = int(np.searchsorted(table["ctx"], key))
-        if pos == len(table["ctx"]) or table["ctx"][pos] != key:
-            return p
-        a, b = table["start"][pos], table["start"][pos + 1]
-        counts = table["counts"][a:b]
-        discounted = np.maximum(counts - table["d"][np.clip(counts, 1, 3).astype(int) - 1], 0.0)
-        lower, p = p, table["gamma"][pos] * p
-        successors = table["keys"][a:b] % self.vocab
-        p[successors] = discounted / table["total"][pos] + table["gamma"][pos] * lower[successors]
-        return p
+    def compiled_rows(self):
+        """The compiled kernels' rows of this chain (native/chain.h), or None without them."""
+        return self._rows.compiled_rows()
 
     def num_parameters(self) -> int:
         """Stored n-grams (the Markov model's size)."""

@@ -235,6 +235,12 @@ class MinGRULanguageModel(StepOps, nn.Module):
         ids, logits, h = native.run_ahead(kernel, logits, h, None, count, sampler, generator, end_id, read_last)
         return ids, logits, State({"h": h}, {"h": 1})
 
+    def run_step(self):
+        """(the compiled step, the state from its h) for a run of tokens drawn ahead around it (a
+        mixture's `draw_ahead`), or None without the kernels."""
+        kernel = self._kernel(self._step_ops(run=True)) if self.embedding.weight.device.type == "cpu" else None
+        return None if kernel is None else (kernel, lambda h: State({"h": h}, {"h": 1}))
+
     # -- weight formats for the step (models/weights.py) ---------------------------------------------
     def set_weight_format(self, name: str, evaluate: bool = False) -> None:
         if name not in MATMULS:

@@ -20,7 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from gentext import native, threads
 from gentext.config import ModelConfig
+from gentext.models.cache import DIMS, CacheModel
 from gentext.models.labelchain import LabelChain
 from gentext.models.markov import MarkovModel
 from gentext.models.state import State, nested, part, part_tensors
@@ -81,6 +83,34 @@ class MixtureModel(nn.Module):
             net_out = torch.log_softmax(net_out.float(), dim=-1)
         mixed = torch.logaddexp(net_out.float() + self._logs[0], chain_out.to(net_out.device) + self._logs[1])
         return mixed, nested({"net": net_state, "chain": chain_state.map(lambda t: t.to(ids.device))})
+
+    def draw_ahead(self, logits, state: State, count: int, sampler, generator, end_id, read_last: bool):
+        """Up to `count` plainly sampled tokens of a lone row, drawn and read in one compiled call
+        (native/mixed.h: the network's step, its cache, the chain's row and the mixing, as `forward`
+        makes them) -> ([ids], logits (1, V), state); None where that call is not here (a batch, a
+        label's chains, no kernels): the engine then steps token by token, to the same ids."""
+        kernels, cached = native.kernels(), isinstance(self.net, CacheModel)
+        net = self.net.net if cached else self.net
+        made = net.run_step() if kernels is not None and hasattr(net, "run_step") else None
+        rows = self.chain.compiled_rows() if isinstance(self.chain, MarkovModel) else None
+        if made is None or rows is None or logits.shape[0] != 1:
+            return None
+        step, state_of = made
+        net_state = part(part(state, "net"), "net") if cached else part(state, "net")
+        window = part(part(state, "net"), "cache") if cached else None
+        keys, nexts = (window.tensors["keys"], window.tensors["next"]) if cached else (logits.new_empty(0),) * 2
+        spec = (self.net.theta, self.net.gate, self.net.similarity == "cosine", *self.net._logs) if cached else None
+        h, c = net_state.tensors["h"], net_state.tensors.get("c")
+        context = part(state, "chain").tensors["context"].long()
+        ids, logits, nexts, context, *hc = kernels.run_mixed(
+            step, kernels.MixSpec(rows, *self._logs, spec), logits, h, c, keys, nexts, context, count,
+            sampler.temperature, sampler.suppress, generator, -1 if end_id is None else end_id, read_last,
+            threads.spare_core(1),
+        )  # fmt: skip
+        net_state = state_of(*hc)
+        if cached:
+            net_state = nested({"net": net_state, "cache": State({"keys": keys, "next": nexts}, DIMS)})
+        return ids, logits, nested({"net": net_state, "chain": State({"context": context}, {"context": 0})})
 
     def num_parameters(self) -> int:
         return self.net.num_parameters()

@@ -227,6 +227,14 @@ class RNNLanguageModel(StepOps, nn.Module):
         ids, logits, *hc = ran
         return ids, logits, self._wrap(hc[0] if len(hc) == 1 else tuple(hc))
 
+    def run_step(self):
+        """(the compiled step with its head, the state from what it carries: h[, c]) for a run of
+        tokens drawn ahead around it (a mixture's `draw_ahead`), or None where it is not here."""
+        step = rnnstep._whole(self.config.kind, self._step_ops(run=True), self.embedding.weight.device)
+        if step is None or not self.fast_step:
+            return None
+        return step, lambda *hc: self._wrap(hc[0] if len(hc) == 1 else hc)
+
     def _stepped(self, ids: torch.Tensor, state: State | None, targets: torch.Tensor | None):
         """forward() token by token through the step path: how evaluation measures a weight
         format other than fp32 on the arithmetic generation uses (in one compiled call where it is built)."""

@@ -1,16 +1,19 @@
 // Compiled per-token kernels: the recurrent step (rnn.h, mingru.h), draws (draw.h), runs of the
-// two (runs.h) and a neural cache's sampled token (cache.h). They make the ATen operations the
-// Python path makes, in the same order on the same shapes, except where a plain loop or one
-// operation gives the same numbers with fewer calls (an LSTM cell's products and sums, a draw's
-// running sum and its uniform number, one buffer for an int8 product's input, a minGRU row's scaling
-// around its int8 product), so every number is the same bit for bit (tests/native/ compares them).
-// What they save is the Python and the per-operation dispatch between the arithmetic, a large share
-// of one stream's token (benchmarks/RESULTS.md).
+// two (runs.h), a neural cache's sampled token (cache.h), a Kneser-Ney chain's rows (chain.h) and a
+// mixed run's tokens drawn ahead (mixed.h). They make the ATen operations the Python path makes, in
+// the same order on the same shapes, except where a plain loop or one operation gives the same
+// numbers with fewer calls (an LSTM cell's products and sums, a draw's running sum and its uniform
+// number, one buffer for an int8 product's input, a minGRU row's scaling around its int8 product,
+// the chain's recursion in double precision as numpy computes it), so every number is the same bit
+// for bit (tests/native/ compares them). What they save is the Python and the per-operation dispatch
+// between the arithmetic, a large share of one stream's token (benchmarks/RESULTS.md).
 #include <torch/csrc/utils/pybind.h>
 
 #include "cache.h"
+#include "chain.h"
 #include "draw.h"
 #include "helper.h"
+#include "mixed.h"
 #include "mingru.h"
 #include "products.h"
 #include "rnn.h"
@@ -23,6 +26,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   py::class_<MinGruStep>(m, "MinGruStep")
       .def(py::init<at::Tensor, const py::list&, const py::object&, const py::object&>())
       .def("__call__", &MinGruStep::operator(), py::call_guard<py::gil_scoped_release>());
+  py::class_<ChainRows>(m, "ChainRows")
+      .def(py::init<const py::list&, const at::Tensor&, int64_t>())
+      .def("__call__", &ChainRows::operator(), py::call_guard<py::gil_scoped_release>());
+  py::class_<MixSpec>(m, "MixSpec").def(py::init<py::object, double, double, const py::object&>());
   m.def("plain_draw", &plain_draw);
   m.def("draw_rows", &draw_rows, py::call_guard<py::gil_scoped_release>());
   m.def("uniforms", &uniforms);
@@ -32,6 +39,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   });
   m.def("run_plain", &run_plain<RnnStep>);
   m.def("run_plain", &run_plain<MinGruStep>);
+  m.def("run_mixed", &run_mixed<RnnStep>);
+  m.def("run_mixed", &run_mixed<MinGruStep>);
   m.def("run_rows", &run_rows<RnnStep>);
   m.def("run_rows", &run_rows<MinGruStep>);
   m.def("read", &read_rnn);

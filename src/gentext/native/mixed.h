@@ -1,0 +1,112 @@
+// A lone row of a mixed run drawn and read ahead (models/mixture.py's `draw_ahead`): each token the
+// plain draw, then what the engine's step makes of it through MixtureModel.forward — the network's
+// outputs and head, a neural cache over them where the run has one (CacheModel.forward for the
+// model's own samples: cache.h), the chain's row of the new context (chain.h), and the two mixed —
+// as the same calls in the same order, so the ids, the generator's stream and the states are the
+// token-by-token path's. Token by token, the Python around those parts cost as much as the parts.
+#pragma once
+
+#include <ATen/ops/log_softmax.h>
+#include <ATen/ops/logaddexp.h>
+#include <torch/csrc/utils/pybind.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "cache.h"
+#include "chain.h"
+#include "draw.h"
+#include "mingru.h"
+#include "rnn.h"
+#include "runs.h"
+
+namespace py = pybind11;
+
+// What a mixture adds to its network's step: the chain's rows and the two weights' logs
+// (MixtureModel._logs), and a cache's sharpness, gate, similarity and weights' logs (CacheModel's).
+struct MixSpec {
+  py::object chain_object;  // keeps the chain's rows alive
+  ChainRows* chain;
+  double mix_net, mix_chain;
+  bool cached = false, cosine = false;
+  double theta = 0, gate = 0, cache_net = 0, cache_own = 0;
+
+  // cache: None, or (theta, gate, cosine, log(1 - lambda), log(lambda))
+  MixSpec(py::object chain_rows, double mix_net, double mix_chain, const py::object& cache)
+      : chain_object(std::move(chain_rows)), chain(chain_object.cast<ChainRows*>()), mix_net(mix_net),
+        mix_chain(mix_chain) {
+    if (cache.is_none()) return;
+    auto spec = cache.cast<py::tuple>();
+    cached = true;
+    theta = spec[0].cast<double>(), gate = spec[1].cast<double>(), cosine = spec[2].cast<bool>();
+    cache_net = spec[3].cast<double>(), cache_own = spec[4].cast<double>();
+  }
+};
+
+// A network's outputs for one id (1, 1, H), the state carried, and its head's logits from them (1, V):
+// `features` and `readout` of models/rnn.py and models/mingru.py on the step path.
+static at::Tensor features_one(const RnnStep& step, int64_t id, at::Tensor& h, c10::optional<at::Tensor>& c,
+                               bool split) {
+  auto out = step.run(step.table.narrow(0, id, 1), h, c, true, split);
+  carry(out, h, c);
+  return out[0];
+}
+
+static at::Tensor head_of(const RnnStep& step, const at::Tensor& y, bool split) {
+  return step.head({y.select(1, 0)}, split ? &Helper::get() : nullptr);
+}
+
+static at::Tensor features_one(const MinGruStep& step, int64_t id, at::Tensor& h, c10::optional<at::Tensor>&, bool) {
+  auto out = step(at::full({1}, id, at::kLong), h, true);
+  h = out[1];
+  return out[0];
+}
+
+static at::Tensor head_of(const MinGruStep& step, const at::Tensor& y, bool) { return step.head({y.select(1, 0)}); }
+
+// The mixture's log-probabilities (1, V) after reading `id`: `keys` and `nexts` the cache's window,
+// `context` the chain's last order-1 ids (both carried).
+template <class Net>
+static at::Tensor mixed_step(const Net& net, const MixSpec& mix, int64_t id, at::Tensor& h,
+                             c10::optional<at::Tensor>& c, const at::Tensor& keys, at::Tensor& nexts,
+                             std::vector<int64_t>& context, bool split) {
+  auto y = features_one(net, id, h, c, split);
+  auto net_logp = at::log_softmax(head_of(net, y, split).to(at::kFloat), -1).unsqueeze(1);  // (1, 1, V)
+  if (mix.cached) {
+    auto cached = cache_token(y.to(at::kFloat), keys, nexts, net_logp, mix.theta, mix.gate, mix.cosine,
+                              mix.cache_net, mix.cache_own);
+    net_logp = at::log_softmax(cached, -1);  // MixtureModel.forward's, over the cached network's
+  }
+  if (!context.empty()) {
+    std::rotate(context.begin(), context.begin() + 1, context.end());
+    context.back() = id;
+  }
+  auto chain_logp = mix.chain->rows(context.data(), 1, static_cast<int64_t>(context.size())).unsqueeze(1);
+  return at::logaddexp(at::add(net_logp, mix.mix_net), at::add(chain_logp, mix.mix_chain)).select(1, 0);
+}
+
+// run_plain for a mixed run's lone row: up to `count` tokens drawn and read in turn; stops as
+// run_plain stops. keys (1, W, H) and nexts (1, W): the cache's window (ignored without a cache);
+// context (1, order-1). -> [ids], logits (1, V), nexts, context, h[, c]
+template <class Net>
+static py::tuple run_mixed(const Net& net, const MixSpec& mix, at::Tensor logits, at::Tensor h,
+                           c10::optional<at::Tensor> c, const at::Tensor& keys, at::Tensor nexts,
+                           const at::Tensor& context_in, int64_t count, double temperature,
+                           const c10::optional<at::Tensor>& suppress, const py::object& generator_object,
+                           int64_t end_id, bool read_last, bool split) {
+  auto generator = generator_of(generator_object);
+  auto flat = context_in.contiguous();
+  std::vector<int64_t> context(flat.data_ptr<int64_t>(), flat.data_ptr<int64_t>() + flat.numel());
+  std::vector<int64_t> ids;
+  {
+    py::gil_scoped_release released;
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t id = draw_one(logits, temperature, suppress, generator);
+      ids.push_back(id);
+      if (id < 0 || id == end_id || (i == count - 1 && !read_last)) break;
+      logits = mixed_step(net, mix, id, h, c, keys, nexts, context, split);
+    }
+  }
+  auto carried = at::tensor(context, at::kLong).view({1, static_cast<int64_t>(context.size())});
+  return with_state(h, c, ids, logits, nexts, carried);
+}
