@@ -67,12 +67,36 @@ def test_a_mixed_lone_row_drawn_ahead_writes_the_token_by_token_text(kind, kerne
     assert counted.calls > 0  # and the compiled runs made them
 
 
-@pytest.mark.parametrize(("kind", "cache"), [("lstm", (0.5, "cosine", 1000.0)), ("mingru", (0.0, "dot", 1.0))])
-def test_a_mixed_run_ahead_ends_with_the_logits_and_states_of_its_tokens_read_one_by_one(kind, cache, kernels):
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["lstm", "mingru"])
+def test_a_mixed_batch_drawn_ahead_writes_the_token_by_token_texts(kind, kernels):
+    """A request's samples (`run_mixed_rows`), ending at different tokens, as the Python path writes them."""
+    cases = [
+        ("stream", dict(num_samples=3, max_new_tokens=AHEAD + 3, temperature=0.8)),
+        ("lines", dict(num_samples=20, max_new_tokens=2 * AHEAD, temperature=1.3)),  # split between threads
+        ("stream", dict(num_samples=5, max_new_tokens=2 * AHEAD + 1, stop=["e"])),
+    ]
+    counted = Counting(kernels, "run_mixed_rows")
+    for fmt, cache, (mode, settings) in itertools.product(["fp32", "int8"], [None, (0.5, "cosine", 1000.0)], cases):
+        model = mixed_model(kind, fmt, cache, mode)
+        python = model.generate("the cat sat on the mat. ", seed=1, **settings)
+        native.use(counted)
+        try:
+            compiled = model.generate("the cat sat on the mat. ", seed=1, **settings)
+        finally:
+            native.use(None)
+        assert compiled == python, (fmt, cache, mode, settings)
+    assert counted.calls > 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "cache", "rows"), [("lstm", (0.5, "cosine", 1000.0), 1), ("mingru", (0.0, "dot", 1.0), 3)]
+)
+def test_a_mixed_run_ahead_ends_with_the_logits_and_states_of_its_tokens_read_one_by_one(kind, cache, rows, kernels):
     """The numbers, not only the draws: the logits and every state tensor after a compiled run are
     those of its ids read one token a call through `forward` on the Python path, bit for bit."""
     mixture = mixed_model(kind, "fp32", cache, "stream").model
-    prompt = torch.tensor([[20, 8, 5, 27, 3, 1, 20, 27] * 3])
+    prompt = torch.tensor([[20, 8, 5, 27, 3, 1, 20, 27] * 3] * rows)
     with torch.inference_mode(), reading_samples():
         logits, state = mixture(prompt, None)
         native.use(kernels)
@@ -81,8 +105,8 @@ def test_a_mixed_run_ahead_ends_with_the_logits_and_states_of_its_tokens_read_on
             ids, ahead, ahead_state = mixture.draw_ahead(logits[:, -1], state, 40, sampler, generator, None, True)
         finally:
             native.use(None)
-        for token in ids:
-            logits, state = mixture(torch.tensor([[token]]), state)
+        for token in ids if rows == 1 else ids.clamp(min=0):
+            logits, state = mixture(torch.as_tensor(token).reshape(rows, 1), state)
     assert len(ids) == 40 and torch.equal(ahead, logits[:, -1])
     assert ahead_state.tensors.keys() == state.tensors.keys()
     assert all(torch.equal(ahead_state.tensors[name], state.tensors[name]) for name in state.tensors)

@@ -85,15 +85,16 @@ class MixtureModel(nn.Module):
         return mixed, nested({"net": net_state, "chain": chain_state.map(lambda t: t.to(ids.device))})
 
     def draw_ahead(self, logits, state: State, count: int, sampler, generator, end_id, read_last: bool):
-        """Up to `count` plainly sampled tokens of a lone row, drawn and read in one compiled call
-        (native/mixed.h: the network's step, its cache, the chain's row and the mixing, as `forward`
-        makes them) -> ([ids], logits (1, V), state); None where that call is not here (a batch, a
-        label's chains, no kernels): the engine then steps token by token, to the same ids."""
+        """Up to `count` plainly sampled tokens of a request's rows (a batch's at a temperature above
+        0), drawn and read in one compiled call (native/mixed.h: the network's step, its cache, the
+        chain's row and the mixing, as `forward` makes them) -> (ids: a list for one row, (count, B)
+        for a batch, logits (B, V), state); None where that call is not here (a label's chains, no
+        kernels): the engine then steps token by token, to the same ids."""
         kernels, cached = native.kernels(), isinstance(self.net, CacheModel)
         net = self.net.net if cached else self.net
         made = net.run_step() if kernels is not None and hasattr(net, "run_step") else None
         rows = self.chain.compiled_rows() if isinstance(self.chain, MarkovModel) else None
-        if made is None or rows is None or logits.shape[0] != 1:
+        if made is None or rows is None:
             return None
         step, state_of = made
         net_state = part(part(state, "net"), "net") if cached else part(state, "net")
@@ -102,10 +103,11 @@ class MixtureModel(nn.Module):
         spec = (self.net.theta, self.net.gate, self.net.similarity == "cosine", *self.net._logs) if cached else None
         h, c = net_state.tensors["h"], net_state.tensors.get("c")
         context = part(state, "chain").tensors["context"].long()
-        ids, logits, nexts, context, *hc = kernels.run_mixed(
+        run = kernels.run_mixed if logits.shape[0] == 1 else kernels.run_mixed_rows
+        ids, logits, nexts, context, *hc = run(
             step, kernels.MixSpec(rows, *self._logs, spec), logits, h, c, keys, nexts, context, count,
             sampler.temperature, sampler.suppress, generator, -1 if end_id is None else end_id, read_last,
-            threads.spare_core(1),
+            threads.spare_core(logits.shape[0]),
         )  # fmt: skip
         net_state = state_of(*hc)
         if cached:

@@ -1,16 +1,18 @@
-// A lone row of a mixed run drawn and read ahead (models/mixture.py's `draw_ahead`): each token the
-// plain draw, then what the engine's step makes of it through MixtureModel.forward — the network's
-// outputs and head, a neural cache over them where the run has one (CacheModel.forward for the
-// model's own samples: cache.h), the chain's row of the new context (chain.h), and the two mixed —
-// as the same calls in the same order, so the ids, the generator's stream and the states are the
-// token-by-token path's. Token by token, the Python around those parts cost as much as the parts.
+// A mixed run's rows drawn and read ahead (models/mixture.py's `draw_ahead`): each token the plain
+// draw (a lone row's or a batch's, as runs.h draws), then what the engine's step makes of it through
+// MixtureModel.forward — the network's outputs and head, a neural cache over them where the run has
+// one (CacheModel.forward for the model's own samples: cache.h), the chain's row of the new context
+// (chain.h), and the two mixed — as the same calls in the same order, so the ids, the generator's
+// stream and the states are the token-by-token path's. Token by token, the Python around those parts
+// cost as much as the parts.
 #pragma once
 
+#include <ATen/ops/cat.h>
+#include <ATen/ops/full.h>
 #include <ATen/ops/log_softmax.h>
 #include <ATen/ops/logaddexp.h>
 #include <torch/csrc/utils/pybind.h>
 
-#include <algorithm>
 #include <vector>
 
 #include "cache.h"
@@ -43,11 +45,11 @@ struct MixSpec {
   }
 };
 
-// A network's outputs for one id (1, 1, H), the state carried, and its head's logits from them (1, V):
+// A network's outputs for ids (B,) (B, 1, H), the state carried, and its head's logits from them (B, V):
 // `features` and `readout` of models/rnn.py and models/mingru.py on the step path.
-static at::Tensor features_one(const RnnStep& step, int64_t id, at::Tensor& h, c10::optional<at::Tensor>& c,
-                               bool split) {
-  auto out = step.run(step.table.narrow(0, id, 1), h, c, true, split);
+static at::Tensor features_of(const RnnStep& step, const at::Tensor& ids, at::Tensor& h, c10::optional<at::Tensor>& c,
+                              bool split) {
+  auto out = step(ids, h, c, true, split);
   carry(out, h, c);
   return out[0];
 }
@@ -56,32 +58,31 @@ static at::Tensor head_of(const RnnStep& step, const at::Tensor& y, bool split) 
   return step.head({y.select(1, 0)}, split ? &Helper::get() : nullptr);
 }
 
-static at::Tensor features_one(const MinGruStep& step, int64_t id, at::Tensor& h, c10::optional<at::Tensor>&, bool) {
-  auto out = step(at::full({1}, id, at::kLong), h, true);
+static at::Tensor features_of(const MinGruStep& step, const at::Tensor& ids, at::Tensor& h,
+                              c10::optional<at::Tensor>&, bool) {
+  auto out = step(ids, h, true);
   h = out[1];
   return out[0];
 }
 
 static at::Tensor head_of(const MinGruStep& step, const at::Tensor& y, bool) { return step.head({y.select(1, 0)}); }
 
-// The mixture's log-probabilities (1, V) after reading `id`: `keys` and `nexts` the cache's window,
-// `context` the chain's last order-1 ids (both carried).
+// The mixture's log-probabilities (B, V) after reading ids (B,): `keys` and `nexts` the cache's
+// window, `context` (B, order-1) the chain's last ids (both carried).
 template <class Net>
-static at::Tensor mixed_step(const Net& net, const MixSpec& mix, int64_t id, at::Tensor& h,
+static at::Tensor mixed_step(const Net& net, const MixSpec& mix, const at::Tensor& ids, at::Tensor& h,
                              c10::optional<at::Tensor>& c, const at::Tensor& keys, at::Tensor& nexts,
-                             std::vector<int64_t>& context, bool split) {
-  auto y = features_one(net, id, h, c, split);
-  auto net_logp = at::log_softmax(head_of(net, y, split).to(at::kFloat), -1).unsqueeze(1);  // (1, 1, V)
+                             at::Tensor& context, bool split) {
+  auto y = features_of(net, ids, h, c, split);
+  auto net_logp = at::log_softmax(head_of(net, y, split).to(at::kFloat), -1).unsqueeze(1);  // (B, 1, V)
   if (mix.cached) {
     auto cached = cache_token(y.to(at::kFloat), keys, nexts, net_logp, mix.theta, mix.gate, mix.cosine,
                               mix.cache_net, mix.cache_own);
     net_logp = at::log_softmax(cached, -1);  // MixtureModel.forward's, over the cached network's
   }
-  if (!context.empty()) {
-    std::rotate(context.begin(), context.begin() + 1, context.end());
-    context.back() = id;
-  }
-  auto chain_logp = mix.chain->rows(context.data(), 1, static_cast<int64_t>(context.size())).unsqueeze(1);
+  const int64_t tail = context.size(1);
+  context = at::cat({context, ids.unsqueeze(1)}, 1).narrow(1, 1, tail).contiguous();  // MarkovModel._step's
+  auto chain_logp = mix.chain->rows(context.data_ptr<int64_t>(), context.size(0), tail).unsqueeze(1);
   return at::logaddexp(at::add(net_logp, mix.mix_net), at::add(chain_logp, mix.mix_chain)).select(1, 0);
 }
 
@@ -90,13 +91,10 @@ static at::Tensor mixed_step(const Net& net, const MixSpec& mix, int64_t id, at:
 // context (1, order-1). -> [ids], logits (1, V), nexts, context, h[, c]
 template <class Net>
 static py::tuple run_mixed(const Net& net, const MixSpec& mix, at::Tensor logits, at::Tensor h,
-                           c10::optional<at::Tensor> c, const at::Tensor& keys, at::Tensor nexts,
-                           const at::Tensor& context_in, int64_t count, double temperature,
-                           const c10::optional<at::Tensor>& suppress, const py::object& generator_object,
-                           int64_t end_id, bool read_last, bool split) {
+                           c10::optional<at::Tensor> c, const at::Tensor& keys, at::Tensor nexts, at::Tensor context,
+                           int64_t count, double temperature, const c10::optional<at::Tensor>& suppress,
+                           const py::object& generator_object, int64_t end_id, bool read_last, bool split) {
   auto generator = generator_of(generator_object);
-  auto flat = context_in.contiguous();
-  std::vector<int64_t> context(flat.data_ptr<int64_t>(), flat.data_ptr<int64_t>() + flat.numel());
   std::vector<int64_t> ids;
   {
     py::gil_scoped_release released;
@@ -104,9 +102,39 @@ static py::tuple run_mixed(const Net& net, const MixSpec& mix, at::Tensor logits
       const int64_t id = draw_one(logits, temperature, suppress, generator);
       ids.push_back(id);
       if (id < 0 || id == end_id || (i == count - 1 && !read_last)) break;
-      logits = mixed_step(net, mix, id, h, c, keys, nexts, context, split);
+      logits = mixed_step(net, mix, at::full({1}, id, at::kLong), h, c, keys, nexts, context, split);
     }
   }
-  auto carried = at::tensor(context, at::kLong).view({1, static_cast<int64_t>(context.size())});
-  return with_state(h, c, ids, logits, nexts, carried);
+  return with_state(h, c, ids, logits, nexts, context);
+}
+
+// run_rows for a mixed run's batch at a temperature above 0: each token runs.h's batch draw, then
+// every row reads its id (a row without an allowed token reads 0, as the engine feeds it); stops as
+// run_rows stops. -> ids (count, B), logits (B, V), nexts, context, h[, c]
+template <class Net>
+static py::tuple run_mixed_rows(const Net& net, const MixSpec& mix, at::Tensor logits, at::Tensor h,
+                                c10::optional<at::Tensor> c, const at::Tensor& keys, at::Tensor nexts,
+                                at::Tensor context, int64_t count, double temperature,
+                                const c10::optional<at::Tensor>& suppress, const py::object& generator_object,
+                                int64_t end_id, bool read_last, bool split) {
+  TORCH_CHECK(temperature > 0, "a batch runs ahead where it draws: a temperature above 0");
+  auto generator = generator_of(generator_object);
+  std::vector<at::Tensor> drawn;
+  {
+    py::gil_scoped_release released;
+    const int64_t rows = logits.size(0);
+    std::vector<bool> ended(rows, false);
+    int64_t left = rows;
+    for (int64_t i = 0; i < count; ++i) {
+      auto ids = draw_rows(logits, temperature, suppress, at::rand({rows}, generator, at::kFloat));
+      drawn.push_back(ids);
+      const int64_t* id = ids.data_ptr<int64_t>();
+      for (int64_t r = 0; r < rows; ++r) {
+        if (!ended[r] && (id[r] < 0 || id[r] == end_id)) ended[r] = true, --left;
+      }
+      if (left == 0 || (i == count - 1 && !read_last)) break;
+      logits = mixed_step(net, mix, ids.clamp_min(0), h, c, keys, nexts, context, split);
+    }
+  }
+  return with_state(h, c, at::stack(drawn), logits, nexts, context);
 }
