@@ -70,13 +70,13 @@ def test_a_mixed_lone_row_drawn_ahead_writes_the_token_by_token_text(kind, kerne
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["lstm", "mingru"])
 def test_a_mixed_batch_drawn_ahead_writes_the_token_by_token_texts(kind, kernels):
-    """A request's samples (`run_mixed_rows`), ending at different tokens, as the Python path writes them."""
+    """A request's samples (a batch's run), ending at different tokens, as the Python path writes them."""
     cases = [
         ("stream", dict(num_samples=3, max_new_tokens=AHEAD + 3, temperature=0.8)),
         ("lines", dict(num_samples=20, max_new_tokens=2 * AHEAD, temperature=1.3)),  # split between threads
         ("stream", dict(num_samples=5, max_new_tokens=2 * AHEAD + 1, stop=["e"])),
     ]
-    counted = Counting(kernels, "run_mixed_rows")
+    counted = Counting(kernels, "run_mixed")
     for fmt, cache, (mode, settings) in itertools.product(["fp32", "int8"], [None, (0.5, "cosine", 1000.0)], cases):
         model = mixed_model(kind, fmt, cache, mode)
         python = model.generate("the cat sat on the mat. ", seed=1, **settings)

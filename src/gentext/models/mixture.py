@@ -103,8 +103,7 @@ class MixtureModel(nn.Module):
         spec = (self.net.theta, self.net.gate, self.net.similarity == "cosine", *self.net._logs) if cached else None
         h, c = net_state.tensors["h"], net_state.tensors.get("c")
         context = part(state, "chain").tensors["context"].long()
-        run = kernels.run_mixed if logits.shape[0] == 1 else kernels.run_mixed_rows
-        ids, logits, nexts, context, *hc = run(
+        ids, logits, nexts, context, *hc = kernels.run_mixed(
             step, kernels.MixSpec(rows, *self._logs, spec), logits, h, c, keys, nexts, context, count,
             sampler.temperature, sampler.suppress, generator, -1 if end_id is None else end_id, read_last,
             threads.spare_core(logits.shape[0]),

@@ -41,8 +41,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("run_plain", &run_plain<MinGruStep>);
   m.def("run_mixed", &run_mixed<RnnStep>);
   m.def("run_mixed", &run_mixed<MinGruStep>);
-  m.def("run_mixed_rows", &run_mixed_rows<RnnStep>);
-  m.def("run_mixed_rows", &run_mixed_rows<MinGruStep>);
   m.def("run_rows", &run_rows<RnnStep>);
   m.def("run_rows", &run_rows<MinGruStep>);
   m.def("read", &read_rnn);

@@ -86,55 +86,26 @@ static at::Tensor mixed_step(const Net& net, const MixSpec& mix, const at::Tenso
   return at::logaddexp(at::add(net_logp, mix.mix_net), at::add(chain_logp, mix.mix_chain)).select(1, 0);
 }
 
-// run_plain for a mixed run's lone row: up to `count` tokens drawn and read in turn; stops as
-// run_plain stops. keys (1, W, H) and nexts (1, W): the cache's window (ignored without a cache);
-// context (1, order-1). -> [ids], logits (1, V), nexts, context, h[, c]
+// A mixed run's lone row (runs.h's draw_lone) or batch (draw_batch) drawn and read ahead. keys (B, W, H)
+// and nexts (B, W): the cache's window (ignored without a cache); context (B, order-1).
+// -> [ids] or ids (count, B), logits (B, V), nexts, context, h[, c]
 template <class Net>
 static py::tuple run_mixed(const Net& net, const MixSpec& mix, at::Tensor logits, at::Tensor h,
                            c10::optional<at::Tensor> c, const at::Tensor& keys, at::Tensor nexts, at::Tensor context,
                            int64_t count, double temperature, const c10::optional<at::Tensor>& suppress,
                            const py::object& generator_object, int64_t end_id, bool read_last, bool split) {
-  auto generator = generator_of(generator_object);
-  std::vector<int64_t> ids;
+  const Drawing how{temperature, suppress, generator_of(generator_object), end_id, read_last};
+  auto read = [&](const at::Tensor& ids) { return mixed_step(net, mix, ids, h, c, keys, nexts, context, split); };
+  std::vector<int64_t> lone;
+  at::Tensor batch;
   {
     py::gil_scoped_release released;
-    for (int64_t i = 0; i < count; ++i) {
-      const int64_t id = draw_one(logits, temperature, suppress, generator);
-      ids.push_back(id);
-      if (id < 0 || id == end_id || (i == count - 1 && !read_last)) break;
-      logits = mixed_step(net, mix, at::full({1}, id, at::kLong), h, c, keys, nexts, context, split);
+    if (logits.size(0) > 1) {
+      batch = draw_batch(how, logits, count, read);
+    } else {
+      lone = draw_lone(how, logits, count, [&](int64_t id) { return read(at::full({1}, id, at::kLong)); });
     }
   }
-  return with_state(h, c, ids, logits, nexts, context);
-}
-
-// run_rows for a mixed run's batch at a temperature above 0: each token runs.h's batch draw, then
-// every row reads its id (a row without an allowed token reads 0, as the engine feeds it); stops as
-// run_rows stops. -> ids (count, B), logits (B, V), nexts, context, h[, c]
-template <class Net>
-static py::tuple run_mixed_rows(const Net& net, const MixSpec& mix, at::Tensor logits, at::Tensor h,
-                                c10::optional<at::Tensor> c, const at::Tensor& keys, at::Tensor nexts,
-                                at::Tensor context, int64_t count, double temperature,
-                                const c10::optional<at::Tensor>& suppress, const py::object& generator_object,
-                                int64_t end_id, bool read_last, bool split) {
-  TORCH_CHECK(temperature > 0, "a batch runs ahead where it draws: a temperature above 0");
-  auto generator = generator_of(generator_object);
-  std::vector<at::Tensor> drawn;
-  {
-    py::gil_scoped_release released;
-    const int64_t rows = logits.size(0);
-    std::vector<bool> ended(rows, false);
-    int64_t left = rows;
-    for (int64_t i = 0; i < count; ++i) {
-      auto ids = draw_rows(logits, temperature, suppress, at::rand({rows}, generator, at::kFloat));
-      drawn.push_back(ids);
-      const int64_t* id = ids.data_ptr<int64_t>();
-      for (int64_t r = 0; r < rows; ++r) {
-        if (!ended[r] && (id[r] < 0 || id[r] == end_id)) ended[r] = true, --left;
-      }
-      if (left == 0 || (i == count - 1 && !read_last)) break;
-      logits = mixed_step(net, mix, ids.clamp_min(0), h, c, keys, nexts, context, split);
-    }
-  }
-  return with_state(h, c, at::stack(drawn), logits, nexts, context);
+  if (batch.defined()) return with_state(h, c, batch, logits, nexts, context);
+  return with_state(h, c, lone, logits, nexts, context);
 }

@@ -57,27 +57,71 @@ static int64_t plain_draw(const at::Tensor& logits, double temperature, const c1
   return draw_one(logits, temperature, suppress, generator_of(generator_object));
 }
 
+// The draws of a run. Plain settings: a temperature and suppressed ids.
+struct Drawing {
+  double temperature;
+  const c10::optional<at::Tensor>& suppress;
+  at::Generator generator;
+  int64_t end_id;
+  bool read_last;
+};
+
 // Up to `count` tokens of one row drawn and read in turn without returning to Python: each the
-// draw above from the last logits (1, V), then the step on it — the calls the engine's one-row
-// path makes per token, in the same order, so the ids, the generator's stream and the state
-// are the same. Stops after the end id or a row without an allowed token (not read); after the
-// last draw the step runs only with `read_last`. -> [ids], logits (1, V), h[, c]
+// draw above from the last logits (1, V), then `read(id)` -> the next logits (1, V): the calls the
+// engine's one-row path makes per token, in the same order, so the ids, the generator's stream and
+// the state are the same. Stops after the end id or a row without an allowed token (not read); after
+// the last draw it reads only with `read_last`. -> the ids; `logits` the last.
+template <class Read>
+static std::vector<int64_t> draw_lone(const Drawing& how, at::Tensor& logits, int64_t count, Read&& read) {
+  std::vector<int64_t> ids;
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t id = draw_one(logits, how.temperature, how.suppress, how.generator);
+    ids.push_back(id);
+    if (id < 0 || id == how.end_id || (i == count - 1 && !how.read_last)) break;
+    logits = read(id);
+  }
+  return ids;
+}
+
+// draw_lone for a batch of rows at a temperature above 0 (one request's samples): each token the
+// draw of sampler.py's many-row path (torch.rand(B) from the generator, then `draw_rows`), then
+// `read(ids)` -> the next logits (B, V) (a row without an allowed token reads 0, as the engine feeds
+// it). Every row's end is its text's business, so it runs `count` tokens, or fewer once each row
+// has drawn the end id or none in this run. -> ids (count, B); `logits` the last.
+template <class Read>
+static at::Tensor draw_batch(const Drawing& how, at::Tensor& logits, int64_t count, Read&& read) {
+  TORCH_CHECK(how.temperature > 0, "a batch runs ahead where it draws: a temperature above 0");
+  std::vector<at::Tensor> drawn;
+  const int64_t rows = logits.size(0);
+  std::vector<bool> ended(rows, false);
+  int64_t left = rows;
+  for (int64_t i = 0; i < count; ++i) {
+    auto ids = draw_rows(logits, how.temperature, how.suppress, at::rand({rows}, how.generator, at::kFloat));
+    drawn.push_back(ids);
+    const int64_t* id = ids.data_ptr<int64_t>();
+    for (int64_t r = 0; r < rows; ++r) {
+      if (!ended[r] && (id[r] < 0 || id[r] == how.end_id)) ended[r] = true, --left;
+    }
+    if (left == 0 || (i == count - 1 && !how.read_last)) break;
+    logits = read(ids.clamp_min(0));
+  }
+  return at::stack(drawn);
+}
+
+// A lone row's run through a network's step: -> [ids], logits (1, V), h[, c]
 template <class Step>
 static py::tuple run_plain(const Step& step, at::Tensor logits, at::Tensor h, c10::optional<at::Tensor> c,
                            int64_t count, double temperature, const c10::optional<at::Tensor>& suppress,
                            const py::object& generator_object, int64_t end_id, bool read_last, bool split) {
-  auto generator = generator_of(generator_object);
+  const Drawing how{temperature, suppress, generator_of(generator_object), end_id, read_last};
   std::vector<int64_t> ids;
   {
     py::gil_scoped_release released;
-    for (int64_t i = 0; i < count; ++i) {
-      const int64_t id = draw_one(logits, temperature, suppress, generator);
-      ids.push_back(id);
-      if (id < 0 || id == end_id || (i == count - 1 && !read_last)) break;
+    ids = draw_lone(how, logits, count, [&](int64_t id) {
       auto out = step.one(id, h, c, split);
-      logits = out[0].select(1, 0);
       carry(out, h, c);
-    }
+      return out[0].select(1, 0);
+    });
   }
   return with_state(h, c, ids, logits);
 }
@@ -93,37 +137,22 @@ static std::vector<at::Tensor> step_rows(const MinGruStep& step, const at::Tenso
   return step(ids, h, false);
 }
 
-// run_plain for a batch of rows at a temperature above 0 (one request's samples): each token the
-// draw of sampler.py's many-row path (torch.rand(B) from the generator, then `draw_rows`), then the
-// step on the ids (a row without an allowed token reads 0, as the engine feeds it). Every row's end
-// is its text's business, so it runs `count` tokens, or fewer once each row has drawn the end id or
-// none in this run. -> ids (count, B), logits (B, V), h[, c]
+// A batch's run through a network's step: -> ids (count, B), logits (B, V), h[, c]
 template <class Step>
 static py::tuple run_rows(const Step& step, at::Tensor logits, at::Tensor h, c10::optional<at::Tensor> c,
                           int64_t count, double temperature, const c10::optional<at::Tensor>& suppress,
                           const py::object& generator_object, int64_t end_id, bool read_last, bool split) {
-  TORCH_CHECK(temperature > 0, "a batch runs ahead where it draws: a temperature above 0");
-  auto generator = generator_of(generator_object);
-  std::vector<at::Tensor> drawn;
+  const Drawing how{temperature, suppress, generator_of(generator_object), end_id, read_last};
+  at::Tensor ids;
   {
     py::gil_scoped_release released;
-    const int64_t rows = logits.size(0);
-    std::vector<bool> ended(rows, false);
-    int64_t left = rows;
-    for (int64_t i = 0; i < count; ++i) {
-      auto ids = draw_rows(logits, temperature, suppress, at::rand({rows}, generator, at::kFloat));
-      drawn.push_back(ids);
-      const int64_t* id = ids.data_ptr<int64_t>();
-      for (int64_t r = 0; r < rows; ++r) {
-        if (!ended[r] && (id[r] < 0 || id[r] == end_id)) ended[r] = true, --left;
-      }
-      if (left == 0 || (i == count - 1 && !read_last)) break;
-      auto out = step_rows(step, ids.clamp_min(0), h, c, split);
-      logits = out[0].select(1, 0);
+    ids = draw_batch(how, logits, count, [&](const at::Tensor& now) {
+      auto out = step_rows(step, now, h, c, split);
       carry(out, h, c);
-    }
+      return out[0].select(1, 0);
+    });
   }
-  return with_state(h, c, at::stack(drawn), logits);
+  return with_state(h, c, ids, logits);
 }
 
 // A sequence ids (B, T) read token by token through `step` (ids (B,) -> logits (B, 1, V), the state
