@@ -8,7 +8,9 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/utils/pybind.h>
 
+#include <algorithm>
 #include <limits>
+#include <vector>
 
 namespace py = pybind11;
 
@@ -17,7 +19,10 @@ constexpr int64_t EMPTY_SLOT = -2, PENDING_SLOT = -1;  // models/cache.py's EMPT
 // y (B, 1, H) the network's outputs, keys (B, W, H) and nexts (B, W) the window, net_logp (B, 1, V)
 // the network's log-probabilities; logs: log(1 - lambda), log(lambda). -> the cached network's
 // log-probabilities (B, 1, V); `nexts` becomes the window's followers as kept (a PENDING newest made
-// EMPTY).
+// EMPTY). The reductions and transcendental functions are ATen's (the norm, the product, the softmax,
+// the log, logaddexp); between them, loops make each elementwise operation's numbers (a float
+// product with the scalar cast to float, a mask, the followers' sum in slot order as scatter_add sums
+// them), and a row the cache is not heard in is the network's row untouched, as `where` leaves it.
 static at::Tensor cache_token(const at::Tensor& y, const at::Tensor& keys, at::Tensor& nexts,
                               const at::Tensor& net_logp, double theta, double gate, bool cosine, double log_net,
                               double log_cache) {
@@ -25,36 +30,55 @@ static at::Tensor cache_token(const at::Tensor& y, const at::Tensor& keys, at::T
                                          .clamp_min(1e-12)
                                          .expand_as(y))
                         : y;
-  const int64_t window = keys.size(1), vocab = net_logp.size(-1);
-  // _same_slots
-  auto dots = at::bmm(keys.narrow(1, 0, window), queries.transpose(1, 2)).transpose(1, 2);
-  auto slot_next = nexts.unsqueeze(1).narrow(2, 0, window).expand({-1, queries.size(1), -1});
-  auto valid = at::ge(slot_next, 0);
-  auto filled = valid.any(-1);
-  auto last = nexts.narrow(1, nexts.size(1) - 1, 1);
-  auto pending = at::eq(last, PENDING_SLOT);
-  if (pending.any().item<bool>()) {
-    nexts = at::cat({nexts.narrow(1, 0, nexts.size(1) - 1), last.masked_fill(pending, EMPTY_SLOT)}, 1);
+  const int64_t rows = keys.size(0), window = keys.size(1), vocab = net_logp.size(-1);
+  auto dots = at::bmm(keys, queries.transpose(1, 2)).contiguous();  // (B, W, 1): _same_slots
+  auto follow = nexts.contiguous();
+  const int64_t* next = follow.data_ptr<int64_t>();
+  // _weights: theta x products over the filled slots (-inf elsewhere; all 0 in a row with none)
+  auto scores = at::empty({rows, 1, window}, dots.options());
+  std::vector<uint8_t> filled(rows, 0), heard(rows, 0);
+  const float scale = static_cast<float>(theta);
+  for (int64_t b = 0; b < rows; ++b) {
+    const int64_t* slot = next + b * window;
+    for (int64_t j = 0; j < window; ++j) filled[b] |= slot[j] >= 0;
+    const float* dot = dots.data_ptr<float>() + b * window;
+    float* score = scores.data_ptr<float>() + b * window;
+    for (int64_t j = 0; j < window; ++j) {
+      score[j] = !filled[b] ? 0.0f : slot[j] >= 0 ? dot[j] * scale : -std::numeric_limits<float>::infinity();
+    }
   }
-  // _weights, then reduce's vocabulary sum and _heard
-  auto scores = at::mul(dots, theta)
-                    .masked_fill(at::bitwise_not(valid), -std::numeric_limits<double>::infinity())
-                    .masked_fill(at::bitwise_not(filled.unsqueeze(-1)), 0.0);
-  auto weights = at::mul(at::softmax(scores, -1), valid);
-  auto followers = slot_next.clamp_min(0);
-  auto probs = at::zeros({weights.size(0), weights.size(1), vocab}, weights.options())
-                   .scatter_add_(2, followers, weights);
-  auto heard = filled;
-  if (gate > 0) {
-    auto sure = at::ge(probs.amax(-1), gate);
-    auto enough = at::ge(at::mul(valid.sum(-1), 2), valid.size(-1));
-    heard = at::bitwise_and(at::bitwise_and(filled, sure), enough);
+  auto soft = at::softmax(scores, -1);
+  auto probs = at::zeros({rows, 1, vocab}, dots.options());
+  bool any_heard = false;
+  for (int64_t b = 0; b < rows; ++b) {
+    const int64_t* slot = next + b * window;
+    const float* weight = soft.data_ptr<float>() + b * window;
+    float* p = probs.data_ptr<float>() + b * vocab;
+    int64_t valid = 0;
+    for (int64_t j = 0; j < window; ++j) {  // reduce's vocabulary sum of the weights (0 where a slot is empty)
+      valid += slot[j] >= 0;
+      p[std::max<int64_t>(slot[j], 0)] += slot[j] >= 0 ? weight[j] : 0.0f;
+    }
+    heard[b] = filled[b];
+    if (gate > 0) {  // _heard: the top token's share reaches the gate among half a window of outputs
+      const float top = *std::max_element(p, p + vocab);
+      heard[b] = filled[b] && top >= static_cast<float>(gate) && 2 * valid >= window;
+    }
+    any_heard |= heard[b] != 0;
   }
-  // CacheModel.parts and forward
-  heard = heard.unsqueeze(-1);
-  auto cache_logp = at::where(heard, probs.clamp_min(1e-30).log(), net_logp);
+  if (follow.select(1, window - 1).eq(PENDING_SLOT).any().item<bool>()) {  // the newest's follower: not given text
+    nexts = follow.clone();
+    int64_t* kept = nexts.data_ptr<int64_t>();
+    for (int64_t b = 0; b < rows; ++b) {
+      if (kept[b * window + window - 1] == PENDING_SLOT) kept[b * window + window - 1] = EMPTY_SLOT;
+    }
+  }
+  if (!any_heard) return net_logp;
+  // CacheModel.parts and forward, where the cache is heard
+  auto heard_rows = at::from_blob(heard.data(), {rows, 1, 1}, at::kBool).clone();
+  auto cache_logp = at::where(heard_rows, probs.clamp_min(1e-30).log(), net_logp);
   auto with_cache = at::logaddexp(at::add(net_logp, log_net), at::add(cache_logp, log_cache));
-  return at::where(heard, with_cache, net_logp);
+  return at::where(heard_rows, with_cache, net_logp);
 }
 
 // cache_token for Python: -> (the cached network's log-probabilities, the window's followers as kept)
