@@ -89,6 +89,29 @@ def test_a_mixed_batch_drawn_ahead_writes_the_token_by_token_texts(kind, kernels
     assert counted.calls > 0
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["lstm", "mingru"])
+def test_a_mixed_run_under_other_settings_reads_each_token_in_one_call_to_the_python_paths_text(kind, kernels):
+    """Settings that choose each token in Python (top-k, top-p, a penalty) read it in one compiled
+    call (`read_mixed`), to the Python path's text, one row or many."""
+    cases = [
+        dict(max_new_tokens=AHEAD + 5, top_p=0.9),
+        dict(max_new_tokens=AHEAD, top_k=5, temperature=0.8, num_samples=3),
+        dict(max_new_tokens=AHEAD, repetition_penalty=1.3, temperature=0),
+    ]
+    counted = Counting(kernels, "read_mixed")
+    for cache, settings in itertools.product([None, (0.5, "cosine", 1000.0)], cases):
+        model = mixed_model(kind, "int8", cache, "stream")
+        python = model.generate("the cat sat on the mat. ", seed=2, **settings)
+        native.use(counted)
+        try:
+            compiled = model.generate("the cat sat on the mat. ", seed=2, **settings)
+        finally:
+            native.use(None)
+        assert compiled == python, (cache, settings)
+    assert counted.calls > 0
+
+
 @pytest.mark.parametrize(
     ("kind", "cache", "rows"), [("lstm", (0.5, "cosine", 1000.0), 1), ("mingru", (0.0, "dot", 1.0), 3)]
 )

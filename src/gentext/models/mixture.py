@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from gentext import native, threads
 from gentext.config import ModelConfig
-from gentext.models.cache import DIMS, CacheModel
+from gentext.models import mixedrun
 from gentext.models.labelchain import LabelChain
 from gentext.models.markov import MarkovModel
+from gentext.models.priming import is_reading_samples
 from gentext.models.state import State, nested, part, part_tensors
 
 FIT_TOKENS = 1 << 16  # validation tokens the weights and the order are chosen on (a few numbers: plenty)
@@ -76,7 +76,11 @@ class MixtureModel(nn.Module):
         return nested({"net": self.net.state_from_tensors(net), "chain": self.chain.state_from_tensors(chain)})
 
     def forward(self, ids: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None):
-        """As every kind's: log-probabilities of the mixture (B, T, V), or of `targets` (B, T)."""
+        """As every kind's: log-probabilities of the mixture (B, T, V), or of `targets` (B, T). A
+        token of the model's own samples takes one compiled call where there is one (mixedrun.py)."""
+        sampled = targets is None and ids.shape[1] == 1 and is_reading_samples() and not torch.is_grad_enabled()
+        if sampled and not self.training and (read := mixedrun.read_sample(self, ids, state)) is not None:
+            return read
         net_out, net_state = self.net(ids, part(state, "net"), targets=targets)
         chain_out, chain_state = self.chain(ids.cpu(), part(state, "chain"), targets=targets)
         if targets is None:
@@ -86,32 +90,11 @@ class MixtureModel(nn.Module):
 
     def draw_ahead(self, logits, state: State, count: int, sampler, generator, end_id, read_last: bool):
         """Up to `count` plainly sampled tokens of a request's rows (a batch's at a temperature above
-        0), drawn and read in one compiled call (native/mixed.h: the network's step, its cache, the
-        chain's row and the mixing, as `forward` makes them) -> (ids: a list for one row, (count, B)
-        for a batch, logits (B, V), state); None where that call is not here (a label's chains, no
-        kernels): the engine then steps token by token, to the same ids."""
-        kernels, cached = native.kernels(), isinstance(self.net, CacheModel)
-        net = self.net.net if cached else self.net
-        made = net.run_step() if kernels is not None and hasattr(net, "run_step") else None
-        rows = self.chain.compiled_rows() if isinstance(self.chain, MarkovModel) else None
-        if made is None or rows is None:
-            return None
-        step, state_of = made
-        net_state = part(part(state, "net"), "net") if cached else part(state, "net")
-        window = part(part(state, "net"), "cache") if cached else None
-        keys, nexts = (window.tensors["keys"], window.tensors["next"]) if cached else (logits.new_empty(0),) * 2
-        spec = (self.net.theta, self.net.gate, self.net.similarity == "cosine", *self.net._logs) if cached else None
-        h, c = net_state.tensors["h"], net_state.tensors.get("c")
-        context = part(state, "chain").tensors["context"].long()
-        ids, logits, nexts, context, *hc = kernels.run_mixed(
-            step, kernels.MixSpec(rows, *self._logs, spec), logits, h, c, keys, nexts, context, count,
-            sampler.temperature, sampler.suppress, generator, -1 if end_id is None else end_id, read_last,
-            threads.spare_core(logits.shape[0]),
-        )  # fmt: skip
-        net_state = state_of(*hc)
-        if cached:
-            net_state = nested({"net": net_state, "cache": State({"keys": keys, "next": nexts}, DIMS)})
-        return ids, logits, nested({"net": net_state, "chain": State({"context": context}, {"context": 0})})
+        0), drawn and read in one compiled call (models/mixedrun.py: the network's step, its cache,
+        the chain's row and the mixing, as `forward` makes them) -> (ids: a list for one row,
+        (count, B) for a batch, logits (B, V), state); None where that call is not here (a label's
+        chains, no kernels): the engine then steps token by token, to the same ids."""
+        return mixedrun.draw_ahead(self, logits, state, count, sampler, generator, end_id, read_last)
 
     def num_parameters(self) -> int:
         return self.net.num_parameters()

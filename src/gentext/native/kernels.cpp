@@ -41,6 +41,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("run_plain", &run_plain<MinGruStep>);
   m.def("run_mixed", &run_mixed<RnnStep>);
   m.def("run_mixed", &run_mixed<MinGruStep>);
+  m.def("read_mixed", &read_mixed<RnnStep>);
+  m.def("read_mixed", &read_mixed<MinGruStep>);
   m.def("run_rows", &run_rows<RnnStep>);
   m.def("run_rows", &run_rows<MinGruStep>);
   m.def("read", &read_rnn);

@@ -86,6 +86,20 @@ static at::Tensor mixed_step(const Net& net, const MixSpec& mix, const at::Tenso
   return at::logaddexp(at::add(net_logp, mix.mix_net), at::add(chain_logp, mix.mix_chain)).select(1, 0);
 }
 
+// One token a row of the model's own samples, ids (B,), read as MixtureModel.forward reads it.
+// -> logits (B, 1, V), nexts, context, h[, c]
+template <class Net>
+static py::tuple read_mixed(const Net& net, const MixSpec& mix, const at::Tensor& ids, at::Tensor h,
+                            c10::optional<at::Tensor> c, const at::Tensor& keys, at::Tensor nexts, at::Tensor context,
+                            bool split) {
+  at::Tensor logits;
+  {
+    py::gil_scoped_release released;
+    logits = mixed_step(net, mix, ids, h, c, keys, nexts, context, split).unsqueeze(1);
+  }
+  return with_state(h, c, logits, nexts, context);
+}
+
 // A mixed run's lone row (runs.h's draw_lone) or batch (draw_batch) drawn and read ahead. keys (B, W, H)
 // and nexts (B, W): the cache's window (ignored without a cache); context (B, order-1).
 // -> [ids] or ids (count, B), logits (B, V), nexts, context, h[, c]

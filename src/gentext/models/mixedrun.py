@@ -1,0 +1,76 @@
+"""A mixed run's sampled tokens in the compiled kernels (native/mixed.h), for `MixtureModel`.
+
+A token of the model's own samples runs the network's step, its neural cache where it has one, the
+chain's row of the new context and the mixing. From Python those are four calls with their state
+handling around them, as much time as the parts; the kernels make the same calls in the same order
+in one (`read_sample`), or draw and read a run of tokens in one (`draw_ahead`), so the numbers and
+the generator's stream are the Python path's. Where a part has no compiled form (a label's chains,
+a Transformer, no kernels), both return None and `MixtureModel.forward` runs as it stands.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gentext import native, threads
+from gentext.models.cache import DIMS, CacheModel
+from gentext.models.markov import MarkovModel
+from gentext.models.state import State, nested, part
+
+
+def _compiled(mixture, state: State, rows: int):
+    """(kernels, the network's step, the state from what it carries, the MixSpec, the arguments the
+    state gives: h, c, the cache's keys and followers, the chain's context), or None."""
+    kernels, cached = native.kernels(), isinstance(mixture.net, CacheModel)
+    net = mixture.net.net if cached else mixture.net
+    made = net.run_step() if kernels is not None and hasattr(net, "run_step") else None
+    chain_rows = mixture.chain.compiled_rows() if isinstance(mixture.chain, MarkovModel) else None
+    if made is None or chain_rows is None:
+        return None
+    step, state_of = made
+    net_state = part(part(state, "net"), "net") if cached else part(state, "net")
+    if cached:
+        window = part(part(state, "net"), "cache").tensors
+        keys, nexts = window["keys"], window["next"]
+        cache = mixture.net
+        spec = (cache.theta, cache.gate, cache.similarity == "cosine", *cache._logs)
+    else:
+        keys = nexts = torch.empty(0)
+        spec = None
+    context = part(state, "chain").tensors["context"].long()
+    args = (net_state.tensors["h"], net_state.tensors.get("c"), keys, nexts, context)
+    return kernels, step, state_of, kernels.MixSpec(chain_rows, *mixture._logs, spec), args, threads.spare_core(rows)
+
+
+def _state(mixture, state_of, keys: torch.Tensor, nexts: torch.Tensor, context: torch.Tensor, hc: list) -> State:
+    net_state = state_of(*hc)
+    if isinstance(mixture.net, CacheModel):
+        net_state = nested({"net": net_state, "cache": State({"keys": keys, "next": nexts}, DIMS)})
+    return nested({"net": net_state, "chain": State({"context": context}, {"context": 0})})
+
+
+def read_sample(mixture, ids: torch.Tensor, state: State | None):
+    """`forward` for one token a row of the model's own samples, ids (B, 1), in one compiled call:
+    (log-probabilities (B, 1, V), state), or None where it is not here."""
+    made = None if state is None else _compiled(mixture, state, ids.shape[0])
+    if made is None:
+        return None
+    kernels, step, state_of, spec, (h, c, keys, nexts, context), split = made
+    logits, nexts, context, *hc = kernels.read_mixed(step, spec, ids[:, 0].long(), h, c, keys, nexts, context, split)
+    return logits, _state(mixture, state_of, keys, nexts, context, hc)
+
+
+def draw_ahead(mixture, logits, state: State, count: int, sampler, generator, end_id, read_last: bool):
+    """`MixtureModel.draw_ahead`: up to `count` plainly sampled tokens of a request's rows drawn and
+    read in one compiled call -> (ids: a list for one row, (count, B) for a batch, logits (B, V),
+    state), or None where it is not here."""
+    made = _compiled(mixture, state, logits.shape[0])
+    if made is None:
+        return None
+    kernels, step, state_of, spec, (h, c, keys, nexts, context), split = made
+    end = -1 if end_id is None else end_id
+    ids, logits, nexts, context, *hc = kernels.run_mixed(
+        step, spec, logits, h, c, keys, nexts, context, count, sampler.temperature, sampler.suppress, generator,
+        end, read_last, split,
+    )  # fmt: skip
+    return ids, logits, _state(mixture, state_of, keys, nexts, context, hc)
