@@ -30,6 +30,7 @@ def sampled(model: CacheModel, prompt: torch.Tensor, tokens: torch.Tensor) -> tu
 
 
 @pytest.mark.slow
+@pytest.mark.isa  # the loops beside ATen's vectorised norm, softmax, log and logaddexp, on either ISA
 def test_a_caches_sampled_token_gives_the_python_paths_numbers(kernels):
     counted, heard = Counting(kernels, "cache_sample"), 0
     rows, vocab = 3, 30

@@ -21,6 +21,7 @@ def stepped(chain: MarkovModel, ids: torch.Tensor) -> torch.Tensor:
     return torch.cat(steps, dim=1)
 
 
+@pytest.mark.isa  # ATen's log and numpy's recursion, on either ISA
 @pytest.mark.parametrize(("order", "vocab", "rows"), [(5, 12, 1), (8, 65, 3), (3, 40, 40)])
 def test_a_chains_rows_give_the_python_paths_numbers(kernels, order, vocab, rows):
     rng = np.random.default_rng(order)

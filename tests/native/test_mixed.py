@@ -112,6 +112,7 @@ def test_a_mixed_run_under_other_settings_reads_each_token_in_one_call_to_the_py
     assert counted.calls > 0
 
 
+@pytest.mark.isa  # the loops beside ATen's vectorised softmax, log and logaddexp, on either ISA
 @pytest.mark.parametrize(
     ("kind", "cache", "rows"), [("lstm", (0.5, "cosine", 1000.0), 1), ("mingru", (0.0, "dot", 1.0), 3)]
 )
