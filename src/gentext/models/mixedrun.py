@@ -10,6 +10,10 @@ a Transformer, no kernels), both return None and `MixtureModel.forward` runs as 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
 from gentext import native, threads
@@ -18,16 +22,31 @@ from gentext.models.markov import MarkovModel
 from gentext.models.state import State, nested, part
 
 
-def _compiled(mixture, state: State, rows: int):
-    """(kernels, the network's step, the state from what it carries, the MixSpec, the arguments the
-    state gives: h, c, the cache's keys and followers, the chain's context), or None."""
+@dataclass
+class _Parts:
+    """What the kernels' mixed step needs: the module, the network's step, how the network's state
+    is made from what the step carries (h[, c]), the MixSpec, and what the state holds now."""
+
+    kernels: Any
+    step: Any
+    state_of: Callable[..., State]
+    spec: Any
+    h: torch.Tensor
+    c: torch.Tensor | None
+    keys: torch.Tensor  # the cache's window (empty without a cache)
+    nexts: torch.Tensor
+    context: torch.Tensor  # the chain's last order-1 ids
+    split: bool  # the products on two cores
+
+
+def _compiled(mixture, state: State, rows: int) -> _Parts | None:
+    """The parts of a compiled mixed step for `rows` rows in `state`, or None where there is none."""
     kernels, cached = native.kernels(), isinstance(mixture.net, CacheModel)
     net = mixture.net.net if cached else mixture.net
     made = net.run_step() if kernels is not None and hasattr(net, "run_step") else None
     chain_rows = mixture.chain.compiled_rows() if isinstance(mixture.chain, MarkovModel) else None
     if made is None or chain_rows is None:
         return None
-    step, state_of = made
     net_state = part(part(state, "net"), "net") if cached else part(state, "net")
     if cached:
         window = part(part(state, "net"), "cache").tensors
@@ -37,15 +56,19 @@ def _compiled(mixture, state: State, rows: int):
     else:
         keys = nexts = torch.empty(0)
         spec = None
-    context = part(state, "chain").tensors["context"].long()
-    args = (net_state.tensors["h"], net_state.tensors.get("c"), keys, nexts, context)
-    return kernels, step, state_of, kernels.MixSpec(chain_rows, *mixture._logs, spec), args, threads.spare_core(rows)
+    return _Parts(
+        kernels, *made, kernels.MixSpec(chain_rows, *mixture._logs, spec), net_state.tensors["h"],
+        net_state.tensors.get("c"), keys, nexts, part(state, "chain").tensors["context"].long(),
+        threads.spare_core(rows),
+    )  # fmt: skip
 
 
-def _state(mixture, state_of, keys: torch.Tensor, nexts: torch.Tensor, context: torch.Tensor, hc: list) -> State:
-    net_state = state_of(*hc)
+def _state(mixture, made: _Parts, nexts: torch.Tensor, context: torch.Tensor, hc: list) -> State:
+    """The mixture's state after the kernels' call: the network's from h[, c], the cache's window
+    (its keys unchanged: samples are not remembered) and followers, the chain's context."""
+    net_state = made.state_of(*hc)
     if isinstance(mixture.net, CacheModel):
-        net_state = nested({"net": net_state, "cache": State({"keys": keys, "next": nexts}, DIMS)})
+        net_state = nested({"net": net_state, "cache": State({"keys": made.keys, "next": nexts}, DIMS)})
     return nested({"net": net_state, "chain": State({"context": context}, {"context": 0})})
 
 
@@ -55,9 +78,10 @@ def read_sample(mixture, ids: torch.Tensor, state: State | None):
     made = None if state is None else _compiled(mixture, state, ids.shape[0])
     if made is None:
         return None
-    kernels, step, state_of, spec, (h, c, keys, nexts, context), split = made
-    logits, nexts, context, *hc = kernels.read_mixed(step, spec, ids[:, 0].long(), h, c, keys, nexts, context, split)
-    return logits, _state(mixture, state_of, keys, nexts, context, hc)
+    logits, nexts, context, *hc = made.kernels.read_mixed(
+        made.step, made.spec, ids[:, 0].long(), made.h, made.c, made.keys, made.nexts, made.context, made.split
+    )
+    return logits, _state(mixture, made, nexts, context, hc)
 
 
 def draw_ahead(mixture, logits, state: State, count: int, sampler, generator, end_id, read_last: bool):
@@ -67,10 +91,8 @@ def draw_ahead(mixture, logits, state: State, count: int, sampler, generator, en
     made = _compiled(mixture, state, logits.shape[0])
     if made is None:
         return None
-    kernels, step, state_of, spec, (h, c, keys, nexts, context), split = made
-    end = -1 if end_id is None else end_id
-    ids, logits, nexts, context, *hc = kernels.run_mixed(
-        step, spec, logits, h, c, keys, nexts, context, count, sampler.temperature, sampler.suppress, generator,
-        end, read_last, split,
+    ids, logits, nexts, context, *hc = made.kernels.run_mixed(
+        made.step, made.spec, logits, made.h, made.c, made.keys, made.nexts, made.context, count,
+        sampler.temperature, sampler.suppress, generator, -1 if end_id is None else end_id, read_last, made.split,
     )  # fmt: skip
-    return ids, logits, _state(mixture, state_of, keys, nexts, context, hc)
+    return ids, logits, _state(mixture, made, nexts, context, hc)
