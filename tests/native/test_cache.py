@@ -31,8 +31,11 @@ def sampled(model: CacheModel, prompt: torch.Tensor, tokens: torch.Tensor) -> tu
 
 @pytest.mark.slow
 @pytest.mark.isa  # the loops beside ATen's vectorised norm, softmax, log and logaddexp, on either ISA
-def test_a_caches_sampled_token_gives_the_python_paths_numbers(kernels):
-    counted, heard = Counting(kernels, "cache_sample"), 0
+@pytest.mark.parametrize("call", ["read_mixed", "cache_sample"])
+def test_a_caches_sampled_token_gives_the_python_paths_numbers(kernels, call):
+    """The whole token in one call (`read_mixed`: the network's step, then the cache), and the
+    cache's part alone (`cache_sample`: where the network has no compiled step, as an adaptive head)."""
+    counted, heard = Counting(kernels, call), 0
     rows, vocab = 3, 30
     generator = torch.Generator().manual_seed(0)
     # a prompt shorter than the window (empty slots) and one that fills it; repeated text, so that
@@ -44,6 +47,8 @@ def test_a_caches_sampled_token_gives_the_python_paths_numbers(kernels):
         prompt = pattern.repeat(1, length // 4 + 1)[:, :length]
         tokens = pattern.repeat(1, 3)
         model = CacheModel(network("lstm", "fp32", 64, vocab), 16, theta, 0.3, gate, similarity).eval()
+        if call == "cache_sample":
+            model.net.run_step = lambda: None  # no compiled step for the network: the cache's call alone
         python, times = sampled(model, prompt, tokens)
         native.use(counted)
         try:

@@ -26,7 +26,7 @@ from tests.native.small import network
 CHARS = ["\n", *(chr(97 + i) for i in range(26)), " ", ".", ","]
 
 
-def mixed_model(kind: str, fmt: str, cache: tuple | None, mode: str) -> TextModel:
+def mixed_model(kind: str, fmt: str, cache: tuple | None, mode: str, chained: bool = True) -> TextModel:
     """A network over 30 characters, with a cache (gate, similarity, theta) or without, mixed with an
     order-4 chain counted on a text of repeated words (so the chain is sure of some followers)."""
     rng = np.random.default_rng(0)
@@ -38,7 +38,8 @@ def mixed_model(kind: str, fmt: str, cache: tuple | None, mode: str) -> TextMode
         gate, similarity, theta = cache
         net = CacheModel(net, 24, theta, 0.3, gate, similarity).eval()
     run = RunConfig(corpus=CorpusConfig(mode=mode))
-    return TextModel(MixtureModel(net, chain, 0.6), CharTokenizer(CHARS), run, condition=Condition())
+    model = MixtureModel(net, chain, 0.6) if chained else net
+    return TextModel(model, CharTokenizer(CHARS), run, condition=Condition())
 
 
 @pytest.mark.slow
@@ -134,3 +135,21 @@ def test_a_mixed_run_ahead_ends_with_the_logits_and_states_of_its_tokens_read_on
     assert len(ids) == 40 and torch.equal(ahead, logits[:, -1])
     assert ahead_state.tensors.keys() == state.tensors.keys()
     assert all(torch.equal(ahead_state.tensors[name], state.tensors[name]) for name in state.tensors)
+
+
+@pytest.mark.slow
+def test_a_cached_network_without_a_chain_runs_ahead_to_the_python_paths_text(kernels):
+    """A run with a neural cache and no chain (`--mix-markov 0`, or a text too large for one) draws
+    ahead through the same compiled step, ending with the cache's numbers."""
+    counted = Counting(kernels, "run_mixed")
+    for kind, rows in itertools.product(["lstm", "mingru"], [1, 4]):
+        model = mixed_model(kind, "fp32", (0.5, "cosine", 1000.0), "stream", chained=False)
+        settings = dict(max_new_tokens=2 * AHEAD + 3, num_samples=rows, temperature=0.9)
+        python = model.generate("the cat sat on the mat. " * 2, seed=3, **settings)
+        native.use(counted)
+        try:
+            compiled = model.generate("the cat sat on the mat. " * 2, seed=3, **settings)
+        finally:
+            native.use(None)
+        assert compiled == python, (kind, rows)
+    assert counted.calls > 0

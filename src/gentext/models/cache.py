@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from gentext import native
+from gentext.models import mixedrun
 from gentext.models.priming import is_reading_samples
 from gentext.models.room import append, tail
 from gentext.models.state import State, nested, part, part_tensors
@@ -235,10 +236,18 @@ class CacheModel(nn.Module):
         cache_logp = torch.where(filled, cache_p.clamp_min(1e-30).log(), net_logp)
         return net_logp, cache_logp, filled, nested({"net": net_state, "cache": cache})
 
+    def window_state(self, keys: torch.Tensor, nexts: torch.Tensor) -> State:
+        """The cache's part of a state: the window's outputs and the token after each."""
+        return State({"keys": keys, "next": nexts}, DIMS)
+
     def forward(self, ids: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None):
-        """As every kind's: log-probabilities of the mixture (B, T, V), or of `targets` (B, T)."""
+        """As every kind's: log-probabilities of the mixture (B, T, V), or of `targets` (B, T). A
+        token of the model's own samples takes one compiled call where there is one (mixedrun.py)."""
         if targets is None and ids.shape[1] == 1 and is_reading_samples():
-            sampled = self._sampled(ids, state)
+            inference = not self.training and not torch.is_grad_enabled()
+            sampled = mixedrun.read_sample(self, ids, state) if inference else None
+            if sampled is None:
+                sampled = self._sampled(ids, state)
             if sampled is not None:
                 return sampled
         net_logp, cache_logp, filled, state = self.parts(ids, state, targets)
@@ -258,6 +267,11 @@ class CacheModel(nn.Module):
         cosine = self.similarity == "cosine"
         out, nexts = kernels.cache_sample(y.float(), keys, nexts, net_logp, self.theta, self.gate, cosine, *self._logs)
         return out, nested({"net": net_state, "cache": State({"keys": keys, "next": nexts}, DIMS)})
+
+    def draw_ahead(self, logits, state: State, count: int, sampler, generator, end_id, read_last: bool):
+        """Up to `count` plainly sampled tokens of a request's rows drawn and read in one compiled
+        call (models/mixedrun.py), as MixtureModel's; None where that call is not here."""
+        return mixedrun.draw_ahead(self, logits, state, count, sampler, generator, end_id, read_last)
 
     def num_parameters(self) -> int:
         return self.net.num_parameters()

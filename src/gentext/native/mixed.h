@@ -26,17 +26,18 @@ namespace py = pybind11;
 
 // What a mixture adds to its network's step: the chain's rows and the two weights' logs
 // (MixtureModel._logs), and a cache's sharpness, gate, similarity and weights' logs (CacheModel's).
+// Without a chain (None: a CacheModel alone) the step ends with the cached network's numbers.
 struct MixSpec {
   py::object chain_object;  // keeps the chain's rows alive
-  ChainRows* chain;
+  ChainRows* chain = nullptr;
   double mix_net, mix_chain;
   bool cached = false, cosine = false;
   double theta = 0, gate = 0, cache_net = 0, cache_own = 0;
 
   // cache: None, or (theta, gate, cosine, log(1 - lambda), log(lambda))
   MixSpec(py::object chain_rows, double mix_net, double mix_chain, const py::object& cache)
-      : chain_object(std::move(chain_rows)), chain(chain_object.cast<ChainRows*>()), mix_net(mix_net),
-        mix_chain(mix_chain) {
+      : chain_object(std::move(chain_rows)), mix_net(mix_net), mix_chain(mix_chain) {
+    if (!chain_object.is_none()) chain = chain_object.cast<ChainRows*>();
     if (cache.is_none()) return;
     auto spec = cache.cast<py::tuple>();
     cached = true;
@@ -78,6 +79,7 @@ static at::Tensor mixed_step(const Net& net, const MixSpec& mix, const at::Tenso
   if (mix.cached) {
     auto cached = cache_token(y.to(at::kFloat), keys, nexts, net_logp, mix.theta, mix.gate, mix.cosine,
                               mix.cache_net, mix.cache_own);
+    if (mix.chain == nullptr) return cached.select(1, 0);  // CacheModel.forward's
     net_logp = at::log_softmax(cached, -1);  // MixtureModel.forward's, over the cached network's
   }
   const int64_t tail = context.size(1);
