@@ -42,6 +42,16 @@ def mixed_model(kind: str, fmt: str, cache: tuple | None, mode: str, chained: bo
     return TextModel(model, CharTokenizer(CHARS), run, condition=Condition())
 
 
+def both_paths(model: TextModel, counted: Counting, prompt: str, **settings) -> tuple[list, list]:
+    """The texts of the Python path and of the kernels (counted), from the same prompt and settings."""
+    python = model.generate(prompt, **settings)
+    native.use(counted)
+    try:
+        return python, model.generate(prompt, **settings)
+    finally:
+        native.use(None)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["lstm", "mingru"])
 def test_a_mixed_lone_row_drawn_ahead_writes_the_token_by_token_text(kind, kernels):
@@ -80,12 +90,7 @@ def test_a_mixed_batch_drawn_ahead_writes_the_token_by_token_texts(kind, kernels
     counted = Counting(kernels, "run_mixed")
     for fmt, cache, (mode, settings) in itertools.product(["fp32", "int8"], [None, (0.5, "cosine", 1000.0)], cases):
         model = mixed_model(kind, fmt, cache, mode)
-        python = model.generate("the cat sat on the mat. ", seed=1, **settings)
-        native.use(counted)
-        try:
-            compiled = model.generate("the cat sat on the mat. ", seed=1, **settings)
-        finally:
-            native.use(None)
+        python, compiled = both_paths(model, counted, "the cat sat on the mat. ", seed=1, **settings)
         assert compiled == python, (fmt, cache, mode, settings)
     assert counted.calls > 0
 
@@ -103,12 +108,7 @@ def test_a_mixed_run_under_other_settings_reads_each_token_in_one_call_to_the_py
     counted = Counting(kernels, "read_mixed")
     for cache, settings in itertools.product([None, (0.5, "cosine", 1000.0)], cases):
         model = mixed_model(kind, "int8", cache, "stream")
-        python = model.generate("the cat sat on the mat. ", seed=2, **settings)
-        native.use(counted)
-        try:
-            compiled = model.generate("the cat sat on the mat. ", seed=2, **settings)
-        finally:
-            native.use(None)
+        python, compiled = both_paths(model, counted, "the cat sat on the mat. ", seed=2, **settings)
         assert compiled == python, (cache, settings)
     assert counted.calls > 0
 
@@ -145,11 +145,6 @@ def test_a_cached_network_without_a_chain_runs_ahead_to_the_python_paths_text(ke
     for kind, rows in itertools.product(["lstm", "mingru"], [1, 4]):
         model = mixed_model(kind, "fp32", (0.5, "cosine", 1000.0), "stream", chained=False)
         settings = dict(max_new_tokens=2 * AHEAD + 3, num_samples=rows, temperature=0.9)
-        python = model.generate("the cat sat on the mat. " * 2, seed=3, **settings)
-        native.use(counted)
-        try:
-            compiled = model.generate("the cat sat on the mat. " * 2, seed=3, **settings)
-        finally:
-            native.use(None)
+        python, compiled = both_paths(model, counted, "the cat sat on the mat. " * 2, seed=3, **settings)
         assert compiled == python, (kind, rows)
     assert counted.calls > 0
