@@ -90,9 +90,11 @@ def test_cache_samples_benchmark_samples_the_run_beside_its_copy_without_the_cac
 
 
 @pytest.mark.slow
-def test_mixed_benchmark_generates_the_run_as_sampled_beside_its_network_alone():
-    out, rows = run_script("bench_mixed.py", "--tiny")
+@pytest.mark.parametrize("flags", [[], ["--top-p", "0.9"]])  # tokens drawn ahead; read one call a token
+def test_mixed_benchmark_generates_the_run_as_sampled_beside_its_network_alone(flags):
+    out, rows = run_script("bench_mixed.py", "--tiny", *flags)
     assert "+ cache, mixture;" in out  # the tiny run has both parts, so the first row runs them
+    assert ("top-p 0.9;" in out) == bool(flags)
     assert [r.split("|")[1].strip() for r in rows] == ["as sampled", "network alone"]
     for r in rows:
         one, many = (float(r.split("|")[i].strip().replace(",", "")) for i in (2, 4))
