@@ -228,16 +228,11 @@ class MinGRULanguageModel(StepOps, nn.Module):
         """Up to `count` plainly sampled tokens of a request's rows (a batch's at a temperature
         above 0), drawn and read in one compiled call (the engine's `_run_ahead`): (ids: a list for
         one row, (count, B) for a batch, logits (B, V), state), or None without the kernels."""
-        kernel = self._kernel(self._step_ops(run=True)) if logits.device.type == "cpu" else None
-        if kernel is None:
-            return None
-        h = state.tensors["h"]
-        ids, logits, h = native.run_ahead(kernel, logits, h, None, count, sampler, generator, end_id, read_last)
-        return ids, logits, State({"h": h}, {"h": 1})
+        return native.run_ahead(self.run_step(), logits, state, count, sampler, generator, end_id, read_last)
 
     def run_step(self):
-        """(the compiled step, the state from its h) for a run of tokens drawn ahead around it (a
-        mixture's `draw_ahead`), or None without the kernels."""
+        """(the compiled step, the state from its h) for runs of tokens drawn ahead (`draw_ahead`, a
+        mixture's), or None without the kernels."""
         kernel = self._kernel(self._step_ops(run=True)) if self.embedding.weight.device.type == "cpu" else None
         return None if kernel is None else (kernel, lambda h: State({"h": h}, {"h": 1}))
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gentext import threads
+from gentext import native, threads
 from gentext.config import ModelConfig
 from gentext.errors import GentextError
 from gentext.models import rnnstep
@@ -218,18 +218,14 @@ class RNNLanguageModel(StepOps, nn.Module):
 
     def draw_ahead(self, logits, state: State, count: int, sampler, generator, end_id, read_last: bool):
         """Up to `count` plainly sampled tokens of a request's rows, drawn and read in one compiled
-        call (rnnstep.run_plain): (ids: a list for one row, (count, B) for a batch, logits (B, V),
+        call (`run_step`'s step): (ids: a list for one row, (count, B) for a batch, logits (B, V),
         state), or None where it is not here; the engine then steps token by token, to the same ids."""
-        ops = self._step_ops(run=True)
-        ran = rnnstep.run_plain(self.config.kind, ops, logits, state, count, sampler, generator, end_id, read_last)
-        if ran is None:
-            return None
-        ids, logits, *hc = ran
-        return ids, logits, self._wrap(hc[0] if len(hc) == 1 else tuple(hc))
+        return native.run_ahead(self.run_step(), logits, state, count, sampler, generator, end_id, read_last)
 
     def run_step(self):
-        """(the compiled step with its head, the state from what it carries: h[, c]) for a run of
-        tokens drawn ahead around it (a mixture's `draw_ahead`), or None where it is not here."""
+        """(the compiled step with its head, the state from what it carries: h[, c]) for runs of
+        tokens drawn ahead (`draw_ahead`, a mixture's), or None where it is not here (nor where
+        generation takes the sequence path: `fast_step` off)."""
         step = rnnstep._whole(self.config.kind, self._step_ops(run=True), self.embedding.weight.device)
         if step is None or not self.fast_step:
             return None

@@ -68,17 +68,6 @@ def _whole(kind: str, ops: dict, device: torch.device):
     return step if step is not None and ops["native_head"] else None
 
 
-def run_plain(kind: str, ops: dict, logits, state, count: int, sampler, generator, end_id, read_last: bool):
-    """Up to `count` tokens of a request's rows drawn (the sampler's plain settings; a batch's at a
-    temperature above 0) and read in one compiled call: ([ids] of one row, or ids (count, B) of a
-    batch, logits (B, V), h[, c]), or None where the compiled step or its head is not here."""
-    step = _whole(kind, ops, logits.device)
-    if step is None:
-        return None
-    h_all, c_all, split = state.tensors["h"], state.tensors.get("c"), threads.spare_core(logits.shape[0])
-    return native.run_ahead(step, logits, h_all, c_all, count, sampler, generator, end_id, read_last, split)
-
-
 def read(kind: str, ops: dict, ids: torch.Tensor, targets: torch.Tensor | None, state):
     """A sequence ids (B, T) read token by token in one compiled call, as the model's `_stepped`
     reads it: (logits (B, T, V) or log P(targets) (B, T), h[, c]), or None where the compiled step

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from gentext import threads
 from gentext.paths import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -96,14 +97,22 @@ def kernels():
     return loader.module
 
 
-def run_ahead(step, logits, h, c, count: int, sampler, generator, end_id, read_last: bool, split: bool = False):
+def run_ahead(made, logits, state, count: int, sampler, generator, end_id, read_last: bool):
     """A request's rows drawn and read up to `count` tokens in one call of the loaded kernels: a lone
-    row by `run_plain` (its ids as a list), a batch by `run_rows` (ids (count, B)); for the steps
-    `models/rnnstep.py` and `models/mingru.py` make. -> (ids, logits (B, V), h[, c])."""
+    row by `run_plain` (its ids as a list), a batch by `run_rows` (ids (count, B)). `made` is a
+    kind's `run_step()`: its compiled step and how its state is made from what the step carries
+    (h[, c]), or None where it has none. -> (ids, logits (B, V), state), or None."""
+    if made is None:
+        return None
+    step, state_of = made
     module = kernels()
     run = module.run_plain if logits.shape[0] == 1 else module.run_rows
+    h, c, split = state.tensors["h"], state.tensors.get("c"), threads.spare_core(logits.shape[0])
     end = -1 if end_id is None else end_id
-    return run(step, logits, h, c, count, sampler.temperature, sampler.suppress, generator, end, read_last, split)
+    ids, logits, *hc = run(
+        step, logits, h, c, count, sampler.temperature, sampler.suppress, generator, end, read_last, split
+    )
+    return ids, logits, state_of(*hc)
 
 
 def status() -> str:
