@@ -49,9 +49,14 @@ DIMS = {"keys": 0, "next": 0}  # the cache's tensors: batch first
 EMPTY, PENDING = -2, -1  # a slot's "next" before any output filled it / for the newest output
 
 
+def window_state(keys: torch.Tensor, nexts: torch.Tensor) -> State:
+    """The cache's part of a state: the window's outputs (B, window, H) and the token after each (B, window)."""
+    return State({"keys": keys, "next": nexts}, DIMS)
+
+
 def empty_cache(batch: int, window: int, hidden: int, device) -> State:
     keys = torch.zeros(batch, window, hidden, device=device)
-    return State({"keys": keys, "next": torch.full((batch, window), EMPTY, device=device)}, DIMS)
+    return window_state(keys, torch.full((batch, window), EMPTY, device=device))
 
 
 def _band(queries: torch.Tensor, keys: torch.Tensor, nexts: torch.Tensor):
@@ -164,12 +169,12 @@ def cache_probs(
         dots, slot_next, valid, filled = _same_slots(y, keys, nexts, window)
         if bool((nexts[:, -1] == PENDING).any()):  # the first sample only: later ones keep the window as is
             nexts = torch.cat([nexts[:, :-1], nexts[:, -1:].masked_fill(nexts[:, -1:] == PENDING, EMPTY)], dim=1)
-        kept = State({"keys": keys, "next": nexts}, DIMS)
+        kept = window_state(keys, nexts)
         return *reduce(dots, slot_next, valid, filled, slice(None)), kept
     keys, nexts = _history(cache, y, ids)
     chunks, _ = _by_chunk(y, keys, nexts, window, reduce)
     probs, heard = (torch.cat(column, dim=1) for column in zip(*chunks, strict=True))
-    kept = State({"keys": tail(keys, window, 1), "next": nexts[:, -window:]}, DIMS)
+    kept = window_state(tail(keys, window, 1), nexts[:, -window:])
     return probs, heard, kept
 
 
@@ -236,9 +241,7 @@ class CacheModel(nn.Module):
         cache_logp = torch.where(filled, cache_p.clamp_min(1e-30).log(), net_logp)
         return net_logp, cache_logp, filled, nested({"net": net_state, "cache": cache})
 
-    def window_state(self, keys: torch.Tensor, nexts: torch.Tensor) -> State:
-        """The cache's part of a state: the window's outputs and the token after each."""
-        return State({"keys": keys, "next": nexts}, DIMS)
+    window_state = staticmethod(window_state)  # what mixedrun.py builds the state after a compiled call with
 
     def forward(self, ids: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None):
         """As every kind's: log-probabilities of the mixture (B, T, V), or of `targets` (B, T). A
@@ -266,7 +269,7 @@ class CacheModel(nn.Module):
         keys, nexts = cache.tensors["keys"], cache.tensors["next"]
         cosine = self.similarity == "cosine"
         out, nexts = kernels.cache_sample(y.float(), keys, nexts, net_logp, self.theta, self.gate, cosine, *self._logs)
-        return out, nested({"net": net_state, "cache": State({"keys": keys, "next": nexts}, DIMS)})
+        return out, nested({"net": net_state, "cache": window_state(keys, nexts)})
 
     def draw_ahead(self, logits, state: State, count: int, sampler, generator, end_id, read_last: bool):
         """Up to `count` plainly sampled tokens of a request's rows drawn and read in one compiled

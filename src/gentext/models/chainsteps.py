@@ -66,7 +66,7 @@ class StepRows:
     def compiled_rows(self):
         """The kernels' ChainRows over this chain's tables (the arrays shared, not copied), or None."""
         kernels = native.kernels()
-        if kernels is None or not hasattr(kernels, "ChainRows"):
+        if kernels is None:
             return None
         if self.compiled[0] is not kernels:
             tables = [{name: torch.from_numpy(np.asarray(a)) for name, a in t.items()} for t in self.chain._tables]

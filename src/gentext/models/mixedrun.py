@@ -45,17 +45,17 @@ def _compiled(model, state: State, rows: int) -> _Parts | None:
     """The parts of a compiled step of `model` (a MixtureModel, or a CacheModel alone: the one with
     a `window_state`) for `rows` rows in `state`, or None where there is none."""
     kernels, mixed = native.kernels(), hasattr(model, "chain")
-    cache = model.net if mixed else model
-    cache = cache if hasattr(cache, "window_state") else None
-    net = model.net if cache is None else cache.net
+    outer = model.net if mixed else model  # the network, or the cache around it
+    cache = outer if hasattr(outer, "window_state") else None
+    net = outer if cache is None else outer.net
     made = net.run_step() if kernels is not None and hasattr(net, "run_step") else None
     chain_rows = model.chain.compiled_rows() if mixed and isinstance(model.chain, MarkovModel) else None
     if made is None or (mixed and chain_rows is None):
         return None
-    cached_state = part(state, "net") if mixed else state
-    net_state = part(cached_state, "net") if cache is not None else cached_state
+    outer_state = part(state, "net") if mixed else state
+    net_state = outer_state if cache is None else part(outer_state, "net")
     if cache is not None:
-        window = part(cached_state, "cache").tensors
+        window = part(outer_state, "cache").tensors
         keys, nexts = window["keys"], window["next"]
         spec = (cache.theta, cache.gate, cache.similarity == "cosine", *cache._logs)
     else:
