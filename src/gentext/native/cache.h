@@ -66,7 +66,9 @@ static at::Tensor cache_token(const at::Tensor& y, const at::Tensor& keys, at::T
     }
     any_heard |= heard[b] != 0;
   }
-  if (follow.select(1, window - 1).eq(PENDING_SLOT).any().item<bool>()) {  // the newest's follower: not given text
+  bool pending = false;  // the newest output's follower, where it waits: not given text
+  for (int64_t b = 0; b < rows; ++b) pending |= next[b * window + window - 1] == PENDING_SLOT;
+  if (pending) {
     nexts = follow.clone();
     int64_t* kept = nexts.data_ptr<int64_t>();
     for (int64_t b = 0; b < rows; ++b) {
