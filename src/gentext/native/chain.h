@@ -1,4 +1,4 @@
-// A Kneser-Ney chain's rows for generation (models/markov.py: `MarkovModel._step`, `_row` and `_level`):
+// A Kneser-Ney chain's rows for generation (models/chainsteps.py: `StepRows`, its `_row` and `_level`):
 // each context's distribution by the same recursion in double precision, one level per order read
 // from the context's successors alone, then its log through ATen's log as the Python path takes it and
 // float32. Sums, products and quotients are single IEEE operations here as in numpy (no contraction:
@@ -41,7 +41,7 @@ struct ChainLevel {
 class ChainRows {
  public:
   // levels: orders 1..order's tables (dicts of tensors); unigram: P(.) of the lowest order (V,) double;
-  // limit: the bytes each kept map may hold before it is emptied (markov.py's STEP_CACHE_BYTES).
+  // limit: the bytes each kept map may hold before it is emptied (chainsteps.py's STEP_CACHE_BYTES).
   ChainRows(const py::list& levels, const at::Tensor& unigram, int64_t limit) : limit_(limit) {
     for (const auto& table : levels) levels_.emplace_back(table.cast<py::dict>());
     auto p = unigram.contiguous();
@@ -69,8 +69,8 @@ class ChainRows {
   std::vector<ChainLevel> levels_;
   std::vector<double> unigram_;
   int64_t limit_;
-  std::unordered_map<std::string, std::vector<float>> logs_;      // a context -> its row's logs (`_step_cache`)
-  std::unordered_map<std::string, std::vector<double>> suffixes_;  // a suffix -> its level's row (`_suffix_rows`)
+  std::unordered_map<std::string, std::vector<float>> logs_;      // a context -> its row's logs (`StepRows.logs`)
+  std::unordered_map<std::string, std::vector<double>> suffixes_;  // a suffix -> its level's row (`StepRows.suffixes`)
   std::mutex mutex_;
 
   static std::string key_of(const int64_t* ids, int64_t length) {
