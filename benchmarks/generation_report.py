@@ -23,12 +23,12 @@ def print_header(cfg, args) -> None:
     )
 
 
-def kernel_paths() -> dict[str, bool]:
+def kernel_paths() -> dict[str, bool | str | None]:
     """What the compiled kernels do on this machine, beside whether they ran (RESULTS names them)."""
     return {
         "a lone row's products on two cores": threads.describe()["second_core"],
         "a batch's cell on torch's OpenMP threads": bool(native.openmp()),
-        "a lone row's int8 products by the kernels' own VNNI product": direct_int8(),
+        f"a lone row's int8 products by the kernels' own ({direct_int8()})": direct_int8(),
     }
 
 

@@ -149,17 +149,21 @@ def l2_bytes() -> int:
     return 0
 
 
-def direct_int8() -> bool:
-    """May the compiled kernels make a lone row's int8 products themselves (native/direct.h)? With
-    AVX-512 VNNI, where a core's L2 holds its half of a 2 x 512 LSTM's weights: there the product is
-    bound by fbgemm's work per call, which it leaves out; on a 1 MB L2 the weights come from L3
-    either way and a hand-written product was no faster (benchmarks/RESULTS.md). Not where a cap
-    holds ATen, oneDNN or fbgemm below VNNI: whoever set one wants to see a CPU without it."""
-    fbgemm = os.environ.get("FBGEMM_ENABLE_INSTRUCTIONS", "").upper()
-    return (
-        {"avx512f", "avx512bw", "avx512_vnni"} <= _cpu_flags()
+def direct_int8() -> str | None:
+    """Which ISA the compiled kernels may make a lone row's int8 products with themselves
+    (native/direct.h): "avx512" (VNNI) or "avx2", where a core's L2 holds its half of a 2 x 512
+    LSTM's weights: there the product is bound by fbgemm's work per call, which it leaves out; on a
+    1 MB L2 the weights come from L3 either way and a hand-written product was no faster
+    (benchmarks/RESULTS.md). None elsewhere. Under a cap that holds ATen, oneDNN or fbgemm below
+    VNNI it is AVX2's: whoever set one wants to see a CPU without it."""
+    flags, fbgemm = _cpu_flags(), os.environ.get("FBGEMM_ENABLE_INSTRUCTIONS", "").upper()
+    if l2_bytes() < DIRECT_L2_BYTES or torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        return None
+    if (
+        {"avx512f", "avx512bw", "avx512_vnni"} <= flags
         and torch.backends.cpu.get_cpu_capability() == "AVX512"
         and not _capped_below("AVX512_CORE_VNNI")
         and (not fbgemm or "VNNI" in fbgemm)
-        and l2_bytes() >= DIRECT_L2_BYTES
-    )
+    ):
+        return "avx512"
+    return "avx2" if {"avx2", "fma"} <= flags else None

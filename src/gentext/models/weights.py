@@ -167,12 +167,12 @@ class Int8Matmul(Matmul):
 
     def _direct(self) -> tuple | None:
         """The weights laid out for the kernels' own product of a lone row (native/direct.h: AVX-512
-        VNNI, fbgemm's numbers bit for bit, less work per call), where this CPU may run it: blocks
-        of 64 outputs x 4 inputs, each output's weight sum, the activations' scale times each
-        output's, the bias, and the activations' 1 / scale and zero point for the range the anchor
-        row pins, as fbgemm chooses them."""
-        outputs, width = self.shape
-        if outputs % 64 or width % 4 or not direct_int8():
+        VNNI or AVX2, fbgemm's numbers bit for bit, less work per call), where this CPU may run it:
+        blocks of 64 outputs x 4 inputs, each output's weight sum, the activations' scale times each
+        output's, the bias, the activations' 1 / scale and zero point for the range the anchor row
+        pins, as fbgemm chooses them, and whether the AVX-512 kernels run (else AVX2's)."""
+        outputs, width, isa = *self.shape, direct_int8()
+        if outputs % 64 or width % 4 or isa is None:
             return None
         qweight = torch.ops.quantized.linear_unpack(self.packed)[0]
         scale, zero = torch._choose_qparams_per_tensor(self.anchor, True)
@@ -182,7 +182,7 @@ class Int8Matmul(Matmul):
         mult = scale * qweight.q_per_channel_scales().float()
         # unbounded: fbgemm's product has no bias (it is added after the rows are scaled back)
         bias = self.bias.float().contiguous() if self.bounded else torch.zeros(outputs)
-        return (blocks, ints.sum(1, dtype=torch.int32), mult, bias, (1 / scale).item(), float(zero))
+        return (blocks, ints.sum(1, dtype=torch.int32), mult, bias, (1 / scale).item(), float(zero), isa == "avx512")
 
     def _halves(self) -> tuple | None:
         rows = self.shape[0]

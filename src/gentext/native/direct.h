@@ -1,14 +1,18 @@
-// A lone row's int8 product made here with AVX-512 VNNI rather than by fbgemm, with fbgemm's numbers.
+// A lone row's int8 product made here rather than by fbgemm, with fbgemm's numbers: with AVX-512 VNNI
+// (`vpdpbusd`) or with AVX2 (`vpmaddubsw` pairs summed by `vpmaddwd`).
 //
 // fbgemm's dynamic int8 product is built for many rows: for one row it chooses the activations'
 // range, quantizes and packs the row, and runs a kernel whose per-call work costs more than its
 // arithmetic where the weights sit in the core's L2 (hardware.direct_int8 says where). The inputs
 // here are bounded (a recurrent state, or a row divided by its largest magnitude) and the anchor
 // row pins their range to [-1, 1], so the scale and zero point are known when the weights load, and
-// one `vpdpbusd` per 16 outputs and 4 inputs does the rest. Every number is fbgemm's: the same
-// quantization (a fused multiply-add by 1/scale plus the zero point, rounded to nearest even,
-// clamped to [0, 255]), exact int32 sums, and the same fused multiply-add of the sum by the two
-// scales plus the bias (tests/native/test_direct.py compares them bit for bit, ties included).
+// one multiply-add instruction per 4 inputs of 16 (or 8) outputs does the rest. Every number is
+// fbgemm's (on AVX-512 and under an AVX2 cap alike): the same quantization (a fused multiply-add by
+// 1/scale plus the zero point, rounded to nearest even, clamped to [0, 255]), exact int32 sums, and
+// the same fused multiply-add of the sum by the two scales plus the bias
+// (tests/native/test_direct.py compares them bit for bit, ties included). The sums are exact on AVX2
+// too: `reduce_range` puts an in-range activation at 127 or below, so a pair's int16 sum stays under
+// 2 x 127 x 128 < 32,767 and `vpmaddubsw` never saturates.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -24,6 +28,7 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define DIRECT_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma")))
+#define DIRECT_AVX2 __attribute__((target("avx2,fma")))
 #endif
 
 // models/weights.py's `Int8Matmul._direct()`: the weights in blocks of 64 outputs, each block as K/4
@@ -35,6 +40,7 @@ struct Direct {
   at::Tensor bias;     // float (N)
   float inverse = 0.0f, zero = 0.0f;  // the activations' 1 / scale and zero point
   int64_t width = 0, outputs = 0;
+  bool wide = true;  // AVX-512 VNNI's kernels, else AVX2's (Int8Matmul._direct says which this CPU may use)
 
   bool defined() const { return weights.defined(); }
 
@@ -57,7 +63,11 @@ struct Direct {
   }
 
 #if defined(__x86_64__)
-  DIRECT_TARGET bool quantize_row(const float* in, int64_t w, uint8_t* q) const {
+  bool quantize_row(const float* in, int64_t w, uint8_t* q) const {
+    return wide ? quantize_row512(in, w, q) : quantize_row256(in, w, q);
+  }
+
+  DIRECT_TARGET bool quantize_row512(const float* in, int64_t w, uint8_t* q) const {
     const __m512 scale = _mm512_set1_ps(inverse), zero_point = _mm512_set1_ps(zero), one = _mm512_set1_ps(1.0f);
     int64_t k = 0;
     for (; k + 16 <= w; k += 16) {
@@ -67,6 +77,10 @@ struct Direct {
       r = _mm512_max_epi32(_mm512_min_epi32(r, _mm512_set1_epi32(255)), _mm512_setzero_si512());
       _mm_storeu_si128(reinterpret_cast<__m128i*>(q + k), _mm512_cvtepi32_epi8(r));
     }
+    return quantize_tail(in, k, w, q);
+  }
+
+  bool quantize_tail(const float* in, int64_t k, int64_t w, uint8_t* q) const {
     for (; k < w; ++k) {
       if (!(std::fabs(in[k]) <= 1.0f)) return false;
       const float t = std::nearbyint(std::fma(in[k], inverse, zero));
@@ -75,18 +89,34 @@ struct Direct {
     return true;
   }
 
+  DIRECT_AVX2 bool quantize_row256(const float* in, int64_t w, uint8_t* q) const {
+    const __m256 scale = _mm256_set1_ps(inverse), zero_point = _mm256_set1_ps(zero), one = _mm256_set1_ps(1.0f);
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    int64_t k = 0;
+    for (; k + 8 <= w; k += 8) {
+      const __m256 x = _mm256_loadu_ps(in + k);
+      if (_mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, x), one, _CMP_LE_OQ)) != 0xFF) return false;
+      __m256i r = _mm256_cvtps_epi32(_mm256_fmadd_ps(x, scale, zero_point));  // to nearest, ties to even
+      r = _mm256_max_epi32(_mm256_min_epi32(r, _mm256_set1_epi32(255)), _mm256_setzero_si256());
+      const __m128i words = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(q + k), _mm_packus_epi16(words, words));
+    }
+    return quantize_tail(in, k, w, q);
+  }
+
   // Outputs [from, to) (multiples of 64) of every row: out[r] = sum * mult + bias (one rounding),
   // then + plus[r] where given.
-  DIRECT_TARGET void blocks(const uint8_t* q, int64_t rows, int64_t from, int64_t to, float* out,
-                            const float* plus) const {
+  void blocks(const uint8_t* q, int64_t rows, int64_t from, int64_t to, float* out, const float* plus) const {
     for (int64_t r = 0; r < rows; ++r) {
-      lone(q + r * width, from, to, out + r * outputs, plus == nullptr ? nullptr : plus + r * outputs);
+      float* o = out + r * outputs;
+      const float* p = plus == nullptr ? nullptr : plus + r * outputs;
+      wide ? lone512(q + r * width, from, to, o, p) : lone256(q + r * width, from, to, o, p);
     }
   }
 
   // One row: two sets of accumulators, even and odd groups of 4 inputs, so that eight independent
   // chains of vpdpbusd keep the core busy where four would wait on each other's latency.
-  DIRECT_TARGET void lone(const uint8_t* row, int64_t from, int64_t to, float* out, const float* plus) const {
+  DIRECT_TARGET void lone512(const uint8_t* row, int64_t from, int64_t to, float* out, const float* plus) const {
     for (int64_t n = from; n < to; n += 64) {
       const int8_t* block = weights.data_ptr<int8_t>() + n * width;
       __m512i acc[2][4];
@@ -106,12 +136,32 @@ struct Direct {
         const __m512i x = _mm512_set1_epi32(*reinterpret_cast<const int32_t*>(row + k));
         for (int j = 0; j < 4; ++j) acc[0][j] = _mm512_dpbusd_epi32(acc[0][j], x, _mm512_loadu_si512(block + 64 * j));
       }
-      for (int j = 0; j < 4; ++j) store(_mm512_add_epi32(acc[0][j], acc[1][j]), n + 16 * j, out, plus);
+      for (int j = 0; j < 4; ++j) store512(_mm512_add_epi32(acc[0][j], acc[1][j]), n + 16 * j, out, plus);
+    }
+  }
+
+  // One row on AVX2: per 4 inputs, `vpmaddubsw` makes each output's two pair sums (int16, exact:
+  // see above) and `vpmaddwd` by ones adds them into int32; eight accumulators of 8 outputs a block.
+  DIRECT_AVX2 void lone256(const uint8_t* row, int64_t from, int64_t to, float* out, const float* plus) const {
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int64_t n = from; n < to; n += 64) {
+      const int8_t* block = weights.data_ptr<int8_t>() + n * width;
+      __m256i acc[8];
+      for (auto& a : acc) a = _mm256_setzero_si256();
+      for (int64_t k = 0; k < width; k += 4, block += 256) {
+        const __m256i x = _mm256_set1_epi32(*reinterpret_cast<const int32_t*>(row + k));
+        for (int j = 0; j < 8; ++j) {
+          const auto* w = reinterpret_cast<const __m256i*>(block + 32 * j);
+          const __m256i pairs = _mm256_maddubs_epi16(x, _mm256_loadu_si256(w));
+          acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(pairs, ones));
+        }
+      }
+      for (int j = 0; j < 8; ++j) store256(acc[j], n + 8 * j, out, plus);
     }
   }
 
   // 16 outputs from their sums: (sum - zero point x weight sum) x mult + bias, then + plus
-  DIRECT_TARGET void store(__m512i sum, int64_t at, float* out, const float* plus) const {
+  DIRECT_TARGET void store512(__m512i sum, int64_t at, float* out, const float* plus) const {
     const __m512i zero_point = _mm512_set1_epi32(static_cast<int32_t>(zero));
     const __m512i sums = _mm512_loadu_si512(colsum.data_ptr<int32_t>() + at);
     const __m512i raw = _mm512_sub_epi32(sum, _mm512_mullo_epi32(zero_point, sums));
@@ -120,10 +170,37 @@ struct Direct {
     if (plus != nullptr) y = _mm512_add_ps(_mm512_loadu_ps(plus + at), y);
     _mm512_storeu_ps(out + at, y);
   }
+
+  DIRECT_AVX2 void store256(__m256i sum, int64_t at, float* out, const float* plus) const {
+    const __m256i zero_point = _mm256_set1_epi32(static_cast<int32_t>(zero));
+    const __m256i sums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(colsum.data_ptr<int32_t>() + at));
+    const __m256i raw = _mm256_sub_epi32(sum, _mm256_mullo_epi32(zero_point, sums));
+    __m256 y = _mm256_fmadd_ps(_mm256_cvtepi32_ps(raw), _mm256_loadu_ps(mult.data_ptr<float>() + at),
+                               _mm256_loadu_ps(bias.data_ptr<float>() + at));
+    if (plus != nullptr) y = _mm256_add_ps(_mm256_loadu_ps(plus + at), y);
+    _mm256_storeu_ps(out + at, y);
+  }
   // A scaled product's rows taken back (Int8Matmul.__call__ without `bounded`): y = bias + y x the
   // row's scale as at::addcmul makes it (one fused multiply-add), then + plus[r] where given.
-  DIRECT_TARGET void scale_back(float* y, int64_t rows, const float* scales, const float* bias,
-                                const float* plus) const {
+  void scale_back(float* y, int64_t rows, const float* scales, const float* bias, const float* plus) const {
+    wide ? scale_back512(y, rows, scales, bias, plus) : scale_back256(y, rows, scales, bias, plus);
+  }
+
+  DIRECT_AVX2 void scale_back256(float* y, int64_t rows, const float* scales, const float* bias,
+                                 const float* plus) const {
+    for (int64_t r = 0; r < rows; ++r) {
+      const __m256 scale = _mm256_set1_ps(scales[r]);
+      for (int64_t j = 0; j < outputs; j += 8) {
+        float* at = y + r * outputs + j;
+        __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(at), scale, _mm256_loadu_ps(bias + j));
+        if (plus != nullptr) v = _mm256_add_ps(_mm256_loadu_ps(plus + r * outputs + j), v);
+        _mm256_storeu_ps(at, v);
+      }
+    }
+  }
+
+  DIRECT_TARGET void scale_back512(float* y, int64_t rows, const float* scales, const float* bias,
+                                   const float* plus) const {
     for (int64_t r = 0; r < rows; ++r) {
       const __m512 scale = _mm512_set1_ps(scales[r]);
       for (int64_t j = 0; j < outputs; j += 16) {
@@ -165,9 +242,11 @@ struct Direct {
   }
 };
 
-// Whether this CPU runs `Direct::blocks` (the Python side also leaves it out under an ISA cap).
-static inline bool direct_supported() {
+// Whether this CPU runs `Direct::blocks` with AVX-512 VNNI (`wide`) or AVX2 (the Python side chooses
+// which, and leaves the wide one out under an ISA cap).
+static inline bool direct_supported(bool wide) {
 #if defined(__x86_64__)
+  if (!wide) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512vnni");
 #else

@@ -139,7 +139,7 @@ struct Op {
   int kind = NONE;
   at::Tensor weight_t, bias, anchor;
   Packed packed, low, high;  // int8: the outputs in two halves too, where worth splitting
-  Direct direct;             // int8: a lone row's product on this CPU's VNNI, where laid out for it
+  Direct direct;             // int8: a lone row's product of the kernels' own, where laid out for it
 
   // The product of `parts` side by side (one tensor, or [x, h]), `plus` added where given (a row of
   // the layer-0 table). With `helper`, an int8 product that has halves is made on two cores.
@@ -200,11 +200,13 @@ struct Op {
   }
 };
 
-// (weights, colsum, mult, bias, inverse, zero) from Int8Matmul._direct(), where this CPU runs it
+// (weights, colsum, mult, bias, inverse, zero, wide) from Int8Matmul._direct(), where this CPU runs it
 static Direct make_direct(const py::object& spec) {
   Direct direct;
-  if (spec.is_none() || !direct_supported()) return direct;
+  if (spec.is_none()) return direct;
   auto t = spec.cast<py::tuple>();
+  direct.wide = t[6].cast<bool>();
+  if (!direct_supported(direct.wide)) return direct;
   direct.weights = t[0].cast<at::Tensor>();
   direct.colsum = t[1].cast<at::Tensor>();
   direct.mult = t[2].cast<at::Tensor>();
