@@ -5,6 +5,9 @@ import torch
 from gentext.conditions import Condition
 from gentext.config import CorpusConfig, ModelConfig
 from gentext.data.tokenizers import CharTokenizer
+from gentext.inference import ahead
+from gentext.inference.engine import Engine
+from gentext.inference.results import Collector
 from gentext.inference.textmodel import TextModel
 from gentext.models import build_model
 from gentext.runconfig import RunConfig
@@ -34,3 +37,27 @@ def text_model(kind: str, fmt: str, mode: str = "stream", width: int = 100):
     chars = ["\n", *(chr(97 + i) for i in range(26)), " ", ".", ","]
     run = RunConfig(corpus=CorpusConfig(mode=mode))
     return TextModel(network(kind, fmt, width), CharTokenizer(chars), run, condition=Condition())
+
+
+def together(model: TextModel, requests: list[tuple[str, dict]], calls: list | None = None) -> list[list[str]]:
+    """Each request's texts, every request submitted to one engine at once (one cohort, stepping
+    together); `calls`, where given, gets one entry per run the requests took together."""
+    engine, collectors = Engine(model, max_rows=64), []
+    for prompt, settings in requests:
+        collectors.append(Collector())
+        engine.submit(*model.request(prompt, **settings), collectors[-1])
+    real = ahead.together
+
+    def counted(*args):
+        ran = real(*args)
+        if ran and calls is not None:
+            calls.append(len(args[1].jobs))
+        return ran
+
+    ahead.together = counted
+    try:
+        with model.eval_mode():
+            engine.run_until_idle()
+    finally:
+        ahead.together = real
+    return [collector.texts(prompt) for (prompt, _), collector in zip(requests, collectors, strict=True)]

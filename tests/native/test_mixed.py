@@ -21,7 +21,8 @@ from gentext.models.mixture import MixtureModel
 from gentext.models.priming import reading_samples
 from gentext.runconfig import RunConfig
 from tests.native.counting import Counting
-from tests.native.small import network
+from tests.native.small import network, together
+from tests.native.test_runs import REQUESTS
 
 CHARS = ["\n", *(chr(97 + i) for i in range(26)), " ", ".", ","]
 
@@ -148,3 +149,20 @@ def test_a_cached_network_without_a_chain_runs_ahead_to_the_python_paths_text(ke
         python, compiled = both_paths(model, counted, "the cat sat on the mat. " * 2, seed=3, **settings)
         assert compiled == python, (kind, rows)
     assert counted.calls > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cache", [None, (0.5, "cosine", 1000.0)])
+def test_mixed_requests_drawing_together_run_ahead_to_the_python_paths_texts(cache, kernels):
+    """Requests under the same plain settings in one batch of a mixed model (`run_mixed`, each row's
+    numbers from its own request's generator): the Python path's token-by-token texts. Prompts of one
+    length: a cache's window grows with the text, so rows share a cohort where their prompts did."""
+    model = mixed_model("lstm", "int8", cache, "stream")
+    requests = [(f"the cat sat on the mat. {p[:1] or ' '}", {**s, "temperature": 0.9}) for p, s in REQUESTS]
+    python, calls = together(model, requests), []
+    native.use(kernels)
+    try:
+        assert together(model, requests, calls) == python
+    finally:
+        native.use(None)
+    assert max(calls) > 1  # requests ran ahead together (here two end at the first token)

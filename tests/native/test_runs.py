@@ -6,7 +6,17 @@ import pytest
 from gentext import native
 from gentext.inference.jobs import AHEAD
 from tests.native.counting import Counting
-from tests.native.small import text_model
+from tests.native.small import text_model, together
+
+# requests under one temperature that end at different tokens (lengths, a stop string, a document's
+# end in "lines" mode), one with several samples
+REQUESTS = [
+    ("the ", dict(seed=1, max_new_tokens=AHEAD + 3)),
+    ("a", dict(seed=2, max_new_tokens=3 * AHEAD, stop=["e"])),
+    ("to ", dict(seed=3, num_samples=3, max_new_tokens=2 * AHEAD + 1)),
+    ("", dict(seed=4, max_new_tokens=1)),
+    ("b", dict(seed=5, max_new_tokens=3 * AHEAD + 2)),
+]
 
 
 @pytest.mark.slow
@@ -67,3 +77,39 @@ def test_a_requests_samples_drawn_ahead_in_compiled_runs_write_the_token_by_toke
                     native.use(None)
                 assert compiled == python, (fmt, mode, settings, seed)
     assert counted.calls > 0  # the compiled runs made them
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["lstm", "mingru"])
+def test_requests_drawing_together_run_ahead_to_the_texts_each_gets_alone(kind, kernels):
+    """Requests under the same plain settings in one batch take their tokens in compiled runs
+    together (`run_rows`, each row's numbers from its own request's generator): the texts of the
+    Python path's token-by-token steps, and each request's text alone."""
+    for fmt, mode in [("fp32", "stream"), ("int8", "lines")]:
+        model = text_model(kind, fmt, mode)
+        requests = [(prompt, {**settings, "temperature": 1.2}) for prompt, settings in REQUESTS]
+        python = together(model, requests)
+        assert python == [model.generate(prompt, **settings) for prompt, settings in requests]
+        calls = []
+        native.use(kernels)
+        try:
+            assert together(model, requests, calls) == python, (fmt, mode)
+        finally:
+            native.use(None)
+        # every request but the one-token one (it ends at the first step); in lines most end early
+        assert calls and (mode == "lines" or max(calls) == len(requests) - 1)
+
+
+@pytest.mark.parametrize("settings", [dict(temperature=0), dict(temperature=1.0, top_k=3)])
+def test_requests_that_choose_each_token_step_together_token_by_token(kernels, settings):
+    """Greedy or top-k requests (each token chosen in Python) never run ahead together; their texts
+    are still the Python path's."""
+    model = text_model("lstm", "fp32")
+    requests = [(prompt, {**extra, **settings}) for prompt, extra in REQUESTS[:3]]
+    python, calls = together(model, requests), []
+    native.use(kernels)
+    try:
+        assert together(model, requests, calls) == python
+    finally:
+        native.use(None)
+    assert calls == []

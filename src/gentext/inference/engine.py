@@ -9,10 +9,10 @@
                tokens (requests with the same plain settings share one transform), decodes and
                sends its text, says which rows go on; one network call advances the cohort
                (reading the drawn tokens as samples: models/priming.py). A cohort of one request
-               under plain settings on a model with a compiled run (`draw_ahead`: the recurrent
-               kinds and minGRU; a batch where it draws) takes up to AHEAD tokens per call, drawn
-               and read without Python between them, then decoded one by one: the same ids, the
-               same events
+               under plain settings, or of requests drawing together under the same ones, on a
+               model with a compiled run (`draw_ahead`: the recurrent kinds and minGRU; a batch
+               where it draws) takes up to AHEAD tokens per call, drawn and read without Python
+               between them, then decoded one by one: the same ids, the same events (ahead.py)
 
 Rows live in *cohorts*, rows whose states have the same shape (`Cohort.fits`): a recurrent state's
 shape never changes, so RNN and Markov jobs all share one cohort; a KV cache (Transformer,
@@ -34,6 +34,7 @@ import threading
 import torch
 
 from gentext import threads
+from gentext.inference import ahead
 from gentext.inference.cohort import Cohort, choose_all
 from gentext.inference.events import Done, Text
 from gentext.inference.jobs import Job, Prompt, job_for
@@ -206,7 +207,7 @@ class Engine:
         """The cohort's next tokens; drop the jobs that ended; one network call for the rest."""
         if len(cohort.jobs) == 1:  # one request (a one-off call, a lone stream): no bookkeeping
             job = cohort.jobs[0]
-            if job.origin is None and self._run_ahead(cohort, job):
+            if job.origin is None and ahead.alone(self.model, cohort, job, self._advance):
                 return
             fed = self._advance(job, self._choose(job, cohort.logits))
             if fed is None:
@@ -214,6 +215,8 @@ class Engine:
                 return
             state = cohort.state if job.origin is None else cohort.state.select(job.origin)
             return self._run(cohort, [fed], state)
+        if ahead.together(self.model, cohort, self._advance):
+            return
         choices = choose_all(cohort.jobs, cohort.logits, self._choose)
         rows, kept, fed, offset, moved = [], [], [], 0, False
         for job, choice in zip(cohort.jobs, choices, strict=True):
@@ -234,26 +237,6 @@ class Engine:
         if kept:
             state = cohort.state.select(torch.cat(rows).to(self.device)) if moved else cohort.state
             self._run(cohort, fed, state)
-
-    def _run_ahead(self, cohort: Cohort, job: Job) -> bool:
-        """One request's rows under plain settings: up to `job.ahead()` tokens drawn and read in one
-        call of the model's compiled run (`draw_ahead`), then decoded and sent one by one as a step
-        would; False where the model has none (the rows step token by token, to the same ids). Per
-        token the Python between the calls cost about as much as one row's compiled step, and a
-        tenth of a 64-row one."""
-        count, run = job.ahead(), getattr(self.model, "draw_ahead", None)
-        if count < 2 or run is None:
-            return False
-        more = count < job.config.max_new_tokens - job.steps  # else the last token is never read
-        ran = run(cohort.logits, cohort.state, count, job.sampler, job.generator, job.end_id, more)
-        if ran is None:
-            return False
-        ids, cohort.logits, cohort.state = ran
-        for chosen in ids.tolist() if isinstance(ids, torch.Tensor) else ([token] for token in ids):
-            if self._advance(job, chosen) is None:
-                cohort.jobs = []
-                break
-        return True
 
     def _run(self, cohort: Cohort, fed: list, state: State) -> None:
         """One network call: each row reads its chosen token (an ended row's NO_TOKEN as 0: never read)."""

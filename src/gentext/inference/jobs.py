@@ -32,7 +32,7 @@ from gentext.inference.sampler import NO_TOKEN, Sampler, float32_uniforms, make_
 from gentext.useconfig import SampleConfig
 
 logger = logging.getLogger(__name__)
-AHEAD = 16  # the most tokens a plain request draws in one compiled run (Engine._run_ahead)
+AHEAD = 16  # the most tokens a plain request draws in one compiled run (inference/ahead.py)
 
 
 @dataclasses.dataclass

@@ -226,7 +226,7 @@ class MinGRULanguageModel(StepOps, nn.Module):
 
     def draw_ahead(self, logits, state: State, count: int, sampler, generator, end_id, read_last: bool):
         """Up to `count` plainly sampled tokens of a request's rows (a batch's at a temperature
-        above 0), drawn and read in one compiled call (the engine's `_run_ahead`): (ids: a list for
+        above 0), drawn and read in one compiled call (inference/ahead.py): (ids: a list for
         one row, (count, B) for a batch, logits (B, V), state), or None without the kernels."""
         return native.run_ahead(self.run_step(), logits, state, count, sampler, generator, end_id, read_last)
 

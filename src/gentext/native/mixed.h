@@ -110,7 +110,7 @@ static py::tuple run_mixed(const Net& net, const MixSpec& mix, at::Tensor logits
                            c10::optional<at::Tensor> c, const at::Tensor& keys, at::Tensor nexts, at::Tensor context,
                            int64_t count, double temperature, const c10::optional<at::Tensor>& suppress,
                            const py::object& generator_object, int64_t end_id, bool read_last, bool split) {
-  const Drawing how{temperature, suppress, generator_of(generator_object), end_id, read_last};
+  const Drawing how{temperature, suppress, Source(generator_object), end_id, read_last};
   auto read = [&](const at::Tensor& ids) { return mixed_step(net, mix, ids, h, c, keys, nexts, context, split); };
   std::vector<int64_t> lone;
   at::Tensor batch;

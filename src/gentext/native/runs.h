@@ -13,6 +13,7 @@
 #include <torch/csrc/Generator.h>
 #include <torch/csrc/utils/pybind.h>
 
+#include <utility>
 #include <vector>
 
 #include "draw.h"
@@ -38,18 +39,50 @@ static py::tuple with_state(const at::Tensor& h, const c10::optional<at::Tensor>
   return py::make_tuple(first..., h);
 }
 
-// torch.cat of torch.rand(counts[i], generator=generators[i]): requests drawing together, each from
-// its own generator, in one call instead of one Python call each.
-static at::Tensor uniforms(const py::list& generator_objects, const std::vector<int64_t>& counts) {
-  TORCH_CHECK(generator_objects.size() == counts.size(), "one count per generator");
+// Where a run's uniform numbers come from: a request's generator, or requests drawing together (a
+// tuple of their generators and each one's rows), each row's number from its own request's generator
+// in row order: torch.cat of torch.rand(counts[i], generator=generators[i]), as sampler.uniforms.
+struct Source {
   std::vector<at::Generator> generators;
-  for (const auto& item : generator_objects) {
-    generators.push_back(generator_of(py::reinterpret_borrow<py::object>(item)));
+  std::vector<int64_t> counts;  // rows per generator; empty: one generator for every row
+
+  Source(const py::list& generator_objects, std::vector<int64_t> rows) : counts(std::move(rows)) {
+    for (const auto& item : generator_objects) {
+      generators.push_back(generator_of(py::reinterpret_borrow<py::object>(item)));
+    }
+    TORCH_CHECK(generators.size() == counts.size() && !counts.empty(), "one count per generator");
   }
+
+  explicit Source(const py::object& object) {
+    if (!py::isinstance<py::tuple>(object)) {
+      generators.push_back(generator_of(object));
+      return;
+    }
+    auto pair = object.cast<py::tuple>();
+    *this = Source(pair[0].cast<py::list>(), pair[1].cast<std::vector<int64_t>>());
+  }
+
+  // One number for each of `rows` rows.
+  at::Tensor rows(int64_t rows) const {
+    if (counts.empty()) return at::rand({rows}, generators[0], at::kFloat);
+    std::vector<at::Tensor> parts;
+    int64_t total = 0;
+    for (size_t i = 0; i < counts.size(); ++i) {
+      parts.push_back(at::rand({counts[i]}, generators[i], at::kFloat));
+      total += counts[i];
+    }
+    TORCH_CHECK(total == rows, "the generators' rows are not the batch's");
+    return at::cat(parts);
+  }
+};
+
+// Requests drawing together for one token (sampler.uniforms), in one call instead of one Python call each.
+static at::Tensor uniforms(const py::list& generator_objects, const std::vector<int64_t>& counts) {
+  const Source source(generator_objects, counts);
   py::gil_scoped_release released;
-  std::vector<at::Tensor> parts;
-  for (size_t i = 0; i < counts.size(); ++i) parts.push_back(at::rand({counts[i]}, generators[i], at::kFloat));
-  return at::cat(parts);
+  int64_t total = 0;
+  for (auto n : counts) total += n;
+  return source.rows(total);
 }
 
 static int64_t plain_draw(const at::Tensor& logits, double temperature, const c10::optional<at::Tensor>& suppress,
@@ -61,7 +94,7 @@ static int64_t plain_draw(const at::Tensor& logits, double temperature, const c1
 struct Drawing {
   double temperature;
   const c10::optional<at::Tensor>& suppress;
-  at::Generator generator;
+  Source source;
   int64_t end_id;
   bool read_last;
 };
@@ -75,7 +108,7 @@ template <class Read>
 static std::vector<int64_t> draw_lone(const Drawing& how, at::Tensor& logits, int64_t count, Read&& read) {
   std::vector<int64_t> ids;
   for (int64_t i = 0; i < count; ++i) {
-    const int64_t id = draw_one(logits, how.temperature, how.suppress, how.generator);
+    const int64_t id = draw_one(logits, how.temperature, how.suppress, how.source.generators[0]);
     ids.push_back(id);
     if (id < 0 || id == how.end_id || (i == count - 1 && !how.read_last)) break;
     logits = read(id);
@@ -83,8 +116,9 @@ static std::vector<int64_t> draw_lone(const Drawing& how, at::Tensor& logits, in
   return ids;
 }
 
-// draw_lone for a batch of rows at a temperature above 0 (one request's samples): each token the
-// draw of sampler.py's many-row path (torch.rand(B) from the generator, then `draw_rows`), then
+// draw_lone for a batch of rows at a temperature above 0 (one request's samples, or requests under the
+// same plain settings drawing together): each token the draw of sampler.py's many-row path
+// (torch.rand(B) from the generator, or each request's rows from its own: `Source`; then `draw_rows`), then
 // `read(ids)` -> the next logits (B, V) (a row without an allowed token reads 0, as the engine feeds
 // it). Every row's end is its text's business, so it runs `count` tokens, or fewer once each row
 // has drawn the end id or none in this run. -> ids (count, B); `logits` the last.
@@ -96,7 +130,7 @@ static at::Tensor draw_batch(const Drawing& how, at::Tensor& logits, int64_t cou
   std::vector<bool> ended(rows, false);
   int64_t left = rows;
   for (int64_t i = 0; i < count; ++i) {
-    auto ids = draw_rows(logits, how.temperature, how.suppress, at::rand({rows}, how.generator, at::kFloat));
+    auto ids = draw_rows(logits, how.temperature, how.suppress, how.source.rows(rows));
     drawn.push_back(ids);
     const int64_t* id = ids.data_ptr<int64_t>();
     for (int64_t r = 0; r < rows; ++r) {
@@ -113,7 +147,7 @@ template <class Step>
 static py::tuple run_plain(const Step& step, at::Tensor logits, at::Tensor h, c10::optional<at::Tensor> c,
                            int64_t count, double temperature, const c10::optional<at::Tensor>& suppress,
                            const py::object& generator_object, int64_t end_id, bool read_last, bool split) {
-  const Drawing how{temperature, suppress, generator_of(generator_object), end_id, read_last};
+  const Drawing how{temperature, suppress, Source(generator_object), end_id, read_last};
   std::vector<int64_t> ids;
   {
     py::gil_scoped_release released;
@@ -142,7 +176,7 @@ template <class Step>
 static py::tuple run_rows(const Step& step, at::Tensor logits, at::Tensor h, c10::optional<at::Tensor> c,
                           int64_t count, double temperature, const c10::optional<at::Tensor>& suppress,
                           const py::object& generator_object, int64_t end_id, bool read_last, bool split) {
-  const Drawing how{temperature, suppress, generator_of(generator_object), end_id, read_last};
+  const Drawing how{temperature, suppress, Source(generator_object), end_id, read_last};
   at::Tensor ids;
   {
     py::gil_scoped_release released;
