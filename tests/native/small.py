@@ -48,10 +48,11 @@ def together(model: TextModel, requests: list[tuple[str, dict]], calls: list | N
         engine.submit(*model.request(prompt, **settings), collectors[-1])
     real = ahead.together
 
-    def counted(*args):
-        ran = real(*args)
+    def counted(model, cohort, advance):
+        jobs = len(cohort.jobs)  # before the run: jobs that end in it leave the cohort
+        ran = real(model, cohort, advance)
         if ran and calls is not None:
-            calls.append(len(args[1].jobs))
+            calls.append(jobs)
         return ran
 
     ahead.together = counted

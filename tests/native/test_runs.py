@@ -63,6 +63,7 @@ def test_a_requests_samples_drawn_ahead_in_compiled_runs_write_the_token_by_toke
         ("lines", dict(num_samples=20, max_new_tokens=3 * AHEAD, temperature=1.3)),
         ("stream", dict(num_samples=5, max_new_tokens=2 * AHEAD + 1, stop=["e"])),
         ("lines", dict(num_samples=4, max_new_tokens=2 * AHEAD, temperature=1.2, stop=[" a"])),
+        ("stream", dict(num_samples=2, max_new_tokens=AHEAD + 3, temperature=0)),  # greedy: nothing drawn
     ]
     counted = Counting(kernels, "run_rows")
     for fmt in ["fp32", "int8"]:
@@ -83,11 +84,11 @@ def test_a_requests_samples_drawn_ahead_in_compiled_runs_write_the_token_by_toke
 @pytest.mark.parametrize("kind", ["lstm", "mingru"])
 def test_requests_drawing_together_run_ahead_to_the_texts_each_gets_alone(kind, kernels):
     """Requests under the same plain settings in one batch take their tokens in compiled runs
-    together (`run_rows`, each row's numbers from its own request's generator): the texts of the
-    Python path's token-by-token steps, and each request's text alone."""
-    for fmt, mode in [("fp32", "stream"), ("int8", "lines")]:
+    together (`run_rows`, each row's numbers from its own request's generator; greedy ones draw
+    none): the texts of the Python path's token-by-token steps, and each request's text alone."""
+    for fmt, mode, temperature in [("fp32", "stream", 1.2), ("int8", "lines", 1.2), ("int8", "stream", 0)]:
         model = text_model(kind, fmt, mode)
-        requests = [(prompt, {**settings, "temperature": 1.2}) for prompt, settings in REQUESTS]
+        requests = [(prompt, {**settings, "temperature": temperature}) for prompt, settings in REQUESTS]
         python = together(model, requests)
         assert python == [model.generate(prompt, **settings) for prompt, settings in requests]
         calls = []
@@ -96,16 +97,18 @@ def test_requests_drawing_together_run_ahead_to_the_texts_each_gets_alone(kind, 
             assert together(model, requests, calls) == python, (fmt, mode)
         finally:
             native.use(None)
-        # every request but the one-token one (it ends at the first step); in lines most end early
-        assert calls and (mode == "lines" or max(calls) == len(requests) - 1)
+        assert max(calls) > 1  # requests ran ahead together
+        if (mode, temperature) == ("stream", 1.2):  # elsewhere some end within a few tokens
+            assert max(calls) == len(requests) - 1  # all but the one-token one, which ends at the first step
 
 
-@pytest.mark.parametrize("settings", [dict(temperature=0), dict(temperature=1.0, top_k=3)])
-def test_requests_that_choose_each_token_step_together_token_by_token(kernels, settings):
-    """Greedy or top-k requests (each token chosen in Python) never run ahead together; their texts
-    are still the Python path's."""
+@pytest.mark.parametrize("mixed", [False, True])
+def test_requests_that_choose_each_token_step_together_token_by_token(kernels, mixed):
+    """Requests whose tokens are chosen in Python (top-k), or whose plain settings differ, never
+    run ahead together; their texts are still the Python path's."""
     model = text_model("lstm", "fp32")
-    requests = [(prompt, {**extra, **settings}) for prompt, extra in REQUESTS[:3]]
+    settings = [dict(temperature=1.0, top_k=3)] * 3 if not mixed else [dict(temperature=t) for t in (0.9, 1.0, 0)]
+    requests = [(prompt, {**extra, **chosen}) for (prompt, extra), chosen in zip(REQUESTS[:3], settings, strict=True)]
     python, calls = together(model, requests), []
     native.use(kernels)
     try:

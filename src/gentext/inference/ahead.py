@@ -5,9 +5,10 @@ ids, the same events. Per token the Python between the calls cost about as much 
 compiled step, and a tenth of a 64-row one (benchmarks/RESULTS.md).
 
 - one request (`alone`): a lone row at any temperature, or a request's samples where they draw;
-- requests drawing together (`together`): every request of the cohort under the same plain
-  settings (`Sampler.key`), each row's numbers from its own request's generator, as the token-by-token
-  group draw takes them (`cohort._draw_group`), for as many tokens as the nearest to its end may take.
+- requests together (`together`): every request of the cohort under the same plain settings
+  (`Sampler.plain_key`), each row's numbers from its own request's generator, as the token-by-token
+  group draw takes them (`cohort._draw_group`; greedy ones draw none), for as many tokens as the
+  request nearest its end may take.
 """
 
 from __future__ import annotations
@@ -38,23 +39,23 @@ def alone(model, cohort, job: Job, advance) -> bool:
 
 
 def together(model, cohort, advance) -> bool:
-    """Every request of the cohort drawing together under the same plain settings (at a temperature:
-    a greedy batch stays token by token): False where one cannot, the model has no compiled run, or
+    """Every request of the cohort under the same plain settings (`Sampler.plain_key`: drawing, or
+    greedy) in one run: False where one cannot, the model has no compiled run, or
     a request was just admitted (its first token comes from one step, so that joining a busy batch
     does not hold it back by a whole run). Jobs that end within the run leave the cohort after it;
     each row's numbers are its own."""
-    jobs, run = cohort.jobs, getattr(model, "draw_ahead", None)
-    key = jobs[0].sampler.key
-    if run is None or key is None or not float32_uniforms():  # the kernels draw float32 numbers
-        return False
-    if any(job.origin is not None or job.sampler.key != key or job.steps == 0 for job in jobs):
+    jobs, run, sampler = cohort.jobs, getattr(model, "draw_ahead", None), cohort.jobs[0].sampler
+    key = sampler.plain_key
+    if run is None or key is None or (sampler.temperature != 0 and not float32_uniforms()):
+        return False  # (the kernels draw float32 numbers)
+    if any(job.origin is not None or job.sampler.plain_key != key or job.steps == 0 for job in jobs):
         return False  # a request just admitted gets its first token from one step, not a run's end
     count = min(job.ahead() for job in jobs)
     if count < 2:
         return False
     more = any(count < job.config.max_new_tokens - job.steps for job in jobs)
     source = ([job.generator for job in jobs], [job.rows for job in jobs])
-    ran = run(cohort.logits, cohort.state, count, jobs[0].sampler, source, jobs[0].end_id, more)
+    ran = run(cohort.logits, cohort.state, count, sampler, source, jobs[0].end_id, more)
     if ran is None:
         return False
     ids, logits, state = ran

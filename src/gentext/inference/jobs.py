@@ -114,12 +114,11 @@ class SampleJob(Job):
 
     def ahead(self) -> int:
         """Rows under plain settings, whose tokens nothing but their text reads (no history, no
-        log-probabilities), may take up to AHEAD at once: one row at any temperature, a batch of
-        them where it draws (a batch's greedy choice stays token by token) from float32 numbers
-        (`float32_uniforms`)."""
+        log-probabilities), may take up to AHEAD at once: one row, or a batch of them greedy or
+        drawing from float32 numbers (`float32_uniforms`: what the kernels draw)."""
         sampler = self.sampler
-        drawn = sampler.temperature != 0 and float32_uniforms()
-        if not sampler.plain or self.config.logprobs is not None or (self.rows != 1 and not drawn):
+        batched = sampler.temperature == 0 or float32_uniforms()
+        if not sampler.plain or self.config.logprobs is not None or (self.rows != 1 and not batched):
             return 0
         return min(AHEAD, self.config.max_new_tokens - self.steps)
 

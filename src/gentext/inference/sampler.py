@@ -117,6 +117,8 @@ class Sampler:
         # requests whose transforms are the same and read no history share one transform per step
         settings = (config.temperature, config.top_k, config.top_p, config.min_p, tuple(suppress or ()))
         self.key = None if self.uses_history or self.temperature == 0 else settings
+        # requests under the same plain settings, greedy ones too, may run ahead together (ahead.py)
+        self.plain_key = settings if self.plain else None
 
     def history(self, prompt_ids: list[int], rows: int, device) -> History | None:
         """What this request's processors look back on (None when none does)."""

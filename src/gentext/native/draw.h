@@ -12,6 +12,7 @@
 #include <ATen/ops/isfinite.h>
 #include <ATen/ops/rand.h>
 #include <ATen/ops/softmax.h>
+#include <ATen/ops/where.h>
 
 #include <algorithm>
 #include <cmath>
@@ -94,4 +95,12 @@ static at::Tensor draw_rows(const at::Tensor& logits, double temperature, const 
   int64_t* out = ids.data_ptr<int64_t>();
   for (int64_t r = 0; r < rows; ++r) out[r] = draw_row(q + r * vocab, vocab, u[r], cdf.data());
   return ids;
+}
+
+// Rows (B, V) under plain settings at temperature 0 as sampler.py's many-row greedy rule picks them
+// (`greedy` of the suppressed float32 logits): each row's first largest logit, -1 for a row without a
+// finite one. Nothing is drawn from a generator.
+static at::Tensor greedy_rows(const at::Tensor& logits, const c10::optional<at::Tensor>& suppress) {
+  auto plain = plain_logits(logits, suppress);
+  return at::where(at::isfinite(plain).any(-1), plain.argmax(-1), -1);
 }

@@ -116,21 +116,21 @@ static std::vector<int64_t> draw_lone(const Drawing& how, at::Tensor& logits, in
   return ids;
 }
 
-// draw_lone for a batch of rows at a temperature above 0 (one request's samples, or requests under the
-// same plain settings drawing together): each token the draw of sampler.py's many-row path
-// (torch.rand(B) from the generator, or each request's rows from its own: `Source`; then `draw_rows`), then
+// draw_lone for a batch of rows (one request's samples, or requests under the same plain settings
+// together): each token the choice of sampler.py's many-row path (at a temperature, torch.rand(B) from
+// the generator, or each request's rows from its own: `Source`, then `draw_rows`; at 0 `greedy_rows`), then
 // `read(ids)` -> the next logits (B, V) (a row without an allowed token reads 0, as the engine feeds
 // it). Every row's end is its text's business, so it runs `count` tokens, or fewer once each row
 // has drawn the end id or none in this run. -> ids (count, B); `logits` the last.
 template <class Read>
 static at::Tensor draw_batch(const Drawing& how, at::Tensor& logits, int64_t count, Read&& read) {
-  TORCH_CHECK(how.temperature > 0, "a batch runs ahead where it draws: a temperature above 0");
   std::vector<at::Tensor> drawn;
   const int64_t rows = logits.size(0);
   std::vector<bool> ended(rows, false);
   int64_t left = rows;
   for (int64_t i = 0; i < count; ++i) {
-    auto ids = draw_rows(logits, how.temperature, how.suppress, how.source.rows(rows));
+    auto ids = how.temperature == 0 ? greedy_rows(logits, how.suppress)
+                                    : draw_rows(logits, how.temperature, how.suppress, how.source.rows(rows));
     drawn.push_back(ids);
     const int64_t* id = ids.data_ptr<int64_t>();
     for (int64_t r = 0; r < rows; ++r) {
