@@ -2,6 +2,7 @@
 
 import torch
 
+from gentext import native
 from gentext.conditions import Condition
 from gentext.config import CorpusConfig, ModelConfig
 from gentext.data.tokenizers import CharTokenizer
@@ -62,3 +63,14 @@ def together(model: TextModel, requests: list[tuple[str, dict]], calls: list | N
     finally:
         ahead.together = real
     return [collector.texts(prompt) for (prompt, _), collector in zip(requests, collectors, strict=True)]
+
+
+def together_both(model: TextModel, requests: list[tuple[str, dict]], kernels) -> tuple[list, list, list]:
+    """`together` on the Python path and with the kernels: (its texts, the kernels' texts, the
+    kernels' runs together, as `calls`)."""
+    python, calls = together(model, requests), []
+    native.use(kernels)
+    try:
+        return python, together(model, requests, calls), calls
+    finally:
+        native.use(None)

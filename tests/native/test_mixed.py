@@ -21,7 +21,7 @@ from gentext.models.mixture import MixtureModel
 from gentext.models.priming import reading_samples
 from gentext.runconfig import RunConfig
 from tests.native.counting import Counting
-from tests.native.small import network, together
+from tests.native.small import network, together_both
 from tests.native.test_runs import REQUESTS
 
 CHARS = ["\n", *(chr(97 + i) for i in range(26)), " ", ".", ","]
@@ -159,10 +159,6 @@ def test_mixed_requests_drawing_together_run_ahead_to_the_python_paths_texts(cac
     length: a cache's window grows with the text, so rows share a cohort where their prompts did."""
     model = mixed_model("lstm", "int8", cache, "stream")
     requests = [(f"the cat sat on the mat. {p[:1] or ' '}", {**s, "temperature": 0.9}) for p, s in REQUESTS]
-    python, calls = together(model, requests), []
-    native.use(kernels)
-    try:
-        assert together(model, requests, calls) == python
-    finally:
-        native.use(None)
+    python, compiled, calls = together_both(model, requests, kernels)
+    assert compiled == python
     assert max(calls) > 1  # requests ran ahead together (here two end at the first token)

@@ -6,7 +6,7 @@ import pytest
 from gentext import native
 from gentext.inference.jobs import AHEAD
 from tests.native.counting import Counting
-from tests.native.small import text_model, together
+from tests.native.small import text_model, together_both
 
 # requests under one temperature that end at different tokens (lengths, a stop string, a document's
 # end in "lines" mode), one with several samples
@@ -89,14 +89,9 @@ def test_requests_drawing_together_run_ahead_to_the_texts_each_gets_alone(kind, 
     for fmt, mode, temperature in [("fp32", "stream", 1.2), ("int8", "lines", 1.2), ("int8", "stream", 0)]:
         model = text_model(kind, fmt, mode)
         requests = [(prompt, {**settings, "temperature": temperature}) for prompt, settings in REQUESTS]
-        python = together(model, requests)
+        python, compiled, calls = together_both(model, requests, kernels)
         assert python == [model.generate(prompt, **settings) for prompt, settings in requests]
-        calls = []
-        native.use(kernels)
-        try:
-            assert together(model, requests, calls) == python, (fmt, mode)
-        finally:
-            native.use(None)
+        assert compiled == python, (fmt, mode, temperature)
         assert max(calls) > 1  # requests ran ahead together
         if (mode, temperature) == ("stream", 1.2):  # elsewhere some end within a few tokens
             assert max(calls) == len(requests) - 1  # all but the one-token one, which ends at the first step
@@ -109,10 +104,5 @@ def test_requests_that_choose_each_token_step_together_token_by_token(kernels, m
     model = text_model("lstm", "fp32")
     settings = [dict(temperature=1.0, top_k=3)] * 3 if not mixed else [dict(temperature=t) for t in (0.9, 1.0, 0)]
     requests = [(prompt, {**extra, **chosen}) for (prompt, extra), chosen in zip(REQUESTS[:3], settings, strict=True)]
-    python, calls = together(model, requests), []
-    native.use(kernels)
-    try:
-        assert together(model, requests, calls) == python
-    finally:
-        native.use(None)
-    assert calls == []
+    python, compiled, calls = together_both(model, requests, kernels)
+    assert compiled == python and calls == []
