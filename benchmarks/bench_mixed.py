@@ -8,11 +8,12 @@ with `network_only` (what `--no-mix` generates): the plain recurrent step, the f
 run has. Both generate the same tokens a stream from the same prompt, in rounds that alternate
 them, the best round of each kept (a shared machine's speed drifts within a minute).
 
-    python benchmarks/bench_mixed.py RUN [--tokens 1000] [--streams 16] [--rounds 3] [--top-p 0.9]
+    python benchmarks/bench_mixed.py RUN [--tokens 1000] [--streams 16] [--rounds 3] [--top-p 0.9] [--prompt TEXT]
     python benchmarks/bench_mixed.py --tiny      # trains a tiny run first (a smoke test)
 
 `--top-p` samples under a setting chosen in Python, whose tokens do not run ahead (each is read in
-one call of the mixed step instead).
+one call of the mixed step instead). `--prompt` ["The "]: a gated cache is heard only where it holds
+half a window of given text, so a short prompt's samples never read the window; a long one's do.
 """
 
 from __future__ import annotations
@@ -37,9 +38,8 @@ def speeds(run: Path, args) -> dict[str, dict[int, float]]:
         for streams in (1, args.streams):
             for name, model in models.items():
                 start = time.perf_counter()
-                model.generate(
-                    "The ", max_new_tokens=args.tokens, temperature=1.0, top_p=args.top_p, seed=1, num_samples=streams
-                )
+                settings = dict(max_new_tokens=args.tokens, temperature=1.0, top_p=args.top_p, seed=1)
+                model.generate(args.prompt, num_samples=streams, **settings)
                 best[name][streams] = min(best[name][streams], time.perf_counter() - start)
     return {name: {n: n * args.tokens / s for n, s in row.items()} for name, row in best.items()}
 
@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (1: off, the tokens run ahead)")
+    parser.add_argument("--prompt", default="The ", help="what every stream continues (a long one fills the cache)")
     parser.add_argument("--tiny", action="store_true", help="train a tiny run and generate a little (smoke test)")
     args = parser.parse_args()
     if args.tiny:
@@ -69,7 +70,8 @@ def main() -> None:
         table = speeds(run, args)
     kinds = ", ".join(k for k in ("cache", "mixture") if parts.get(k))
     top_p = "" if args.top_p == 1.0 else f", top-p {args.top_p:g}"
-    print(f"{run}: {parts['model']['kind']} + {kinds or 'nothing mixed'}; {args.tokens} tokens a stream, T=1{top_p}; "
+    print(f"{run}: {parts['model']['kind']} + {kinds or 'nothing mixed'}; {args.tokens} tokens a stream, T=1{top_p}, "
+          f"from a prompt of {len(args.prompt):,} characters; "
           f"per-token kernels: {'compiled' if native.kernels() is not None else 'Python'}")  # fmt: skip
     alone = table["network alone"]
     print(f"| loaded | 1 stream tokens/s | vs alone | {args.streams} streams tokens/s | vs alone |")

@@ -90,11 +90,14 @@ def test_cache_samples_benchmark_samples_the_run_beside_its_copy_without_the_cac
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flags", [[], ["--top-p", "0.9"]])  # tokens drawn ahead; read one call a token
+@pytest.mark.parametrize(  # tokens drawn ahead; read one call a token; after a prompt the cache is heard in
+    "flags", [[], ["--top-p", "0.9"], ["--prompt", "The cat sat. " * 20]]
+)
 def test_mixed_benchmark_generates_the_run_as_sampled_beside_its_network_alone(flags):
     out, rows = run_script("bench_mixed.py", "--tiny", *flags)
     assert "+ cache, mixture;" in out  # the tiny run has both parts, so the first row runs them
-    assert ("top-p 0.9;" in out) == bool(flags)
+    assert ("top-p 0.9," in out) == ("--top-p" in flags)
+    assert f"from a prompt of {len(flags[1]) if '--prompt' in flags else 4} characters" in out
     assert [r.split("|")[1].strip() for r in rows] == ["as sampled", "network alone"]
     for r in rows:
         one, many = (float(r.split("|")[i].strip().replace(",", "")) for i in (2, 4))
