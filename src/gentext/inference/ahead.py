@@ -4,7 +4,7 @@ without Python between them, then decoded and sent one by one as the engine's st
 ids, the same events. Per token the Python between the calls cost about as much as one row's
 compiled step, and a tenth of a 64-row one (benchmarks/RESULTS.md).
 
-- one request (`alone`): a lone row at any temperature, or a request's samples where they draw;
+- one request (`alone`): a lone row, or a request's samples (greedy, or drawing float32 numbers);
 - requests together (`together`): every request of the cohort under the same plain settings
   (`Sampler.plain_key`), each row's numbers from its own request's generator, as the token-by-token
   group draw takes them (`cohort._draw_group`; greedy ones draw none), for as many tokens as the
@@ -40,9 +40,9 @@ def alone(model, cohort, job: Job, advance) -> bool:
 
 def together(model, cohort, advance) -> bool:
     """Every request of the cohort under the same plain settings (`Sampler.plain_key`: drawing, or
-    greedy) in one run: False where one cannot, the model has no compiled run, or
-    a request was just admitted (its first token comes from one step, so that joining a busy batch
-    does not hold it back by a whole run). Jobs that end within the run leave the cohort after it;
+    greedy) in one run: False where one cannot, the model has no compiled run, or a request was
+    just admitted (its first token comes from one step, so that joining a busy batch does not hold
+    it back by a whole run). Jobs that end within the run leave the cohort after it;
     each row's numbers are its own."""
     jobs, run, sampler = cohort.jobs, getattr(model, "draw_ahead", None), cohort.jobs[0].sampler
     key = sampler.plain_key

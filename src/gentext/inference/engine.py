@@ -9,10 +9,10 @@
                tokens (requests with the same plain settings share one transform), decodes and
                sends its text, says which rows go on; one network call advances the cohort
                (reading the drawn tokens as samples: models/priming.py). A cohort of one request
-               under plain settings, or of requests drawing together under the same ones, on a
-               model with a compiled run (`draw_ahead`: the recurrent kinds and minGRU; a batch
-               where it draws) takes up to AHEAD tokens per call, drawn and read without Python
-               between them, then decoded one by one: the same ids, the same events (ahead.py)
+               under plain settings, or of requests together under the same ones, on a model
+               with a compiled run (`draw_ahead`: the recurrent kinds and minGRU, with their cache
+               and chain) takes up to AHEAD tokens per call, drawn and read without Python between
+               them, then decoded one by one: the same ids, the same events (ahead.py)
 
 Rows live in *cohorts*, rows whose states have the same shape (`Cohort.fits`): a recurrent state's
 shape never changes, so RNN and Markov jobs all share one cohort; a KV cache (Transformer,

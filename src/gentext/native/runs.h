@@ -62,16 +62,16 @@ struct Source {
     *this = Source(pair[0].cast<py::list>(), pair[1].cast<std::vector<int64_t>>());
   }
 
-  // One number for each of `rows` rows.
-  at::Tensor rows(int64_t rows) const {
-    if (counts.empty()) return at::rand({rows}, generators[0], at::kFloat);
+  // One number for each of `batch` rows.
+  at::Tensor rows(int64_t batch) const {
+    if (counts.empty()) return at::rand({batch}, generators[0], at::kFloat);
     std::vector<at::Tensor> parts;
     int64_t total = 0;
     for (size_t i = 0; i < counts.size(); ++i) {
       parts.push_back(at::rand({counts[i]}, generators[i], at::kFloat));
       total += counts[i];
     }
-    TORCH_CHECK(total == rows, "the generators' rows are not the batch's");
+    TORCH_CHECK(total == batch, "the generators' rows are not the batch's");
     return at::cat(parts);
   }
 };
