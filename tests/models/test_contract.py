@@ -164,6 +164,25 @@ def test_the_state_survives_named_tensors_shards_and_a_join(model):
     assert all(not t.requires_grad for t in state.detach().tensors.values())
 
 
+def test_rows_selected_continue_as_in_the_batch_and_leave_its_state_as_it_was(model):
+    """A served batch drops finished rows with `select`: outside autograd consecutive rows of a
+    batch-first tensor are a view, other rows a copy; either way they continue as they would in the
+    whole batch, and the state they came from is left as it was."""
+    x, more = ids(), ids(seed=2)
+    with torch.inference_mode():
+        _, state = model(x, cold(model, 3))
+        before = {k: v.clone() for k, v in state.tensors.items()}
+        whole, _ = model(more, state)
+        for rows in (torch.tensor([1, 2]), torch.tensor([2, 0]), torch.tensor([0])):
+            out, _ = model(more[rows], state.select(rows))
+            assert close(out, whole[rows]), rows
+        picked = state.select(torch.tensor([1, 2]))
+    for k, dim in state.batch_dims.items():
+        shared = picked.tensors[k].untyped_storage().data_ptr() == state.tensors[k].untyped_storage().data_ptr()
+        assert shared == (dim == 0), k  # a view where the rows lead, else a copy
+        assert torch.equal(state.tensors[k], before[k]), k
+
+
 def test_rows_of_different_conditions_joined_continue_as_each_alone():
     """Sources of different lengths share one batch (continuous batching): the ragged source
     dimension is padded and masked, so each row's next logits are what it gets alone."""

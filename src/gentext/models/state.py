@@ -49,8 +49,17 @@ class State:
         return self._with(lambda t, _dim: fn(t))
 
     def select(self, rows: torch.Tensor) -> State:
-        """The given rows (B',) in that order; a row may repeat (samples, beams)."""
-        return self._with(lambda t, dim: t.index_select(dim, rows.to(t.device)))
+        """The given rows (B',) in that order; a row may repeat (samples, beams). Outside autograd, a
+        run of consecutive rows of a batch-first tensor is a view, not a copy (a served batch whose
+        oldest requests ended keeps the rest: a cached model's windows are most of its state); a state
+        is never written in place (models/room.py copies a view before appending to it)."""
+        start = _consecutive(rows) if not torch.is_grad_enabled() else None
+        if start is None:
+            return self._with(lambda t, dim: t.index_select(dim, rows.to(t.device)))
+        count = rows.shape[0]
+        return self._with(
+            lambda t, dim: t.narrow(0, start, count) if dim == 0 else t.index_select(dim, rows.to(t.device))
+        )
 
     def narrow(self, start: int, length: int) -> State:
         """Rows start .. start+length-1 (a data-parallel process's share)."""
@@ -97,6 +106,14 @@ class State:
                 parts = [_pad(t, pad, longest) for t in parts]
             joined[name] = torch.cat(parts, dim=dim)
         return State(joined, first.batch_dims, first.pad_dims)
+
+
+def _consecutive(rows: torch.Tensor) -> int | None:
+    """The first of `rows` where they are consecutive and rising (a run to narrow to), else None."""
+    if rows.dim() != 1 or rows.numel() == 0 or rows.dtype not in (torch.long, torch.int):
+        return None
+    start = int(rows[0])
+    return start if int(rows[-1]) - start == rows.numel() - 1 and bool((rows.diff() == 1).all()) else None
 
 
 def _pad(t: torch.Tensor, dim: int, length: int) -> torch.Tensor:
