@@ -225,9 +225,9 @@ class MinGRULanguageModel(StepOps, nn.Module):
         return ops["native"]
 
     def draw_ahead(self, logits, state: State, count: int, sampler, generator, end_id, read_last: bool):
-        """Up to `count` plainly sampled tokens of a request's rows (a batch's at a temperature
-        above 0), drawn and read in one compiled call (inference/ahead.py): (ids: a list for
-        one row, (count, B) for a batch, logits (B, V), state), or None without the kernels."""
+        """Up to `count` plainly sampled (or greedy) tokens of a request's rows, drawn and read in
+        one compiled call (inference/ahead.py): (ids: a list for one row, (count, B) for a batch,
+        logits (B, V), state), or None without the kernels."""
         return native.run_ahead(self.run_step(), logits, state, count, sampler, generator, end_id, read_last)
 
     def run_step(self):

@@ -89,9 +89,9 @@ class MixtureModel(nn.Module):
         return mixed, nested({"net": net_state, "chain": chain_state.map(lambda t: t.to(ids.device))})
 
     def draw_ahead(self, logits, state: State, count: int, sampler, generator, end_id, read_last: bool):
-        """Up to `count` plainly sampled tokens of a request's rows (a batch's at a temperature above
-        0), drawn and read in one compiled call (models/mixedrun.py: the network's step, its cache,
-        the chain's row and the mixing, as `forward` makes them) -> (ids: a list for one row,
+        """Up to `count` plainly sampled (or greedy) tokens of a request's rows, drawn and read in one
+        compiled call (models/mixedrun.py: the network's step, its cache, the chain's row and the
+        mixing, as `forward` makes them) -> (ids: a list for one row,
         (count, B) for a batch, logits (B, V), state); None where that call is not here (a label's
         chains, no kernels): the engine then steps token by token, to the same ids."""
         return mixedrun.draw_ahead(self, logits, state, count, sampler, generator, end_id, read_last)
