@@ -13,9 +13,9 @@ from gentext.settings import new_configs
 from gentext.training.defaults import (
     AUTO_MINGRU_PASSES,
     LEARNING_RATE,
+    LSTM_LEARNING_RATE,
     WEIGHT_DECAY,
     WIDE,
-    WIDE_LEARNING_RATE,
     auto_dropout,
     auto_kind,
     auto_learning_rate,
@@ -141,10 +141,10 @@ def test_a_learning_rate_given_is_kept_where_the_width_is_chosen():
     assert model.hidden_size is None and train.learning_rate == 1e-3
 
 
-def test_the_wide_lstm_chosen_on_a_time_limit_gets_the_higher_learning_rate():
-    wide, narrow = (ModelConfig(kind="lstm", vocab_size=65, hidden_size=h) for h in (WIDE, DEFAULT_WIDTH))
-    assert auto_learning_rate(wide) == WIDE_LEARNING_RATE > LEARNING_RATE
-    assert auto_learning_rate(narrow) == LEARNING_RATE  # read many times: not measured at another rate
+def test_an_lstm_of_a_measured_width_on_a_time_limit_gets_the_higher_learning_rate():
+    wide, narrow, other = (ModelConfig(kind="lstm", vocab_size=65, hidden_size=h) for h in (WIDE, DEFAULT_WIDTH, 384))
+    assert auto_learning_rate(wide) == auto_learning_rate(narrow) == LSTM_LEARNING_RATE > LEARNING_RATE
+    assert auto_learning_rate(other) == LEARNING_RATE  # a width not measured at another rate
     assert auto_learning_rate(ModelConfig(kind="mingru", vocab_size=65, hidden_size=DEFAULT_WIDTH)) == LEARNING_RATE
 
 
