@@ -6,8 +6,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "gentext"
 # Lower layers never import higher ones (DESIGN.md, "Data flows one way").
 LAYERS = [
-    {"errors", "config", "flagtext", "keywords", "useconfig", "runconfig", "hardware", "threads", "paths", "native"}
-    | {"presets"},
+    {"errors", "fields", "config", "flagtext", "keywords", "useconfig", "runconfig", "hardware", "threads"}
+    | {"paths", "native", "presets"},
     {"data"},
     {"models"},
     {"checkpoint", "claim"},

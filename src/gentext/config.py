@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from gentext.errors import GentextError
+from gentext.fields import check, one_of, opt
 from gentext.flagtext import parse_cutoffs, parse_duration
 
 FORMAT_VERSION = 1
@@ -30,30 +30,6 @@ MAX_HIDDEN = 16_384
 DEFAULT_WIDTH = 256  # --hidden-size where it is not chosen from the text (training/defaults.auto_width)
 BYTES = 256  # byte-level BPE's first tokens: one per byte value
 MAX_LAYERS = 64
-
-
-def opt(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | None = None, parse=None, factory=None):
-    """A config field that is also an option: `help` becomes the flag's help, `flag` its name
-    (default --field-name), `parse` turns the flag's text into the value (default: the field's type)."""
-    metadata = {"help": help, "flag": flag, "parse": parse}
-    if factory is not None:
-        return field(default_factory=factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
-def flag_of(cls: type, name: str) -> str:
-    """The command-line flag of an option field."""
-    field = next(f for f in dataclasses.fields(cls) if f.name == name)
-    return field.metadata.get("flag") or "--" + name.replace("_", "-")
-
-
-def check(condition: bool, message: str) -> None:
-    if not condition:
-        raise GentextError(message)
-
-
-def one_of(value: Any, choices: tuple, flag: str) -> None:
-    check(value in choices, f"{flag} must be one of {', '.join(map(str, choices))}, got {value!r}")
 
 
 @dataclass
@@ -182,7 +158,7 @@ class ModelConfig:
 class TrainConfig:
     """The optimisation. Training stops at the first of steps, epochs and time_limit that is set."""
 
-    SAVED_BEFORE: ClassVar[dict] = {"weight_average": 0.0}  # what a saved config without the key meant
+    SAVED_BEFORE: ClassVar[dict] = {"weight_average": 0.0, "distill": 0.0}  # what a saved config without the key meant
 
     batch_size: int = opt(16, "parallel streams (the global batch under torchrun)")
     seq_len: int = opt(64, "BPTT window, in tokens")
@@ -199,6 +175,12 @@ class TrainConfig:
         "validate and keep a moving average of the weights with this decay per step (0: off; not given: 0.999 "
         "for a character LSTM on a time limit, else 0)",
         flag="--ema",
+    )
+    distill: float | None = opt(
+        None,
+        "weight of a Kneser-Ney chain's predictions in each training target, each part of the text taught by a "
+        "chain fitted on the others (0: off; not given: 0.5 for a char LSTM on a time limit that reads a small "
+        "text many times, else 0; training/distill.py)",
     )
     optimizer: str = opt("adamw", "adamw, or sgd (plain SGD: use a high --lr such as 20 and --grad-clip 0.25)")
     grad_clip: float = opt(1.0, "max global gradient norm; 0 disables")
@@ -255,6 +237,7 @@ class TrainConfig:
         )
         average = self.weight_average
         check(average is None or 0.0 <= average < 1.0, f"--ema must be in [0, 1), got {average}")
+        check(self.distill is None or 0.0 <= self.distill < 1.0, f"--distill must be in [0, 1), got {self.distill}")
         check(self.optimizer in OPTIMIZERS, f"--optimizer must be adamw or sgd, got {self.optimizer!r}")
         check(self.grad_clip >= 0, f"--grad-clip must be >= 0, got {self.grad_clip}")
         check(self.steps is None or self.steps > 0, f"--steps must be positive, got {self.steps}")
@@ -279,21 +262,3 @@ class TrainConfig:
         if self.steps is None and self.epochs is None and self.time_limit is None:
             return dataclasses.replace(self, steps=2000)
         return self
-
-
-def to_dict(obj: Any) -> dict[str, Any]:
-    return dataclasses.asdict(obj)
-
-
-def from_dict(cls: type, data: dict[str, Any], what: str) -> Any:
-    """Build a config dataclass from JSON, refusing unknown keys with a clear message."""
-    if not isinstance(data, dict):
-        raise GentextError(f"{what}: expected a JSON object, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise GentextError(f"{what}: unknown keys {unknown} (written by a newer gentext?)")
-    try:
-        return cls(**{**getattr(cls, "SAVED_BEFORE", {}), **data})  # a key added later: what its absence meant
-    except TypeError as exc:
-        raise GentextError(f"{what}: {exc}") from None

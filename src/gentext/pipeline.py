@@ -19,10 +19,10 @@ from gentext.data.tokencache import TokenData
 from gentext.errors import GentextError
 from gentext.hardware import resolve_device, resolve_precision
 from gentext.inference.textmodel import TextModel
-from gentext.models import build_model, fitted_by_counting
+from gentext.models import build_model, check_kind, fitted_by_counting
 from gentext.models.scoring import evaluate
 from gentext.runconfig import RunConfig, TrainSummary
-from gentext.training import distributed, finetune, mixing, trainer
+from gentext.training import distill, distributed, finetune, mixing, trainer
 from gentext.training.feeds import FINAL_EVAL_TOKENS
 from gentext.training.records import tensorboard_writer
 
@@ -40,6 +40,9 @@ def run(
     if train_cfg.tensorboard:
         tensorboard_writer()  # ... and so does a missing package
     tok, data, config = condition.prepare(corpus_cfg, tok_cfg, model_cfg, train_cfg, tok, progress, origin)
+    if train_cfg.distill:  # before anything is written
+        teachable = condition.teachable and not fitted_by_counting(check_kind(model_cfg.kind))
+        distill.check(teachable, len(data.train) if teachable else 0, tok.vocab_size)
     torch.manual_seed(train_cfg.seed)
     net = build_model(model_cfg)
     added = finetune.init_weights(net, origin) if origin is not None else 0
@@ -69,7 +72,7 @@ def fit(net, tok, data, condition: Condition, train_cfg, out: Path, device, call
     (training/feeds.py: windows of a stream, source/target pairs, or captioned pictures)."""
     if fitted_by_counting(net):  # counted, not trained by gradient steps
         return fit_by_counting(net, data.train, data.val, out, distributed.from_env().is_main)
-    make_feed = condition.feed(tok, data, train_cfg)
+    make_feed = condition.feed(tok, data, train_cfg, progress)
     return trainer.train(net, make_feed, train_cfg, out, device, callback, progress, resume)
 
 

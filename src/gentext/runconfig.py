@@ -14,8 +14,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from gentext.config import FORMAT_VERSION, CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig, from_dict, to_dict
+from gentext.config import FORMAT_VERSION, CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig
 from gentext.errors import GentextError
+from gentext.fields import from_dict, to_dict
 
 
 @dataclass(frozen=True)

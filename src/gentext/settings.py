@@ -12,9 +12,10 @@ from typing import Any
 
 from gentext import checkpoint, keywords
 from gentext.conditions import condition_class, condition_for
-from gentext.config import DEFAULT_WIDTH, CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig, flag_of
+from gentext.config import DEFAULT_WIDTH, CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig
 from gentext.data.tokenizers import tokenizer_from_json
 from gentext.errors import GentextError
+from gentext.fields import flag_of
 from gentext.models import REGISTRY
 from gentext.runconfig import RunConfig
 from gentext.training import distributed, finetune
@@ -105,6 +106,8 @@ def new_configs(paths, corpus, tokenizer, model, train, overrides):
         train_cfg.weight_average = auto_weight_average(measured and train is None)
     if train_cfg.cache_window is None:
         train_cfg.cache_window = auto_cache_window(measured and train is None)
+    if train_cfg.distill is None and not (measured and train is None):  # else chosen when the text is read
+        train_cfg.distill = 0.0
     if train is None and "seq_len" not in routed[TrainConfig]:
         train_cfg.seq_len = _default_window(model_cfg, train_cfg.seq_len)
     return corpus_cfg, tok_cfg, model_cfg, train_cfg, origin

@@ -11,8 +11,9 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from gentext.config import DEVICES, check, flag_of, one_of, opt
+from gentext.config import DEVICES
 from gentext.errors import GentextError
+from gentext.fields import check, flag_of, one_of, opt
 
 WEIGHT_FORMATS = ("auto", "fp32", "bf16", "fp16", "int8")
 SAMPLE_CAPS = {  # upper bounds of SampleConfig's integer and scale fields

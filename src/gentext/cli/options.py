@@ -13,8 +13,8 @@ import types
 import typing
 from typing import Any
 
-from gentext.config import flag_of
 from gentext.errors import GentextError
+from gentext.fields import flag_of
 
 
 def _options(cls: type) -> list[dataclasses.Field]:

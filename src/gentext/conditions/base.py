@@ -14,13 +14,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from gentext.config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig, check
+from gentext.config import CorpusConfig, ModelConfig, TokenizerConfig, TrainConfig
 from gentext.data.corpus import Shaping, read_text
 from gentext.data.dataset import BPTTBatches
 from gentext.errors import GentextError
+from gentext.fields import check
 from gentext.inference.jobs import Prompt
 from gentext.models import check_kind, fitted_by_counting
 from gentext.runconfig import RunConfig
+from gentext.training import distill
 from gentext.training.defaults import auto_weight_decay
 from gentext.training.feeds import WindowFeed
 from gentext.training.mixing import Mixing
@@ -44,6 +46,7 @@ class Condition(Shaping):
     headline: ClassVar[tuple[str, ...]] = ()  # `compare`: this condition's own columns (text figures: none)
     length_penalty: ClassVar[float] = 1.0  # beams' default (a source or picture sets the length: 0)
     marks_documents: ClassVar[bool] = False  # a token read once a document (a label's mark, a source's end)
+    teachable: ClassVar[bool] = True  # its feed reads one token stream, which a chain can teach (--distill)
 
     def __init__(self, run: RunConfig | None = None):
         """`run`: a saved run's record, for what the condition kept there (labels, sizes)."""
@@ -74,9 +77,11 @@ class Condition(Shaping):
     def check_trainable(self, tok, data, train_cfg: TrainConfig) -> None:
         BPTTBatches(data.train, train_cfg.batch_size, train_cfg.seq_len)  # a too-short corpus fails here
 
-    def feed(self, tok, data, train_cfg: TrainConfig) -> Callable[[range], Any]:
-        """The training loop's feed maker (rows -> feed; training/feeds.py)."""
-        return lambda rows: WindowFeed(data.train, data.val, train_cfg, rows, data.key)
+    def feed(self, tok, data, train_cfg: TrainConfig, progress: bool = False) -> Callable[[range], Any]:
+        """The training loop's feed maker (rows -> feed; training/feeds.py), with a teacher chain's
+        predictions where --distill asks for them (training/distill.py)."""
+        teacher = distill.teacher(data.train, tok.vocab_size, progress) if train_cfg.distill else None
+        return lambda rows: WindowFeed(data.train, data.val, train_cfg, rows, data.key, teacher)
 
     def stream_data(self, data) -> Any | None:
         """The prepared data as a token stream (bits per character, mixing), or None."""

@@ -49,7 +49,7 @@ class Pictured(Paired):
         tok, data = captions.prepare(corpus_cfg, model_cfg, tok)
         return tok, data, captions.run_config(corpus_cfg, model_cfg, train_cfg)
 
-    def feed(self, tok, data, train_cfg):
+    def feed(self, tok, data, train_cfg, progress=False):
         return captions.feed(data, train_cfg)
 
     def stream_data(self, data) -> None:

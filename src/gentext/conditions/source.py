@@ -31,6 +31,7 @@ class Paired(Condition):
     documents = True
     one_stream = False
     marks_documents = True
+    teachable = False  # pairs, not one stream
     text_figures = False
     headline = ("loss", "exact_match", "chrf", "bleu")
     length_penalty = 0.0  # the source sets a translation's length: rank beams by probability alone
@@ -46,7 +47,7 @@ class Paired(Condition):
         if not cut_pairs(data.train[: 1 << 20], end, source_end):
             raise GentextError("no source<TAB>target pairs in the training text")
 
-    def feed(self, tok, data, train_cfg):
+    def feed(self, tok, data, train_cfg, progress=False):
         ids = pair_ids(tok)
         train, val = (cut_pairs(part, ids[1], ids[0]) if part is not None else [] for part in (data.train, data.val))
         return lambda rows: PairFeed(train, val, ids, train_cfg, rows, key=data.key)

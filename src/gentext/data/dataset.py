@@ -103,3 +103,8 @@ class BPTTBatches:
             release_pages(self.ids)
         tensor = torch.from_numpy(rows)
         return tensor[:, :-1], tensor[:, 1:]
+
+    def target_positions(self, k: int) -> torch.Tensor:
+        """Where window k's targets (rows, T) are in the token stream."""
+        starts = torch.tensor([b * self.row_len + k * self.seq_len + 1 for b in self.rows])
+        return starts[:, None] + torch.arange(self.seq_len)

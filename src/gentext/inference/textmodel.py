@@ -12,8 +12,8 @@ from typing import Any
 import torch
 
 from gentext import checkpoint, keywords, native
-from gentext.config import from_dict, to_dict
 from gentext.errors import GentextError
+from gentext.fields import from_dict, to_dict
 from gentext.inference import captioning, formats
 from gentext.inference.conditioning import RunCondition
 from gentext.inference.constraints import compile_for

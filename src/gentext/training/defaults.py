@@ -26,6 +26,7 @@ import math
 
 from gentext.config import DEFAULT_WIDTH, ModelConfig, TrainConfig
 from gentext.models import REGISTRY
+from gentext.training import distill
 from gentext.training.averaging import WEIGHT_AVERAGE
 
 logger = logging.getLogger(__name__)
@@ -159,6 +160,27 @@ def auto_dropout(train_tokens: int, model: ModelConfig, train: TrainConfig) -> f
         passes,
     )
     return dropout
+
+
+DISTILL = 0.5  # --distill not given, where it was measured (`auto_distill`)
+DISTILL_PASSES = 20.0  # ... a run reading its text at least this many times
+
+
+def auto_distill(train_tokens: int, vocab: int, model: ModelConfig, train: TrainConfig) -> float:
+    """--distill not given in a `width_is_chosen` run: DISTILL where the run reads its text at least
+    DISTILL_PASSES times (a small text) and the teacher's table is small, else 0. Measured on three
+    100 KB texts read some forty times by the 256-wide LSTM (RESULTS.md, "A chain as a teacher"):
+    0.013-0.096 nats/char lower held out at the same steps; a run reading its text a few times
+    (a book in ten minutes) was not measured, and keeps the targets alone."""
+    passes = planned_passes(train_tokens, model, train)
+    small = distill.teacher_bytes(train_tokens, vocab) <= distill.MAX_TEACHER_BYTES
+    weight = DISTILL if passes >= DISTILL_PASSES and small else 0.0
+    if weight:
+        logger.info(
+            "--distill %g: the run will read its %s training tokens about %.3g times, a chain teaches it (0: off)",
+            weight, f"{train_tokens:,}", passes,
+        )  # fmt: skip
+    return weight
 
 
 CHAR_WEIGHT_DECAY = 0.1  # AdamW's decoupled decay on a character model's matrices (RESULTS.md, "Weight decay")

@@ -45,6 +45,7 @@ class Batch:
     scale: float | None = None  # loss = -sum(log P[mask]) * scale; None: the mean
     window: int = 0  # a stream's window index (0: the rows start cold)
     tokens: int = 0  # tokens of the global batch (every rank's rows)
+    taught: torch.Tensor | None = None  # (rows, T, V) a teacher's distribution of each target (training/distill.py)
 
 
 class Objective(nn.Module):
@@ -62,12 +63,17 @@ class Objective(nn.Module):
 
 
 class WindowFeed:
-    """BPTT windows over one token stream (data/dataset.py)."""
+    """BPTT windows over one token stream (data/dataset.py), with the teacher's distribution of
+    each target where one is given (`teacher`: (N, V), row i for token i; training/distill.py)."""
 
     carries = True
 
-    def __init__(self, train_ids: np.ndarray, val_ids: np.ndarray | None, config: TrainConfig, rows: range, key=None):
+    def __init__(
+        self, train_ids: np.ndarray, val_ids: np.ndarray | None, config: TrainConfig, rows: range, key=None,
+        teacher: torch.Tensor | None = None,
+    ):  # fmt: skip
         self.batches = BPTTBatches(train_ids, config.batch_size, config.seq_len, rows=rows)
+        self.teacher = teacher
         self.val = val_ids if val_ids is not None and len(val_ids) >= 2 else None
         self.config, self.rows = config, rows
         self.steps_per_epoch = self.batches.num_windows
@@ -76,7 +82,8 @@ class WindowFeed:
     def batch(self, step: int) -> Batch:
         k = step % self.batches.num_windows
         x, y = self.batches.window(k)
-        return Batch(x, y, window=k, tokens=self.batches.tokens_per_window)
+        taught = None if self.teacher is None else self.teacher[self.batches.target_positions(k)]
+        return Batch(x, y, window=k, tokens=self.batches.tokens_per_window, taught=taught)
 
     def validate(self, model, device) -> tuple[float, int] | None:
         if self.val is None:

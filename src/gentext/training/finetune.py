@@ -17,9 +17,10 @@ import torch
 from torch import nn
 
 from gentext import checkpoint
-from gentext.config import ModelConfig, flag_of
+from gentext.config import ModelConfig
 from gentext.data.tokencache import held_out
 from gentext.errors import GentextError
+from gentext.fields import flag_of
 from gentext.models import fitted_by_counting
 from gentext.models.scoring import evaluate
 from gentext.training.feeds import FINAL_EVAL_TOKENS

@@ -14,7 +14,7 @@ from gentext.data.tokenizers import fit_tokenizer
 from gentext.errors import GentextError
 from gentext.models import AUTO, check_kind, fitted_by_counting
 from gentext.runconfig import DataRecord, RunConfig
-from gentext.training.defaults import auto_dropout, auto_kind, auto_learning_rate, auto_width
+from gentext.training.defaults import auto_distill, auto_dropout, auto_kind, auto_learning_rate, auto_width
 
 
 def prepare_stream(
@@ -53,6 +53,8 @@ def prepare_stream(
     counting = fitted_by_counting(check_kind(model_cfg.kind))
     if model_cfg.dropout is None:  # not given: fit it to the corpus and budget
         model_cfg.dropout = 0.0 if counting else auto_dropout(len(data.train), model_cfg, train_cfg)
+    if train_cfg.distill is None:  # not given, in a run where it is chosen (settings.new_configs)
+        train_cfg.distill = 0.0 if counting else auto_distill(len(data.train), tok.vocab_size, model_cfg, train_cfg)
     if counting and len(data.train) < model_cfg.order:  # an n-gram count needs n tokens
         raise GentextError(f"the training text is too short for --order {model_cfg.order}")
     return source, tok, data

@@ -23,7 +23,7 @@ from gentext.config import TrainConfig
 from gentext.errors import GentextError
 from gentext.hardware import autocast, resolve_precision
 from gentext.models import State
-from gentext.training import distributed
+from gentext.training import distill, distributed
 from gentext.training.averaging import averaged
 from gentext.training.defaults import WEIGHT_DECAY
 from gentext.training.feeds import Batch, Objective
@@ -217,11 +217,10 @@ class Run:
         x, y, condition = (_to_device(t, self.device) for t in (batch.inputs, batch.targets, batch.condition))
         state = self._window_state(batch.window) if batch.condition is None else None
         with autocast(self.device, self.dtype):
-            target_logp, new_state = self.net(x, state, targets=y, condition=condition)  # (B, T)
-        loss = _loss(target_logp.float(), batch, self.device)
-        loss_value = distributed.mean(loss, self.dist)  # the global batch's loss on every rank
+            loss, nll, new_state = self._forward(batch, x, y, condition, state)
+        loss_value = distributed.mean(nll, self.dist)  # the global batch's loss on every rank
         prog.step += 1
-        if not math.isfinite(loss_value):
+        if not math.isfinite(loss_value) or (loss is not nll and not math.isfinite(loss.item())):
             self._skip()
             return None
         prog.bad_steps = 0
@@ -239,6 +238,17 @@ class Run:
         prog.tokens += batch.tokens
         self.recent.append(loss_value)
         return loss_value
+
+    def _forward(self, batch: Batch, x, y, condition, state):
+        """(the loss to minimise, the targets' own loss, the state after): with a teacher's
+        distributions (`batch.taught`), the loss mixes them in (training/distill.py)."""
+        if batch.taught is None:
+            target_logp, new_state = self.net(x, state, targets=y, condition=condition)  # (B, T)
+            nll = _loss(target_logp.float(), batch, self.device)
+            return nll, nll, new_state
+        logits, new_state = self.net(x, state, condition=condition)
+        loss, nll = distill.loss(logits, y, batch.taught.to(self.device), self.config.distill)
+        return loss, nll, new_state
 
     def _skip(self) -> None:
         """A non-finite loss: no update, a halved learning rate, and rows that start cold (the
