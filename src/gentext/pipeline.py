@@ -19,7 +19,7 @@ from gentext.data.tokencache import TokenData
 from gentext.errors import GentextError
 from gentext.hardware import resolve_device, resolve_precision
 from gentext.inference.textmodel import TextModel
-from gentext.models import build_model, check_kind, fitted_by_counting
+from gentext.models import build_model, fitted_by_counting
 from gentext.models.scoring import evaluate
 from gentext.runconfig import RunConfig, TrainSummary
 from gentext.training import distill, distributed, finetune, mixing, trainer
@@ -40,11 +40,11 @@ def run(
     if train_cfg.tensorboard:
         tensorboard_writer()  # ... and so does a missing package
     tok, data, config = condition.prepare(corpus_cfg, tok_cfg, model_cfg, train_cfg, tok, progress, origin)
-    if train_cfg.distill:  # before anything is written
-        teachable = condition.teachable and not fitted_by_counting(check_kind(model_cfg.kind))
-        distill.check(teachable, len(data.train) if teachable else 0, tok.vocab_size)
     torch.manual_seed(train_cfg.seed)
     net = build_model(model_cfg)
+    if train_cfg.distill:  # before anything is written
+        teachable = condition.teachable and not fitted_by_counting(net)
+        distill.check(teachable, len(data.train) if teachable else 0, tok.vocab_size)
     added = finetune.init_weights(net, origin) if origin is not None else 0
     if resume and fitted_by_counting(net):
         raise GentextError(f"a {model_cfg.kind} model is fitted in one pass; there is nothing to resume (retrain it)")

@@ -173,8 +173,7 @@ def auto_distill(train_tokens: int, vocab: int, model: ModelConfig, train: Train
     0.013-0.096 nats/char lower held out at the same steps; a run reading its text a few times
     (a book in ten minutes) was not measured, and keeps the targets alone."""
     passes = planned_passes(train_tokens, model, train)
-    small = distill.teacher_bytes(train_tokens, vocab) <= distill.MAX_TEACHER_BYTES
-    weight = DISTILL if passes >= DISTILL_PASSES and small else 0.0
+    weight = DISTILL if passes >= DISTILL_PASSES and distill.fits(train_tokens, vocab) else 0.0
     if weight:
         logger.info(
             "--distill %g: the run will read its %s training tokens about %.3g times, a chain teaches it (0: off)",

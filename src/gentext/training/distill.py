@@ -36,16 +36,17 @@ MAX_TEACHER_BYTES = 2 << 30  # the table: tokens x vocabulary x 2 bytes
 CHUNK = 65_536  # positions a chain predicts at once (its output is chunk x vocabulary float32)
 
 
-def teacher_bytes(tokens: int, vocab: int) -> int:
-    return tokens * vocab * 2
+def fits(tokens: int, vocab: int) -> bool:
+    """Whether the teacher's table for `tokens` tokens of a `vocab`-token vocabulary is within bounds."""
+    return tokens * vocab * 2 <= MAX_TEACHER_BYTES
 
 
 def check(teachable: bool, tokens: int, vocab: int) -> None:
     """Refuse --distill where there is no stream for a chain to teach, or its table would not fit."""
     if not teachable:
         raise GentextError("--distill teaches a network trained on one stream of text (not pairs, pictures or a chain)")
-    if teacher_bytes(tokens, vocab) > MAX_TEACHER_BYTES:
-        need = teacher_bytes(tokens, vocab) / 2**30
+    if not fits(tokens, vocab):
+        need = tokens * vocab * 2 / 2**30
         raise GentextError(
             f"--distill needs a {need:.1f} GiB table for {tokens:,} tokens of a {vocab:,}-token vocabulary "
             f"(at most {MAX_TEACHER_BYTES / 2**30:.0f} GiB); it is meant for small texts: drop --distill"
@@ -55,7 +56,7 @@ def check(teachable: bool, tokens: int, vocab: int) -> None:
 def teacher(ids: np.ndarray, vocab: int, progress: bool = False) -> torch.Tensor:
     """(N, V) float16: row i is the chain's distribution of token i given the tokens before it,
     from a chain that never saw the fold holding position i (row 0, with nothing before: uniform)."""
-    check(True, len(ids), vocab)
+    check(teachable=True, tokens=len(ids), vocab=vocab)
     ids = np.asarray(ids, dtype=np.int64)
     start = time.perf_counter()
     table = torch.full((len(ids), vocab), 1.0 / vocab, dtype=torch.float16)

@@ -220,7 +220,7 @@ class Run:
             loss, nll, new_state = self._forward(batch, x, y, condition, state)
         loss_value = distributed.mean(nll, self.dist)  # the global batch's loss on every rank
         prog.step += 1
-        if not math.isfinite(loss_value) or (loss is not nll and not math.isfinite(loss.item())):
+        if not (math.isfinite(loss_value) and math.isfinite(loss.item())):
             self._skip()
             return None
         prog.bad_steps = 0
