@@ -23,16 +23,6 @@ def run_script(name: str, *args: str) -> tuple[str, list[str]]:
     return proc.stdout, rows
 
 
-@pytest.fixture(scope="module")
-def cached_run(tmp_path_factory) -> Path:
-    """A tiny run with a neural cache and a chain (as the scripts' --tiny trains), shared by the tests
-    that read one, so that each does not train its own."""
-    out = tmp_path_factory.mktemp("bench") / "tiny"
-    train = [sys.executable, "-m", "gentext", "train", "--out", str(out), "--steps", "40", "--hidden-size", "32"]
-    subprocess.run([*train, "--neural-cache", "200", "--quiet"], check=True, capture_output=True)
-    return out
-
-
 @pytest.mark.slow
 def test_generation_benchmark_prints_speed_per_format_and_a_roofline():
     out, rows = run_script("bench_generation.py", "--tiny")
@@ -86,36 +76,6 @@ def test_load_test_reports_latency_and_statuses(trained_run):
     assert len(rows) == 2 and "{200:" in rows[0] and "503" not in rows[0]  # under the limit: no errors
     assert "503" in rows[1]  # above it: refusals
     assert out.strip().endswith("/healthz after the load: 200")
-
-
-@pytest.mark.slow
-def test_cache_samples_benchmark_samples_the_run_beside_its_copy_without_the_cache(cached_run):
-    out, rows = run_script("bench_cache_samples.py", str(cached_run), "--samples", "4", "--tokens", "30",
-                           "--prompt-chars", "300")  # fmt: skip
-    assert [r.split("|")[1].strip() for r in rows] == ["the run as trained", "the same run without its cache"]
-    assert rows[1].split("|")[2].strip() == "no"  # the copy has no cache
-    for r in rows:
-        words, judged, speed = (r.split("|")[i].strip() for i in (3, 5, 6))
-        assert words.endswith("%") and 0 <= float(words[:-1]) <= 100
-        assert float(judged) > 0 and float(speed.replace(",", "")) > 0
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(  # tokens drawn ahead; read one call a token; after a prompt the cache is heard in
-    "flags", [[], ["--top-p", "0.9"], ["--prompt", "The cat sat. " * 20]]
-)
-def test_mixed_benchmark_generates_the_run_as_sampled_beside_its_network_alone(flags, cached_run):
-    """The first case trains its own tiny run (`--tiny`); the others read one already trained."""
-    run = ["--tiny"] if not flags else [str(cached_run), "--tokens", "20", "--streams", "4", "--rounds", "1"]
-    out, rows = run_script("bench_mixed.py", *run, *flags)
-    assert "+ cache, mixture;" in out  # the tiny run has both parts, so the first row runs them
-    assert ("top-p 0.9," in out) == ("--top-p" in flags)
-    assert f"from a prompt of {len(flags[1]) if '--prompt' in flags else 4} characters" in out
-    assert [r.split("|")[1].strip() for r in rows] == ["as sampled", "network alone"]
-    for r in rows:
-        one, many = (float(r.split("|")[i].strip().replace(",", "")) for i in (2, 4))
-        assert one > 0 and many > 0
-    assert rows[1].split("|")[3].strip() == rows[1].split("|")[5].strip() == "1.00x"
 
 
 @pytest.mark.slow

@@ -163,7 +163,10 @@ class TrainConfig:
     batch_size: int = opt(16, "parallel streams (the global batch under torchrun)")
     seq_len: int = opt(64, "BPTT window, in tokens")
     learning_rate: float | None = opt(
-        None, "peak learning rate (not given: 3e-3; 7e-3 for a 256/512-wide char LSTM on a time limit)", flag="--lr"
+        None,
+        "peak learning rate (not given: 3e-3; 7e-3 for a 256/512-wide char LSTM on a time limit, 2e-2 for a 256-wide "
+        "one taught by a chain)",
+        flag="--lr",
     )
     min_lr_ratio: float = opt(0.1, "the cosine schedule ends at --lr times this")
     warmup_steps: int = opt(50, "linear warmup steps")

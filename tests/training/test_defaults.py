@@ -14,6 +14,7 @@ from gentext.training.defaults import (
     AUTO_MINGRU_PASSES,
     LEARNING_RATE,
     LSTM_LEARNING_RATE,
+    TAUGHT_LEARNING_RATE,
     WEIGHT_DECAY,
     WIDE,
     auto_dropout,
@@ -148,9 +149,18 @@ def test_an_lstm_of_a_measured_width_on_a_time_limit_gets_the_higher_learning_ra
     assert auto_learning_rate(ModelConfig(kind="mingru", vocab_size=65, hidden_size=DEFAULT_WIDTH)) == LEARNING_RATE
 
 
+def test_a_narrow_lstm_taught_by_a_chain_gets_the_rate_measured_taught():
+    wide, narrow = (ModelConfig(kind="lstm", vocab_size=65, hidden_size=h) for h in (WIDE, DEFAULT_WIDTH))
+    assert auto_learning_rate(narrow, taught=True) == TAUGHT_LEARNING_RATE > LSTM_LEARNING_RATE
+    assert auto_learning_rate(wide, taught=True) == LSTM_LEARNING_RATE  # not measured taught
+    mingru = ModelConfig(kind="mingru", vocab_size=65, hidden_size=DEFAULT_WIDTH)
+    assert auto_learning_rate(mingru, taught=True) == LEARNING_RATE
+
+
 @pytest.mark.slow
 def test_a_run_records_the_learning_rate_chosen_with_its_width(tiny_corpus, tmp_path):
     gentext.train(tmp_path / "run", paths=[str(tiny_corpus)], time_limit=3, **WITHOUT_WIDTH)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     chosen = ModelConfig(kind="lstm", vocab_size=65, hidden_size=config["model"]["hidden_size"])
-    assert config["train"]["learning_rate"] == auto_learning_rate(chosen)  # recorded, never None
+    taught = config["train"]["distill"] > 0
+    assert config["train"]["learning_rate"] == auto_learning_rate(chosen, taught)  # recorded, never None

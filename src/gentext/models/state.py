@@ -54,12 +54,13 @@ class State:
         oldest requests ended keeps the rest: a cached model's windows are most of its state); a state
         is never written in place (models/room.py copies a view before appending to it)."""
         start = _consecutive(rows) if not torch.is_grad_enabled() else None
-        if start is None:
-            return self._with(lambda t, dim: t.index_select(dim, rows.to(t.device)))
-        count = rows.shape[0]
-        return self._with(
-            lambda t, dim: t.narrow(0, start, count) if dim == 0 else t.index_select(dim, rows.to(t.device))
-        )
+
+        def pick(t: torch.Tensor, dim: int) -> torch.Tensor:
+            if start is not None and dim == 0:
+                return t.narrow(0, start, rows.shape[0])
+            return t.index_select(dim, rows.to(t.device))
+
+        return self._with(pick)
 
     def narrow(self, start: int, length: int) -> State:
         """Rows start .. start+length-1 (a data-parallel process's share)."""

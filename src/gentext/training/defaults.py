@@ -91,18 +91,25 @@ def auto_width(train_tokens: int, model: ModelConfig, train: TrainConfig) -> int
 
 LEARNING_RATE = 3e-3  # --lr not given, outside the runs where it is chosen (`width_is_chosen`)
 LSTM_LEARNING_RATE = 7e-3  # ... and for an LSTM of a width it was measured at (DEFAULT_WIDTH, WIDE) inside them
+TAUGHT_LEARNING_RATE = 2e-2  # ... and for a DEFAULT_WIDTH LSTM taught by a chain (--distill)
 
 
-def auto_learning_rate(model: ModelConfig) -> float:
+def auto_learning_rate(model: ModelConfig, taught: bool = False) -> float:
     """--lr not given where the width is chosen (`width_is_chosen`): LSTM_LEARNING_RATE for an
-    LSTM DEFAULT_WIDTH or WIDE wide (its width chosen or given), else LEARNING_RATE. Measured
-    (RESULTS.md): 512 wide at 10 minutes on Tiny Shakespeare, 0.02-0.04 nats/char better held out
+    LSTM DEFAULT_WIDTH or WIDE wide (its width chosen or given), TAUGHT_LEARNING_RATE for the
+    DEFAULT_WIDTH one where a chain teaches it (`taught`: --distill above 0), else LEARNING_RATE.
+    Measured (RESULTS.md): 512 wide at 10 minutes on Tiny Shakespeare, 0.02-0.04 nats/char better held out
     at the same steps at 5e-3 to 1e-2 than at 2e-3 or 3e-3 ("The learning rate of the wide LSTM");
     256 wide on three 100 KB texts read some forty times, 0.006-0.024 better at the same 3,000 steps
-    ("A higher rate for the narrow LSTM"). Other widths and kinds were not measured at another rate."""
+    ("A higher rate for the narrow LSTM"); taught at --distill 0.5 on the same texts, 0.013-0.023
+    better at 2e-2 than at 7e-3 ("A taught run's rate"). Other widths and kinds were not measured
+    at another rate."""
     measured = model.kind == "lstm" and model.hidden_size in (DEFAULT_WIDTH, WIDE)
     rate = LSTM_LEARNING_RATE if measured else LEARNING_RATE
-    logger.info("learning rate %g: a %d-wide %s (--lr sets it)", rate, model.hidden_size, model.kind)
+    if measured and taught and model.hidden_size == DEFAULT_WIDTH:
+        rate = TAUGHT_LEARNING_RATE
+    logger.info("learning rate %g: a %d-wide %s%s (--lr sets it)", rate, model.hidden_size, model.kind,
+                ", taught by a chain" if taught else "")  # fmt: skip
     return rate
 
 

@@ -48,13 +48,13 @@ def prepare_stream(
         model_cfg.kind = auto_kind(len(data.train), tok_cfg.level, model_cfg, train_cfg)
     if model_cfg.hidden_size is None:  # not given, and chosen here (settings.new_configs)
         model_cfg.hidden_size = auto_width(len(data.train), model_cfg, train_cfg)
-    if train_cfg.learning_rate is None:  # not given, and chosen with the kind and width (settings.new_configs)
-        train_cfg.learning_rate = auto_learning_rate(model_cfg)
     counting = fitted_by_counting(check_kind(model_cfg.kind))
     if model_cfg.dropout is None:  # not given: fit it to the corpus and budget
         model_cfg.dropout = 0.0 if counting else auto_dropout(len(data.train), model_cfg, train_cfg)
     if train_cfg.distill is None:  # not given, in a run where it is chosen (settings.new_configs)
         train_cfg.distill = 0.0 if counting else auto_distill(len(data.train), tok.vocab_size, model_cfg, train_cfg)
+    if train_cfg.learning_rate is None:  # not given: chosen with the kind, width and teacher (settings.new_configs)
+        train_cfg.learning_rate = auto_learning_rate(model_cfg, taught=train_cfg.distill > 0)
     if counting and len(data.train) < model_cfg.order:  # an n-gram count needs n tokens
         raise GentextError(f"the training text is too short for --order {model_cfg.order}")
     return source, tok, data
