@@ -36,9 +36,13 @@ MAX_TEACHER_BYTES = 2 << 30  # the table: tokens x vocabulary x 2 bytes
 CHUNK = 65_536  # positions a chain predicts at once (its output is chunk x vocabulary float32)
 
 
+def _table_bytes(tokens: int, vocab: int) -> int:
+    return tokens * vocab * 2  # float16
+
+
 def fits(tokens: int, vocab: int) -> bool:
     """Whether the teacher's table for `tokens` tokens of a `vocab`-token vocabulary is within bounds."""
-    return tokens * vocab * 2 <= MAX_TEACHER_BYTES
+    return _table_bytes(tokens, vocab) <= MAX_TEACHER_BYTES
 
 
 def check(teachable: bool, tokens: int, vocab: int) -> None:
@@ -46,7 +50,7 @@ def check(teachable: bool, tokens: int, vocab: int) -> None:
     if not teachable:
         raise GentextError("--distill teaches a network trained on one stream of text (not pairs, pictures or a chain)")
     if not fits(tokens, vocab):
-        need = tokens * vocab * 2 / 2**30
+        need = _table_bytes(tokens, vocab) / 2**30
         raise GentextError(
             f"--distill needs a {need:.1f} GiB table for {tokens:,} tokens of a {vocab:,}-token vocabulary "
             f"(at most {MAX_TEACHER_BYTES / 2**30:.0f} GiB); it is meant for small texts: drop --distill"
