@@ -164,7 +164,7 @@ class TrainConfig:
     seq_len: int = opt(64, "BPTT window, in tokens")
     learning_rate: float | None = opt(
         None,
-        "peak learning rate (not given: 3e-3; 7e-3 for a 256/512-wide char LSTM on a time limit, 2e-2 for a 256-wide "
+        "peak learning rate (not given: 3e-3; 7e-3 for a 256/512-wide char LSTM on a time limit, 3e-2 for a 256-wide "
         "one taught by a chain)",
         flag="--lr",
     )
