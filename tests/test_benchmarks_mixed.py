@@ -1,22 +1,18 @@
 """The benchmarks that read a run with a neural cache and a chain keep working (tiny sizes)."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from benchmarks.bench_cache_samples import tiny_run
 from tests.test_benchmarks import run_script
 
 
 @pytest.fixture(scope="module")
 def cached_run(tmp_path_factory) -> Path:
-    """A tiny run with a neural cache and a chain (as the scripts' --tiny trains), shared by the tests
-    that read one, so that each does not train its own."""
-    out = tmp_path_factory.mktemp("bench") / "tiny"
-    train = [sys.executable, "-m", "gentext", "train", "--out", str(out), "--steps", "40", "--hidden-size", "32"]
-    subprocess.run([*train, "--neural-cache", "200", "--quiet"], check=True, capture_output=True)
-    return out
+    """bench_cache_samples.py's tiny run (a neural cache and a chain), shared by the tests that read
+    one, so that each does not train its own."""
+    return tiny_run(tmp_path_factory.mktemp("bench"))
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 weight decay from its vocabulary."""
 
 import json
+import logging
 
 import pytest
 
@@ -149,10 +150,13 @@ def test_an_lstm_of_a_measured_width_on_a_time_limit_gets_the_higher_learning_ra
     assert auto_learning_rate(ModelConfig(kind="mingru", vocab_size=65, hidden_size=DEFAULT_WIDTH)) == LEARNING_RATE
 
 
-def test_a_narrow_lstm_taught_by_a_chain_gets_the_rate_measured_taught():
+def test_a_narrow_lstm_taught_by_a_chain_gets_the_rate_measured_taught(caplog):
     wide, narrow = (ModelConfig(kind="lstm", vocab_size=65, hidden_size=h) for h in (WIDE, DEFAULT_WIDTH))
-    assert auto_learning_rate(narrow, taught=True) == TAUGHT_LEARNING_RATE > LSTM_LEARNING_RATE
-    assert auto_learning_rate(wide, taught=True) == LSTM_LEARNING_RATE  # not measured taught
+    with caplog.at_level(logging.INFO, logger="gentext.training.defaults"):
+        assert auto_learning_rate(narrow, taught=True) == TAUGHT_LEARNING_RATE > LSTM_LEARNING_RATE
+        assert auto_learning_rate(wide, taught=True) == LSTM_LEARNING_RATE  # not measured taught
+    said = [r.getMessage() for r in caplog.records]
+    assert "taught by a chain" in said[0] and "taught" not in said[1]  # the log gives the rate's reason
     mingru = ModelConfig(kind="mingru", vocab_size=65, hidden_size=DEFAULT_WIDTH)
     assert auto_learning_rate(mingru, taught=True) == LEARNING_RATE
 
