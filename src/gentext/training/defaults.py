@@ -106,10 +106,9 @@ def auto_learning_rate(model: ModelConfig, taught: bool = False) -> float:
     (at equal steps and minutes, "The default command on the Zen 4"). Other widths and kinds were
     not measured at another rate."""
     measured = model.kind == "lstm" and model.hidden_size in (DEFAULT_WIDTH, WIDE)
-    rate = LSTM_LEARNING_RATE if measured else LEARNING_RATE
+    rate, reason = (LSTM_LEARNING_RATE if measured else LEARNING_RATE), ""
     if measured and taught and model.hidden_size == DEFAULT_WIDTH:
-        rate = TAUGHT_LEARNING_RATE
-    reason = ", taught by a chain" if rate == TAUGHT_LEARNING_RATE else ""  # a wider taught one keeps its own rate
+        rate, reason = TAUGHT_LEARNING_RATE, ", taught by a chain"
     logger.info("learning rate %g: a %d-wide %s%s (--lr sets it)", rate, model.hidden_size, model.kind, reason)
     return rate
 
