@@ -13,6 +13,8 @@ from gentext.models import build_model
 from gentext.settings import new_configs
 from gentext.training.defaults import (
     AUTO_MINGRU_PASSES,
+    DISTILL,
+    DISTILL_FEW,
     LEARNING_RATE,
     LSTM_LEARNING_RATE,
     TAUGHT_LEARNING_RATE,
@@ -153,12 +155,13 @@ def test_an_lstm_of_a_measured_width_on_a_time_limit_gets_the_higher_learning_ra
 def test_a_narrow_lstm_taught_by_a_chain_gets_the_rate_measured_taught(caplog):
     wide, narrow = (ModelConfig(kind="lstm", vocab_size=65, hidden_size=h) for h in (WIDE, DEFAULT_WIDTH))
     with caplog.at_level(logging.INFO, logger="gentext.training.defaults"):
-        assert auto_learning_rate(narrow, taught=True) == TAUGHT_LEARNING_RATE > LSTM_LEARNING_RATE
-        assert auto_learning_rate(wide, taught=True) == LSTM_LEARNING_RATE  # not measured taught
+        assert auto_learning_rate(narrow, DISTILL) == TAUGHT_LEARNING_RATE > LSTM_LEARNING_RATE
+        assert auto_learning_rate(wide, DISTILL) == LSTM_LEARNING_RATE  # not measured taught
+        assert auto_learning_rate(narrow, DISTILL_FEW) == LSTM_LEARNING_RATE  # not measured taught so lightly
     said = [r.getMessage() for r in caplog.records]
-    assert "taught by a chain" in said[0] and "taught" not in said[1]  # the log gives the rate's reason
+    assert "taught by a chain" in said[0] and "taught" not in said[1] + said[2]  # the log gives the rate's reason
     mingru = ModelConfig(kind="mingru", vocab_size=65, hidden_size=DEFAULT_WIDTH)
-    assert auto_learning_rate(mingru, taught=True) == LEARNING_RATE
+    assert auto_learning_rate(mingru, DISTILL) == LEARNING_RATE
 
 
 @pytest.mark.slow
@@ -166,5 +169,5 @@ def test_a_run_records_the_learning_rate_chosen_with_its_width(tiny_corpus, tmp_
     gentext.train(tmp_path / "run", paths=[str(tiny_corpus)], time_limit=3, **WITHOUT_WIDTH)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     chosen = ModelConfig(kind="lstm", vocab_size=65, hidden_size=config["model"]["hidden_size"])
-    taught = config["train"]["distill"] > 0
-    assert config["train"]["learning_rate"] == auto_learning_rate(chosen, taught)  # recorded, never None
+    chosen_rate = auto_learning_rate(chosen, config["train"]["distill"])
+    assert config["train"]["learning_rate"] == chosen_rate  # recorded, never None

@@ -16,7 +16,7 @@ from gentext.errors import GentextError
 from gentext.models.markov import MarkovModel
 from gentext.settings import new_configs
 from gentext.training import distill
-from gentext.training.defaults import DISTILL, auto_distill
+from gentext.training.defaults import DISTILL, DISTILL_FEW, auto_distill
 from gentext.training.feeds import WindowFeed
 from tests.conftest import TINY_SETTINGS, reversals
 
@@ -84,12 +84,13 @@ def test_a_window_carries_the_teachers_rows_of_its_targets():
     assert BPTTBatches(ids, 4, 16).target_positions(2)[3, 0] == 3 * (5000 // 4) + 2 * 16 + 1
 
 
-def test_distill_is_chosen_for_a_small_text_read_many_times_and_a_big_table_is_refused():
+def test_distill_is_chosen_by_the_passes_and_a_big_table_is_refused():
     lstm = ModelConfig(kind="lstm", vocab_size=65, hidden_size=256)
     three = TrainConfig(time_limit=180)
     assert auto_distill(80_000, 65, lstm, three) == DISTILL  # a 100 KB text in three minutes
     wide = ModelConfig(kind="lstm", vocab_size=65, hidden_size=512)
-    assert auto_distill(1_000_000, 65, wide, TrainConfig(time_limit=600)) == 0.0  # a book read a few times
+    assert auto_distill(1_000_000, 65, wide, TrainConfig(time_limit=600)) == DISTILL_FEW  # a book read a few times
+    assert auto_distill(5_000_000, 65, wide, TrainConfig(time_limit=600)) == 0.0  # a corpus read about once
     assert auto_distill(80_000, 10**7, lstm, three) == 0.0  # the table would not fit
     with pytest.raises(GentextError, match="GiB table"):
         distill.check(True, 80_000, 10**7)

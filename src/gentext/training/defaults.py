@@ -91,13 +91,14 @@ def auto_width(train_tokens: int, model: ModelConfig, train: TrainConfig) -> int
 
 LEARNING_RATE = 3e-3  # --lr not given, outside the runs where it is chosen (`width_is_chosen`)
 LSTM_LEARNING_RATE = 7e-3  # ... and for an LSTM of a width it was measured at (DEFAULT_WIDTH, WIDE) inside them
-TAUGHT_LEARNING_RATE = 3e-2  # ... and for a DEFAULT_WIDTH LSTM taught by a chain (--distill)
+TAUGHT_LEARNING_RATE = 3e-2  # ... and for a DEFAULT_WIDTH LSTM taught by a chain (--distill 0.5 or more)
 
 
-def auto_learning_rate(model: ModelConfig, taught: bool = False) -> float:
+def auto_learning_rate(model: ModelConfig, distill: float = 0.0) -> float:
     """--lr not given where the width is chosen (`width_is_chosen`): LSTM_LEARNING_RATE for an
     LSTM DEFAULT_WIDTH or WIDE wide (its width chosen or given), TAUGHT_LEARNING_RATE for the
-    DEFAULT_WIDTH one where a chain teaches it (`taught`: --distill above 0), else LEARNING_RATE.
+    DEFAULT_WIDTH one a chain teaches as much as it was measured taught (`distill`, the teacher's
+    weight, at least DISTILL), else LEARNING_RATE.
     Measured (RESULTS.md): 512 wide at 10 minutes on Tiny Shakespeare, 0.02-0.04 nats/char better held out
     at the same steps at 5e-3 to 1e-2 than at 2e-3 or 3e-3 ("The learning rate of the wide LSTM");
     256 wide on three 100 KB texts read some forty times, 0.006-0.024 better at the same 3,000 steps
@@ -107,7 +108,7 @@ def auto_learning_rate(model: ModelConfig, taught: bool = False) -> float:
     not measured at another rate."""
     measured = model.kind == "lstm" and model.hidden_size in (DEFAULT_WIDTH, WIDE)
     rate, reason = (LSTM_LEARNING_RATE if measured else LEARNING_RATE), ""
-    if measured and taught and model.hidden_size == DEFAULT_WIDTH:
+    if measured and distill >= DISTILL and model.hidden_size == DEFAULT_WIDTH:
         rate, reason = TAUGHT_LEARNING_RATE, ", taught by a chain"
     logger.info("learning rate %g: a %d-wide %s%s (--lr sets it)", rate, model.hidden_size, model.kind, reason)
     return rate
@@ -169,20 +170,24 @@ def auto_dropout(train_tokens: int, model: ModelConfig, train: TrainConfig) -> f
     return dropout
 
 
-DISTILL = 0.5  # --distill not given, where it was measured (`auto_distill`)
-DISTILL_PASSES = 20.0  # ... a run reading its text at least this many times
+DISTILL = 0.5  # --distill not given, where it was measured (`auto_distill`): a run reading its text
+DISTILL_PASSES = 20.0  # ... at least this many times
+DISTILL_FEW = 0.1  # ... and a run reading it more than FEW_PASSES times, fewer than DISTILL_PASSES
+FEW_PASSES = 2.0  # where the chosen dropout starts too: a text read at most twice is not memorised
 
 
 def auto_distill(train_tokens: int, vocab: int, model: ModelConfig, train: TrainConfig) -> float:
-    """--distill not given in a `width_is_chosen` run: DISTILL where the run reads its text at least
-    DISTILL_PASSES times (a small text) and the teacher's table is small, else 0. Measured on three
-    100 KB texts read some forty times by the 256-wide LSTM (RESULTS.md, "A chain as a teacher"):
-    0.013-0.096 nats/char lower held out at the same steps. A run reading its text a few times keeps
-    the targets alone: on Tiny Shakespeare in ten minutes a teacher at 0.25 lowered the network's
-    own loss and raised the loss of the model as sampled, the chain and cache mixed in ("The teacher's
-    temperature and weight over the run")."""
+    """--distill not given in a `width_is_chosen` run, where the teacher's table is small: DISTILL
+    where the run reads its text at least DISTILL_PASSES times (a small text), DISTILL_FEW where it
+    reads it more than FEW_PASSES times (a book), else 0. Measured (RESULTS.md): on three 100 KB texts
+    read some forty times by the 256-wide LSTM, 0.013-0.096 nats/char lower held out at the same
+    steps at 0.5 ("A chain as a teacher"); on Tiny Shakespeare read some five times in ten minutes by
+    the 512-wide one, 0.1 lowered both the network's own held-out loss and the loss of the model as
+    sampled (the chain and cache mixed in after training), where 0.25 and more raised the latter: a
+    network taught much by the chain leaves the same chain less to add ("A light teacher for a book")."""
     passes = planned_passes(train_tokens, model, train)
-    weight = DISTILL if passes >= DISTILL_PASSES and distill.fits(train_tokens, vocab) else 0.0
+    weight = DISTILL if passes >= DISTILL_PASSES else DISTILL_FEW if passes > FEW_PASSES else 0.0
+    weight = weight if distill.fits(train_tokens, vocab) else 0.0
     if weight:
         logger.info(
             "--distill %g: the run will read its %s training tokens about %.3g times, a chain teaches it (0: off)",

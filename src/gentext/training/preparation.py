@@ -54,7 +54,7 @@ def prepare_stream(
     if train_cfg.distill is None:  # not given, in a run where it is chosen (settings.new_configs)
         train_cfg.distill = 0.0 if counting else auto_distill(len(data.train), tok.vocab_size, model_cfg, train_cfg)
     if train_cfg.learning_rate is None:  # not given: chosen with the kind, width and teacher (settings.new_configs)
-        train_cfg.learning_rate = auto_learning_rate(model_cfg, taught=train_cfg.distill > 0)
+        train_cfg.learning_rate = auto_learning_rate(model_cfg, train_cfg.distill)
     if counting and len(data.train) < model_cfg.order:  # an n-gram count needs n tokens
         raise GentextError(f"the training text is too short for --order {model_cfg.order}")
     return source, tok, data
