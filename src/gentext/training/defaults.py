@@ -156,11 +156,12 @@ def auto_kind(train_tokens: int, level: str, model: ModelConfig, train: TrainCon
 
 
 MAX_DROPOUT = 0.4  # the help of --dropout and the README say this number
+FEW_PASSES = 2.0  # a text read at most this many times is not memorised: no dropout, no teacher
 
 
 def auto_dropout(train_tokens: int, model: ModelConfig, train: TrainConfig) -> float:
     passes = planned_passes(train_tokens, model, train)
-    dropout = round(min(max(0.07 * math.log2(max(passes, 1e-9) / 2), 0.0), MAX_DROPOUT), 2)
+    dropout = round(min(max(0.07 * math.log2(max(passes, 1e-9) / FEW_PASSES), 0.0), MAX_DROPOUT), 2)
     logger.info(
         "dropout %.2f: the run will read its %s training tokens about %.3g times (--dropout sets it)",
         dropout,
@@ -173,7 +174,6 @@ def auto_dropout(train_tokens: int, model: ModelConfig, train: TrainConfig) -> f
 DISTILL = 0.5  # --distill not given, where it was measured (`auto_distill`): a run reading its text
 DISTILL_PASSES = 20.0  # ... at least this many times
 DISTILL_FEW = 0.1  # ... and a run reading it more than FEW_PASSES times, fewer than DISTILL_PASSES
-FEW_PASSES = 2.0  # where the chosen dropout starts too: a text read at most twice is not memorised
 
 
 def auto_distill(train_tokens: int, vocab: int, model: ModelConfig, train: TrainConfig) -> float:
