@@ -183,7 +183,7 @@ class TrainConfig:
         None,
         "weight of a Kneser-Ney chain's predictions in each training target, each part of the text taught by a "
         "chain fitted on the others (0: off; not given: for a char LSTM on a time limit, 0.5 where it reads its "
-        "text at least 20 times, 0.1 where more than twice, else 0; training/distill.py)",
+        "text at least 20 times, 0.1 where more than 3 times, else 0; training/distill.py)",
     )
     optimizer: str = opt("adamw", "adamw, or sgd (plain SGD: use a high --lr such as 20 and --grad-clip 0.25)")
     grad_clip: float = opt(1.0, "max global gradient norm; 0 disables")

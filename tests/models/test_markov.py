@@ -107,3 +107,20 @@ def test_a_generation_step_reads_the_same_distribution_as_the_whole_sequence(row
             logits, state = model(ids[:, t : t + 1], state)
             steps.append(logits)
     assert torch.equal(torch.cat(steps, dim=1), whole)
+
+
+@pytest.mark.parametrize("order", [1, 2, 5, 8])
+def test_a_whole_row_is_every_word_looked_up_one_by_one(order):
+    """`distribution` builds a row from each context's seen successors; it gives bit for bit what
+    the interpolated recursion gives each word asked for alone (`_probabilities`), for contexts
+    seen, unseen, cut short by unknown (-1) positions, and the empty one."""
+    rng = np.random.default_rng(order)
+    text = rng.integers(0, 9, 4000)
+    text[::5] = 2  # frequent contexts beside rare ones
+    model = MarkovModel(ModelConfig(kind="markov", order=order, vocab_size=11)).fit(text)  # 9, 10 never seen
+    contexts = rng.integers(0, 11, (300, order - 1))
+    if order > 1:
+        contexts[:40] = np.lib.stride_tricks.sliding_window_view(text, order - 1)[:40]  # seen ones
+        contexts[50:60, : min(2, order - 1)] = -1
+    words = np.broadcast_to(np.arange(11), (len(contexts), 11))
+    assert np.array_equal(model.distribution(contexts), model._probabilities(contexts, words))

@@ -90,6 +90,7 @@ def test_distill_is_chosen_by_the_passes_and_a_big_table_is_refused():
     assert auto_distill(80_000, 65, lstm, three) == DISTILL  # a 100 KB text in three minutes
     wide = ModelConfig(kind="lstm", vocab_size=65, hidden_size=512)
     assert auto_distill(1_000_000, 65, wide, TrainConfig(time_limit=600)) == DISTILL_FEW  # a book read a few times
+    assert auto_distill(2_000_000, 169, wide, TrainConfig(time_limit=600)) == 0.0  # read about twice
     assert auto_distill(5_000_000, 65, wide, TrainConfig(time_limit=600)) == 0.0  # a corpus read about once
     assert auto_distill(80_000, 10**7, lstm, three) == 0.0  # the table would not fit
     with pytest.raises(GentextError, match="GiB table"):

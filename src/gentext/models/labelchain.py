@@ -117,7 +117,12 @@ class LabelChain(nn.Module):
             p = np.empty(words.shape, dtype=np.float64)
             for c in np.unique(which):
                 rows = which == c
-                p[rows] = self.chains[c]._probabilities(contexts[rows], words[rows])
+                chain = self.chains[c]  # whole rows (no targets) from the seen successors: the same numbers
+                p[rows] = (
+                    chain.distribution(contexts[rows])
+                    if targets is None
+                    else chain._probabilities(contexts[rows], words[rows])
+                )
             out = torch.from_numpy(np.log(p)).float().reshape(*ids.shape, -1).to(ids.device)
             out = out[..., 0] if targets is not None else out
         return out, _state(inner.tensors["context"], torch.from_numpy(labels[:, -1:].copy()).to(ids.device))

@@ -44,6 +44,24 @@ def _discounts(counts: np.ndarray) -> np.ndarray:
     return np.clip(d, 0.05, np.array([1.0, 2.0, 3.0]))
 
 
+def _discount(table: dict[str, np.ndarray], counts: np.ndarray) -> np.ndarray:
+    """Counts less their modified Kneser-Ney discount (D1, D2 or D3+ by the count; none for 0)."""
+    discount = np.where(counts > 0, table["d"][np.clip(counts, 1, 3).astype(int) - 1], 0.0)
+    return np.maximum(counts - discount, 0.0)
+
+
+def _lengths(table: dict[str, np.ndarray], pos: np.ndarray) -> np.ndarray:
+    return table["start"][pos + 1] - table["start"][pos]
+
+
+def _successors(table: dict[str, np.ndarray], rows: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For rows whose contexts are table entries `pos`: (each seen successor's row, its index in
+    the table's keys), the contexts' key ranges laid end to end."""
+    lengths = _lengths(table, pos)
+    first = table["start"][pos] - np.cumsum(lengths) + lengths  # where each range starts, less its place
+    return np.repeat(rows, lengths), np.repeat(first, lengths) + np.arange(lengths.sum())
+
+
 class MarkovModel(nn.Module):
     carries_state = True
 
@@ -115,9 +133,7 @@ class MarkovModel(nn.Module):
     # -- the model interface -------------------------------------------------------------------
     def _discounted(self, table, keys: np.ndarray) -> np.ndarray:
         pos = np.minimum(np.searchsorted(table["keys"], keys), len(table["keys"]) - 1)
-        counts = np.where(table["keys"][pos] == keys, table["counts"][pos], 0.0)
-        discount = np.where(counts > 0, table["d"][np.clip(counts, 1, 3).astype(int) - 1], 0.0)
-        return np.maximum(counts - discount, 0.0)
+        return _discount(table, np.where(table["keys"][pos] == keys, table["counts"][pos], 0.0))
 
     # -- the state contract (models/state.py) ----------------------------------------------------
     def initial_state(self, batch: int, device=None, condition=None) -> State:
@@ -188,9 +204,26 @@ class MarkovModel(nn.Module):
         return found, pos[found], ctx_key
 
     def distribution(self, contexts: np.ndarray) -> np.ndarray:
-        """contexts (P, order-1) ids, -1 where unknown -> probabilities (P, V)."""
-        words = np.broadcast_to(np.arange(self.vocab, dtype=np.int64), (len(contexts), self.vocab))
-        return self._probabilities(contexts, words)
+        """contexts (P, order-1) ids, -1 where unknown -> probabilities (P, V): `_probabilities` over
+        every word, in the same operations, so the same numbers. A context has seen few of the V
+        words: each order scales the whole row by its back-off weight and adds the discounted counts
+        of its seen successors alone, where looking every word up in every order's table cost a
+        search per (position, word, order)."""
+        nothing = np.full((1, self.order - 1), -1, dtype=np.int64)  # the empty context: the lowest orders' row
+        p = np.repeat(self._probabilities(nothing, np.arange(self.vocab, dtype=np.int64)[None]), len(contexts), 0)
+        for n in range(2, self.order + 1):
+            table = self._tables[n - 1]
+            found, pos, _ = self._find_contexts(table, contexts, n)
+            if not len(found):
+                continue
+            scale = np.ones(len(p))
+            scale[found] = table["gamma"][pos]
+            p *= scale[:, None]  # by 1.0 where not found: exact, and in place rather than gathered
+            rows, seen = _successors(table, found, pos)
+            discounted = _discount(table, table["counts"][seen])
+            flat = rows * self.vocab + table["keys"][seen] % self.vocab  # each (row, word) once
+            p.reshape(-1)[flat] += discounted / table["total"][np.repeat(pos, _lengths(table, pos))]
+        return p
 
     def forward(
         self, ids: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None

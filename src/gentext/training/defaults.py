@@ -156,7 +156,7 @@ def auto_kind(train_tokens: int, level: str, model: ModelConfig, train: TrainCon
 
 
 MAX_DROPOUT = 0.4  # the help of --dropout and the README say this number
-FEW_PASSES = 2.0  # a text read at most this many times is not memorised: no dropout, no teacher
+FEW_PASSES = 2.0  # a text read at most this many times is not memorised: no dropout
 
 
 def auto_dropout(train_tokens: int, model: ModelConfig, train: TrainConfig) -> float:
@@ -173,20 +173,23 @@ def auto_dropout(train_tokens: int, model: ModelConfig, train: TrainConfig) -> f
 
 DISTILL = 0.5  # --distill not given, where it was measured (`auto_distill`): a run reading its text
 DISTILL_PASSES = 20.0  # ... at least this many times
-DISTILL_FEW = 0.1  # ... and a run reading it more than FEW_PASSES times, fewer than DISTILL_PASSES
+DISTILL_FEW = 0.1  # ... and a run reading it more than DISTILL_FEW_PASSES times, fewer than DISTILL_PASSES
+DISTILL_FEW_PASSES = 3.0
 
 
 def auto_distill(train_tokens: int, vocab: int, model: ModelConfig, train: TrainConfig) -> float:
     """--distill not given in a `width_is_chosen` run, where the teacher's table is small: DISTILL
     where the run reads its text at least DISTILL_PASSES times (a small text), DISTILL_FEW where it
-    reads it more than FEW_PASSES times (a book), else 0. Measured (RESULTS.md): on three 100 KB texts
+    reads it more than DISTILL_FEW_PASSES times (a book), else 0. Measured (RESULTS.md): on three 100 KB texts
     read some forty times by the 256-wide LSTM, 0.013-0.096 nats/char lower held out at the same
     steps at 0.5 ("A chain as a teacher"); on Tiny Shakespeare read some five times in ten minutes by
     the 512-wide one, 0.1 lowered both the network's own held-out loss and the loss of the model as
     sampled (the chain and cache mixed in after training), where 0.25 and more raised the latter: a
-    network taught much by the chain leaves the same chain less to add ("A light teacher for a book")."""
+    network taught much by the chain leaves the same chain less to add ("A light teacher for a book"); on
+    2 MB of WikiText-2 read some twice, the network's own loss was higher taught ("The teacher's table
+    from each context's successors")."""
     passes = planned_passes(train_tokens, model, train)
-    weight = DISTILL if passes >= DISTILL_PASSES else DISTILL_FEW if passes > FEW_PASSES else 0.0
+    weight = DISTILL if passes >= DISTILL_PASSES else DISTILL_FEW if passes > DISTILL_FEW_PASSES else 0.0
     weight = weight if distill.fits(train_tokens, vocab) else 0.0
     if weight:
         logger.info(
