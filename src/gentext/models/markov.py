@@ -50,16 +50,12 @@ def _discount(table: dict[str, np.ndarray], counts: np.ndarray) -> np.ndarray:
     return np.maximum(counts - discount, 0.0)
 
 
-def _lengths(table: dict[str, np.ndarray], pos: np.ndarray) -> np.ndarray:
-    return table["start"][pos + 1] - table["start"][pos]
-
-
-def _successors(table: dict[str, np.ndarray], rows: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For rows whose contexts are table entries `pos`: (each seen successor's row, its index in
-    the table's keys), the contexts' key ranges laid end to end."""
-    lengths = _lengths(table, pos)
+def _successors(table: dict[str, np.ndarray], rows: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, ...]:
+    """For rows whose contexts are table entries `pos`: each seen successor's (row, context entry,
+    index in the table's keys), the contexts' key ranges laid end to end."""
+    lengths = table["start"][pos + 1] - table["start"][pos]
     first = table["start"][pos] - np.cumsum(lengths) + lengths  # where each range starts, less its place
-    return np.repeat(rows, lengths), np.repeat(first, lengths) + np.arange(lengths.sum())
+    return np.repeat(rows, lengths), np.repeat(pos, lengths), np.repeat(first, lengths) + np.arange(lengths.sum())
 
 
 class MarkovModel(nn.Module):
@@ -219,10 +215,9 @@ class MarkovModel(nn.Module):
             scale = np.ones(len(p))
             scale[found] = table["gamma"][pos]
             p *= scale[:, None]  # by 1.0 where not found: exact, and in place rather than gathered
-            rows, seen = _successors(table, found, pos)
-            discounted = _discount(table, table["counts"][seen])
+            rows, context, seen = _successors(table, found, pos)
             flat = rows * self.vocab + table["keys"][seen] % self.vocab  # each (row, word) once
-            p.reshape(-1)[flat] += discounted / table["total"][np.repeat(pos, _lengths(table, pos))]
+            p.reshape(-1)[flat] += _discount(table, table["counts"][seen]) / table["total"][context]
         return p
 
     def forward(
