@@ -29,6 +29,9 @@ def kernel_paths() -> dict[str, bool | str | None]:
         "a lone row's products on two cores": threads.describe()["second_core"],
         "a batch's cell on torch's OpenMP threads": bool(native.openmp()),
         f"a lone row's int8 products by the kernels' own ({direct_int8()})": direct_int8(),
+        f"a lone row's scaled int8 products (minGRU, Transformer) by the kernels' own ({direct_int8(scaled=True)})": (
+            direct_int8() is None and direct_int8(scaled=True)
+        ),
     }
 
 

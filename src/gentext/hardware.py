@@ -149,15 +149,22 @@ def l2_bytes() -> int:
     return 0
 
 
-def direct_int8() -> str | None:
+def direct_int8(scaled: bool = False) -> str | None:
     """Which ISA the compiled kernels may make a lone row's int8 products with themselves
-    (native/direct.h): "avx512" (VNNI) or "avx2", where a core's L2 holds its half of a 2 x 512
-    LSTM's weights: there the product is bound by fbgemm's work per call, which it leaves out; on a
-    1 MB L2 the weights come from L3 either way and a hand-written product was no faster
-    (benchmarks/RESULTS.md). None elsewhere. Under a cap that holds ATen, oneDNN or fbgemm below
-    VNNI it is AVX2's: whoever set one wants to see a CPU without it."""
+    (native/direct.h): "avx512" (VNNI) or "avx2"; None where fbgemm makes them.
+
+    A bounded product (a recurrent state's) is the kernels' where a core's L2 holds its half of a
+    2 x 512 LSTM's weights: there the product is bound by fbgemm's work per call, which the kernels
+    leave out; on a 1 MB L2 the weights come from L3 either way and the kernels' product was no
+    faster. A `scaled` product (each row divided by its largest value first: a minGRU's, a
+    Transformer's) is the kernels' on any L2: through fbgemm it also takes the ATen calls that
+    scale each row and multiply it back, which the kernels do in their loops (benchmarks/RESULTS.md).
+    Under a cap that holds ATen, oneDNN or fbgemm below VNNI it is AVX2's: whoever set one wants
+    to see a CPU without it."""
     flags, fbgemm = _cpu_flags(), os.environ.get("FBGEMM_ENABLE_INSTRUCTIONS", "").upper()
-    if l2_bytes() < DIRECT_L2_BYTES or torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        return None
+    if not scaled and l2_bytes() < DIRECT_L2_BYTES:
         return None
     if (
         {"avx512f", "avx512bw", "avx512_vnni"} <= flags

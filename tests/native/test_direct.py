@@ -15,10 +15,10 @@ pytestmark = pytest.mark.isa
 @pytest.fixture(params=["avx512", "avx2"])
 def isa(request, monkeypatch):
     """Which of the kernels' products the weights are laid out for (the CPU's own choice aside)."""
-    chosen = hardware.direct_int8()
+    chosen = hardware.direct_int8(scaled=True)  # the ISA this CPU gives the kernels, whatever its L2
     if chosen is None or (request.param == "avx512" and chosen != "avx512"):
         pytest.skip(f"this CPU makes its int8 products with {chosen or 'fbgemm'}")
-    monkeypatch.setattr("gentext.models.weights.direct_int8", lambda: request.param)
+    monkeypatch.setattr("gentext.models.weights.direct_int8", lambda scaled=False: request.param)
     return request.param
 
 
@@ -107,3 +107,24 @@ VNNI = {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni"}
 def test_the_kernels_product_follows_the_cpu_its_l2_and_the_caps(monkeypatch, flags, capability, l2, env, chosen):
     _cpu(monkeypatch, flags, capability, l2, env)
     assert hardware.direct_int8() == chosen
+
+
+@pytest.mark.parametrize(
+    ("flags", "capability", "env", "chosen"),
+    [
+        (VNNI, "AVX512", {}, "avx512"),
+        (VNNI, "AVX512", {"FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}, "avx2"),
+        ({"avx2", "fma"}, "AVX2", {}, "avx2"),
+        ({"sse4_2"}, "DEFAULT", {}, None),
+    ],
+)
+def test_a_scaled_product_is_the_kernels_on_a_small_l2_too(monkeypatch, flags, capability, env, chosen):
+    _cpu(monkeypatch, flags, capability, 1 << 20, env)
+    assert hardware.direct_int8() is None  # a recurrent state's product there: fbgemm's
+    assert hardware.direct_int8(scaled=True) == chosen
+
+
+def test_on_a_small_l2_only_the_scaled_products_are_laid_out_for_the_kernels(monkeypatch):
+    _cpu(monkeypatch, VNNI, "AVX512", 1 << 20)
+    assert _matmul(768, 256, bounded=False).native()[6] is not None  # a minGRU's gates
+    assert _matmul(2048, 512).native()[6] is None  # an LSTM's recurrent product

@@ -171,7 +171,7 @@ class Int8Matmul(Matmul):
         blocks of 64 outputs x 4 inputs, each output's weight sum, the activations' scale times each
         output's, the bias, the activations' 1 / scale and zero point for the range the anchor row
         pins, as fbgemm chooses them, and whether the AVX-512 kernels run (else AVX2's)."""
-        outputs, width, isa = *self.shape, direct_int8()
+        outputs, width, isa = *self.shape, direct_int8(scaled=not self.bounded)
         if outputs % 64 or width % 4 or isa is None:
             return None
         qweight = torch.ops.quantized.linear_unpack(self.packed)[0]

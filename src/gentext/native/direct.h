@@ -3,7 +3,8 @@
 //
 // fbgemm's dynamic int8 product is built for many rows: for one row it chooses the activations'
 // range, quantizes and packs the row, and runs a kernel whose per-call work costs more than its
-// arithmetic where the weights sit in the core's L2 (hardware.direct_int8 says where). The inputs
+// arithmetic where the weights sit in the core's L2, and for a row scaled by its largest value on
+// any L2, whose ATen calls around fbgemm's go too (hardware.direct_int8 says where). The inputs
 // here are bounded (a recurrent state, or a row divided by its largest magnitude) and the anchor
 // row pins their range to [-1, 1], so the scale and zero point are known when the weights load, and
 // one multiply-add instruction per 4 inputs of 16 (or 8) outputs does the rest. Every number is
