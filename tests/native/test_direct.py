@@ -53,13 +53,14 @@ def test_a_lone_rows_product_is_fbgemms_bit_for_bit(kernels, isa, shape, split, 
 
 
 @pytest.mark.parametrize("shape", [(768, 256), (2048, 512)])
-def test_unbounded_rows_scaled_by_their_largest_value_give_fbgemms_numbers(kernels, isa, shape):
+@pytest.mark.parametrize("rows", [1, 2])  # 2 x 768 x 256 weight bytes are the kernels' too, 2 x 2048 x 512 fbgemm's
+def test_unbounded_rows_scaled_by_their_largest_value_give_fbgemms_numbers(kernels, isa, shape, rows):
     """A minGRU's products: each row divided by its largest magnitude, multiplied back after."""
     matmul = _matmul(*shape, bounded=False)
     spec = matmul.native()
     assert spec[0] == 5 and spec[6] is not None
     torch.manual_seed(2)
-    for x in [torch.randn(1, shape[1]) * 3, _ties(shape[1]) * 7]:
+    for x in [torch.randn(rows, shape[1]) * 3, _ties(shape[1], rows) * 7]:
         assert torch.equal(kernels.product(spec, x, False), matmul(x))
 
 

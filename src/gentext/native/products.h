@@ -100,6 +100,10 @@ static at::Tensor joined(std::initializer_list<at::Tensor> pieces, int64_t rows,
 // per row is a whole pass over the weights, and from two rows on fbgemm's per-call work is repaid
 // (benchmarks/RESULTS.md).
 constexpr int64_t DIRECT_ROWS = 1;
+// A scaled product (each row divided by its largest value) also leaves out the ATen calls that scale
+// the rows and multiply them back, so the kernels' product repays its pass per row over more rows:
+// while the rows' passes read no more than this many weight bytes in all (benchmarks/RESULTS.md).
+constexpr int64_t SCALED_DIRECT_BYTES = 1 << 19;
 
 // Int8Matmul.__call__ without `bounded` for the rows `direct` makes, its ATen calls as loops with
 // their numbers: each row's largest magnitude (exact in any order) clamped at 1e-30, the row divided
@@ -165,7 +169,10 @@ struct Op {
     }
     if (kind == SCALED_INT8) {  // Int8Matmul.__call__ without `bounded`
       const auto& x = *parts.begin();
-      if (direct.defined() && x.size(0) <= DIRECT_ROWS) {
+      const int64_t rows = x.size(0);
+      const bool direct_rows =
+          direct.defined() && (rows <= DIRECT_ROWS || rows * direct.outputs * direct.width <= SCALED_DIRECT_BYTES);
+      if (direct_rows) {
         auto y = scaled_direct(direct, x, bias, plus);
         if (y.defined()) return y;
       }
@@ -173,9 +180,9 @@ struct Op {
                        .clamp_min_(1e-30);  // max |x| per row
       auto scaled = at::div(x, scale);
       at::Tensor product;  // (rows, outputs), without the bias
-      if (direct.defined() && x.size(0) <= DIRECT_ROWS) product = direct({scaled}, nullptr, at::Tensor());
+      if (direct_rows) product = direct({scaled}, nullptr, at::Tensor());
       if (!product.defined()) {
-        product = int8.call(rows_and_anchor({scaled}, anchor), packed, true).narrow(0, 0, x.size(0));
+        product = int8.call(rows_and_anchor({scaled}, anchor), packed, true).narrow(0, 0, rows);
       }
       auto y = at::addcmul(bias, product, scale);
       return plus.defined() ? at::add(plus, y) : y;
