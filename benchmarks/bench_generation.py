@@ -40,7 +40,7 @@ from gentext.api import TextModel, load
 from gentext.conditions import Condition
 from gentext.config import ModelConfig
 from gentext.data.tokenizers import CharTokenizer
-from gentext.models import build_model
+from gentext.models import build_model, weights
 from gentext.models.weights import fast_formats
 from gentext.runconfig import RunConfig
 
@@ -103,15 +103,32 @@ def transformer_row(args) -> tuple[float, dict[str, float], str]:
 
 def mingru_row(args) -> dict[str, float]:
     """Tokens/s of one stream of a random minGRU (the default kind of a short character run, 2 x 256)
-    per weight format, its Python step ("FMT (Python)") and its compiled one, interleaved."""
+    per weight format, its Python step ("FMT (Python)") and its compiled one, interleaved; and where
+    the kernels make its int8 products ("int8"), the same step with fbgemm's ("int8 (fbgemm)")."""
     cfg = ModelConfig(kind="mingru", vocab_size=65, hidden_size=32 if args.tiny else 256, num_layers=2)
-    torch.manual_seed(0)
     chars = CharTokenizer([chr(32 + i) for i in range(65)])
+    torch.manual_seed(0)
     model = TextModel(build_model(cfg).eval(), chars, RunConfig(), condition=Condition())
     formats = [f for f in ("fp32", "int8") if f in fast_formats(model.device)]
     paths = [f"{fmt} (Python)" for fmt in formats] + (formats if native.kernels() is not None else [])
     fns = {path: generating(model, path, " ", args.tokens, kernels=native.kernels()) for path in paths}
+    if "int8" in paths and weights.direct_int8(scaled=True):
+        fns["int8 (fbgemm)"] = fbgemm_products(cfg, chars, args.tokens)
     return interleaved(fns, args.tokens, 3)
+
+
+def fbgemm_products(cfg: ModelConfig, chars: CharTokenizer, tokens: int):
+    """A run of the same random model whose int8 step was built with every product fbgemm's (the
+    step's matrices are built once and kept, so the choice made here holds)."""
+    chosen, weights.direct_int8 = weights.direct_int8, lambda scaled=False: None
+    try:
+        torch.manual_seed(0)
+        model = TextModel(build_model(cfg).eval(), chars, RunConfig(), condition=Condition())
+        model.set_weights("int8")
+        model.generate(" ", max_new_tokens=1, seed=0)  # builds the compiled step now
+    finally:
+        weights.direct_int8 = chosen
+    return lambda: model.generate(" ", max_new_tokens=tokens, temperature=1.0, seed=0)
 
 
 def generating(model: TextModel, fmt: str, prompt: str, tokens: int, streams: int = 1, kernels=None):
@@ -235,8 +252,9 @@ def main() -> None:
     minimal = mingru_row(args)
     print(f"\nminGRU (2 x {32 if args.tiny else 256}), 1 stream: the Python step against the compiled one")
     print("| weights | path | tokens/s |\n|---|---|---:|")
+    names = {"(Python)": "Python", "(fbgemm)": "compiled, fbgemm's products"}
     for path, rate in minimal.items():
-        print(f"| {path.split()[0]} | {'Python' if path.endswith('(Python)') else 'compiled'} | {rate:,.0f} |")
+        print(f"| {path.split()[0]} | {names.get(path.split()[-1], 'compiled')} | {rate:,.0f} |")
     print_roofline(rows, model, args)
 
 
