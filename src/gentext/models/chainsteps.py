@@ -58,9 +58,7 @@ class StepRows:
 
     def _unigram(self) -> np.ndarray:
         if self.unigram is None:
-            chain = self.chain
-            words = np.arange(chain.vocab, dtype=np.int64)[None]
-            self.unigram = chain._probabilities(np.full((1, chain.order - 1), -1, dtype=np.int64), words)[0]
+            self.unigram = self.chain.lowest_row()
         return self.unigram
 
     def compiled_rows(self):

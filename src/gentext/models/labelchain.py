@@ -109,18 +109,14 @@ class LabelChain(nn.Module):
         else:
             contexts, history = self.chains[0]._contexts(ids, inner)
             inner = self.chains[0]._new_state(history, ids.device)
-            words = (
-                targets.reshape(-1, 1).cpu().numpy().astype(np.int64)
-                if targets is not None
-                else np.broadcast_to(np.arange(self.vocab, dtype=np.int64), (len(contexts), self.vocab))
-            )
-            p = np.empty(words.shape, dtype=np.float64)
+            words = None if targets is None else targets.reshape(-1, 1).cpu().numpy().astype(np.int64)
+            p = np.empty((len(contexts), self.vocab if words is None else 1), dtype=np.float64)
             for c in np.unique(which):
                 rows = which == c
                 chain = self.chains[c]  # whole rows (no targets) from the seen successors: the same numbers
                 p[rows] = (
                     chain.distribution(contexts[rows])
-                    if targets is None
+                    if words is None
                     else chain._probabilities(contexts[rows], words[rows])
                 )
             out = torch.from_numpy(np.log(p)).float().reshape(*ids.shape, -1).to(ids.device)

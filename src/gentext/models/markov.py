@@ -199,14 +199,18 @@ class MarkovModel(nn.Module):
         found = np.nonzero((ctx >= 0).all(axis=1) & (table["ctx"][pos] == ctx_key))[0]
         return found, pos[found], ctx_key
 
+    def lowest_row(self) -> np.ndarray:
+        """P(. | the empty context) (V,): the row every context backs off to last."""
+        nothing = np.full((1, self.order - 1), -1, dtype=np.int64)
+        return self._probabilities(nothing, np.arange(self.vocab, dtype=np.int64)[None])[0]
+
     def distribution(self, contexts: np.ndarray) -> np.ndarray:
         """contexts (P, order-1) ids, -1 where unknown -> probabilities (P, V): `_probabilities` over
         every word, in the same operations, so the same numbers. A context has seen few of the V
         words: each order scales the whole row by its back-off weight and adds the discounted counts
         of its seen successors alone, where looking every word up in every order's table cost a
         search per (position, word, order)."""
-        nothing = np.full((1, self.order - 1), -1, dtype=np.int64)  # the empty context: the lowest orders' row
-        p = np.repeat(self._probabilities(nothing, np.arange(self.vocab, dtype=np.int64)[None]), len(contexts), 0)
+        p = np.repeat(self.lowest_row()[None], len(contexts), 0)
         for n in range(2, self.order + 1):
             table = self._tables[n - 1]
             found, pos, _ = self._find_contexts(table, contexts, n)
