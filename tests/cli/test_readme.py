@@ -114,6 +114,9 @@ def test_doctor_says_what_a_bug_report_needs(capsys):
     assert {"cpu_features", "threads", "torch", "extras", "weights_cpu"} <= set(info)
     assert info["threads"]["usable_cpus"] >= 1 and "fp32" in info["weights_cpu"]
     assert info["threads"]["second_core"] == (info["threads"]["usable_cpus"] >= 2 and not info["threads"]["fixed"])
+    products = info["int8_products"]  # a scaled product is the kernels' wherever a recurrent one is
+    assert products["scaled"] in ("avx512", "avx2", "fbgemm")
+    assert products["recurrent"] in (products["scaled"], "fbgemm")
 
 
 def _readme_commands() -> list[list[str]]:

@@ -56,6 +56,11 @@ def report() -> dict[str, Any]:
         "native_bf16": cpu["native_bf16"],
         "weights_cpu": fast_formats(torch.device("cpu")),
         "kernels": native.status(),
+        # who makes a lone row's int8 products with the compiled kernels: their own ISA, or fbgemm
+        "int8_products": {
+            "recurrent": hardware.direct_int8() or "fbgemm",
+            "scaled": hardware.direct_int8(scaled=True) or "fbgemm",
+        },
         "extras": {module: importlib.util.find_spec(module) is not None for module in EXTRAS},
     }
 
@@ -78,6 +83,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     helper = info["kernels"].startswith("compiled") and t["second_core"]
     second = "; a step of a few rows takes a second core while one is free (not in a server)" if helper else ""
     print(f"kernels     the per-token step runs {info['kernels']}{second}")
+    if info["kernels"].startswith("compiled"):
+        own = {kind: "fbgemm's" if isa == "fbgemm" else f"the kernels' own ({isa})"
+               for kind, isa in info["int8_products"].items()}  # fmt: skip
+        print(f"            a lone row's int8 products: an RNN's {own['recurrent']}, a minGRU's or Transformer's "
+              f"{own['scaled']}")  # fmt: skip
     print(
         f"native      training --precision auto = {info['precision_auto_cpu']}; generation --weights: "
         f"{', '.join(info['weights_cpu'])} (bf16 {'native' if info['native_bf16'] else 'not native here'})"
