@@ -6,7 +6,7 @@ AVX2 kernels)."""
 import pytest
 import torch
 
-from gentext import hardware
+from gentext import hardware, native
 from gentext.models.weights import Int8Matmul
 
 pytestmark = pytest.mark.isa
@@ -129,3 +129,20 @@ def test_on_a_small_l2_only_the_scaled_products_are_laid_out_for_the_kernels(mon
     _cpu(monkeypatch, VNNI, "AVX512", 1 << 20)
     assert _matmul(768, 256, bounded=False).native()[6] is not None  # a minGRU's gates
     assert _matmul(2048, 512).native()[6] is None  # an LSTM's recurrent product
+
+
+@pytest.mark.parametrize("bounded", [True, False])
+@pytest.mark.parametrize("rows", [1, 3, 40])
+def test_a_python_steps_int8_product_through_the_kernels_gives_its_numbers(kernels, bounded, rows):
+    """A step that runs in Python (a Transformer's) calls the kernels' Product where they are loaded."""
+    matmul = _matmul(768, 256, bounded)
+    torch.manual_seed(3)
+    x = torch.rand(rows, 256) * 2 - 1 if bounded else torch.randn(rows, 256) * 3
+    python = matmul(x)  # the suite runs without the kernels
+    native.use(kernels)
+    try:
+        compiled = matmul(x)
+        assert matmul._product[1] is not None  # the kernels' product ran
+    finally:
+        native.use(None)
+    assert torch.equal(python, compiled)

@@ -13,8 +13,10 @@ import torch
 
 import gentext
 from gentext import native, threads
+from gentext.config import ModelConfig
 from gentext.inference.jobs import AHEAD
 from gentext.inference.sampler import Sampler, make_generator
+from gentext.models import build_model
 from gentext.models.weights import fast_formats
 from gentext.useconfig import SampleConfig
 from tests.conftest import HARD_ROWS
@@ -48,6 +50,24 @@ def test_the_compiled_step_gives_the_python_steps_numbers_bit_for_bit(kind, kern
             native.use(None)
         for a, b in zip(python, compiled, strict=True):
             assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True)), (kind, fmt, width, rows)
+
+
+@pytest.mark.isa
+def test_a_transformers_step_with_the_kernels_int8_products_gives_the_python_numbers(kernels):
+    """A Transformer's step runs in Python; with the kernels loaded its int8 products are theirs."""
+    config = ModelConfig(kind="transformer", vocab_size=30, hidden_size=256, num_layers=2, num_heads=4, context=16)
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    model.set_weight_format("int8")
+    python = greedy_steps(model, 1, 20) + greedy_steps(model, 3, 20)  # past the context: the window slides
+    native.use(kernels)
+    try:
+        compiled = greedy_steps(model, 1, 20) + greedy_steps(model, 3, 20)
+        assert model._step_ops()["blocks"][0]["qkv"]._product[1] is not None
+    finally:
+        native.use(None)
+    for a, b in zip(python, compiled, strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 @pytest.mark.slow

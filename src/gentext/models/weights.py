@@ -29,7 +29,7 @@ import warnings
 
 import torch
 
-from gentext import threads
+from gentext import native, threads
 from gentext.errors import GentextError
 from gentext.hardware import cpu_native, direct_int8
 from gentext.useconfig import WEIGHT_FORMATS
@@ -149,13 +149,28 @@ class Int8Matmul(Matmul):
         # in one call; `bounded=False`).
         self.anchor = torch.zeros(1, weight.shape[1])
         self.anchor[0, 0], self.anchor[0, -1] = 1.0, -1.0
+        self._product = (None, None)  # (the kernels module, its Product of these weights)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        compiled = self._compiled(x)
+        if compiled is not None:
+            return compiled(x)
         if self.bounded:  # reduce_range=True keeps fbgemm's AVX2 int16 accumulation from saturating
             return _LINEAR_INT8(torch.cat([x, self.anchor]), self.packed, True)[:-1]
         scale = torch.linalg.vector_norm(x, math.inf, dim=1, keepdim=True).clamp_min_(1e-30)  # max |x| per row
         y = _LINEAR_INT8(torch.cat([x / scale, self.anchor]), self.packed, True)[:-1]
         return torch.addcmul(self.bias, y, scale)
+
+    def _compiled(self, x: torch.Tensor):
+        """The loaded kernels' product of these weights (native/products.h), for a step that runs in
+        Python (a Transformer's): these numbers in one call, a lone scaled row's by the kernels' own
+        product where `_direct` laid the weights out for it. None without the kernels."""
+        kernels = native.kernels()
+        if kernels is None or x.dim() != 2 or x.dtype != torch.float32 or not x.is_contiguous() or x.is_cuda:
+            return None
+        if self._product[0] is not kernels:
+            self._product = (kernels, kernels.Product(self.native()))
+        return self._product[1]
 
     def native(self) -> tuple | None:
         """Also the weights in two halves of the outputs where this process may split a step

@@ -1,6 +1,7 @@
 // Compiled per-token kernels: the recurrent step (rnn.h, mingru.h), draws (draw.h), runs of the
-// two (runs.h), a neural cache's sampled token (cache.h), a Kneser-Ney chain's rows (chain.h) and a
-// mixed run's tokens drawn ahead (mixed.h). They make the ATen operations the Python path makes, in
+// two (runs.h), a neural cache's sampled token (cache.h), a Kneser-Ney chain's rows (chain.h), a
+// mixed run's tokens drawn ahead (mixed.h) and the int8 products of a step that runs in Python
+// (products.h: a Transformer's). They make the ATen operations the Python path makes, in
 // the same order on the same shapes, except where a plain loop or one operation gives the same
 // numbers with fewer calls (an LSTM cell's products and sums, a draw's running sum and its uniform
 // number, one buffer for an int8 product's input, a minGRU row's scaling around its int8 product,
@@ -37,6 +38,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("product", [](const py::object& spec, const at::Tensor& x, bool split) {  // one product, for the tests
     return make_op(spec)({x}, split ? &Helper::get() : nullptr);
   });
+  // one int8 product for a step that runs in Python (a Transformer's): Int8Matmul.__call__'s numbers
+  py::class_<Op>(m, "Product")
+      .def(py::init(&make_op))
+      .def("__call__", [](const Op& op, const at::Tensor& x) { return op({x}); }, py::call_guard<py::gil_scoped_release>());
   m.def("run_plain", &run_plain<RnnStep>);
   m.def("run_plain", &run_plain<MinGruStep>);
   m.def("run_mixed", &run_mixed<RnnStep>);
