@@ -94,6 +94,30 @@ def test_the_step_follows_weights_changed_in_place_or_replaced():
         assert torch.equal(net(ids, None)[0], fresh(ids, None)[0])
 
 
+def test_an_int8_steps_first_gates_come_from_a_table_with_the_numbers_it_computed(monkeypatch):
+    """An int8 step reads its first layer's gates per id from a table built one id at a time: a
+    lone row and a batch get the numbers the step computed without one."""
+
+    def steps(table: bool):
+        monkeypatch.setattr("gentext.models.mingru.FIRST_TABLE_IDS", 4096 if table else 0)
+        torch.manual_seed(3)
+        net = build_model(ModelConfig(kind="mingru", vocab_size=40, hidden_size=256, num_layers=2)).eval()
+        net.set_weight_format("int8")
+        out, ids = [], torch.tensor([[1], [7], [7], [39], [0]])
+        with torch.inference_mode():
+            for rows in (ids[:1], ids):
+                state = None
+                for _ in range(6):
+                    logits, state = net(rows, state)
+                    out += [logits, state.tensors["h"]]
+                    rows = logits[:, -1].argmax(-1, keepdim=True)
+        return out, net._step_ops()["first"]
+
+    (tabled, table), (computed, none) = steps(True), steps(False)
+    assert table is not None and table[0].shape == (40, 256) and none is None
+    assert all(torch.equal(a, b) for a, b in zip(tabled, computed, strict=True))
+
+
 @pytest.fixture(scope="module")
 def mingru_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("mingru")

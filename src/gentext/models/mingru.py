@@ -19,9 +19,8 @@ matrix. The state is h, (layers, B, H) — a few KB a row — carried across tra
 LSTM's is, so truncated back-propagation, --resume, torchrun, batching and serving need nothing of
 their own. Weight formats apply to the step's products (the inputs are layer-normed, not bounded,
 so int8 scales each row by itself, as the Transformer's does); ONNX export writes the step; a
-neural cache reads `features` and `readout`, forward split at the head, as an LSTM's. Where the
-compiled kernels are built (gentext/native), the step and a lone row's plain draws run there, to
-the same numbers.
+neural cache reads `features` and `readout`, forward split at the head, as an LSTM's. The step
+runs in the compiled kernels where they are built (gentext/native), to the same numbers.
 """
 
 from __future__ import annotations
@@ -36,9 +35,10 @@ from gentext.errors import GentextError
 from gentext.models.rnn import OnnxStep
 from gentext.models.state import State
 from gentext.models.stepops import StepOps
-from gentext.models.weights import MATMULS
+from gentext.models.weights import MATMULS, Int8Matmul
 
 MLP = 2  # the feed-forward expansion
+FIRST_TABLE_IDS = 4096  # an int8 step reads its first layer's gates from a table of ids up to this vocabulary
 
 
 def g(x: torch.Tensor) -> torch.Tensor:
@@ -89,13 +89,18 @@ class MinGRULayer(nn.Module):
         x = x + self.drop(h.to(x.dtype))
         return x + self.drop(self.mlp(self.mlp_norm(x))), h[:, -1]
 
-    def step(self, x: torch.Tensor, h: torch.Tensor, ops: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """One token: x (B, D), h (B, D) -> output (B, D), new h, the products in `ops`' format."""
-        k, candidate = ops["gates"](self.norm(x)).chunk(2, dim=-1)
-        z = torch.sigmoid(k)
-        h = torch.lerp(h, g(candidate), z)  # (1 - z) h + z h~
+    def step(self, x: torch.Tensor, h: torch.Tensor, ops: dict, gates=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One token: x (B, D), h (B, D) -> output (B, D), new h, the products in `ops`' format;
+        `gates`: this token's (z, h~) where a table holds them (`gate_values` of each id)."""
+        z, candidate = gates if gates is not None else self.gate_values(x, ops)
+        h = torch.lerp(h, candidate, z)  # (1 - z) h + z h~
         x = x + h
         return x + ops["down"](F.gelu(ops["up"](self.mlp_norm(x)))), h
+
+    def gate_values(self, x: torch.Tensor, ops: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, D) -> the update gate z and the candidate h~ (B, D) each."""
+        k, candidate = ops["gates"](self.norm(x)).chunk(2, dim=-1)
+        return torch.sigmoid(k), g(candidate)
 
 
 def _norm(norm: nn.LayerNorm) -> tuple:
@@ -194,11 +199,12 @@ class MinGRULanguageModel(StepOps, nn.Module):
         if kernel is not None:  # the whole sequence in one call
             out, h = native.kernels().read(kernel, ids, targets, state.tensors["h"], features)
             return out, State({"h": h}, {"h": 1})
-        hs, outputs = list(state.tensors["h"]), []
+        hs, outputs, first = list(state.tensors["h"]), [], ops["first"]
         for t in range(ids.shape[1]):
             x = self.embedding(ids[:, t])
             for i, layer in enumerate(self.layers):
-                x, hs[i] = layer.step(x, hs[i], ops["layers"][i])
+                gates = None if i or first is None else (first[0][ids[:, t]], first[1][ids[:, t]])
+                x, hs[i] = layer.step(x, hs[i], ops["layers"][i], gates)
             y = self.norm(x)
             out = y if features else ops["head"](y)
             if targets is not None:
@@ -220,8 +226,8 @@ class MinGRULanguageModel(StepOps, nn.Module):
                 (_norm(m.norm), gates, _norm(m.mlp_norm), up, down)
                 for m, (gates, up, down) in zip(self.layers, specs, strict=True)
             ]
-            step = kernels.MinGruStep
-            ops["native"] = step(self.embedding.weight, layers, _norm(self.norm), head) if usable else None
+            step, first = kernels.MinGruStep, ops["first"]
+            ops["native"] = step(self.embedding.weight, layers, _norm(self.norm), head, first) if usable else None
         return ops["native"]
 
     def draw_ahead(self, logits, state: State, count: int, sampler, generator, end_id, read_last: bool):
@@ -257,7 +263,18 @@ class MinGRULanguageModel(StepOps, nn.Module):
              for name, linear in (("gates", layer.gates), ("up", layer.mlp[0]), ("down", layer.mlp[2]))}
             for layer in self.layers
         ]  # fmt: skip
-        return {"layers": layers, "head": make(self.head.weight, None, bounded=False)}
+        ops = {"layers": layers, "head": make(self.head.weight, None, bounded=False), "first": None}
+        if isinstance(ops["layers"][0]["gates"], Int8Matmul) and self.config.vocab_size <= FIRST_TABLE_IDS:
+            ops["first"] = self._first_gates(ops["layers"][0])
+        return ops
+
+    @torch.inference_mode()
+    def _first_gates(self, ops: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first layer's (z, h~) of every id, (V, D) each: its input is the id's embedding alone
+        (as an LSTM's first product is a table). Each id takes a token's one-row calls, and an int8
+        product's row is its own whatever shares the call: a row is what the step computed."""
+        rows = [self.layers[0].gate_values(row[None], ops) for row in self.embedding.weight]
+        return torch.cat([z for z, _ in rows]), torch.cat([candidate for _, candidate in rows])
 
     def onnx_step(self, batch: int) -> OnnxStep:
         """One token as a graph for ONNX export (inference/export.py): ids (B,), h (L, B, H) ->

@@ -25,7 +25,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def(py::init<const std::string&, at::Tensor, const py::list&, const py::object&>())
       .def("__call__", &RnnStep::operator(), py::call_guard<py::gil_scoped_release>());
   py::class_<MinGruStep>(m, "MinGruStep")
-      .def(py::init<at::Tensor, const py::list&, const py::object&, const py::object&>())
+      .def(py::init<at::Tensor, const py::list&, const py::object&, const py::object&, const py::object&>())
       .def("__call__", &MinGruStep::operator(), py::call_guard<py::gil_scoped_release>());
   py::class_<ChainRows>(m, "ChainRows")
       .def(py::init<const py::list&, const at::Tensor&, int64_t>())

@@ -8,6 +8,7 @@
 #include <ATen/ops/full.h>
 #include <ATen/ops/ge.h>
 #include <ATen/ops/gelu.h>
+#include <ATen/ops/index_select.h>
 #include <ATen/ops/layer_norm.h>
 #include <ATen/ops/lerp.h>
 #include <ATen/ops/sigmoid.h>
@@ -41,12 +42,16 @@ struct MinGruLayer {
   explicit MinGruLayer(const py::tuple& spec)
       : norm(spec[0]), mlp_norm(spec[2]), gates(make_op(spec[1])), up(make_op(spec[3])), down(make_op(spec[4])) {}
 
-  // x (B, D), h (B, D) -> output, new h
-  std::pair<at::Tensor, at::Tensor> operator()(const at::Tensor& x, const at::Tensor& h) const {
-    auto parts = gates({norm(x)}).chunk(2, -1);
-    auto z = at::sigmoid(parts[0]);
-    const auto& candidate = parts[1];
-    auto positive = at::where(at::ge(candidate, 0), at::add(candidate, 0.5), at::sigmoid(candidate));
+  // x (B, D), h (B, D) -> output, new h; `z` and `positive` (h~): this token's gates where a table
+  // holds them (the first layer's of an int8 step), else computed here
+  std::pair<at::Tensor, at::Tensor> operator()(const at::Tensor& x, const at::Tensor& h, at::Tensor z = {},
+                                               at::Tensor positive = {}) const {
+    if (!z.defined()) {
+      auto parts = gates({norm(x)}).chunk(2, -1);
+      z = at::sigmoid(parts[0]);
+      const auto& candidate = parts[1];
+      positive = at::where(at::ge(candidate, 0), at::add(candidate, 0.5), at::sigmoid(candidate));
+    }
     auto new_h = at::lerp(h, positive, z);  // (1 - z) h + z h~
     auto y = at::add(x, new_h);
     return {at::add(y, down({at::gelu(up({mlp_norm(y)}), "none")})), new_h};
@@ -58,11 +63,17 @@ struct MinGruStep {
   std::vector<MinGruLayer> layers;
   Norm norm;
   Op head;
+  at::Tensor first_z, first_candidate;  // the first layer's gates of every id (models/mingru.py), or undefined
 
   MinGruStep(at::Tensor embedding, const py::list& layer_specs, const py::object& norm_spec,
-             const py::object& head_spec)
+             const py::object& head_spec, const py::object& first)
       : embedding(std::move(embedding)), norm(norm_spec), head(make_op(head_spec)) {
     for (auto item : layer_specs) layers.emplace_back(item.cast<py::tuple>());
+    if (!first.is_none()) {
+      auto table = first.cast<py::tuple>();
+      first_z = table[0].cast<at::Tensor>();
+      first_candidate = table[1].cast<at::Tensor>();
+    }
   }
 
   // ids (B,), h (layers, B, D) -> [the head's output (B, 1, V), or with `features` the normed
@@ -71,7 +82,10 @@ struct MinGruStep {
     auto x = at::embedding(embedding, ids);
     std::vector<at::Tensor> carried;
     for (size_t i = 0; i < layers.size(); ++i) {
-      auto [y, h] = layers[i](x, h_all.select(0, static_cast<int64_t>(i)));
+      const bool table = i == 0 && first_z.defined();
+      auto z = table ? at::index_select(first_z, 0, ids) : at::Tensor();
+      auto positive = table ? at::index_select(first_candidate, 0, ids) : at::Tensor();
+      auto [y, h] = layers[i](x, h_all.select(0, static_cast<int64_t>(i)), z, positive);
       x = y;
       carried.push_back(h);
     }
