@@ -268,7 +268,6 @@ class MinGRULanguageModel(StepOps, nn.Module):
             ops["first"] = self._first_gates(ops["layers"][0])
         return ops
 
-    @torch.inference_mode()
     def _first_gates(self, ops: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """The first layer's (z, h~) of every id, (V, D) each: its input is the id's embedding alone
         (as an LSTM's first product is a table). Each id takes a token's one-row calls, and an int8
